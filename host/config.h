@@ -1,0 +1,71 @@
+// The chain config: PipeWire SPA-JSON, parsed with spa_json.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace sandpipe::host {
+
+/// What a plugin entry's `path` turned out to be.
+enum class PluginKind : std::uint8_t {
+  native_builtin,  ///< `builtin:NAME`, one of the .so built-ins shipped with Sandpipe
+  native_library,  ///< a third-party `*.so` implementing plugins-native/include/sandpipe/plugin.h
+  python,          ///< a `*.py` file, run in its own sandbox process
+};
+
+[[nodiscard]] std::string_view to_string(PluginKind kind) noexcept;
+
+/// A parameter value as written in the config: a number, a boolean or a string.
+using ParamValue = std::variant<double, bool, std::string>;
+
+struct ParamSetting {
+  std::string key;
+  ParamValue value;
+  int line = 0;  ///< 1-based line in the config file, for error messages
+};
+
+/// What to do with a slot's blocks while its plugin is down or late.
+enum class OnFailure : std::uint8_t { bypass, mute };
+
+struct PluginSpec {
+  std::string name;              ///< unique within the chain, used as "NAME:PARAM"
+  std::string path;              ///< as written
+  PluginKind kind = PluginKind::native_builtin;
+  std::filesystem::path resolved;  ///< absolute file path (empty for builtins until loaded)
+  std::vector<ParamSetting> params;
+  OnFailure on_failure = OnFailure::bypass;
+  double timeout_ms = 0.0;       ///< 0: derived from the cycle's budget
+  int line = 0;
+};
+
+struct ChainConfig {
+  std::filesystem::path file;         ///< where it was read from (empty for text)
+  std::string node_name = "sandpipe";
+  std::string node_description;       ///< defaults to node_name
+  std::uint32_t channels = 2;         ///< 1..8, ports named after audio.position
+  std::vector<PluginSpec> plugins;
+};
+
+/// A config that cannot be used. `what()` reads "FILE:LINE: problem".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// [main] Parses SPA-JSON config text. Relative plugin paths resolve against `base_dir`.
+/// Throws ConfigError naming the file and line of the first problem.
+[[nodiscard]] ChainConfig parse_config(std::string_view text, const std::filesystem::path& file_for_messages,
+                                       const std::filesystem::path& base_dir);
+
+/// [main] Reads and parses a config file. Throws ConfigError.
+[[nodiscard]] ChainConfig load_config(const std::filesystem::path& file);
+
+/// [main] Channel position names for a channel count: FL FR for 2, MONO for 1, FL FR FC LFE … up to 8.
+[[nodiscard]] std::vector<std::string> channel_positions(std::uint32_t channels);
+
+}  // namespace sandpipe::host

@@ -1,0 +1,52 @@
+// The one interface every slot of a chain implements, native or sandboxed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace sandpipe::host {
+
+/// Status of one block through one slot, returned by the real-time path.
+enum class BlockStatus : std::uint8_t {
+  processed,      ///< the plugin's output is in `out`
+  bypassed,       ///< `out` holds the dry (latency-aligned) input: plugin late, down or failed
+  muted,          ///< `out` holds silence (on-failure = "mute")
+};
+
+/// Per-slot counters. Written by the RT thread only, read by anyone (relaxed, monotonic).
+struct SlotCounters {
+  std::uint64_t blocks = 0;
+  std::uint64_t deadline_misses = 0;
+  std::uint64_t bypassed_blocks = 0;
+  std::uint64_t sanitized_blocks = 0;  ///< NaN/Inf replaced by the dry signal
+};
+
+/// A processing slot in the chain.
+///
+/// Lifecycle: constructed and prepared on the main thread, `process_rt` called on the data
+/// thread only, destroyed on the main thread after it was swapped out of the data thread.
+class Processor {
+ public:
+  Processor() = default;
+  Processor(const Processor&) = delete;
+  Processor& operator=(const Processor&) = delete;
+  virtual ~Processor() = default;
+
+  /// [main] Name given in the config (`name = "..."`).
+  [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+
+  /// [any] Latency this slot adds, in frames, at the current block size.
+  [[nodiscard]] virtual std::uint32_t latency_frames() const noexcept = 0;
+
+  /// [rt] Processes `frames` frames (1 ≤ frames ≤ the max_frames given at preparation).
+  /// `in` and `out` hold one pointer per channel and never alias each other.
+  /// Allocates nothing, locks nothing, never throws.
+  virtual BlockStatus process_rt(const float* const* in, float* const* out,
+                                 std::uint32_t frames) noexcept = 0;
+
+  /// [any] Counters of this slot.
+  [[nodiscard]] virtual SlotCounters counters() const noexcept = 0;
+};
+
+}  // namespace sandpipe::host

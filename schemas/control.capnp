@@ -1,0 +1,145 @@
+# The control channel between the host and one sandbox process.
+#
+# Framing: standard Cap'n Proto stream framing over a Unix socketpair (SOCK_STREAM), one message
+# per frame. The host sends HostMessage, the sandbox answers with SandboxMessage. Audio never
+# travels here: it goes through the shared-memory block channel (shm/block-channel.h).
+# The sandbox is untrusted: the host reads its messages with tight ReaderOptions (size and
+# traversal limits) and validates every field before use.
+#
+# Conversation:
+#   host: hello            -> sandbox: hello        (versions and shm layout size must match)
+#   host: load             -> sandbox: loaded | error
+#   host: setParam         -> sandbox: paramSet | error
+#   host: getState         -> sandbox: state | error
+#   host: getStats         -> sandbox: stats
+#   host: shutdown         -> sandbox exits 0
+#   sandbox: log           (any time; the plugin's stdout/stderr and warnings)
+#   sandbox: error         (any time; e.g. an exception in process(), with traceback)
+@0xdf0845010229822e;
+
+$import "/capnp/c++.capnp".namespace("sandpipe::schema");
+
+const protocolVersion :UInt32 = 1;
+
+struct ParamValue {
+  union {
+    number @0 :Float64;
+    text @1 :Text;
+    boolean @2 :Bool;
+  }
+}
+
+struct ParamSetting {
+  key @0 :Text;
+  value @1 :ParamValue;
+}
+
+struct ParamInfo {
+  key @0 :Text;
+  label @1 :Text;
+  unit @2 :Text;
+  kind @3 :Kind;
+  enum Kind {
+    number @0;
+    integer @1;
+    boolean @2;
+    choice @3;
+    text @4;
+  }
+  minValue @4 :Float64;
+  maxValue @5 :Float64;
+  default @6 :ParamValue;
+  choices @7 :List(Text);
+}
+
+enum PluginApi {
+  sdk @0;      # a subclass of sandpipe.Plugin (plugins-py/sandpipe)
+  legacy @1;   # the earlier pipeline's create_plugin() / AudioProcessorPlugin API
+}
+
+enum PluginRole {
+  processor @0;
+  source @1;
+  sink @2;
+}
+
+struct PluginInfo {
+  name @0 :Text;
+  version @1 :Text;
+  description @2 :Text;
+  api @3 :PluginApi;
+  role @4 :PluginRole;
+  params @5 :List(ParamInfo);
+  latencyFrames @6 :UInt32;
+}
+
+struct HostMessage {
+  union {
+    hello :group {
+      protocolVersion @0 :UInt32;
+      shmLayoutVersion @1 :UInt32;
+      shmHeaderSize @2 :UInt32;       # sizeof the segment header as the host knows it
+    }
+    load :group {
+      path @3 :Text;                  # absolute path of the .py file
+      instanceName @4 :Text;          # the chain's name for this slot, prefixes its log lines
+      sampleRate @5 :Float64;
+      channels @6 :UInt32;
+      maxFrames @7 :UInt32;
+      params @8 :List(ParamSetting);  # from the config, applied before the first block
+      state @9 :Data;                 # from a previous instance's getState (restart), may be empty
+    }
+    setParam @10 :ParamSetting;
+    getState @11 :Void;
+    getStats @12 :Void;
+    shutdown @13 :Void;
+  }
+}
+
+struct SandboxMessage {
+  union {
+    hello :group {
+      protocolVersion @0 :UInt32;
+      shmLayoutVersion @1 :UInt32;
+      shmHeaderSize @2 :UInt32;
+      pid @3 :Int32;
+      pythonVersion @4 :Text;
+      numpyVersion @5 :Text;
+    }
+    loaded @6 :PluginInfo;
+    paramSet :group {
+      key @7 :Text;
+      latencyFrames @8 :UInt32;       # a parameter may change the plugin's latency
+    }
+    state @9 :Data;
+    stats :group {
+      blocks @10 :UInt64;
+      exceptions @11 :UInt64;
+      processNsLast @12 :UInt64;
+      processNsMax @13 :UInt64;
+      processNsTotal @14 :UInt64;
+    }
+    log :group {
+      level @15 :LogLevel;
+      text @16 :Text;
+    }
+    error :group {
+      phase @17 :Phase;
+      message @18 :Text;
+      traceback @19 :Text;
+    }
+  }
+  enum LogLevel {
+    debug @0;
+    info @1;
+    warning @2;
+    error @3;
+  }
+  enum Phase {
+    handshake @0;
+    load @1;
+    setParam @2;
+    state @3;
+    process @4;
+  }
+}

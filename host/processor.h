@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -9,9 +10,9 @@ namespace sandpipe::host {
 
 /// Status of one block through one slot, returned by the real-time path.
 enum class BlockStatus : std::uint8_t {
-  processed,      ///< the plugin's output is in `out`
-  bypassed,       ///< `out` holds the dry (latency-aligned) input: plugin late, down or failed
-  muted,          ///< `out` holds silence (on-failure = "mute")
+  processed,  ///< the plugin's output is in `out`
+  bypassed,   ///< `out` holds the dry (latency-aligned) input: plugin late, down or failed
+  muted,      ///< `out` holds silence (on-failure = "mute")
 };
 
 /// Per-slot counters. Written by the RT thread only, read by anyone (relaxed, monotonic).
@@ -20,6 +21,14 @@ struct SlotCounters {
   std::uint64_t deadline_misses = 0;
   std::uint64_t bypassed_blocks = 0;
   std::uint64_t sanitized_blocks = 0;  ///< NaN/Inf replaced by the dry signal
+};
+
+/// What the chain tells a slot about the cycle it runs in.
+struct ProcessContext {
+  /// Absolute CLOCK_MONOTONIC time (ns) by which this slot must have its output in `out`.
+  /// A native slot ignores it; a sandboxed slot never waits past it (offline render gives a
+  /// generous deadline so results are deterministic).
+  std::uint64_t deadline_ns = 0;
 };
 
 /// A processing slot in the chain.
@@ -31,22 +40,30 @@ class Processor {
   Processor() = default;
   Processor(const Processor&) = delete;
   Processor& operator=(const Processor&) = delete;
+  Processor(Processor&&) = delete;
+  Processor& operator=(Processor&&) = delete;
   virtual ~Processor() = default;
 
-  /// [main] Name given in the config (`name = "..."`).
+  /// [any] Name given in the config (`name = "..."`).
   [[nodiscard]] virtual std::string_view name() const noexcept = 0;
 
-  /// [any] Latency this slot adds, in frames, at the current block size.
+  /// [any] Latency this slot adds, in frames.
   [[nodiscard]] virtual std::uint32_t latency_frames() const noexcept = 0;
 
   /// [rt] Processes `frames` frames (1 ≤ frames ≤ the max_frames given at preparation).
   /// `in` and `out` hold one pointer per channel and never alias each other.
   /// Allocates nothing, locks nothing, never throws.
-  virtual BlockStatus process_rt(const float* const* in, float* const* out,
-                                 std::uint32_t frames) noexcept = 0;
+  virtual BlockStatus process_rt(const float* const* in, float* const* out, std::uint32_t frames,
+                                 const ProcessContext& ctx) noexcept = 0;
 
   /// [any] Counters of this slot.
   [[nodiscard]] virtual SlotCounters counters() const noexcept = 0;
+};
+
+/// A plugin that cannot be loaded or started. `what()` names the plugin and the reason.
+class PluginError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 }  // namespace sandpipe::host

@@ -49,6 +49,8 @@ class Chain {
   std::uint32_t max_frames_;
   double sample_rate_;
   std::vector<std::unique_ptr<Processor>> slots_;
+  std::vector<bool> remote_;    ///< slot i runs in a sandbox (waits on its deadline share)
+  std::size_t remote_count_ = 0;
   std::vector<float> scratch_;  ///< 2 × channels × max_frames, ping-pong between slots
   std::array<float*, max_channels> ping_{};
   std::array<float*, max_channels> pong_{};

@@ -1,1 +1,322 @@
-// placeholder: being written
+// Chain config parsing: SPA-JSON read with spa_json, validated into a ChainConfig.
+#include "host/config.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "host/spa-json.h"
+
+namespace sandpipe::host {
+
+std::string_view to_string(PluginKind kind) noexcept {
+  switch (kind) {
+    case PluginKind::native_builtin:
+      return "native (built-in)";
+    case PluginKind::native_library:
+      return "native (shared object)";
+    case PluginKind::python:
+      return "python (sandboxed)";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(OnFailure policy) noexcept {
+  return policy == OnFailure::mute ? "mute" : "bypass";
+}
+
+std::vector<std::string> channel_positions(std::uint32_t channels) {
+  if (channels == 1) return {"MONO"};
+  static constexpr std::array<const char*, 8> surround = {"FL", "FR", "FC", "LFE", "RL", "RR", "SL", "SR"};
+  std::vector<std::string> names;
+  for (std::uint32_t i = 0; i < channels && i < surround.size(); ++i) names.emplace_back(surround[i]);
+  return names;
+}
+
+namespace {
+
+/// One token of the config text, with where it came from.
+struct Token {
+  std::string_view text;
+  int line = 0;
+  [[nodiscard]] bool is_container() const { return !text.empty() && (text[0] == '{' || text[0] == '['); }
+  [[nodiscard]] bool is_object() const { return !text.empty() && text[0] == '{'; }
+  [[nodiscard]] bool is_array() const { return !text.empty() && text[0] == '['; }
+  [[nodiscard]] bool is_quoted() const { return !text.empty() && text[0] == '"'; }
+};
+
+/// Walks spa_json tokens and knows how to turn a position into a "FILE:LINE:" prefix.
+class Reader {
+ public:
+  Reader(std::string_view text, std::string file) : text_(text), file_(std::move(file)) {}
+
+  [[nodiscard]] int line_of(const char* p) const {
+    const auto offset = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, p - text_.data()));
+    return 1 + static_cast<int>(std::count(text_.begin(), text_.begin() + std::min(offset, text_.size()), '\n'));
+  }
+
+  [[noreturn]] void fail(int line, const std::string& message) const {
+    throw ConfigError(file_ + ":" + std::to_string(line) + ": " + message);
+  }
+
+  /// Next token of `it`, or nullopt at the end of the container. Throws on a syntax error.
+  std::optional<Token> next(spa_json& it) const {
+    const char* value = nullptr;
+    const int len = spa_json_next(&it, &value);
+    if (len < 0) fail(line_of(value != nullptr ? value : it.cur), "syntax error (unbalanced bracket, bad string or escape)");
+    if (len == 0) return std::nullopt;
+    return Token{std::string_view(value, static_cast<std::size_t>(len)), line_of(value)};
+  }
+
+  /// The value after `key`; a missing value is an error.
+  Token value_of(spa_json& it, const Token& key) const {
+    auto value = next(it);
+    if (!value) fail(key.line, "\"" + unquote(key) + "\" has no value");
+    return *value;
+  }
+
+  [[nodiscard]] std::string unquote(const Token& token) const {
+    if (!token.is_quoted()) return std::string(token.text);
+    std::string out(token.text.size() + 1, '\0');
+    if (spa_json_parse_stringn(token.text.data(), static_cast<int>(token.text.size()), out.data(),
+                               static_cast<int>(out.size())) < 0)
+      fail(token.line, "malformed string " + std::string(token.text));
+    out.resize(std::strlen(out.c_str()));
+    return out;
+  }
+
+  /// A string value: quoted, or a bare word that is not a number, boolean or null.
+  [[nodiscard]] std::string string_value(const Token& token, std::string_view key) const {
+    if (token.is_container()) fail(token.line, "\"" + std::string(key) + "\" must be a string, not a " +
+                                                   (token.is_object() ? "object" : "list"));
+    return unquote(token);
+  }
+
+  [[nodiscard]] static std::optional<double> parse_number(std::string_view text) {
+    if (text.empty() || text.size() > 64) return std::nullopt;
+    const std::string copy(text);
+    char* end = nullptr;
+    errno = 0;
+    const double value = std::strtod(copy.c_str(), &end);
+    if (end != copy.c_str() + copy.size() || errno == ERANGE || !std::isfinite(value)) return std::nullopt;
+    return value;
+  }
+
+  [[nodiscard]] double number_value(const Token& token, std::string_view key) const {
+    if (!token.is_quoted() && !token.is_container()) {
+      if (auto value = parse_number(token.text)) return *value;
+    }
+    fail(token.line, "\"" + std::string(key) + "\" must be a number, got " + std::string(token.text.substr(0, 40)));
+  }
+
+  [[nodiscard]] ParamValue param_value(const Token& token, std::string_view key) const {
+    if (token.is_container())
+      fail(token.line, "parameter \"" + std::string(key) + "\" must be a number, boolean or string");
+    if (token.is_quoted()) return unquote(token);
+    if (token.text == "true") return true;
+    if (token.text == "false") return false;
+    if (token.text == "null") fail(token.line, "parameter \"" + std::string(key) + "\" is null");
+    if (auto number = parse_number(token.text)) return *number;
+    return std::string(token.text);
+  }
+
+  void enter(spa_json& parent, spa_json& child) const { spa_json_enter(&parent, &child); }
+
+ private:
+  std::string_view text_;
+  std::string file_;
+};
+
+bool ends_with(std::string_view text, std::string_view suffix) {
+  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
+}
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+  });
+}
+
+bool is_elf(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::array<char, 4> magic{};
+  in.read(magic.data(), magic.size());
+  return in.gcount() == 4 && magic[0] == 0x7f && magic[1] == 'E' && magic[2] == 'L' && magic[3] == 'F';
+}
+
+/// Type detection: what a plugin's `path` names, or a ConfigError saying why it names nothing usable.
+void detect_kind(const Reader& reader, PluginSpec& spec, const std::filesystem::path& base_dir, int path_line) {
+  const std::string_view path = spec.path;
+  const auto where = "plugin \"" + spec.name + "\": ";
+  if (path.starts_with("builtin:")) {
+    const auto builtin = path.substr(8);
+    if (!valid_name(builtin)) reader.fail(path_line, where + "\"" + spec.path + "\" does not name a built-in");
+    spec.kind = PluginKind::native_builtin;
+    return;
+  }
+  const bool is_so = ends_with(path, ".so") || path.find(".so.") != std::string_view::npos;
+  const bool is_py = ends_with(path, ".py");
+  if (!is_so && !is_py)
+    reader.fail(path_line, where + "cannot tell the plugin type of \"" + spec.path +
+                               "\": expected builtin:NAME, a native *.so or a Python *.py file");
+  std::filesystem::path file(spec.path);
+  if (file.is_relative()) file = base_dir / file;
+  std::error_code ec;
+  file = std::filesystem::weakly_canonical(file, ec);
+  if (!std::filesystem::exists(file, ec)) reader.fail(path_line, where + "file not found: " + file.string());
+  if (!std::filesystem::is_regular_file(file, ec)) reader.fail(path_line, where + "not a regular file: " + file.string());
+  spec.resolved = file;
+  if (is_so) {
+    if (!is_elf(file)) reader.fail(path_line, where + file.string() + " is not an ELF shared object");
+    spec.kind = PluginKind::native_library;
+  } else {
+    spec.kind = PluginKind::python;
+  }
+}
+
+void parse_params(const Reader& reader, spa_json& parent, const Token& open, PluginSpec& spec) {
+  if (!open.is_object()) reader.fail(open.line, "plugin \"" + spec.name + "\": params must be an object { key = value }");
+  spa_json it{};
+  reader.enter(parent, it);
+  while (auto key = reader.next(it)) {
+    const auto name = reader.unquote(*key);
+    if (key->is_container() || !valid_name(name)) reader.fail(key->line, "bad parameter name " + std::string(key->text.substr(0, 40)));
+    const auto value = reader.value_of(it, *key);
+    for (const auto& existing : spec.params)
+      if (existing.key == name) reader.fail(key->line, "parameter \"" + name + "\" given twice");
+    spec.params.push_back(ParamSetting{name, reader.param_value(value, name), key->line});
+  }
+}
+
+PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& open, const std::filesystem::path& base_dir) {
+  if (!open.is_object()) reader.fail(open.line, "each entry of plugins must be an object { name = ... path = ... }");
+  PluginSpec spec;
+  spec.line = open.line;
+  int path_line = open.line;
+  bool have_name = false;
+  bool have_path = false;
+  spa_json it{};
+  reader.enter(parent, it);
+  while (auto key = reader.next(it)) {
+    const auto name = reader.unquote(*key);
+    const auto value = reader.value_of(it, *key);
+    if (name == "name") {
+      spec.name = reader.string_value(value, name);
+      if (!valid_name(spec.name) || spec.name.find(':') != std::string::npos)
+        reader.fail(value.line, "plugin name \"" + spec.name + "\" must be 1-64 letters, digits, '_', '-' or '.'");
+      have_name = true;
+    } else if (name == "path") {
+      spec.path = reader.string_value(value, name);
+      path_line = value.line;
+      have_path = true;
+    } else if (name == "params") {
+      parse_params(reader, it, value, spec);
+    } else if (name == "on-failure") {
+      const auto policy = reader.string_value(value, name);
+      if (policy == "bypass") spec.on_failure = OnFailure::bypass;
+      else if (policy == "mute") spec.on_failure = OnFailure::mute;
+      else reader.fail(value.line, "on-failure must be \"bypass\" or \"mute\", got \"" + policy + "\"");
+    } else if (name == "timeout-ms") {
+      spec.timeout_ms = reader.number_value(value, name);
+      if (spec.timeout_ms < 0.0 || spec.timeout_ms > 10000.0)
+        reader.fail(value.line, "timeout-ms must be between 0 (automatic) and 10000");
+    } else {
+      reader.fail(key->line, "unknown plugin key \"" + name + "\" (known: name, path, params, on-failure, timeout-ms)");
+    }
+  }
+  if (!have_name) reader.fail(open.line, "plugin entry has no name");
+  if (!have_path) reader.fail(open.line, "plugin \"" + spec.name + "\" has no path");
+  // Params are parsed before we know the kind only syntactically; their meaning is the plugin's.
+  detect_kind(reader, spec, base_dir, path_line);
+  return spec;
+}
+
+}  // namespace
+
+ChainConfig parse_config(std::string_view text, const std::filesystem::path& file_for_messages,
+                         const std::filesystem::path& base_dir) {
+  const Reader reader(text, file_for_messages.empty() ? std::string("<config>") : file_for_messages.string());
+  ChainConfig config;
+  config.file = file_for_messages;
+
+  spa_json outer{};
+  spa_json_init(&outer, text.data(), text.size());
+  spa_json top{};
+  // PipeWire config files are an object without its braces; accept both forms.
+  {
+    spa_json probe = outer;
+    const char* value = nullptr;
+    if (spa_json_next(&probe, &value) > 0 && *value == '{') {
+      outer = probe;
+      spa_json_enter(&outer, &top);
+    } else {
+      spa_json_init(&top, text.data(), text.size());
+    }
+  }
+
+  bool have_channels = false;
+  std::vector<std::string> seen_keys;
+  while (auto key = reader.next(top)) {
+    if (key->is_container()) reader.fail(key->line, "expected a key, found a " + std::string(key->is_object() ? "{" : "["));
+    const auto name = reader.unquote(*key);
+    if (std::find(seen_keys.begin(), seen_keys.end(), name) != seen_keys.end())
+      reader.fail(key->line, "\"" + name + "\" given twice");
+    seen_keys.push_back(name);
+    const auto value = reader.value_of(top, *key);
+    if (name == "node.name") {
+      config.node_name = reader.string_value(value, name);
+      if (!valid_name(config.node_name))
+        reader.fail(value.line, "node.name \"" + config.node_name + "\" must be 1-64 letters, digits, '_', '-' or '.'");
+    } else if (name == "node.description") {
+      config.node_description = reader.string_value(value, name);
+    } else if (name == "channels") {
+      const double channels = reader.number_value(value, name);
+      if (channels < 1 || channels > 8 || channels != std::floor(channels))
+        reader.fail(value.line, "channels must be a whole number from 1 to 8");
+      config.channels = static_cast<std::uint32_t>(channels);
+      have_channels = true;
+    } else if (name == "latency.max-ms") {
+      config.latency_max_ms = reader.number_value(value, name);
+      if (config.latency_max_ms < 1.0 || config.latency_max_ms > 1000.0)
+        reader.fail(value.line, "latency.max-ms must be between 1 and 1000");
+    } else if (name == "plugins") {
+      if (!value.is_array()) reader.fail(value.line, "plugins must be a list [ { ... } ... ]");
+      spa_json list{};
+      reader.enter(top, list);
+      while (auto entry = reader.next(list)) {
+        auto spec = parse_plugin(reader, list, *entry, base_dir);
+        for (const auto& other : config.plugins)
+          if (other.name == spec.name)
+            reader.fail(spec.line, "plugin name \"" + spec.name + "\" is already used on line " + std::to_string(other.line));
+        config.plugins.push_back(std::move(spec));
+      }
+    } else {
+      reader.fail(key->line, "unknown key \"" + name +
+                                 "\" (known: node.name, node.description, channels, latency.max-ms, plugins)");
+    }
+  }
+  (void)have_channels;
+  if (config.node_description.empty()) config.node_description = config.node_name;
+  return config;
+}
+
+ChainConfig load_config(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ConfigError(file.string() + ": cannot open: " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto base = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  base = std::filesystem::absolute(base, ec);
+  return parse_config(text.str(), file, base);
+}
+
+}  // namespace sandpipe::host

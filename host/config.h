@@ -32,6 +32,8 @@ struct ParamSetting {
 /// What to do with a slot's blocks while its plugin is down or late.
 enum class OnFailure : std::uint8_t { bypass, mute };
 
+[[nodiscard]] std::string_view to_string(OnFailure policy) noexcept;
+
 struct PluginSpec {
   std::string name;              ///< unique within the chain, used as "NAME:PARAM"
   std::string path;              ///< as written
@@ -48,6 +50,7 @@ struct ChainConfig {
   std::string node_name = "sandpipe";
   std::string node_description;       ///< defaults to node_name
   std::uint32_t channels = 2;         ///< 1..8, ports named after audio.position
+  double latency_max_ms = 20.0;       ///< the scheduler's latency budget (`latency.max-ms`)
   std::vector<PluginSpec> plugins;
 };
 

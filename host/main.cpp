@@ -1,1 +1,172 @@
-int main() { return 0; }  // placeholder: being written
+// `sandpipe`: the command line. main() wires things; each subcommand lives in its own module.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "host/config.h"
+#include "host/filter-node.h"
+#include "host/processor.h"
+#include "host/render.h"
+#include "host/sandbox-client.h"
+
+namespace {
+
+using sandpipe::host::ChainConfig;
+using sandpipe::host::ConfigError;
+using sandpipe::host::PluginError;
+using sandpipe::host::RenderError;
+
+constexpr int exit_ok = 0;
+constexpr int exit_runtime = 1;
+constexpr int exit_usage = 2;  // bad command line, bad config, plugin that cannot load: nothing started
+
+constexpr std::string_view usage_text = R"(Usage:
+  sandpipe run CHAIN.conf
+  sandpipe render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T]
+  sandpipe check CHAIN.conf
+  sandpipe inspect PLUGIN.py
+  sandpipe --help | --version
+)";
+
+constexpr std::string_view help_text = R"(sandpipe - run Python and native audio plugins as a PipeWire filter node
+
+COMMANDS
+  run CHAIN.conf
+      Create a PipeWire filter node (media.class Audio/Filter) named after the config's
+      node.name, with ports input_FL/output_FL... per channel, and run the chain on every
+      cycle until SIGINT or SIGTERM. Native plugins run on PipeWire's real-time thread;
+      each Python plugin runs in its own sandbox process. Patch it with pw-link or qpwgraph.
+
+  render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T]
+      Run the same chain offline over IN.wav (anything libsndfile reads). OUT.wav is float32
+      WAV with exactly the input's length, rate and channels, sample-aligned with the input
+      (plugin latency is compensated). --block is the block size every plugin sees
+      (1..8192, default 512). --timeout-ms is how long a Python plugin may take for one
+      block before its block is replaced by the dry input (default 5000).
+      Prints a per-plugin summary (blocks, deadline misses, bypassed) to stderr.
+
+  check CHAIN.conf
+      Parse the config and detect every plugin's type without starting anything.
+
+  inspect PLUGIN.py
+      Load a Python plugin in a sandbox and print what was detected: API (Sandpipe SDK or
+      the earlier create_plugin() API), name, parameters with ranges, latency.
+
+CHAIN CONFIG
+  SPA-JSON, the syntax of PipeWire's own config files:
+      node.name = "sandpipe-fx"
+      channels  = 2
+      plugins = [
+        { name = "trim" path = "builtin:gain"   params = { gain = 0.5 } }
+        { name = "lp"   path = "builtin:biquad" params = { type = "lowpass" freq = 8000 q = 0.707 } }
+        { name = "fx"   path = "my_effect.py"   params = { amount = 0.3 } }
+      ]
+  A path is builtin:NAME (gain, biquad, delay), a native *.so, or a Python *.py file;
+  relative paths are relative to the config file. See docs/config.md.
+
+ENVIRONMENT
+  SANDPIPE_PLUGIN_PATH   extra directories searched for builtin:NAME (colon separated)
+  PIPEWIRE_REMOTE, XDG_RUNTIME_DIR   which PipeWire daemon `run` connects to
+
+EXIT STATUS
+  0 success, 1 runtime failure, 2 bad usage, config or plugin (nothing was started).
+)";
+
+int fail_usage(std::string_view message) {
+  std::cerr << "sandpipe: " << message << "\n" << usage_text;
+  return exit_usage;
+}
+
+int cmd_check(const ChainConfig& config) {
+  std::cout << "node " << config.node_name << ", " << config.channels << " channels, "
+            << config.plugins.size() << " plugins\n";
+  for (const auto& plugin : config.plugins) {
+    std::cout << "  " << plugin.name << ": " << sandpipe::host::to_string(plugin.kind) << "  "
+              << (plugin.resolved.empty() ? plugin.path : plugin.resolved.string()) << "\n";
+  }
+  return exit_ok;
+}
+
+int cmd_render(const ChainConfig& config, const std::vector<std::string_view>& args) {
+  if (args.size() < 2) return fail_usage("render needs IN.wav and OUT.wav");
+  sandpipe::host::RenderOptions options;
+  std::vector<std::string_view> files;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto arg = args[i];
+    if (arg == "--block" || arg == "--timeout-ms") {
+      if (i + 1 >= args.size()) return fail_usage(std::string(arg) + " needs a value");
+      const std::string value(args[++i]);
+      char* end = nullptr;
+      const double number = std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0') return fail_usage(std::string(arg) + ": not a number: " + value);
+      if (arg == "--block") {
+        if (number < 1 || number > 8192 || number != static_cast<std::uint32_t>(number))
+          return fail_usage("--block must be a whole number from 1 to 8192");
+        options.block_frames = static_cast<std::uint32_t>(number);
+      } else {
+        if (number <= 0 || number > 600000) return fail_usage("--timeout-ms must be in (0, 600000]");
+        options.timeout_ms = number;
+      }
+    } else if (arg.starts_with("--")) {
+      return fail_usage("unknown option " + std::string(arg));
+    } else {
+      files.push_back(arg);
+    }
+  }
+  if (files.size() != 2) return fail_usage("render needs exactly IN.wav and OUT.wav");
+  sandpipe::host::render_file(config, std::string(files[0]), std::string(files[1]), options, std::cerr);
+  return exit_ok;
+}
+
+int dispatch(const std::vector<std::string_view>& args) {
+  if (args.empty()) return fail_usage("no command");
+  const auto command = args[0];
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::cout << help_text;
+    return exit_ok;
+  }
+  if (command == "--version") {
+    std::cout << "sandpipe " << SANDPIPE_VERSION << "\n";
+    return exit_ok;
+  }
+  if (command == "inspect") {
+    if (args.size() != 2) return fail_usage("inspect needs one PLUGIN.py");
+    std::cout << sandpipe::host::describe_python_plugin(std::string(args[1]));
+    return exit_ok;
+  }
+  if (command != "run" && command != "render" && command != "check")
+    return fail_usage("unknown command \"" + std::string(command) + "\"");
+  if (args.size() < 2) return fail_usage(std::string(command) + " needs CHAIN.conf");
+
+  const ChainConfig config = sandpipe::host::load_config(std::string(args[1]));
+  const std::vector<std::string_view> rest(args.begin() + 2, args.end());
+  if (command == "check") return rest.empty() ? cmd_check(config) : fail_usage("check takes one CHAIN.conf");
+  if (command == "render") return cmd_render(config, rest);
+  if (!rest.empty()) return fail_usage("run takes one CHAIN.conf");
+  return sandpipe::host::run_node(config);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  try {
+    return dispatch(args);
+  } catch (const ConfigError& e) {
+    std::cerr << "sandpipe: config error: " << e.what() << "\n";
+    return exit_usage;
+  } catch (const PluginError& e) {
+    std::cerr << "sandpipe: plugin error: " << e.what() << "\n";
+    return exit_usage;
+  } catch (const RenderError& e) {
+    std::cerr << "sandpipe: " << e.what() << "\n";
+    return exit_runtime;
+  } catch (const std::exception& e) {
+    std::cerr << "sandpipe: " << e.what() << "\n";
+    return exit_runtime;
+  }
+}

@@ -1,0 +1,171 @@
+// Chain config: SPA-JSON syntax, type detection and errors that name file and line.
+#include "host/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <unistd.h>
+
+namespace sandpipe::host {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A scratch directory with a few plugin files, removed afterwards.
+class ConfigDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = (fs::temp_directory_path() / "sandpipe-config-XXXXXX").string();
+    ASSERT_NE(mkdtemp(templ.data()), nullptr);
+    dir_ = templ;
+    std::ofstream(dir_ / "effect.py") << "import sandpipe\n";
+    std::ofstream(dir_ / "fake.so") << "not an elf";
+    std::ofstream(dir_ / "notes.txt") << "hello";
+    fs::copy_file("/proc/self/exe", dir_ / "real.so");  // any ELF file will do for detection
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  ChainConfig parse(std::string_view text) { return parse_config(text, "chain.conf", dir_); }
+
+  /// The ConfigError message for `text`, or "" if it parsed.
+  std::string error_of(std::string_view text) {
+    try {
+      (void)parse(text);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(ConfigDir, ParsesTheDocumentedExample) {
+  const auto config = parse(R"(
+    node.name = "sandpipe-fx"
+    channels  = 2
+    plugins = [
+      { name = "trim" path = "builtin:gain"   params = { gain = 0.5 } }
+      { name = "lp"   path = "builtin:biquad" params = { type = "lowpass" freq = 8000 q = 0.707 } }
+    ]
+  )");
+  EXPECT_EQ(config.node_name, "sandpipe-fx");
+  EXPECT_EQ(config.node_description, "sandpipe-fx");
+  EXPECT_EQ(config.channels, 2U);
+  ASSERT_EQ(config.plugins.size(), 2U);
+  EXPECT_EQ(config.plugins[0].name, "trim");
+  EXPECT_EQ(config.plugins[0].kind, PluginKind::native_builtin);
+  ASSERT_EQ(config.plugins[0].params.size(), 1U);
+  EXPECT_EQ(std::get<double>(config.plugins[0].params[0].value), 0.5);
+  const auto& lp = config.plugins[1].params;
+  ASSERT_EQ(lp.size(), 3U);
+  EXPECT_EQ(std::get<std::string>(lp[0].value), "lowpass");
+  EXPECT_EQ(std::get<double>(lp[1].value), 8000.0);
+  EXPECT_EQ(lp[2].line, 6);
+}
+
+TEST_F(ConfigDir, AcceptsBracesCommentsAndJsonPunctuation) {
+  const auto config = parse(R"({
+    # a comment
+    "node.name": "x", "channels": 1,
+    "plugins": [ { "name": "g", "path": "builtin:gain", "params": { "gain": 2, "mute": false } } ]
+  })");
+  EXPECT_EQ(config.node_name, "x");
+  EXPECT_EQ(config.channels, 1U);
+  ASSERT_EQ(config.plugins.size(), 1U);
+  EXPECT_EQ(std::get<bool>(config.plugins[0].params[1].value), false);
+}
+
+TEST_F(ConfigDir, DefaultsWhenKeysAreAbsent) {
+  const auto config = parse("");
+  EXPECT_EQ(config.node_name, "sandpipe");
+  EXPECT_EQ(config.channels, 2U);
+  EXPECT_TRUE(config.plugins.empty());
+  EXPECT_EQ(config.latency_max_ms, 20.0);
+}
+
+TEST_F(ConfigDir, DetectsEachPluginType) {
+  const auto config = parse(R"(plugins = [
+      { name = "a" path = "builtin:delay" }
+      { name = "b" path = "effect.py" }
+      { name = "c" path = "real.so" }
+    ])");
+  ASSERT_EQ(config.plugins.size(), 3U);
+  EXPECT_EQ(config.plugins[0].kind, PluginKind::native_builtin);
+  EXPECT_EQ(config.plugins[1].kind, PluginKind::python);
+  EXPECT_EQ(config.plugins[1].resolved, fs::canonical(dir_ / "effect.py"));
+  EXPECT_EQ(config.plugins[2].kind, PluginKind::native_library);
+}
+
+TEST_F(ConfigDir, UnknownTopLevelKeyNamesFileAndLine) {
+  const auto message = error_of("node.name = \"a\"\n\nchanels = 2\n");
+  EXPECT_NE(message.find("chain.conf:3:"), std::string::npos) << message;
+  EXPECT_NE(message.find("unknown key \"chanels\""), std::string::npos) << message;
+}
+
+TEST_F(ConfigDir, UnknownPluginKeyIsAnError) {
+  const auto message = error_of("plugins = [\n { name = \"a\" path = \"builtin:gain\" parms = { } }\n]");
+  EXPECT_NE(message.find("chain.conf:2:"), std::string::npos) << message;
+  EXPECT_NE(message.find("unknown plugin key \"parms\""), std::string::npos) << message;
+}
+
+TEST_F(ConfigDir, BadValuesAreErrors) {
+  EXPECT_NE(error_of("channels = 9").find("channels must be a whole number from 1 to 8"), std::string::npos);
+  EXPECT_NE(error_of("channels = 1.5").find("channels must be"), std::string::npos);
+  EXPECT_NE(error_of("channels = two").find("\"channels\" must be a number"), std::string::npos);
+  EXPECT_NE(error_of("node.name = \"has space\"").find("node.name"), std::string::npos);
+  EXPECT_NE(error_of("plugins = { }").find("plugins must be a list"), std::string::npos);
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" path = \"builtin:gain\" on-failure = \"explode\" } ]")
+                .find("on-failure must be"),
+            std::string::npos);
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" path = \"builtin:gain\" params = { gain = null } } ]")
+                .find("parameter \"gain\" is null"),
+            std::string::npos);
+}
+
+TEST_F(ConfigDir, MissingFileNamesThePluginAndThePath) {
+  const auto message = error_of("plugins = [\n  { name = \"fx\"\n    path = \"missing.py\" }\n]");
+  EXPECT_NE(message.find("chain.conf:3:"), std::string::npos) << message;
+  EXPECT_NE(message.find("plugin \"fx\": file not found"), std::string::npos) << message;
+  EXPECT_NE(message.find("missing.py"), std::string::npos) << message;
+}
+
+TEST_F(ConfigDir, UnknownTypeIsAnErrorWithTheReason) {
+  const auto message = error_of("plugins = [ { name = \"n\" path = \"notes.txt\" } ]");
+  EXPECT_NE(message.find("cannot tell the plugin type of \"notes.txt\""), std::string::npos) << message;
+}
+
+TEST_F(ConfigDir, SharedObjectThatIsNotElfIsRefused) {
+  const auto message = error_of("plugins = [ { name = \"n\" path = \"fake.so\" } ]");
+  EXPECT_NE(message.find("is not an ELF shared object"), std::string::npos) << message;
+}
+
+TEST_F(ConfigDir, DuplicateNamesAndMissingFieldsAreErrors) {
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" path = \"builtin:gain\" }\n { name = \"a\" path = \"builtin:gain\" } ]")
+                .find("already used on line 1"),
+            std::string::npos);
+  EXPECT_NE(error_of("plugins = [ { path = \"builtin:gain\" } ]").find("has no name"), std::string::npos);
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" } ]").find("plugin \"a\" has no path"), std::string::npos);
+  EXPECT_NE(error_of("plugins = [ { name = \"a:b\" path = \"builtin:gain\" } ]").find("plugin name"),
+            std::string::npos);
+  EXPECT_NE(error_of("channels = 2\nchannels = 1").find("chain.conf:2: \"channels\" given twice"), std::string::npos);
+}
+
+TEST_F(ConfigDir, SyntaxErrorsAreReported) {
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" ").find("chain.conf:1:"), std::string::npos);
+  EXPECT_NE(error_of("node.name = \"unterminated\n").find("chain.conf:"), std::string::npos);
+  EXPECT_NE(error_of("node.name").find("has no value"), std::string::npos);
+}
+
+TEST(LoadConfig, MissingConfigFileIsAnError) {
+  EXPECT_THROW((void)load_config("/nonexistent/chain.conf"), ConfigError);
+}
+
+TEST(ChannelPositions, FollowPipeWireNames) {
+  EXPECT_EQ(channel_positions(1), std::vector<std::string>{"MONO"});
+  EXPECT_EQ(channel_positions(2), (std::vector<std::string>{"FL", "FR"}));
+  EXPECT_EQ(channel_positions(6).back(), "RR");
+}
+
+}  // namespace
+}  // namespace sandpipe::host

@@ -19,6 +19,13 @@ extern "C" {
 
 #define SANDPIPE_PLUGIN_ABI_VERSION 1u
 
+/* Marks the entry point as exported when the plugin is built with -fvisibility=hidden. */
+#if defined(__GNUC__) || defined(__clang__)
+#define SANDPIPE_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define SANDPIPE_PLUGIN_EXPORT
+#endif
+
 /* Parameter flags. */
 #define SANDPIPE_PARAM_INTEGER 0x1u /* only whole numbers are meaningful */
 #define SANDPIPE_PARAM_ENUM 0x2u    /* value is an index into `choices` */
@@ -48,31 +55,43 @@ typedef struct sandpipe_plugin_descriptor {
   const sandpipe_param_info *params;
 
   /* [main] Creates an instance for a stream; every buffer it needs is allocated here.
-   * Parameters start at their defaults. Returns NULL on failure. */
+   * Parameters start at their defaults; the host then calls set_param for each configured
+   * value before the first process. Returns NULL on failure. */
   sandpipe_instance *(*instantiate)(const struct sandpipe_plugin_descriptor *desc, double sample_rate,
                                     uint32_t channels, uint32_t max_frames);
 
   /* [main] Frees an instance. */
   void (*destroy)(sandpipe_instance *instance);
 
-  /* [audio-thread] Sets a parameter; `value` is clamped by the host to the declared range. */
+  /* [audio-thread] Sets a parameter (also called from [main] before the first process). The host
+   * never passes a value outside the declared range (a config asking for one is refused), and
+   * passes whole numbers for INTEGER, ENUM and BOOLEAN parameters. May be NULL if n_params is 0. */
   void (*set_param)(sandpipe_instance *instance, uint32_t index, float value);
 
   /* [audio-thread] Processes `frames` (1..max_frames) frames; one pointer per channel.
    * `in` and `out` may be the same buffers (in-place). */
   void (*process)(sandpipe_instance *instance, const float *const *in, float *const *out, uint32_t frames);
 
-  /* [any] Latency the plugin adds, in frames (0 for most). Constant between set_param calls. */
+  /* [any] Latency the plugin adds, in frames (0 for most). Constant between set_param calls; the
+   * host reads it once the configured parameters are applied. NULL means 0. */
   uint32_t (*latency)(const sandpipe_instance *instance);
 
-  /* [main] Clears internal state (filter memories, delay lines) as if freshly instantiated. */
+  /* [main] Clears internal state (filter memories, delay lines) as if freshly instantiated,
+   * keeping the current parameter values. NULL if the plugin keeps no state. */
   void (*reset)(sandpipe_instance *instance);
 } sandpipe_plugin_descriptor;
 
 /* Entry point: returns descriptor `index` (0, 1, …) or NULL past the last one.
- * `host_abi_version` lets a plugin refuse a host it does not understand. */
+ * `host_abi_version` lets a plugin refuse a host it does not understand.
+ * The host uses descriptor 0 of a library given by path; for `builtin:NAME` the one whose id is
+ * NAME (descriptor 0 if none is). */
 typedef const sandpipe_plugin_descriptor *(*sandpipe_plugin_entry_fn)(uint32_t host_abi_version, uint32_t index);
 #define SANDPIPE_PLUGIN_ENTRY_SYMBOL "sandpipe_plugin_entry"
+
+/* What a plugin defines (declared here so that a C++ definition gets C linkage and the right
+ * type). The host never calls it directly: it looks it up with dlsym. */
+SANDPIPE_PLUGIN_EXPORT const sandpipe_plugin_descriptor *sandpipe_plugin_entry(uint32_t host_abi_version,
+                                                                              uint32_t index);
 
 #ifdef __cplusplus
 }

@@ -7,10 +7,13 @@
 // the sandbox processes that slot in place and publishes a completion naming the same slot.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
+
+#include "shm/spsc-ring.h"
 
 namespace sandpipe::shm {
 
@@ -53,22 +56,41 @@ enum class WaitResult : std::uint8_t { ready, timeout, corrupt };
 
 class Segment;  // defined in shm/segment.h: owns the memfd and the mapping (RAII, move-only)
 
+namespace detail {
+struct ControlNotify;
+}  // namespace detail
+
 /// Host side of one block channel. [rt] methods are noexcept, allocate nothing, take no lock and
 /// make no syscall but FUTEX_WAKE and a FUTEX_WAIT bounded by the given deadline.
 /// Trusts only the geometry it created; indices read from the segment are validated.
+///
+/// At most `slot_count` jobs are in flight (submitted, completion not yet popped). Completions
+/// must come back in submission order, each naming the seq and slot of the oldest job in flight,
+/// with frames <= max_frames and a known status; anything else is `corrupt`, and a corrupt
+/// endpoint stays corrupt (every later call returns corrupt / false / nullptr).
 class HostEndpoint {
  public:
-  /// [main] Binds to a segment the host created. The segment must outlive the endpoint.
+  /// Spin before sleeping in wait_complete_rt(): a few µs catch a sandbox that answers quickly
+  /// without the two context switches of a futex round trip.
+  static constexpr std::uint64_t default_spin_ns = 5'000;
+
+  /// [main] Binds to a segment the host created. The segment must outlive the endpoint. Bind
+  /// before the sandbox runs (the ring indices are taken from the segment once, here).
   explicit HostEndpoint(Segment& segment) noexcept;
+  HostEndpoint(const HostEndpoint&) = delete;
+  HostEndpoint& operator=(const HostEndpoint&) = delete;
+  HostEndpoint(HostEndpoint&&) noexcept = default;
+  HostEndpoint& operator=(HostEndpoint&&) noexcept = default;
 
   /// [rt] Pushes a job; wakes the sandbox if it sleeps. False if the jobs ring is full.
   bool submit_rt(const Job& job) noexcept;
 
-  /// [rt] Pops the next completion if one is there (never waits).
+  /// [rt] Pops the next completion if one is there (never waits). `timeout` means none yet.
   WaitResult try_complete_rt(Completion& out) noexcept;
 
   /// [rt] Pops the next completion, spinning briefly then sleeping on a futex until
-  /// `deadline_ns` (CLOCK_MONOTONIC, absolute). Never waits past the deadline.
+  /// `deadline_ns` (CLOCK_MONOTONIC, absolute). Never waits past the deadline. Returns
+  /// `timeout` at once when no job is in flight (nothing could complete).
   WaitResult wait_complete_rt(Completion& out, std::uint64_t deadline_ns) noexcept;
 
   /// [rt] Channel `ch` of slot `slot` (both must be in range: checked, nullptr otherwise).
@@ -78,24 +100,83 @@ class HostEndpoint {
   void notify_control() noexcept;
 
   [[nodiscard]] const Geometry& geometry() const noexcept;
+
+  /// [rt] Distance in floats between two channels of one slot.
+  [[nodiscard]] std::size_t channel_stride() const noexcept;
+  /// [rt] Jobs submitted whose completion has not been popped yet (0..slot_count).
+  [[nodiscard]] std::uint32_t in_flight() const noexcept;
+  /// [rt] True once the sandbox broke the protocol (the endpoint then stays unusable).
+  [[nodiscard]] bool failed() const noexcept;
+  /// [main] How long wait_complete_rt() spins before it sleeps (0: sleep at once).
+  void set_spin_ns(std::uint64_t spin_ns) noexcept;
+
+ private:
+  WaitResult fail() noexcept;
+
+  Geometry geometry_;  // the host's own copy: never re-read from the segment
+  std::byte* slots_ = nullptr;
+  std::size_t channel_stride_bytes_ = 0;
+  std::size_t slot_stride_bytes_ = 0;
+  SpscProducer<Job> jobs_;
+  SpscConsumer<Completion> completions_;
+  detail::ControlNotify* control_ = nullptr;
+  std::array<Job, max_slots> in_flight_jobs_{};  // indexed by sequence number mod slot_count
+  std::uint32_t submitted_ = 0;
+  std::uint32_t completed_ = 0;
+  std::uint64_t spin_ns_ = default_spin_ns;
+  bool failed_ = false;
 };
 
 /// Sandbox side of one block channel (runs in the sandbox process; not real-time on the host).
+///
+/// Protocol: complete every job `wait()` returns, in the order returned, with the job's seq and
+/// slot (status `failed` if the plugin could not process it). Jobs that fail validation (slot or
+/// frames out of range) are skipped, never returned.
 class SandboxEndpoint {
  public:
+  /// Spin in wait() before sleeping. 0 by default: jobs come one per quantum (milliseconds
+  /// apart), so spinning would only burn the CPU the host's audio thread may need.
+  static constexpr std::uint64_t default_spin_ns = 0;
+
+  /// Binds to an attached segment (which must outlive the endpoint); one endpoint per segment.
   explicit SandboxEndpoint(Segment& segment) noexcept;
+  SandboxEndpoint(const SandboxEndpoint&) = delete;
+  SandboxEndpoint& operator=(const SandboxEndpoint&) = delete;
+  SandboxEndpoint(SandboxEndpoint&&) noexcept = default;
+  SandboxEndpoint& operator=(SandboxEndpoint&&) noexcept = default;
 
   enum class Wake : std::uint8_t { job, control, timeout };
-  /// Waits for a job or a control notification, at most `timeout_ns`.
+  /// Waits for a job or a control notification, at most `timeout_ns`. A waiting job is returned
+  /// before a pending control notification; several notifications merge into one `control`.
   Wake wait(Job& out, std::uint64_t timeout_ns) noexcept;
 
-  /// Publishes a completion and wakes the host if it sleeps.
+  /// Publishes a completion and wakes the host if it sleeps. (Dropped if the ring is full, which
+  /// a host keeping at most slot_count jobs in flight never allows.)
   void complete(const Completion& completion) noexcept;
 
+  /// Channel `ch` of slot `slot`, or nullptr if either is out of range.
   [[nodiscard]] float* channel(std::uint32_t slot, std::uint32_t ch) noexcept;
   /// Distance in floats between two channels of one slot (for numpy strides).
   [[nodiscard]] std::size_t channel_stride() const noexcept;
+  /// Distance in floats between two slots (= channels × channel_stride()); slot s channel c
+  /// starts at channel(0, 0) + s * slot_stride() + c * channel_stride().
+  [[nodiscard]] std::size_t slot_stride() const noexcept;
   [[nodiscard]] const Geometry& geometry() const noexcept;
+  /// How long wait() spins before it sleeps.
+  void set_spin_ns(std::uint64_t spin_ns) noexcept;
+
+ private:
+  bool poll(Job& out, Wake& wake) noexcept;
+
+  Geometry geometry_;
+  std::byte* slots_ = nullptr;
+  std::size_t channel_stride_bytes_ = 0;
+  std::size_t slot_stride_bytes_ = 0;
+  SpscConsumer<Job> jobs_;
+  SpscProducer<Completion> completions_;
+  detail::ControlNotify* control_ = nullptr;
+  std::uint32_t last_control_ = 0;
+  std::uint64_t spin_ns_ = default_spin_ns;
 };
 
 /// Monotonic clock in nanoseconds (CLOCK_MONOTONIC). [rt] vDSO, no syscall.

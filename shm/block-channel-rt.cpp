@@ -1,0 +1,130 @@
+// HostEndpoint's real-time half: everything the host's audio thread calls per block.
+// No allocation, no lock, no syscall but FUTEX_WAKE and a FUTEX_WAIT bounded by the deadline.
+#include <time.h>
+
+#include <algorithm>
+
+#include "shm/block-channel.h"
+#include "shm/futex.h"
+#include "shm/layout.h"
+
+namespace sandpipe::shm {
+
+std::uint64_t now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+WaitResult HostEndpoint::fail() noexcept {
+  failed_ = true;
+  return WaitResult::corrupt;
+}
+
+bool HostEndpoint::submit_rt(const Job& job) noexcept {
+  if (failed_) {
+    return false;
+  }
+  // Our own bugs, not the sandbox's: refuse rather than hand it a job it must skip.
+  if (job.slot >= geometry_.slot_count || job.frames > geometry_.max_frames) {
+    return false;
+  }
+  if (submitted_ - completed_ >= geometry_.slot_count) {
+    return false;
+  }
+  switch (jobs_.try_push(job)) {
+    case PushResult::ok:
+      break;
+    case PushResult::full:
+      // Cannot happen with an honest sandbox: the ring holds at most the jobs in flight.
+      return false;
+    case PushResult::corrupt:
+      fail();
+      return false;
+  }
+  in_flight_jobs_[submitted_ & (geometry_.slot_count - 1)] = job;
+  ++submitted_;
+  jobs_.wake_consumer();
+  return true;
+}
+
+WaitResult HostEndpoint::try_complete_rt(Completion& out) noexcept {
+  if (failed_) {
+    return WaitResult::corrupt;
+  }
+  const std::uint32_t in_flight = submitted_ - completed_;
+  Completion completion;
+  switch (completions_.try_pop(completion, in_flight)) {
+    case PopResult::ok:
+      break;
+    case PopResult::empty:
+      return WaitResult::timeout;
+    case PopResult::corrupt:
+      return fail();
+  }
+  // `completion` is a private copy: check it field by field against what we sent.
+  const Job& expected = in_flight_jobs_[completed_ & (geometry_.slot_count - 1)];
+  if (completion.seq != expected.seq || completion.slot != expected.slot ||
+      completion.frames > geometry_.max_frames ||
+      completion.status > static_cast<std::uint32_t>(CompletionStatus::failed)) {
+    return fail();
+  }
+  ++completed_;
+  out = completion;
+  return WaitResult::ready;
+}
+
+WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadline_ns) noexcept {
+  WaitResult result = try_complete_rt(out);
+  if (result != WaitResult::timeout || submitted_ == completed_) {
+    return result;
+  }
+
+  // Spin: a sandbox that answers within a few µs costs no context switch at all.
+  if (spin_ns_ > 0) {
+    const std::uint64_t spin_end = std::min(now_ns() + spin_ns_, deadline_ns);
+    do {
+      for (int i = 0; i < 8 && !completions_.looks_non_empty(); ++i) {
+        detail::cpu_relax();
+      }
+      result = try_complete_rt(out);
+      if (result != WaitResult::timeout) {
+        return result;
+      }
+    } while (now_ns() < spin_end);
+  }
+
+  // Sleep: announce, re-check, then FUTEX_WAIT with whatever is left until the deadline.
+  for (;;) {
+    completions_.announce_sleep();
+    result = try_complete_rt(out);
+    if (result != WaitResult::timeout) {
+      break;
+    }
+    const std::uint64_t now = now_ns();
+    if (now >= deadline_ns) {
+      break;
+    }
+    completions_.sleep(deadline_ns - now);
+  }
+  completions_.cancel_sleep();
+  return result;
+}
+
+float* HostEndpoint::channel_rt(std::uint32_t slot, std::uint32_t ch) noexcept {
+  if (failed_ || slot >= geometry_.slot_count || ch >= geometry_.channels) {
+    return nullptr;
+  }
+  return reinterpret_cast<float*>(slots_ + slot * slot_stride_bytes_ + ch * channel_stride_bytes_);
+}
+
+void HostEndpoint::notify_control() noexcept {
+  control_->count.fetch_add(1, std::memory_order_release);
+  jobs_.wake_consumer();
+}
+
+std::size_t HostEndpoint::channel_stride() const noexcept { return channel_stride_bytes_ / sizeof(float); }
+std::uint32_t HostEndpoint::in_flight() const noexcept { return submitted_ - completed_; }
+bool HostEndpoint::failed() const noexcept { return failed_; }
+
+}  // namespace sandpipe::shm

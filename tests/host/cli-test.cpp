@@ -85,12 +85,12 @@ TEST_F(Cli, MalformedConfigExitsTwoWithFileAndLine) {
 }
 
 TEST_F(Cli, BadPluginParamExitsTwoBeforeStarting) {
-  const auto conf = write("chain.conf", R"(plugins = [ { name = "g" path = "builtin:gain" params = { gain = -3 } } ])");
-  const auto out = run_sandpipe("render " + conf.string() + " /nonexistent.wav " + (dir_ / "o.wav").string());
-  // The input file is missing too, but the plugin is checked when the chain is built, first
-  // comes the file: either way a clear message and no output file.
-  EXPECT_NE(out.status, 0);
-  EXPECT_FALSE(fs::exists(dir_ / "o.wav"));
+  const auto conf = write("chain.conf", R"(plugins = [ { name = "g" path = "builtin:gain" params = { gian = 1 } } ])");
+  const auto out = run_sandpipe("check " + conf.string());
+  EXPECT_EQ(out.status, 0) << "check parses only: " << out.output;
+  const auto run = run_sandpipe("run " + conf.string());
+  EXPECT_EQ(run.status, 2) << run.output;
+  EXPECT_NE(run.output.find("\"gian\""), std::string::npos) << run.output;
 }
 
 TEST_F(Cli, RenderHalvesEverySampleThroughTheBinary) {

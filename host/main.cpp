@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -68,6 +69,10 @@ CHAIN CONFIG
   A path is builtin:NAME (gain, biquad, delay), a native *.so, or a Python *.py file;
   relative paths are relative to the config file. See docs/config.md.
 
+  CHAIN.conf may also be a bare NAME, looked up as NAME or NAME.conf in
+  $XDG_CONFIG_HOME/sandpipe/ (~/.config/sandpipe/), /etc/sandpipe/ and the shipped examples;
+  `systemctl --user start sandpipe@NAME` runs that chain as a service.
+
 ENVIRONMENT
   SANDPIPE_PLUGIN_PATH   extra directories searched for builtin:NAME (colon separated)
   PIPEWIRE_REMOTE, XDG_RUNTIME_DIR   which PipeWire daemon `run` connects to
@@ -75,6 +80,26 @@ ENVIRONMENT
 EXIT STATUS
   0 success, 1 runtime failure, 2 bad usage, config or plugin (nothing was started).
 )";
+
+/// [main] A config named on the command line: a path as given if it exists or names a directory
+/// part, else NAME or NAME.conf in $XDG_CONFIG_HOME/sandpipe, SYSCONFDIR/sandpipe and the
+/// shipped examples, in that order (what `systemctl --user start sandpipe@NAME` relies on).
+std::filesystem::path find_config(std::string_view arg) {
+  const std::filesystem::path given(arg);
+  std::error_code ec;
+  if (std::filesystem::exists(given, ec) || arg.find('/') != std::string_view::npos) return given;
+  std::vector<std::filesystem::path> dirs;
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg != '\0')
+    dirs.emplace_back(std::filesystem::path(xdg) / "sandpipe");
+  else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0')
+    dirs.emplace_back(std::filesystem::path(home) / ".config" / "sandpipe");
+  dirs.emplace_back(SANDPIPE_SYSCONF_DIR);
+  dirs.emplace_back(SANDPIPE_EXAMPLES_DIR);
+  for (const auto& dir : dirs)
+    for (const auto& name : {std::string(arg), std::string(arg) + ".conf"})
+      if (std::filesystem::is_regular_file(dir / name, ec)) return dir / name;
+  return given;  // load_config reports it missing, with the name as given
+}
 
 int fail_usage(std::string_view message) {
   std::cerr << "sandpipe: " << message << "\n" << usage_text;
@@ -142,7 +167,7 @@ int dispatch(const std::vector<std::string_view>& args) {
     return fail_usage("unknown command \"" + std::string(command) + "\"");
   if (args.size() < 2) return fail_usage(std::string(command) + " needs CHAIN.conf");
 
-  const ChainConfig config = sandpipe::host::load_config(std::string(args[1]));
+  const ChainConfig config = sandpipe::host::load_config(find_config(args[1]));
   const std::vector<std::string_view> rest(args.begin() + 2, args.end());
   if (command == "check") return rest.empty() ? cmd_check(config) : fail_usage("check takes one CHAIN.conf");
   if (command == "render") return cmd_render(config, rest);

@@ -53,11 +53,14 @@ struct InstanceDestroyer {
 };
 using Instance = std::unique_ptr<sandpipe_instance, InstanceDestroyer>;
 
-/// [any] Shortest text that reads back as `value` ("16", "0.025", "1e-05").
+/// [any] Shortest text that reads back as `value` ("16", "0.025", "1e-05"), whole numbers in full
+/// ("2000000", not "2e+06").
 template <typename T>
 std::string format_number(T value) {
   char buf[64];
-  const auto result = std::to_chars(buf, buf + sizeof buf, value);
+  const bool whole = std::isfinite(value) && std::fabs(value) < T(1e15) && std::trunc(value) == value;
+  const auto result = whole ? std::to_chars(buf, buf + sizeof buf, value, std::chars_format::fixed, 0)
+                            : std::to_chars(buf, buf + sizeof buf, value);
   return {buf, result.ptr};
 }
 

@@ -1,0 +1,247 @@
+// The probe's test signal and the analysis of what came back. No PipeWire here: the signal is
+// a pure function of the graph position, so the analysis can rebuild what was sent for any
+// captured frame from the position of the cycle it was captured in.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <numbers>
+#include <string>
+#include <vector>
+
+namespace sandpipe::integration {
+
+enum class SignalKind : std::uint8_t {
+  noise,  ///< white noise, a hash of (position, channel): every frame differs, delay is unambiguous
+  tone,   ///< a sine at `freq` Hz: for gain at one frequency; delay is only known modulo a period
+};
+
+struct SignalSpec {
+  SignalKind kind = SignalKind::noise;
+  double amplitude = 0.5;
+  double freq = 1000.0;
+};
+
+/// [any] The sample sent on `channel` at graph position `position` (frames since the driver
+/// started) at `rate` Hz. Deterministic across runs, processes and machines.
+inline float signal_sample(const SignalSpec& spec, std::uint64_t position, std::uint32_t channel,
+                           std::uint32_t rate) noexcept {
+  if (spec.kind == SignalKind::tone) {
+    const double cycles = std::fmod(static_cast<double>(position) * spec.freq / static_cast<double>(rate), 1.0);
+    return static_cast<float>(spec.amplitude * std::sin(2.0 * std::numbers::pi * cycles));
+  }
+  // splitmix64 of (position, channel), top 24 bits to [-1, 1): exact in float.
+  std::uint64_t z = position * 8 + channel + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  const auto bits = static_cast<std::int32_t>(z >> 40) - (1 << 23);  // [-2^23, 2^23)
+  return static_cast<float>(spec.amplitude * static_cast<double>(bits) / static_cast<double>(1 << 23));
+}
+
+/// One cycle the capture node recorded.
+struct CapturedCycle {
+  std::uint64_t position = 0;  ///< clock.position of the cycle
+  std::uint32_t frames = 0;    ///< clock.duration (the quantum)
+  std::uint32_t rate = 0;      ///< clock.rate.denom
+  std::uint64_t offset = 0;    ///< index of its first frame in the capture buffers
+  bool missing = false;        ///< an input port had no buffer: zeros were recorded
+};
+
+struct ChannelReport {
+  std::string position;
+  double input_rms = 0, input_peak = 0, output_rms = 0, output_peak = 0;
+  double gain = 0;  ///< least-squares gain of output against the delayed input
+  double max_abs_error = 0, rms_error = 0;
+};
+
+struct QuantumReport {
+  std::uint32_t quantum = 0;
+  std::uint64_t cycles = 0, frames = 0;
+  double max_abs_error = 0;
+};
+
+struct Report {
+  std::uint32_t rate = 0;
+  std::uint64_t cycles = 0, frames = 0;
+  std::uint64_t missing_cycles = 0;   ///< cycles where an input port had no buffer
+  std::uint64_t silent_cycles = 0;    ///< cycles whose output was all zero while the input was not
+  std::uint64_t position_gaps = 0;    ///< consecutive cycles whose positions do not follow
+  std::int64_t delay_frames = -1;     ///< -1: not found
+  bool delay_reliable = false;        ///< false for a tone (periodic) or too little data
+  double correlation = 0;             ///< normalised cross-correlation at the delay
+  double gain = 0, gain_db = -999;    ///< over all channels
+  double reference_gain = 0;          ///< what errors are measured against (expected or fitted)
+  double max_abs_error = 0, rms_error = 0;
+  double input_rms = 0, input_peak = 0, output_rms = 0, output_peak = 0;
+  std::vector<ChannelReport> channels;
+  std::vector<QuantumReport> quanta;  ///< in order of first appearance
+};
+
+/// [any] Compares what came back with what was sent. `captured[ch]` holds the frames of all
+/// `cycles`; `expected_gain` (if > 0) is what errors are measured against, else the fitted
+/// gain; delays 0..`max_delay` are searched.
+inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& positions,
+                      const std::vector<std::vector<float>>& captured, const std::vector<CapturedCycle>& cycles,
+                      double expected_gain, std::uint32_t max_delay) {
+  Report rep;
+  rep.cycles = cycles.size();
+  const std::size_t n_ch = captured.size();
+  rep.channels.resize(n_ch);
+  for (std::size_t ch = 0; ch < n_ch && ch < positions.size(); ++ch) {
+    rep.channels[ch].position = positions[ch];
+  }
+  if (cycles.empty() || n_ch == 0) {
+    return rep;
+  }
+  rep.rate = cycles.front().rate;
+  const std::uint32_t rate = rep.rate == 0 ? 48000 : rep.rate;
+
+  // Frame index → position, and the bookkeeping per cycle.
+  std::vector<std::uint64_t> pos_of;
+  for (std::size_t c = 0; c < cycles.size(); ++c) {
+    const CapturedCycle& cy = cycles[c];
+    if (c > 0 && cycles[c - 1].position + cycles[c - 1].frames != cy.position) {
+      ++rep.position_gaps;
+    }
+    rep.missing_cycles += cy.missing ? 1 : 0;
+    for (std::uint32_t i = 0; i < cy.frames; ++i) {
+      pos_of.push_back(cy.position + i);
+    }
+  }
+  rep.frames = pos_of.size();
+  const std::size_t n = std::min<std::size_t>(pos_of.size(), captured[0].size());
+
+  // Delay: maximise the normalised cross-correlation over a window, against a reference
+  // precomputed over the window's position range.
+  const std::size_t window = std::min<std::size_t>(n, 8192);
+  if (window > 0) {
+    std::uint64_t lo = pos_of[0], hi = pos_of[0];
+    for (std::size_t j = 0; j < window; ++j) {
+      lo = std::min(lo, pos_of[j]);
+      hi = std::max(hi, pos_of[j]);
+    }
+    const std::uint64_t base = lo >= max_delay ? lo - max_delay : 0;
+    const std::uint32_t search = static_cast<std::uint32_t>(std::min<std::uint64_t>(max_delay, lo));
+    std::vector<float> ref(static_cast<std::size_t>(hi - base + 1));
+    double best = -2.0;
+    std::int64_t best_lag = -1;
+    std::vector<double> out_energy(n_ch, 0.0);
+    for (std::size_t ch = 0; ch < n_ch; ++ch) {
+      for (std::size_t j = 0; j < window; ++j) {
+        out_energy[ch] += static_cast<double>(captured[ch][j]) * captured[ch][j];
+      }
+    }
+    std::vector<std::vector<float>> refs(n_ch, std::vector<float>(ref.size()));
+    for (std::size_t ch = 0; ch < n_ch; ++ch) {
+      for (std::size_t k = 0; k < ref.size(); ++k) {
+        refs[ch][k] = signal_sample(spec, base + k, static_cast<std::uint32_t>(ch), rate);
+      }
+    }
+    for (std::uint32_t lag = 0; lag <= search; ++lag) {
+      double num = 0, den_ref = 0, den_out = 0;
+      for (std::size_t ch = 0; ch < n_ch; ++ch) {
+        const float* r = refs[ch].data();
+        const float* y = captured[ch].data();
+        double acc = 0, e = 0;
+        for (std::size_t j = 0; j < window; ++j) {
+          const float x = r[pos_of[j] - lag - base];
+          acc += static_cast<double>(x) * y[j];
+          e += static_cast<double>(x) * x;
+        }
+        num += acc;
+        den_ref += e;
+        den_out += out_energy[ch];
+      }
+      const double corr = (den_ref > 0 && den_out > 0) ? num / std::sqrt(den_ref * den_out) : 0.0;
+      if (corr > best + 1e-9) {
+        best = corr;
+        best_lag = lag;
+      }
+    }
+    rep.delay_frames = best_lag;
+    rep.correlation = best;
+    rep.delay_reliable = spec.kind == SignalKind::noise && window >= 1024 && best > 0.5;
+  }
+  const std::uint64_t lag = rep.delay_frames < 0 ? 0 : static_cast<std::uint64_t>(rep.delay_frames);
+
+  // Gain, levels and errors over every frame whose reference position exists.
+  double num_all = 0, den_all = 0, in_sq = 0, out_sq = 0;
+  std::size_t used_all = 0;
+  std::vector<std::vector<float>> ref_of(n_ch, std::vector<float>(n, 0.0F));
+  for (std::size_t ch = 0; ch < n_ch; ++ch) {
+    ChannelReport& cr = rep.channels[ch];
+    double num = 0, den = 0, osq = 0;
+    std::size_t used = 0;
+    for (std::size_t j = 0; j < n; ++j) {
+      if (pos_of[j] < lag) {
+        continue;
+      }
+      const float x = signal_sample(spec, pos_of[j] - lag, static_cast<std::uint32_t>(ch), rate);
+      const float y = captured[ch][j];
+      ref_of[ch][j] = x;
+      num += static_cast<double>(x) * y;
+      den += static_cast<double>(x) * x;
+      osq += static_cast<double>(y) * y;
+      cr.input_peak = std::max(cr.input_peak, std::fabs(static_cast<double>(x)));
+      cr.output_peak = std::max(cr.output_peak, std::fabs(static_cast<double>(y)));
+      ++used;
+    }
+    cr.gain = den > 0 ? num / den : 0.0;
+    cr.input_rms = used > 0 ? std::sqrt(den / static_cast<double>(used)) : 0.0;
+    cr.output_rms = used > 0 ? std::sqrt(osq / static_cast<double>(used)) : 0.0;
+    num_all += num;
+    den_all += den;
+    in_sq += den;
+    out_sq += osq;
+    used_all += used;
+    rep.input_peak = std::max(rep.input_peak, cr.input_peak);
+    rep.output_peak = std::max(rep.output_peak, cr.output_peak);
+  }
+  rep.gain = den_all > 0 ? num_all / den_all : 0.0;
+  rep.input_rms = used_all > 0 ? std::sqrt(in_sq / static_cast<double>(used_all)) : 0.0;
+  rep.output_rms = used_all > 0 ? std::sqrt(out_sq / static_cast<double>(used_all)) : 0.0;
+  rep.gain_db = (rep.input_rms > 0 && rep.output_rms > 0) ? 20.0 * std::log10(rep.output_rms / rep.input_rms) : -999.0;
+  rep.reference_gain = expected_gain > 0 ? expected_gain : rep.gain;
+
+  double err_sq = 0;
+  std::size_t err_n = 0;
+  std::map<std::uint32_t, std::size_t> quantum_index;
+  for (const CapturedCycle& cy : cycles) {
+    if (!quantum_index.contains(cy.frames)) {
+      quantum_index[cy.frames] = rep.quanta.size();
+      rep.quanta.push_back(QuantumReport{cy.frames, 0, 0, 0.0});
+    }
+    QuantumReport& qr = rep.quanta[quantum_index[cy.frames]];
+    ++qr.cycles;
+    qr.frames += cy.frames;
+    bool out_silent = true, in_silent = true;
+    for (std::size_t ch = 0; ch < n_ch; ++ch) {
+      ChannelReport& cr = rep.channels[ch];
+      for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
+        if (pos_of[j] < lag) {
+          continue;
+        }
+        const double e = std::fabs(static_cast<double>(captured[ch][j]) - rep.reference_gain * ref_of[ch][j]);
+        cr.max_abs_error = std::max(cr.max_abs_error, e);
+        cr.rms_error += e * e;
+        qr.max_abs_error = std::max(qr.max_abs_error, e);
+        err_sq += e * e;
+        ++err_n;
+        out_silent = out_silent && captured[ch][j] == 0.0F;
+        in_silent = in_silent && ref_of[ch][j] == 0.0F;
+      }
+    }
+    rep.silent_cycles += (out_silent && !in_silent) ? 1 : 0;
+  }
+  for (ChannelReport& cr : rep.channels) {
+    rep.max_abs_error = std::max(rep.max_abs_error, cr.max_abs_error);
+    cr.rms_error = n > 0 ? std::sqrt(cr.rms_error / static_cast<double>(n)) : 0.0;
+  }
+  rep.rms_error = err_n > 0 ? std::sqrt(err_sq / static_cast<double>(err_n)) : 0.0;
+  return rep;
+}
+
+}  // namespace sandpipe::integration

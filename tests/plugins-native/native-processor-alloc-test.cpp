@@ -20,10 +20,6 @@ namespace {
 std::atomic<std::size_t> allocations{0};
 thread_local bool armed = false;  // static TLS of the executable: reading it never allocates
 
-void note_allocation() noexcept {
-  if (armed) allocations.fetch_add(1, std::memory_order_relaxed);
-}
-
 /// Counts allocations on this thread for the scope's lifetime.
 class AllocationScope {
  public:
@@ -42,6 +38,12 @@ class AllocationScope {
 }  // namespace
 
 #if SANDPIPE_TEST_COUNT_ALLOCATIONS
+namespace {
+void note_allocation() noexcept {
+  if (armed) allocations.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
 extern "C" {
 void* __libc_malloc(std::size_t size);  // glibc's own allocator, under the interposable names
 void* __libc_calloc(std::size_t count, std::size_t size);

@@ -1,0 +1,430 @@
+// `sandpipe run` as a real node in a private headless PipeWire graph, checked with pw-dump and
+// pw-probe. The suite starts its own session (tests/pw-session.sh) and stops it at the end.
+//
+// No timed assertions: every wait polls a real condition (a node in pw-dump, a line in a log,
+// a count in the probe's status file) with a generous timeout that only bounds a failure.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "json-lite.h"
+
+namespace sandpipe::integration {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr auto startup_timeout = 30s;  // bounds failures only; on a quiet machine it takes < 1 s
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (cond()) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+/// Runs a shell command, returns its stdout and exit status.
+std::pair<std::string, int> run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    return {"", -1};
+  }
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) {
+    out.append(buf.data(), n);
+  }
+  const int status = pclose(p);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+/// A child process with stdout and stderr in files; killed and reaped if still running at
+/// destruction.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(o, STDOUT_FILENO);
+      dup2(e, STDERR_FILENO);
+      std::vector<char*> args;
+      for (const auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+      }
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Child() {
+    if (pid_ > 0 && !status_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  Child(Child&&) = delete;
+  Child& operator=(Child&&) = delete;
+
+  void signal(int sig) const { kill(pid_, sig); }
+
+  /// True while it runs; reaps it once it has exited.
+  bool running() {
+    if (status_) {
+      return false;
+    }
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      return false;
+    }
+    return true;
+  }
+
+  /// The exit status (128+signal if killed by one), or nullopt if still running after `timeout`.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    poll_until([&] { return !running(); }, timeout);
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+Json pw_dump() {
+  auto [out, status] = run_command("pw-dump 2>/dev/null");
+  if (status != 0 || out.empty()) {
+    return Json::parse("[]");
+  }
+  return Json::parse(out);
+}
+
+/// The pw-dump entry of the node named `name`, or a null Json.
+Json find_node(const Json& dump, const std::string& name) {
+  for (const Json& o : dump.arr()) {
+    if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name) {
+      return o;
+    }
+  }
+  return {};
+}
+
+std::vector<Json> ports_of(const Json& dump, double node_id) {
+  std::vector<Json> ports;
+  for (const Json& o : dump.arr()) {
+    const Json& props = o["info"]["props"];
+    if (o.text("type") == "PipeWire:Interface:Port" && props["node.id"].is_number() &&
+        props["node.id"].num() == node_id) {
+      ports.push_back(o);
+    }
+  }
+  return ports;
+}
+
+bool node_present(const std::string& name) { return !find_node(pw_dump(), name).is_null(); }
+
+// ---- the suite ------------------------------------------------------------------------------
+
+class FilterNode : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string cmd = std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
+                            std::to_string(getpid()) + " 2>&1";
+    auto [out, status] = run_command(cmd);
+    if (status != 0) {
+      session_error_ = "pw-session.sh start failed (" + std::to_string(status) + "): " + out;
+      return;
+    }
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("export ", 0) != 0) {
+        continue;
+      }
+      const auto eq = line.find('=');
+      const std::string key = line.substr(7, eq - 7);
+      const std::string value = line.substr(eq + 1);
+      setenv(key.c_str(), value.c_str(), 1);
+      if (key == "PW_SESSION_DIR") {
+        session_dir_ = value;
+      }
+    }
+    if (session_dir_.empty()) {
+      session_error_ = "pw-session.sh printed no PW_SESSION_DIR: " + out;
+    }
+  }
+
+  static void TearDownTestSuite() {
+    if (!session_dir_.empty()) {
+      run_command(std::string(PW_SESSION_SH) + " stop " + session_dir_ + " 2>&1");
+      session_dir_.clear();
+    }
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(session_error_.empty()) << session_error_;
+    work_ = fs::temp_directory_path() /
+            ("sandpipe-it-" + std::to_string(getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(work_);
+    fs::create_directories(work_);
+    // Each test leaves the graph at 48 kHz / 512.
+    set_setting("clock.force-rate", "48000");
+    set_setting("clock.force-quantum", "512");
+  }
+
+  void TearDown() override {
+    if (!HasFailure()) {
+      fs::remove_all(work_);
+    } else {
+      std::fprintf(stderr, "logs kept in %s\n", work_.c_str());
+    }
+  }
+
+  static void set_setting(const std::string& key, const std::string& value) {
+    auto [out, status] = run_command("pw-metadata -n settings 0 " + key + " " + value + " 2>&1");
+    ASSERT_EQ(status, 0) << out;
+  }
+
+  /// Writes a config for `node_name` with the given plugins block entries.
+  fs::path write_config(const std::string& node_name, const std::string& plugins) const {
+    const fs::path p = work_ / (node_name + ".conf");
+    std::ofstream(p) << "node.name = \"" << node_name << "\"\n"
+                     << "node.description = \"Sandpipe integration " << node_name << "\"\n"
+                     << "channels = 2\n"
+                     << "plugins = [\n"
+                     << plugins << "]\n";
+    return p;
+  }
+
+  static std::string gain_plugin(double gain) {
+    return "  { name = \"trim\" path = \"builtin:gain\" params = { gain = " + std::to_string(gain) + " } }\n";
+  }
+
+  /// Starts `sandpipe run CONF` and waits until the node is in the graph.
+  std::unique_ptr<Child> start_node(const std::string& node_name, const fs::path& conf) {
+    auto child = std::make_unique<Child>(std::vector<std::string>{SANDPIPE_EXE, "run", conf.string()},
+                                         work_ / (node_name + ".out"), work_ / (node_name + ".err"));
+    const bool up = poll_until([&] { return !child->running() || node_present(node_name); }, startup_timeout);
+    EXPECT_TRUE(up && child->running()) << "sandpipe did not come up; stderr:\n"
+                                        << read_text(work_ / (node_name + ".err"));
+    return child;
+  }
+
+  /// Stops `node` with SIGTERM and expects a clean exit and the node gone from the graph.
+  void stop_node(Child& node, const std::string& node_name) {
+    node.signal(SIGTERM);
+    const auto status = node.wait_exit(startup_timeout);
+    ASSERT_TRUE(status.has_value()) << "sandpipe ignored SIGTERM";
+    EXPECT_EQ(*status, 0) << read_text(work_ / (node_name + ".err"));
+    EXPECT_TRUE(poll_until([&] { return !node_present(node_name); }, startup_timeout))
+        << "node still in the graph after exit";
+  }
+
+  /// Runs pw-probe against `target` to completion and returns its report.
+  Json run_probe(const std::string& target, const std::vector<std::string>& extra) {
+    std::vector<std::string> argv{PW_PROBE_EXE, "--target", target, "--json", (work_ / "probe.json").string(),
+                                  "--name", "probe-" + target};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    Child probe(argv, work_ / "probe.out", work_ / "probe.err");
+    const auto status = probe.wait_exit(120s);
+    EXPECT_EQ(status, std::optional<int>(0)) << read_text(work_ / "probe.err") << read_text(work_ / "probe.json");
+    try {
+      return Json::parse(read_text(work_ / "probe.json"));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "probe report: " << e.what();
+      return {};
+    }
+  }
+
+  /// The common verdict on a probe report of an exact chain.
+  static void expect_exact(const Json& rep, double gain, std::int64_t delay) {
+    ASSERT_TRUE(rep["ok"].is_null() ? false : rep["ok"].boolean()) << rep.text("error");
+    EXPECT_GE(rep["frames"].num(), 48000);
+    EXPECT_EQ(rep["delay_frames"].num(), static_cast<double>(delay));
+    EXPECT_TRUE(rep["delay_reliable"].boolean());
+    EXPECT_NEAR(rep["gain"].num(), gain, 1e-6);
+    EXPECT_LE(rep["max_abs_error"].num(), 1e-6);
+    EXPECT_EQ(rep["missing_cycles"].num(), 0);
+    EXPECT_EQ(rep["silent_cycles"].num(), 0);
+    EXPECT_GT(rep["input_rms"].num(), 0.1);
+  }
+
+  inline static std::string session_dir_;
+  inline static std::string session_error_;
+  fs::path work_;
+};
+
+TEST_F(FilterNode, AppearsWithClassNameAndPorts) {
+  const std::string name = "sandpipe-it-ports";
+  auto node = start_node(name, write_config(name, gain_plugin(0.5)));
+  ASSERT_FALSE(HasFailure());
+
+  const Json dump = pw_dump();
+  const Json n = find_node(dump, name);
+  ASSERT_FALSE(n.is_null());
+  const Json& props = n["info"]["props"];
+  EXPECT_EQ(props.text("media.class"), "Audio/Filter");
+  EXPECT_EQ(props.text("node.description"), "Sandpipe integration " + name);
+  EXPECT_EQ(props.text("media.type"), "Audio");
+  EXPECT_EQ(props.text("media.category"), "Filter");
+  EXPECT_EQ(props.text("media.role"), "DSP");
+  EXPECT_FALSE(n["info"]["params"]["ProcessLatency"].is_null()) << "no ProcessLatency param";
+
+  std::vector<std::string> names;
+  for (const Json& p : ports_of(dump, n["id"].num())) {
+    const Json& pp = p["info"]["props"];
+    const std::string pname = pp.text("port.name");
+    names.push_back(pname);
+    EXPECT_EQ(pp.text("format.dsp"), "32 bit float mono audio") << pname;
+    EXPECT_EQ(pname.substr(pname.find('_') + 1), pp.text("audio.channel")) << pname;
+    EXPECT_EQ(p["info"].text("direction"), pname.rfind("input_", 0) == 0 ? "input" : "output") << pname;
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"input_FL", "input_FR", "output_FL", "output_FR"}));
+
+  stop_node(*node, name);
+}
+
+TEST_F(FilterNode, HalvesTheProbeSignalExactly) {
+  const std::string name = "sandpipe-it-gain";
+  auto node = start_node(name, write_config(name, gain_plugin(0.5)));
+  ASSERT_FALSE(HasFailure());
+  const Json rep = run_probe(name, {"--frames", "96000", "--expect-gain", "0.5"});
+  expect_exact(rep, 0.5, 0);
+  EXPECT_NEAR(rep["gain_db"].num(), -6.0206, 1e-3);
+  EXPECT_EQ(rep["rate"].num(), 48000);
+  stop_node(*node, name);
+}
+
+TEST_F(FilterNode, ProbeMeasuresTheChainDelay) {
+  // 10 ms at 48 kHz: 480 frames, and the gain still exact once aligned.
+  const std::string name = "sandpipe-it-delay";
+  auto node = start_node(name, write_config(name, gain_plugin(0.25) +
+                                                      "  { name = \"d\" path = \"builtin:delay\" params = { ms = 10 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  const Json rep = run_probe(name, {"--frames", "96000", "--expect-gain", "0.25"});
+  expect_exact(rep, 0.25, 480);
+  stop_node(*node, name);
+}
+
+TEST_F(FilterNode, ExitsZeroOnSigtermAndLeavesTheGraph) {
+  const std::string name = "sandpipe-it-sigterm";
+  auto node = start_node(name, write_config(name, gain_plugin(1.0)));
+  ASSERT_FALSE(HasFailure());
+  stop_node(*node, name);
+  // Its ports are gone as well.
+  const Json dump = pw_dump();
+  for (const Json& o : dump.arr()) {
+    EXPECT_NE(o["info"]["props"].text("node.name"), name);
+  }
+}
+
+TEST_F(FilterNode, KeepsAudioExactAcrossQuantumChanges) {
+  const std::string name = "sandpipe-it-quantum";
+  auto node = start_node(name, write_config(name, gain_plugin(0.5)));
+  ASSERT_FALSE(HasFailure());
+
+  const fs::path status_file = work_ / "probe-status.json";
+  Child probe({PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
+               "--json", (work_ / "probe.json").string(), "--status", status_file.string(), "--name", "probe-q"},
+              work_ / "probe.out", work_ / "probe.err");
+
+  // frames the probe captured at quantum `q` so far
+  auto frames_at = [&](int q) -> double {
+    try {
+      const Json st = Json::parse(read_text(status_file));
+      const Json& f = st["frames_by_quantum"][std::to_string(q)];
+      return f.is_number() ? f.num() : 0.0;
+    } catch (const std::exception&) {
+      return 0.0;  // not written yet
+    }
+  };
+  constexpr double enough = 24000;  // half a second of audio at each quantum
+  ASSERT_TRUE(poll_until([&] { return frames_at(512) >= enough; }, startup_timeout))
+      << read_text(work_ / "probe.err");
+  set_setting("clock.force-quantum", "64");
+  ASSERT_TRUE(poll_until([&] { return frames_at(64) >= enough; }, startup_timeout)) << read_text(status_file);
+  set_setting("clock.force-quantum", "1024");
+  ASSERT_TRUE(poll_until([&] { return frames_at(1024) >= enough; }, startup_timeout)) << read_text(status_file);
+
+  probe.signal(SIGTERM);
+  ASSERT_EQ(probe.wait_exit(60s), std::optional<int>(0)) << read_text(work_ / "probe.err");
+  const Json rep = Json::parse(read_text(work_ / "probe.json"));
+  expect_exact(rep, 0.5, 0);
+  std::vector<double> seen;
+  for (const Json& q : rep["quanta"].arr()) {
+    seen.push_back(q["quantum"].num());
+    EXPECT_LE(q["max_abs_error"].num(), 1e-6) << "quantum " << q["quantum"].num();
+  }
+  EXPECT_EQ(seen, (std::vector<double>{512, 64, 1024}));
+
+  stop_node(*node, name);
+  const std::string err = read_text(work_ / (name + ".err"));
+  EXPECT_NE(err.find("oversized=0 "), std::string::npos) << err;
+}
+
+TEST_F(FilterNode, BuildsForTheGraphRateAndRebuildsWhenItChanges) {
+  const std::string name = "sandpipe-it-rate";
+  set_setting("clock.force-rate", "44100");
+  auto node = start_node(name, write_config(name, gain_plugin(0.5)));
+  ASSERT_FALSE(HasFailure());
+  const fs::path err = work_ / (name + ".err");
+  EXPECT_TRUE(poll_until([&] { return read_text(err).find("chain at 44100 Hz") != std::string::npos; }, startup_timeout))
+      << read_text(err);
+
+  Json rep = run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"});
+  expect_exact(rep, 0.5, 0);
+  EXPECT_EQ(rep["rate"].num(), 44100);
+
+  // The graph goes back to 48 kHz under the running node: the data thread notices, the main
+  // thread builds a new chain and swaps it in.
+  set_setting("clock.force-rate", "48000");
+  rep = run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"});
+  expect_exact(rep, 0.5, 0);
+  EXPECT_EQ(rep["rate"].num(), 48000);
+  EXPECT_TRUE(poll_until([&] { return read_text(err).find("rebuilding the chain") != std::string::npos; },
+                         startup_timeout))
+      << read_text(err);
+
+  stop_node(*node, name);
+  EXPECT_NE(read_text(err).find("rebuilds=1"), std::string::npos) << read_text(err);
+}
+
+}  // namespace
+}  // namespace sandpipe::integration

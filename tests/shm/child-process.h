@@ -20,9 +20,9 @@ namespace sandpipe::shm::testing {
 
 class ChildProcess {
  public:
-  /// Starts `path` with `args` (argv[1..]). `inherit_fd` stays open across exec under the same
-  /// number (pass it on the command line). The child dies with us (PR_SET_PDEATHSIG).
-  ChildProcess(const std::string& path, const std::vector<std::string>& args, int inherit_fd) {
+  /// Starts `path` with `args` (argv[1..]). The `inherit_fds` stay open across exec under the same
+  /// numbers (pass them on the command line). The child dies with us (PR_SET_PDEATHSIG).
+  ChildProcess(const std::string& path, const std::vector<std::string>& args, std::vector<int> inherit_fds) {
     // Everything the child needs is built before fork: after it, only async-signal-safe calls.
     std::vector<std::string> strings;
     strings.push_back(path);
@@ -43,8 +43,8 @@ class ChildProcess {
       if (::getppid() != parent) {
         ::_exit(126);
       }
-      if (inherit_fd >= 0) {
-        ::fcntl(inherit_fd, F_SETFD, 0);  // clear FD_CLOEXEC in the child only
+      for (const int fd : inherit_fds) {
+        ::fcntl(fd, F_SETFD, 0);  // clear FD_CLOEXEC in the child only
       }
       ::execv(argv[0], argv.data());
       ::_exit(127);

@@ -118,7 +118,7 @@ TEST(HostEndpoint, AllocatesNothingAcrossRoundTrips) {
   Segment segment = Segment::create(Geometry{2, 512, 4});
   HostEndpoint host(segment);
   const int fd = ::fcntl(segment.fd(), F_DUPFD_CLOEXEC, 10);
-  testing::ChildProcess child(SANDPIPE_SHM_TEST_CHILD, {"echo", std::to_string(fd)}, fd);
+  testing::ChildProcess child(SANDPIPE_SHM_TEST_CHILD, {"echo", std::to_string(fd)}, {fd});
   ::close(fd);
 
   constexpr std::uint32_t round_trips = 100'000;

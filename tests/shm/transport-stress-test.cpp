@@ -34,7 +34,7 @@ std::unique_ptr<ChildProcess> start_child(const Segment& segment, const std::str
   }
   args.push_back(std::to_string(fd));
   args.insert(args.end(), extra.begin(), extra.end());
-  auto child = std::make_unique<ChildProcess>(SANDPIPE_SHM_TEST_CHILD, args, fd);
+  auto child = std::make_unique<ChildProcess>(SANDPIPE_SHM_TEST_CHILD, args, std::vector<int>{fd});
   ::close(fd);
   return child;
 }

@@ -83,7 +83,8 @@ std::string join(const std::vector<std::string>& items, std::string_view separat
 /// Builds PluginError messages that all start with `plugin "NAME" (PATH): `.
 class ErrorContext {
  public:
-  explicit ErrorContext(const PluginSpec& spec) : prefix_("plugin \"" + spec.name + "\" (" + spec.path + "): ") {}
+  explicit ErrorContext(const PluginSpec& spec)
+      : prefix_("plugin \"" + spec.name + "\" (" + spec.path + "): ") {}
 
   /// [main] Throws PluginError with `problem` after the plugin's name and path.
   [[noreturn]] void fail(const std::string& problem) const { throw PluginError(prefix_ + problem); }
@@ -105,7 +106,7 @@ fs::path locate_builtin(const ErrorContext& error, std::string_view builtin) {
   const auto dirs = builtin_search_path();
   std::error_code ec;
   for (const auto& dir : dirs) {
-    const fs::path candidate = dir / file_name;
+    fs::path candidate = dir / file_name;
     if (fs::is_regular_file(candidate, ec)) return candidate;
   }
 
@@ -118,15 +119,17 @@ fs::path locate_builtin(const ErrorContext& error, std::string_view builtin) {
     }
     ec.clear();
   }
-  std::string message = "no built-in plugin \"" + std::string(builtin) + "\": no " + file_name + " in " +
-                        join(searched, ", ");
-  if (!available.empty()) message += "; available: " + join(std::vector<std::string>(available.begin(), available.end()), ", ");
+  std::string message =
+      "no built-in plugin \"" + std::string(builtin) + "\": no " + file_name + " in " + join(searched, ", ");
+  if (!available.empty())
+    message += "; available: " + join(std::vector<std::string>(available.begin(), available.end()), ", ");
   error.fail(message);
 }
 
 /// [main] Whether the first two fields say this is a descriptor of the ABI we speak.
 bool speaks_our_abi(const sandpipe_plugin_descriptor& desc) noexcept {
-  return desc.abi_version == SANDPIPE_PLUGIN_ABI_VERSION && desc.struct_size >= sizeof(sandpipe_plugin_descriptor);
+  return desc.abi_version == SANDPIPE_PLUGIN_ABI_VERSION &&
+         desc.struct_size >= sizeof(sandpipe_plugin_descriptor);
 }
 
 /// [main] Refuses a descriptor the host cannot safely use.
@@ -157,7 +160,8 @@ void check_descriptor(const ErrorContext& error, const sandpipe_plugin_descripto
       error.fail("parameter " + std::to_string(i) + " has no id");
     }
     if (!(info.min_value <= info.default_value && info.default_value <= info.max_value)) {
-      error.fail("parameter \"" + std::string(info.id) + "\" declares an empty range or a default outside it");
+      error.fail("parameter \"" + std::string(info.id) +
+                 "\" declares an empty range or a default outside it");
     }
     if ((info.flags & SANDPIPE_PARAM_ENUM) != 0u) {
       if (info.choices == nullptr || info.n_choices == 0) {
@@ -245,8 +249,9 @@ std::vector<std::pair<std::uint32_t, float>> resolve_params(const ErrorContext& 
     if (index == desc.n_params) {
       std::vector<std::string> valid;
       for (std::uint32_t i = 0; i < desc.n_params; ++i) valid.emplace_back(desc.params[i].id);
-      error.fail("unknown parameter \"" + setting.key + "\"; " +
-                 (valid.empty() ? std::string("the plugin has no parameters") : "valid: " + join(valid, ", ")));
+      error.fail(
+          "unknown parameter \"" + setting.key + "\"; " +
+          (valid.empty() ? std::string("the plugin has no parameters") : "valid: " + join(valid, ", ")));
     }
     if (seen[index]) error.fail("parameter \"" + setting.key + "\" is given twice");
     seen[index] = true;
@@ -260,8 +265,8 @@ std::vector<std::pair<std::uint32_t, float>> resolve_params(const ErrorContext& 
 class NativeProcessor final : public Processor {
  public:
   /// [main] Takes the loaded library and an instance with its parameters applied.
-  NativeProcessor(std::string name, Library library, const sandpipe_plugin_descriptor& desc, Instance instance,
-                  std::uint32_t channels, std::uint32_t max_frames)
+  NativeProcessor(std::string name, Library library, const sandpipe_plugin_descriptor& desc,
+                  Instance instance, std::uint32_t channels, std::uint32_t max_frames)
       : name_(std::move(name)),
         library_(std::move(library)),
         desc_(desc),
@@ -349,13 +354,15 @@ bool NativeProcessor::output_finite_rt(const float* const* out, std::uint32_t fr
   for (std::uint32_t c = 0; c < channels_; ++c) {
     const float* y = out[c];
     for (std::uint32_t n = 0; n < frames; ++n) {
-      non_finite |= static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(y[n]) & exponent_mask) == exponent_mask);
+      non_finite |=
+          static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(y[n]) & exponent_mask) == exponent_mask);
     }
   }
   return non_finite == 0;
 }
 
-void NativeProcessor::write_dry_rt(const float* const* in, float* const* out, std::uint32_t frames) const noexcept {
+void NativeProcessor::write_dry_rt(const float* const* in, float* const* out,
+                                   std::uint32_t frames) const noexcept {
   for (std::uint32_t c = 0; c < channels_; ++c) {
     if (latency_ == 0) {
       std::memcpy(out[c], in[c], sizeof(float) * frames);
@@ -396,7 +403,8 @@ void NativeProcessor::remember_input_rt(const float* const* in, std::uint32_t fr
 std::vector<std::filesystem::path> builtin_search_path() {
   std::vector<std::filesystem::path> dirs;
   // NOTE: read on the main thread at load time; nothing in Sandpipe calls setenv concurrently.
-  if (const char* env = std::getenv("SANDPIPE_PLUGIN_PATH"); env != nullptr) {  // NOLINT(concurrency-mt-unsafe)
+  if (const char* env = std::getenv("SANDPIPE_PLUGIN_PATH");
+      env != nullptr) {  // NOLINT(concurrency-mt-unsafe)
     std::string_view rest = env;
     while (!rest.empty()) {
       const auto colon = rest.find(':');
@@ -444,13 +452,15 @@ std::unique_ptr<Processor> make_native_processor(const PluginSpec& spec, double 
 
   detail::Library library(dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL));
   if (!library) {
-    const char* why = dlerror();
+    const char* why = dlerror();  // NOLINT(concurrency-mt-unsafe): glibc keeps it per thread
     error.fail("cannot load " + file.string() + ": " + (why != nullptr ? why : "unknown dlopen error"));
   }
-  dlerror();  // clear any stale error so that a NULL from dlsym is read correctly
+  // Clear any stale error so that a NULL from dlsym is read correctly.
+  dlerror();  // NOLINT(concurrency-mt-unsafe): glibc keeps it per thread
   void* symbol = dlsym(library.get(), SANDPIPE_PLUGIN_ENTRY_SYMBOL);
   if (symbol == nullptr) {
-    error.fail(file.string() + " does not export \"" SANDPIPE_PLUGIN_ENTRY_SYMBOL
+    error.fail(file.string() +
+               " does not export \"" SANDPIPE_PLUGIN_ENTRY_SYMBOL
                "\": not a Sandpipe native plugin (see plugins-native/include/sandpipe/plugin.h)");
   }
   // NOTE: POSIX guarantees that a dlsym result converts to a function pointer.

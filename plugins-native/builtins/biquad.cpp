@@ -34,7 +34,7 @@ enum class FilterType : std::uint32_t {
   allpass,
 };
 
-constexpr const char* type_names[] = {"lowpass", "highpass",  "bandpass",  "notch",
+constexpr const char* type_names[] = {"lowpass", "highpass", "bandpass",  "notch",
                                       "peaking", "lowshelf", "highshelf", "allpass"};
 constexpr std::uint32_t type_count = sizeof(type_names) / sizeof(type_names[0]);
 
@@ -173,7 +173,7 @@ void process(sandpipe_instance* instance, const float* const* in, float* const* 
              std::uint32_t frames) noexcept {
   Biquad& f = *as_biquad(instance);
   const Coefficients k = f.k;
-  for (std::uint32_t c = 0; c < f.channels; ++c) {
+  for (std::size_t c = 0; c < f.channels; ++c) {
     const float* x = in[c];
     float* y = out[c];
     double s1 = f.state[2 * c];

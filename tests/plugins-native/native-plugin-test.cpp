@@ -18,7 +18,8 @@ using host::ParamSetting;
 using host::PluginError;
 namespace fs = std::filesystem;
 
-/// Sets an environment variable for one test and puts the old value back.
+/// Sets an environment variable for one test and puts the old value back. Tests run on one thread.
+// NOLINTBEGIN(concurrency-mt-unsafe)
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const std::string& value) : name_(name) {
@@ -41,6 +42,7 @@ class ScopedEnv {
   const char* name_;
   std::optional<std::string> old_;
 };
+// NOLINTEND(concurrency-mt-unsafe)
 
 /// The message make_native_processor throws for `spec`, or "" if it loads.
 std::string load_error(const host::PluginSpec& spec, double rate = test_rate) {
@@ -181,8 +183,10 @@ TEST(NativePlugin, OutOfRangeValueNamesPluginParamValueAndRange) {
   EXPECT_EQ(load_error(builtin_spec("d", "delay", {{"ms", -1.0}})),
             "plugin \"d\" (builtin:delay): parameter \"ms\" = -1 is out of range [0, 2000]");
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_NE(load_error(builtin_spec("g", "gain", {{"gain", nan}})).find("is out of range"), std::string::npos);
-  EXPECT_NE(load_error(builtin_spec("g", "gain", {{"gain", 1e300}})).find("is out of range"), std::string::npos);
+  EXPECT_NE(load_error(builtin_spec("g", "gain", {{"gain", nan}})).find("is out of range"),
+            std::string::npos);
+  EXPECT_NE(load_error(builtin_spec("g", "gain", {{"gain", 1e300}})).find("is out of range"),
+            std::string::npos);
 }
 
 TEST(NativePlugin, RangeEndsAreComparedAsTheFloatThePluginSees) {
@@ -205,9 +209,10 @@ TEST(NativePlugin, WrongTypeIsRefused) {
 }
 
 TEST(NativePlugin, EnumAcceptsChoiceNameOrIndexOnly) {
-  EXPECT_EQ(load_error(builtin_spec("lp", "biquad", {{"type", std::string("lopass")}})),
-            "plugin \"lp\" (builtin:biquad): parameter \"type\" = \"lopass\" is not one of: lowpass, highpass, "
-            "bandpass, notch, peaking, lowshelf, highshelf, allpass");
+  EXPECT_EQ(
+      load_error(builtin_spec("lp", "biquad", {{"type", std::string("lopass")}})),
+      "plugin \"lp\" (builtin:biquad): parameter \"type\" = \"lopass\" is not one of: lowpass, highpass, "
+      "bandpass, notch, peaking, lowshelf, highshelf, allpass");
   EXPECT_NE(load_error(builtin_spec("lp", "biquad", {{"type", 8.0}})).find("is not a choice index in [0, 7]"),
             std::string::npos);
   EXPECT_NE(load_error(builtin_spec("lp", "biquad", {{"type", 1.5}})).find("is not a choice index"),
@@ -217,8 +222,9 @@ TEST(NativePlugin, EnumAcceptsChoiceNameOrIndexOnly) {
 }
 
 TEST(NativePlugin, IntegerParameterRefusesFractions) {
-  EXPECT_EQ(load_error(builtin_spec("d", "delay", {{"frames", 1.5}})),
-            "plugin \"d\" (builtin:delay): parameter \"frames\" expects a whole number in [0, 96000], got 1.5");
+  EXPECT_EQ(
+      load_error(builtin_spec("d", "delay", {{"frames", 1.5}})),
+      "plugin \"d\" (builtin:delay): parameter \"frames\" expects a whole number in [0, 96000], got 1.5");
 }
 
 TEST(NativePlugin, ParameterGivenTwiceIsRefused) {
@@ -249,8 +255,7 @@ TEST(NativeProcessor, InfOutputIsReplacedByDryInput) {
 TEST(NativeProcessor, SanitizedBlocksStayAlignedWithPluginLatency) {
   // Every third block is poisoned; its dry replacement must be delayed like the wet blocks around
   // it, including blocks shorter than the latency.
-  auto poison =
-      make(library_spec("p", fixture_path("poison.so"), {{"latency", 5.0}, {"period", 3.0}}), 2);
+  auto poison = make(library_spec("p", fixture_path("poison.so"), {{"latency", 5.0}, {"period", 3.0}}), 2);
   ASSERT_EQ(poison->latency_frames(), 5u);
   const Signal input = ramp_signal(2, 3000);
   const std::vector<std::uint32_t> blocks = {2, 3, 1, 64, 4, 7, 5, 100, 1, 1, 1, 9};
@@ -264,7 +269,8 @@ TEST(NativeProcessor, SanitizedBlocksStayAlignedWithPluginLatency) {
   EXPECT_EQ(counters.blocks, result.statuses.size());
   EXPECT_EQ(counters.sanitized_blocks, result.statuses.size() / 3);
   for (std::size_t b = 0; b < result.statuses.size(); ++b) {
-    EXPECT_EQ(result.statuses[b], b % 3 == 2 ? host::BlockStatus::bypassed : host::BlockStatus::processed) << b;
+    EXPECT_EQ(result.statuses[b], b % 3 == 2 ? host::BlockStatus::bypassed : host::BlockStatus::processed)
+        << b;
   }
 }
 

@@ -44,12 +44,14 @@ void note_allocation() noexcept {
 }
 }  // namespace
 
+// NOLINTBEGIN(bugprone-reserved-identifier)
 extern "C" {
 void* __libc_malloc(std::size_t size);  // glibc's own allocator, under the interposable names
 void* __libc_calloc(std::size_t count, std::size_t size);
 void* __libc_realloc(void* ptr, std::size_t size);
 void* __libc_memalign(std::size_t alignment, std::size_t size);
 void __libc_free(void* ptr);
+// NOLINTEND(bugprone-reserved-identifier)
 
 void* malloc(std::size_t size) noexcept {
   note_allocation();
@@ -85,8 +87,12 @@ void* counted_new_nothrow(std::size_t size, std::size_t alignment = 0) noexcept 
 
 void* operator new(std::size_t size) { return counted_new(size); }
 void* operator new[](std::size_t size) { return counted_new(size); }
-void* operator new(std::size_t size, std::align_val_t al) { return counted_new(size, static_cast<std::size_t>(al)); }
-void* operator new[](std::size_t size, std::align_val_t al) { return counted_new(size, static_cast<std::size_t>(al)); }
+void* operator new(std::size_t size, std::align_val_t al) {
+  return counted_new(size, static_cast<std::size_t>(al));
+}
+void* operator new[](std::size_t size, std::align_val_t al) {
+  return counted_new(size, static_cast<std::size_t>(al));
+}
 void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_new_nothrow(size); }
 void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_new_nothrow(size); }
 void* operator new(std::size_t size, std::align_val_t al, const std::nothrow_t&) noexcept {
@@ -136,9 +142,12 @@ TEST(NativeProcessor, ProcessRtAllocatesNothing) {
   constexpr std::uint32_t channels = 2;
   constexpr std::uint32_t max_frames = 512;
   std::vector<std::unique_ptr<host::Processor>> processors;
-  auto add = [&](const host::PluginSpec& spec) { processors.push_back(make(spec, channels, test_rate, max_frames)); };
+  auto add = [&](const host::PluginSpec& spec) {
+    processors.push_back(make(spec, channels, test_rate, max_frames));
+  };
   add(builtin_spec("g", "gain", {{"gain", 0.5}}));
-  for (const char* type : {"lowpass", "highpass", "bandpass", "notch", "peaking", "lowshelf", "highshelf", "allpass"}) {
+  for (const char* type :
+       {"lowpass", "highpass", "bandpass", "notch", "peaking", "lowshelf", "highshelf", "allpass"}) {
     add(builtin_spec("eq", "biquad", {{"type", std::string(type)}, {"gain", 3.0}}));
   }
   add(builtin_spec("d", "delay", {{"ms", 3.0}}));
@@ -157,7 +166,8 @@ TEST(NativeProcessor, ProcessRtAllocatesNothing) {
     AllocationScope scope;
     for (int round = 0; round < 20; ++round) {
       for (std::uint32_t frames : sizes) {
-        for (auto& processor : processors) (void)processor->process_rt(in_ptrs.data(), out_ptrs.data(), frames, {});
+        for (auto& processor : processors)
+          (void)processor->process_rt(in_ptrs.data(), out_ptrs.data(), frames, {});
       }
     }
     counted = scope.count();

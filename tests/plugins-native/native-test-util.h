@@ -86,7 +86,8 @@ inline RunResult run_blocks(host::Processor& processor, const Signal& input,
   std::size_t pos = 0;
   std::size_t block = 0;
   while (pos < length) {
-    const auto frames = static_cast<std::uint32_t>(std::min<std::size_t>(block_sizes[block++ % block_sizes.size()], length - pos));
+    const auto frames = static_cast<std::uint32_t>(
+        std::min<std::size_t>(block_sizes[block++ % block_sizes.size()], length - pos));
     for (std::size_t c = 0; c < channels; ++c) {
       std::copy_n(input[c].begin() + static_cast<std::ptrdiff_t>(pos), frames, in_buf[c].begin());
     }
@@ -116,7 +117,7 @@ class RawBuiltin {
   explicit RawBuiltin(const char* file) {
     const auto path = std::filesystem::path(SANDPIPE_BUILTIN_DIR) / file;
     handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle_ == nullptr) throw std::runtime_error(dlerror());
+    if (handle_ == nullptr) throw std::runtime_error(dlerror());  // NOLINT(concurrency-mt-unsafe)
     auto entry = reinterpret_cast<sandpipe_plugin_entry_fn>(dlsym(handle_, SANDPIPE_PLUGIN_ENTRY_SYMBOL));
     desc_ = entry(SANDPIPE_PLUGIN_ABI_VERSION, 0);
   }
@@ -133,14 +134,15 @@ class RawBuiltin {
 };
 
 /// Output of a built-in run in place (out == in) over `input`, one channel, blocks of `block`.
-inline std::vector<float> run_in_place(const char* file, std::uint32_t param, float value, std::vector<float> buffer,
-                                std::uint32_t block) {
+inline std::vector<float> run_in_place(const char* file, std::uint32_t param, float value,
+                                       std::vector<float> buffer, std::uint32_t block) {
   RawBuiltin plugin(file);
   sandpipe_instance* instance = plugin.desc().instantiate(&plugin.desc(), test_rate, 1, block);
   plugin.desc().set_param(instance, param, value);
   for (std::size_t pos = 0; pos < buffer.size(); pos += block) {
     float* io = buffer.data() + pos;
-    plugin.desc().process(instance, &io, &io, static_cast<std::uint32_t>(std::min<std::size_t>(block, buffer.size() - pos)));
+    plugin.desc().process(instance, &io, &io,
+                          static_cast<std::uint32_t>(std::min<std::size_t>(block, buffer.size() - pos)));
   }
   plugin.desc().destroy(instance);
   return buffer;

@@ -60,6 +60,28 @@ TEST(Gain, AcceptsTheEndsOfItsRange) {
   }
 }
 
+TEST(Gain, ChangeWhileRunningRampsOverOneBlockThenHolds) {
+  // Through the raw ABI: the host only sets parameters before the first block today.
+  RawBuiltin plugin("gain.so");
+  const auto& desc = plugin.desc();
+  sandpipe_instance* instance = desc.instantiate(&desc, test_rate, 1, 4);
+  std::vector<float> ones(4, 1.0f), out(4);
+  const float* in_ptr = ones.data();
+  float* out_ptr = out.data();
+  desc.set_param(instance, 0, 0.5f);  // before the first block: applies at once
+  desc.process(instance, &in_ptr, &out_ptr, 4);
+  EXPECT_EQ(out, std::vector<float>(4, 0.5f));
+  desc.set_param(instance, 0, 1.5f);  // while running: a linear ramp that lands on the block's end
+  desc.process(instance, &in_ptr, &out_ptr, 4);
+  EXPECT_EQ(out, (std::vector<float>{0.75f, 1.0f, 1.25f, 1.5f}));
+  desc.process(instance, &in_ptr, &out_ptr, 4);
+  EXPECT_EQ(out, std::vector<float>(4, 1.5f));
+  desc.set_param(instance, 1, 1.0f);  // mute ramps down the same way
+  desc.process(instance, &in_ptr, &out_ptr, 4);
+  EXPECT_EQ(out, (std::vector<float>{1.125f, 0.75f, 0.375f, 0.0f}));
+  desc.destroy(instance);
+}
+
 TEST(Gain, ReportsNoLatency) { EXPECT_EQ(make(builtin_spec("g", "gain"))->latency_frames(), 0u); }
 
 }  // namespace

@@ -37,6 +37,9 @@ constexpr std::uint32_t max_descriptors = 256;
 /// Parameters a descriptor may declare; more is taken for a corrupt descriptor.
 constexpr std::uint32_t max_params = 1024;
 
+/// Longest latency a plugin may report, in seconds; the host keeps that much dry signal per channel.
+constexpr double max_latency_seconds = 10.0;
+
 struct LibraryCloser {
   void operator()(void* handle) const noexcept {
     if (handle != nullptr) dlclose(handle);
@@ -266,14 +269,14 @@ class NativeProcessor final : public Processor {
  public:
   /// [main] Takes the loaded library and an instance with its parameters applied.
   NativeProcessor(std::string name, Library library, const sandpipe_plugin_descriptor& desc,
-                  Instance instance, std::uint32_t channels, std::uint32_t max_frames)
+                  Instance instance, std::uint32_t channels, std::uint32_t max_frames, std::uint32_t latency)
       : name_(std::move(name)),
         library_(std::move(library)),
         desc_(desc),
         instance_(std::move(instance)),
         channels_(channels),
         max_frames_(max_frames),
-        latency_(desc.latency != nullptr ? desc.latency(instance_.get()) : 0),
+        latency_(latency),
         dry_history_(static_cast<std::size_t>(channels) * latency_, 0.0f) {}
 
   NativeProcessor(const NativeProcessor&) = delete;
@@ -478,8 +481,13 @@ std::unique_ptr<Processor> make_native_processor(const PluginSpec& spec, double 
   }
   for (const auto& [index, value] : params) desc.set_param(instance.get(), index, value);
 
+  const std::uint32_t latency = desc.latency != nullptr ? desc.latency(instance.get()) : 0;
+  if (latency > detail::max_latency_seconds * sample_rate) {
+    error.fail("reports a latency of " + std::to_string(latency) + " frames, more than " +
+               detail::format_number(detail::max_latency_seconds) + " s");
+  }
   return std::make_unique<detail::NativeProcessor>(spec.name, std::move(library), desc, std::move(instance),
-                                                   channels, max_frames);
+                                                   channels, max_frames, latency);
 }
 
 }  // namespace sandpipe::host

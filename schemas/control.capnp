@@ -118,10 +118,13 @@ struct SandboxMessage {
       processNsLast @12 :UInt64;
       processNsMax @13 :UInt64;
       processNsTotal @14 :UInt64;
+      logsDropped @21 :UInt64;        # log lines dropped because the host did not read them
+      gcCollections @22 :UInt64;      # garbage collections run while idle
     }
     log :group {
       level @15 :LogLevel;
-      text @16 :Text;
+      text @16 :Text;                 # one line, no trailing newline
+      stream @20 :LogStream;          # where the line was written
     }
     error :group {
       phase @17 :Phase;
@@ -134,6 +137,11 @@ struct SandboxMessage {
     info @1;
     warning @2;
     error @3;
+  }
+  enum LogStream {
+    sandbox @0;                       # the sandbox itself
+    stdout @1;                        # the plugin's sys.stdout
+    stderr @2;                        # the plugin's sys.stderr (warnings, logging)
   }
   enum Phase {
     handshake @0;

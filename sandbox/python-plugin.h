@@ -1,0 +1,128 @@
+// The embedded CPython interpreter and the one plugin it runs (sandbox process only).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace sandpipe::sandbox {
+
+/// A parameter value as the control channel carries it.
+using ParamValue = std::variant<double, bool, std::string>;
+
+struct ParamSpec {
+  std::string key;
+  std::string label;
+  std::string unit;
+  std::string kind;  ///< number | integer | boolean | choice | text
+  double min = 0.0;
+  double max = 0.0;
+  ParamValue default_value;
+  std::vector<std::string> choices;
+};
+
+struct PluginDescription {
+  std::string api;   ///< sdk | legacy
+  std::string name;
+  std::string version;
+  std::string description;
+  std::string role;  ///< processor | source | sink
+  std::uint32_t latency = 0;
+  std::vector<ParamSpec> params;
+};
+
+/// An exception raised by Python code: one line, then the formatted traceback (may be empty).
+struct PythonError {
+  std::string message;
+  std::string traceback;
+};
+
+struct LoadRequest {
+  std::filesystem::path path;
+  double sample_rate = 48000.0;
+  std::uint32_t channels = 2;
+  std::uint32_t max_frames = 512;
+  std::vector<std::pair<std::string, ParamValue>> params;
+  std::vector<std::byte> state;
+};
+
+enum class BlockResult : std::uint8_t { processed, passthrough, failed };
+
+/// Owns the interpreter (at most one per process) and, once loaded, the plugin session.
+/// Everything runs on the thread that constructed it, which holds the GIL except inside a
+/// `GilRelease` scope. Numpy views on the audio slots are built once and cached, so a block
+/// costs one Python call and no allocation on the C++ side.
+class PythonPlugin {
+ public:
+  /// Receives each line the plugin writes: stream 1 = stdout, 2 = stderr.
+  using LogFn = std::function<void(int stream, std::string_view line)>;
+
+  /// Initialises an isolated interpreter (no user site, no PYTHON* variables, no bytecode
+  /// writes) with `sdk_dir` first on sys.path, imports numpy and the sandbox glue, and routes
+  /// sys.stdout/sys.stderr to `log`. Throws std::runtime_error.
+  PythonPlugin(const std::filesystem::path& program, const std::filesystem::path& sdk_dir, LogFn log);
+  ~PythonPlugin();
+  PythonPlugin(const PythonPlugin&) = delete;
+  PythonPlugin& operator=(const PythonPlugin&) = delete;
+  PythonPlugin(PythonPlugin&&) = delete;
+  PythonPlugin& operator=(PythonPlugin&&) = delete;
+
+  [[nodiscard]] std::string python_version() const;
+  [[nodiscard]] std::string numpy_version() const;
+
+  /// Imports the plugin file, detects its API, prepares it and applies the params and state.
+  std::optional<PythonError> load(const LoadRequest& request, PluginDescription& out);
+
+  /// Builds the (channels, frames) float32 views on `slots[i]` (channel c at
+  /// slots[i] + c * channel_stride). Views for `max_frames` are made now; other frame counts
+  /// on first use, then kept.
+  std::optional<PythonError> bind_slots(std::span<float* const> slots, std::uint32_t channels,
+                                        std::uint32_t max_frames, std::size_t channel_stride);
+
+  /// Runs the plugin on a bound slot. On `failed`, `last_error()` says why.
+  BlockResult process(std::uint32_t slot, std::uint32_t frames) noexcept;
+  [[nodiscard]] const PythonError& last_error() const noexcept { return last_error_; }
+
+  /// Applies a live parameter change; returns the plugin's latency afterwards.
+  std::variant<std::uint32_t, PythonError> set_param(const std::string& key, const ParamValue& value);
+  std::variant<std::vector<std::byte>, PythonError> get_state();
+  /// Calls the plugin's stop/shutdown hooks (legacy) and flushes its output.
+  void shutdown() noexcept;
+
+  /// After loading: collects, freezes what survived (never scanned again) and disables the
+  /// automatic collector, which would otherwise run at arbitrary points inside process().
+  void freeze_heap() noexcept;
+  /// A collection the sandbox runs when it has time (idle, or between blocks when much garbage
+  /// piled up). Returns true if one ran.
+  bool collect_if_needed(bool idle) noexcept;
+
+  /// Releases the GIL for the scope (while the sandbox sleeps, so plugin threads can run).
+  class GilRelease {
+   public:
+    GilRelease() noexcept;
+    ~GilRelease();
+    GilRelease(const GilRelease&) = delete;
+    GilRelease& operator=(const GilRelease&) = delete;
+    GilRelease(GilRelease&&) = delete;
+    GilRelease& operator=(GilRelease&&) = delete;
+
+   private:
+    void* state_;
+  };
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  PythonError last_error_;
+};
+
+}  // namespace sandpipe::sandbox

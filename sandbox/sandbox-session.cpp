@@ -1,0 +1,352 @@
+#include "sandbox/sandbox-session.h"
+
+#include <unistd.h>
+
+#include <capnp/message.h>
+#include <kj/exception.h>
+
+#include <cmath>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "sandbox/fp-env.h"
+#include "schemas/control.capnp.h"
+
+namespace sandpipe::sandbox {
+namespace {
+
+using schema::SandboxMessage;
+
+constexpr int hello_timeout_ms = 30'000;
+constexpr int load_timeout_ms = 30'000;
+/// No job for this long counts as idle: time for a garbage collection.
+constexpr std::uint64_t idle_ns = 200'000'000;
+/// Tracebacks of exceptions in process(): the first few, then one in this many.
+constexpr std::uint64_t process_errors_reported = 10;
+constexpr std::uint64_t process_errors_every = 1000;
+
+std::string text(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
+
+ParamValue param_value(schema::ParamValue::Reader v) {
+  switch (v.which()) {
+    case schema::ParamValue::NUMBER:
+      return v.getNumber();
+    case schema::ParamValue::BOOLEAN:
+      return v.getBoolean();
+    case schema::ParamValue::TEXT:
+      return text(v.getText());
+  }
+  return std::string{};
+}
+
+void set_param_value(schema::ParamValue::Builder b, const ParamValue& v) {
+  if (const auto* d = std::get_if<double>(&v)) {
+    b.setNumber(*d);
+  } else if (const auto* f = std::get_if<bool>(&v)) {
+    b.setBoolean(*f);
+  } else {
+    b.setText(std::get<std::string>(v));
+  }
+}
+
+schema::ParamInfo::Kind kind_of(const std::string& kind) {
+  if (kind == "integer") return schema::ParamInfo::Kind::INTEGER;
+  if (kind == "boolean") return schema::ParamInfo::Kind::BOOLEAN;
+  if (kind == "choice") return schema::ParamInfo::Kind::CHOICE;
+  if (kind == "text") return schema::ParamInfo::Kind::TEXT;
+  return schema::ParamInfo::Kind::NUMBER;
+}
+
+}  // namespace
+
+Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig config)
+    : control_(control), segment_(segment), endpoint_(segment), config_(std::move(config)) {
+  try {
+    python_ = std::make_unique<PythonPlugin>(config_.program, config_.sdk_dir,
+                                             [this](int stream, std::string_view line) { send_log(stream, line); });
+  } catch (const std::exception& e) {
+    init_error_ = e.what();
+  }
+}
+
+Session::~Session() = default;
+
+void Session::report_early_error(ControlSocket& control, const std::string& message) {
+  capnp::MallocMessageBuilder msg;
+  auto error = msg.initRoot<SandboxMessage>().initError();
+  error.setPhase(SandboxMessage::Phase::HANDSHAKE);
+  error.setMessage(message);
+  control.send(msg, 2000);
+}
+
+void Session::send_log(int stream, std::string_view line) {
+  capnp::MallocMessageBuilder msg;
+  auto log = msg.initRoot<SandboxMessage>().initLog();
+  log.setLevel(stream == 2 ? SandboxMessage::LogLevel::WARNING : SandboxMessage::LogLevel::INFO);
+  log.setStream(stream == 2 ? SandboxMessage::LogStream::STDERR : SandboxMessage::LogStream::STDOUT);
+  log.setText(capnp::Text::Reader(std::string(line)));
+  control_.send_lossy(msg);
+}
+
+void Session::send_error(int phase, const std::string& message, const std::string& traceback, bool lossy) {
+  capnp::MallocMessageBuilder msg;
+  auto error = msg.initRoot<SandboxMessage>().initError();
+  error.setPhase(static_cast<SandboxMessage::Phase>(phase));
+  error.setMessage(message);
+  error.setTraceback(traceback);
+  if (lossy) {
+    control_.send_lossy(msg);
+  } else {
+    control_.send(msg);
+  }
+}
+
+bool Session::handshake() {
+  auto frame = control_.receive(hello_timeout_ms);
+  if (!frame) return false;
+  auto reader = frame->reader();
+  auto host = reader.getRoot<schema::HostMessage>();
+  if (host.which() != schema::HostMessage::HELLO) {
+    send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), "expected hello from the host", {}, false);
+    return false;
+  }
+  const auto hello = host.getHello();
+
+  capnp::MallocMessageBuilder msg;
+  auto reply = msg.initRoot<SandboxMessage>().initHello();
+  reply.setProtocolVersion(schema::PROTOCOL_VERSION);
+  reply.setShmLayoutVersion(shm::layout_version);
+  reply.setShmHeaderSize(shm::Segment::header_size());
+  reply.setPid(static_cast<std::int32_t>(::getpid()));
+  if (python_) {
+    reply.setPythonVersion(python_->python_version());
+    reply.setNumpyVersion(python_->numpy_version());
+  }
+  control_.send(msg);
+
+  std::string problem;
+  if (hello.getProtocolVersion() != schema::PROTOCOL_VERSION) {
+    problem = "control protocol mismatch: host speaks version " + std::to_string(hello.getProtocolVersion()) +
+              ", this sandbox version " + std::to_string(schema::PROTOCOL_VERSION);
+  } else if (hello.getShmLayoutVersion() != shm::layout_version ||
+             hello.getShmHeaderSize() != shm::Segment::header_size()) {
+    problem = "shared-memory layout mismatch: host has layout " + std::to_string(hello.getShmLayoutVersion()) +
+              " with a " + std::to_string(hello.getShmHeaderSize()) + "-byte header, this sandbox layout " +
+              std::to_string(shm::layout_version) + " with " + std::to_string(shm::Segment::header_size()) +
+              " bytes (host and sandbox come from different builds)";
+  } else if (!python_) {
+    problem = init_error_;
+  }
+  if (!problem.empty()) {
+    send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), problem, {}, false);
+    return false;
+  }
+  return true;
+}
+
+bool Session::load() {
+  auto frame = control_.receive(load_timeout_ms);
+  if (!frame) return false;
+  auto reader = frame->reader();
+  auto host = reader.getRoot<schema::HostMessage>();
+  const int phase = static_cast<int>(SandboxMessage::Phase::LOAD);
+  if (host.which() != schema::HostMessage::LOAD) {
+    send_error(phase, "expected load from the host", {}, false);
+    return false;
+  }
+  const auto load = host.getLoad();
+  const shm::Geometry& geometry = endpoint_.geometry();
+  LoadRequest request;
+  request.path = text(load.getPath());
+  request.sample_rate = load.getSampleRate();
+  request.channels = load.getChannels();
+  request.max_frames = load.getMaxFrames();
+  for (auto p : load.getParams()) request.params.emplace_back(text(p.getKey()), param_value(p.getValue()));
+  const auto state = load.getState();
+  request.state.assign(reinterpret_cast<const std::byte*>(state.begin()),
+                       reinterpret_cast<const std::byte*>(state.end()));
+  if (request.channels != geometry.channels || request.max_frames == 0 || request.max_frames > geometry.max_frames ||
+      !std::isfinite(request.sample_rate) || request.sample_rate <= 0.0) {
+    send_error(phase, "load request does not fit the shared segment (channels/max frames/rate)", {}, false);
+    return false;
+  }
+
+  // The plugin sees one floating-point environment from prepare() on.
+  flush_denormals();
+  PluginDescription info;
+  if (auto error = python_->load(request, info)) {
+    python_->shutdown();  // flushes what the plugin printed before failing
+    send_error(phase, error->message, error->traceback, false);
+    return false;
+  }
+  std::vector<float*> slots;
+  for (std::uint32_t s = 0; s < geometry.slot_count; ++s) slots.push_back(endpoint_.channel(s, 0));
+  if (auto error = python_->bind_slots(slots, geometry.channels, request.max_frames, endpoint_.channel_stride())) {
+    send_error(phase, "cannot map the audio slots: " + error->message, error->traceback, false);
+    return false;
+  }
+  python_->freeze_heap();
+
+  capnp::MallocMessageBuilder msg;
+  auto out = msg.initRoot<SandboxMessage>().initLoaded();
+  out.setName(info.name);
+  out.setVersion(info.version);
+  out.setDescription(info.description);
+  out.setApi(info.api == "legacy" ? schema::PluginApi::LEGACY : schema::PluginApi::SDK);
+  out.setRole(info.role == "source" ? schema::PluginRole::SOURCE
+              : info.role == "sink" ? schema::PluginRole::SINK
+                                    : schema::PluginRole::PROCESSOR);
+  out.setLatencyFrames(info.latency);
+  auto params = out.initParams(static_cast<unsigned>(info.params.size()));
+  for (unsigned i = 0; i < info.params.size(); ++i) {
+    const ParamSpec& spec = info.params[i];
+    auto p = params[i];
+    p.setKey(spec.key);
+    p.setLabel(spec.label);
+    p.setUnit(spec.unit);
+    p.setKind(kind_of(spec.kind));
+    p.setMinValue(spec.min);
+    p.setMaxValue(spec.max);
+    set_param_value(p.initDefault(), spec.default_value);
+    auto choices = p.initChoices(static_cast<unsigned>(spec.choices.size()));
+    for (unsigned c = 0; c < spec.choices.size(); ++c) choices.set(c, spec.choices[c]);
+  }
+  return control_.send(msg);
+}
+
+void Session::run_job(const shm::Job& job) {
+  const std::uint64_t t0 = shm::now_ns();
+  const BlockResult result = python_->process(job.slot, job.frames);
+  shm::Completion done{job.seq, job.slot, job.frames, 0};
+  done.status = static_cast<std::uint32_t>(result == BlockResult::processed     ? shm::CompletionStatus::processed
+                                           : result == BlockResult::passthrough ? shm::CompletionStatus::passthrough
+                                                                                : shm::CompletionStatus::failed);
+  endpoint_.complete(done);
+  // Bookkeeping after the completion is out: the host is not kept waiting for it.
+  const std::uint64_t ns = shm::now_ns() - t0;
+  ++stats_.blocks;
+  stats_.last_ns = ns;
+  stats_.total_ns += ns;
+  if (ns > stats_.max_ns) stats_.max_ns = ns;
+  if (result == BlockResult::failed) {
+    ++stats_.exceptions;
+    if (stats_.exceptions <= process_errors_reported || stats_.exceptions % process_errors_every == 0) {
+      const PythonError& e = python_->last_error();
+      send_error(static_cast<int>(SandboxMessage::Phase::PROCESS),
+                 e.message + " (block " + std::to_string(job.seq) + ", exception " +
+                     std::to_string(stats_.exceptions) + ")",
+                 e.traceback, true);
+    }
+  }
+  if (python_->collect_if_needed(false)) ++stats_.gc_collections;
+}
+
+void Session::handle(const Frame& frame) {
+  auto reader = frame.reader();
+  auto host = reader.getRoot<schema::HostMessage>();
+  capnp::MallocMessageBuilder msg;
+  auto out = msg.initRoot<SandboxMessage>();
+  switch (host.which()) {
+    case schema::HostMessage::SET_PARAM: {
+      const auto setting = host.getSetParam();
+      const std::string key = text(setting.getKey());
+      auto result = python_->set_param(key, param_value(setting.getValue()));
+      if (const auto* e = std::get_if<PythonError>(&result)) {
+        send_error(static_cast<int>(SandboxMessage::Phase::SET_PARAM), key + ": " + e->message, e->traceback, false);
+        return;
+      }
+      auto reply = out.initParamSet();
+      reply.setKey(key);
+      reply.setLatencyFrames(std::get<std::uint32_t>(result));
+      break;
+    }
+    case schema::HostMessage::GET_STATE: {
+      auto result = python_->get_state();
+      if (const auto* e = std::get_if<PythonError>(&result)) {
+        send_error(static_cast<int>(SandboxMessage::Phase::STATE), e->message, e->traceback, false);
+        return;
+      }
+      const auto& bytes = std::get<std::vector<std::byte>>(result);
+      out.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+      break;
+    }
+    case schema::HostMessage::GET_STATS: {
+      auto s = out.initStats();
+      s.setBlocks(stats_.blocks);
+      s.setExceptions(stats_.exceptions);
+      s.setProcessNsLast(stats_.last_ns);
+      s.setProcessNsMax(stats_.max_ns);
+      s.setProcessNsTotal(stats_.total_ns);
+      s.setLogsDropped(control_.dropped());
+      s.setGcCollections(stats_.gc_collections);
+      break;
+    }
+    case schema::HostMessage::SHUTDOWN:
+      python_->shutdown();
+      shutdown_ = true;
+      return;
+    case schema::HostMessage::HELLO:
+    case schema::HostMessage::LOAD:
+    default:
+      send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), "unexpected message after loading", {},
+                 false);
+      return;
+  }
+  control_.send(msg);
+}
+
+void Session::drain_control() {
+  while (!shutdown_) {
+    auto frame = control_.receive(0);
+    if (!frame) return;
+    try {
+      handle(*frame);
+    } catch (const kj::Exception& e) {
+      send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE),
+                 std::string("malformed control message: ") + e.getDescription().cStr(), {}, false);
+    }
+  }
+}
+
+void Session::serve() {
+  std::uint64_t jobs = 0;
+  while (!shutdown_ && !control_.closed()) {
+    control_.flush_now();
+    shm::Job job;
+    shm::SandboxEndpoint::Wake wake;
+    {
+      PythonPlugin::GilRelease unlocked;
+      wake = endpoint_.wait(job, idle_ns);
+    }
+    switch (wake) {
+      case shm::SandboxEndpoint::Wake::job:
+        run_job(job);
+        // A notification may have been merged into a job wake-up: look now and then.
+        if ((++jobs & 31u) == 0) drain_control();
+        break;
+      case shm::SandboxEndpoint::Wake::control:
+        drain_control();
+        break;
+      case shm::SandboxEndpoint::Wake::timeout:
+        if (python_->collect_if_needed(true)) ++stats_.gc_collections;
+        drain_control();
+        break;
+    }
+  }
+}
+
+int Session::run() {
+  try {
+    if (!handshake()) return 3;
+    if (!load()) return 2;
+    serve();
+    control_.flush(2000);  // the last log lines and replies
+  } catch (const kj::Exception& e) {
+    report_early_error(control_, std::string("malformed control message: ") + e.getDescription().cStr());
+    return 3;
+  }
+  return 0;
+}
+
+}  // namespace sandpipe::sandbox

@@ -1,0 +1,70 @@
+// One sandbox's conversation with its host: handshake, load, then blocks and control messages.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "sandbox/control-socket.h"
+#include "sandbox/python-plugin.h"
+#include "shm/block-channel.h"
+#include "shm/segment.h"
+
+namespace sandpipe::sandbox {
+
+struct SessionConfig {
+  std::filesystem::path program;  ///< this executable (the interpreter's program name)
+  std::filesystem::path sdk_dir;  ///< plugins-py: sandpipe/ and base_plugin.py
+};
+
+/// Runs on the sandbox's one thread. Holds the GIL except while waiting for work, so Python
+/// threads a plugin starts can run then (and the control socket, also used by their print()s
+/// through the log hook, is only ever touched with the GIL held).
+class Session {
+ public:
+  Session(ControlSocket& control, shm::Segment& segment, SessionConfig config);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  Session(Session&&) = delete;
+  Session& operator=(Session&&) = delete;
+
+  /// Handshake, load, serve. Returns the process exit code: 0 after a shutdown request or
+  /// when the host closed the socket, 2 when the plugin failed to load, 3 when the handshake
+  /// failed.
+  int run();
+
+  /// Sends an error before any handshake (e.g. the segment did not attach).
+  static void report_early_error(ControlSocket& control, const std::string& message);
+
+ private:
+  bool handshake();
+  bool load();
+  void serve();
+  void run_job(const shm::Job& job);
+  void drain_control();
+  void handle(const Frame& frame);
+  void send_log(int stream, std::string_view line);
+  void send_error(int phase, const std::string& message, const std::string& traceback, bool lossy);
+
+  ControlSocket& control_;
+  shm::Segment& segment_;
+  shm::SandboxEndpoint endpoint_;
+  SessionConfig config_;
+  std::unique_ptr<PythonPlugin> python_;
+  std::string init_error_;
+  bool shutdown_ = false;
+
+  struct Stats {
+    std::uint64_t blocks = 0;
+    std::uint64_t exceptions = 0;
+    std::uint64_t last_ns = 0;
+    std::uint64_t max_ns = 0;
+    std::uint64_t total_ns = 0;
+    std::uint64_t gc_collections = 0;
+  } stats_;
+};
+
+}  // namespace sandpipe::sandbox

@@ -80,8 +80,12 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
     return result;
   }
 
-  // Spin: a sandbox that answers within a few µs costs no context switch at all.
-  if (spin_ns_ > 0) {
+  // Spin: a sandbox that answers within a few µs costs no context switch at all. But a spin that
+  // keeps missing (a slow plugin, or the sandbox waiting for the very core we spin on) only burns
+  // time the sandbox may need, so after a few misses in a row we sleep at once and only probe
+  // with a spin every `spin_probe_interval` waits.
+  const bool spin = spin_ns_ > 0 && (spin_misses_ < spin_miss_limit || ++waits_since_probe_ % spin_probe_interval == 0);
+  if (spin) {
     const std::uint64_t spin_end = std::min(now_ns() + spin_ns_, deadline_ns);
     do {
       for (int i = 0; i < 8 && !completions_.looks_non_empty(); ++i) {
@@ -89,9 +93,11 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
       }
       result = try_complete_rt(out);
       if (result != WaitResult::timeout) {
+        spin_misses_ = 0;
         return result;
       }
     } while (now_ns() < spin_end);
+    spin_misses_ += spin_misses_ < spin_miss_limit ? 1 : 0;
   }
 
   // Sleep: announce, re-check, then FUTEX_WAIT with whatever is left until the deadline.

@@ -22,7 +22,10 @@ HostEndpoint::HostEndpoint(Segment& segment) noexcept : geometry_(segment.geomet
 }
 
 const Geometry& HostEndpoint::geometry() const noexcept { return geometry_; }
-void HostEndpoint::set_spin_ns(std::uint64_t spin_ns) noexcept { spin_ns_ = spin_ns; }
+void HostEndpoint::set_spin_ns(std::uint64_t spin_ns) noexcept {
+  spin_ns_ = spin_ns;
+  spin_misses_ = 0;
+}
 
 SandboxEndpoint::SandboxEndpoint(Segment& segment) noexcept : geometry_(segment.geometry()) {
   const detail::Layout layout = detail::compute_layout(geometry_);

@@ -71,8 +71,12 @@ struct ControlNotify;
 class HostEndpoint {
  public:
   /// Spin before sleeping in wait_complete_rt(): a few µs catch a sandbox that answers quickly
-  /// without the two context switches of a futex round trip.
+  /// without the two context switches of a futex round trip. Adaptive: after `spin_miss_limit`
+  /// spins in a row that did not catch the completion, waits sleep at once, except one spin every
+  /// `spin_probe_interval` waits to notice the sandbox got fast again.
   static constexpr std::uint64_t default_spin_ns = 5'000;
+  static constexpr std::uint32_t spin_miss_limit = 4;
+  static constexpr std::uint32_t spin_probe_interval = 64;
 
   /// [main] Binds to a segment the host created. The segment must outlive the endpoint. Bind
   /// before the sandbox runs (the ring indices are taken from the segment once, here).
@@ -107,7 +111,7 @@ class HostEndpoint {
   [[nodiscard]] std::uint32_t in_flight() const noexcept;
   /// [rt] True once the sandbox broke the protocol (the endpoint then stays unusable).
   [[nodiscard]] bool failed() const noexcept;
-  /// [main] How long wait_complete_rt() spins before it sleeps (0: sleep at once).
+  /// [main] How long wait_complete_rt() spins at most before it sleeps (0: sleep at once).
   void set_spin_ns(std::uint64_t spin_ns) noexcept;
 
  private:
@@ -124,6 +128,8 @@ class HostEndpoint {
   std::uint32_t submitted_ = 0;
   std::uint32_t completed_ = 0;
   std::uint64_t spin_ns_ = default_spin_ns;
+  std::uint32_t spin_misses_ = 0;
+  std::uint32_t waits_since_probe_ = 0;
   bool failed_ = false;
 };
 

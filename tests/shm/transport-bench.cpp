@@ -15,7 +15,9 @@
 //   transport-bench [--iterations N] [--json FILE] [--host-spin-ns NS]
 //
 // --host-spin-ns replaces HostEndpoint's default spin in the `ring` row (for tuning it).
+// --pin 0,1 pins the host to CPU 0 and every child to CPU 1 (off by default).
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -376,10 +378,25 @@ const Stats* find(const std::vector<Stats>& all, const std::string& name) {
 
 double ratio(std::uint64_t a, std::uint64_t b) { return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b); }
 
-void print_table(const std::vector<Stats>& all, std::uint32_t iterations) {
+struct RunConfig {
+  std::uint32_t iterations = 0;
+  std::uint64_t host_spin_ns = 0;
+  int host_cpu = -1;
+  int child_cpu = -1;
+};
+
+std::string pinning(const RunConfig& config) {
+  return config.host_cpu < 0 ? "not pinned"
+                             : "host pinned to cpu " + std::to_string(config.host_cpu) + ", children to cpu " +
+                                   std::to_string(config.child_cpu);
+}
+
+void print_table(const std::vector<Stats>& all, const RunConfig& config) {
+  const std::uint32_t iterations = config.iterations;
   std::printf("transport round trip, 1 block of %u ch x %u frames float32 where a block is carried\n",
               block_geometry.channels, block_geometry.max_frames);
-  std::printf("%s; %u round trips per variant; %s\n\n", machine_description().c_str(), iterations, today().c_str());
+  std::printf("%s; %u round trips per variant; %s; %s\n\n", machine_description().c_str(), iterations,
+              pinning(config).c_str(), today().c_str());
   std::printf("| variant    |  p50 µs |  p99 µs | p99.9 µs |  max µs | mean µs | failures | what\n");
   std::printf("|------------|--------:|--------:|---------:|--------:|--------:|---------:|-----\n");
   for (const Stats& s : all) {
@@ -397,12 +414,16 @@ void print_table(const std::vector<Stats>& all, std::uint32_t iterations) {
   }
 }
 
-std::string json(const std::vector<Stats>& all, std::uint32_t iterations) {
+std::string json(const std::vector<Stats>& all, const RunConfig& config) {
+  const std::uint32_t iterations = config.iterations;
   std::string out = "{\n";
   out += "  \"benchmark\": \"transport\",\n";
   out += "  \"date\": \"" + today() + "\",\n";
   out += "  \"machine\": \"" + machine_description() + "\",\n";
   out += "  \"iterations\": " + std::to_string(iterations) + ",\n";
+  out += "  \"host_spin_ns\": " + std::to_string(config.host_spin_ns) + ",\n";
+  out += "  \"host_cpu\": " + std::to_string(config.host_cpu) + ",\n";
+  out += "  \"child_cpu\": " + std::to_string(config.child_cpu) + ",\n";
   out += "  \"block\": {\"channels\": " + std::to_string(block_geometry.channels) +
          ", \"frames\": " + std::to_string(block_geometry.max_frames) + "},\n";
   out += "  \"results\": {\n";
@@ -438,9 +459,22 @@ std::string json(const std::vector<Stats>& all, std::uint32_t iterations) {
   return out;
 }
 
+bool pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof(set), &set) != 0) {
+    std::perror("sched_setaffinity");
+    return false;
+  }
+  return true;
+}
+
 int host_main(int argc, char** argv) {
   std::uint32_t iterations = 100'000;
   std::uint64_t host_spin_ns = HostEndpoint::default_spin_ns;
+  int host_cpu = -1;
+  int child_cpu = -1;
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -448,10 +482,15 @@ int host_main(int argc, char** argv) {
       iterations = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     } else if (arg == "--host-spin-ns" && i + 1 < argc) {
       host_spin_ns = std::strtoull(argv[++i], nullptr, 10);
+    } else if (arg == "--pin" && i + 1 < argc) {
+      if (std::sscanf(argv[++i], "%d,%d", &host_cpu, &child_cpu) != 2) {
+        std::fprintf(stderr, "--pin wants HOST_CPU,CHILD_CPU\n");
+        return 2;
+      }
     } else if (arg == "--json" && i + 1 < argc) {
       json_path = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--iterations N] [--json FILE] [--host-spin-ns NS]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--iterations N] [--json FILE] [--host-spin-ns NS] [--pin HOST_CPU,CHILD_CPU]\n", argv[0]);
       return 2;
     }
   }
@@ -459,6 +498,10 @@ int host_main(int argc, char** argv) {
     iterations = 1;
   }
 
+  // Children inherit the affinity they are forked with: pin for them first, then for us.
+  if (host_cpu >= 0 && !pin_to(child_cpu)) {
+    return 1;
+  }
   std::vector<std::unique_ptr<Variant>> variants;
   variants.push_back(std::make_unique<FutexPingPong>());
   variants.push_back(std::make_unique<FdPingPong>(true));
@@ -470,6 +513,10 @@ int host_main(int argc, char** argv) {
       std::make_unique<RingRoundTrip>("ring-sleep", "shm rings, no spinning (futex every hand-over)", 0, 0));
   variants.push_back(
       std::make_unique<RingRoundTrip>("ring-spin", "shm rings, both sides spin (100 us)", 100'000, 100'000));
+
+  if (host_cpu >= 0 && !pin_to(host_cpu)) {
+    return 1;
+  }
 
   // Interleaved chunks: every variant sees the same phases of the machine's background load.
   constexpr std::uint32_t chunks = 20;
@@ -490,8 +537,9 @@ int host_main(int argc, char** argv) {
   }
   variants.clear();  // stops the children
 
-  print_table(all, iterations);
-  const std::string document = json(all, iterations);
+  const RunConfig config{iterations, host_spin_ns, host_cpu, child_cpu};
+  print_table(all, config);
+  const std::string document = json(all, config);
   if (json_path.empty()) {
     std::printf("\n%s", document.c_str());
   } else {

@@ -3,6 +3,8 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cassert>
+#include <thread>
 
 #include "shm/block-channel.h"
 #include "shm/futex.h"
@@ -16,12 +18,23 @@ std::uint64_t now_ns() noexcept {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+void HostEndpoint::check_rt_thread() noexcept {
+#ifndef NDEBUG
+  const std::thread::id self = std::this_thread::get_id();
+  if (rt_thread_ == std::thread::id{}) {
+    rt_thread_ = self;
+  }
+  assert(rt_thread_ == self && "HostEndpoint: [rt] methods called from two threads");
+#endif
+}
+
 WaitResult HostEndpoint::fail() noexcept {
   failed_ = true;
   return WaitResult::corrupt;
 }
 
 bool HostEndpoint::submit_rt(const Job& job) noexcept {
+  check_rt_thread();
   if (failed_) {
     return false;
   }
@@ -49,6 +62,7 @@ bool HostEndpoint::submit_rt(const Job& job) noexcept {
 }
 
 WaitResult HostEndpoint::try_complete_rt(Completion& out) noexcept {
+  check_rt_thread();
   if (failed_) {
     return WaitResult::corrupt;
   }
@@ -86,7 +100,8 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
   // with a spin every `spin_probe_interval` waits.
   const bool spin = spin_ns_ > 0 && (spin_misses_ < spin_miss_limit || ++waits_since_probe_ % spin_probe_interval == 0);
   if (spin) {
-    const std::uint64_t spin_end = std::min(now_ns() + spin_ns_, deadline_ns);
+    const std::uint64_t spin_start = now_ns();
+    const std::uint64_t spin_end = std::min(spin_start + spin_ns_, deadline_ns);
     do {
       for (int i = 0; i < 8 && !completions_.looks_non_empty(); ++i) {
         detail::cpu_relax();
@@ -97,7 +112,10 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
         return result;
       }
     } while (now_ns() < spin_end);
-    spin_misses_ += spin_misses_ < spin_miss_limit ? 1 : 0;
+    // A spin the deadline cut short says nothing about the sandbox's speed.
+    if (spin_end - spin_start >= spin_ns_ && spin_misses_ < spin_miss_limit) {
+      ++spin_misses_;
+    }
   }
 
   // Sleep: announce, re-check, then FUTEX_WAIT with whatever is left until the deadline.
@@ -118,6 +136,7 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
 }
 
 float* HostEndpoint::channel_rt(std::uint32_t slot, std::uint32_t ch) noexcept {
+  check_rt_thread();
   if (failed_ || slot >= geometry_.slot_count || ch >= geometry_.channels) {
     return nullptr;
   }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "shm/spsc-ring.h"
 
@@ -85,8 +86,10 @@ class HostEndpoint {
   HostEndpoint& operator=(const HostEndpoint&) = delete;
   HostEndpoint(HostEndpoint&&) noexcept = default;
   HostEndpoint& operator=(HostEndpoint&&) noexcept = default;
+  ~HostEndpoint() = default;
 
-  /// [rt] Pushes a job; wakes the sandbox if it sleeps. False if the jobs ring is full.
+  /// [rt] Pushes a job; wakes the sandbox if it sleeps. False if the jobs ring is full (all
+  /// `slot_count` slots in flight), if the job is out of range, or if the endpoint failed.
   bool submit_rt(const Job& job) noexcept;
 
   /// [rt] Pops the next completion if one is there (never waits). `timeout` means none yet.
@@ -103,6 +106,7 @@ class HostEndpoint {
   /// [any] Tells the sandbox a control message is waiting on its socket (bumps a counter, wakes it).
   void notify_control() noexcept;
 
+  /// [any] The geometry the host created (a private copy, never re-read from the segment).
   [[nodiscard]] const Geometry& geometry() const noexcept;
 
   /// [rt] Distance in floats between two channels of one slot.
@@ -113,9 +117,13 @@ class HostEndpoint {
   [[nodiscard]] bool failed() const noexcept;
   /// [main] How long wait_complete_rt() spins at most before it sleeps (0: sleep at once).
   void set_spin_ns(std::uint64_t spin_ns) noexcept;
+  /// [main] Debug builds assert that [rt] methods always run on one thread, the first that
+  /// called one; call this when the real-time side moves to another thread (stream restarted).
+  void release_rt_thread() noexcept;
 
  private:
   WaitResult fail() noexcept;
+  void check_rt_thread() noexcept;
 
   Geometry geometry_;  // the host's own copy: never re-read from the segment
   std::byte* slots_ = nullptr;
@@ -131,6 +139,7 @@ class HostEndpoint {
   std::uint32_t spin_misses_ = 0;
   std::uint32_t waits_since_probe_ = 0;
   bool failed_ = false;
+  std::thread::id rt_thread_{};  // debug builds only
 };
 
 /// Sandbox side of one block channel (runs in the sandbox process; not real-time on the host).
@@ -144,31 +153,35 @@ class SandboxEndpoint {
   /// apart), so spinning would only burn the CPU the host's audio thread may need.
   static constexpr std::uint64_t default_spin_ns = 0;
 
-  /// Binds to an attached segment (which must outlive the endpoint); one endpoint per segment.
+  /// [main] Binds to an attached segment (which must outlive the endpoint); one endpoint per
+  /// segment. The methods below are for the sandbox's one audio thread ([any] in the sense that
+  /// it need not be real-time, but never two threads at once).
   explicit SandboxEndpoint(Segment& segment) noexcept;
   SandboxEndpoint(const SandboxEndpoint&) = delete;
   SandboxEndpoint& operator=(const SandboxEndpoint&) = delete;
   SandboxEndpoint(SandboxEndpoint&&) noexcept = default;
   SandboxEndpoint& operator=(SandboxEndpoint&&) noexcept = default;
+  ~SandboxEndpoint() = default;
 
   enum class Wake : std::uint8_t { job, control, timeout };
-  /// Waits for a job or a control notification, at most `timeout_ns`. A waiting job is returned
+  /// [any] Waits for a job or a control notification, at most `timeout_ns`. A waiting job is returned
   /// before a pending control notification; several notifications merge into one `control`.
   Wake wait(Job& out, std::uint64_t timeout_ns) noexcept;
 
-  /// Publishes a completion and wakes the host if it sleeps. (Dropped if the ring is full, which
+  /// [any] Publishes a completion and wakes the host if it sleeps. (Dropped if the ring is full, which
   /// a host keeping at most slot_count jobs in flight never allows.)
   void complete(const Completion& completion) noexcept;
 
-  /// Channel `ch` of slot `slot`, or nullptr if either is out of range.
+  /// [any] Channel `ch` of slot `slot`, or nullptr if either is out of range.
   [[nodiscard]] float* channel(std::uint32_t slot, std::uint32_t ch) noexcept;
-  /// Distance in floats between two channels of one slot (for numpy strides).
+  /// [any] Distance in floats between two channels of one slot (for numpy strides).
   [[nodiscard]] std::size_t channel_stride() const noexcept;
-  /// Distance in floats between two slots (= channels × channel_stride()); slot s channel c
+  /// [any] Distance in floats between two slots (= channels × channel_stride()); slot s channel c
   /// starts at channel(0, 0) + s * slot_stride() + c * channel_stride().
   [[nodiscard]] std::size_t slot_stride() const noexcept;
+  /// [any] The validated geometry (a private copy made at attach).
   [[nodiscard]] const Geometry& geometry() const noexcept;
-  /// How long wait() spins before it sleeps.
+  /// [main] How long wait() spins before it sleeps.
   void set_spin_ns(std::uint64_t spin_ns) noexcept;
 
  private:

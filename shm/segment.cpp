@@ -48,6 +48,8 @@ class FdGuard {
   explicit FdGuard(int fd) noexcept : fd_(fd) {}
   FdGuard(const FdGuard&) = delete;
   FdGuard& operator=(const FdGuard&) = delete;
+  FdGuard(FdGuard&&) = delete;
+  FdGuard& operator=(FdGuard&&) = delete;
   ~FdGuard() {
     if (fd_ >= 0) {
       ::close(fd_);
@@ -76,6 +78,8 @@ struct Segment::Impl {
       : fd(fd_in), geometry(geometry_in), layout(detail::compute_layout(geometry_in)), region(std::move(region_in)) {}
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
+  Impl(Impl&&) = delete;
+  Impl& operator=(Impl&&) = delete;
   ~Impl() {
     if (fd >= 0) {
       ::close(fd);
@@ -136,7 +140,9 @@ Segment Segment::create(const Geometry& geometry) {
   new (base + layout.completions_control) RingControl{};
   new (base + layout.control) detail::ControlNotify{};
 
-  return Segment(std::make_unique<Impl>(fd.release(), geometry, std::move(region)));
+  auto impl = std::make_unique<Impl>(fd.get(), geometry, std::move(region));
+  fd.release();  // now owned by impl
+  return Segment(std::move(impl));
 }
 
 std::variant<Segment, std::string> Segment::attach(int fd_in) {
@@ -146,7 +152,7 @@ std::variant<Segment, std::string> Segment::attach(int fd_in) {
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) {
-    return std::string("shm: fstat failed: ") + std::strerror(errno);
+    return "shm: fstat failed: " + std::error_code(errno, std::system_category()).message();
   }
   if (!S_ISREG(st.st_mode)) {
     return std::string("shm: fd is not a memory file");
@@ -197,7 +203,9 @@ std::variant<Segment, std::string> Segment::attach(int fd_in) {
     return "shm: segment truncated: " + std::to_string(file_size) + " bytes, header says " +
            std::to_string(layout.total_size);
   }
-  return Segment(std::make_unique<Impl>(fd.release(), geometry, std::move(region)));
+  auto impl = std::make_unique<Impl>(fd.get(), geometry, std::move(region));
+  fd.release();  // now owned by impl
+  return Segment(std::move(impl));
 }
 
 int Segment::fd() const noexcept { return impl_->fd; }

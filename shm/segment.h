@@ -20,7 +20,7 @@ class Segment {
   /// Throws std::invalid_argument for a geometry out of range, std::system_error if the kernel says no.
   [[nodiscard]] static Segment create(const Geometry& geometry);
 
-  /// Sandbox side: maps the segment behind `fd` (takes ownership of it) and validates its header
+  /// [main] Sandbox side: maps the segment behind `fd` (takes ownership of it) and validates its header
   /// (magic, layout version, header size, geometry ranges, total size against the fd's size).
   /// Returns the segment, or a message naming what is wrong.
   [[nodiscard]] static std::variant<Segment, std::string> attach(int fd);
@@ -31,13 +31,16 @@ class Segment {
   Segment& operator=(const Segment&) = delete;
   ~Segment();
 
-  /// The memfd (owned; still open). The host clears FD_CLOEXEC on a dup of it when spawning.
+  /// [any] The memfd (owned; still open). The host clears FD_CLOEXEC on a dup of it when spawning.
   [[nodiscard]] int fd() const noexcept;
+  /// [any] The geometry this process created or validated (a private copy, not the header).
   [[nodiscard]] const Geometry& geometry() const noexcept;
+  /// [any] Where this process mapped the segment.
   [[nodiscard]] void* base() const noexcept;
+  /// [any] Bytes in use (header to the end of the last slot).
   [[nodiscard]] std::size_t size_bytes() const noexcept;
 
-  /// Size of the segment header as this build knows it (exchanged in the control handshake).
+  /// [any] Size of the segment header as this build knows it (exchanged in the control handshake).
   [[nodiscard]] static std::uint32_t header_size() noexcept;
 
  private:

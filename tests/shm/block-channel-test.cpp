@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <limits>
+#include <thread>
 #include <variant>
 
 #include "shm/layout.h"
@@ -333,6 +334,30 @@ TEST(SandboxEndpoint, DropsCompletionsWhenTheHostLetsTheRingFill) {
   }
   EXPECT_EQ(channel.shared().completions_control->write.load(), 4U);
 }
+
+#ifndef NDEBUG
+TEST(HostEndpointDeathTest, AssertsWhenRtMethodsRunOnTwoThreads) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Channel channel;
+        Completion done;
+        (void)channel.host.try_complete_rt(done);
+        std::thread other([&] { (void)channel.host.try_complete_rt(done); });
+        other.join();
+      },
+      "two threads");
+}
+
+TEST(HostEndpoint, RtThreadCanBeReleasedForANewOne) {
+  Channel channel;
+  Completion done;
+  (void)channel.host.try_complete_rt(done);
+  channel.host.release_rt_thread();
+  std::thread other([&] { EXPECT_EQ(channel.host.try_complete_rt(done), WaitResult::timeout); });
+  other.join();
+}
+#endif
 
 }  // namespace
 }  // namespace sandpipe::shm

@@ -22,12 +22,14 @@ class ChildProcess {
  public:
   /// Starts `path` with `args` (argv[1..]). The `inherit_fds` stay open across exec under the same
   /// numbers (pass them on the command line). The child dies with us (PR_SET_PDEATHSIG).
-  ChildProcess(const std::string& path, const std::vector<std::string>& args, std::vector<int> inherit_fds) {
+  ChildProcess(const std::string& path, const std::vector<std::string>& args, const std::vector<int>& inherit_fds) {
     // Everything the child needs is built before fork: after it, only async-signal-safe calls.
     std::vector<std::string> strings;
+    strings.reserve(args.size() + 1);
     strings.push_back(path);
     strings.insert(strings.end(), args.begin(), args.end());
     std::vector<char*> argv;
+    argv.reserve(strings.size() + 1);
     for (std::string& s : strings) {
       argv.push_back(s.data());
     }
@@ -53,6 +55,8 @@ class ChildProcess {
 
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
+  ChildProcess(ChildProcess&&) = delete;
+  ChildProcess& operator=(ChildProcess&&) = delete;
 
   ~ChildProcess() {
     if (!status_) {

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cinttypes>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -138,7 +139,7 @@ Stats summarize(std::string name, std::string description, std::vector<std::uint
   }
   std::sort(samples.begin(), samples.end());
   auto at = [&](double q) {
-    const auto index = static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1) + 0.5);
+    const auto index = static_cast<std::size_t>(std::llround(q * static_cast<double>(samples.size() - 1)));
     return samples[std::min(index, samples.size() - 1)];
   };
   stats.min = samples.front();
@@ -173,6 +174,8 @@ class Variant {
   Variant(std::string name, std::string description) : name_(std::move(name)), description_(std::move(description)) {}
   Variant(const Variant&) = delete;
   Variant& operator=(const Variant&) = delete;
+  Variant(Variant&&) = delete;
+  Variant& operator=(Variant&&) = delete;
   virtual ~Variant() = default;
 
   /// One timed round trip; false on a failure (not counted as a sample).
@@ -266,6 +269,10 @@ class FdPingPong final : public Variant {
                                  std::to_string(to_host_[1])},
         std::vector<int>{to_child_[0], to_host_[1]});
   }
+  FdPingPong(const FdPingPong&) = delete;
+  FdPingPong& operator=(const FdPingPong&) = delete;
+  FdPingPong(FdPingPong&&) = delete;
+  FdPingPong& operator=(FdPingPong&&) = delete;
   ~FdPingPong() override {
     child_.reset();
     for (const int fd : {to_child_[0], to_child_[1], to_host_[0], to_host_[1]}) {
@@ -532,6 +539,7 @@ int host_main(int argc, char** argv) {
     }
   }
   std::vector<Stats> all;
+  all.reserve(variants.size());
   for (auto& variant : variants) {
     all.push_back(variant->stats());
   }

@@ -27,7 +27,7 @@ std::uint64_t monotonic_now_ns() noexcept {
 class CycleBuffers {
  public:
   /// [rt]
-  explicit CycleBuffers(const RtState& st) noexcept : channels_(st.channels), st_(st) {
+  explicit CycleBuffers(RtState& st) noexcept : channels_(st.channels), st_(st) {
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
       in_[ch] = take(st.in_ports[ch]);
       out_[ch] = take(st.out_ports[ch]);
@@ -65,19 +65,37 @@ class CycleBuffers {
     return true;
   }
 
-  /// [rt] Frames the smallest buffer holds (0 if a buffer is missing).
+  /// [rt] True if at least one output port gave a buffer: there is someone to produce for.
+  [[nodiscard]] bool any_output() const noexcept {
+    for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+      if (out_[ch] != nullptr) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// [rt] Frames every buffer we hold and every stand-in can take.
   [[nodiscard]] std::uint32_t capacity_frames() const noexcept {
     std::uint32_t frames = max_quantum;
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
       for (const pw_buffer* b : {in_[ch], out_[ch]}) {
-        frames = std::min(frames, b == nullptr ? 0U : b->buffer->datas[0].maxsize / static_cast<std::uint32_t>(sizeof(float)));
+        if (b != nullptr) {
+          frames = std::min(frames, b->buffer->datas[0].maxsize / static_cast<std::uint32_t>(sizeof(float)));
+        }
       }
     }
     return frames;
   }
 
-  [[nodiscard]] const float* in(std::uint32_t ch) const noexcept { return data(in_[ch]); }
-  [[nodiscard]] float* out(std::uint32_t ch) const noexcept { return data(out_[ch]); }
+  /// [rt] Input of `ch`, or silence if its port has no buffer (not linked).
+  [[nodiscard]] const float* in(std::uint32_t ch) const noexcept {
+    return in_[ch] != nullptr ? data(in_[ch]) : st_.silence.data();
+  }
+  /// [rt] Output of `ch`, or this channel's discard area if its port has no buffer.
+  [[nodiscard]] float* out(std::uint32_t ch) const noexcept {
+    return out_[ch] != nullptr ? data(out_[ch]) : st_.discard.data() + std::size_t{ch} * max_quantum;
+  }
 
   /// [rt] Writes `frames` frames of silence to every output we hold and publishes that size.
   void silence(std::uint32_t frames) noexcept {
@@ -115,7 +133,7 @@ class CycleBuffers {
   }
 
   std::uint32_t channels_;
-  const RtState& st_;
+  RtState& st_;
   std::array<pw_buffer*, Chain::max_channels> in_{};
   std::array<pw_buffer*, Chain::max_channels> out_{};
   std::uint32_t frames_out_ = 0;
@@ -157,11 +175,15 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
   const std::uint32_t rate = position->clock.rate.denom;
 
   CycleBuffers buffers(st);
-  if (!buffers.complete()) {
-    // A port is not linked or has no buffer yet: give what we hold silence, skip the chain.
+  if (!buffers.any_output()) {
+    // Nothing linked downstream (or no buffers yet): nobody to produce for.
     st.counters.missing_buffers.fetch_add(1, std::memory_order_relaxed);
-    buffers.silence(static_cast<std::uint32_t>(std::min<std::uint64_t>(quantum, max_quantum)));
     return;
+  }
+  if (!buffers.complete()) {
+    // Some ports are not linked: their inputs read silence, their outputs go to a discard area,
+    // so a source on FL alone still comes out on FL.
+    st.counters.partial_cycles.fetch_add(1, std::memory_order_relaxed);
   }
   const std::uint32_t capacity = buffers.capacity_frames();
   if (quantum > capacity) {

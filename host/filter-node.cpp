@@ -301,6 +301,8 @@ class FilterNode {
       rt_.out_ports[ch] = add_port(PW_DIRECTION_OUTPUT, "output_" + pos, pos);
     }
 
+    rt_.silence.assign(detail::max_quantum, 0.0F);
+    rt_.discard.assign(std::size_t{config.channels} * detail::max_quantum, 0.0F);
     rt_.chain = chain_.get();
     rt_.main_loop = pw_main_loop_get_loop(main_loop);
     rt_.on_rebuild_request = &FilterNode::on_rebuild_request;
@@ -342,11 +344,12 @@ class FilterNode {
   void print_counters() const {
     const auto& c = rt_.counters;
     std::fprintf(stderr,
-                 "sandpipe: cycles=%llu oversized=%llu missing-buffers=%llu no-chain=%llu rate-mismatch=%llu "
-                 "rebuilds=%u\n",
+                 "sandpipe: cycles=%llu oversized=%llu missing-buffers=%llu partial=%llu no-chain=%llu "
+                 "rate-mismatch=%llu rebuilds=%u\n",
                  static_cast<unsigned long long>(c.cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.oversized_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.missing_buffers.load(std::memory_order_relaxed)),
+                 static_cast<unsigned long long>(c.partial_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.no_chain_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)), rebuilds_);
   }

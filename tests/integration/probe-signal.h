@@ -57,10 +57,29 @@ struct ChannelReport {
   double max_abs_error = 0, rms_error = 0;
 };
 
+/// A captured cycle that did not match, for diagnosis.
+struct BadCycle {
+  std::uint64_t index = 0;     ///< cycle number in the capture
+  std::uint64_t position = 0;
+  std::uint32_t frames = 0;
+  double max_abs_error = 0;
+  std::uint64_t previous_end = 0;  ///< where the previous cycle's positions ended
+  std::int64_t matched_shift = 0;  ///< the output is the reference shifted by this (0: no match found)
+};
+
+/// What a cycle's output turned out to be.
+enum class CycleVerdict : std::uint8_t {
+  good,   ///< reference gain × the input delayed by the chain's delay, within tolerance
+  stale,  ///< exactly the signal of another position: a whole buffer from another cycle
+          ///< (a graph xrun: the consumer ran on an old buffer). Counted, not scored.
+  wrong,  ///< neither: the node computed something else
+};
+
 struct QuantumReport {
   std::uint32_t quantum = 0;
   std::uint64_t cycles = 0, frames = 0;
-  double max_abs_error = 0;
+  std::uint64_t stale_cycles = 0, wrong_cycles = 0;
+  double max_abs_error = 0;  ///< over cycles that are not stale
 };
 
 struct Report {
@@ -69,15 +88,18 @@ struct Report {
   std::uint64_t missing_cycles = 0;   ///< cycles where an input port had no buffer
   std::uint64_t silent_cycles = 0;    ///< cycles whose output was all zero while the input was not
   std::uint64_t position_gaps = 0;    ///< consecutive cycles whose positions do not follow
+  std::uint64_t good_cycles = 0, stale_cycles = 0, wrong_cycles = 0;
   std::int64_t delay_frames = -1;     ///< -1: not found
   bool delay_reliable = false;        ///< false for a tone (periodic) or too little data
   double correlation = 0;             ///< normalised cross-correlation at the delay
-  double gain = 0, gain_db = -999;    ///< over all channels
+  // The rest is over the cycles that are not stale.
+  double gain = 0, gain_db = -999;    ///< least squares and RMS ratio, all channels
   double reference_gain = 0;          ///< what errors are measured against (expected or fitted)
   double max_abs_error = 0, rms_error = 0;
   double input_rms = 0, input_peak = 0, output_rms = 0, output_peak = 0;
   std::vector<ChannelReport> channels;
   std::vector<QuantumReport> quanta;  ///< in order of first appearance
+  std::vector<BadCycle> first_bad;    ///< the first few stale or wrong cycles
 };
 
 /// [any] Compares what came back with what was sent. `captured[ch]` holds the frames of all
@@ -85,7 +107,7 @@ struct Report {
 /// gain; delays 0..`max_delay` are searched.
 inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& positions,
                       const std::vector<std::vector<float>>& captured, const std::vector<CapturedCycle>& cycles,
-                      double expected_gain, std::uint32_t max_delay) {
+                      double expected_gain, std::uint32_t max_delay, double tolerance = 1e-6) {
   Report rep;
   rep.cycles = cycles.size();
   const std::size_t n_ch = captured.size();
@@ -167,80 +189,130 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
   }
   const std::uint64_t lag = rep.delay_frames < 0 ? 0 : static_cast<std::uint64_t>(rep.delay_frames);
 
-  // Gain, levels and errors over every frame whose reference position exists.
-  double num_all = 0, den_all = 0, in_sq = 0, out_sq = 0;
-  std::size_t used_all = 0;
+  // The reference for every frame, and a first gain fit over everything.
   std::vector<std::vector<float>> ref_of(n_ch, std::vector<float>(n, 0.0F));
+  double num0 = 0, den0 = 0;
   for (std::size_t ch = 0; ch < n_ch; ++ch) {
-    ChannelReport& cr = rep.channels[ch];
-    double num = 0, den = 0, osq = 0;
-    std::size_t used = 0;
     for (std::size_t j = 0; j < n; ++j) {
-      if (pos_of[j] < lag) {
+      if (pos_of[j] >= lag) {
+        ref_of[ch][j] = signal_sample(spec, pos_of[j] - lag, static_cast<std::uint32_t>(ch), rate);
+        num0 += static_cast<double>(ref_of[ch][j]) * captured[ch][j];
+        den0 += static_cast<double>(ref_of[ch][j]) * ref_of[ch][j];
+      }
+    }
+  }
+  rep.reference_gain = expected_gain > 0 ? expected_gain : (den0 > 0 ? num0 / den0 : 0.0);
+  const double g = rep.reference_gain;
+
+  // Judge every cycle.
+  std::vector<CycleVerdict> verdict(cycles.size(), CycleVerdict::good);
+  for (std::size_t c = 0; c < cycles.size(); ++c) {
+    const CapturedCycle& cy = cycles[c];
+    double cycle_err = 0;
+    for (std::size_t ch = 0; ch < n_ch; ++ch) {
+      for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
+        if (pos_of[j] >= lag) {
+          cycle_err = std::max(cycle_err, std::fabs(static_cast<double>(captured[ch][j]) - g * ref_of[ch][j]));
+        }
+      }
+    }
+    if (cycle_err <= tolerance) {
+      continue;
+    }
+    // Is it the signal of another position on every channel?
+    std::int64_t matched = 0;
+    for (std::int64_t shift = -16384; shift <= 16384 && matched == 0; ++shift) {
+      if (shift == 0 || static_cast<std::int64_t>(cy.position) + shift < static_cast<std::int64_t>(lag)) {
         continue;
       }
-      const float x = signal_sample(spec, pos_of[j] - lag, static_cast<std::uint32_t>(ch), rate);
-      const float y = captured[ch][j];
-      ref_of[ch][j] = x;
-      num += static_cast<double>(x) * y;
-      den += static_cast<double>(x) * x;
-      osq += static_cast<double>(y) * y;
-      cr.input_peak = std::max(cr.input_peak, std::fabs(static_cast<double>(x)));
-      cr.output_peak = std::max(cr.output_peak, std::fabs(static_cast<double>(y)));
-      ++used;
+      bool all = true;
+      for (std::size_t ch = 0; ch < n_ch && all; ++ch) {
+        for (std::uint32_t i = 0; i < cy.frames && all && cy.offset + i < n; ++i) {
+          const auto p = static_cast<std::uint64_t>(static_cast<std::int64_t>(cy.position + i) + shift) - lag;
+          all = std::fabs(static_cast<double>(captured[ch][cy.offset + i]) -
+                          g * signal_sample(spec, p, static_cast<std::uint32_t>(ch), rate)) <= tolerance;
+        }
+      }
+      matched = all ? shift : 0;
     }
-    cr.gain = den > 0 ? num / den : 0.0;
-    cr.input_rms = used > 0 ? std::sqrt(den / static_cast<double>(used)) : 0.0;
-    cr.output_rms = used > 0 ? std::sqrt(osq / static_cast<double>(used)) : 0.0;
-    num_all += num;
-    den_all += den;
-    in_sq += den;
-    out_sq += osq;
-    used_all += used;
-    rep.input_peak = std::max(rep.input_peak, cr.input_peak);
-    rep.output_peak = std::max(rep.output_peak, cr.output_peak);
+    verdict[c] = matched != 0 ? CycleVerdict::stale : CycleVerdict::wrong;
+    if (rep.first_bad.size() < 8) {
+      BadCycle b;
+      b.index = c;
+      b.position = cy.position;
+      b.frames = cy.frames;
+      b.max_abs_error = cycle_err;
+      b.previous_end = c > 0 ? cycles[c - 1].position + cycles[c - 1].frames : 0;
+      b.matched_shift = matched;
+      rep.first_bad.push_back(b);
+    }
   }
-  rep.gain = den_all > 0 ? num_all / den_all : 0.0;
-  rep.input_rms = used_all > 0 ? std::sqrt(in_sq / static_cast<double>(used_all)) : 0.0;
-  rep.output_rms = used_all > 0 ? std::sqrt(out_sq / static_cast<double>(used_all)) : 0.0;
-  rep.gain_db = (rep.input_rms > 0 && rep.output_rms > 0) ? 20.0 * std::log10(rep.output_rms / rep.input_rms) : -999.0;
-  rep.reference_gain = expected_gain > 0 ? expected_gain : rep.gain;
 
-  double err_sq = 0;
-  std::size_t err_n = 0;
+  // Levels, gain and errors over the cycles that are not stale.
   std::map<std::uint32_t, std::size_t> quantum_index;
-  for (const CapturedCycle& cy : cycles) {
+  std::vector<double> num(n_ch, 0.0), den(n_ch, 0.0), osq(n_ch, 0.0), esq(n_ch, 0.0);
+  std::size_t used = 0;
+  for (std::size_t c = 0; c < cycles.size(); ++c) {
+    const CapturedCycle& cy = cycles[c];
     if (!quantum_index.contains(cy.frames)) {
       quantum_index[cy.frames] = rep.quanta.size();
-      rep.quanta.push_back(QuantumReport{cy.frames, 0, 0, 0.0});
+      rep.quanta.push_back(QuantumReport{cy.frames});
     }
     QuantumReport& qr = rep.quanta[quantum_index[cy.frames]];
     ++qr.cycles;
     qr.frames += cy.frames;
+    switch (verdict[c]) {
+      case CycleVerdict::good: ++rep.good_cycles; break;
+      case CycleVerdict::stale: ++rep.stale_cycles; ++qr.stale_cycles; continue;
+      case CycleVerdict::wrong: ++rep.wrong_cycles; ++qr.wrong_cycles; break;
+    }
     bool out_silent = true, in_silent = true;
-    for (std::size_t ch = 0; ch < n_ch; ++ch) {
-      ChannelReport& cr = rep.channels[ch];
-      for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
-        if (pos_of[j] < lag) {
-          continue;
-        }
-        const double e = std::fabs(static_cast<double>(captured[ch][j]) - rep.reference_gain * ref_of[ch][j]);
-        cr.max_abs_error = std::max(cr.max_abs_error, e);
-        cr.rms_error += e * e;
-        qr.max_abs_error = std::max(qr.max_abs_error, e);
-        err_sq += e * e;
-        ++err_n;
-        out_silent = out_silent && captured[ch][j] == 0.0F;
-        in_silent = in_silent && ref_of[ch][j] == 0.0F;
+    for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
+      if (pos_of[j] < lag) {
+        continue;
       }
+      for (std::size_t ch = 0; ch < n_ch; ++ch) {
+        ChannelReport& cr = rep.channels[ch];
+        const double x = ref_of[ch][j];
+        const double y = captured[ch][j];
+        const double e = std::fabs(y - g * x);
+        num[ch] += x * y;
+        den[ch] += x * x;
+        osq[ch] += y * y;
+        esq[ch] += e * e;
+        cr.input_peak = std::max(cr.input_peak, std::fabs(x));
+        cr.output_peak = std::max(cr.output_peak, std::fabs(y));
+        cr.max_abs_error = std::max(cr.max_abs_error, e);
+        qr.max_abs_error = std::max(qr.max_abs_error, e);
+        out_silent = out_silent && y == 0.0;
+        in_silent = in_silent && x == 0.0;
+      }
+      ++used;
     }
     rep.silent_cycles += (out_silent && !in_silent) ? 1 : 0;
   }
-  for (ChannelReport& cr : rep.channels) {
+  double num_all = 0, den_all = 0, out_all = 0, err_all = 0;
+  for (std::size_t ch = 0; ch < n_ch; ++ch) {
+    ChannelReport& cr = rep.channels[ch];
+    const double u = used > 0 ? static_cast<double>(used) : 1.0;
+    cr.gain = den[ch] > 0 ? num[ch] / den[ch] : 0.0;
+    cr.input_rms = std::sqrt(den[ch] / u);
+    cr.output_rms = std::sqrt(osq[ch] / u);
+    cr.rms_error = std::sqrt(esq[ch] / u);
+    num_all += num[ch];
+    den_all += den[ch];
+    out_all += osq[ch];
+    err_all += esq[ch];
+    rep.input_peak = std::max(rep.input_peak, cr.input_peak);
+    rep.output_peak = std::max(rep.output_peak, cr.output_peak);
     rep.max_abs_error = std::max(rep.max_abs_error, cr.max_abs_error);
-    cr.rms_error = n > 0 ? std::sqrt(cr.rms_error / static_cast<double>(n)) : 0.0;
   }
-  rep.rms_error = err_n > 0 ? std::sqrt(err_sq / static_cast<double>(err_n)) : 0.0;
+  const double samples = used > 0 ? static_cast<double>(used * n_ch) : 1.0;
+  rep.gain = den_all > 0 ? num_all / den_all : 0.0;
+  rep.input_rms = std::sqrt(den_all / samples);
+  rep.output_rms = std::sqrt(out_all / samples);
+  rep.rms_error = std::sqrt(err_all / samples);
+  rep.gain_db = (rep.input_rms > 0 && rep.output_rms > 0) ? 20.0 * std::log10(rep.output_rms / rep.input_rms) : -999.0;
   return rep;
 }
 

@@ -6,6 +6,7 @@
 // can tell exactly which input frame each output frame should be, whatever the quantum.
 //
 // Usage: pw-probe --target NODE_NAME [options], prints a JSON report (see --help).
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -175,6 +176,7 @@ struct Bound {
 
 struct PortInfo {
   std::uint32_t node = 0;
+  std::uint32_t index = 0;  ///< port.id: its number on the node (global ids are reused, these are not)
   bool output = false;
   std::string channel;
   std::string name;
@@ -294,6 +296,7 @@ class Probe {
       PortInfo p;
       p.node = static_cast<std::uint32_t>(std::strtoul(dict_get(props, PW_KEY_NODE_ID).c_str(), nullptr, 10));
       p.output = dict_get(props, PW_KEY_PORT_DIRECTION) == "out";
+      p.index = static_cast<std::uint32_t>(std::strtoul(dict_get(props, PW_KEY_PORT_ID).c_str(), nullptr, 10));
       p.channel = dict_get(props, PW_KEY_AUDIO_CHANNEL);
       p.name = dict_get(props, PW_KEY_PORT_NAME);
       self->ports_[id] = p;
@@ -346,7 +349,7 @@ class Probe {
     return std::nullopt;
   }
 
-  /// Ports of `node` in one direction, in creation (id) order.
+  /// Ports of `node` in one direction, in the node's own order (port.id).
   std::vector<std::pair<std::uint32_t, const PortInfo*>> ports_of(std::uint32_t node, bool output) const {
     std::vector<std::pair<std::uint32_t, const PortInfo*>> v;
     for (const auto& [id, p] : ports_) {
@@ -354,6 +357,7 @@ class Probe {
         v.emplace_back(id, &p);
       }
     }
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second->index < b.second->index; });
     return v;
   }
 
@@ -627,9 +631,24 @@ std::string Probe::report_json(const Report* rep) const {
     const QuantumReport& r = rep->quanta[i];
     q += std::string(i ? ", " : "") + "{\"quantum\": " + std::to_string(r.quantum) +
          ", \"cycles\": " + std::to_string(r.cycles) + ", \"frames\": " + std::to_string(r.frames) +
+         ", \"stale_cycles\": " + std::to_string(r.stale_cycles) +
+         ", \"wrong_cycles\": " + std::to_string(r.wrong_cycles) +
          ", \"max_abs_error\": " + json_number(r.max_abs_error) + "}";
   }
   kv("quanta", q + "]");
+  kv("good_cycles", std::to_string(rep->good_cycles));
+  kv("stale_cycles", std::to_string(rep->stale_cycles));
+  kv("wrong_cycles", std::to_string(rep->wrong_cycles));
+  std::string b = "[";
+  for (std::size_t i = 0; i < rep->first_bad.size(); ++i) {
+    const BadCycle& r = rep->first_bad[i];
+    b += std::string(i ? ", " : "") + "{\"index\": " + std::to_string(r.index) +
+         ", \"position\": " + std::to_string(r.position) + ", \"frames\": " + std::to_string(r.frames) +
+         ", \"previous_end\": " + std::to_string(r.previous_end) +
+         ", \"max_abs_error\": " + json_number(r.max_abs_error) +
+         ", \"matched_shift\": " + std::to_string(r.matched_shift) + "}";
+  }
+  kv("first_bad_cycles", b + "]");
   std::string c = "[";
   for (std::size_t i = 0; i < rep->channels.size(); ++i) {
     const ChannelReport& r = rep->channels[i];

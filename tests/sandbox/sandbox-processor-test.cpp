@@ -1,0 +1,296 @@
+// A Python slot through a real sandbox process: examples against independent references,
+// both plugin APIs, deadlines, failures and the control requests.
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "sandbox-test-util.h"
+
+namespace sandpipe::sandbox_test {
+namespace {
+
+constexpr std::uint32_t channels = 2;
+constexpr std::uint32_t max_frames = 512;
+constexpr std::uint32_t total = 6000;
+
+TEST(SandboxProcessor, GainMatchesNumpyReference) {
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 0.5, 1}}));
+  EXPECT_EQ(proc->info().api, "sdk");
+  EXPECT_EQ(proc->info().name, "Gain");
+  const Signal in = test_signal(channels, total);
+  const auto blocks = block_sizes(total, max_frames);
+  const BlockRun run = run_blocks(*proc, in, blocks);
+  for (auto s : run.statuses) ASSERT_EQ(s, BlockStatus::processed);
+  const Signal ref = run_reference("gain", in, 48000.0, blocks, R"({"gain": 0.5})");
+  EXPECT_TRUE(bit_equal(run.out, ref)) << "max diff " << max_abs_diff(run.out, ref);
+  EXPECT_EQ(proc->counters().deadline_misses, 0u);
+  EXPECT_EQ(proc->counters().blocks, blocks.size());
+}
+
+TEST(SandboxProcessor, BiquadKeepsStateAcrossBlocks) {
+  auto proc = start_one(python_spec("eq", examples_dir() / "biquad.py",
+                                    {{"shape", std::string("lowpass"), 1}, {"freq", 500.0, 1}, {"q", 2.0, 1}}));
+  const Signal in = test_signal(channels, total, 7);
+  const auto blocks = block_sizes(total, max_frames);
+  const BlockRun run = run_blocks(*proc, in, blocks);
+  for (auto s : run.statuses) ASSERT_EQ(s, BlockStatus::processed);
+  // The reference filters the whole signal in one go: any state lost between blocks shows.
+  const Signal ref = run_reference("biquad", in, 48000.0, blocks, R"({"shape": "lowpass", "freq": 500.0, "q": 2.0})");
+  EXPECT_LT(max_abs_diff(run.out, ref), 1e-5);
+  EXPECT_GT(max_abs_diff(run.out, in), 0.05);  // it did filter
+}
+
+TEST(SandboxProcessor, ScramblerMatchesReferenceAndDescrambles) {
+  const std::vector<ParamSetting> key = {{"key", std::string("hunter2"), 1}};
+  const host::PluginSpec specs[] = {python_spec("enc", examples_dir() / "scrambler.py", key),
+                                    python_spec("dec", examples_dir() / "scrambler.py", key)};
+  auto procs = host::start_sandbox_processors(specs, 48000.0, channels, max_frames);
+  ASSERT_EQ(procs.size(), 2u);
+  EXPECT_NE(procs[0]->pid(), procs[1]->pid());
+  const Signal in = test_signal(channels, 3000, 3);
+  const auto blocks = block_sizes(3000, max_frames);
+  const BlockRun enc = run_blocks(*procs[0], in, blocks);
+  const Signal ref = run_reference("scrambler", in, 48000.0, blocks, R"({"key": "hunter2"})");
+  EXPECT_TRUE(bit_equal(enc.out, ref));
+  EXPECT_FALSE(bit_equal(enc.out, in));
+  EXPECT_EQ(procs[0]->counters().sanitized_blocks, 0u);  // scrambled, yet finite
+  const BlockRun dec = run_blocks(*procs[1], enc.out, blocks);
+  EXPECT_TRUE(bit_equal(dec.out, in));
+}
+
+TEST(SandboxProcessor, ScramblerStateResumesAfterRestart) {
+  const auto spec = python_spec("enc", examples_dir() / "scrambler.py", {{"key", std::string("k"), 1}});
+  const Signal in = test_signal(channels, 2048, 5);
+  Signal first(channels, 1024), second(channels, 1024);
+  for (std::uint32_t c = 0; c < channels; ++c) {
+    std::memcpy(first.ch(c), in.ch(c), 1024 * sizeof(float));
+    std::memcpy(second.ch(c), in.ch(c) + 1024, 1024 * sizeof(float));
+  }
+  std::vector<std::byte> state;
+  {
+    auto proc = start_one(spec);
+    (void)run_blocks(*proc, first, {512, 512});
+    state = proc->get_state();
+  }
+  ASSERT_EQ(state.size(), 8u);
+  host::SandboxOptions options;
+  options.states = {state};
+  auto restarted = start_one(spec, channels, max_frames, options);
+  const BlockRun run = run_blocks(*restarted, second, {512, 512});
+  const Signal ref = run_reference("scrambler", second, 48000.0, {512, 512}, R"({"key": "k", "_position": 1024})");
+  EXPECT_TRUE(bit_equal(run.out, ref));
+}
+
+TEST(SandboxProcessor, LateBlockFallsBackToDry) {
+  // Block 3 sleeps two seconds inside the plugin; its deadline is 20 ms away.
+  auto proc = start_one(python_spec("slow", examples_dir() / "slow.py",
+                                    {{"delay_ms", 2000.0, 1}, {"only_block", 3.0, 1}, {"gain", 0.5, 1}}));
+  const Signal in = test_signal(channels, 8 * 256, 11);
+  Signal out(channels, in.frames);
+  std::vector<BlockStatus> statuses;
+  for (std::uint32_t b = 0; b < 8; ++b) {
+    const float* ins[channels] = {in.ch(0) + b * 256, in.ch(1) + b * 256};
+    float* outs[channels] = {out.ch(0) + b * 256, out.ch(1) + b * 256};
+    const auto budget = b == 3 ? std::chrono::milliseconds(20) : generous;
+    statuses.push_back(proc->process_rt(ins, outs, 256, host::ProcessContext{deadline_in(budget)}));
+  }
+  for (std::uint32_t b = 0; b < 8; ++b) {
+    SCOPED_TRACE("block " + std::to_string(b));
+    EXPECT_EQ(statuses[b], b == 3 ? BlockStatus::bypassed : BlockStatus::processed);
+    for (std::uint32_t c = 0; c < channels; ++c) {
+      for (std::uint32_t i = b * 256; i < (b + 1) * 256; ++i) {
+        const float want = b == 3 ? in.ch(c)[i] : in.ch(c)[i] * 0.5F;
+        ASSERT_EQ(out.ch(c)[i], want) << "channel " << c << " frame " << i;  // exact, same positions
+      }
+    }
+  }
+  const auto counters = proc->counters();
+  EXPECT_EQ(counters.deadline_misses, 1u);
+  EXPECT_EQ(counters.bypassed_blocks, 1u);
+  EXPECT_EQ(counters.blocks, 8u);
+  EXPECT_TRUE(proc->usable());
+  // The sandbox did process the late block (and discarded nothing of its own).
+  EXPECT_EQ(proc->stats().blocks, 8u);
+}
+
+TEST(SandboxProcessor, LatencyDelaysTheDrySignal) {
+  auto proc = start_one(python_spec("delay", fixtures_dir() / "misc/delay.py",
+                                    {{"stall_block", 2.0, 1}, {"stall_ms", 2000.0, 1}}));
+  ASSERT_EQ(proc->latency_frames(), 64u);
+  const Signal in = test_signal(channels, 6 * 128, 2);
+  Signal out(channels, in.frames);
+  std::vector<BlockStatus> statuses;
+  for (std::uint32_t b = 0; b < 6; ++b) {
+    const float* ins[channels] = {in.ch(0) + b * 128, in.ch(1) + b * 128};
+    float* outs[channels] = {out.ch(0) + b * 128, out.ch(1) + b * 128};
+    // Block 2 stalls for 2 s against a 20 ms deadline: bypassed, and its dry output must line up.
+    const auto budget = b == 2 ? std::chrono::milliseconds(20) : generous;
+    statuses.push_back(proc->process_rt(ins, outs, 128, host::ProcessContext{deadline_in(budget)}));
+  }
+  EXPECT_EQ(statuses[2], BlockStatus::bypassed);
+  const Signal ref = run_reference("delay", in, 48000.0, {}, R"({"latency": 64})");
+  EXPECT_TRUE(bit_equal(out, ref));
+}
+
+TEST(SandboxProcessor, LegacyGainRunsUnmodified) {
+  auto proc = start_one(python_spec("lg", fixtures_dir() / "legacy/plugins/legacy_gain.py", {{"gain_db", -6.0, 1}}));
+  EXPECT_EQ(proc->info().api, "legacy");
+  EXPECT_EQ(proc->info().name, "Legacy Gain");
+  ASSERT_EQ(proc->info().params.size(), 1u);
+  EXPECT_EQ(proc->info().params[0].kind, "number");
+  EXPECT_EQ(proc->info().params[0].min, -60.0);
+  const Signal in = test_signal(channels, total);
+  const auto blocks = block_sizes(total, max_frames);
+  const BlockRun run = run_blocks(*proc, in, blocks);
+  for (auto s : run.statuses) ASSERT_EQ(s, BlockStatus::processed);
+  const Signal ref = run_reference("legacy_gain", in, 48000.0, blocks, R"({"gain_db": -6.0})");
+  EXPECT_TRUE(bit_equal(run.out, ref)) << max_abs_diff(run.out, ref);
+}
+
+TEST(SandboxProcessor, LegacyGateMatchesReferenceAndPassesThroughWhenDisabled) {
+  auto proc = start_one(python_spec("gate", fixtures_dir() / "legacy/plugins/legacy_gate.py",
+                                    {{"threshold_db", -30.0, 1}, {"floor_db", -60.0, 1}}));
+  const Signal in = test_signal(channels, total);
+  const auto blocks = block_sizes(total, max_frames);
+  const BlockRun run = run_blocks(*proc, in, blocks);
+  const Signal ref = run_reference("legacy_gate", in, 48000.0, blocks, R"({"threshold_db": -30, "floor_db": -60})");
+  EXPECT_LT(max_abs_diff(run.out, ref), 1e-7);
+  EXPECT_GT(max_abs_diff(run.out, in), 1e-4);  // the quiet stretch was gated
+
+  ASSERT_EQ(proc->set_param({"enabled", false, 0}), std::nullopt);  // reaches it as "false"
+  const BlockRun off = run_blocks(*proc, in, blocks);
+  for (auto s : off.statuses) EXPECT_EQ(s, BlockStatus::processed);  // the plugin's choice: no bypass
+  EXPECT_TRUE(bit_equal(off.out, in));
+  EXPECT_EQ(proc->counters().bypassed_blocks, 0u);
+}
+
+TEST(SandboxProcessor, PassthroughOutputsUntouchedInput) {
+  auto proc = start_one(python_spec("scribble", fixtures_dir() / "misc/scribble_passthrough.py"));
+  const Signal in = test_signal(channels, 1024);
+  const BlockRun run = run_blocks(*proc, in, {512, 512});
+  EXPECT_TRUE(bit_equal(run.out, in));
+}
+
+TEST(SandboxProcessor, ExceptionInProcessGivesDryAndIsLogged) {
+  LogCapture logs;
+  host::SandboxOptions options;
+  options.log = logs.sink();
+  auto proc = start_one(python_spec("flaky", fixtures_dir() / "broken/raises_in_process.py"), channels, max_frames,
+                        options);
+  const Signal in = test_signal(channels, 4 * 256);
+  const BlockRun run = run_blocks(*proc, in, {256, 256, 256, 256});
+  ASSERT_EQ(run.statuses.size(), 4u);
+  for (std::uint32_t b = 0; b < 4; ++b) {
+    const bool raised = b % 2 == 1;
+    EXPECT_EQ(run.statuses[b], raised ? BlockStatus::bypassed : BlockStatus::processed);
+    for (std::uint32_t i = b * 256; i < (b + 1) * 256; ++i) {
+      ASSERT_EQ(run.out.ch(0)[i], raised ? in.ch(0)[i] : in.ch(0)[i] * 2.0F);
+    }
+  }
+  EXPECT_EQ(proc->stats().exceptions, 2u);  // stats() also drains the socket: the logs are in
+  EXPECT_TRUE(logs.contains("[flaky] exception in process(): ValueError: flaky block 2")) << logs.all();
+  EXPECT_TRUE(logs.contains("raises_in_process.py\", line 13, in process")) << logs.all();
+}
+
+TEST(SandboxProcessor, NonFiniteOutputIsReplacedByDry) {
+  auto proc = start_one(python_spec("nan", fixtures_dir() / "broken/nan_output.py"));
+  const Signal in = test_signal(channels, 3 * 128);
+  const BlockRun run = run_blocks(*proc, in, {128, 128, 128});
+  EXPECT_EQ(run.statuses[0], BlockStatus::processed);
+  EXPECT_EQ(run.statuses[1], BlockStatus::bypassed);
+  EXPECT_EQ(run.statuses[2], BlockStatus::processed);
+  EXPECT_EQ(run.out.ch(1)[10], in.ch(1)[10] * 3.0F);  // a returned array is copied in
+  EXPECT_EQ(run.out.ch(0)[128], in.ch(0)[128]);
+  EXPECT_EQ(run.out.ch(1)[200], in.ch(1)[200]);
+  EXPECT_EQ(proc->counters().sanitized_blocks, 1u);
+}
+
+TEST(SandboxProcessor, RunsInAnotherProcess) {
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py"));
+  ASSERT_GT(proc->pid(), 0);
+  EXPECT_NE(proc->pid(), ::getpid());
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/" + std::to_string(proc->pid()) + "/exe", ec);
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(exe.filename(), "sandpipe-sandbox");
+  EXPECT_FALSE(proc->info().python_version.empty());
+}
+
+TEST(SandboxProcessor, SetParamTakesEffectOnNextBlock) {
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py"));
+  const Signal in = test_signal(channels, 512);
+  EXPECT_TRUE(bit_equal(run_blocks(*proc, in, {512}).out, in));
+  ASSERT_EQ(proc->set_param({"gain", 2.0, 0}), std::nullopt);
+  const BlockRun run = run_blocks(*proc, in, {512});
+  EXPECT_EQ(run.out.ch(1)[77], in.ch(1)[77] * 2.0F);
+  ASSERT_EQ(proc->set_param({"mute", true, 0}), std::nullopt);
+  EXPECT_EQ(run_blocks(*proc, in, {512}).out.ch(0)[5], 0.0F);
+}
+
+TEST(SandboxProcessor, SetParamRefusesBadValues) {
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py"));
+  const auto out_of_range = proc->set_param({"gain", 9.0, 0});
+  ASSERT_TRUE(out_of_range.has_value());
+  EXPECT_NE(out_of_range->find("outside 0 .. 4"), std::string::npos) << *out_of_range;
+  const auto unknown = proc->set_param({"volume", 1.0, 0});
+  ASSERT_TRUE(unknown.has_value());
+  EXPECT_NE(unknown->find("unknown parameter 'volume'"), std::string::npos) << *unknown;
+  const auto wrong_type = proc->set_param({"mute", std::string("loud"), 0});
+  ASSERT_TRUE(wrong_type.has_value());
+  // Still running normally after the refusals.
+  const Signal in = test_signal(channels, 256);
+  EXPECT_EQ(run_blocks(*proc, in, {256}).statuses[0], BlockStatus::processed);
+}
+
+TEST(SandboxProcessor, PrintsReachTheLogWithPluginName) {
+  LogCapture logs;
+  host::SandboxOptions options;
+  options.log = logs.sink();
+  auto proc = start_one(python_spec("chatty", fixtures_dir() / "misc/prints.py"), channels, max_frames, options);
+  EXPECT_TRUE(logs.contains("[chatty] prepared at 48000 Hz with 2 channels")) << logs.all();
+  const Signal in = test_signal(channels, 512);
+  (void)run_blocks(*proc, in, {256, 256});
+  (void)proc->stats();  // a round trip: everything printed before it has arrived
+  EXPECT_TRUE(logs.contains("[chatty] block 2")) << logs.all();
+}
+
+TEST(SandboxProcessor, KilledSandboxLeavesSlotDry) {
+  LogCapture logs;
+  host::SandboxOptions options;
+  options.log = logs.sink();
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 3.0, 1}}), channels, max_frames,
+                        options);
+  const Signal in = test_signal(channels, 512);
+  EXPECT_EQ(run_blocks(*proc, in, {256}).statuses[0], BlockStatus::processed);
+  ASSERT_EQ(::kill(proc->pid(), SIGKILL), 0);
+  // Wait for the real condition: the control socket reports the hang-up.
+  pollfd pfd{proc->control_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 30'000), 1);
+  EXPECT_FALSE(proc->service_control());
+  EXPECT_FALSE(proc->usable());
+  EXPECT_TRUE(logs.contains("killed by signal SIGKILL")) << logs.all();
+  const BlockRun run = run_blocks(*proc, in, {256, 256});
+  EXPECT_TRUE(bit_equal(run.out, in));
+  EXPECT_EQ(run.statuses[0], BlockStatus::bypassed);
+}
+
+TEST(SandboxProcessor, GarbageCollectorIsFrozenAndDisabled) {
+  const TempDir dir;
+  const auto file = dir.path() / "gccheck.py";
+  std::ofstream(file) << "import gc\nimport sandpipe\n\n"
+                         "class GcCheck(sandpipe.Plugin):\n"
+                         "    def process(self, block):\n"
+                         "        block[...] = float(not gc.isenabled() and gc.get_freeze_count() > 0)\n";
+  auto proc = start_one(python_spec("gc", file));
+  const Signal in = test_signal(channels, 64);
+  const BlockRun run = run_blocks(*proc, in, {64});
+  EXPECT_EQ(run.out.ch(0)[0], 1.0F);  // automatic collection off, load-time heap frozen
+  EXPECT_EQ(run.out.ch(1)[63], 1.0F);
+}
+
+}  // namespace
+}  // namespace sandpipe::sandbox_test

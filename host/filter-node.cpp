@@ -352,6 +352,14 @@ class FilterNode {
                  static_cast<unsigned long long>(c.partial_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.no_chain_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)), rebuilds_);
+    for (const auto& slot : chain_->slots()) {
+      const SlotCounters sc = slot->counters();
+      std::fprintf(stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
+                   static_cast<int>(slot->name().size()), slot->name().data(),
+                   static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
+                   static_cast<unsigned long long>(sc.bypassed_blocks),
+                   static_cast<unsigned long long>(sc.sanitized_blocks));
+    }
   }
 
  private:

@@ -65,6 +65,7 @@ struct BadCycle {
   double max_abs_error = 0;
   std::uint64_t previous_end = 0;  ///< where the previous cycle's positions ended
   std::int64_t matched_shift = 0;  ///< the output is the reference shifted by this (0: no match found)
+  bool dry = false;                ///< the output is the unprocessed input
 };
 
 /// What a cycle's output turned out to be.
@@ -72,14 +73,15 @@ enum class CycleVerdict : std::uint8_t {
   good,   ///< reference gain × the input delayed by the chain's delay, within tolerance
   stale,  ///< exactly the signal of another position: a whole buffer from another cycle
           ///< (a graph xrun: the consumer ran on an old buffer). Counted, not scored.
-  wrong,  ///< neither: the node computed something else
+  dry,    ///< the input itself, unprocessed: a slot bypassed (late or failed sandbox)
+  wrong,  ///< none of these: the node computed something else
 };
 
 struct QuantumReport {
   std::uint32_t quantum = 0;
   std::uint64_t cycles = 0, frames = 0;
-  std::uint64_t stale_cycles = 0, wrong_cycles = 0;
-  double max_abs_error = 0;  ///< over cycles that are not stale
+  std::uint64_t stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
+  double max_abs_error = 0;  ///< over cycles that are neither stale nor dry
 };
 
 struct Report {
@@ -88,11 +90,11 @@ struct Report {
   std::uint64_t missing_cycles = 0;   ///< cycles where an input port had no buffer
   std::uint64_t silent_cycles = 0;    ///< cycles whose output was all zero while the input was not
   std::uint64_t position_gaps = 0;    ///< consecutive cycles whose positions do not follow
-  std::uint64_t good_cycles = 0, stale_cycles = 0, wrong_cycles = 0;
+  std::uint64_t good_cycles = 0, stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
   std::int64_t delay_frames = -1;     ///< -1: not found
   bool delay_reliable = false;        ///< false for a tone (periodic) or too little data
   double correlation = 0;             ///< normalised cross-correlation at the delay
-  // The rest is over the cycles that are not stale.
+  // The rest is over the cycles that are neither stale nor dry.
   double gain = 0, gain_db = -999;    ///< least squares and RMS ratio, all channels
   double reference_gain = 0;          ///< what errors are measured against (expected or fitted)
   double max_abs_error = 0, rms_error = 0;
@@ -219,8 +221,18 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     if (cycle_err <= tolerance) {
       continue;
     }
+    // The unprocessed input (a bypassed slot)?
+    bool dry = g != 1.0;
+    for (std::size_t ch = 0; ch < n_ch && dry; ++ch) {
+      for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n && dry; ++j) {
+        dry = pos_of[j] < lag || std::fabs(static_cast<double>(captured[ch][j]) - ref_of[ch][j]) <= tolerance;
+      }
+    }
     // Is it the signal of another position on every channel?
     std::int64_t matched = 0;
+    if (dry) {
+      matched = 1;  // skip the search
+    }
     for (std::int64_t shift = -16384; shift <= 16384 && matched == 0; ++shift) {
       if (shift == 0 || static_cast<std::int64_t>(cy.position) + shift < static_cast<std::int64_t>(lag)) {
         continue;
@@ -235,7 +247,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
       }
       matched = all ? shift : 0;
     }
-    verdict[c] = matched != 0 ? CycleVerdict::stale : CycleVerdict::wrong;
+    verdict[c] = dry ? CycleVerdict::dry : matched != 0 ? CycleVerdict::stale : CycleVerdict::wrong;
     if (rep.first_bad.size() < 8) {
       BadCycle b;
       b.index = c;
@@ -243,12 +255,13 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
       b.frames = cy.frames;
       b.max_abs_error = cycle_err;
       b.previous_end = c > 0 ? cycles[c - 1].position + cycles[c - 1].frames : 0;
-      b.matched_shift = matched;
+      b.matched_shift = dry ? 0 : matched;
+      b.dry = dry;
       rep.first_bad.push_back(b);
     }
   }
 
-  // Levels, gain and errors over the cycles that are not stale.
+  // Levels, gain and errors over the cycles that are neither stale nor dry.
   std::map<std::uint32_t, std::size_t> quantum_index;
   std::vector<double> num(n_ch, 0.0), den(n_ch, 0.0), osq(n_ch, 0.0), esq(n_ch, 0.0);
   std::size_t used = 0;
@@ -264,6 +277,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     switch (verdict[c]) {
       case CycleVerdict::good: ++rep.good_cycles; break;
       case CycleVerdict::stale: ++rep.stale_cycles; ++qr.stale_cycles; continue;
+      case CycleVerdict::dry: ++rep.dry_cycles; ++qr.dry_cycles; continue;
       case CycleVerdict::wrong: ++rep.wrong_cycles; ++qr.wrong_cycles; break;
     }
     bool out_silent = true, in_silent = true;

@@ -632,12 +632,14 @@ std::string Probe::report_json(const Report* rep) const {
     q += std::string(i ? ", " : "") + "{\"quantum\": " + std::to_string(r.quantum) +
          ", \"cycles\": " + std::to_string(r.cycles) + ", \"frames\": " + std::to_string(r.frames) +
          ", \"stale_cycles\": " + std::to_string(r.stale_cycles) +
+         ", \"dry_cycles\": " + std::to_string(r.dry_cycles) +
          ", \"wrong_cycles\": " + std::to_string(r.wrong_cycles) +
          ", \"max_abs_error\": " + json_number(r.max_abs_error) + "}";
   }
   kv("quanta", q + "]");
   kv("good_cycles", std::to_string(rep->good_cycles));
   kv("stale_cycles", std::to_string(rep->stale_cycles));
+  kv("dry_cycles", std::to_string(rep->dry_cycles));
   kv("wrong_cycles", std::to_string(rep->wrong_cycles));
   std::string b = "[";
   for (std::size_t i = 0; i < rep->first_bad.size(); ++i) {
@@ -646,7 +648,8 @@ std::string Probe::report_json(const Report* rep) const {
          ", \"position\": " + std::to_string(r.position) + ", \"frames\": " + std::to_string(r.frames) +
          ", \"previous_end\": " + std::to_string(r.previous_end) +
          ", \"max_abs_error\": " + json_number(r.max_abs_error) +
-         ", \"matched_shift\": " + std::to_string(r.matched_shift) + "}";
+         ", \"matched_shift\": " + std::to_string(r.matched_shift) +
+         ", \"dry\": " + (r.dry ? "true" : "false") + "}";
   }
   kv("first_bad_cycles", b + "]");
   std::string c = "[";

@@ -1,6 +1,7 @@
 // The node's process callback: everything here runs on PipeWire's data thread.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 
@@ -102,7 +103,8 @@ class CycleBuffers {
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
       float* dst = data(out_[ch]);
       if (dst != nullptr) {
-        const std::uint32_t n = std::min(frames, out_[ch]->buffer->datas[0].maxsize / static_cast<std::uint32_t>(sizeof(float)));
+        const std::uint32_t n =
+            std::min(frames, out_[ch]->buffer->datas[0].maxsize / static_cast<std::uint32_t>(sizeof(float)));
         std::memset(dst, 0, n * sizeof(float));
       }
     }
@@ -202,7 +204,7 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
 
   if (rate != 0) {
     st.graph_rate.store(rate, std::memory_order_relaxed);
-    if (rate != static_cast<std::uint32_t>(chain->sample_rate() + 0.5)) {
+    if (rate != static_cast<std::uint32_t>(std::lround(chain->sample_rate()))) {
       // Keep running the old chain (gains are right, filters are off) until the main thread
       // swaps in one built for this rate.
       st.counters.rate_mismatch_cycles.fetch_add(1, std::memory_order_relaxed);

@@ -2,6 +2,7 @@
 #include "host/filter-node.h"
 
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 
 #include <pipewire/extensions/metadata.h>
@@ -98,6 +100,14 @@ class LoopSource {
   pw_loop* loop_;
   spa_source* source_;
 };
+
+/// [any] Text for an errno value (std::strerror is not thread safe).
+std::string errno_message(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+/// [any] The rate a chain was built for, as the graph writes it.
+std::uint32_t chain_rate(const Chain& chain) noexcept {
+  return static_cast<std::uint32_t>(std::lround(chain.sample_rate()));
+}
 
 std::uint32_t parse_rate(const char* value) {
   if (value == nullptr) {
@@ -265,17 +275,18 @@ class FilterNode {
     pw_context* context = pw_core_get_context(core);
     data_loop_ = pw_data_loop_get_loop(pw_context_get_data_loop(context));
 
-    const std::string description = config.node_description.empty() ? config.node_name : config.node_description;
-    PropertiesPtr props(pw_properties_new(PW_KEY_MEDIA_TYPE, "Audio",                 //
-                                          PW_KEY_MEDIA_CATEGORY, "Filter",            //
-                                          PW_KEY_MEDIA_ROLE, "DSP",                   //
-                                          PW_KEY_MEDIA_CLASS, "Audio/Filter",         //
+    const std::string description =
+        config.node_description.empty() ? config.node_name : config.node_description;
+    PropertiesPtr props(pw_properties_new(PW_KEY_MEDIA_TYPE, "Audio",                  //
+                                          PW_KEY_MEDIA_CATEGORY, "Filter",             //
+                                          PW_KEY_MEDIA_ROLE, "DSP",                    //
+                                          PW_KEY_MEDIA_CLASS, "Audio/Filter",          //
                                           PW_KEY_NODE_NAME, config.node_name.c_str(),  //
                                           PW_KEY_NODE_DESCRIPTION, description.c_str(),
                                           PW_KEY_NODE_AUTOCONNECT, "false", nullptr));
     filter_.reset(pw_filter_new(core, config.node_name.c_str(), props.release()));
     if (!filter_) {
-      throw std::runtime_error(std::string("pw_filter_new: ") + std::strerror(errno));
+      throw std::runtime_error(std::string("pw_filter_new: ") + errno_message(errno));
     }
     // Two listeners: the process callback gets the RtState, state changes get this object.
     static constexpr pw_filter_events state_events = [] {
@@ -315,6 +326,10 @@ class FilterNode {
     state_hook_.remove();
     filter_hook_.remove();
     filter_.reset();
+    // A rebuild request the data thread posted just before the filter went may still sit in
+    // the main loop's queue, pointing at this object: flush it now, while it is harmless.
+    closing_ = true;
+    pw_loop_iterate(pw_main_loop_get_loop(main_loop_), 0);
   }
   FilterNode(const FilterNode&) = delete;
   FilterNode& operator=(const FilterNode&) = delete;
@@ -351,27 +366,29 @@ class FilterNode {
                  static_cast<unsigned long long>(c.missing_buffers.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.partial_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.no_chain_cycles.load(std::memory_order_relaxed)),
-                 static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)), rebuilds_);
+                 static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)),
+                 rebuilds_);
     for (const auto& slot : chain_->slots()) {
       const SlotCounters sc = slot->counters();
-      std::fprintf(stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
-                   static_cast<int>(slot->name().size()), slot->name().data(),
-                   static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
-                   static_cast<unsigned long long>(sc.bypassed_blocks),
-                   static_cast<unsigned long long>(sc.sanitized_blocks));
+      std::fprintf(
+          stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
+          static_cast<int>(slot->name().size()), slot->name().data(),
+          static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
+          static_cast<unsigned long long>(sc.bypassed_blocks),
+          static_cast<unsigned long long>(sc.sanitized_blocks));
     }
   }
 
  private:
   void* add_port(pw_direction direction, const std::string& name, const std::string& position) {
     PropertiesPtr props(pw_properties_new(PW_KEY_FORMAT_DSP, "32 bit float mono audio",  //
-                                          PW_KEY_PORT_NAME, name.c_str(),               //
+                                          PW_KEY_PORT_NAME, name.c_str(),                //
                                           PW_KEY_AUDIO_CHANNEL, position.c_str(), nullptr));
     // Port data is unused (the RtState indexes ports by channel), but must not be empty.
-    void* port = pw_filter_add_port(filter_.get(), direction, PW_FILTER_PORT_FLAG_MAP_BUFFERS, sizeof(std::uint64_t),
-                                    props.release(), nullptr, 0);
+    void* port = pw_filter_add_port(filter_.get(), direction, PW_FILTER_PORT_FLAG_MAP_BUFFERS,
+                                    sizeof(std::uint64_t), props.release(), nullptr, 0);
     if (port == nullptr) {
-      throw std::runtime_error("pw_filter_add_port " + name + ": " + std::strerror(errno));
+      throw std::runtime_error("pw_filter_add_port " + name + ": " + errno_message(errno));
     }
     return port;
   }
@@ -384,10 +401,10 @@ class FilterNode {
 
   /// [main] Swaps `next` in on the data loop (between two cycles) and frees the old chain here.
   void swap_chain(std::unique_ptr<Chain> next) {
-    Chain* raw = next.get();
-    const int res = pw_loop_invoke(data_loop_, &FilterNode::do_swap_chain, 0, &raw, sizeof(raw), true, &rt_);
+    const SwapMessage msg{next.get()};
+    const int res = pw_loop_invoke(data_loop_, &FilterNode::do_swap_chain, 0, &msg, sizeof(msg), true, &rt_);
     if (res < 0) {
-      throw std::runtime_error(std::string("chain swap failed: ") + spa_strerror(res));
+      throw std::runtime_error(std::string("chain swap failed: ") + errno_message(-res));
     }
     std::swap(chain_, next);
     // `next` now holds the old chain, which the data thread no longer sees.
@@ -396,25 +413,34 @@ class FilterNode {
   /// [rt] Runs on the data loop: installs the chain pointer passed in `data`.
   static int do_swap_chain(spa_loop* /*loop*/, bool /*async*/, std::uint32_t /*seq*/, const void* data,
                            std::size_t size, void* user_data) noexcept {
-    Chain* chain = nullptr;
-    if (size == sizeof(chain)) {
-      std::memcpy(&chain, data, sizeof(chain));
+    SwapMessage msg{};
+    if (size == sizeof(msg)) {
+      std::memcpy(&msg, data, sizeof(msg));  // the loop's copy may be unaligned
     }
-    static_cast<detail::RtState*>(user_data)->chain = chain;
+    static_cast<detail::RtState*>(user_data)->chain = msg.chain;
     return 0;
   }
 
+  /// What swap_chain sends to the data loop (copied into the loop's queue).
+  struct SwapMessage {
+    Chain* chain;
+  };
+
   /// [main] Invoked on the main loop by the data thread when the graph rate differs from the
   /// chain's: builds a chain for the latest rate and swaps it in.
-  static int on_rebuild_request(spa_loop* /*loop*/, bool /*async*/, std::uint32_t /*seq*/, const void* /*data*/,
-                                std::size_t /*size*/, void* user_data) noexcept {
+  static int on_rebuild_request(spa_loop* /*loop*/, bool /*async*/, std::uint32_t /*seq*/,
+                                const void* /*data*/, std::size_t /*size*/, void* user_data) noexcept {
     auto* self = static_cast<FilterNode*>(user_data);
+    if (self->closing_) {
+      return 0;
+    }
     const std::uint32_t rate = self->rt_.graph_rate.load(std::memory_order_relaxed);
     try {
-      if (rate != 0 && rate != static_cast<std::uint32_t>(self->chain_->sample_rate() + 0.5)) {
+      if (rate != 0 && rate != chain_rate(*self->chain_)) {
         std::fprintf(stderr, "sandpipe: graph rate is %u Hz, rebuilding the chain (was %.0f Hz)\n", rate,
                      self->chain_->sample_rate());
-        self->swap_chain(std::make_unique<Chain>(self->config_, static_cast<double>(rate), detail::chain_block_frames));
+        self->swap_chain(
+            std::make_unique<Chain>(self->config_, static_cast<double>(rate), detail::chain_block_frames));
         ++self->rebuilds_;
         std::array<std::uint8_t, 256> buffer{};
         spa_pod_builder b{};
@@ -423,14 +449,16 @@ class FilterNode {
         pw_filter_update_params(self->filter_.get(), nullptr, params, 1);
       }
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "sandpipe: cannot rebuild the chain at %u Hz, keeping the old one: %s\n", rate, e.what());
+      std::fprintf(stderr, "sandpipe: cannot rebuild the chain at %u Hz, keeping the old one: %s\n", rate,
+                   e.what());
       self->rt_.rejected_rate.store(rate, std::memory_order_relaxed);
     }
     self->rt_.rebuild_requested.store(false, std::memory_order_release);
     return 0;
   }
 
-  static void on_state_changed(void* data, pw_filter_state /*old*/, pw_filter_state state, const char* error) {
+  static void on_state_changed(void* data, pw_filter_state /*old*/, pw_filter_state state,
+                               const char* error) {
     auto* self = static_cast<FilterNode*>(data);
     switch (state) {
       case PW_FILTER_STATE_ERROR:
@@ -441,9 +469,11 @@ class FilterNode {
       case PW_FILTER_STATE_PAUSED:
         if (!self->announced_) {
           self->announced_ = true;
-          std::fprintf(stderr, "sandpipe: node \"%s\" (id %u) ready, %u channels, chain at %.0f Hz, latency %u frames\n",
-                       self->config_.node_name.c_str(), pw_filter_get_node_id(self->filter_.get()),
-                       self->config_.channels, self->chain_->sample_rate(), self->chain_->latency_frames());
+          std::fprintf(
+              stderr,
+              "sandpipe: node \"%s\" (id %u) ready, %u channels, chain at %.0f Hz, latency %u frames\n",
+              self->config_.node_name.c_str(), pw_filter_get_node_id(self->filter_.get()),
+              self->config_.channels, self->chain_->sample_rate(), self->chain_->latency_frames());
         }
         break;
       default:
@@ -462,6 +492,7 @@ class FilterNode {
   int failure_ = 0;
   unsigned rebuilds_ = 0;
   bool announced_ = false;
+  bool closing_ = false;
 };
 
 /// Core events for run_node: a dead daemon ends the loop with an error.
@@ -479,12 +510,14 @@ struct CoreWatch {
   }
 };
 
-void on_quit_signal(void* data, int /*signal_number*/) { pw_main_loop_quit(static_cast<pw_main_loop*>(data)); }
+void on_quit_signal(void* data, int /*signal_number*/) {
+  pw_main_loop_quit(static_cast<pw_main_loop*>(data));
+}
 
 int run_node_or_throw(const ChainConfig& config) {
   MainLoopPtr main_loop(pw_main_loop_new(nullptr));
   if (!main_loop) {
-    std::fprintf(stderr, "sandpipe: cannot create a main loop: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "sandpipe: cannot create a main loop: %s\n", errno_message(errno).c_str());
     return 1;
   }
   pw_loop* loop = pw_main_loop_get_loop(main_loop.get());
@@ -493,12 +526,12 @@ int run_node_or_throw(const ChainConfig& config) {
 
   ContextPtr context(pw_context_new(loop, nullptr, 0));
   if (!context) {
-    std::fprintf(stderr, "sandpipe: cannot create a PipeWire context: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "sandpipe: cannot create a PipeWire context: %s\n", errno_message(errno).c_str());
     return 1;
   }
   CorePtr core(pw_context_connect(context.get(), nullptr, 0));
   if (!core) {
-    std::fprintf(stderr, "sandpipe: cannot connect to PipeWire: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "sandpipe: cannot connect to PipeWire: %s\n", errno_message(errno).c_str());
     return 1;
   }
   CoreWatch watch{main_loop.get(), 0};
@@ -511,7 +544,8 @@ int run_node_or_throw(const ChainConfig& config) {
   }();
   pw_core_add_listener(core.get(), core_hook.get(), &core_events, &watch);
 
-  const std::uint32_t rate = SettingsRateQuery(main_loop.get(), core.get()).run().value_or(detail::default_rate);
+  const std::uint32_t rate =
+      SettingsRateQuery(main_loop.get(), core.get()).run().value_or(detail::default_rate);
   if (watch.failure != 0) {
     return 1;
   }
@@ -520,7 +554,7 @@ int run_node_or_throw(const ChainConfig& config) {
   {
     FilterNode node(config, main_loop.get(), core.get(), rate);
     if (const int res = node.connect(); res < 0) {
-      std::fprintf(stderr, "sandpipe: cannot connect the filter: %s\n", spa_strerror(res));
+      std::fprintf(stderr, "sandpipe: cannot connect the filter: %s\n", errno_message(-res).c_str());
       return 1;
     }
     pw_main_loop_run(main_loop.get());

@@ -54,11 +54,11 @@ inline constexpr std::uint64_t min_budget_ns = 250'000;
 /// What the data thread counts instead of logging. Written by the data thread only
 /// (relaxed increments), read by the main thread.
 struct NodeCounters {
-  std::atomic<std::uint64_t> cycles{0};            ///< process callbacks that ran the chain
-  std::atomic<std::uint64_t> oversized_cycles{0};  ///< quantum > max_quantum or the buffers: silence
-  std::atomic<std::uint64_t> missing_buffers{0};   ///< cycles skipped: no output port had a buffer
-  std::atomic<std::uint64_t> partial_cycles{0};    ///< some ports unlinked: silence in, output dropped
-  std::atomic<std::uint64_t> no_chain_cycles{0};   ///< cycles before a chain was swapped in
+  std::atomic<std::uint64_t> cycles{0};                ///< process callbacks that ran the chain
+  std::atomic<std::uint64_t> oversized_cycles{0};      ///< quantum > max_quantum or the buffers: silence
+  std::atomic<std::uint64_t> missing_buffers{0};       ///< cycles skipped: no output port had a buffer
+  std::atomic<std::uint64_t> partial_cycles{0};        ///< some ports unlinked: silence in, output dropped
+  std::atomic<std::uint64_t> no_chain_cycles{0};       ///< cycles before a chain was swapped in
   std::atomic<std::uint64_t> rate_mismatch_cycles{0};  ///< chain built for another rate (rebuild pending)
 };
 
@@ -69,7 +69,7 @@ struct RtState {
   /// The chain the data thread runs. Swapped in on the data loop; owned by the main thread.
   Chain* chain = nullptr;
   std::uint32_t channels = 0;
-  std::array<void*, Chain::max_channels> in_ports{};   ///< pw_filter port data
+  std::array<void*, Chain::max_channels> in_ports{};  ///< pw_filter port data
   std::array<void*, Chain::max_channels> out_ports{};
   /// Stand-ins for ports without a buffer (not linked): an input reads `silence`, an output
   /// writes to its slice of `discard`. max_quantum and channels × max_quantum frames.

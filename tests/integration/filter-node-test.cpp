@@ -82,6 +82,7 @@ class Child {
       dup2(o, STDOUT_FILENO);
       dup2(e, STDERR_FILENO);
       std::vector<char*> args;
+      args.reserve(argv.size() + 1);
       for (const auto& a : argv) {
         args.push_back(const_cast<char*>(a.c_str()));
       }
@@ -179,7 +180,7 @@ class FilterNode : public ::testing::Test {
       const auto eq = line.find('=');
       const std::string key = line.substr(7, eq - 7);
       const std::string value = line.substr(eq + 1);
-      setenv(key.c_str(), value.c_str(), 1);
+      setenv(key.c_str(), value.c_str(), 1);  // NOLINT(concurrency-mt-unsafe): before any thread
       if (key == "PW_SESSION_DIR") {
         session_dir_ = value;
       }
@@ -198,9 +199,8 @@ class FilterNode : public ::testing::Test {
 
   void SetUp() override {
     ASSERT_TRUE(session_error_.empty()) << session_error_;
-    work_ = fs::temp_directory_path() /
-            ("sandpipe-it-" + std::to_string(getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    work_ = fs::temp_directory_path() / ("sandpipe-it-" + std::to_string(getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(work_);
     fs::create_directories(work_);
     // Each test leaves the graph at 48 kHz / 512.
@@ -223,7 +223,7 @@ class FilterNode : public ::testing::Test {
 
   /// Writes a config for `node_name` with the given plugins block entries.
   fs::path write_config(const std::string& node_name, const std::string& plugins) const {
-    const fs::path p = work_ / (node_name + ".conf");
+    fs::path p = work_ / (node_name + ".conf");
     std::ofstream(p) << "node.name = \"" << node_name << "\"\n"
                      << "node.description = \"Sandpipe integration " << node_name << "\"\n"
                      << "channels = 2\n"
@@ -258,12 +258,14 @@ class FilterNode : public ::testing::Test {
 
   /// Runs pw-probe against `target` to completion and returns its report.
   Json run_probe(const std::string& target, const std::vector<std::string>& extra) {
-    std::vector<std::string> argv{PW_PROBE_EXE, "--target", target, "--json", (work_ / "probe.json").string(),
-                                  "--name", "probe-" + target};
+    std::vector<std::string> argv{
+        PW_PROBE_EXE, "--target",       target, "--json", (work_ / "probe.json").string(),
+        "--name",     "probe-" + target};
     argv.insert(argv.end(), extra.begin(), extra.end());
     Child probe(argv, work_ / "probe.out", work_ / "probe.err");
     const auto status = probe.wait_exit(120s);
-    EXPECT_EQ(status, std::optional<int>(0)) << read_text(work_ / "probe.err") << read_text(work_ / "probe.json");
+    EXPECT_EQ(status, std::optional<int>(0))
+        << read_text(work_ / "probe.err") << read_text(work_ / "probe.json");
     try {
       return Json::parse(read_text(work_ / "probe.json"));
     } catch (const std::exception& e) {
@@ -292,8 +294,9 @@ class FilterNode : public ::testing::Test {
     EXPECT_LE(2 * (rep["stale_cycles"].num() + rep["dry_cycles"].num()), rep["cycles"].num())
         << "mostly lost or bypassed cycles: " << first_bad(rep);
     if (rep["stale_cycles"].num() > 0 || rep["dry_cycles"].num() > 0) {
-      std::fprintf(stderr, "note: of %.0f cycles %.0f lost by the graph (xruns), %.0f bypassed; not scored: %s\n",
-                   rep["cycles"].num(), rep["stale_cycles"].num(), rep["dry_cycles"].num(), first_bad(rep).c_str());
+      std::fprintf(
+          stderr, "note: of %.0f cycles %.0f lost by the graph (xruns), %.0f bypassed; not scored: %s\n",
+          rep["cycles"].num(), rep["stale_cycles"].num(), rep["dry_cycles"].num(), first_bad(rep).c_str());
     }
   }
 
@@ -356,8 +359,9 @@ TEST_F(FilterNode, HalvesTheProbeSignalExactly) {
 TEST_F(FilterNode, ProbeMeasuresTheChainDelay) {
   // 10 ms at 48 kHz: 480 frames, and the gain still exact once aligned.
   const std::string name = "sandpipe-it-delay";
-  auto node = start_node(name, write_config(name, gain_plugin(0.25) +
-                                                      "  { name = \"d\" path = \"builtin:delay\" params = { ms = 10 } }\n"));
+  auto node = start_node(
+      name, write_config(name, gain_plugin(0.25) +
+                                   "  { name = \"d\" path = \"builtin:delay\" params = { ms = 10 } }\n"));
   ASSERT_FALSE(HasFailure());
   const Json rep = run_probe(name, {"--frames", "96000", "--expect-gain", "0.25"});
   expect_exact(rep, 0.25, 480);
@@ -383,8 +387,8 @@ TEST_F(FilterNode, RunsAPythonSlotThroughItsSandbox) {
   // the sandbox misses its deadline for comes back dry (bypass): reported, bounded, not scored.
   const std::string name = "sandpipe-it-python";
   const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
-  auto node = start_node(name, write_config(name, "  { name = \"py\" path = \"" + plugin +
-                                                      "\" params = { gain = 0.5 } }\n"));
+  auto node = start_node(
+      name, write_config(name, "  { name = \"py\" path = \"" + plugin + "\" params = { gain = 0.5 } }\n"));
   ASSERT_FALSE(HasFailure());
   const Json rep = run_probe(name, {"--frames", "96000", "--expect-gain", "0.5"});
   expect_exact(rep, 0.5, 0, /*allow_dry=*/true);
@@ -411,9 +415,10 @@ TEST_F(FilterNode, KeepsAudioExactAcrossQuantumChanges) {
   ASSERT_FALSE(HasFailure());
 
   const fs::path status_file = work_ / "probe-status.json";
-  Child probe({PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
-               "--json", (work_ / "probe.json").string(), "--status", status_file.string(), "--name", "probe-q"},
-              work_ / "probe.out", work_ / "probe.err");
+  Child probe(
+      {PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
+       "--json", (work_ / "probe.json").string(), "--status", status_file.string(), "--name", "probe-q"},
+      work_ / "probe.out", work_ / "probe.err");
 
   // frames the probe captured at quantum `q` so far
   auto frames_at = [&](int q) -> double {
@@ -431,7 +436,8 @@ TEST_F(FilterNode, KeepsAudioExactAcrossQuantumChanges) {
   set_setting("clock.force-quantum", "64");
   ASSERT_TRUE(poll_until([&] { return frames_at(64) >= enough; }, startup_timeout)) << read_text(status_file);
   set_setting("clock.force-quantum", "1024");
-  ASSERT_TRUE(poll_until([&] { return frames_at(1024) >= enough; }, startup_timeout)) << read_text(status_file);
+  ASSERT_TRUE(poll_until([&] { return frames_at(1024) >= enough; }, startup_timeout))
+      << read_text(status_file);
 
   probe.signal(SIGTERM);
   ASSERT_EQ(probe.wait_exit(60s), std::optional<int>(0)) << read_text(work_ / "probe.err");
@@ -457,7 +463,8 @@ TEST_F(FilterNode, BuildsForTheGraphRateAndRebuildsWhenItChanges) {
   auto node = start_node(name, write_config(name, gain_plugin(0.5)));
   ASSERT_FALSE(HasFailure());
   const fs::path err = work_ / (name + ".err");
-  EXPECT_TRUE(poll_until([&] { return read_text(err).find("chain at 44100 Hz") != std::string::npos; }, startup_timeout))
+  EXPECT_TRUE(poll_until([&] { return read_text(err).find("chain at 44100 Hz") != std::string::npos; },
+                         startup_timeout))
       << read_text(err);
 
   Json rep = run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"});

@@ -103,19 +103,32 @@ class Json {
         }
         c = s[i++];
         switch (c) {
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case 'r': out += '\r'; break;
-          case 'b': out += '\b'; break;
-          case 'f': out += '\f'; break;
+          case 'n':
+            out += '\n';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case 'r':
+            out += '\r';
+            break;
+          case 'b':
+            out += '\b';
+            break;
+          case 'f':
+            out += '\f';
+            break;
           case 'u': {
             // Keep it simple: code points below 0x80 decoded, others replaced.
-            const unsigned cp = static_cast<unsigned>(std::strtoul(std::string(s.substr(i, 4)).c_str(), nullptr, 16));
+            const unsigned cp =
+                static_cast<unsigned>(std::strtoul(std::string(s.substr(i, 4)).c_str(), nullptr, 16));
             out += cp < 0x80 ? static_cast<char>(cp) : '?';
             i += 4;
             break;
           }
-          default: out += c; break;
+          default:
+            out += c;
+            break;
         }
       } else {
         out += c;

@@ -29,7 +29,8 @@ struct SignalSpec {
 inline float signal_sample(const SignalSpec& spec, std::uint64_t position, std::uint32_t channel,
                            std::uint32_t rate) noexcept {
   if (spec.kind == SignalKind::tone) {
-    const double cycles = std::fmod(static_cast<double>(position) * spec.freq / static_cast<double>(rate), 1.0);
+    const double cycles =
+        std::fmod(static_cast<double>(position) * spec.freq / static_cast<double>(rate), 1.0);
     return static_cast<float>(spec.amplitude * std::sin(2.0 * std::numbers::pi * cycles));
   }
   // splitmix64 of (position, channel), top 24 bits to [-1, 1): exact in float.
@@ -59,7 +60,7 @@ struct ChannelReport {
 
 /// A captured cycle that did not match, for diagnosis.
 struct BadCycle {
-  std::uint64_t index = 0;     ///< cycle number in the capture
+  std::uint64_t index = 0;  ///< cycle number in the capture
   std::uint64_t position = 0;
   std::uint32_t frames = 0;
   double max_abs_error = 0;
@@ -87,16 +88,16 @@ struct QuantumReport {
 struct Report {
   std::uint32_t rate = 0;
   std::uint64_t cycles = 0, frames = 0;
-  std::uint64_t missing_cycles = 0;   ///< cycles where an input port had no buffer
-  std::uint64_t silent_cycles = 0;    ///< cycles whose output was all zero while the input was not
-  std::uint64_t position_gaps = 0;    ///< consecutive cycles whose positions do not follow
+  std::uint64_t missing_cycles = 0;  ///< cycles where an input port had no buffer
+  std::uint64_t silent_cycles = 0;   ///< cycles whose output was all zero while the input was not
+  std::uint64_t position_gaps = 0;   ///< consecutive cycles whose positions do not follow
   std::uint64_t good_cycles = 0, stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
-  std::int64_t delay_frames = -1;     ///< -1: not found
-  bool delay_reliable = false;        ///< false for a tone (periodic) or too little data
-  double correlation = 0;             ///< normalised cross-correlation at the delay
+  std::int64_t delay_frames = -1;  ///< -1: not found
+  bool delay_reliable = false;     ///< false for a tone (periodic) or too little data
+  double correlation = 0;          ///< normalised cross-correlation at the delay
   // The rest is over the cycles that are neither stale nor dry.
-  double gain = 0, gain_db = -999;    ///< least squares and RMS ratio, all channels
-  double reference_gain = 0;          ///< what errors are measured against (expected or fitted)
+  double gain = 0, gain_db = -999;  ///< least squares and RMS ratio, all channels
+  double reference_gain = 0;        ///< what errors are measured against (expected or fitted)
   double max_abs_error = 0, rms_error = 0;
   double input_rms = 0, input_peak = 0, output_rms = 0, output_peak = 0;
   std::vector<ChannelReport> channels;
@@ -108,8 +109,9 @@ struct Report {
 /// `cycles`; `expected_gain` (if > 0) is what errors are measured against, else the fitted
 /// gain; delays 0..`max_delay` are searched.
 inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& positions,
-                      const std::vector<std::vector<float>>& captured, const std::vector<CapturedCycle>& cycles,
-                      double expected_gain, std::uint32_t max_delay, double tolerance = 1e-6) {
+                      const std::vector<std::vector<float>>& captured,
+                      const std::vector<CapturedCycle>& cycles, double expected_gain, std::uint32_t max_delay,
+                      double tolerance = 1e-6) {
   Report rep;
   rep.cycles = cycles.size();
   const std::size_t n_ch = captured.size();
@@ -214,7 +216,8 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     for (std::size_t ch = 0; ch < n_ch; ++ch) {
       for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
         if (pos_of[j] >= lag) {
-          cycle_err = std::max(cycle_err, std::fabs(static_cast<double>(captured[ch][j]) - g * ref_of[ch][j]));
+          cycle_err =
+              std::max(cycle_err, std::fabs(static_cast<double>(captured[ch][j]) - g * ref_of[ch][j]));
         }
       }
     }
@@ -275,10 +278,21 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     ++qr.cycles;
     qr.frames += cy.frames;
     switch (verdict[c]) {
-      case CycleVerdict::good: ++rep.good_cycles; break;
-      case CycleVerdict::stale: ++rep.stale_cycles; ++qr.stale_cycles; continue;
-      case CycleVerdict::dry: ++rep.dry_cycles; ++qr.dry_cycles; continue;
-      case CycleVerdict::wrong: ++rep.wrong_cycles; ++qr.wrong_cycles; break;
+      case CycleVerdict::good:
+        ++rep.good_cycles;
+        break;
+      case CycleVerdict::stale:
+        ++rep.stale_cycles;
+        ++qr.stale_cycles;
+        continue;
+      case CycleVerdict::dry:
+        ++rep.dry_cycles;
+        ++qr.dry_cycles;
+        continue;
+      case CycleVerdict::wrong:
+        ++rep.wrong_cycles;
+        ++qr.wrong_cycles;
+        break;
     }
     bool out_silent = true, in_silent = true;
     for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
@@ -326,7 +340,8 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
   rep.input_rms = std::sqrt(den_all / samples);
   rep.output_rms = std::sqrt(out_all / samples);
   rep.rms_error = std::sqrt(err_all / samples);
-  rep.gain_db = (rep.input_rms > 0 && rep.output_rms > 0) ? 20.0 * std::log10(rep.output_rms / rep.input_rms) : -999.0;
+  rep.gain_db =
+      (rep.input_rms > 0 && rep.output_rms > 0) ? 20.0 * std::log10(rep.output_rms / rep.input_rms) : -999.0;
   return rep;
 }
 

@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <pipewire/filter.h>
@@ -80,13 +81,14 @@ std::optional<Options> parse_args(int argc, char** argv) {
     auto value = [&]() -> const char* {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "pw-probe: %s needs a value\n", argv[i]);
-        std::exit(2);
+        std::quick_exit(2);
       }
       return argv[++i];
     };
     if (arg == "--help" || arg == "-h") {
       std::fputs(help_text.data(), stdout);
-      std::exit(0);
+      std::fflush(stdout);
+      std::quick_exit(0);
     } else if (arg == "--target") {
       o.target = value();
     } else if (arg == "--channels") {
@@ -193,13 +195,13 @@ std::string dict_get(const spa_dict* props, const char* key) {
 struct RtShared {
   SignalSpec signal;
   std::vector<void*> src_ports, cap_ports;
-  std::atomic<bool> armed{false};         ///< main → rt: links are active, start counting
-  std::atomic<bool> stop{false};          ///< main → rt: stop recording
-  std::uint32_t settle_left = 0;          ///< rt only
+  std::atomic<bool> armed{false};  ///< main → rt: links are active, start counting
+  std::atomic<bool> stop{false};   ///< main → rt: stop recording
+  std::uint32_t settle_left = 0;   ///< rt only
   // Capture buffers, sized on the main thread before anything runs.
   std::vector<std::vector<float>> captured;
   std::vector<CapturedCycle> cycles;
-  std::atomic<std::size_t> n_cycles{0};   ///< rt → main (release): cycles[0..n) are complete
+  std::atomic<std::size_t> n_cycles{0};  ///< rt → main (release): cycles[0..n) are complete
   std::atomic<std::uint64_t> n_frames{0};
   std::atomic<bool> full{false};
   std::atomic<std::uint32_t> last_quantum{0};
@@ -296,7 +298,8 @@ class Probe {
       PortInfo p;
       p.node = static_cast<std::uint32_t>(std::strtoul(dict_get(props, PW_KEY_NODE_ID).c_str(), nullptr, 10));
       p.output = dict_get(props, PW_KEY_PORT_DIRECTION) == "out";
-      p.index = static_cast<std::uint32_t>(std::strtoul(dict_get(props, PW_KEY_PORT_ID).c_str(), nullptr, 10));
+      p.index =
+          static_cast<std::uint32_t>(std::strtoul(dict_get(props, PW_KEY_PORT_ID).c_str(), nullptr, 10));
       p.channel = dict_get(props, PW_KEY_AUDIO_CHANNEL);
       p.name = dict_get(props, PW_KEY_PORT_NAME);
       self->ports_[id] = p;
@@ -329,7 +332,7 @@ class Probe {
     auto* self = static_cast<Probe*>(data);
     if (id == PW_ID_CORE || self->phase_ == Phase::linking) {
       self->fail(std::string("PipeWire error: ") + (message != nullptr ? message : "") + " (" +
-                 std::strerror(-res) + ")");
+                 std::error_code(-res, std::generic_category()).message() + ")");
     }
   }
 
@@ -357,7 +360,8 @@ class Probe {
         v.emplace_back(id, &p);
       }
     }
-    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second->index < b.second->index; });
+    std::sort(v.begin(), v.end(),
+              [](const auto& a, const auto& b) { return a.second->index < b.second->index; });
     return v;
   }
 
@@ -453,7 +457,7 @@ void Probe::create_nodes() {
   }();
   auto make = [&](const std::string& name, const pw_filter_events* events, spa_hook* listener) {
     pw_properties* props = pw_properties_new(PW_KEY_MEDIA_TYPE, "Audio", PW_KEY_MEDIA_CATEGORY, "Filter",  //
-                                             PW_KEY_MEDIA_ROLE, "DSP", PW_KEY_NODE_NAME, name.c_str(),      //
+                                             PW_KEY_MEDIA_ROLE, "DSP", PW_KEY_NODE_NAME, name.c_str(),     //
                                              PW_KEY_NODE_AUTOCONNECT, "false", nullptr);
     pw_filter* f = pw_filter_new(core_.get(), name.c_str(), props);
     if (f != nullptr) {
@@ -469,10 +473,11 @@ void Probe::create_nodes() {
   }
   for (const std::string& pos : positions_) {
     auto port = [&](pw_filter* f, pw_direction dir, const std::string& pname) {
-      return pw_filter_add_port(f, dir, PW_FILTER_PORT_FLAG_MAP_BUFFERS, sizeof(std::uint64_t),
-                                pw_properties_new(PW_KEY_FORMAT_DSP, "32 bit float mono audio", PW_KEY_PORT_NAME,
-                                                  pname.c_str(), PW_KEY_AUDIO_CHANNEL, pos.c_str(), nullptr),
-                                nullptr, 0);
+      return pw_filter_add_port(
+          f, dir, PW_FILTER_PORT_FLAG_MAP_BUFFERS, sizeof(std::uint64_t),
+          pw_properties_new(PW_KEY_FORMAT_DSP, "32 bit float mono audio", PW_KEY_PORT_NAME, pname.c_str(),
+                            PW_KEY_AUDIO_CHANNEL, pos.c_str(), nullptr),
+          nullptr, 0);
     };
     shared_.src_ports.push_back(port(src_.get(), PW_DIRECTION_OUTPUT, "output_" + pos));
     shared_.cap_ports.push_back(port(cap_.get(), PW_DIRECTION_INPUT, "input_" + pos));
@@ -492,7 +497,8 @@ void Probe::create_links() {
   }();
   const std::uint32_t src = *node_id(opts_.name + "-src");
   const std::uint32_t cap = *node_id(opts_.name + "-sink");
-  auto find = [&](std::uint32_t node, bool output, const std::string& channel) -> std::optional<std::uint32_t> {
+  auto find = [&](std::uint32_t node, bool output,
+                  const std::string& channel) -> std::optional<std::uint32_t> {
     for (const auto& [id, p] : ports_of(node, output)) {
       if (p->channel == channel || p->name == (output ? "output_" : "input_") + channel) {
         return id;
@@ -500,7 +506,8 @@ void Probe::create_links() {
     }
     return std::nullopt;
   };
-  auto link = [&](std::uint32_t out_node, std::uint32_t out_port, std::uint32_t in_node, std::uint32_t in_port) {
+  auto link = [&](std::uint32_t out_node, std::uint32_t out_port, std::uint32_t in_node,
+                  std::uint32_t in_port) {
     pw_properties* props = pw_properties_new(nullptr, nullptr);
     pw_properties_setf(props, PW_KEY_LINK_OUTPUT_NODE, "%u", out_node);
     pw_properties_setf(props, PW_KEY_LINK_OUTPUT_PORT, "%u", out_port);
@@ -508,8 +515,8 @@ void Probe::create_links() {
     pw_properties_setf(props, PW_KEY_LINK_INPUT_PORT, "%u", in_port);
     pw_properties_set(props, PW_KEY_OBJECT_LINGER, "false");
     auto bound = std::make_unique<Bound<pw_link>>();
-    bound->proxy.reset(static_cast<pw_link*>(pw_core_create_object(core_.get(), "link-factory", PW_TYPE_INTERFACE_Link,
-                                                                   PW_VERSION_LINK, &props->dict, 0)));
+    bound->proxy.reset(static_cast<pw_link*>(pw_core_create_object(
+        core_.get(), "link-factory", PW_TYPE_INTERFACE_Link, PW_VERSION_LINK, &props->dict, 0)));
     pw_properties_free(props);
     if (!bound->proxy) {
       fail("cannot create a link");
@@ -655,9 +662,10 @@ std::string Probe::report_json(const Report* rep) const {
   std::string c = "[";
   for (std::size_t i = 0; i < rep->channels.size(); ++i) {
     const ChannelReport& r = rep->channels[i];
-    c += std::string(i ? ", " : "") + "{\"position\": \"" + r.position + "\", \"gain\": " + json_number(r.gain) +
-         ", \"input_rms\": " + json_number(r.input_rms) + ", \"output_rms\": " + json_number(r.output_rms) +
-         ", \"input_peak\": " + json_number(r.input_peak) + ", \"output_peak\": " + json_number(r.output_peak) +
+    c += std::string(i ? ", " : "") + "{\"position\": \"" + r.position +
+         "\", \"gain\": " + json_number(r.gain) + ", \"input_rms\": " + json_number(r.input_rms) +
+         ", \"output_rms\": " + json_number(r.output_rms) + ", \"input_peak\": " + json_number(r.input_peak) +
+         ", \"output_peak\": " + json_number(r.output_peak) +
          ", \"max_abs_error\": " + json_number(r.max_abs_error) + "}";
   }
   kv("channels", c + "]", true);
@@ -701,7 +709,8 @@ int Probe::run() {
   context_.reset(pw_context_new(loop, nullptr, 0));
   core_.reset(context_ ? pw_context_connect(context_.get(), nullptr, 0) : nullptr);
   if (!core_) {
-    error_ = std::string("cannot connect to PipeWire: ") + std::strerror(errno);
+    error_ = std::string("cannot connect to PipeWire: ") +
+             std::error_code(errno, std::generic_category()).message();
   } else {
     static constexpr pw_core_events core_events = [] {
       pw_core_events e{};
@@ -744,7 +753,8 @@ int Probe::run() {
     error_ = interrupted_ ? "interrupted before anything was captured" : "nothing captured";
   }
   if (n_cycles > 0) {
-    std::vector<CapturedCycle> cycles(shared_.cycles.begin(), shared_.cycles.begin() + static_cast<long>(n_cycles));
+    std::vector<CapturedCycle> cycles(shared_.cycles.begin(),
+                                      shared_.cycles.begin() + static_cast<long>(n_cycles));
     std::vector<std::vector<float>> captured;
     const std::uint64_t frames = shared_.n_frames.load();
     for (const auto& ch : shared_.captured) {

@@ -324,6 +324,7 @@ struct SandboxProcessor::Control {
         if (ms == 0 || ::poll(&pfd, 1, ms) == 0) return false;
         continue;
       }
+      eof = true;  // EPIPE / ECONNRESET: the sandbox is gone
       return false;
     }
     return true;
@@ -615,8 +616,12 @@ void SandboxProcessor::set_latency(std::uint32_t latency) {
 SandboxProcessor::~SandboxProcessor() {
   Control& c = *control_;
   if (c.pid <= 0) return;
+  if (!c.protocol_error.empty()) {
+    c.kill_and_reap();  // it broke the protocol: no reason to trust it with a clean exit
+    return;
+  }
   const auto deadline = Clock::now() + c.shutdown_timeout;
-  if (!c.eof && c.protocol_error.empty()) {
+  if (!c.eof) {
     capnp::MallocMessageBuilder msg;
     msg.initRoot<schema::HostMessage>().setShutdown();
     if (c.send(msg, deadline)) endpoint_.notify_control();

@@ -765,6 +765,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
       throw PluginError("python plugin \"" + spec.name + "\": shared memory: " + e.what());
     }
     std::unique_ptr<SandboxProcessor> proc(new SandboxProcessor(spec.name, std::move(*segment), max_frames));
+    if (options.host_spin_ns) proc->endpoint_.set_spin_ns(*options.host_spin_ns);
     Control& c = *proc->control_;
     c.name = spec.name;
     c.file = file;

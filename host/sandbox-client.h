@@ -66,6 +66,10 @@ struct SandboxOptions {
   /// Empty: the build tree's sandpipe-sandbox when this binary runs from the build tree,
   /// the installed one otherwise.
   std::filesystem::path sandbox_executable;
+  /// How long process_rt spins for the completion before it sleeps on the futex (nullopt: the
+  /// shm default, a few µs). A longer spin trades a busy core for skipping the wake-up of a
+  /// sleeping audio thread.
+  std::optional<std::uint64_t> host_spin_ns;
   /// Audio slots in each segment (power of two, 2..16): blocks that may be outstanding at once.
   std::uint32_t slot_count = 4;
 };

@@ -1,0 +1,194 @@
+// Round trip of one 2x512 float32 block through a Python plugin:
+//   * sandbox: host RT path -> shm -> sandbox process -> numpy view -> plugin -> back (this design)
+//   * in-process: the same plugin called through embedded CPython on the calling thread (the
+//     earlier design; a baseline only: no isolation, GIL and GC on the audio thread)
+//   * futex ping-pong between two processes: the floor any cross-process hop pays.
+// Prints a table and one JSON object. `--iterations N` (default 100000), `--warmup N`.
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "host/sandbox-client.h"
+#include "sandbox/python-plugin.h"
+#include "shm/block-channel.h"
+
+namespace {
+
+constexpr std::uint32_t channels = 2;
+constexpr std::uint32_t frames = 512;
+
+struct Summary {
+  std::string name;
+  std::size_t n = 0;
+  double p50 = 0, p99 = 0, p999 = 0, max = 0, mean = 0;  // microseconds
+  std::uint64_t misses = 0;
+};
+
+Summary summarize(const std::string& name, std::vector<std::uint64_t>& ns, std::uint64_t misses = 0) {
+  std::sort(ns.begin(), ns.end());
+  auto at = [&](double q) { return ns[std::min(ns.size() - 1, static_cast<std::size_t>(q * (ns.size() - 1) + 0.5))] / 1000.0; };
+  double sum = 0;
+  for (auto v : ns) sum += static_cast<double>(v);
+  return {name, ns.size(), at(0.5), at(0.99), at(0.999), ns.back() / 1000.0, sum / ns.size() / 1000.0, misses};
+}
+
+Summary bench_sandbox(const std::string& name, const std::filesystem::path& file,
+                      std::vector<sandpipe::host::ParamSetting> params, std::size_t iterations, std::size_t warmup,
+                      std::optional<std::uint64_t> spin_ns = std::nullopt) {
+  sandpipe::host::PluginSpec spec;
+  spec.name = name;
+  spec.path = file.string();
+  spec.kind = sandpipe::host::PluginKind::python;
+  spec.resolved = file;
+  spec.params = std::move(params);
+  sandpipe::host::SandboxOptions options;
+  options.host_spin_ns = spin_ns;
+  auto procs = sandpipe::host::start_sandbox_processors(std::span(&spec, 1), 48000.0, channels, frames, options);
+  auto& proc = *procs.front();
+  std::vector<float> in(channels * frames), out(channels * frames);
+  for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 97) / 97.0F - 0.5F;
+  const float* ins[channels] = {in.data(), in.data() + frames};
+  float* outs[channels] = {out.data(), out.data() + frames};
+  std::vector<std::uint64_t> ns;
+  ns.reserve(iterations);
+  for (std::size_t i = 0; i < warmup + iterations; ++i) {
+    const std::uint64_t t0 = sandpipe::shm::now_ns();
+    proc.process_rt(ins, outs, frames, sandpipe::host::ProcessContext{t0 + 1'000'000'000});
+    const std::uint64_t t1 = sandpipe::shm::now_ns();
+    if (i >= warmup) ns.push_back(t1 - t0);
+  }
+  return summarize(name, ns, proc.counters().deadline_misses);
+}
+
+Summary bench_in_process(const std::filesystem::path& file, std::size_t iterations, std::size_t warmup) {
+  sandpipe::sandbox::PythonPlugin python(std::filesystem::read_symlink("/proc/self/exe"), SANDPIPE_PYTHON_SOURCE_DIR,
+                                         [](int, std::string_view line) { std::fprintf(stderr, "%.*s\n", int(line.size()), line.data()); });
+  sandpipe::sandbox::LoadRequest request;
+  request.path = file;
+  request.channels = channels;
+  request.max_frames = frames;
+  request.params = {{"gain", 0.5}};
+  sandpipe::sandbox::PluginDescription info;
+  if (auto error = python.load(request, info)) {
+    std::fprintf(stderr, "in-process load failed: %s\n%s\n", error->message.c_str(), error->traceback.c_str());
+    std::exit(1);
+  }
+  std::vector<float> slot(channels * frames), in(channels * frames), out(channels * frames);
+  for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 97) / 97.0F - 0.5F;
+  float* base = slot.data();
+  (void)python.bind_slots(std::span<float* const>(&base, 1), channels, frames, frames);
+  python.freeze_heap();
+  std::vector<std::uint64_t> ns;
+  ns.reserve(iterations);
+  for (std::size_t i = 0; i < warmup + iterations; ++i) {
+    const std::uint64_t t0 = sandpipe::shm::now_ns();
+    std::memcpy(slot.data(), in.data(), in.size() * sizeof(float));  // as the sandbox path copies in
+    (void)python.process(0, frames);
+    std::memcpy(out.data(), slot.data(), out.size() * sizeof(float));  // ... and out
+    const std::uint64_t t1 = sandpipe::shm::now_ns();
+    if (i >= warmup) ns.push_back(t1 - t0);
+  }
+  return summarize("python gain, in-process (embedded, calling thread)", ns);
+}
+
+long futex(std::atomic<std::uint32_t>* addr, int op, std::uint32_t val) {
+  return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(addr), op, val, nullptr, nullptr, 0);
+}
+
+/// Wakes the other side and sleeps until it answered: two context switches, as in a block hop.
+Summary bench_futex(std::size_t iterations, std::size_t warmup) {
+  struct Words {
+    std::atomic<std::uint32_t> ping{0};
+    alignas(64) std::atomic<std::uint32_t> pong{0};
+  };
+  void* mem = ::mmap(nullptr, sizeof(Words), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* w = new (mem) Words;
+  const std::uint32_t stop = ~0u;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    std::uint32_t seen = 0;
+    for (;;) {
+      std::uint32_t v;
+      while ((v = w->ping.load(std::memory_order_acquire)) == seen) futex(&w->ping, FUTEX_WAIT, seen);
+      if (v == stop) ::_exit(0);
+      seen = v;
+      w->pong.store(v, std::memory_order_release);
+      futex(&w->pong, FUTEX_WAKE, 1);
+    }
+  }
+  std::vector<std::uint64_t> ns;
+  ns.reserve(iterations);
+  for (std::uint32_t i = 1; i <= warmup + iterations; ++i) {
+    const std::uint64_t t0 = sandpipe::shm::now_ns();
+    w->ping.store(i, std::memory_order_release);
+    futex(&w->ping, FUTEX_WAKE, 1);
+    std::uint32_t v;
+    while ((v = w->pong.load(std::memory_order_acquire)) != i) futex(&w->pong, FUTEX_WAIT, v);
+    const std::uint64_t t1 = sandpipe::shm::now_ns();
+    if (i > warmup) ns.push_back(t1 - t0);
+  }
+  w->ping.store(stop, std::memory_order_release);
+  futex(&w->ping, FUTEX_WAKE, 1);
+  ::waitpid(child, nullptr, 0);
+  ::munmap(mem, sizeof(Words));
+  return summarize("futex ping-pong, two processes (floor)", ns);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::size_t iterations = 100'000;
+  std::size_t warmup = 2'000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--iterations") == 0) iterations = std::strtoul(argv[i + 1], nullptr, 10);
+    if (std::strcmp(argv[i], "--warmup") == 0) warmup = std::strtoul(argv[i + 1], nullptr, 10);
+  }
+  if (iterations == 0) iterations = 1;
+  const std::filesystem::path root = SANDPIPE_SOURCE_ROOT;
+  std::vector<Summary> rows;
+  rows.push_back(bench_futex(iterations, warmup));
+  rows.push_back(bench_sandbox("python passthrough, sandbox", root / "tests/sandbox/fixtures/misc/passthrough.py", {},
+                               iterations, warmup));
+  rows.push_back(bench_sandbox("python gain, sandbox", root / "plugins-py/examples/gain.py", {{"gain", 0.5, 0}},
+                               iterations, warmup));
+  rows.push_back(bench_sandbox("python gain, sandbox, host spins up to 200 us", root / "plugins-py/examples/gain.py",
+                               {{"gain", 0.5, 0}}, iterations, warmup, 200'000));
+  rows.push_back(bench_in_process(root / "plugins-py/examples/gain.py", iterations, warmup));
+
+  std::printf("\n%u ch x %u frames float32, %zu blocks each (after %zu warm-up), times in microseconds\n\n",
+              channels, frames, iterations, warmup);
+  std::printf("| %-52s | %8s | %8s | %8s | %8s | %8s | %6s |\n", "path", "p50", "p99", "p99.9", "max", "mean", "misses");
+  std::printf("|%s|%s|%s|%s|%s|%s|%s|\n", std::string(54, '-').c_str(), std::string(10, '-').c_str(),
+              std::string(10, '-').c_str(), std::string(10, '-').c_str(), std::string(10, '-').c_str(),
+              std::string(10, '-').c_str(), std::string(8, '-').c_str());
+  for (const auto& r : rows) {
+    std::printf("| %-52s | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %6llu |\n", r.name.c_str(), r.p50, r.p99, r.p999,
+                r.max, r.mean, static_cast<unsigned long long>(r.misses));
+  }
+  std::printf("\n{\"benchmark\": \"sandbox-hop\", \"channels\": %u, \"frames\": %u, \"iterations\": %zu, \"results\": [", channels,
+              frames, iterations);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    std::printf("%s{\"path\": \"%s\", \"p50_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f, \"max_us\": %.2f, "
+                "\"mean_us\": %.2f, \"deadline_misses\": %llu}",
+                i == 0 ? "" : ", ", r.name.c_str(), r.p50, r.p99, r.p999, r.max, r.mean,
+                static_cast<unsigned long long>(r.misses));
+  }
+  std::printf("]}\n");
+  return 0;
+}

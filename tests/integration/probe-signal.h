@@ -71,31 +71,32 @@ struct BadCycle {
 
 /// What a cycle's output turned out to be.
 enum class CycleVerdict : std::uint8_t {
-  good,   ///< reference gain × the input delayed by the chain's delay, within tolerance
-  stale,  ///< exactly the signal of another position: a whole buffer from another cycle
-          ///< (a graph xrun: the consumer ran on an old buffer). Counted, not scored.
-  dry,    ///< the input itself, unprocessed: a slot bypassed (late or failed sandbox)
-  wrong,  ///< none of these: the node computed something else
+  good,    ///< reference gain × the input delayed by the chain's delay, within tolerance
+  stale,   ///< exactly the signal of another position: a whole buffer from another cycle
+           ///< (a graph xrun: the consumer ran on an old buffer). Counted, not scored.
+  silent,  ///< all zeros while the input was not: the consumer got no buffer (a graph xrun)
+  dry,     ///< the input itself, unprocessed: a slot bypassed (late or failed sandbox)
+  wrong,   ///< none of these: the node computed something else
 };
 
 struct QuantumReport {
   std::uint32_t quantum = 0;
   std::uint64_t cycles = 0, frames = 0;
-  std::uint64_t stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
-  double max_abs_error = 0;  ///< over cycles that are neither stale nor dry
+  std::uint64_t stale_cycles = 0, silent_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
+  double max_abs_error = 0;  ///< over the good and wrong cycles
 };
 
 struct Report {
   std::uint32_t rate = 0;
   std::uint64_t cycles = 0, frames = 0;
   std::uint64_t missing_cycles = 0;  ///< cycles where an input port had no buffer
-  std::uint64_t silent_cycles = 0;   ///< cycles whose output was all zero while the input was not
+  std::uint64_t silent_cycles = 0;   ///< CycleVerdict::silent; counted, not scored
   std::uint64_t position_gaps = 0;   ///< consecutive cycles whose positions do not follow
   std::uint64_t good_cycles = 0, stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
   std::int64_t delay_frames = -1;  ///< -1: not found
   bool delay_reliable = false;     ///< false for a tone (periodic) or too little data
   double correlation = 0;          ///< normalised cross-correlation at the delay
-  // The rest is over the cycles that are neither stale nor dry.
+  // The rest is over the good and wrong cycles (lost and bypassed ones are only counted).
   double gain = 0, gain_db = -999;  ///< least squares and RMS ratio, all channels
   double reference_gain = 0;        ///< what errors are measured against (expected or fitted)
   double max_abs_error = 0, rms_error = 0;
@@ -224,6 +225,23 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     if (cycle_err <= tolerance) {
       continue;
     }
+    // Nothing at all (all zeros where the input was not)?
+    bool out_zero = true, in_zero = true;
+    for (std::size_t ch = 0; ch < n_ch; ++ch) {
+      for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
+        out_zero = out_zero && captured[ch][j] == 0.0F;
+        in_zero = in_zero && (pos_of[j] < lag || ref_of[ch][j] == 0.0F);
+      }
+    }
+    if (out_zero && !in_zero) {
+      verdict[c] = CycleVerdict::silent;
+      if (rep.first_bad.size() < 8) {
+        rep.first_bad.push_back(BadCycle{c, cy.position, cy.frames, cycle_err,
+                                         c > 0 ? cycles[c - 1].position + cycles[c - 1].frames : 0, 0,
+                                         false});
+      }
+      continue;
+    }
     // The unprocessed input (a bypassed slot)?
     bool dry = g != 1.0;
     for (std::size_t ch = 0; ch < n_ch && dry; ++ch) {
@@ -264,7 +282,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     }
   }
 
-  // Levels, gain and errors over the cycles that are neither stale nor dry.
+  // Levels, gain and errors over the good and wrong cycles.
   std::map<std::uint32_t, std::size_t> quantum_index;
   std::vector<double> num(n_ch, 0.0), den(n_ch, 0.0), osq(n_ch, 0.0), esq(n_ch, 0.0);
   std::size_t used = 0;
@@ -289,12 +307,15 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
         ++rep.dry_cycles;
         ++qr.dry_cycles;
         continue;
+      case CycleVerdict::silent:
+        ++rep.silent_cycles;
+        ++qr.silent_cycles;
+        continue;
       case CycleVerdict::wrong:
         ++rep.wrong_cycles;
         ++qr.wrong_cycles;
         break;
     }
-    bool out_silent = true, in_silent = true;
     for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
       if (pos_of[j] < lag) {
         continue;
@@ -312,12 +333,9 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
         cr.output_peak = std::max(cr.output_peak, std::fabs(y));
         cr.max_abs_error = std::max(cr.max_abs_error, e);
         qr.max_abs_error = std::max(qr.max_abs_error, e);
-        out_silent = out_silent && y == 0.0;
-        in_silent = in_silent && x == 0.0;
       }
       ++used;
     }
-    rep.silent_cycles += (out_silent && !in_silent) ? 1 : 0;
   }
   double num_all = 0, den_all = 0, out_all = 0, err_all = 0;
   for (std::size_t ch = 0; ch < n_ch; ++ch) {

@@ -639,6 +639,7 @@ std::string Probe::report_json(const Report* rep) const {
     q += std::string(i ? ", " : "") + "{\"quantum\": " + std::to_string(r.quantum) +
          ", \"cycles\": " + std::to_string(r.cycles) + ", \"frames\": " + std::to_string(r.frames) +
          ", \"stale_cycles\": " + std::to_string(r.stale_cycles) +
+         ", \"silent_cycles\": " + std::to_string(r.silent_cycles) +
          ", \"dry_cycles\": " + std::to_string(r.dry_cycles) +
          ", \"wrong_cycles\": " + std::to_string(r.wrong_cycles) +
          ", \"max_abs_error\": " + json_number(r.max_abs_error) + "}";

@@ -525,8 +525,9 @@ int host_main(int argc, char** argv) {
     return 1;
   }
 
-  // Interleaved chunks: every variant sees the same phases of the machine's background load.
-  constexpr std::uint32_t chunks = 20;
+  // Interleaved chunks of about 500 round trips: every variant sees the same phases of the
+  // machine's background load, so a burst of noise does not land on one variant only.
+  const std::uint32_t chunks = std::clamp<std::uint32_t>(iterations / 500, 1, 400);
   for (auto& variant : variants) {
     variant->reserve(iterations);
     variant->run(std::max<std::uint32_t>(200, iterations / 50), false);  // warm up

@@ -305,8 +305,9 @@ class FilterNode : public ::testing::Test {
   static std::string first_bad(const Json& rep) {
     std::string s;
     for (const Json& b : rep["first_bad_cycles"].arr()) {
-      s += "[cycle " + b.text("index") + " pos " + b.text("position") + " +" + b.text("frames") + " shift " +
-           b.text("matched_shift") + (b["dry"].is_null() || !b["dry"].boolean() ? "" : " dry") + "] ";
+      s += "[cycle " + b.text("index") + " pos " + b.text("position") + " +" + b.text("frames") + " off " +
+           b.text("off_frames") + " shift " + b.text("matched_shift") +
+           (b["dry"].is_null() || !b["dry"].boolean() ? "" : " dry") + "] ";
     }
     return s;
   }

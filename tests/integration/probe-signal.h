@@ -67,6 +67,7 @@ struct BadCycle {
   std::uint64_t previous_end = 0;  ///< where the previous cycle's positions ended
   std::int64_t matched_shift = 0;  ///< the output is the reference shifted by this (0: no match found)
   bool dry = false;                ///< the output is the unprocessed input
+  std::uint64_t off_frames = 0;    ///< frames of the cycle that were off
 };
 
 /// What a cycle's output turned out to be.
@@ -74,7 +75,7 @@ enum class CycleVerdict : std::uint8_t {
   good,    ///< reference gain × the input delayed by the chain's delay, within tolerance
   stale,   ///< exactly the signal of another position: a whole buffer from another cycle
            ///< (a graph xrun: the consumer ran on an old buffer). Counted, not scored.
-  silent,  ///< all zeros while the input was not: the consumer got no buffer (a graph xrun)
+  silent,  ///< the frames that are off are zeros: a node got no buffer (a graph xrun)
   dry,     ///< the input itself, unprocessed: a slot bypassed (late or failed sandbox)
   wrong,   ///< none of these: the node computed something else
 };
@@ -225,50 +226,53 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     if (cycle_err <= tolerance) {
       continue;
     }
-    // Nothing at all (all zeros where the input was not)?
-    bool out_zero = true, in_zero = true;
-    for (std::size_t ch = 0; ch < n_ch; ++ch) {
-      for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
-        out_zero = out_zero && captured[ch][j] == 0.0F;
-        in_zero = in_zero && (pos_of[j] < lag || ref_of[ch][j] == 0.0F);
+    // Which frames are off? A graph xrun corrupts whole buffers, but a chain with memory (a
+    // delay) carries a corrupted buffer on into parts of later cycles: judge the frames that
+    // are off, not the whole cycle.
+    const auto frame_matches = [&](std::uint64_t j, std::int64_t shift, double gain) {
+      const std::int64_t p = static_cast<std::int64_t>(pos_of[j]) + shift - static_cast<std::int64_t>(lag);
+      if (p < 0) {
+        return false;
       }
-    }
-    if (out_zero && !in_zero) {
-      verdict[c] = CycleVerdict::silent;
-      if (rep.first_bad.size() < 8) {
-        rep.first_bad.push_back(BadCycle{c, cy.position, cy.frames, cycle_err,
-                                         c > 0 ? cycles[c - 1].position + cycles[c - 1].frames : 0, 0,
-                                         false});
-      }
-      continue;
-    }
-    // The unprocessed input (a bypassed slot)?
-    bool dry = g != 1.0;
-    for (std::size_t ch = 0; ch < n_ch && dry; ++ch) {
-      for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n && dry; ++j) {
-        dry = pos_of[j] < lag || std::fabs(static_cast<double>(captured[ch][j]) - ref_of[ch][j]) <= tolerance;
-      }
-    }
-    // Is it the signal of another position on every channel?
-    std::int64_t matched = 0;
-    if (dry) {
-      matched = 1;  // skip the search
-    }
-    for (std::int64_t shift = -16384; shift <= 16384 && matched == 0; ++shift) {
-      if (shift == 0 || static_cast<std::int64_t>(cy.position) + shift < static_cast<std::int64_t>(lag)) {
-        continue;
-      }
-      bool all = true;
-      for (std::size_t ch = 0; ch < n_ch && all; ++ch) {
-        for (std::uint32_t i = 0; i < cy.frames && all && cy.offset + i < n; ++i) {
-          const auto p = static_cast<std::uint64_t>(static_cast<std::int64_t>(cy.position + i) + shift) - lag;
-          all = std::fabs(static_cast<double>(captured[ch][cy.offset + i]) -
-                          g * signal_sample(spec, p, static_cast<std::uint32_t>(ch), rate)) <= tolerance;
+      for (std::size_t ch = 0; ch < n_ch; ++ch) {
+        const double x =
+            signal_sample(spec, static_cast<std::uint64_t>(p), static_cast<std::uint32_t>(ch), rate);
+        if (std::fabs(static_cast<double>(captured[ch][j]) - gain * x) > tolerance) {
+          return false;
         }
       }
-      matched = all ? shift : 0;
+      return true;
+    };
+    std::vector<std::uint64_t> off;
+    for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
+      if (!frame_matches(j, 0, g)) {
+        off.push_back(j);
+      }
     }
-    verdict[c] = dry ? CycleVerdict::dry : matched != 0 ? CycleVerdict::stale : CycleVerdict::wrong;
+    const auto all_off = [&](const auto& pred) { return std::all_of(off.begin(), off.end(), pred); };
+    const bool silent = all_off([&](std::uint64_t j) {
+      bool out_zero = true, in_zero = true;
+      for (std::size_t ch = 0; ch < n_ch; ++ch) {
+        out_zero = out_zero && captured[ch][j] == 0.0F;
+        in_zero = in_zero && ref_of[ch][j] == 0.0F;
+      }
+      return out_zero && !in_zero;
+    });
+    const bool dry =
+        !silent && g != 1.0 && all_off([&](std::uint64_t j) { return frame_matches(j, 0, 1.0); });
+    std::int64_t shift = 0;
+    if (!silent && !dry && !off.empty()) {
+      for (std::int64_t s = -16384; s <= 16384 && shift == 0; ++s) {
+        if (s != 0 && frame_matches(off.front(), s, g) &&
+            all_off([&](std::uint64_t j) { return frame_matches(j, s, g); })) {
+          shift = s;
+        }
+      }
+    }
+    verdict[c] = silent  ? CycleVerdict::silent
+                 : dry   ? CycleVerdict::dry
+                 : shift ? CycleVerdict::stale
+                         : CycleVerdict::wrong;
     if (rep.first_bad.size() < 8) {
       BadCycle b;
       b.index = c;
@@ -276,8 +280,9 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
       b.frames = cy.frames;
       b.max_abs_error = cycle_err;
       b.previous_end = c > 0 ? cycles[c - 1].position + cycles[c - 1].frames : 0;
-      b.matched_shift = dry ? 0 : matched;
+      b.matched_shift = shift;
       b.dry = dry;
+      b.off_frames = off.size();
       rep.first_bad.push_back(b);
     }
   }

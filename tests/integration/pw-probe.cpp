@@ -657,7 +657,8 @@ std::string Probe::report_json(const Report* rep) const {
          ", \"previous_end\": " + std::to_string(r.previous_end) +
          ", \"max_abs_error\": " + json_number(r.max_abs_error) +
          ", \"matched_shift\": " + std::to_string(r.matched_shift) +
-         ", \"dry\": " + (r.dry ? "true" : "false") + "}";
+         ", \"off_frames\": " + std::to_string(r.off_frames) + ", \"dry\": " + (r.dry ? "true" : "false") +
+         "}";
   }
   kv("first_bad_cycles", b + "]");
   std::string c = "[";

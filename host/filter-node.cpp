@@ -1,6 +1,7 @@
 // The node's main-thread side: PipeWire setup, ports, the graph rate, chain swaps, teardown.
 #include "host/filter-node.h"
 
+#include <cassert>
 #include <cerrno>
 #include <cmath>
 #include <csignal>
@@ -12,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include <pipewire/extensions/metadata.h>
@@ -401,6 +403,7 @@ class FilterNode {
 
   /// [main] Swaps `next` in on the data loop (between two cycles) and frees the old chain here.
   void swap_chain(std::unique_ptr<Chain> next) {
+    assert(std::this_thread::get_id() == main_thread_ && "[main] swap_chain");
     const SwapMessage msg{next.get()};
     const int res = pw_loop_invoke(data_loop_, &FilterNode::do_swap_chain, 0, &msg, sizeof(msg), true, &rt_);
     if (res < 0) {
@@ -431,6 +434,7 @@ class FilterNode {
   static int on_rebuild_request(spa_loop* /*loop*/, bool /*async*/, std::uint32_t /*seq*/,
                                 const void* /*data*/, std::size_t /*size*/, void* user_data) noexcept {
     auto* self = static_cast<FilterNode*>(user_data);
+    assert(std::this_thread::get_id() == self->main_thread_ && "[main] rebuild request");
     if (self->closing_) {
       return 0;
     }
@@ -493,6 +497,7 @@ class FilterNode {
   unsigned rebuilds_ = 0;
   bool announced_ = false;
   bool closing_ = false;
+  std::thread::id main_thread_ = std::this_thread::get_id();  ///< for the debug thread checks
 };
 
 /// Core events for run_node: a dead daemon ends the loop with an error.

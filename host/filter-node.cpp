@@ -578,6 +578,9 @@ int run_node(const ChainConfig& config) {
   int status = 1;
   try {
     status = run_node_or_throw(config);
+  } catch (const PluginError& e) {
+    std::fprintf(stderr, "sandpipe: plugin error: %s\n", e.what());
+    status = 2;  // like a config error: nothing was started
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sandpipe: %s\n", e.what());
     status = 1;

@@ -10,6 +10,7 @@
 
 #include "host/config.h"
 #include "host/filter-node.h"
+#include "host/native-plugin.h"
 #include "host/processor.h"
 #include "host/render.h"
 #include "host/sandbox-client.h"
@@ -172,6 +173,11 @@ int dispatch(const std::vector<std::string_view>& args) {
   if (command == "check") return rest.empty() ? cmd_check(config) : fail_usage("check takes one CHAIN.conf");
   if (command == "render") return cmd_render(config, rest);
   if (!rest.empty()) return fail_usage("run takes one CHAIN.conf");
+  // Native plugins are cheap to try: refuse bad ones (unknown or out-of-range params, a broken
+  // .so) before touching PipeWire, so the error is the same with or without a daemon.
+  for (const auto& spec : config.plugins)
+    if (spec.kind != sandpipe::host::PluginKind::python)
+      (void)sandpipe::host::make_native_processor(spec, 48000.0, config.channels, 512);
   return sandpipe::host::run_node(config);
 }
 

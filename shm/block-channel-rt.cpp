@@ -90,7 +90,7 @@ WaitResult HostEndpoint::try_complete_rt(Completion& out) noexcept {
 
 WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadline_ns) noexcept {
   WaitResult result = try_complete_rt(out);
-  if (result != WaitResult::timeout || submitted_ == completed_) {
+  if (result != WaitResult::timeout || submitted_ == completed_ || aborted()) {
     return result;
   }
 
@@ -111,6 +111,9 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
         spin_misses_ = 0;
         return result;
       }
+      if (aborted()) {
+        return result;
+      }
     } while (now_ns() < spin_end);
     // A spin the deadline cut short says nothing about the sandbox's speed.
     if (spin_end - spin_start >= spin_ns_ && spin_misses_ < spin_miss_limit) {
@@ -122,7 +125,7 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
   for (;;) {
     completions_.announce_sleep();
     result = try_complete_rt(out);
-    if (result != WaitResult::timeout) {
+    if (result != WaitResult::timeout || aborted()) {
       break;
     }
     const std::uint64_t now = now_ns();
@@ -147,6 +150,9 @@ void HostEndpoint::notify_control() noexcept {
   control_->count.fetch_add(1, std::memory_order_release);
   jobs_.wake_consumer();
 }
+
+void HostEndpoint::wake_waiter() noexcept { completions_.wake_self(); }
+bool HostEndpoint::aborted() const noexcept { return abort_ != nullptr && abort_->load(std::memory_order_seq_cst); }
 
 std::size_t HostEndpoint::channel_stride() const noexcept { return channel_stride_bytes_ / sizeof(float); }
 std::uint32_t HostEndpoint::in_flight() const noexcept { return submitted_ - completed_; }

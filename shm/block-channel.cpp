@@ -23,6 +23,7 @@ HostEndpoint::HostEndpoint(Segment& segment) noexcept : geometry_(segment.geomet
 
 const Geometry& HostEndpoint::geometry() const noexcept { return geometry_; }
 void HostEndpoint::release_rt_thread() noexcept { rt_thread_ = std::thread::id{}; }
+void HostEndpoint::set_abort_flag(const std::atomic<bool>* flag) noexcept { abort_ = flag; }
 void HostEndpoint::set_spin_ns(std::uint64_t spin_ns) noexcept {
   spin_ns_ = spin_ns;
   spin_misses_ = 0;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -97,7 +98,8 @@ class HostEndpoint {
 
   /// [rt] Pops the next completion, spinning briefly then sleeping on a futex until
   /// `deadline_ns` (CLOCK_MONOTONIC, absolute). Never waits past the deadline. Returns
-  /// `timeout` at once when no job is in flight (nothing could complete).
+  /// `timeout` at once when no job is in flight (nothing could complete), and as soon as the
+  /// abort flag (set_abort_flag()) is seen set.
   WaitResult wait_complete_rt(Completion& out, std::uint64_t deadline_ns) noexcept;
 
   /// [rt] Channel `ch` of slot `slot` (both must be in range: checked, nullptr otherwise).
@@ -117,6 +119,16 @@ class HostEndpoint {
   [[nodiscard]] bool failed() const noexcept;
   /// [main] How long wait_complete_rt() spins at most before it sleeps (0: sleep at once).
   void set_spin_ns(std::uint64_t spin_ns) noexcept;
+  /// [main] A host-private flag (never in the segment, so the sandbox cannot touch it) that makes
+  /// wait_complete_rt() give up at once: checked while spinning and before every sleep. Set it,
+  /// then call wake_waiter(). nullptr (the default): no abort. The flag must outlive the endpoint.
+  void set_abort_flag(const std::atomic<bool>* flag) noexcept;
+  /// [any] Wakes a wait_complete_rt() sleeping on another thread so it re-checks the abort flag
+  /// (a FUTEX_WAKE only if it announced that it sleeps).
+  void wake_waiter() noexcept;
+  /// [any] True if the abort flag is set.
+  [[nodiscard]] bool aborted() const noexcept;
+
   /// [main] Debug builds assert that [rt] methods always run on one thread, the first that
   /// called one; call this when the real-time side moves to another thread (stream restarted).
   void release_rt_thread() noexcept;
@@ -132,6 +144,7 @@ class HostEndpoint {
   SpscProducer<Job> jobs_;
   SpscConsumer<Completion> completions_;
   detail::ControlNotify* control_ = nullptr;
+  const std::atomic<bool>* abort_ = nullptr;  // host-private; see set_abort_flag()
   std::array<Job, max_slots> in_flight_jobs_{};  // indexed by sequence number mod slot_count
   std::uint32_t submitted_ = 0;
   std::uint32_t completed_ = 0;

@@ -169,6 +169,16 @@ class SpscConsumer {
   void sleep(std::uint64_t timeout_ns) noexcept { detail::futex_wait(control_->sleeping, 1, timeout_ns); }
   /// [rt] We are awake again: spare producers the wake syscall.
   void cancel_sleep() noexcept { control_->sleeping.store(0, std::memory_order_relaxed); }
+  /// [any] Wakes this consumer from another thread of the consumer's process (not the
+  /// producer): for a host-private condition the sleeper re-checks after announce_sleep() (an
+  /// abort flag). Publish the condition first; same store-buffering pairing as wake_consumer().
+  void wake_self() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (control_->sleeping.load(std::memory_order_relaxed) != 0 &&
+        control_->sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
+      detail::futex_wake(control_->sleeping, 1);
+    }
+  }
 
   /// [any] Drops whatever the producer claims to have pushed and starts again from its current
   /// index. Only for a consumer that outlives a broken producer (the sandbox side).

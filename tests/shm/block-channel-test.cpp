@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <limits>
 #include <thread>
@@ -174,6 +175,44 @@ TEST(HostEndpoint, WaitReturnsAtOnceWithNothingInFlight) {
   Channel channel;
   Completion done;
   EXPECT_EQ(channel.host.wait_complete_rt(done, std::numeric_limits<std::uint64_t>::max()), WaitResult::timeout);
+}
+
+TEST(HostEndpoint, WaitGivesUpAtOnceWhenTheAbortFlagIsSet) {
+  Channel channel;
+  std::atomic<bool> abort{true};
+  channel.host.set_abort_flag(&abort);
+  ASSERT_TRUE(channel.host.submit_rt(Job{0, 0, 8, 0}));
+  Completion done;
+  EXPECT_EQ(channel.host.wait_complete_rt(done, std::numeric_limits<std::uint64_t>::max()), WaitResult::timeout);
+  channel.echo_one();
+  EXPECT_EQ(channel.host.wait_complete_rt(done, 0), WaitResult::ready);  // a waiting completion still pops
+}
+
+TEST(HostEndpoint, WakeWaiterEndsASleepingWaitOnAnotherThread) {
+  Channel channel;
+  std::atomic<bool> abort{false};
+  channel.host.set_abort_flag(&abort);
+  channel.host.set_spin_ns(0);
+  channel.host.release_rt_thread();
+  std::atomic<bool> returned{false};
+  WaitResult result = WaitResult::ready;
+  std::thread waiter([&] {
+    ASSERT_TRUE(channel.host.submit_rt(Job{0, 0, 8, 0}));
+    Completion done;
+    // A minute: if the wake were lost the test would notice (it would take that long).
+    const std::uint64_t start = now_ns();
+    result = channel.host.wait_complete_rt(done, start + 60'000'000'000ULL);
+    returned = true;
+  });
+  // Wait (yielding, no sleep) until the waiter has announced its futex sleep, then abort it.
+  auto* completions = channel.shared().completions_control;
+  while (completions->sleeping.load() == 0) std::this_thread::yield();
+  abort.store(true);
+  channel.host.wake_waiter();
+  waiter.join();
+  EXPECT_TRUE(returned);
+  EXPECT_EQ(result, WaitResult::timeout);
+  EXPECT_FALSE(channel.host.failed());
 }
 
 TEST(HostEndpoint, CompletionWithWrongSeqIsCorrupt) {

@@ -4,16 +4,8 @@
 //     earlier design; a baseline only: no isolation, GIL and GC on the audio thread)
 //   * futex ping-pong between two processes: the floor any cross-process hop pays.
 // Prints a table and one JSON object. `--iterations N` (default 100000), `--warmup N`.
-#include <linux/futex.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <csignal>
+// The timing pieces live in tests/bench/hop-timing.h; tests/bench/sandpipe-bench runs the same
+// paths over block sizes and channel counts, with native plugins and offline render.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,8 +15,7 @@
 #include <vector>
 
 #include "host/sandbox-client.h"
-#include "sandbox/python-plugin.h"
-#include "shm/block-channel.h"
+#include "tests/bench/hop-timing.h"
 
 namespace {
 
@@ -33,17 +24,12 @@ constexpr std::uint32_t frames = 512;
 
 struct Summary {
   std::string name;
-  std::size_t n = 0;
-  double p50 = 0, p99 = 0, p999 = 0, max = 0, mean = 0;  // microseconds
+  sandpipe::bench::Stats stats;  // microseconds
   std::uint64_t misses = 0;
 };
 
 Summary summarize(const std::string& name, std::vector<std::uint64_t>& ns, std::uint64_t misses = 0) {
-  std::sort(ns.begin(), ns.end());
-  auto at = [&](double q) { return ns[std::min(ns.size() - 1, static_cast<std::size_t>(q * (ns.size() - 1) + 0.5))] / 1000.0; };
-  double sum = 0;
-  for (auto v : ns) sum += static_cast<double>(v);
-  return {name, ns.size(), at(0.5), at(0.99), at(0.999), ns.back() / 1000.0, sum / ns.size() / 1000.0, misses};
+  return {name, sandpipe::bench::summarize(ns), misses};
 }
 
 Summary bench_sandbox(const std::string& name, const std::filesystem::path& file,
@@ -66,86 +52,39 @@ Summary bench_sandbox(const std::string& name, const std::filesystem::path& file
   std::vector<std::uint64_t> ns;
   ns.reserve(iterations);
   for (std::size_t i = 0; i < warmup + iterations; ++i) {
-    const std::uint64_t t0 = sandpipe::shm::now_ns();
+    const std::uint64_t t0 = sandpipe::bench::now_ns();
     proc.process_rt(ins, outs, frames, sandpipe::host::ProcessContext{t0 + 1'000'000'000});
-    const std::uint64_t t1 = sandpipe::shm::now_ns();
+    const std::uint64_t t1 = sandpipe::bench::now_ns();
     if (i >= warmup) ns.push_back(t1 - t0);
   }
   return summarize(name, ns, proc.counters().deadline_misses);
 }
 
 Summary bench_in_process(const std::filesystem::path& file, std::size_t iterations, std::size_t warmup) {
-  sandpipe::sandbox::PythonPlugin python(std::filesystem::read_symlink("/proc/self/exe"), SANDPIPE_PYTHON_SOURCE_DIR,
-                                         [](int, std::string_view line) { std::fprintf(stderr, "%.*s\n", int(line.size()), line.data()); });
-  sandpipe::sandbox::LoadRequest request;
-  request.path = file;
-  request.channels = channels;
-  request.max_frames = frames;
-  request.params = {{"gain", 0.5}};
-  sandpipe::sandbox::PluginDescription info;
-  if (auto error = python.load(request, info)) {
-    std::fprintf(stderr, "in-process load failed: %s\n%s\n", error->message.c_str(), error->traceback.c_str());
-    std::exit(1);
-  }
-  std::vector<float> slot(channels * frames), in(channels * frames), out(channels * frames);
+  sandpipe::bench::InProcessPython python;
+  python.load(file, {{"gain", 0.5}}, channels, frames);
+  std::vector<float> in(channels * frames), out(channels * frames);
   for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 97) / 97.0F - 0.5F;
-  float* base = slot.data();
-  (void)python.bind_slots(std::span<float* const>(&base, 1), channels, frames, frames);
-  python.freeze_heap();
   std::vector<std::uint64_t> ns;
   ns.reserve(iterations);
   for (std::size_t i = 0; i < warmup + iterations; ++i) {
-    const std::uint64_t t0 = sandpipe::shm::now_ns();
-    std::memcpy(slot.data(), in.data(), in.size() * sizeof(float));  // as the sandbox path copies in
-    (void)python.process(0, frames);
-    std::memcpy(out.data(), slot.data(), out.size() * sizeof(float));  // ... and out
-    const std::uint64_t t1 = sandpipe::shm::now_ns();
+    const std::uint64_t t0 = sandpipe::bench::now_ns();
+    (void)python.process(in.data(), out.data());  // copies in and out, as the sandbox path does
+    const std::uint64_t t1 = sandpipe::bench::now_ns();
     if (i >= warmup) ns.push_back(t1 - t0);
   }
   return summarize("python gain, in-process (embedded, calling thread)", ns);
 }
 
-long futex(std::atomic<std::uint32_t>* addr, int op, std::uint32_t val) {
-  return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(addr), op, val, nullptr, nullptr, 0);
-}
-
 /// Wakes the other side and sleeps until it answered: two context switches, as in a block hop.
 Summary bench_futex(std::size_t iterations, std::size_t warmup) {
-  struct Words {
-    std::atomic<std::uint32_t> ping{0};
-    alignas(64) std::atomic<std::uint32_t> pong{0};
-  };
-  void* mem = ::mmap(nullptr, sizeof(Words), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  auto* w = new (mem) Words;
-  const std::uint32_t stop = ~0u;
-  const pid_t child = ::fork();
-  if (child == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    std::uint32_t seen = 0;
-    for (;;) {
-      std::uint32_t v;
-      while ((v = w->ping.load(std::memory_order_acquire)) == seen) futex(&w->ping, FUTEX_WAIT, seen);
-      if (v == stop) ::_exit(0);
-      seen = v;
-      w->pong.store(v, std::memory_order_release);
-      futex(&w->pong, FUTEX_WAKE, 1);
-    }
-  }
+  sandpipe::bench::FutexPingPong pingpong;
   std::vector<std::uint64_t> ns;
   ns.reserve(iterations);
-  for (std::uint32_t i = 1; i <= warmup + iterations; ++i) {
-    const std::uint64_t t0 = sandpipe::shm::now_ns();
-    w->ping.store(i, std::memory_order_release);
-    futex(&w->ping, FUTEX_WAKE, 1);
-    std::uint32_t v;
-    while ((v = w->pong.load(std::memory_order_acquire)) != i) futex(&w->pong, FUTEX_WAIT, v);
-    const std::uint64_t t1 = sandpipe::shm::now_ns();
-    if (i > warmup) ns.push_back(t1 - t0);
+  for (std::size_t i = 0; i < warmup + iterations; ++i) {
+    const std::uint64_t t = pingpong.round_trip_ns();
+    if (i >= warmup) ns.push_back(t);
   }
-  w->ping.store(stop, std::memory_order_release);
-  futex(&w->ping, FUTEX_WAKE, 1);
-  ::waitpid(child, nullptr, 0);
-  ::munmap(mem, sizeof(Words));
   return summarize("futex ping-pong, two processes (floor)", ns);
 }
 
@@ -177,8 +116,8 @@ int main(int argc, char** argv) {
               std::string(10, '-').c_str(), std::string(10, '-').c_str(), std::string(10, '-').c_str(),
               std::string(10, '-').c_str(), std::string(8, '-').c_str());
   for (const auto& r : rows) {
-    std::printf("| %-52s | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %6llu |\n", r.name.c_str(), r.p50, r.p99, r.p999,
-                r.max, r.mean, static_cast<unsigned long long>(r.misses));
+    std::printf("| %-52s | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %6llu |\n", r.name.c_str(), r.stats.p50, r.stats.p99,
+                r.stats.p999, r.stats.max, r.stats.mean, static_cast<unsigned long long>(r.misses));
   }
   std::printf("\n{\"benchmark\": \"sandbox-hop\", \"channels\": %u, \"frames\": %u, \"iterations\": %zu, \"results\": [", channels,
               frames, iterations);
@@ -186,7 +125,8 @@ int main(int argc, char** argv) {
     const auto& r = rows[i];
     std::printf("%s{\"path\": \"%s\", \"p50_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f, \"max_us\": %.2f, "
                 "\"mean_us\": %.2f, \"deadline_misses\": %llu}",
-                i == 0 ? "" : ", ", r.name.c_str(), r.p50, r.p99, r.p999, r.max, r.mean,
+                i == 0 ? "" : ", ", r.name.c_str(), r.stats.p50, r.stats.p99, r.stats.p999, r.stats.max,
+                r.stats.mean,
                 static_cast<unsigned long long>(r.misses));
   }
   std::printf("]}\n");

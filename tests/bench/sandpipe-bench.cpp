@@ -1,0 +1,586 @@
+// sandpipe-bench: what one block costs on each path a chain can take, side by side in one run,
+// and how fast a mixed chain renders offline. See --help and docs/performance.md.
+//
+// Per configuration (channels × frames) every path gets its own instance, and the paths take
+// turns in chunks of --chunk blocks until each has --iterations samples, so background noise on
+// this shared machine lands on all of them alike and the ratios stay meaningful.
+#include <sndfile.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "host/chain.h"
+#include "host/config.h"
+#include "host/render.h"
+#include "tests/bench/hop-timing.h"
+
+namespace sandpipe::bench {
+namespace {
+
+constexpr std::string_view help_text = R"(sandpipe-bench [options]
+Per-block cost (p50/p99/p99.9/max) of: raw futex ping-pong between two processes (the floor),
+native gain and biquad through the Chain, Python gain through its sandbox (sync; pipelined when
+the config accepts mode = "pipelined"), the same Python gain in-process (embedded CPython on the
+calling thread, the earlier design, baseline only); block sizes 64..1024 at 2 ch and 1, 2, 8 ch
+at 512. Then offline render throughput (x real time) of a mixed native + Python chain.
+
+  --quick              CI-sized: 5000 blocks per row, 10 s of audio for the render
+  --iterations N       blocks per row (default 100000)
+  --warmup N           untimed blocks per row first (default 2000)
+  --chunk N            blocks per turn when interleaving the paths (default 500)
+  --pipelined-gap-us G pause between pipelined blocks, as the rest of a graph cycle would
+                       leave (default 100)
+  --render-seconds S   audio length for the render rows (default 60)
+  --json FILE          also write the JSON report there
+  --samples DIR        dump every row's raw per-block times (little-endian uint64 ns, in
+                       measurement order) as DIR/PATH-CHch-FRAMES.u64, for tests/bench/plot.py
+Prints a table, then the JSON report on stdout.
+)";
+
+/// The seed's measured cost of one Python gain call (its design, per call), for the headline ratio.
+constexpr double seed_ms_low = 5.0;
+constexpr double seed_ms_high = 40.0;
+constexpr double sample_rate = 48000.0;
+
+struct Options {
+  bool quick = false;
+  std::size_t iterations = 100'000;
+  std::size_t warmup = 2'000;
+  std::size_t chunk = 500;
+  double pipelined_gap_us = 100.0;
+  double render_seconds = 60.0;
+  std::string json_path;
+  std::string samples_dir;
+};
+
+std::optional<Options> parse_args(int argc, char** argv) {
+  Options o;
+  bool iterations_given = false;
+  bool warmup_given = false;
+  bool render_given = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "sandpipe-bench: %s needs a value\n", argv[i]);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--quick") {
+      o.quick = true;
+    } else if (arg == "--iterations") {
+      o.iterations = std::strtoul(value(), nullptr, 10);
+      iterations_given = true;
+    } else if (arg == "--warmup") {
+      o.warmup = std::strtoul(value(), nullptr, 10);
+      warmup_given = true;
+    } else if (arg == "--chunk") {
+      o.chunk = std::strtoul(value(), nullptr, 10);
+    } else if (arg == "--pipelined-gap-us") {
+      o.pipelined_gap_us = std::strtod(value(), nullptr);
+    } else if (arg == "--render-seconds") {
+      o.render_seconds = std::strtod(value(), nullptr);
+      render_given = true;
+    } else if (arg == "--json") {
+      o.json_path = value();
+    } else if (arg == "--samples") {
+      o.samples_dir = value();
+    } else if (arg == "-h" || arg == "--help") {
+      std::fputs(help_text.data(), stdout);
+      std::exit(0);
+    } else {
+      std::fprintf(stderr, "sandpipe-bench: unknown option %s\n%s", argv[i], help_text.data());
+      return std::nullopt;
+    }
+  }
+  if (o.quick) {
+    if (!iterations_given) o.iterations = 5'000;
+    if (!warmup_given) o.warmup = 200;
+    if (!render_given) o.render_seconds = 10.0;
+  }
+  o.iterations = std::max<std::size_t>(o.iterations, 1);
+  o.chunk = std::max<std::size_t>(o.chunk, 1);
+  o.render_seconds = std::max(o.render_seconds, 0.1);
+  return o;
+}
+
+std::filesystem::path source_root() { return SANDPIPE_SOURCE_ROOT; }
+
+/// A one-line chain config around one plugin entry.
+host::ChainConfig chain_config(std::uint32_t channels, const std::string& plugins) {
+  const std::string text = "channels = " + std::to_string(channels) + "\nplugins = [\n" + plugins + "]\n";
+  return host::parse_config(text, "sandpipe-bench", source_root());
+}
+
+std::string python_example(const std::string& name) {
+  return (source_root() / "plugins-py/examples" / name).string();
+}
+
+/// Planar test signal: channels × frames contiguous, a different tone per channel plus a little noise.
+std::vector<float> test_block(std::uint32_t channels, std::uint32_t frames) {
+  std::vector<float> data(std::size_t{channels} * frames);
+  std::uint32_t state = 12345;
+  for (std::uint32_t c = 0; c < channels; ++c)
+    for (std::uint32_t i = 0; i < frames; ++i) {
+      state = state * 1664525U + 1013904223U;
+      const double phase = 2.0 * M_PI * 220.0 * (c + 1) * i / sample_rate;
+      data[std::size_t{c} * frames + i] =
+          0.4F * static_cast<float>(std::sin(phase)) + 0.05F * (static_cast<float>(state >> 8) / 16777216.0F - 0.5F);
+    }
+  return data;
+}
+
+/// One path at one configuration: a step that runs and times one block, and its samples.
+struct Row {
+  std::string path;    ///< stable key (JSON, sample files)
+  std::string label;   ///< for the table
+  std::uint32_t channels = 0;
+  std::uint32_t frames = 0;
+  std::function<std::uint64_t()> step;        ///< runs one block, returns its time in ns
+  std::function<host::SlotCounters()> counts;  ///< the slot's counters (empty: none)
+  std::vector<std::uint64_t> ns;
+  Stats stats;
+  host::SlotCounters counters;
+};
+
+/// A chain that runs `in` → `out` and times Chain::process_rt alone.
+struct ChainRunner {
+  std::unique_ptr<host::Chain> chain;
+  std::vector<float> in, out;
+  std::vector<const float*> in_ptrs;
+  std::vector<float*> out_ptrs;
+  std::uint32_t frames = 0;
+
+  ChainRunner(const host::ChainConfig& config, std::uint32_t frames_)
+      : chain(std::make_unique<host::Chain>(config, sample_rate, frames_)),
+        in(test_block(config.channels, frames_)), out(in.size()), frames(frames_) {
+    for (std::uint32_t c = 0; c < config.channels; ++c) {
+      in_ptrs.push_back(in.data() + std::size_t{c} * frames);
+      out_ptrs.push_back(out.data() + std::size_t{c} * frames);
+    }
+  }
+  std::uint64_t block() noexcept {
+    const std::uint64_t t0 = now_ns();
+    chain->process_rt(in_ptrs.data(), out_ptrs.data(), frames, t0 + 1'000'000'000ULL);
+    return now_ns() - t0;
+  }
+  [[nodiscard]] host::SlotCounters counters() const { return chain->slots().front()->counters(); }
+};
+
+void sleep_us(double us) {
+  if (us <= 0) return;
+  timespec ts{0, static_cast<long>(us * 1000.0)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
+  }
+}
+
+/// Runs the rows in turns of `chunk` blocks (after `warmup` untimed blocks each).
+void run_interleaved(std::vector<Row*>& rows, const Options& o) {
+  for (Row* r : rows) {
+    for (std::size_t i = 0; i < o.warmup; ++i) (void)r->step();
+    r->ns.clear();
+    r->ns.reserve(o.iterations);
+  }
+  for (std::size_t done = 0; done < o.iterations;) {
+    const std::size_t n = std::min(o.chunk, o.iterations - done);
+    for (Row* r : rows)
+      for (std::size_t i = 0; i < n; ++i) r->ns.push_back(r->step());
+    done += n;
+  }
+}
+
+void dump_samples(const Row& r, const std::string& dir) {
+  if (dir.empty()) return;
+  std::filesystem::create_directories(dir);
+  const auto file = std::filesystem::path(dir) /
+                    (r.path + "-" + std::to_string(r.channels) + "ch-" + std::to_string(r.frames) + ".u64");
+  std::ofstream out(file, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(r.ns.data()), static_cast<std::streamsize>(r.ns.size() * sizeof(std::uint64_t)));
+}
+
+struct PipelineSupport {
+  bool available = false;
+  std::string why;  ///< when not available
+};
+
+/// Whether this build runs a Python slot pipelined: the config must accept the keys and the
+/// slot must then report the pipeline's latency (k blocks).
+PipelineSupport probe_pipelined() {
+  try {
+    const auto config = chain_config(
+        1, "{ name = \"py\" path = \"" + python_example("gain.py") + "\" mode = \"pipelined\" blocks = 1 }\n");
+    host::Chain chain(config, sample_rate, 256);
+    if (chain.latency_frames() >= 256) return {true, {}};
+    return {false, "the config accepts mode = \"pipelined\" but the slot reports no pipeline latency"};
+  } catch (const std::exception& e) {
+    return {false, std::string("not in this build (") + e.what() + ")"};
+  }
+}
+
+struct Config {
+  std::uint32_t channels;
+  std::uint32_t frames;
+};
+
+/// Full block-size sweep at 2 channels, channel sweep at 512 frames.
+std::vector<Config> matrix() {
+  return {{2, 64}, {2, 128}, {2, 256}, {2, 512}, {2, 1024}, {1, 512}, {8, 512}};
+}
+
+std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong& futex, InProcessPython& python,
+                              const PipelineSupport& pipelined) {
+  const auto ch = cfg.channels;
+  const auto fr = cfg.frames;
+  const std::string gain_py = python_example("gain.py");
+  auto native_gain = std::make_shared<ChainRunner>(
+      chain_config(ch, "{ name = \"g\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"), fr);
+  auto native_biquad = std::make_shared<ChainRunner>(
+      chain_config(ch, "{ name = \"bq\" path = \"builtin:biquad\" params = { type = \"lowpass\" freq = 8000 q = 0.707 } }\n"),
+      fr);
+  // With the scheduler in the build, `auto` (the default) may pipeline: ask for sync explicitly.
+  const std::string sync_key = pipelined.available ? " mode = \"sync\"" : "";
+  auto py_sync = std::make_shared<ChainRunner>(
+      chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py + "\" params = { gain = 0.5 }" + sync_key + " }\n"), fr);
+  std::shared_ptr<ChainRunner> py_pipe;
+  if (pipelined.available)
+    py_pipe = std::make_shared<ChainRunner>(
+        chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py +
+                             "\" params = { gain = 0.5 } mode = \"pipelined\" blocks = 1 }\n"),
+        fr);
+  python.load(gain_py, {{"gain", 0.5}}, ch, fr);
+  auto in = std::make_shared<std::vector<float>>(test_block(ch, fr));
+  auto out = std::make_shared<std::vector<float>>(in->size());
+
+  std::vector<Row> rows;
+  auto add = [&](std::string path, std::string label, std::function<std::uint64_t()> step,
+                 std::function<host::SlotCounters()> counts = {}) {
+    Row r;
+    r.path = std::move(path);
+    r.label = std::move(label);
+    r.channels = ch;
+    r.frames = fr;
+    r.step = std::move(step);
+    r.counts = std::move(counts);
+    rows.push_back(std::move(r));
+  };
+  add("futex", "raw futex ping-pong, 2 processes (floor)", [&futex] { return futex.round_trip_ns(); });
+  add("futex-spin", "futex ping-pong, host spins <= 5 us first", [&futex] { return futex.round_trip_ns(5'000); });
+  add("native-gain", "native gain (Chain)", [native_gain] { return native_gain->block(); },
+      [native_gain] { return native_gain->counters(); });
+  add("native-biquad", "native biquad (Chain)", [native_biquad] { return native_biquad->block(); },
+      [native_biquad] { return native_biquad->counters(); });
+  add("python-gain-sandbox", "Python gain, sandbox, sync (Chain)", [py_sync] { return py_sync->block(); },
+      [py_sync] { return py_sync->counters(); });
+  if (py_pipe) {
+    const double gap = o.pipelined_gap_us;
+    add("python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined k=1 (Chain)",
+        [py_pipe, gap] {
+          sleep_us(gap);
+          return py_pipe->block();
+        },
+        [py_pipe] { return py_pipe->counters(); });
+  }
+  add("python-gain-inprocess", "Python gain, in-process CPython (baseline)", [&python, in, out] {
+    const std::uint64_t t0 = now_ns();
+    (void)python.process(in->data(), out->data());
+    return now_ns() - t0;
+  });
+
+  std::vector<Row*> ptrs;
+  for (auto& r : rows) ptrs.push_back(&r);
+  run_interleaved(ptrs, o);
+  for (auto& r : rows) {
+    dump_samples(r, o.samples_dir);
+    if (r.counts) r.counters = r.counts();
+    r.stats = summarize(r.ns);
+    r.ns = {};
+    r.step = {};
+    r.counts = {};
+  }
+  return rows;
+}
+
+// --- Offline render --------------------------------------------------------------------------
+
+struct RenderRow {
+  std::string path;
+  std::string label;
+  std::uint32_t block = 0;
+  double audio_s = 0;
+  double wall_s = 0;
+  double x_realtime = 0;
+  std::uint64_t misses = 0;
+};
+
+std::string mixed_chain_plugins() {
+  return "{ name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
+         "{ name = \"pygain\" path = \"" + python_example("gain.py") + "\" params = { gain = 1.5 } }\n"
+         "{ name = \"lp\" path = \"builtin:biquad\" params = { type = \"lowpass\" freq = 8000 q = 0.707 } }\n"
+         "{ name = \"pyeq\" path = \"" + python_example("biquad.py") +
+         "\" params = { shape = \"peak\" freq = 1000 gain_db = 3 } }\n";
+}
+
+/// The chain's own loop over `seconds` of audio in memory (no file I/O, no start-up).
+RenderRow render_in_memory(std::uint32_t block, double seconds) {
+  constexpr std::uint32_t channels = 2;
+  ChainRunner runner(chain_config(channels, mixed_chain_plugins()), block);
+  const auto total = static_cast<std::uint64_t>(seconds * sample_rate);
+  std::uint64_t misses = 0;
+  const std::uint64_t t0 = now_ns();
+  for (std::uint64_t done = 0; done < total; done += block) {
+    runner.chain->process_rt(runner.in_ptrs.data(), runner.out_ptrs.data(), block, now_ns() + 5'000'000'000ULL);
+  }
+  const double wall = static_cast<double>(now_ns() - t0) / 1e9;
+  for (const auto& slot : runner.chain->slots()) misses += slot->counters().deadline_misses;
+  return {"render-memory", "mixed chain, in memory (Chain loop, no start-up, no file I/O)", block,
+          static_cast<double>(total) / sample_rate, wall, static_cast<double>(total) / sample_rate / wall, misses};
+}
+
+/// `sandpipe render` end to end (render_file): WAV in, sandboxes started, WAV out.
+RenderRow render_file_row(std::uint32_t block, double seconds) {
+  constexpr int channels = 2;
+  const auto dir = std::filesystem::temp_directory_path() / ("sandpipe-bench-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto in_path = dir / "in.wav";
+  const auto out_path = dir / "out.wav";
+  const auto frames = static_cast<std::uint64_t>(seconds * sample_rate);
+  {
+    SF_INFO info{};
+    info.samplerate = static_cast<int>(sample_rate);
+    info.channels = channels;
+    info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+    SNDFILE* file = sf_open(in_path.c_str(), SFM_WRITE, &info);
+    if (file == nullptr) throw std::runtime_error("cannot write " + in_path.string());
+    const auto one = test_block(channels, 4800);  // planar; written interleaved, repeated
+    std::vector<float> interleaved(std::size_t{channels} * 4800);
+    for (std::uint32_t i = 0; i < 4800; ++i)
+      for (int c = 0; c < channels; ++c) interleaved[std::size_t{i} * channels + c] = one[std::size_t(c) * 4800 + i];
+    for (std::uint64_t done = 0; done < frames;) {
+      const auto n = static_cast<sf_count_t>(std::min<std::uint64_t>(4800, frames - done));
+      sf_writef_float(file, interleaved.data(), n);
+      done += static_cast<std::uint64_t>(n);
+    }
+    sf_close(file);
+  }
+  host::RenderOptions options;
+  options.block_frames = block;
+  std::ostringstream summary;
+  const std::uint64_t t0 = now_ns();
+  (void)host::render_file(chain_config(channels, mixed_chain_plugins()), in_path, out_path, options, summary);
+  const double wall = static_cast<double>(now_ns() - t0) / 1e9;
+  std::filesystem::remove_all(dir);
+  return {"render-file", "mixed chain, sandpipe render (WAV to WAV, incl. sandbox start-up)", block,
+          static_cast<double>(frames) / sample_rate, wall, static_cast<double>(frames) / sample_rate / wall, 0};
+}
+
+// --- Report ----------------------------------------------------------------------------------
+
+std::string read_first_line(const char* path, std::string_view prefix = {}) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (prefix.empty() || line.starts_with(prefix)) return line;
+  return {};
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+struct Ratio {
+  std::uint32_t channels, frames;
+  double p50, p999;            ///< python-gain-sandbox / futex
+  double spin_p50, spin_p999;  ///< python-gain-sandbox / futex-spin
+};
+
+struct Report {
+  Options options;
+  std::string machine_cpu, kernel, load_start, load_end;
+  long cores = 0;
+  PipelineSupport pipelined;
+  std::vector<Row> rows;
+  std::vector<RenderRow> renders;
+};
+
+const Row* find_row(const Report& rep, std::string_view path, std::uint32_t ch, std::uint32_t fr) {
+  for (const auto& r : rep.rows)
+    if (r.path == path && r.channels == ch && r.frames == fr) return &r;
+  return nullptr;
+}
+
+std::vector<Ratio> ratios(const Report& rep) {
+  std::vector<Ratio> out;
+  for (const auto& cfg : matrix()) {
+    const Row* f = find_row(rep, "futex", cfg.channels, cfg.frames);
+    const Row* fs = find_row(rep, "futex-spin", cfg.channels, cfg.frames);
+    const Row* s = find_row(rep, "python-gain-sandbox", cfg.channels, cfg.frames);
+    if (f == nullptr || fs == nullptr || s == nullptr) continue;
+    out.push_back({cfg.channels, cfg.frames, s->stats.p50 / f->stats.p50, s->stats.p999 / f->stats.p999,
+                   s->stats.p50 / fs->stats.p50, s->stats.p999 / fs->stats.p999});
+  }
+  return out;
+}
+
+std::string to_json(const Report& rep) {
+  std::ostringstream j;
+  j.precision(6);
+  j << "{\n  \"benchmark\": \"sandpipe-bench\",\n  \"schema\": 1,\n";
+  j << "  \"machine\": {\"cores\": " << rep.cores << ", \"cpu\": \"" << json_escape(rep.machine_cpu)
+    << "\", \"kernel\": \"" << json_escape(rep.kernel) << "\", \"loadavg_start\": \"" << json_escape(rep.load_start)
+    << "\", \"loadavg_end\": \"" << json_escape(rep.load_end) << "\"},\n";
+  j << "  \"settings\": {\"quick\": " << (rep.options.quick ? "true" : "false")
+    << ", \"iterations\": " << rep.options.iterations << ", \"warmup\": " << rep.options.warmup
+    << ", \"chunk\": " << rep.options.chunk << ", \"pipelined_gap_us\": " << rep.options.pipelined_gap_us
+    << ", \"sample_rate\": " << sample_rate << "},\n";
+  j << "  \"pipelined\": {\"available\": " << (rep.pipelined.available ? "true" : "false") << ", \"why\": \""
+    << json_escape(rep.pipelined.why) << "\"},\n";
+  j << "  \"hop\": [\n";
+  for (std::size_t i = 0; i < rep.rows.size(); ++i) {
+    const auto& r = rep.rows[i];
+    j << "    {\"path\": \"" << r.path << "\", \"channels\": " << r.channels << ", \"frames\": " << r.frames
+      << ", \"n\": " << r.stats.n << ", \"p50_us\": " << r.stats.p50 << ", \"p99_us\": " << r.stats.p99
+      << ", \"p999_us\": " << r.stats.p999 << ", \"max_us\": " << r.stats.max << ", \"mean_us\": " << r.stats.mean
+      << ", \"deadline_misses\": " << r.counters.deadline_misses << ", \"bypassed\": " << r.counters.bypassed_blocks
+      << "}" << (i + 1 < rep.rows.size() ? ",\n" : "\n");
+  }
+  j << "  ],\n  \"ratios\": [\n";
+  const auto rs = ratios(rep);
+  for (std::size_t i = 0; i < rs.size(); ++i)
+    j << "    {\"channels\": " << rs[i].channels << ", \"frames\": " << rs[i].frames
+      << ", \"sandbox_over_futex_p50\": " << rs[i].p50 << ", \"sandbox_over_futex_p999\": " << rs[i].p999
+      << ", \"sandbox_over_futex_spin_p50\": " << rs[i].spin_p50
+      << ", \"sandbox_over_futex_spin_p999\": " << rs[i].spin_p999 << "}"
+      << (i + 1 < rs.size() ? ",\n" : "\n");
+  j << "  ],\n";
+  if (const Row* s = find_row(rep, "python-gain-sandbox", 2, 512)) {
+    j << "  \"seed_comparison\": {\"seed_ms_low\": " << seed_ms_low << ", \"seed_ms_high\": " << seed_ms_high
+      << ", \"channels\": 2, \"frames\": 512, \"sandbox_p50_us\": " << s->stats.p50
+      << ", \"sandbox_p999_us\": " << s->stats.p999 << ", \"cheaper_p50_low_x\": " << seed_ms_low * 1000 / s->stats.p50
+      << ", \"cheaper_p50_high_x\": " << seed_ms_high * 1000 / s->stats.p50
+      << ", \"cheaper_p999_low_x\": " << seed_ms_low * 1000 / s->stats.p999 << "},\n";
+  }
+  j << "  \"render\": [\n";
+  for (std::size_t i = 0; i < rep.renders.size(); ++i) {
+    const auto& r = rep.renders[i];
+    j << "    {\"path\": \"" << r.path << "\", \"channels\": 2, \"block\": " << r.block << ", \"audio_s\": " << r.audio_s
+      << ", \"wall_s\": " << r.wall_s << ", \"x_realtime\": " << r.x_realtime << ", \"deadline_misses\": " << r.misses
+      << "}" << (i + 1 < rep.renders.size() ? ",\n" : "\n");
+  }
+  j << "  ]\n}\n";
+  return j.str();
+}
+
+void print_table(const Report& rep) {
+  std::printf("\nPer-block cost, times in microseconds; %zu blocks per row after %zu warm-up, paths interleaved in "
+              "chunks of %zu\n",
+              rep.options.iterations, rep.options.warmup, rep.options.chunk);
+  if (!rep.pipelined.available) std::printf("pipelined mode: %s; sync only\n", rep.pipelined.why.c_str());
+  std::printf("\n| %-46s | %2s | %5s | %8s | %8s | %8s | %9s | %8s | %6s |\n", "path", "ch", "frames", "p50", "p99",
+              "p99.9", "max", "mean", "misses");
+  std::printf("|%s|----|-------|----------|----------|----------|-----------|----------|--------|\n",
+              std::string(48, '-').c_str());
+  for (const auto& r : rep.rows)
+    std::printf("| %-46s | %2u | %5u | %8.2f | %8.2f | %8.1f | %9.1f | %8.2f | %6llu |\n", r.label.c_str(), r.channels,
+                r.frames, r.stats.p50, r.stats.p99, r.stats.p999, r.stats.max, r.stats.mean,
+                static_cast<unsigned long long>(r.counters.deadline_misses));
+
+  std::printf("\nSandbox hop / futex floor (Python gain sync vs futex ping-pong, plain and with the host's 5 us "
+              "spin; same run, same chunks):\n\n");
+  std::printf("| ch | frames | p50 / futex | p99.9 / futex | p50 / futex-spin | p99.9 / futex-spin |\n"
+              "|----|--------|-------------|---------------|------------------|--------------------|\n");
+  for (const auto& r : ratios(rep))
+    std::printf("| %2u | %6u | %11.2f | %13.2f | %16.2f | %18.2f |\n", r.channels, r.frames, r.p50, r.p999, r.spin_p50,
+                r.spin_p999);
+
+  if (const Row* s = find_row(rep, "python-gain-sandbox", 2, 512)) {
+    std::printf("\nPython gain through the sandbox vs the seed's %.0f-%.0f ms per call (2 ch x 512): p50 %.1f us is "
+                "%.0f-%.0f x cheaper; p99.9 %.1f us is %.0f-%.0f x cheaper\n",
+                seed_ms_low, seed_ms_high, s->stats.p50, seed_ms_low * 1000 / s->stats.p50,
+                seed_ms_high * 1000 / s->stats.p50, s->stats.p999, seed_ms_low * 1000 / s->stats.p999,
+                seed_ms_high * 1000 / s->stats.p999);
+  }
+  std::printf("\nOffline render, 2 ch @ 48 kHz, chain builtin:gain -> gain.py -> builtin:biquad -> biquad.py:\n\n");
+  std::printf("| %-66s | block | audio s | wall s | x real time |\n|%s|-------|---------|--------|-------------|\n",
+              "what", std::string(68, '-').c_str());
+  for (const auto& r : rep.renders)
+    std::printf("| %-66s | %5u | %7.1f | %6.2f | %11.1f |\n", r.label.c_str(), r.block, r.audio_s, r.wall_s,
+                r.x_realtime);
+  std::printf("\n");
+}
+
+int run(const Options& o) {
+  Report rep;
+  rep.options = o;
+  rep.cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  rep.machine_cpu = read_first_line("/proc/cpuinfo", "model name");
+  if (auto pos = rep.machine_cpu.find(':'); pos != std::string::npos) rep.machine_cpu = rep.machine_cpu.substr(pos + 2);
+  rep.kernel = read_first_line("/proc/sys/kernel/osrelease");
+  rep.load_start = read_first_line("/proc/loadavg");
+
+  // The futex child is forked first, before any sandbox or interpreter exists (it inherits no
+  // sockets and no Python state).
+  FutexPingPong futex;
+  InProcessPython python;
+  rep.pipelined = probe_pipelined();
+  if (!rep.pipelined.available) std::fprintf(stderr, "sandpipe-bench: pipelined mode %s\n", rep.pipelined.why.c_str());
+
+  for (const auto& cfg : matrix()) {
+    std::fprintf(stderr, "sandpipe-bench: %u ch x %u frames...\n", cfg.channels, cfg.frames);
+    auto rows = bench_config(cfg, o, futex, python, rep.pipelined);
+    for (auto& r : rows) rep.rows.push_back(std::move(r));
+  }
+  std::fprintf(stderr, "sandpipe-bench: render...\n");
+  rep.renders.push_back(render_in_memory(512, o.render_seconds));
+  rep.renders.push_back(render_in_memory(64, o.render_seconds / 4));
+  rep.renders.push_back(render_file_row(512, o.render_seconds));
+  rep.load_end = read_first_line("/proc/loadavg");
+
+  print_table(rep);
+  const std::string json = to_json(rep);
+  std::fputs(json.c_str(), stdout);
+  if (!o.json_path.empty()) {
+    std::ofstream out(o.json_path);
+    out << json;
+    if (!out) {
+      std::fprintf(stderr, "sandpipe-bench: cannot write %s\n", o.json_path.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sandpipe::bench
+
+int main(int argc, char** argv) {
+  const auto options = sandpipe::bench::parse_args(argc, argv);
+  if (!options) return 2;
+  try {
+    return sandpipe::bench::run(*options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sandpipe-bench: %s\n", e.what());
+    return 1;
+  }
+}

@@ -228,8 +228,14 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       spec.timeout_ms = reader.number_value(value, name);
       if (spec.timeout_ms < 0.0 || spec.timeout_ms > 10000.0)
         reader.fail(value.line, "timeout-ms must be between 0 (automatic) and 10000");
+    } else if (name == "memory-mb") {
+      const double mb = reader.number_value(value, name);
+      if (mb != std::floor(mb) || (mb != 0 && (mb < 256 || mb > 1048576)))
+        reader.fail(value.line, "memory-mb must be 0 (no limit) or a whole number from 256 to 1048576");
+      spec.memory_mb = static_cast<std::uint32_t>(mb);
     } else {
-      reader.fail(key->line, "unknown plugin key \"" + name + "\" (known: name, path, params, on-failure, timeout-ms)");
+      reader.fail(key->line,
+                  "unknown plugin key \"" + name + "\" (known: name, path, params, on-failure, timeout-ms, memory-mb)");
     }
   }
   if (!have_name) reader.fail(open.line, "plugin entry has no name");
@@ -287,6 +293,14 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       config.latency_max_ms = reader.number_value(value, name);
       if (config.latency_max_ms < 1.0 || config.latency_max_ms > 1000.0)
         reader.fail(value.line, "latency.max-ms must be between 1 and 1000");
+    } else if (name == "restart.max") {
+      const double n = reader.number_value(value, name);
+      if (n < 0 || n > 1000 || n != std::floor(n)) reader.fail(value.line, "restart.max must be a whole number from 0 to 1000");
+      config.restart_max = static_cast<std::uint32_t>(n);
+    } else if (name == "restart.window-s") {
+      config.restart_window_s = reader.number_value(value, name);
+      if (config.restart_window_s < 1.0 || config.restart_window_s > 86400.0)
+        reader.fail(value.line, "restart.window-s must be between 1 and 86400");
     } else if (name == "plugins") {
       if (!value.is_array()) reader.fail(value.line, "plugins must be a list [ { ... } ... ]");
       spa_json list{};
@@ -300,7 +314,7 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       }
     } else {
       reader.fail(key->line, "unknown key \"" + name +
-                                 "\" (known: node.name, node.description, channels, latency.max-ms, plugins)");
+                                 "\" (known: node.name, node.description, channels, latency.max-ms, restart.max, restart.window-s, plugins)");
     }
   }
   (void)have_channels;

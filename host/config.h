@@ -42,6 +42,8 @@ struct PluginSpec {
   std::vector<ParamSetting> params;
   OnFailure on_failure = OnFailure::bypass;
   double timeout_ms = 0.0;       ///< 0: derived from the cycle's budget
+  /// Python plugins: the sandbox's address-space limit (RLIMIT_AS) in MiB; 0 = none.
+  std::uint32_t memory_mb = 2048;
   int line = 0;
 };
 
@@ -51,6 +53,10 @@ struct ChainConfig {
   std::string node_description;       ///< defaults to node_name
   std::uint32_t channels = 2;         ///< 1..8, ports named after audio.position
   double latency_max_ms = 20.0;       ///< the scheduler's latency budget (`latency.max-ms`)
+  /// A Python slot that crashes (or hangs) this many times within `restart_window_s` seconds
+  /// is given up on: it stays bypassed (`restart.max`, `restart.window-s`).
+  std::uint32_t restart_max = 5;
+  double restart_window_s = 60.0;
   std::vector<PluginSpec> plugins;
 };
 

@@ -1,10 +1,11 @@
 // sandpipe-sandbox: runs one Python plugin for a Sandpipe host.
 //
-//   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR]
+//   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]
 //
 // Started by the host only (host/sandbox-client.cpp): N is this end of the control socketpair,
 // M the memfd of the shared segment, P the host's pid (to notice a host that died before
-// PR_SET_PDEATHSIG was armed).
+// PR_SET_PDEATHSIG was armed), MB the address-space limit (0: none).
+// Confinement (sandbox/confinement.h): limits at start, the syscall filter before the plugin.
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include <string_view>
 #include <variant>
 
+#include "sandbox/confinement.h"
 #include "sandbox/control-socket.h"
 #include "sandbox/sandbox-session.h"
 #include "shm/segment.h"
@@ -30,6 +32,7 @@ struct Args {
   int control_fd = -1;
   int shm_fd = -1;
   long parent_pid = -1;
+  long memory_mb = 0;
   std::filesystem::path python_dir;
 };
 
@@ -49,6 +52,8 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.shm_fd = static_cast<int>(n);
     } else if (flag == "--parent-pid" && parse_int(value, n) && n > 0) {
       args.parent_pid = n;
+    } else if (flag == "--memory-mb" && parse_int(value, n) && n >= 0) {
+      args.memory_mb = n;
     } else if (flag == "--python-dir") {
       args.python_dir = std::string(value);
     } else {
@@ -94,7 +99,7 @@ int main(int argc, char** argv) {
   Args args;
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,
-                 "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR]\n"
+                 "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]\n"
                  "(started by the sandpipe host; not meant to be run by hand)\n");
     return 64;
   }
@@ -106,6 +111,8 @@ int main(int argc, char** argv) {
   close_other_fds(args.control_fd, args.shm_fd);
   // A host that closes the socket must not kill us with SIGPIPE (sends use MSG_NOSIGNAL too).
   std::signal(SIGPIPE, SIG_IGN);
+  const auto limits_problem =
+      sandpipe::sandbox::apply_process_limits({static_cast<std::uint64_t>(args.memory_mb)});
 
   const std::filesystem::path self = self_path();
   sandpipe::sandbox::ControlSocket control(args.control_fd);
@@ -115,6 +122,10 @@ int main(int argc, char** argv) {
     return 3;
   }
   auto& segment = std::get<sandpipe::shm::Segment>(attached);
+  if (limits_problem) {
+    sandpipe::sandbox::Session::report_early_error(control, "cannot confine the sandbox: " + *limits_problem);
+    return 3;
+  }
   int code = 0;
   {
     sandpipe::sandbox::Session session(

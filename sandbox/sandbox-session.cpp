@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "sandbox/confinement.h"
 #include "sandbox/fp-env.h"
 #include "schemas/control.capnp.h"
 
@@ -19,12 +20,14 @@ namespace {
 using schema::SandboxMessage;
 
 constexpr int hello_timeout_ms = 30'000;
-constexpr int load_timeout_ms = 30'000;
+/// A spare sandbox (interpreter and numpy ready) waits for its load until the host needs it,
+/// or closes the socket, or dies (PR_SET_PDEATHSIG).
+constexpr int load_timeout_ms = -1;
 /// No job for this long counts as idle: time for a garbage collection.
 constexpr std::uint64_t idle_ns = 200'000'000;
-/// Tracebacks of exceptions in process(): the first few, then one in this many.
-constexpr std::uint64_t process_errors_reported = 10;
-constexpr std::uint64_t process_errors_every = 1000;
+/// Exceptions in process(): each new message is reported with its traceback; a repeat of the
+/// last one only as a count, at most once in this long.
+constexpr std::uint64_t process_error_repeat_ns = 5'000'000'000;
 
 std::string text(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
 
@@ -172,6 +175,15 @@ bool Session::load() {
     return false;
   }
 
+  // The plugin file is the untrusted part: the syscall filter goes in before it is imported.
+  if (auto problem = install_syscall_filter(::getpid())) {
+    send_error(phase, "cannot install the syscall filter: " + *problem, {}, false);
+    return false;
+  }
+  if (!seccomp_available()) {
+    send_log(2, "sandpipe-sandbox was built without libseccomp: the plugin runs without a syscall filter");
+  }
+
   // The plugin sees one floating-point environment from prepare() on.
   flush_denormals();
   PluginDescription info;
@@ -231,12 +243,22 @@ void Session::run_job(const shm::Job& job) {
   if (ns > stats_.max_ns) stats_.max_ns = ns;
   if (result == BlockResult::failed) {
     ++stats_.exceptions;
-    if (stats_.exceptions <= process_errors_reported || stats_.exceptions % process_errors_every == 0) {
-      const PythonError& e = python_->last_error();
+    const PythonError& e = python_->last_error();
+    const std::uint64_t now = shm::now_ns();
+    if (e.message != last_error_message_) {
+      std::string message = e.message + " (block " + std::to_string(job.seq) + ")";
+      if (repeated_errors_ > 0) message += "; the previous error repeated " + std::to_string(repeated_errors_) + " more times";
+      send_error(static_cast<int>(SandboxMessage::Phase::PROCESS), message, e.traceback, true);
+      last_error_message_ = e.message;
+      last_error_report_ns_ = now;
+      repeated_errors_ = 0;
+    } else if (++repeated_errors_, now - last_error_report_ns_ >= process_error_repeat_ns) {
       send_error(static_cast<int>(SandboxMessage::Phase::PROCESS),
-                 e.message + " (block " + std::to_string(job.seq) + ", exception " +
-                     std::to_string(stats_.exceptions) + ")",
-                 e.traceback, true);
+                 e.message + " (repeated " + std::to_string(repeated_errors_) + " times; " +
+                     std::to_string(stats_.exceptions) + " exceptions in all)",
+                 {}, true);
+      last_error_report_ns_ = now;
+      repeated_errors_ = 0;
     }
   }
   if (python_->collect_if_needed(false)) ++stats_.gc_collections;

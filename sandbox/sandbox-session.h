@@ -56,6 +56,9 @@ class Session {
   std::unique_ptr<PythonPlugin> python_;
   std::string init_error_;
   bool shutdown_ = false;
+  std::string last_error_message_;  ///< of the last exception in process() reported in full
+  std::uint64_t last_error_report_ns_ = 0;
+  std::uint64_t repeated_errors_ = 0;  ///< repeats of it since then, not yet reported
 
   struct Stats {
     std::uint64_t blocks = 0;

@@ -597,20 +597,12 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm) {
 
 // ---------------------------------------------------------------------------------------------
 
-SandboxProcessor::SandboxProcessor(std::string name, shm::Segment segment, std::uint32_t max_frames)
+SandboxProcessor::SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link, std::uint32_t max_frames)
     : name_(std::move(name)),
-      channels_(segment.geometry().channels),
+      channels_(link->segment.geometry().channels),
       max_frames_(max_frames),
-      segment_(std::move(segment)),
-      endpoint_(segment_),
       control_(std::make_unique<Control>()) {
-  dry_.assign(std::size_t{channels_} * max_frames_, 0.0F);
-}
-
-void SandboxProcessor::set_latency(std::uint32_t latency) {
-  latency_ = latency;
-  delay_.assign(std::size_t{channels_} * latency, 0.0F);
-  delay_pos_ = 0;
+  init_rt(std::move(link));  // sandbox-processor.cpp: sizes the RT core
 }
 
 SandboxProcessor::~SandboxProcessor() {
@@ -624,7 +616,7 @@ SandboxProcessor::~SandboxProcessor() {
   if (!c.eof) {
     capnp::MallocMessageBuilder msg;
     msg.initRoot<schema::HostMessage>().setShutdown();
-    if (c.send(msg, deadline)) endpoint_.notify_control();
+    if (c.send(msg, deadline)) link_for_main().endpoint.notify_control();
   }
   // Deliver what the plugin prints while shutting down, until the sandbox exits.
   while (!c.reaped && Clock::now() < deadline) {
@@ -664,7 +656,7 @@ std::optional<std::string> SandboxProcessor::set_param(const ParamSetting& setti
   p.setKey(setting.key);
   set_value(p.initValue(), setting.value);
   if (!c.send(msg, deadline)) throw PluginError(name_ + ": cannot send to the sandbox: " + c.gone_reason());
-  endpoint_.notify_control();
+  link_for_main().endpoint.notify_control();
   auto reply = c.wait_reply(deadline);
   if (!reply) {
     if (!c.eof && c.protocol_error.empty()) ++c.unanswered;
@@ -690,7 +682,7 @@ std::vector<std::byte> SandboxProcessor::get_state() {
   capnp::MallocMessageBuilder msg;
   msg.initRoot<schema::HostMessage>().setGetState();
   if (!c.send(msg, deadline)) throw PluginError(name_ + ": cannot send to the sandbox: " + c.gone_reason());
-  endpoint_.notify_control();
+  link_for_main().endpoint.notify_control();
   auto reply = c.wait_reply(deadline);
   if (!reply) {
     if (!c.eof && c.protocol_error.empty()) ++c.unanswered;
@@ -707,7 +699,7 @@ SandboxStats SandboxProcessor::stats() {
   capnp::MallocMessageBuilder msg;
   msg.initRoot<schema::HostMessage>().setGetStats();
   if (!c.send(msg, deadline)) throw PluginError(name_ + ": cannot send to the sandbox: " + c.gone_reason());
-  endpoint_.notify_control();
+  link_for_main().endpoint.notify_control();
   auto reply = c.wait_reply(deadline);
   if (!reply) {
     if (!c.eof && c.protocol_error.empty()) ++c.unanswered;
@@ -764,8 +756,10 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     } catch (const std::exception& e) {
       throw PluginError("python plugin \"" + spec.name + "\": shared memory: " + e.what());
     }
-    std::unique_ptr<SandboxProcessor> proc(new SandboxProcessor(spec.name, std::move(*segment), max_frames));
-    if (options.host_spin_ns) proc->endpoint_.set_spin_ns(*options.host_spin_ns);
+    std::unique_ptr<SandboxProcessor> proc(
+        new SandboxProcessor(spec.name, std::make_unique<SandboxLink>(std::move(*segment), 1), max_frames));
+    proc->set_on_failure(spec.on_failure);
+    if (options.host_spin_ns) proc->link_for_main().endpoint.set_spin_ns(*options.host_spin_ns);
     Control& c = *proc->control_;
     c.name = spec.name;
     c.file = file;
@@ -778,7 +772,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     }
     c.sock.reset(pair[0]);
     UniqueFd child_end(pair[1]);
-    c.pid = spawn_sandbox(exe, child_end.get(), proc->segment_.fd());
+    c.pid = spawn_sandbox(exe, child_end.get(), proc->link_for_main().segment.fd());
     c.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0)));
     procs.push_back(std::move(proc));
   }

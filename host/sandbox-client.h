@@ -24,6 +24,8 @@
 
 #include "host/config.h"
 #include "host/processor.h"
+#include "host/sandbox-link.h"
+#include "host/scheduler.h"
 #include "shm/block-channel.h"
 #include "shm/segment.h"
 
@@ -117,16 +119,21 @@ class SandboxProcessor;
     std::span<const PluginSpec> specs, double sample_rate, std::uint32_t channels, std::uint32_t max_frames,
     const SandboxOptions& options = {});
 
-/// A chain slot whose plugin runs in a sandbox process (synchronous mode: each block is sent
-/// and waited for within the slot's deadline).
+/// A chain slot whose plugin runs in a sandbox process, reached through a SandboxLink.
 ///
-/// The RT side never blocks on the socket: `process_rt` copies the input into a free slot of
-/// the shared segment, submits it, waits for the completion until `ctx.deadline_ns`, validates
-/// it and copies the result out. A block not back in time leaves the dry input in `out`
-/// (latency-aligned, same positions) and is counted in `deadline_misses`; its late completion is
-/// recognised by its seq and discarded on a later call, and its slot is not reused until then.
-/// `passthrough` and `failed` completions, and output with NaN/Inf, give the dry input too.
-/// A sandbox that breaks the protocol (or exits) leaves the slot dry for good.
+/// The RT core is position-based (see docs/architecture.md, "Scheduler"): the slot numbers
+/// frames with a 64-bit stream position; each call submits its input as one job covering
+/// [pos, pos + frames) and outputs positions [pos − L, pos − L + frames), where L =
+/// latency_frames() = the plugin's own latency + the pipeline latency (0 in sync mode, k × the
+/// prepared block in pipelined mode). Completions are copied into an output reorder ring tagged
+/// with their positions; a position whose tag is missing when it is read (late, failed, NaN/Inf,
+/// sandbox down, corrupt endpoint) gets the dry input of the same position from the input
+/// history (silence with on-failure = "mute"), so a bypass never shifts time. The call waits
+/// (at most until ctx.deadline_ns) only for jobs covering the positions it must output now. A
+/// run of processed frames after dry ones fades in over crossfade_frames; a switch to dry
+/// because the wet signal is missing cannot fade from wet (there is none): the step is removed
+/// by an offset that decays over crossfade_frames instead (no added latency).
+/// Slots the sandbox may still write are never reused until their completion came back.
 class SandboxProcessor final : public Processor {
  public:
   struct Control;  // main-thread state (sockets, child process), defined in sandbox-client.cpp
@@ -135,7 +142,10 @@ class SandboxProcessor final : public Processor {
   ~SandboxProcessor() override;
 
   [[nodiscard]] std::string_view name() const noexcept override { return name_; }
-  [[nodiscard]] std::uint32_t latency_frames() const noexcept override { return latency_; }
+  /// [any] The plugin's own latency plus the pipeline latency (pipeline_frames()).
+  [[nodiscard]] std::uint32_t latency_frames() const noexcept override { return latency_ + pipeline_frames(); }
+  /// [any] The plugin's own latency (as it reported at load).
+  [[nodiscard]] std::uint32_t plugin_latency_frames() const noexcept { return latency_; }
   /// [rt] See the class comment.
   BlockStatus process_rt(const float* const* in, float* const* out, std::uint32_t frames,
                          const ProcessContext& ctx) noexcept override;
@@ -146,7 +156,64 @@ class SandboxProcessor final : public Processor {
   /// [any] The sandbox's process id (as the host sees it).
   [[nodiscard]] pid_t pid() const noexcept;
   /// [any] False once the sandbox broke the protocol or was seen to exit: blocks go dry.
-  [[nodiscard]] bool usable() const noexcept { return usable_.load(std::memory_order_relaxed); }
+  [[nodiscard]] bool usable() const noexcept {
+    return usable_.load(std::memory_order_relaxed) && !link_failed_.load(std::memory_order_relaxed);
+  }
+
+  // --- Link swap (restarts) -----------------------------------------------------------------
+
+  /// [main] Hands the RT side a new link (a restarted sandbox, loaded and ready). The RT side
+  /// adopts it at the start of its next call (an atomic pointer exchange), discards whatever the
+  /// old link still owed (those positions come out dry), and fades from dry to wet when the new
+  /// sandbox's output arrives. Returns false (and keeps nothing) while a previous offer is still
+  /// pending or a retired link is still to be collected (call collect_retired_links() first).
+  /// Throws std::invalid_argument if the link's geometry differs from the slot's.
+  bool replace_link(std::unique_ptr<SandboxLink> link);
+  /// [main] The generation number for the next link of this slot (1 was the first).
+  [[nodiscard]] std::uint64_t next_link_generation() noexcept;
+  /// [main] Destroys the links the RT side let go of (the RT thread never frees). Cheap; call it
+  /// after replace_link() and periodically.
+  void collect_retired_links();
+  /// [any] The current sandbox is known dead: the RT side stops waiting on it at once (a wait in
+  /// progress is woken) and stays dry until a new link arrives. Marks the newest link handed over
+  /// (the one replace_link() gave last, or the first). NOTE: from a thread other than the main
+  /// thread, do not race a replace_link() + two collect_retired_links() cycles.
+  void mark_link_dead() noexcept;
+  /// [any] Age of the oldest submitted-but-not-completed job (0 if none), for a hang watchdog.
+  [[nodiscard]] std::uint64_t oldest_outstanding_age_ns(std::uint64_t now_ns) const noexcept;
+  /// [any] True once the current link broke the protocol (a corrupt completion, a bad index):
+  /// the slot is dry until replace_link(). Cleared when a new link is adopted.
+  [[nodiscard]] bool link_failed() const noexcept { return link_failed_.load(std::memory_order_relaxed); }
+  /// [any] Generation of the link the RT side uses now (0 before the first call).
+  [[nodiscard]] std::uint64_t active_generation() const noexcept {
+    return active_generation_.load(std::memory_order_relaxed);
+  }
+
+  // --- Scheduling ---------------------------------------------------------------------------
+
+  /// [main] Sets the slot's mode before it runs or while it runs: `blocks` = 0 is sync, k ≥ 1 is
+  /// pipelined with L_pipe = k × `block_frames` (the block size the slot is prepared for: the
+  /// quantum, clamped to the chain's max_frames). k is clamped to max_pipeline_blocks(). A
+  /// running slot adopts it at its next call, crossfading from the old timeline to the new one;
+  /// re-report latency_frames() afterwards.
+  void set_pipeline(std::uint32_t blocks, std::uint32_t block_frames) noexcept;
+  /// [any] Pipeline depth in blocks (0: sync) and its latency in frames, as last set.
+  [[nodiscard]] std::uint32_t pipeline_blocks() const noexcept { return pipeline_blocks_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint32_t pipeline_frames() const noexcept { return pipeline_frames_.load(std::memory_order_relaxed); }
+  /// [any] Largest k set_pipeline() accepts: slot_count − 2 (k jobs ahead, the one being
+  /// submitted, and one spare).
+  [[nodiscard]] std::uint32_t max_pipeline_blocks() const noexcept { return max_pipeline_blocks_; }
+  /// [any] Completion times (submit → seen complete on the host), written by the RT thread.
+  [[nodiscard]] const LatencyHistogram& histogram() const noexcept { return histogram_; }
+  /// [main] Before the RT side runs (or after it stopped): `blocks` synchronous round trips of
+  /// silence of `frames` frames, timed on this thread, into `out` (not the RT histogram). The
+  /// plugin sees these blocks (stateful plugins start from a state after silence). Returns false
+  /// if the sandbox did not answer within `timeout_ns` per block.
+  bool calibrate(std::uint32_t blocks, std::uint32_t frames, std::uint64_t timeout_ns, HistogramCounts& out);
+  /// [main] Frames of a wet↔dry ramp (default 64; 0 switches hard). Before running.
+  void set_crossfade_frames(std::uint32_t frames) noexcept { crossfade_frames_ = frames; }
+  /// [main] What to output for positions without processed audio (PluginSpec::on_failure).
+  void set_on_failure(OnFailure policy) noexcept { on_failure_ = policy; }
 
   /// [main] The control socket: poll it for input on the main loop and call service_control().
   [[nodiscard]] int control_fd() const noexcept;
@@ -166,37 +233,103 @@ class SandboxProcessor final : public Processor {
   friend std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(
       std::span<const PluginSpec>, double, std::uint32_t, std::uint32_t, const SandboxOptions&);
 
-  SandboxProcessor(std::string name, shm::Segment segment, std::uint32_t max_frames);
+  SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link, std::uint32_t max_frames);
 
-  /// [main] Sizes the dry delay line once the plugin's latency is known.
+  /// [main] Takes the first link and sizes the RT core (from the constructor).
+  void init_rt(std::unique_ptr<SandboxLink> link);
+  /// [main] Sizes the rings once the plugin's latency is known.
   void set_latency(std::uint32_t latency);
-  /// [rt] Fills out with the dry signal.
-  void write_dry_rt(float* const* out, std::uint32_t frames) noexcept;
-  /// [rt] Pops completions of blocks that came back after their deadline.
-  void reclaim_late_rt() noexcept;
-  /// [rt] Frees the slot a late completion names; false if it names nothing in flight.
-  bool discard_late_rt(const shm::Completion& c) noexcept;
-  BlockStatus go_dry_rt(float* const* out, std::uint32_t frames, bool miss) noexcept;
+  /// [main] The newest link handed over (for notify_control and the control conversation).
+  [[nodiscard]] SandboxLink& link_for_main() const noexcept { return *links_.latest.load(std::memory_order_acquire); }
+
+  struct JobRecord {
+    std::uint64_t pos = 0;        ///< first input position of the job
+    std::uint64_t submit_ns = 0;
+    std::uint32_t frames = 0;
+    std::uint32_t seq = 0;
+    bool busy = false;
+  };
+
+  /// [rt] Adopts an offered link and a new pipeline depth, if any.
+  void adopt_rt() noexcept;
+  /// [rt] The link is unusable from now on (protocol breach): stop using it.
+  void fail_link_rt() noexcept;
+  /// [rt] Applies one completion (validated) to the output ring. False: protocol breach.
+  bool apply_completion_rt(const shm::Completion& done, std::uint64_t now) noexcept;
+  /// [rt] Pops completions: without waiting, or until the oldest job covering a position
+  /// < `needed_end` is back (or `deadline_ns`). Returns true if such a job is still out.
+  bool collect_rt(std::uint64_t needed_end, std::uint64_t deadline_ns) noexcept;
+  /// [rt] Submits [in_pos_, in_pos_ + frames) from `in`, waiting for a free slot until the deadline.
+  void submit_rt(const float* const* in, std::uint32_t frames, std::uint64_t deadline_ns) noexcept;
+  /// [rt] Writes positions [first, first + frames) to `out` (wet, dry or silence, ramps).
+  /// Returns the number of frames that were not processed audio.
+  std::uint32_t render_rt(float* const* out, std::uint64_t first, std::uint32_t frames) noexcept;
+  /// [rt] Processed audio at position p in channel ch if tagged; else the fallback.
+  [[nodiscard]] float fallback_rt(std::uint32_t ch, std::uint64_t p) const noexcept;
+  void publish_oldest_rt() noexcept;
 
   std::string name_;
   PythonPluginInfo info_;
-  std::uint32_t latency_ = 0;
+  std::uint32_t latency_ = 0;  ///< the plugin's own latency (frames)
   std::uint32_t channels_;
   std::uint32_t max_frames_;
-  shm::Segment segment_;
-  shm::HostEndpoint endpoint_;
   std::unique_ptr<Control> control_;
 
+  /// The links of this slot, owned here (the destructor frees them). `rt` is the RT side's;
+  /// `offered` goes main → RT; `retired` RT → main; `graveyard` waits one collect before it is
+  /// freed (see mark_link_dead()); `latest` is the newest handed over, for the main thread.
+  struct LinkSlots {
+    LinkSlots() = default;
+    LinkSlots(const LinkSlots&) = delete;
+    LinkSlots& operator=(const LinkSlots&) = delete;
+    LinkSlots(LinkSlots&&) = delete;
+    LinkSlots& operator=(LinkSlots&&) = delete;
+    ~LinkSlots();
+    SandboxLink* rt = nullptr;
+    std::atomic<SandboxLink*> offered{nullptr};
+    std::atomic<SandboxLink*> retired{nullptr};
+    std::atomic<SandboxLink*> latest{nullptr};
+    std::unique_ptr<SandboxLink> graveyard;
+  };
+  LinkSlots links_;
+  std::uint64_t next_generation_ = 2;
+  std::atomic<std::uint64_t> active_generation_{0};
+
+  // Scheduling, set on the main thread.
+  std::uint32_t max_pipeline_blocks_ = 0;
+  std::uint32_t max_pipeline_frames_ = 0;  ///< ring sizing: max_pipeline_blocks_ × max_frames_
+  std::atomic<std::uint32_t> pipeline_blocks_{0};
+  std::atomic<std::uint32_t> pipeline_frames_{0};
+  std::uint32_t crossfade_frames_ = 64;
+  OnFailure on_failure_ = OnFailure::bypass;
+  LatencyHistogram histogram_;
+
   // RT state (the data thread only).
-  std::array<bool, shm::max_slots> slot_busy_{};
-  std::array<std::uint32_t, shm::max_slots> slot_seq_{};
+  static constexpr std::uint64_t position_base = std::uint64_t{1} << 40;  ///< first input position
+  std::uint64_t in_pos_ = position_base;
+  std::uint32_t active_pipeline_frames_ = 0;
+  std::uint32_t ring_mask_ = 0;
+  std::vector<float> history_;           ///< channels × ring: the dry input by position
+  std::vector<float> wet_;               ///< channels × ring: processed audio by position
+  std::vector<std::uint64_t> tag_;       ///< ring: the position a wet_ frame holds (0: none)
+  std::array<JobRecord, shm::max_slots> jobs_{};
+  std::array<std::uint32_t, shm::max_slots> fifo_{};  ///< busy slots, oldest first
+  std::uint32_t fifo_head_ = 0;
+  std::uint32_t fifo_tail_ = 0;
   std::uint32_t next_seq_ = 1;
-  const float* const* dry_in_ = nullptr;  // this block's input, when latency is 0
-  std::vector<float> delay_;               // latency_ frames per channel (ring)
-  std::vector<float> dry_;                 // max_frames per channel, the delayed input
-  std::uint32_t delay_pos_ = 0;
+  bool link_usable_ = false;             ///< RT view: current link may be used
+  // Ramps.
+  bool prev_wet_ = true;                 ///< pre-roll counts as wet: no fade-in at the start
+  std::uint32_t fade_in_left_ = 0;
+  std::uint32_t offset_left_ = 0;
+  std::array<float, shm::max_channels> offset_{};
+  std::array<float, shm::max_channels> last_out_{};
+  std::uint32_t retime_left_ = 0;        ///< frames left of an old-timeline → new-timeline crossfade
+  std::uint32_t retime_old_frames_ = 0;  ///< the old pipeline latency during that crossfade
 
   std::atomic<bool> usable_{true};
+  std::atomic<bool> link_failed_{false};
+  std::atomic<std::uint64_t> oldest_submit_ns_{0};
   std::atomic<std::uint64_t> blocks_{0};
   std::atomic<std::uint64_t> deadline_misses_{0};
   std::atomic<std::uint64_t> bypassed_blocks_{0};

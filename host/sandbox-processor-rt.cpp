@@ -1,4 +1,5 @@
-// The real-time hop of a Python slot: one block through the shared segment and back.
+// The real-time core of a Python slot: jobs by stream position through the shared segment, an
+// output reorder ring tagged with positions, the dry input history, and the wet/dry ramps.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -7,6 +8,19 @@
 #include "host/sandbox-client.h"
 
 namespace sandpipe::host {
+
+namespace {
+
+/// Counters have one writer (the RT thread): a relaxed load + store is enough and is no
+/// locked read-modify-write.
+void bump(std::atomic<std::uint64_t>& counter) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+constexpr std::uint32_t fifo_mask = shm::max_slots - 1;
+static_assert((shm::max_slots & fifo_mask) == 0, "the job FIFO indexes by mask");
+
+}  // namespace
 
 SlotCounters SandboxProcessor::counters() const noexcept {
   SlotCounters c;
@@ -17,49 +31,247 @@ SlotCounters SandboxProcessor::counters() const noexcept {
   return c;
 }
 
-namespace {
-
-/// Counters have one writer (the RT thread): a relaxed load + store is enough and is no
-/// locked read-modify-write.
-void bump(std::atomic<std::uint64_t>& counter) noexcept {
-  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+std::uint64_t SandboxProcessor::oldest_outstanding_age_ns(std::uint64_t now_ns) const noexcept {
+  const std::uint64_t t = oldest_submit_ns_.load(std::memory_order_relaxed);
+  return (t == 0 || now_ns < t) ? 0 : now_ns - t;
 }
 
-}  // namespace
+void SandboxProcessor::publish_oldest_rt() noexcept {
+  const std::uint64_t t = fifo_head_ == fifo_tail_ ? 0 : jobs_[fifo_[fifo_head_ & fifo_mask]].submit_ns;
+  oldest_submit_ns_.store(t, std::memory_order_relaxed);
+}
 
-void SandboxProcessor::write_dry_rt(float* const* out, std::uint32_t frames) noexcept {
-  const std::size_t bytes = std::size_t{frames} * sizeof(float);
-  if (latency_ == 0) {
-    for (std::uint32_t ch = 0; ch < channels_; ++ch) std::memcpy(out[ch], dry_in_[ch], bytes);
-  } else {
-    for (std::uint32_t ch = 0; ch < channels_; ++ch) std::memcpy(out[ch], dry_.data() + std::size_t{ch} * max_frames_, bytes);
+void SandboxProcessor::fail_link_rt() noexcept {
+  link_usable_ = false;
+  link_failed_.store(true, std::memory_order_relaxed);
+}
+
+void SandboxProcessor::adopt_rt() noexcept {
+  // A new link: only when the previous retired one was collected (one slot RT → main).
+  if (links_.offered.load(std::memory_order_relaxed) != nullptr &&
+      links_.retired.load(std::memory_order_acquire) == nullptr) {
+    SandboxLink* next = links_.offered.exchange(nullptr, std::memory_order_acq_rel);
+    if (next != nullptr) {
+      if (links_.rt != nullptr) links_.retired.store(links_.rt, std::memory_order_release);
+      links_.rt = next;
+      // What the old sandbox owed is gone: those positions stay untagged (dry). Its slots
+      // belong to the old segment, so nothing here can be overwritten by it any more.
+      for (auto& j : jobs_) j.busy = false;
+      fifo_head_ = fifo_tail_ = 0;
+      link_usable_ = true;
+      link_failed_.store(false, std::memory_order_relaxed);
+      active_generation_.store(next->generation, std::memory_order_relaxed);
+      publish_oldest_rt();
+    }
+  }
+  const std::uint32_t pf = pipeline_frames_.load(std::memory_order_relaxed);
+  if (pf != active_pipeline_frames_) {
+    if (in_pos_ == position_base || crossfade_frames_ == 0) {
+      active_pipeline_frames_ = pf;  // not running yet (or hard switches): nothing to fade
+    } else {
+      retime_old_frames_ = active_pipeline_frames_;
+      active_pipeline_frames_ = pf;
+      retime_left_ = crossfade_frames_;
+    }
   }
 }
 
-BlockStatus SandboxProcessor::go_dry_rt(float* const* out, std::uint32_t frames, bool miss) noexcept {
-  write_dry_rt(out, frames);
-  if (miss) bump(deadline_misses_);
-  bump(bypassed_blocks_);
-  return BlockStatus::bypassed;
-}
+bool SandboxProcessor::apply_completion_rt(const shm::Completion& done, std::uint64_t now) noexcept {
+  // The endpoint checked seq and slot against its own record; check against ours too.
+  if (fifo_head_ == fifo_tail_ || done.slot >= shm::max_slots || fifo_[fifo_head_ & fifo_mask] != done.slot) {
+    return false;
+  }
+  JobRecord& job = jobs_[done.slot];
+  if (!job.busy || job.seq != done.seq || job.frames != done.frames) return false;
+  job.busy = false;
+  ++fifo_head_;
+  publish_oldest_rt();
+  if (job.pos < position_base) return true;  // a calibration block: nothing to keep
+  histogram_.record_rt(now > job.submit_ns ? now - job.submit_ns : 0);
 
-bool SandboxProcessor::discard_late_rt(const shm::Completion& c) noexcept {
-  if (c.slot >= shm::max_slots || !slot_busy_[c.slot] || slot_seq_[c.slot] != c.seq) return false;
-  slot_busy_[c.slot] = false;
+  // Wet position of the job's first frame, and the oldest position still to be read (older
+  // ones would alias cells that now hold newer positions).
+  const std::uint64_t wet_first = job.pos - latency_;
+  const std::uint32_t oldest_read_latency = latency_ + std::max(active_pipeline_frames_, retime_left_ > 0 ? retime_old_frames_ : 0U);
+  const std::uint64_t keep_from = in_pos_ - oldest_read_latency;
+  const std::uint64_t first = std::max(wet_first, keep_from);
+  if (first >= wet_first + job.frames) return true;  // entirely in the past
+  const auto skip = static_cast<std::uint32_t>(first - wet_first);
+  const std::uint32_t n = job.frames - skip;
+  const std::size_t cap = std::size_t{ring_mask_} + 1;
+
+  switch (static_cast<shm::CompletionStatus>(done.status)) {
+    case shm::CompletionStatus::processed:
+      break;
+    case shm::CompletionStatus::passthrough:
+      // The plugin's own choice (not a bypass): the dry signal, tagged as processed.
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const std::uint64_t p = first + i;
+        const std::size_t idx = p & ring_mask_;
+        for (std::uint32_t ch = 0; ch < channels_; ++ch) wet_[ch * cap + idx] = history_[ch * cap + idx];
+        tag_[idx] = p;
+      }
+      return true;
+    case shm::CompletionStatus::failed:
+      return true;  // untagged: dry when read
+    default:
+      return false;
+  }
+
+  // Copy out, refusing NaN/Inf: `!(|x| <= max)` is also true for NaN. Tags are written only
+  // after every channel passed, so a bad block is read as dry.
+  bool bad = false;
+  for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+    const float* src = links_.rt->endpoint.channel_rt(done.slot, ch);
+    if (src == nullptr) return false;
+    float* dst = wet_.data() + ch * cap;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const float v = src[skip + i];
+      dst[(first + i) & ring_mask_] = v;
+      bad |= !(std::fabs(v) <= std::numeric_limits<float>::max());
+    }
+  }
+  if (bad) {
+    bump(sanitized_blocks_);
+    return true;
+  }
+  for (std::uint32_t i = 0; i < n; ++i) tag_[(first + i) & ring_mask_] = first + i;
   return true;
 }
 
-void SandboxProcessor::reclaim_late_rt() noexcept {
-  // Only late blocks can be in flight here: this call has not submitted its own yet.
-  shm::Completion c;
-  for (std::uint32_t i = 0; i < shm::max_slots; ++i) {
-    const shm::WaitResult r = endpoint_.try_complete_rt(c);
-    if (r == shm::WaitResult::timeout) return;
-    if (r == shm::WaitResult::corrupt || !discard_late_rt(c)) {
-      usable_.store(false, std::memory_order_relaxed);
+bool SandboxProcessor::collect_rt(std::uint64_t needed_end, std::uint64_t deadline_ns) noexcept {
+  shm::HostEndpoint& ep = links_.rt->endpoint;
+  shm::Completion done;
+  for (;;) {
+    if (fifo_head_ == fifo_tail_) return false;
+    const JobRecord& oldest = jobs_[fifo_[fifo_head_ & fifo_mask]];
+    const bool needed = oldest.pos < needed_end;
+    const shm::WaitResult r = needed ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
+    if (r == shm::WaitResult::ready) {
+      if (!apply_completion_rt(done, shm::now_ns())) {
+        fail_link_rt();
+        return false;
+      }
+      continue;
+    }
+    if (r == shm::WaitResult::corrupt) {
+      fail_link_rt();
+      return false;
+    }
+    // timeout: not back (or the wait was aborted because the sandbox is known dead)
+    return needed && !links_.rt->dead.load(std::memory_order_relaxed);
+  }
+}
+
+void SandboxProcessor::submit_rt(const float* const* in, std::uint32_t frames, std::uint64_t deadline_ns) noexcept {
+  shm::HostEndpoint& ep = links_.rt->endpoint;
+  const std::uint32_t slot_count = std::min(ep.geometry().slot_count, shm::max_slots);
+  std::uint32_t slot = slot_count;
+  for (;;) {
+    for (std::uint32_t s = 0; s < slot_count; ++s) {
+      if (!jobs_[s].busy) {
+        slot = s;
+        break;
+      }
+    }
+    if (slot != slot_count || fifo_head_ == fifo_tail_) break;
+    // Every slot is out (small calls against a deep pipeline, or a slow sandbox): the oldest
+    // job frees one; wait for it, never past the deadline. A slot the sandbox may still write
+    // is never reused.
+    shm::Completion done;
+    const shm::WaitResult r = ep.wait_complete_rt(done, deadline_ns);
+    if (r == shm::WaitResult::timeout) return;  // these positions will be read as dry
+    if (r == shm::WaitResult::corrupt || !apply_completion_rt(done, shm::now_ns())) {
+      fail_link_rt();
       return;
     }
   }
+  if (slot == slot_count) return;
+
+  const std::size_t bytes = std::size_t{frames} * sizeof(float);
+  for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+    float* dst = ep.channel_rt(slot, ch);
+    if (dst == nullptr) {
+      fail_link_rt();
+      return;
+    }
+    std::memcpy(dst, in[ch], bytes);
+  }
+  const std::uint32_t seq = next_seq_++;
+  if (!ep.submit_rt(shm::Job{seq, slot, frames, 0})) {
+    if (ep.failed()) fail_link_rt();
+    return;
+  }
+  jobs_[slot] = JobRecord{in_pos_, shm::now_ns(), frames, seq, true};
+  fifo_[fifo_tail_++ & fifo_mask] = slot;
+  publish_oldest_rt();
+}
+
+float SandboxProcessor::fallback_rt(std::uint32_t ch, std::uint64_t p) const noexcept {
+  if (on_failure_ == OnFailure::mute) return 0.0F;
+  return history_[ch * (std::size_t{ring_mask_} + 1) + (p & ring_mask_)];
+}
+
+std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first, std::uint32_t frames) noexcept {
+  const std::size_t cap = std::size_t{ring_mask_} + 1;
+  const float ramp = crossfade_frames_ > 0 ? 1.0F / static_cast<float>(crossfade_frames_) : 1.0F;
+  // During a retime the old timeline reads `first + delta`; delta = new L − old L (may be < 0).
+  const std::int64_t delta =
+      static_cast<std::int64_t>(active_pipeline_frames_) - static_cast<std::int64_t>(retime_old_frames_);
+  std::uint32_t dry = 0;
+  for (std::uint32_t i = 0; i < frames; ++i) {
+    const std::uint64_t p = first + i;
+    if (p < position_base) {  // pre-roll: nothing was input yet; silence, no ramp after it
+      for (std::uint32_t ch = 0; ch < channels_; ++ch) out[ch][i] = last_out_[ch] = 0.0F;
+      prev_wet_ = true;
+      continue;
+    }
+    const std::size_t idx = p & ring_mask_;
+    const bool wet = tag_[idx] == p;
+    const float offset_gain = offset_left_ > 0 ? static_cast<float>(offset_left_) * ramp : 0.0F;
+    if (wet) {
+      if (!prev_wet_) fade_in_left_ = crossfade_frames_;  // a run of processed frames after dry ones
+      const float g = 1.0F - static_cast<float>(fade_in_left_) * ramp;
+      for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+        const float w = wet_[ch * cap + idx];
+        float v = w;
+        if (fade_in_left_ > 0) {
+          const float d = fallback_rt(ch, p) + offset_[ch] * offset_gain;
+          v = d + g * (w - d);
+        }
+        out[ch][i] = v;
+      }
+      if (fade_in_left_ > 0) --fade_in_left_;
+    } else {
+      ++dry;
+      if (prev_wet_) {
+        // The wet signal is missing: it cannot be faded out (it does not exist). Remove the
+        // step instead: start from the last output and let the difference to the dry signal
+        // decay over the ramp.
+        for (std::uint32_t ch = 0; ch < channels_; ++ch) offset_[ch] = last_out_[ch] - fallback_rt(ch, p - 1);
+        offset_left_ = crossfade_frames_;
+        fade_in_left_ = 0;
+      }
+      const float og = offset_left_ > 0 ? static_cast<float>(offset_left_) * ramp : 0.0F;
+      for (std::uint32_t ch = 0; ch < channels_; ++ch) out[ch][i] = fallback_rt(ch, p) + offset_[ch] * og;
+    }
+    if (offset_left_ > 0) --offset_left_;
+    if (retime_left_ > 0) {
+      // Mode change: fade from the old timeline (old L) to the new one.
+      const std::uint64_t po = static_cast<std::uint64_t>(static_cast<std::int64_t>(p) + delta);
+      const float g = 1.0F - static_cast<float>(retime_left_) * ramp;
+      for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+        const float old = po < position_base ? 0.0F
+                          : tag_[po & ring_mask_] == po ? wet_[ch * cap + (po & ring_mask_)]
+                                                         : fallback_rt(ch, po);
+        out[ch][i] = old + g * (out[ch][i] - old);
+      }
+      --retime_left_;
+    }
+    for (std::uint32_t ch = 0; ch < channels_; ++ch) last_out_[ch] = out[ch][i];
+    prev_wet_ = wet;
+  }
+  return dry;
 }
 
 BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* out, std::uint32_t frames,
@@ -67,98 +279,43 @@ BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* o
   bump(blocks_);
   if (frames == 0) return BlockStatus::processed;
   frames = std::min(frames, max_frames_);  // the chain never exceeds it; never index past it
-  const std::size_t bytes = std::size_t{frames} * sizeof(float);
+  adopt_rt();
 
-  // The dry signal, delayed by the plugin's latency so a bypassed block lines up.
-  dry_in_ = in;
-  if (latency_ > 0) {
-    for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-      float* line = delay_.data() + std::size_t{ch} * latency_;
-      float* dry = dry_.data() + std::size_t{ch} * max_frames_;
-      std::uint32_t pos = delay_pos_;
-      for (std::uint32_t i = 0; i < frames; ++i) {
-        dry[i] = line[pos];
-        line[pos] = in[ch][i];
-        if (++pos == latency_) pos = 0;
-      }
-    }
-    delay_pos_ = static_cast<std::uint32_t>((delay_pos_ + std::uint64_t{frames}) % latency_);
-  }
-
-  if (!usable() || endpoint_.failed()) return go_dry_rt(out, frames, false);
-  reclaim_late_rt();
-  if (!usable()) return go_dry_rt(out, frames, false);
-
-  // A slot the sandbox may still write (a late block) is never reused until it came back.
-  const std::uint32_t slot_count = endpoint_.geometry().slot_count;
-  std::uint32_t slot = slot_count;
-  for (std::uint32_t s = 0; s < slot_count; ++s) {
-    if (!slot_busy_[s]) {
-      slot = s;
-      break;
-    }
-  }
-  if (slot == slot_count) return go_dry_rt(out, frames, true);  // still busy with late blocks
-
+  // 1. The dry input, by position.
+  const std::size_t cap = std::size_t{ring_mask_} + 1;
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-    float* dst = endpoint_.channel_rt(slot, ch);
-    if (dst == nullptr) return go_dry_rt(out, frames, false);
-    std::memcpy(dst, in[ch], bytes);
-  }
-  const std::uint32_t seq = next_seq_++;
-  if (!endpoint_.submit_rt(shm::Job{seq, slot, frames, 0})) return go_dry_rt(out, frames, true);
-  slot_busy_[slot] = true;
-  slot_seq_[slot] = seq;
-
-  shm::Completion done;
-  for (;;) {
-    const shm::WaitResult r = endpoint_.wait_complete_rt(done, ctx.deadline_ns);
-    if (r == shm::WaitResult::timeout) return go_dry_rt(out, frames, true);  // slot stays busy
-    if (r == shm::WaitResult::corrupt) {
-      usable_.store(false, std::memory_order_relaxed);
-      return go_dry_rt(out, frames, false);
-    }
-    if (done.seq == seq) break;
-    if (!discard_late_rt(done)) {  // neither ours nor a known late block
-      usable_.store(false, std::memory_order_relaxed);
-      return go_dry_rt(out, frames, false);
-    }
-  }
-  slot_busy_[slot] = false;
-  if (done.slot != slot || done.frames != frames) {
-    usable_.store(false, std::memory_order_relaxed);
-    return go_dry_rt(out, frames, false);
-  }
-  switch (static_cast<shm::CompletionStatus>(done.status)) {
-    case shm::CompletionStatus::processed:
-      break;
-    case shm::CompletionStatus::passthrough:
-      write_dry_rt(out, frames);  // the plugin's own choice: not a bypass
-      return BlockStatus::processed;
-    case shm::CompletionStatus::failed:
-      return go_dry_rt(out, frames, false);
-    default:
-      usable_.store(false, std::memory_order_relaxed);
-      return go_dry_rt(out, frames, false);
+    float* line = history_.data() + ch * cap;
+    const std::size_t start = in_pos_ & ring_mask_;
+    const std::size_t first_part = std::min<std::size_t>(frames, cap - start);
+    std::memcpy(line + start, in[ch], first_part * sizeof(float));
+    std::memcpy(line, in[ch] + first_part, (frames - first_part) * sizeof(float));
   }
 
-  // Copy out, refusing NaN/Inf: `!(|x| <= max)` is also true for NaN, and the loop vectorises.
-  bool bad = false;
-  for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-    const float* src = endpoint_.channel_rt(slot, ch);
-    if (src == nullptr) return go_dry_rt(out, frames, false);
-    float* dst = out[ch];
-    for (std::uint32_t i = 0; i < frames; ++i) {
-      const float v = src[i];
-      dst[i] = v;
-      bad |= !(std::fabs(v) <= std::numeric_limits<float>::max());
-    }
+  // 2. Hand this block to the sandbox and collect what it owes for the positions read now.
+  // Jobs are needed up to the input position the oldest timeline reads (during a retime the
+  // nearer of both).
+  const std::uint32_t pipe = retime_left_ > 0 ? std::min(active_pipeline_frames_, retime_old_frames_)
+                                              : active_pipeline_frames_;
+  const std::uint64_t needed_end = in_pos_ + frames - pipe;
+  bool missed = false;
+  const auto live = [this] {
+    return links_.rt != nullptr && link_usable_ && usable_.load(std::memory_order_relaxed) &&
+           !links_.rt->dead.load(std::memory_order_relaxed);
+  };
+  if (live()) {
+    (void)collect_rt(0, 0);  // whatever came back meanwhile, without waiting
+    if (live()) submit_rt(in, frames, ctx.deadline_ns);
+    if (live()) missed = collect_rt(needed_end, ctx.deadline_ns);
   }
-  if (bad) {
-    bump(sanitized_blocks_);
-    return go_dry_rt(out, frames, false);
-  }
-  return BlockStatus::processed;
+
+  // 3. Output positions [in_pos − L, in_pos − L + frames).
+  const std::uint64_t first = in_pos_ - latency_ - active_pipeline_frames_;
+  const std::uint32_t dry = render_rt(out, first, frames);
+  in_pos_ += frames;
+  if (dry == 0) return BlockStatus::processed;
+  if (missed) bump(deadline_misses_);
+  bump(bypassed_blocks_);
+  return on_failure_ == OnFailure::mute ? BlockStatus::muted : BlockStatus::bypassed;
 }
 
 }  // namespace sandpipe::host

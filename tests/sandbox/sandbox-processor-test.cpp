@@ -89,6 +89,7 @@ TEST(SandboxProcessor, LateBlockFallsBackToDry) {
   // Block 3 sleeps two seconds inside the plugin; its deadline is 20 ms away.
   auto proc = start_one(python_spec("slow", examples_dir() / "slow.py",
                                     {{"delay_ms", 2000.0, 1}, {"only_block", 3.0, 1}, {"gain", 0.5, 1}}));
+  proc->set_crossfade_frames(0);  // exact dry samples here; the ramps are tested in tests/scheduler
   const Signal in = test_signal(channels, 8 * 256, 11);
   Signal out(channels, in.frames);
   std::vector<BlockStatus> statuses;
@@ -181,6 +182,7 @@ TEST(SandboxProcessor, ExceptionInProcessGivesDryAndIsLogged) {
   options.log = logs.sink();
   auto proc = start_one(python_spec("flaky", fixtures_dir() / "broken/raises_in_process.py"), channels, max_frames,
                         options);
+  proc->set_crossfade_frames(0);  // exact dry samples here; the ramps are tested in tests/scheduler
   const Signal in = test_signal(channels, 4 * 256);
   const BlockRun run = run_blocks(*proc, in, {256, 256, 256, 256});
   ASSERT_EQ(run.statuses.size(), 4u);
@@ -198,6 +200,7 @@ TEST(SandboxProcessor, ExceptionInProcessGivesDryAndIsLogged) {
 
 TEST(SandboxProcessor, NonFiniteOutputIsReplacedByDry) {
   auto proc = start_one(python_spec("nan", fixtures_dir() / "broken/nan_output.py"));
+  proc->set_crossfade_frames(0);  // exact dry samples here; the ramps are tested in tests/scheduler
   const Signal in = test_signal(channels, 3 * 128);
   const BlockRun run = run_blocks(*proc, in, {128, 128, 128});
   EXPECT_EQ(run.statuses[0], BlockStatus::processed);
@@ -264,6 +267,7 @@ TEST(SandboxProcessor, KilledSandboxLeavesSlotDry) {
   options.log = logs.sink();
   auto proc = start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 3.0, 1}}), channels, max_frames,
                         options);
+  proc->set_crossfade_frames(0);  // exact dry samples here; the ramps are tested in tests/scheduler
   const Signal in = test_signal(channels, 512);
   EXPECT_EQ(run_blocks(*proc, in, {256}).statuses[0], BlockStatus::processed);
   ASSERT_EQ(::kill(proc->pid(), SIGKILL), 0);

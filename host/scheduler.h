@@ -1,0 +1,79 @@
+// The latency-compensating scheduler: completion-time histograms (filled on the RT thread, read
+// on the main thread) and the pure decision sync vs pipelined-with-k-blocks.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace sandpipe::host {
+
+/// Completion-time buckets: eighth-octaves from 1024 ns (12.5 % wide), the last one open-ended
+/// (≥ ~60 ms). Bucket 0 also takes everything below 1024 ns.
+inline constexpr std::size_t histogram_buckets = 128;
+
+/// [any] The bucket a duration falls into.
+[[nodiscard]] std::size_t histogram_bucket(std::uint64_t ns) noexcept;
+/// [any] The upper edge of bucket `i` in ns (UINT64_MAX for the last, open-ended one).
+[[nodiscard]] std::uint64_t histogram_bucket_upper_ns(std::size_t i) noexcept;
+
+/// Plain counts per bucket (a snapshot, or a window: the difference of two snapshots).
+struct HistogramCounts {
+  std::array<std::uint64_t, histogram_buckets> counts{};
+
+  /// [any] Adds one duration.
+  void add(std::uint64_t ns) noexcept { ++counts[histogram_bucket(ns)]; }
+  [[nodiscard]] std::uint64_t total() const noexcept;
+  /// [any] Upper edge of the bucket holding quantile `q` (0 < q ≤ 1): a conservative value (at
+  /// most 12.5 % above the true one). 0 when empty.
+  [[nodiscard]] std::uint64_t quantile_ns(double q) const noexcept;
+  /// [any] Counts of `this` minus `earlier` (a window between two snapshots).
+  [[nodiscard]] HistogramCounts since(const HistogramCounts& earlier) const noexcept;
+};
+
+/// A histogram with one writer (the RT thread: record_rt) and any number of readers
+/// (snapshot). Counters are relaxed atomics: a snapshot may be a few counts behind.
+class LatencyHistogram {
+ public:
+  /// [rt] Counts one duration: two relaxed loads and stores, no read-modify-write.
+  void record_rt(std::uint64_t ns) noexcept {
+    auto& c = counts_[histogram_bucket(ns)];
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  /// [any]
+  [[nodiscard]] HistogramCounts snapshot() const noexcept;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, histogram_buckets> counts_{};
+};
+
+/// What choose_mode() decided for one sandboxed slot.
+struct ModeDecision {
+  std::uint32_t blocks = 0;    ///< 0: sync; k ≥ 1: pipelined over k blocks
+  bool fits = true;            ///< false: nothing fits the budget; running at `blocks`, misses expected
+  std::uint64_t p999_ns = 0;   ///< the measured p99.9 completion time it was based on (0: no data)
+  std::string why;             ///< one line for logs and status text
+};
+
+/// Budget of one slot for choose_mode().
+struct SlotBudget {
+  std::uint64_t period_ns = 0;       ///< one block (quantum) at the graph rate
+  std::uint64_t share_ns = 0;        ///< the slot's share of a cycle's budget (sync waits this long)
+  std::uint64_t max_latency_ns = 0;  ///< `latency.max-ms`: the most pipelining may add
+  std::uint32_t max_blocks = 1;      ///< the deepest pipeline the slot supports
+};
+
+/// [any] Pure: sync if the p99.9 completion time fits `share_ns`; else the smallest k ≥ 1 with
+/// p99.9 ≤ k × period + share and k × period ≤ max_latency; else (nothing fits) the deepest k
+/// the latency budget allows (at least 1, at most max_blocks) with `fits = false`. An empty
+/// histogram gives sync (nothing measured, nothing to fix).
+[[nodiscard]] ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& budget);
+
+/// [any] The rule for increasing k while running: true when at least `min_blocks` blocks ran in
+/// the window and more than 1 % of them missed their deadline (sustained, not a one-off).
+[[nodiscard]] bool should_deepen(std::uint64_t window_blocks, std::uint64_t window_misses,
+                                 std::uint64_t min_blocks = 200) noexcept;
+
+}  // namespace sandpipe::host

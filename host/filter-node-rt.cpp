@@ -10,6 +10,7 @@
 #include <spa/node/io.h>
 
 #include "host/filter-node.h"
+#include "host/node-props.h"
 
 namespace sandpipe::host::detail {
 namespace {
@@ -201,6 +202,8 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
     buffers.silence(frames);
     return;
   }
+
+  drain_param_changes_rt(st.param_changes, *chain);
 
   if (rate != 0) {
     st.graph_rate.store(rate, std::memory_order_relaxed);

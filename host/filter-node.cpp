@@ -23,6 +23,8 @@
 #include <spa/pod/builder.h>
 #include <spa/utils/result.h>
 
+#include "host/node-props.h"
+
 namespace sandpipe::host {
 namespace {
 
@@ -264,11 +266,12 @@ class FilterNode {
   /// [main] Builds the chain at `rate` and creates (not yet connects) the filter with its ports.
   /// Throws PluginError or std::runtime_error.
   FilterNode(const ChainConfig& config, pw_main_loop* main_loop, pw_core* core, std::uint32_t rate)
-      : config_(config), main_loop_(main_loop) {
+      : config_(config), main_loop_(main_loop), props_(config) {
     if (config.channels == 0 || config.channels > Chain::max_channels) {
       throw std::runtime_error("channels must be 1.." + std::to_string(Chain::max_channels));
     }
-    chain_ = std::make_unique<Chain>(config_, static_cast<double>(rate), detail::chain_block_frames);
+    chain_ = std::make_unique<Chain>(props_.config(), static_cast<double>(rate), detail::chain_block_frames);
+    props_.attach(*chain_);
     if (chain_->channels() != config.channels) {
       throw std::runtime_error("chain has " + std::to_string(chain_->channels()) + " channels, config " +
                                std::to_string(config.channels));
@@ -295,6 +298,7 @@ class FilterNode {
       pw_filter_events e{};
       e.version = PW_VERSION_FILTER_EVENTS;
       e.state_changed = &FilterNode::on_state_changed;
+      e.param_changed = &FilterNode::on_param_changed;
       return e;
     }();
     pw_filter_add_listener(filter_.get(), state_hook_.get(), &state_events, this);
@@ -340,11 +344,14 @@ class FilterNode {
 
   /// [main] Connects with the RT_PROCESS flag and the chain's ProcessLatency. Returns 0 or -errno.
   int connect() {
-    std::array<std::uint8_t, 256> buffer{};
+    std::vector<std::uint8_t> buffer(256 + props_.pod_bytes());
     spa_pod_builder b{};
-    spa_pod_builder_init(&b, buffer.data(), buffer.size());
-    const spa_pod* params[1] = {latency_param(b)};
-    return pw_filter_connect(filter_.get(), PW_FILTER_FLAG_RT_PROCESS, params, 1);
+    spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
+    std::vector<const spa_pod*> params{latency_param(b)};
+    // PropInfo and Props: the plugins' parameters as "SLOT:PARAM" (see node-props.h).
+    for (const spa_pod* p : props_.build_params(b)) params.push_back(p);
+    return pw_filter_connect(filter_.get(), PW_FILTER_FLAG_RT_PROCESS, params.data(),
+                             static_cast<std::uint32_t>(params.size()));
   }
 
   /// [main] Disconnects from the graph (the node disappears); the filter stays until destruction.
@@ -444,7 +451,7 @@ class FilterNode {
         std::fprintf(stderr, "sandpipe: graph rate is %u Hz, rebuilding the chain (was %.0f Hz)\n", rate,
                      self->chain_->sample_rate());
         self->swap_chain(
-            std::make_unique<Chain>(self->config_, static_cast<double>(rate), detail::chain_block_frames));
+            std::make_unique<Chain>(self->props_.config(), static_cast<double>(rate), detail::chain_block_frames));
         ++self->rebuilds_;
         std::array<std::uint8_t, 256> buffer{};
         spa_pod_builder b{};
@@ -459,6 +466,25 @@ class FilterNode {
     }
     self->rt_.rebuild_requested.store(false, std::memory_order_release);
     return 0;
+  }
+
+  /// [main] pw-cli set-param / `sandpipe set`: node Props with "SLOT:PARAM" values.
+  static void on_param_changed(void* data, void* port_data, std::uint32_t id, const spa_pod* param) {
+    auto* self = static_cast<FilterNode*>(data);
+    if (port_data != nullptr || id != SPA_PARAM_Props || param == nullptr) {
+      return;
+    }
+    try {
+      if (self->props_.apply(param, *self->chain_, self->rt_.param_changes) > 0) {
+        std::vector<std::uint8_t> buffer(self->props_.pod_bytes());
+        spa_pod_builder b{};
+        spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
+        const spa_pod* params[1] = {self->props_.build_props(b)};
+        pw_filter_update_params(self->filter_.get(), nullptr, params, 1);
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sandpipe: cannot apply Props: %s\n", e.what());
+    }
   }
 
   static void on_state_changed(void* data, pw_filter_state /*old*/, pw_filter_state state,
@@ -488,6 +514,7 @@ class FilterNode {
   const ChainConfig& config_;
   pw_main_loop* main_loop_;
   pw_loop* data_loop_ = nullptr;
+  NodeProps props_;  ///< the live parameter values; the config chains are built from
   std::unique_ptr<Chain> chain_;  ///< destroyed after filter_ (declared before it)
   detail::RtState rt_;
   FilterPtr filter_;

@@ -12,6 +12,7 @@
 
 #include "host/chain.h"
 #include "host/config.h"
+#include "host/param-queue.h"
 
 struct pw_loop;
 struct spa_io_position;
@@ -77,6 +78,9 @@ struct RtState {
   std::vector<float> discard;
 
   NodeCounters counters;
+
+  /// Live parameter changes for native slots (NodeProps pushes, the process callback drains).
+  ParamQueue param_changes;
 
   /// The last graph rate the data thread saw (0: none yet).
   std::atomic<std::uint32_t> graph_rate{0};

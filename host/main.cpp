@@ -14,6 +14,7 @@
 #include "host/processor.h"
 #include "host/render.h"
 #include "host/sandbox-client.h"
+#include "host/set-command.h"
 
 namespace {
 
@@ -31,6 +32,7 @@ constexpr std::string_view usage_text = R"(Usage:
   sandpipe render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T]
   sandpipe check CHAIN.conf
   sandpipe inspect PLUGIN.py
+  sandpipe set NODE SLOT:PARAM VALUE [SLOT:PARAM VALUE ...]
   sandpipe --help | --version
 )";
 
@@ -57,6 +59,13 @@ COMMANDS
   inspect PLUGIN.py
       Load a Python plugin in a sandbox and print what was detected: API (Sandpipe SDK or
       the earlier create_plugin() API), name, parameters with ranges, latency.
+
+  set NODE SLOT:PARAM VALUE [SLOT:PARAM VALUE ...]
+      Change parameters of a running chain: finds the node named NODE (its node.name) and
+      sends it Props, as `pw-cli set-param ID Props '{ params = [ "trim:gain" 0.25 ] }'` does.
+      VALUE is a number, true/false, or a choice name ("lowpass"). Out-of-range numbers are
+      clamped; unknown names and wrong types are refused: the running node's log says which.
+      List the parameters with `pw-cli enum-params ID PropInfo` (current values: Props).
 
 CHAIN CONFIG
   SPA-JSON, the syntax of PipeWire's own config files:
@@ -163,6 +172,18 @@ int dispatch(const std::vector<std::string_view>& args) {
     if (args.size() != 2) return fail_usage("inspect needs one PLUGIN.py");
     std::cout << sandpipe::host::describe_python_plugin(std::string(args[1]));
     return exit_ok;
+  }
+  if (command == "set") {
+    if (args.size() < 4 || (args.size() - 2) % 2 != 0)
+      return fail_usage("set needs NODE and one or more SLOT:PARAM VALUE pairs");
+    std::vector<std::pair<std::string, sandpipe::host::ParamValue>> params;
+    for (std::size_t i = 2; i + 1 < args.size(); i += 2) {
+      const std::string name(args[i]);
+      if (name.find(':') == std::string::npos || name.front() == ':' || name.back() == ':')
+        return fail_usage("\"" + name + "\" is not SLOT:PARAM (e.g. trim:gain)");
+      params.emplace_back(name, sandpipe::host::parse_cli_value(std::string(args[i + 1])));
+    }
+    return sandpipe::host::set_node_params(std::string(args[1]), params);
   }
   if (command != "run" && command != "render" && command != "check")
     return fail_usage("unknown command \"" + std::string(command) + "\"");

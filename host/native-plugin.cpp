@@ -304,6 +304,45 @@ class NativeProcessor final : public Processor {
     return c;
   }
 
+  /// [main] The descriptor's parameters (checked at load by check_descriptor).
+  [[nodiscard]] std::vector<ParamDescription> describe_params() const override {
+    std::vector<ParamDescription> out;
+    out.reserve(desc_.n_params);
+    for (std::uint32_t i = 0; i < desc_.n_params; ++i) {
+      const sandpipe_param_info& info = desc_.params[i];
+      ParamDescription d;
+      d.key = info.id;
+      d.min = info.min_value;
+      d.max = info.max_value;
+      d.default_value = static_cast<double>(info.default_value);
+      if ((info.flags & SANDPIPE_PARAM_ENUM) != 0u) {
+        d.kind = "choice";
+        d.choices.assign(info.choices, info.choices + info.n_choices);
+        d.min = 0.0;
+        d.max = static_cast<double>(info.n_choices - 1);
+      } else if ((info.flags & SANDPIPE_PARAM_BOOLEAN) != 0u) {
+        d.kind = "boolean";
+        d.default_value = info.default_value != 0.0f;
+      } else if ((info.flags & SANDPIPE_PARAM_INTEGER) != 0u) {
+        d.kind = "integer";
+      } else {
+        d.kind = "number";
+      }
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  /// [rt] Hands a value the main thread validated to the plugin's set_param (an [audio-thread]
+  /// entry point); range-checked again so a stale or corrupt request never reaches the plugin.
+  bool set_param_rt(std::uint32_t index, float value) noexcept override {
+    if (index >= desc_.n_params || desc_.set_param == nullptr) return false;
+    const sandpipe_param_info& info = desc_.params[index];
+    if (!(value >= info.min_value && value <= info.max_value)) return false;  // also refuses NaN
+    desc_.set_param(instance_.get(), index, value);
+    return true;
+  }
+
  private:
   /// [rt] Whether every sample of the block is finite.
   [[nodiscard]] bool output_finite_rt(const float* const* out, std::uint32_t frames) const noexcept;

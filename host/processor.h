@@ -5,6 +5,9 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "host/config.h"
 
 namespace sandpipe::host {
 
@@ -29,6 +32,17 @@ struct ProcessContext {
   /// A native slot ignores it; a sandboxed slot never waits past it (offline render gives a
   /// generous deadline so results are deterministic).
   std::uint64_t deadline_ns = 0;
+};
+
+/// A parameter as a slot declares it: what the node publishes as PropInfo and validates
+/// "SLOT:PARAM" changes against, on the main thread.
+struct ParamDescription {
+  std::string key;
+  std::string kind;  ///< number | integer | boolean | choice | text
+  double min = 0.0;
+  double max = 0.0;
+  ParamValue default_value;
+  std::vector<std::string> choices;  ///< kind choice: value i is choices[i]
 };
 
 /// A processing slot in the chain.
@@ -58,6 +72,15 @@ class Processor {
 
   /// [any] Counters of this slot.
   [[nodiscard]] virtual SlotCounters counters() const noexcept = 0;
+
+  /// [main] The parameters this slot can change live through set_param_rt(), in index order.
+  /// Empty for slots that change parameters another way (a sandboxed slot: its control channel).
+  [[nodiscard]] virtual std::vector<ParamDescription> describe_params() const { return {}; }
+
+  /// [rt] Sets parameter `index` (of describe_params()) to `value`, already validated and clamped
+  /// on the main thread (a choice or boolean as its whole-number index). Between two
+  /// process_rt() calls of the same thread. Returns false if the slot has no such parameter.
+  virtual bool set_param_rt(std::uint32_t /*index*/, float /*value*/) noexcept { return false; }
 };
 
 /// A plugin that cannot be loaded or started. `what()` names the plugin and the reason.

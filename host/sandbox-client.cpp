@@ -24,6 +24,7 @@
 #include <system_error>
 #include <utility>
 
+#include "host/sandbox-instance.h"
 #include "schemas/control.capnp.h"
 
 extern char** environ;  // NOLINT: POSIX
@@ -43,27 +44,8 @@ constexpr std::size_t max_choices = 256;
 constexpr std::size_t max_line = 16u << 10;
 constexpr std::size_t max_traceback = 256u << 10;
 
-class UniqueFd {
- public:
-  UniqueFd() noexcept = default;
-  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  ~UniqueFd() { reset(); }
-  void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  [[nodiscard]] int get() const noexcept { return fd_; }
-
- private:
-  int fd_ = -1;
-};
+using detail::Reply;
+using detail::UniqueFd;
 
 int remaining_ms(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -102,7 +84,7 @@ std::uint32_t read_u32_le(const unsigned char* p) {
          (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
 }
 
-std::string describe_exit(int status) {
+std::string describe_exit_impl(int status) {
   if (WIFEXITED(status)) {
     switch (WEXITSTATUS(status)) {
       case 2:
@@ -156,29 +138,6 @@ void set_value(schema::ParamValue::Builder b, const ParamValue& v) {
   }
 }
 
-/// One message from a sandbox, decoded and validated; logs never become a Reply.
-struct Reply {
-  enum class Kind : std::uint8_t { hello, loaded, param_set, state, stats, error } kind = Kind::error;
-  // hello
-  std::uint32_t protocol_version = 0;
-  std::uint32_t shm_layout_version = 0;
-  std::uint32_t shm_header_size = 0;
-  std::string python_version;
-  std::string numpy_version;
-  // loaded
-  PythonPluginInfo info;
-  // paramSet
-  std::string key;
-  std::uint32_t latency = 0;
-  // state
-  std::vector<std::byte> state;
-  // stats
-  SandboxStats stats;
-  // error
-  SandboxMessage::Phase phase = SandboxMessage::Phase::HANDSHAKE;
-  std::string message;
-  std::string traceback;
-};
 
 /// Validates a plugin description; returns what is wrong, or nothing.
 std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPluginInfo& out) {
@@ -273,271 +232,299 @@ std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPlug
 
 // ---------------------------------------------------------------------------------------------
 
-/// Main-thread state of one sandbox: its process, its socket and the bytes read from it.
-struct SandboxProcessor::Control {
-  std::string name;
-  std::filesystem::path file;
-  SandboxLogFn log;
-  std::chrono::milliseconds request_timeout{};
-  std::chrono::milliseconds shutdown_timeout{};
+// ---------------------------------------------------------------------------------------------
+// SandboxProcessor::Control: one sandbox process and its conversation (sandbox-instance.h).
 
-  UniqueFd sock;
-  UniqueFd pidfd;
-  pid_t pid = -1;
-  bool reaped = false;
-  int exit_status = 0;
+void detail::UniqueFd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
 
-  std::vector<unsigned char> rx;
-  std::deque<Reply> replies;
-  bool eof = false;
-  std::string protocol_error;       ///< set once the sandbox sent something unreadable
-  std::uint32_t unanswered = 0;     ///< requests that timed out: their replies are skipped
+std::string describe_exit(int wait_status) { return describe_exit_impl(wait_status); }
 
-  void emit(SandboxLogLevel level, std::string_view text) const {
-    // One call per line: a sink may prefix each.
-    std::size_t start = 0;
-    while (start <= text.size()) {
-      const std::size_t nl = text.find('\n', start);
-      const std::string_view line = text.substr(start, nl == std::string_view::npos ? nl : nl - start);
-      if (!line.empty() || nl != std::string_view::npos) log(name, level, line);
-      if (nl == std::string_view::npos) break;
-      start = nl + 1;
-      if (start == text.size()) break;
+SandboxProcessor::Control::~Control() {
+  if (pid <= 0 || reaped) return;
+  if (!protocol_error.empty() || phase != Phase::loaded) {
+    kill_and_reap();  // broke the protocol, or never ran a plugin: nothing to shut down cleanly
+    return;
+  }
+  const auto deadline = Clock::now() + shutdown_timeout;
+  if (!eof) {
+    capnp::MallocMessageBuilder msg;
+    msg.initRoot<schema::HostMessage>().setShutdown();
+    if (send(msg, deadline) && notify_endpoint != nullptr) notify_endpoint->notify_control();
+  }
+  // Deliver what the plugin prints while shutting down, until the sandbox exits.
+  while (!reaped && Clock::now() < deadline) {
+    // A closed socket would report POLLHUP forever: then only the pidfd is watched.
+    pollfd pfds[2] = {{eof ? -1 : sock.get(), POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+    const int ms = remaining_ms(deadline);
+    const int ready = ::poll(pfds, 2, pidfd.get() >= 0 ? ms : (ms < 5 ? ms : 5));
+    if (ready > 0 && (pfds[0].revents & (POLLIN | POLLHUP)) != 0) pump();
+    wait_exit(Clock::now());
+  }
+  if (!reaped) {
+    emit(SandboxLogLevel::warning,
+         "sandbox did not exit within " + std::to_string(shutdown_timeout.count()) + " ms; killing it");
+    kill_and_reap();
+  }
+}
+
+void SandboxProcessor::Control::emit(SandboxLogLevel level, std::string_view text) const {
+  // One call per line: a sink may prefix each.
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    const std::string_view line = text.substr(start, nl == std::string_view::npos ? nl : nl - start);
+    if (!line.empty() || nl != std::string_view::npos) log(name, level, line);
+    if (nl == std::string_view::npos) break;
+    start = nl + 1;
+    if (start == text.size()) break;
+  }
+}
+
+bool SandboxProcessor::Control::send(capnp::MessageBuilder& message, Clock::time_point deadline) {
+  const kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
+  const auto bytes = words.asBytes();
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(sock.get(), bytes.begin() + sent, bytes.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd pfd{sock.get(), POLLOUT, 0};
+      const int ms = remaining_ms(deadline);
+      if (ms == 0 || ::poll(&pfd, 1, ms) == 0) return false;
+      continue;
+    }
+    eof = true;  // EPIPE / ECONNRESET: the sandbox is gone
+    return false;
+  }
+  return true;
+}
+
+void SandboxProcessor::Control::pump() {
+  if (!protocol_error.empty()) return;
+  unsigned char chunk[16384];
+  while (!eof) {
+    const ssize_t n = ::recv(sock.get(), chunk, sizeof chunk, MSG_DONTWAIT);
+    if (n > 0) {
+      rx.insert(rx.end(), chunk, chunk + n);
+      if (rx.size() > max_frame_bytes + sizeof chunk) break;  // decode before reading more
+    } else if (n == 0) {
+      eof = true;
+    } else if (errno == EINTR) {
+      continue;
+    } else {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) eof = true;
+      break;
     }
   }
+  decode_frames();
+}
 
-  /// Sends one message, waiting at most until `deadline` for socket space.
-  bool send(capnp::MessageBuilder& message, Clock::time_point deadline) {
-    const kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
-    const auto bytes = words.asBytes();
-    std::size_t sent = 0;
-    while (sent < bytes.size()) {
-      const ssize_t n = ::send(sock.get(), bytes.begin() + sent, bytes.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n > 0) {
-        sent += static_cast<std::size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        pollfd pfd{sock.get(), POLLOUT, 0};
-        const int ms = remaining_ms(deadline);
-        if (ms == 0 || ::poll(&pfd, 1, ms) == 0) return false;
-        continue;
-      }
-      eof = true;  // EPIPE / ECONNRESET: the sandbox is gone
-      return false;
+void SandboxProcessor::Control::decode_frames() {
+  std::size_t offset = 0;
+  while (protocol_error.empty() && rx.size() - offset >= 8) {
+    const unsigned char* p = rx.data() + offset;
+    const std::uint64_t segments = std::uint64_t{read_u32_le(p)} + 1;
+    if (segments > max_frame_segments) {
+      protocol_error = "frame with " + std::to_string(segments) + " segments";
+      break;
     }
-    return true;
-  }
-
-  /// Reads what is there without blocking and decodes every complete frame.
-  void pump() {
-    if (!protocol_error.empty()) return;
-    unsigned char chunk[16384];
-    while (!eof) {
-      const ssize_t n = ::recv(sock.get(), chunk, sizeof chunk, MSG_DONTWAIT);
-      if (n > 0) {
-        rx.insert(rx.end(), chunk, chunk + n);
-        if (rx.size() > max_frame_bytes + sizeof chunk) break;  // decode before reading more
-      } else if (n == 0) {
-        eof = true;
-      } else if (errno == EINTR) {
-        continue;
-      } else {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) eof = true;
-        break;
-      }
+    const std::size_t header = (4 + segments * 4 + 7) & ~std::size_t{7};
+    if (rx.size() - offset < header) break;
+    std::uint64_t words = 0;
+    for (std::uint64_t i = 0; i < segments; ++i) words += read_u32_le(p + 4 + i * 4);
+    const std::uint64_t total = header + words * 8;
+    if (total > max_frame_bytes) {
+      protocol_error = "frame of " + std::to_string(total) + " bytes";
+      break;
     }
-    decode_frames();
+    if (rx.size() - offset < total) break;
+    auto aligned = kj::heapArray<capnp::word>(total / 8);
+    std::memcpy(aligned.begin(), p, total);
+    offset += total;
+    decode(aligned);
   }
+  rx.erase(rx.begin(), rx.begin() + static_cast<std::ptrdiff_t>(offset));
+}
 
-  void decode_frames() {
-    std::size_t offset = 0;
-    while (protocol_error.empty() && rx.size() - offset >= 8) {
-      const unsigned char* p = rx.data() + offset;
-      const std::uint64_t segments = std::uint64_t{read_u32_le(p)} + 1;
-      if (segments > max_frame_segments) {
-        protocol_error = "frame with " + std::to_string(segments) + " segments";
-        break;
-      }
-      const std::size_t header = (4 + segments * 4 + 7) & ~std::size_t{7};
-      if (rx.size() - offset < header) break;
-      std::uint64_t words = 0;
-      for (std::uint64_t i = 0; i < segments; ++i) words += read_u32_le(p + 4 + i * 4);
-      const std::uint64_t total = header + words * 8;
-      if (total > max_frame_bytes) {
-        protocol_error = "frame of " + std::to_string(total) + " bytes";
-        break;
-      }
-      if (rx.size() - offset < total) break;
-      auto aligned = kj::heapArray<capnp::word>(total / 8);
-      std::memcpy(aligned.begin(), p, total);
-      offset += total;
-      decode(aligned);
-    }
-    rx.erase(rx.begin(), rx.begin() + static_cast<std::ptrdiff_t>(offset));
-  }
-
-  void decode(const kj::Array<capnp::word>& words) {
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = words.size() * 2 + 64;
-    options.nestingLimit = 8;
-    try {
-      capnp::FlatArrayMessageReader reader(words.asPtr(), options);
-      const auto msg = reader.getRoot<SandboxMessage>();
-      Reply r;
-      switch (msg.which()) {
-        case SandboxMessage::LOG: {
-          const auto log_msg = msg.getLog();
-          SandboxLogLevel level = SandboxLogLevel::info;
-          switch (log_msg.getLevel()) {
-            case SandboxMessage::LogLevel::DEBUG:
-              level = SandboxLogLevel::debug;
-              break;
-            case SandboxMessage::LogLevel::WARNING:
-              level = SandboxLogLevel::warning;
-              break;
-            case SandboxMessage::LogLevel::ERROR:
-              level = SandboxLogLevel::error;
-              break;
-            default:
-              break;
-          }
-          log(name, level, clean(log_msg.getText(), max_line));
-          return;
+void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = words.size() * 2 + 64;
+  options.nestingLimit = 8;
+  try {
+    capnp::FlatArrayMessageReader reader(words.asPtr(), options);
+    const auto msg = reader.getRoot<SandboxMessage>();
+    Reply r;
+    switch (msg.which()) {
+      case SandboxMessage::LOG: {
+        const auto log_msg = msg.getLog();
+        SandboxLogLevel level = SandboxLogLevel::info;
+        switch (log_msg.getLevel()) {
+          case SandboxMessage::LogLevel::DEBUG:
+            level = SandboxLogLevel::debug;
+            break;
+          case SandboxMessage::LogLevel::WARNING:
+            level = SandboxLogLevel::warning;
+            break;
+          case SandboxMessage::LogLevel::ERROR:
+            level = SandboxLogLevel::error;
+            break;
+          default:
+            break;
         }
-        case SandboxMessage::ERROR: {
-          const auto e = msg.getError();
-          r.kind = Reply::Kind::error;
-          r.phase = e.getPhase();
-          r.message = clean(e.getMessage(), max_line);
-          r.traceback = clean(e.getTraceback(), max_traceback, true);
-          if (r.phase == SandboxMessage::Phase::PROCESS) {
-            // Not an answer to anything: the plugin raised in process(); the block went dry.
-            emit(SandboxLogLevel::error, "exception in process(): " + r.message);
-            emit(SandboxLogLevel::error, r.traceback);
-            return;
-          }
-          break;
-        }
-        case SandboxMessage::HELLO: {
-          const auto h = msg.getHello();
-          r.kind = Reply::Kind::hello;
-          r.protocol_version = h.getProtocolVersion();
-          r.shm_layout_version = h.getShmLayoutVersion();
-          r.shm_header_size = h.getShmHeaderSize();
-          r.python_version = clean(h.getPythonVersion(), 64);
-          r.numpy_version = clean(h.getNumpyVersion(), 64);
-          break;
-        }
-        case SandboxMessage::LOADED: {
-          r.kind = Reply::Kind::loaded;
-          if (auto problem = decode_info(msg.getLoaded(), r.info)) {
-            protocol_error = "invalid plugin description: " + *problem;
-            return;
-          }
-          break;
-        }
-        case SandboxMessage::PARAM_SET: {
-          r.kind = Reply::Kind::param_set;
-          r.key = clean(msg.getParamSet().getKey(), 128);
-          r.latency = msg.getParamSet().getLatencyFrames();
-          break;
-        }
-        case SandboxMessage::STATE: {
-          r.kind = Reply::Kind::state;
-          const auto data = msg.getState();
-          r.state.assign(reinterpret_cast<const std::byte*>(data.begin()),
-                         reinterpret_cast<const std::byte*>(data.end()));
-          break;
-        }
-        case SandboxMessage::STATS: {
-          const auto s = msg.getStats();
-          r.kind = Reply::Kind::stats;
-          r.stats = {s.getBlocks(),         s.getExceptions(),  s.getProcessNsLast(), s.getProcessNsMax(),
-                     s.getProcessNsTotal(), s.getLogsDropped(), s.getGcCollections()};
-          break;
-        }
-        default:
-          protocol_error = "unknown message";
-          return;
-      }
-      if (unanswered > 0 && r.kind != Reply::Kind::hello && r.kind != Reply::Kind::loaded) {
-        --unanswered;  // the late answer to a request that already timed out
+        log(name, level, clean(log_msg.getText(), max_line));
         return;
       }
-      replies.push_back(std::move(r));
-    } catch (const kj::Exception& e) {
-      protocol_error = std::string("malformed message: ") + e.getDescription().cStr();
-    }
-  }
-
-  /// Waits for the next reply (logs are delivered meanwhile). nullopt: timeout, EOF or a
-  /// protocol error.
-  std::optional<Reply> wait_reply(Clock::time_point deadline) {
-    for (;;) {
-      if (!replies.empty()) {
-        Reply r = std::move(replies.front());
-        replies.pop_front();
-        return r;
-      }
-      if (eof || !protocol_error.empty()) return std::nullopt;
-      pollfd pfd{sock.get(), POLLIN, 0};
-      const int ms = remaining_ms(deadline);
-      if (ms == 0) return std::nullopt;
-      const int ready = ::poll(&pfd, 1, ms);
-      if (ready < 0 && errno != EINTR) return std::nullopt;
-      if (ready > 0) pump();
-    }
-  }
-
-  /// True once the child has exited and was reaped (waits at most until `deadline`).
-  bool wait_exit(Clock::time_point deadline) {
-    while (!reaped) {
-      int status = 0;
-      const pid_t r = ::waitpid(pid, &status, WNOHANG);
-      if (r == pid) {
-        reaped = true;
-        exit_status = status;
+      case SandboxMessage::ERROR: {
+        const auto e = msg.getError();
+        r.kind = Reply::Kind::error;
+        r.phase = e.getPhase();
+        r.message = clean(e.getMessage(), max_line);
+        r.traceback = clean(e.getTraceback(), max_traceback, true);
+        if (r.phase == SandboxMessage::Phase::PROCESS) {
+          // Not an answer to anything: the plugin raised in process(); the block went dry.
+          // The sandbox sends each new message with its traceback, repeats as a count.
+          ++process_errors;
+          last_process_error = "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+          emit(SandboxLogLevel::error, "exception in process(): " + r.message);
+          if (!r.traceback.empty()) emit(SandboxLogLevel::error, r.traceback);
+          return;
+        }
         break;
       }
-      if (r < 0 && errno != EINTR) {  // not our child any more (someone else reaped it)
-        reaped = true;
+      case SandboxMessage::HELLO: {
+        const auto h = msg.getHello();
+        r.kind = Reply::Kind::hello;
+        r.protocol_version = h.getProtocolVersion();
+        r.shm_layout_version = h.getShmLayoutVersion();
+        r.shm_header_size = h.getShmHeaderSize();
+        r.python_version = clean(h.getPythonVersion(), 64);
+        r.numpy_version = clean(h.getNumpyVersion(), 64);
         break;
       }
-      const int ms = remaining_ms(deadline);
-      if (ms == 0) return false;
-      if (pidfd.get() >= 0) {
-        pollfd pfd{pidfd.get(), POLLIN, 0};
-        ::poll(&pfd, 1, ms);
-      } else {
-        ::poll(nullptr, 0, ms < 5 ? ms : 5);  // NOTE: no pidfd (old kernel): short naps
+      case SandboxMessage::LOADED: {
+        r.kind = Reply::Kind::loaded;
+        if (auto problem = decode_info(msg.getLoaded(), r.info)) {
+          protocol_error = "invalid plugin description: " + *problem;
+          return;
+        }
+        break;
       }
+      case SandboxMessage::PARAM_SET: {
+        r.kind = Reply::Kind::param_set;
+        r.key = clean(msg.getParamSet().getKey(), 128);
+        r.latency = msg.getParamSet().getLatencyFrames();
+        break;
+      }
+      case SandboxMessage::STATE: {
+        r.kind = Reply::Kind::state;
+        const auto data = msg.getState();
+        r.state.assign(reinterpret_cast<const std::byte*>(data.begin()),
+                       reinterpret_cast<const std::byte*>(data.end()));
+        break;
+      }
+      case SandboxMessage::STATS: {
+        const auto s = msg.getStats();
+        r.kind = Reply::Kind::stats;
+        r.stats = {s.getBlocks(),         s.getExceptions(),  s.getProcessNsLast(), s.getProcessNsMax(),
+                   s.getProcessNsTotal(), s.getLogsDropped(), s.getGcCollections()};
+        break;
+      }
+      default:
+        protocol_error = "unknown message";
+        return;
     }
-    return true;
+    if (!async_outstanding.empty() && r.kind != Reply::Kind::hello && r.kind != Reply::Kind::loaded) {
+      // The answer to the oldest request nobody waits for (requests are answered in order).
+      const Async kind = async_outstanding.front();
+      async_outstanding.pop_front();
+      if (kind == Async::state && r.kind == Reply::Kind::state) async_state = std::move(r.state);
+      if (kind == Async::stats && r.kind == Reply::Kind::stats) async_stats = r.stats;
+      return;
+    }
+    if (unanswered > 0 && r.kind != Reply::Kind::hello && r.kind != Reply::Kind::loaded) {
+      --unanswered;  // the late answer to a request that already timed out
+      return;
+    }
+    replies.push_back(std::move(r));
+  } catch (const kj::Exception& e) {
+    protocol_error = std::string("malformed message: ") + e.getDescription().cStr();
   }
+}
 
-  void kill_and_reap() {
-    if (reaped || pid <= 0) return;
-    ::kill(pid, SIGKILL);
+
+/// Waits for the next reply (logs are delivered meanwhile). nullopt: timeout, EOF or a
+/// protocol error.
+std::optional<Reply> SandboxProcessor::Control::wait_reply(Clock::time_point deadline) {
+  for (;;) {
+    if (!replies.empty()) {
+      Reply r = std::move(replies.front());
+      replies.pop_front();
+      return r;
+    }
+    if (eof || !protocol_error.empty()) return std::nullopt;
+    pollfd pfd{sock.get(), POLLIN, 0};
+    const int ms = remaining_ms(deadline);
+    if (ms == 0) return std::nullopt;
+    const int ready = ::poll(&pfd, 1, ms);
+    if (ready < 0 && errno != EINTR) return std::nullopt;
+    if (ready > 0) pump();
+  }
+}
+
+/// True once the child has exited and was reaped (waits at most until `deadline`).
+bool SandboxProcessor::Control::wait_exit(Clock::time_point deadline) {
+  while (!reaped) {
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      reaped = true;
+      exit_status = status;
+      break;
     }
-    reaped = true;
-    exit_status = status;
+    if (r < 0 && errno != EINTR) {  // not our child any more (someone else reaped it)
+      reaped = true;
+      break;
+    }
+    const int ms = remaining_ms(deadline);
+    if (ms == 0) return false;
+    if (pidfd.get() >= 0) {
+      pollfd pfd{pidfd.get(), POLLIN, 0};
+      ::poll(&pfd, 1, ms);
+    } else {
+      ::poll(nullptr, 0, ms < 5 ? ms : 5);  // NOTE: no pidfd (old kernel): short naps
+    }
   }
+  return true;
+}
 
-  /// Why the sandbox stopped talking, for error messages.
-  std::string gone_reason() {
-    if (!protocol_error.empty()) return "broke the control protocol (" + protocol_error + ")";
-    if (eof) {
-      wait_exit(Clock::now() + std::chrono::seconds(2));
-      if (reaped) return "sandbox " + describe_exit(exit_status);
-      return "sandbox closed its control socket";
-    }
-    return "sandbox did not answer in time";
+void SandboxProcessor::Control::kill_and_reap() {
+  if (reaped || pid <= 0) return;
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-};
+  reaped = true;
+  exit_status = status;
+}
+
+/// Why the sandbox stopped talking, for error messages.
+std::string SandboxProcessor::Control::gone_reason() {
+  if (!protocol_error.empty()) return "broke the control protocol (" + protocol_error + ")";
+  if (eof) {
+    wait_exit(Clock::now() + std::chrono::seconds(2));
+    if (reaped) return "sandbox " + describe_exit_impl(exit_status);
+    return "sandbox closed its control socket";
+  }
+  return "sandbox did not answer in time";
+}
+
 
 namespace {
 
@@ -553,7 +540,23 @@ std::filesystem::path default_sandbox_executable() {
 
 /// Starts the sandbox with `sock` and `shm` inherited (everything else of ours is CLOEXEC).
 /// Own process group: a Ctrl-C in the terminal reaches the host, which shuts sandboxes down.
-pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm) {
+/// The sandbox's whole environment: nothing of the host's (tokens, session addresses, paths)
+/// leaks into the plugin, but SANDPIPE_* (test doubles, debugging) and the sanitizers' options.
+/// One BLAS thread: a plugin shares the machine with the audio thread.
+std::vector<std::string> sandbox_environment() {
+  std::vector<std::string> env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "OPENBLAS_NUM_THREADS=1",
+                                  "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"};
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view var(*e);
+    if (var.starts_with("SANDPIPE_") || var.starts_with("ASAN_OPTIONS=") || var.starts_with("UBSAN_OPTIONS=") ||
+        var.starts_with("LSAN_OPTIONS=")) {
+      env.emplace_back(var);
+    }
+  }
+  return env;
+}
+
+pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::uint32_t memory_mb) {
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
@@ -577,6 +580,7 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm) {
   const std::string sock_s = std::to_string(sock);
   const std::string shm_s = std::to_string(shm);
   const std::string parent_s = std::to_string(::getpid());
+  const std::string memory_s = std::to_string(memory_mb);
   std::vector<char*> argv = {const_cast<char*>(exe_s.c_str()),
                              const_cast<char*>("--control-fd"),
                              const_cast<char*>(sock_s.c_str()),
@@ -584,9 +588,15 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm) {
                              const_cast<char*>(shm_s.c_str()),
                              const_cast<char*>("--parent-pid"),
                              const_cast<char*>(parent_s.c_str()),
+                             const_cast<char*>("--memory-mb"),
+                             const_cast<char*>(memory_s.c_str()),
                              nullptr};
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, exe_s.c_str(), &actions, &attr, argv.data(), environ);
+  std::vector<std::string> env_strings = sandbox_environment();
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const int rc = ::posix_spawn(&pid, exe_s.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw PluginError("cannot start " + exe_s + ": " + std::strerror(rc));
@@ -594,6 +604,125 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm) {
 }
 
 }  // namespace
+
+std::unique_ptr<SandboxProcessor::Control> SandboxProcessor::Control::spawn(const SandboxLaunch& launch,
+                                                                            std::uint64_t generation) {
+  std::optional<shm::Segment> segment;
+  try {
+    segment.emplace(shm::Segment::create(launch.geometry));
+  } catch (const std::exception& e) {
+    throw PluginError("python plugin \"" + launch.name + "\": shared memory: " + e.what());
+  }
+  auto c = std::make_unique<Control>();
+  c->link = std::make_unique<SandboxLink>(std::move(*segment), generation);
+  if (launch.host_spin_ns) c->link->endpoint.set_spin_ns(*launch.host_spin_ns);
+  c->notify_endpoint = &c->link->endpoint;
+  c->launch = launch;
+  c->name = launch.name;
+  c->file = launch.file;
+  c->log = launch.log ? launch.log : SandboxLogFn(log_to_stderr);
+  c->request_timeout = launch.request_timeout;
+  c->shutdown_timeout = launch.shutdown_timeout;
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    throw PluginError(std::string("python plugins: socketpair: ") + std::strerror(errno));
+  }
+  c->sock.reset(pair[0]);
+  UniqueFd child_end(pair[1]);
+  c->pid = spawn_sandbox(launch.executable, child_end.get(), c->link->segment.fd(), launch.memory_mb);
+  c->pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c->pid, 0)));
+
+  capnp::MallocMessageBuilder hello_msg;
+  auto hello = hello_msg.initRoot<schema::HostMessage>().initHello();
+  hello.setProtocolVersion(schema::PROTOCOL_VERSION);
+  hello.setShmLayoutVersion(shm::layout_version);
+  hello.setShmHeaderSize(shm::Segment::header_size());
+  if (!c->send(hello_msg, Clock::now() + c->request_timeout)) {
+    c->phase = Phase::failed;
+    c->failure = c->gone_reason();
+  }
+  return c;
+}
+
+void SandboxProcessor::Control::send_load(const std::vector<std::byte>& state) {
+  if (phase == Phase::failed) return;
+  capnp::MallocMessageBuilder load_msg;
+  auto load = load_msg.initRoot<schema::HostMessage>().initLoad();
+  load.setPath(file.string());
+  load.setInstanceName(name);
+  load.setSampleRate(launch.sample_rate);
+  load.setChannels(launch.geometry.channels);
+  load.setMaxFrames(launch.geometry.max_frames);
+  auto out = load.initParams(static_cast<unsigned>(params.size()));
+  for (unsigned k = 0; k < params.size(); ++k) {
+    out[k].setKey(params[k].key);
+    set_value(out[k].initValue(), params[k].value);
+  }
+  if (!state.empty()) load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(state.data()), state.size()));
+  if (!send(load_msg, Clock::now() + request_timeout)) {
+    phase = Phase::failed;
+    failure = gone_reason();
+    return;
+  }
+  if (phase == Phase::ready) phase = Phase::loading;
+  load_sent = true;
+}
+
+void SandboxProcessor::Control::advance() {
+  pump();
+  while (!replies.empty() && phase != Phase::failed) {
+    Reply r = std::move(replies.front());
+    replies.pop_front();
+    if (r.kind == Reply::Kind::error) {
+      phase = Phase::failed;
+      failure = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+    } else if (phase == Phase::hello && r.kind == Reply::Kind::hello) {
+      if (r.protocol_version != schema::PROTOCOL_VERSION || r.shm_layout_version != shm::layout_version ||
+          r.shm_header_size != shm::Segment::header_size()) {
+        phase = Phase::failed;
+        failure = "version mismatch: sandbox speaks protocol " + std::to_string(r.protocol_version) +
+                  " / shm layout " + std::to_string(r.shm_layout_version) + " (" +
+                  std::to_string(r.shm_header_size) + "-byte header), host " +
+                  std::to_string(schema::PROTOCOL_VERSION) + " / " + std::to_string(shm::layout_version) + " (" +
+                  std::to_string(shm::Segment::header_size()) + "); install matching sandpipe and sandpipe-sandbox";
+      } else {
+        python_version = r.python_version;
+        numpy_version = r.numpy_version;
+        phase = load_sent ? Phase::loading : Phase::ready;
+      }
+    } else if (phase == Phase::loading && r.kind == Reply::Kind::loaded) {
+      info = std::move(r.info);
+      info.python_version = python_version;
+      info.numpy_version = numpy_version;
+      phase = Phase::loaded;
+    } else if (phase != Phase::loaded) {
+      phase = Phase::failed;
+      failure = "unexpected message during the handshake";
+    }
+    // Once loaded, stray replies (to nothing asked) are dropped.
+  }
+  if ((phase == Phase::hello || phase == Phase::ready || phase == Phase::loading) && gone()) {
+    phase = Phase::failed;
+    failure = gone_reason();
+  }
+}
+
+void SandboxProcessor::Control::request_async(Async kind) {
+  if (phase != Phase::loaded || gone()) return;
+  for (const Async a : async_outstanding)
+    if (a == kind) return;
+  capnp::MallocMessageBuilder msg;
+  auto root = msg.initRoot<schema::HostMessage>();
+  if (kind == Async::state) {
+    root.setGetState();
+  } else {
+    root.setGetStats();
+  }
+  // A full socket means a sandbox that does not read: the watchdog deals with that.
+  if (!send(msg, Clock::now())) return;
+  async_outstanding.push_back(kind);
+  if (notify_endpoint != nullptr) notify_endpoint->notify_control();
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -606,38 +735,16 @@ SandboxProcessor::SandboxProcessor(std::string name, std::unique_ptr<SandboxLink
 }
 
 SandboxProcessor::~SandboxProcessor() {
-  Control& c = *control_;
-  if (c.pid <= 0) return;
-  if (!c.protocol_error.empty()) {
-    c.kill_and_reap();  // it broke the protocol: no reason to trust it with a clean exit
-    return;
-  }
-  const auto deadline = Clock::now() + c.shutdown_timeout;
-  if (!c.eof) {
-    capnp::MallocMessageBuilder msg;
-    msg.initRoot<schema::HostMessage>().setShutdown();
-    if (c.send(msg, deadline)) link_for_main().endpoint.notify_control();
-  }
-  // Deliver what the plugin prints while shutting down, until the sandbox exits.
-  while (!c.reaped && Clock::now() < deadline) {
-    // A closed socket would report POLLHUP forever: then only the pidfd is watched.
-    pollfd pfds[2] = {{c.eof ? -1 : c.sock.get(), POLLIN, 0}, {c.pidfd.get(), POLLIN, 0}};
-    const int ms = remaining_ms(deadline);
-    const int ready = ::poll(pfds, 2, c.pidfd.get() >= 0 ? ms : (ms < 5 ? ms : 5));
-    if (ready > 0 && (pfds[0].revents & (POLLIN | POLLHUP)) != 0) c.pump();
-    c.wait_exit(Clock::now());
-  }
-  if (!c.reaped) {
-    c.emit(SandboxLogLevel::warning, "sandbox did not exit within " +
-                                         std::to_string(c.shutdown_timeout.count()) + " ms; killing it");
-    c.kill_and_reap();
-  }
+  // Control's destructor: `shutdown`, a bounded wait, SIGKILL, reap. Null when a Supervisor
+  // took the conversation over (it stops its sandboxes itself).
+  control_.reset();
 }
 
-pid_t SandboxProcessor::pid() const noexcept { return control_->pid; }
-int SandboxProcessor::control_fd() const noexcept { return control_->sock.get(); }
+pid_t SandboxProcessor::pid() const noexcept { return control_ ? control_->pid : -1; }
+int SandboxProcessor::control_fd() const noexcept { return control_ ? control_->sock.get() : -1; }
 
 bool SandboxProcessor::service_control() {
+  if (!control_) return usable();
   Control& c = *control_;
   c.pump();
   c.replies.clear();  // nothing was asked: whatever is here is stray
@@ -649,6 +756,7 @@ bool SandboxProcessor::service_control() {
 }
 
 std::optional<std::string> SandboxProcessor::set_param(const ParamSetting& setting) {
+  if (!control_) throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
   Control& c = *control_;
   const auto deadline = Clock::now() + c.request_timeout;
   capnp::MallocMessageBuilder msg;
@@ -677,6 +785,7 @@ std::optional<std::string> SandboxProcessor::set_param(const ParamSetting& setti
 }
 
 std::vector<std::byte> SandboxProcessor::get_state() {
+  if (!control_) throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
   Control& c = *control_;
   const auto deadline = Clock::now() + c.request_timeout;
   capnp::MallocMessageBuilder msg;
@@ -694,6 +803,7 @@ std::vector<std::byte> SandboxProcessor::get_state() {
 }
 
 SandboxStats SandboxProcessor::stats() {
+  if (!control_) throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
   Control& c = *control_;
   const auto deadline = Clock::now() + c.request_timeout;
   capnp::MallocMessageBuilder msg;
@@ -772,7 +882,11 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     }
     c.sock.reset(pair[0]);
     UniqueFd child_end(pair[1]);
-    c.pid = spawn_sandbox(exe, child_end.get(), proc->link_for_main().segment.fd());
+    c.launch = SandboxLaunch{spec.name,     file,           exe,       geometry, sample_rate, spec.memory_mb,
+                             options.host_spin_ns, c.log, options.request_timeout, options.shutdown_timeout};
+    c.params = spec.params;
+    c.notify_endpoint = &proc->link_for_main().endpoint;
+    c.pid = spawn_sandbox(exe, child_end.get(), proc->link_for_main().segment.fd(), spec.memory_mb);
     c.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0)));
     procs.push_back(std::move(proc));
   }
@@ -881,9 +995,22 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
 
   std::string errors;
   for (std::size_t i = 0; i < procs.size(); ++i) {
+    Control& c = *procs[i]->control_;
+    if (phase[i] == Phase::done) c.phase = Control::Phase::loaded;
     if (phase[i] != Phase::failed) continue;
+    std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file.string() + "): " + failure[i];
+    while (!error.empty() && error.back() == '\n') error.pop_back();
+    if (options.keep_failed) {
+      // Never fatal: the slot stays dry (or mute) for good; the error is logged and kept.
+      c.phase = Control::Phase::failed;
+      c.failure = error;
+      c.kill_and_reap();
+      procs[i]->mark_link_dead();
+      c.emit(SandboxLogLevel::error, "cannot load, the slot is bypassed: " + error);
+      continue;
+    }
     if (!errors.empty()) errors += "\n";
-    errors += "python plugin \"" + specs[i].name + "\" (" + procs[i]->control_->file.string() + "): " + failure[i];
+    errors += error;
   }
   if (!errors.empty()) {
     while (!errors.empty() && errors.back() == '\n') errors.pop_back();

@@ -74,6 +74,9 @@ struct SandboxOptions {
   std::optional<std::uint64_t> host_spin_ns;
   /// Audio slots in each segment (power of two, 2..16): blocks that may be outstanding at once.
   std::uint32_t slot_count = 4;
+  /// A plugin that fails to load does not throw: its processor is returned with a dead link
+  /// (dry or mute for good) and the error kept for the supervisor's status (`sandpipe run`).
+  bool keep_failed = false;
 };
 
 /// A parameter as the plugin declared it (validated on receipt).
@@ -165,10 +168,10 @@ class SandboxProcessor final : public Processor {
   /// [main] Hands the RT side a new link (a restarted sandbox, loaded and ready). The RT side
   /// adopts it at the start of its next call (an atomic pointer exchange), discards whatever the
   /// old link still owed (those positions come out dry), and fades from dry to wet when the new
-  /// sandbox's output arrives. Returns false (and keeps nothing) while a previous offer is still
-  /// pending or a retired link is still to be collected (call collect_retired_links() first).
+  /// sandbox's output arrives. Returns false while a previous offer is still
+  /// pending; `link` is then left to the caller (moved from only on true), to offer again later.
   /// Throws std::invalid_argument if the link's geometry differs from the slot's.
-  bool replace_link(std::unique_ptr<SandboxLink> link);
+  bool replace_link(std::unique_ptr<SandboxLink>&& link);
   /// [main] The generation number for the next link of this slot (1 was the first).
   [[nodiscard]] std::uint64_t next_link_generation() noexcept;
   /// [main] Destroys the links the RT side let go of (the RT thread never frees). Cheap; call it
@@ -230,6 +233,7 @@ class SandboxProcessor final : public Processor {
   [[nodiscard]] SandboxStats stats();
 
  private:
+  friend class Supervisor;  // takes control_ over (host/supervisor.h)
   friend std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(
       std::span<const PluginSpec>, double, std::uint32_t, std::uint32_t, const SandboxOptions&);
 

@@ -45,7 +45,12 @@ std::optional<std::string> apply_process_limits(const Limits& limits) {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS", errno);
   const rlimit no_core{0, 0};
   if (::setrlimit(RLIMIT_CORE, &no_core) != 0) return errno_text("RLIMIT_CORE", errno);
-  if (limits.memory_mb > 0) {
+#if defined(__SANITIZE_ADDRESS__)
+  const bool limit_memory = false;  // ASan reserves terabytes of shadow address space
+#else
+  const bool limit_memory = limits.memory_mb > 0;
+#endif
+  if (limit_memory) {
     const rlim_t bytes = static_cast<rlim_t>(limits.memory_mb) << 20;
     const rlimit as{bytes, bytes};
     if (::setrlimit(RLIMIT_AS, &as) != 0) return errno_text("RLIMIT_AS", errno);

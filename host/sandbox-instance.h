@@ -1,0 +1,175 @@
+// One sandbox process and its control conversation, as the host's non-RT side holds it
+// (SandboxProcessor::Control). Internal to host/: sandbox-client.cpp implements it,
+// supervisor.cpp drives restarts with it. Every function is [main] (the supervisor thread
+// counts as the main thread of the slots it supervises). Not copyable; the destructor shuts the
+// sandbox down (bounded), kills it if need be and reaps it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <capnp/message.h>
+
+#include "host/sandbox-client.h"
+#include "host/sandbox-link.h"
+#include "schemas/control.capnp.h"
+
+namespace sandpipe::host {
+
+namespace detail {
+
+/// An owned file descriptor.
+class UniqueFd {
+ public:
+  UniqueFd() noexcept = default;
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  ~UniqueFd() { reset(); }
+  void reset(int fd = -1) noexcept;
+  [[nodiscard]] int get() const noexcept { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+/// One message from a sandbox, decoded and validated; logs never become a Reply.
+struct Reply {
+  enum class Kind : std::uint8_t { hello, loaded, param_set, state, stats, error } kind = Kind::error;
+  std::uint32_t protocol_version = 0;
+  std::uint32_t shm_layout_version = 0;
+  std::uint32_t shm_header_size = 0;
+  std::string python_version;
+  std::string numpy_version;
+  PythonPluginInfo info;
+  std::string key;
+  std::uint32_t latency = 0;
+  std::vector<std::byte> state;
+  SandboxStats stats;
+  schema::SandboxMessage::Phase phase = schema::SandboxMessage::Phase::HANDSHAKE;
+  std::string message;
+  std::string traceback;
+};
+
+}  // namespace detail
+
+/// Everything needed to start (and restart) the sandbox of one slot.
+struct SandboxLaunch {
+  std::string name;
+  std::filesystem::path file;
+  std::filesystem::path executable;
+  shm::Geometry geometry;
+  double sample_rate = 48000.0;
+  std::uint32_t memory_mb = 0;
+  std::optional<std::uint64_t> host_spin_ns;
+  SandboxLogFn log = log_to_stderr;
+  std::chrono::milliseconds request_timeout{10'000};
+  std::chrono::milliseconds shutdown_timeout{2'000};
+};
+
+/// "exited with status 1", "killed by signal SIGSEGV", ...
+[[nodiscard]] std::string describe_exit(int wait_status);
+
+struct SandboxProcessor::Control {
+  using Clock = std::chrono::steady_clock;
+
+  /// hello sent → ready (hello answered: a spare) → loading (load sent) → loaded; failed: the
+  /// sandbox answered with an error (the plugin did not load) or broke the handshake.
+  enum class Phase : std::uint8_t { hello, ready, loading, loaded, failed };
+  /// Requests whose answers are collected later (take_async_*), never waited for.
+  enum class Async : std::uint8_t { state, stats };
+
+  /// Creates a segment and its link, spawns the sandbox with them and sends hello.
+  /// Throws PluginError.
+  static std::unique_ptr<Control> spawn(const SandboxLaunch& launch, std::uint64_t generation);
+
+  Control() = default;
+  ~Control();
+  Control(const Control&) = delete;
+  Control& operator=(const Control&) = delete;
+  Control(Control&&) = delete;
+  Control& operator=(Control&&) = delete;
+
+  SandboxLaunch launch;
+  std::vector<ParamSetting> params;  ///< what a (re)load sends
+  std::string name;                  ///< = launch.name
+  std::filesystem::path file;
+  SandboxLogFn log;
+  std::chrono::milliseconds request_timeout{};
+  std::chrono::milliseconds shutdown_timeout{};
+
+  detail::UniqueFd sock;
+  detail::UniqueFd pidfd;
+  pid_t pid = -1;
+  bool reaped = false;
+  int exit_status = 0;
+  /// The segment this sandbox was started with, until handed to the RT side; null for the
+  /// first sandbox of a slot (the SandboxProcessor was built with it).
+  std::unique_ptr<SandboxLink> link;
+
+  Phase phase = Phase::hello;
+  bool load_sent = false;
+  std::string failure;  ///< why the phase is `failed` (with the traceback)
+  PythonPluginInfo info;
+  std::string python_version;
+  std::string numpy_version;
+
+  std::vector<unsigned char> rx;
+  std::deque<detail::Reply> replies;
+  bool eof = false;
+  std::string protocol_error;    ///< set once the sandbox sent something unreadable
+  std::uint32_t unanswered = 0;  ///< requests that timed out: their replies are skipped
+  std::deque<Async> async_outstanding;
+  std::optional<std::vector<std::byte>> async_state;
+  std::optional<SandboxStats> async_stats;
+  std::uint64_t process_errors = 0;  ///< exceptions in process() reported (rate-limited by the sandbox)
+  std::string last_process_error;    ///< the last one, with its traceback when it came with one
+
+  void emit(SandboxLogLevel level, std::string_view text) const;
+  /// Sends one message, waiting at most until `deadline` for socket space; wakes the sandbox.
+  bool send(capnp::MessageBuilder& message, Clock::time_point deadline);
+  /// Reads what is there without blocking and decodes every complete frame.
+  void pump();
+  void decode_frames();
+  void decode(const kj::Array<capnp::word>& words);
+  /// Waits for the next reply (logs are delivered meanwhile). nullopt: timeout, EOF, breach.
+  std::optional<detail::Reply> wait_reply(Clock::time_point deadline);
+  /// True once the child has exited and was reaped (waits at most until `deadline`).
+  bool wait_exit(Clock::time_point deadline);
+  /// Non-blocking: true (and reaped) once the child has exited.
+  bool poll_exit() { return wait_exit(Clock::now()); }
+  void kill_and_reap();
+  /// Why the sandbox stopped talking, for error messages (may wait up to 2 s for the exit).
+  std::string gone_reason();
+  /// EOF, a protocol breach, or the process is known to have exited.
+  [[nodiscard]] bool gone() const noexcept { return eof || !protocol_error.empty() || reaped; }
+
+  /// Sends the load (params, `state`): phase loading. A failed send leaves the phase failed.
+  void send_load(const std::vector<std::byte>& state);
+  /// Non-blocking: pump, then move the phase on with what arrived; files async answers.
+  void advance();
+  /// Sends getState / getStats unless one is already outstanding.
+  void request_async(Async kind);
+  std::optional<std::vector<std::byte>> take_async_state() { return std::exchange(async_state, std::nullopt); }
+  std::optional<SandboxStats> take_async_stats() { return std::exchange(async_stats, std::nullopt); }
+  /// Where notify_control() goes: the link this sandbox was started with (or, for the first
+  /// sandbox of a slot, the processor's).
+  shm::HostEndpoint* notify_endpoint = nullptr;
+};
+
+}  // namespace sandpipe::host

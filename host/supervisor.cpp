@@ -1,0 +1,498 @@
+// The supervisor thread: watch, kill, restart, report. See supervisor.h.
+#include "host/supervisor.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <deque>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+#include "host/sandbox-instance.h"
+
+namespace sandpipe::host {
+
+using Clock = std::chrono::steady_clock;
+using Control = SandboxProcessor::Control;
+
+std::string_view to_string(SlotState state) noexcept {
+  switch (state) {
+    case SlotState::starting:
+      return "starting";
+    case SlotState::running:
+      return "running";
+    case SlotState::restarting:
+      return "restarting";
+    case SlotState::failed:
+      return "failed";
+    case SlotState::bypassed:
+      return "bypassed";
+  }
+  return "unknown";
+}
+
+namespace {
+
+std::uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  return out;
+}
+
+/// Delay before restart attempt `k` (1-based) within the window: at once, then doubling.
+std::chrono::milliseconds backoff(std::size_t k) {
+  if (k <= 1) return std::chrono::milliseconds(0);
+  const std::size_t shift = std::min<std::size_t>(k - 2, 5);
+  return std::chrono::milliseconds(100) * (1u << shift);  // 100 ms … 3.2 s
+}
+
+}  // namespace
+
+/// One slot's supervision. The status part (state … pid, restart times) is guarded by
+/// Supervisor::mutex_; the instances are the supervisor thread's alone.
+struct Supervisor::Watch {
+  SupervisedSlot slot;
+  std::string name;
+  bool python = false;
+  std::chrono::milliseconds hang_timeout{200};
+
+  // Status (mutex_).
+  SlotState state = SlotState::running;
+  std::uint64_t exceptions_before = 0;  ///< exceptions of sandboxes that are gone
+  std::uint64_t exceptions_now = 0;     ///< the current sandbox's, from its stats
+  std::uint64_t restarts = 0;
+  std::uint64_t crashes = 0;
+  std::uint64_t hangs = 0;
+  std::string last_error;
+  pid_t pid = -1;
+  double last_restart_ms = 0.0;
+  double max_restart_ms = 0.0;
+
+  // The supervisor thread's.
+  std::unique_ptr<Control> current;  ///< the sandbox the RT side uses
+  std::unique_ptr<Control> spare;    ///< interpreter ready, waiting for a load
+  std::unique_ptr<Control> pending;  ///< loading, to replace `current`
+  std::unique_ptr<SandboxLink> unclaimed_link;  ///< loaded, not yet accepted by replace_link
+  SandboxLaunch launch;
+  std::vector<ParamSetting> params;
+  std::vector<std::byte> saved_state;
+  std::deque<Clock::time_point> failures;  ///< crashes and hangs inside the window
+  Clock::time_point died_at{};
+  Clock::time_point next_attempt{};
+  Clock::time_point next_spare{};
+  Clock::time_point last_poll{};
+  std::uint64_t next_generation = 2;
+  std::uint64_t process_errors_seen = 0;
+};
+
+Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options) : options_(std::move(options)) {
+  if (!options_.log) options_.log = log_to_stderr;
+  bool any_python = false;
+  for (const SupervisedSlot& s : slots) {
+    auto w = std::make_unique<Watch>();
+    w->slot = s;
+    w->name = std::string(s.processor->name());
+    w->python = s.sandbox != nullptr;
+    if (w->python) {
+      any_python = true;
+      w->hang_timeout = s.timeout_ms > 0.0
+                            ? std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_ms))
+                            : options_.default_hang_timeout;
+      // The supervisor takes the conversation over: from now on only its thread talks to it.
+      w->current = std::move(s.sandbox->control_);
+      if (w->current) {
+        w->launch = w->current->launch;
+        w->params = w->current->params;
+        w->pid = w->current->pid;
+        if (w->current->phase == Control::Phase::failed) {
+          w->state = SlotState::failed;
+          w->last_error = w->current->failure;
+          w->pid = -1;
+        }
+      } else {
+        w->state = SlotState::failed;
+      }
+    }
+    watches_.push_back(std::move(w));
+  }
+  {
+    std::random_device rd;
+    instance_token_ = std::to_string(::getpid()) + "-" + std::to_string(rd());
+  }
+  if (!any_python && options_.status_file.empty()) return;
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  thread_ = std::thread([this] { run(); });
+}
+
+Supervisor::~Supervisor() {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+    thread_.join();
+  }
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+  if (!options_.status_file.empty()) {
+    // Only ours: a newer chain of the same node (rate change) may have written it since.
+    std::ifstream in(options_.status_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (text.str().find("\"instance\":\"" + instance_token_ + "\"") != std::string::npos) {
+      std::error_code ec;
+      std::filesystem::remove(options_.status_file, ec);
+    }
+  }
+}
+
+std::vector<SlotStatus> Supervisor::status() const {
+  std::lock_guard lock(mutex_);
+  std::vector<SlotStatus> out;
+  out.reserve(watches_.size());
+  for (const auto& w : watches_) {
+    SlotStatus s;
+    s.name = w->name;
+    s.kind = w->python ? "python" : "native";
+    s.state = w->state;
+    s.on_failure = w->slot.on_failure;
+    s.counters = w->slot.processor->counters();
+    s.exceptions = w->exceptions_before + w->exceptions_now;
+    s.restarts = w->restarts;
+    s.crashes = w->crashes;
+    s.hangs = w->hangs;
+    s.last_error = w->last_error;
+    s.pid = w->pid;
+    s.last_restart_ms = w->last_restart_ms;
+    s.max_restart_ms = w->max_restart_ms;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::string Supervisor::status_json() const {
+  const auto slots = status();
+  std::ostringstream j;
+  j << "{\"node\":\"" << json_escape(options_.node_name) << "\",\"pid\":" << ::getpid() << ",\"instance\":\""
+    << instance_token_ << "\",\"time\":" << std::time(nullptr) << ",\"slots\":[";
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    const SlotStatus& s = slots[i];
+    char restart[96];
+    std::snprintf(restart, sizeof restart, "\"last_restart_ms\":%.3f,\"max_restart_ms\":%.3f", s.last_restart_ms,
+                  s.max_restart_ms);
+    j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind << "\",\"state\":\""
+      << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure) << "\",\"blocks\":"
+      << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
+      << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks << ",\"sanitized_blocks\":"
+      << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts
+      << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"pid\":" << s.pid << "," << restart
+      << ",\"last_error\":\"" << json_escape(s.last_error) << "\"}";
+  }
+  j << "]}\n";
+  return j.str();
+}
+
+std::vector<double> Supervisor::restart_times_ms() const {
+  std::lock_guard lock(mutex_);
+  return restart_ms_;
+}
+
+bool Supervisor::settled_locked() const {
+  for (const auto& w : watches_) {
+    if (!w->python) continue;
+    if (w->state == SlotState::starting || w->state == SlotState::restarting) return false;
+    if (w->state == SlotState::running && w->slot.sandbox->link_failed()) return false;  // not dealt with yet
+  }
+  return true;
+}
+
+bool Supervisor::wait_settled(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  if (!thread_.joinable()) return true;
+  return changed_.wait_for(lock, timeout, [this] { return settled_locked(); });
+}
+
+void Supervisor::write_status_file() {
+  if (options_.status_file.empty()) return;
+  const std::string text = status_json();
+  std::error_code ec;
+  std::filesystem::create_directories(options_.status_file.parent_path(), ec);
+  const std::filesystem::path tmp = options_.status_file.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return;
+    out << text;
+    if (!out) return;
+  }
+  std::filesystem::rename(tmp, options_.status_file, ec);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+/// Spawns a sandbox for a restart or a spare; nullptr (and the reason in `error`) on failure.
+std::unique_ptr<Control> spawn_instance(const SandboxLaunch& launch, std::uint64_t generation, std::string& error) {
+  try {
+    return Control::spawn(launch, generation);
+  } catch (const std::exception& e) {
+    error = e.what();
+    return nullptr;
+  }
+}
+
+}  // namespace
+
+void Supervisor::run() {
+  auto last_status = Clock::time_point{};
+  for (;;) {
+    std::vector<pollfd> fds;
+    fds.push_back({wake_fd_, POLLIN, 0});
+    for (const auto& w : watches_) {
+      for (Control* c : {w->current.get(), w->spare.get(), w->pending.get()}) {
+        if (c == nullptr) continue;
+        if (!c->eof && c->protocol_error.empty()) fds.push_back({c->sock.get(), POLLIN, 0});
+        if (!c->reaped && c->pidfd.get() >= 0) fds.push_back({c->pidfd.get(), POLLIN, 0});
+      }
+    }
+    const int ms = static_cast<int>(options_.tick.count());
+    if (::poll(fds.data(), fds.size(), ms) < 0 && errno != EINTR) break;
+    const auto now = Clock::now();
+    bool stop = false;
+    bool dirty = false;
+    {
+      std::lock_guard lock(mutex_);
+      stop = stop_;
+      if (!stop) dirty = tick(now);
+    }
+    changed_.notify_all();
+    if (stop) break;
+    if (dirty || now - last_status >= std::chrono::seconds(1)) {
+      last_status = now;
+      write_status_file();
+    }
+  }
+  // Shut down here: a sandbox this thread spawned dies with it (PR_SET_PDEATHSIG follows the
+  // thread), so it gets its clean shutdown before the thread ends.
+  for (auto& w : watches_) {
+    w->spare.reset();
+    w->pending.reset();
+    w->current.reset();
+  }
+  write_status_file();
+}
+
+bool Supervisor::tick(Clock::time_point now) {
+  bool state_changed = false;
+  for (auto& wp : watches_) {
+    Watch& w = *wp;
+    if (!w.python) continue;
+    SandboxProcessor& proc = *w.slot.sandbox;
+    proc.collect_retired_links();
+
+    // ---- the sandbox in use -----------------------------------------------------------------
+    if (w.state == SlotState::running && w.current) {
+      Control& c = *w.current;
+      c.advance();
+      if (c.process_errors != w.process_errors_seen) {
+        w.process_errors_seen = c.process_errors;
+        w.last_error = c.last_process_error;
+      }
+      if (auto stats = c.take_async_stats()) w.exceptions_now = stats->exceptions;
+      if (auto state = c.take_async_state()) w.saved_state = std::move(*state);
+
+      std::string reason;
+      bool hang = false;
+      const std::uint64_t age = proc.oldest_outstanding_age_ns(monotonic_ns());
+      if (c.poll_exit()) {
+        reason = "sandbox " + describe_exit(c.exit_status);
+      } else if (!c.protocol_error.empty()) {
+        reason = "broke the control protocol (" + c.protocol_error + ")";
+      } else if (c.eof) {
+        reason = "closed its control socket";
+      } else if (proc.link_failed()) {
+        reason = "broke the block protocol on the shared segment (corrupt ring or completion)";
+      } else if (age > static_cast<std::uint64_t>(std::chrono::nanoseconds(w.hang_timeout).count())) {
+        hang = true;
+        reason = "did not finish a block for " + std::to_string(age / 1'000'000) + " ms (timeout " +
+                 std::to_string(w.hang_timeout.count()) + " ms): killed";
+      }
+      if (!reason.empty()) {
+        proc.mark_link_dead();  // the RT side stops waiting at once, goes dry (or mute)
+        w.died_at = now;
+        c.kill_and_reap();
+        w.exceptions_before += w.exceptions_now;
+        w.exceptions_now = 0;
+        w.current.reset();
+        w.pid = -1;
+        (hang ? w.hangs : w.crashes) += 1;
+        w.last_error = reason;
+        w.failures.push_back(now);
+        while (!w.failures.empty() && now - w.failures.front() > options_.restart_window) w.failures.pop_front();
+        state_changed = true;
+        if (w.failures.size() > options_.max_restarts) {
+          w.state = SlotState::bypassed;
+          w.spare.reset();
+          options_.log(w.name, SandboxLogLevel::error,
+                       reason + "; " + std::to_string(w.failures.size()) + " failures within " +
+                           std::to_string(options_.restart_window.count() / 1000) + " s: giving up, the slot stays " +
+                           (w.slot.on_failure == OnFailure::mute ? "muted" : "bypassed"));
+        } else {
+          w.state = SlotState::restarting;
+          w.next_attempt = now + backoff(w.failures.size());
+          options_.log(w.name, SandboxLogLevel::error, reason + "; restarting it");
+        }
+      } else if (now - w.last_poll >= options_.state_poll) {
+        // The state restored after a crash, and the exception count, kept fresh while it runs.
+        w.last_poll = now;
+        c.request_async(Control::Async::state);
+        c.request_async(Control::Async::stats);
+      }
+    }
+
+    // ---- bringing a new one up --------------------------------------------------------------
+    if (w.state == SlotState::restarting) {
+      if (!w.pending && !w.unclaimed_link && now >= w.next_attempt) {
+        std::string error;
+        if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
+          w.pending = std::move(w.spare);
+        } else {
+          w.spare.reset();
+          w.pending = spawn_instance(w.launch, w.next_generation++, error);
+        }
+        if (w.pending) {
+          w.pending->params = w.params;
+          w.pending->send_load(w.saved_state);
+        } else {
+          w.last_error = "cannot start a sandbox: " + error;
+          w.failures.push_back(now);
+          w.next_attempt = now + backoff(w.failures.size());
+        }
+      }
+      if (w.pending) {
+        Control& p = *w.pending;
+        p.advance();
+        if (p.phase == Control::Phase::loaded) {
+          if (p.info.latency != proc.plugin_latency_frames()) {
+            options_.log(w.name, SandboxLogLevel::warning,
+                         "the restarted plugin reports a latency of " + std::to_string(p.info.latency) +
+                             " frames; the slot keeps " + std::to_string(proc.plugin_latency_frames()));
+          }
+          w.unclaimed_link = std::move(p.link);
+          w.current = std::move(w.pending);
+        } else if (p.phase == Control::Phase::failed || p.gone()) {
+          std::string why = p.phase == Control::Phase::failed ? p.failure : "sandbox " + p.gone_reason();
+          p.kill_and_reap();
+          w.pending.reset();
+          w.last_error = "restart failed: " + why;
+          w.failures.push_back(now);
+          while (!w.failures.empty() && now - w.failures.front() > options_.restart_window) w.failures.pop_front();
+          state_changed = true;
+          if (w.failures.size() > options_.max_restarts) {
+            w.state = SlotState::bypassed;
+            options_.log(w.name, SandboxLogLevel::error, w.last_error + "; giving up, the slot stays bypassed");
+          } else {
+            w.next_attempt = now + backoff(w.failures.size());
+            options_.log(w.name, SandboxLogLevel::error, w.last_error + "; trying again");
+          }
+        }
+      }
+      if (w.unclaimed_link) {
+        proc.collect_retired_links();
+        if (proc.replace_link(std::move(w.unclaimed_link))) {
+          const double ms = ms_between(w.died_at, Clock::now());
+          w.state = SlotState::running;
+          w.restarts += 1;
+          w.pid = w.current->pid;
+          w.last_restart_ms = ms;
+          w.max_restart_ms = std::max(w.max_restart_ms, ms);
+          w.last_poll = now;
+          w.process_errors_seen = w.current->process_errors;
+          restart_ms_.push_back(ms);
+          state_changed = true;
+          char text[96];
+          std::snprintf(text, sizeof text, "restarted (pid %d) in %.1f ms", static_cast<int>(w.pid), ms);
+          options_.log(w.name, SandboxLogLevel::info, text);
+        } else {
+          // An earlier offer the RT side has not taken yet (the graph is paused): the link is
+          // gone with the refusal; this sandbox is useless, try again later.
+          w.current->kill_and_reap();
+          w.current.reset();
+          w.next_attempt = now + std::chrono::seconds(1);
+        }
+      }
+    }
+
+    // ---- the spare ----------------------------------------------------------------------------
+    if (w.spare) {
+      w.spare->advance();
+      if (w.spare->gone() || w.spare->phase == Control::Phase::failed) {
+        options_.log(w.name, SandboxLogLevel::warning,
+                     "spare sandbox failed: " + (w.spare->failure.empty() ? w.spare->gone_reason() : w.spare->failure));
+        w.spare->kill_and_reap();
+        w.spare.reset();
+        w.next_spare = now + std::chrono::seconds(5);
+      }
+    }
+    const bool want_spare = options_.keep_spare &&
+                            (w.state == SlotState::running || w.state == SlotState::restarting);
+    if (want_spare && !w.spare && !w.pending && now >= w.next_spare) {
+      std::string error;
+      w.spare = spawn_instance(w.launch, w.next_generation++, error);
+      if (!w.spare) {
+        options_.log(w.name, SandboxLogLevel::warning, "cannot start a spare sandbox: " + error);
+        w.next_spare = now + std::chrono::seconds(5);
+      }
+    }
+  }
+  return state_changed;
+}
+
+}  // namespace sandpipe::host

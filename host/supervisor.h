@@ -1,0 +1,138 @@
+// Fault isolation and recovery for the Python slots of one chain (issue #8).
+//
+// One supervisor thread per chain watches every sandbox: its pidfd (exit, crash, SIGKILL), its
+// control socket (EOF, a protocol breach, log lines and errors, which it delivers), the RT side's
+// view of the shared segment (a corrupt completion) and a hang watchdog (the age of the oldest
+// block the sandbox has not finished). A dead or hung sandbox is killed, reaped and replaced:
+// a pre-started spare (interpreter and numpy already imported) is loaded with the slot's current
+// params and the last state the plugin returned from get_state() (polled while idle), and its
+// link is handed to the RT side (SandboxProcessor::replace_link), which fades from dry to wet.
+// Too many crashes in a window and the slot is given up on: it stays bypassed (or muted).
+//
+// The thread is the supervisor's own, so the same code serves `sandpipe run` (PipeWire's main
+// loop never sees a sandbox fd) and `sandpipe render` (no loop at all). The supervisor thread is
+// the one "[main]" user of each SandboxProcessor's link operations; other threads only read
+// status() or wait in wait_settled().
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "host/config.h"
+#include "host/processor.h"
+#include "host/sandbox-client.h"
+
+namespace sandpipe::host {
+
+/// Life cycle of a slot as the status shows it.
+enum class SlotState : std::uint8_t {
+  starting,    ///< the first sandbox is loading
+  running,     ///< processing (native slots are always running)
+  restarting,  ///< the sandbox died or hung; a new one is loading, blocks go dry meanwhile
+  failed,      ///< the plugin could not be loaded at start: bypassed for good
+  bypassed,    ///< crashed or hung too often (restart.max in restart.window-s): given up on
+};
+
+[[nodiscard]] std::string_view to_string(SlotState state) noexcept;
+
+/// What the status file, `sandpipe status` and the render summary show for one slot.
+struct SlotStatus {
+  std::string name;
+  std::string kind;  ///< "python" or "native"
+  SlotState state = SlotState::running;
+  OnFailure on_failure = OnFailure::bypass;
+  SlotCounters counters;        ///< the RT side's (blocks, deadline misses, bypassed, sanitized)
+  std::uint64_t exceptions = 0;  ///< exceptions raised in process(), over every sandbox of the slot
+  std::uint64_t restarts = 0;    ///< sandboxes that replaced a dead or hung one
+  std::uint64_t crashes = 0;     ///< sandboxes that died (exit, signal, EOF, protocol breach)
+  std::uint64_t hangs = 0;       ///< sandboxes killed by the hang watchdog
+  std::string last_error;        ///< the last failure, with a traceback when there was one
+  pid_t pid = -1;                ///< the sandbox running now (-1: none)
+  double last_restart_ms = 0.0;  ///< death noticed → new sandbox handed to the RT side
+  double max_restart_ms = 0.0;
+};
+
+struct SupervisorOptions {
+  /// Offline (render): no deadline pressure, wait_settled() between blocks.
+  bool offline = false;
+  /// The hang watchdog for slots without `timeout-ms`: a sandbox that has not finished a block
+  /// for this long is killed and restarted.
+  std::chrono::milliseconds default_hang_timeout{200};
+  /// restart.max / restart.window-s (0 restarts: the first crash gives up).
+  std::uint32_t max_restarts = 5;
+  std::chrono::milliseconds restart_window{60'000};
+  /// How often an idle sandbox is asked for its state (the state restored on restart).
+  std::chrono::milliseconds state_poll{1'000};
+  /// How often the watchdog and the RT side's link state are looked at.
+  std::chrono::milliseconds tick{10};
+  /// Keep one loaded-interpreter spare per slot, so a restart only imports the plugin.
+  bool keep_spare = true;
+  /// Written (atomically, JSON) once a second and on every state change; removed at the end.
+  /// Empty: none.
+  std::filesystem::path status_file;
+  std::string node_name;
+  SandboxLogFn log = log_to_stderr;
+};
+
+/// One slot of the chain as the supervisor sees it.
+struct SupervisedSlot {
+  Processor* processor = nullptr;       ///< every slot (native ones only report counters)
+  SandboxProcessor* sandbox = nullptr;  ///< Python slots
+  OnFailure on_failure = OnFailure::bypass;
+  double timeout_ms = 0.0;              ///< the plugin's `timeout-ms` (0: the default)
+};
+
+/// Not copyable. Created [main] after the chain's slots, destroyed before them.
+class Supervisor {
+ public:
+  /// [main] Starts the supervisor thread (only if some slot is a Python one).
+  Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options);
+  /// [main] Stops and joins the thread; removes the status file.
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+  Supervisor(Supervisor&&) = delete;
+  Supervisor& operator=(Supervisor&&) = delete;
+
+  /// [any] A snapshot of every slot.
+  [[nodiscard]] std::vector<SlotStatus> status() const;
+  /// [any] The snapshot as the JSON the status file holds.
+  [[nodiscard]] std::string status_json() const;
+
+  /// [main] Offline: returns once no Python slot is starting or restarting and none has a dead
+  /// link the supervisor has not dealt with yet, so the next block runs on a live sandbox (or
+  /// on a slot given up on). Bounded by `timeout`; false if it ran out.
+  bool wait_settled(std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+  /// [any] Restart times (ms) of every restart so far, in order (benchmarks, docs).
+  [[nodiscard]] std::vector<double> restart_times_ms() const;
+
+ private:
+  struct Watch;
+  void run();
+  /// Returns true when some slot changed state.
+  bool tick(std::chrono::steady_clock::time_point now);
+  void write_status_file();
+  [[nodiscard]] bool settled_locked() const;
+
+  SupervisorOptions options_;
+  std::vector<std::unique_ptr<Watch>> watches_;
+  mutable std::mutex mutex_;  ///< guards every Watch's status part and restart_ms_
+  std::condition_variable changed_;
+  std::vector<double> restart_ms_;
+  int wake_fd_ = -1;  ///< eventfd: stop
+  bool stop_ = false;
+  std::string instance_token_;
+  std::thread thread_;
+};
+
+}  // namespace sandpipe::host

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Soak: run a chain as a PipeWire node in a private graph for a while, drive audio through it and
+# record what PipeWire and the OS see: per-cycle node time (pw-profiler), late cycles and driver
+# overruns, CPU and RSS of the host and its sandboxes, sandbox (re)starts, Sandpipe's own
+# counters at exit (and `sandpipe status` while running, when the build has it).
+#
+#   tests/bench/soak.sh [OPTIONS] PRESET
+#
+# PRESETS (48 kHz, forced quantum)
+#   4py-512       quantum 512, 4 Python plugins (gain, biquad, gain, biquad)
+#   8py-64        quantum 64, 8 Python plugins (gain)
+#   3slow-512     quantum 512, 3 Python plugins spinning ~5 ms each, mode = "pipelined"
+#                 (skipped, exit 77, when the build has no pipelined mode)
+#   crash-hourly  quantum 512, 2 Python plugins; one sandbox SIGKILLed every minute (needs
+#                 the host's restart; the summary says whether sandboxes came back)
+#   custom        --chain FILE --quantum N
+#
+# OPTIONS
+#   --duration S     seconds of audio (default 600; crash-hourly 3600)
+#   --interval S     sampling period (default 1)
+#   --crash-every S  SIGKILL one sandbox every S seconds (crash-hourly: 60)
+#   --out DIR        results (default /tmp/sandpipe-soak-PRESET-TIME): soak.csv, summary.json,
+#                    chain.conf, sandpipe.log, probe.json, pw-profiler.log
+#   --build DIR      build directory (default: build-bench next to the sources)
+#   --chain FILE     custom chain;  --quantum N   custom quantum
+#
+# Audio comes from pw-probe (a known signal, checked on the way out: errors, lost cycles).
+# Exit: 0 ran (read the summary for the verdict), 1 failed to run, 2 usage, 77 preset unsupported.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+py=/usr/bin/python3
+preset=""
+duration=""
+interval=1
+crash_every=""
+out=""
+build="$root/build-bench"
+chain_file=""
+quantum=""
+
+die() {
+  echo "soak: $*" >&2
+  exit 1
+}
+usage() {
+  sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+while (($#)); do
+  case $1 in
+    --duration) duration=${2:?}; shift 2 ;;
+    --interval) interval=${2:?}; shift 2 ;;
+    --crash-every) crash_every=${2:?}; shift 2 ;;
+    --out) out=${2:?}; shift 2 ;;
+    --build) build=${2:?}; shift 2 ;;
+    --chain) chain_file=${2:?}; shift 2 ;;
+    --quantum) quantum=${2:?}; shift 2 ;;
+    -h | --help) usage ;;
+    -*) echo "soak: unknown option $1" >&2; usage ;;
+    *) [[ -z "$preset" ]] || usage; preset=$1; shift ;;
+  esac
+done
+[[ -n "$preset" ]] || usage
+[[ "$build" = /* ]] || build="$PWD/$build"
+sandpipe="$build/host/sandpipe"
+probe="$build/tests/integration/pw-probe"
+[[ -x "$sandpipe" && -x "$probe" ]] || die "no $sandpipe or $probe: build first (ninja -C $build)"
+out=${out:-/tmp/sandpipe-soak-$preset-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+ex="$root/plugins-py/examples"
+node="sandpipe-soak"
+
+# plugin_line NAME FILE PARAMS [EXTRA]
+plugin_line() { echo "  { name = \"$1\" path = \"$2\" params = { $3 } ${4:-} }"; }
+
+write_chain() { # PLUGIN-LINES… → $out/chain.conf
+  {
+    echo "node.name = \"$node\""
+    echo "channels = 2"
+    echo "plugins = ["
+    printf '%s\n' "$@"
+    echo "]"
+  } >"$out/chain.conf"
+}
+
+case $preset in
+  4py-512)
+    quantum=512
+    write_chain "$(plugin_line g1 "$ex/gain.py" "gain = 0.9")" \
+      "$(plugin_line eq1 "$ex/biquad.py" "shape = \"peak\" freq = 1000 gain_db = 3")" \
+      "$(plugin_line g2 "$ex/gain.py" "gain = 0.9")" \
+      "$(plugin_line eq2 "$ex/biquad.py" "shape = \"lowpass\" freq = 12000")"
+    ;;
+  8py-64)
+    quantum=64
+    lines=()
+    for i in 1 2 3 4 5 6 7 8; do lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0")"); done
+    write_chain "${lines[@]}"
+    ;;
+  3slow-512)
+    quantum=512
+    write_chain "$(plugin_line s1 "$ex/slow.py" "delay_ms = 5 mode = \"spin\"" "mode = \"pipelined\"")" \
+      "$(plugin_line s2 "$ex/slow.py" "delay_ms = 5 mode = \"spin\"" "mode = \"pipelined\"")" \
+      "$(plugin_line s3 "$ex/slow.py" "delay_ms = 5 mode = \"spin\"" "mode = \"pipelined\"")"
+    ;;
+  crash-hourly)
+    quantum=512
+    duration=${duration:-3600}
+    crash_every=${crash_every:-60}
+    write_chain "$(plugin_line g1 "$ex/gain.py" "gain = 0.9")" \
+      "$(plugin_line eq1 "$ex/biquad.py" "shape = \"peak\" freq = 1000 gain_db = 3")"
+    ;;
+  custom)
+    [[ -f "$chain_file" && -n "$quantum" ]] || die "custom needs --chain FILE and --quantum N"
+    cp "$chain_file" "$out/chain.conf"
+    node=$(sed -n 's/^[[:space:]]*node\.name[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$chain_file" | head -n1)
+    node=${node:-sandpipe}
+    ;;
+  *) echo "soak: unknown preset $preset" >&2; usage ;;
+esac
+duration=${duration:-600}
+crash_every=${crash_every:-0}
+
+skip() { # REASON: the preset cannot run on this build
+  echo "soak: $preset skipped: $1" >&2
+  "$py" -c 'import json,sys; json.dump({"preset": sys.argv[1], "skipped": sys.argv[2]}, open(sys.argv[3], "w"), indent=2)' \
+    "$preset" "$1" "$out/summary.json"
+  exit 77
+}
+if ! "$sandpipe" check "$out/chain.conf" >"$out/check.log" 2>&1; then
+  [[ $preset == 3slow-512 ]] && skip "no pipelined mode in this build: $(tail -n1 "$out/check.log")"
+  cat "$out/check.log" >&2
+  die "chain does not check"
+fi
+
+# The private graph; everything below runs inside it and is stopped by PID on exit.
+if [[ -z "${SANDPIPE_SOAK_IN_SESSION:-}" ]]; then
+  export SANDPIPE_SOAK_IN_SESSION=1
+  args=(--duration "$duration" --interval "$interval" --crash-every "$crash_every" --out "$out" --build "$build")
+  [[ $preset == custom ]] && args+=(--chain "$chain_file" --quantum "$quantum")
+  exec "$root/tests/pw-session.sh" run --rate 48000 --quantum "$quantum" -- "$0" "${args[@]}" "$preset"
+fi
+
+node_pid=""
+probe_pid=""
+cleanup() {
+  [[ -n "$probe_pid" ]] && kill -TERM "$probe_pid" 2>/dev/null || true
+  if [[ -n "$node_pid" ]] && kill -0 "$node_pid" 2>/dev/null; then
+    kill -TERM "$node_pid" 2>/dev/null || true
+    wait "$node_pid" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+poll() { # TIMEOUT CMD…
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+node_up() { pw-dump 2>/dev/null | grep -q "\"node.name\": \"$node\""; }
+
+echo "soak: $preset, 48000 Hz, quantum $quantum, ${duration} s, results in $out" >&2
+"$sandpipe" run "$out/chain.conf" 2>"$out/sandpipe.log" &
+node_pid=$!
+poll 60 node_up || { cat "$out/sandpipe.log" >&2; die "node $node did not appear"; }
+
+"$probe" --target "$node" --frames $((duration * 48000)) --max-seconds $((duration + 30)) \
+  --json "$out/probe.json" --name sandpipe-soak-probe 2>"$out/probe.log" &
+probe_pid=$!
+"$py" "$root/tests/bench/soak-monitor.py" --host-pid "$node_pid" --node "$node" --interval "$interval" \
+  --max-seconds $((duration + 120)) --until-pid "$probe_pid" --crash-every "$crash_every" \
+  --sandpipe "$sandpipe" --csv "$out/soak.csv" --summary "$out/monitor.json" || echo "soak: monitor failed" >&2
+probe_status=0
+wait "$probe_pid" || probe_status=$?
+probe_pid=""
+kill -TERM "$node_pid"
+node_status=0
+wait "$node_pid" || node_status=$?
+node_pid=""
+
+# One summary: the monitor's, the probe's verdict, the node's counters at exit.
+"$py" - "$out" "$preset" "$quantum" "$duration" "$probe_status" "$node_status" <<'EOF'
+import json, os, re, sys
+out, preset, quantum, duration, probe_status, node_status = sys.argv[1:7]
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))
+    except (OSError, ValueError):
+        return {}
+mon, probe = load("monitor.json"), load("probe.json")
+log = open(os.path.join(out, "sandpipe.log"), errors="replace").read()
+node = {}
+m = re.search(r"sandpipe: cycles=.*", log)
+if m:
+    node = {k: int(v) for k, v in re.findall(r"([a-z-]+)=(\d+)", m.group(0))}
+slots = {}
+for name, rest in re.findall(r"sandpipe: slot (\S+): (.*)", log):
+    slots[name] = {k: int(v) for k, v in re.findall(r"([a-z-]+)=(\d+)", rest)}
+restart_lines = len(re.findall(r"restart", log, re.I))
+prof = mon.get("profiler", {})
+summary = {
+    "preset": preset, "rate": 48000, "quantum": int(quantum), "duration_s": int(duration),
+    "probe": {k: probe.get(k) for k in ("ok", "error", "frames", "delay_frames", "gain_db", "max_error",
+                                        "missing_cycles", "silent_cycles", "stale_cycles", "wrong_cycles")
+              if k in probe},
+    "probe_exit": int(probe_status), "sandpipe_exit": int(node_status),
+    "node_counters": node, "slots": slots,
+    "deadline_misses": sum(s.get("deadline-misses", 0) for s in slots.values()),
+    "bypassed_blocks": sum(s.get("bypassed", 0) for s in slots.values()),
+    "restart_log_lines": restart_lines,
+    "monitor": mon,
+}
+summary["verdict"] = {
+    "late_cycles": prof.get("node_late_cycles"),
+    "driver_overruns": prof.get("driver_overruns"),
+    "deadline_misses": summary["deadline_misses"],
+    "host_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("host_slope_kb_per_min"),
+    "sandboxes_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("sandboxes_slope_kb_per_min"),
+}
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
+v, cpu, rss = summary["verdict"], mon.get("cpu", {}), mon.get("rss_kb", {})
+print(f"soak {preset}: {mon.get('duration_s', 0):.0f} s at 48000/{quantum}; PipeWire: {prof.get('node_cycles', 0)} node cycles, "
+      f"busy p50 {prof.get('node_busy_p50_us')} / p99 {prof.get('node_busy_p99_us')} / max {prof.get('node_busy_max_us')} us, "
+      f"late {v['late_cycles']}, driver overruns {v['driver_overruns']}; "
+      f"Sandpipe: deadline misses {v['deadline_misses']}, bypassed {summary['bypassed_blocks']}, "
+      f"missing buffers {node.get('missing-buffers')}; probe: ok={probe.get('ok')} missing {probe.get('missing_cycles')} "
+      f"silent {probe.get('silent_cycles')}; CPU host {cpu.get('host_avg_pct')} % sandboxes {cpu.get('sandboxes_avg_pct')} %; "
+      f"RSS host {rss.get('host_first')}->{rss.get('host_last')} kB ({v['host_rss_slope_kb_per_min']} kB/min), "
+      f"sandboxes {rss.get('sandboxes_first')}->{rss.get('sandboxes_last')} kB ({v['sandboxes_rss_slope_kb_per_min']} kB/min); "
+      f"crashes injected {mon.get('crashes_injected')}, sandbox starts {mon.get('sandbox_starts_after_launch')}")
+EOF

@@ -39,6 +39,8 @@ std::vector<std::string> channel_positions(std::uint32_t channels) {
   return names;
 }
 
+std::string_view to_string(NodeMode mode) noexcept { return mode == NodeMode::sink ? "sink" : "filter"; }
+
 namespace {
 
 /// One token of the config text, with where it came from.
@@ -289,6 +291,11 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
         reader.fail(value.line, "channels must be a whole number from 1 to 8");
       config.channels = static_cast<std::uint32_t>(channels);
       have_channels = true;
+    } else if (name == "mode") {
+      const auto mode = reader.string_value(value, name);
+      if (mode == "filter") config.mode = NodeMode::filter;
+      else if (mode == "sink") config.mode = NodeMode::sink;
+      else reader.fail(value.line, "mode must be \"filter\" or \"sink\", got \"" + mode + "\"");
     } else if (name == "latency.max-ms") {
       config.latency_max_ms = reader.number_value(value, name);
       if (config.latency_max_ms < 1.0 || config.latency_max_ms > 1000.0)
@@ -314,7 +321,7 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       }
     } else {
       reader.fail(key->line, "unknown key \"" + name +
-                                 "\" (known: node.name, node.description, channels, latency.max-ms, restart.max, restart.window-s, plugins)");
+                                 "\" (known: node.name, node.description, channels, mode, latency.max-ms, restart.max, restart.window-s, plugins)");
     }
   }
   (void)have_channels;

@@ -47,11 +47,21 @@ struct PluginSpec {
   int line = 0;
 };
 
+/// What the node looks like in the graph (`mode`).
+enum class NodeMode : std::uint8_t {
+  filter,  ///< an `Audio/Filter` with input and output ports, patched by hand (qpwgraph, pw-link)
+  sink,    ///< a virtual output device (`Audio/Sink`) whose processed audio the session manager
+           ///< plays on the default device, like module-filter-chain's capture/playback pair
+};
+
+[[nodiscard]] std::string_view to_string(NodeMode mode) noexcept;
+
 struct ChainConfig {
   std::filesystem::path file;         ///< where it was read from (empty for text)
   std::string node_name = "sandpipe";
   std::string node_description;       ///< defaults to node_name
   std::uint32_t channels = 2;         ///< 1..8, ports named after audio.position
+  NodeMode mode = NodeMode::filter;   ///< `mode = "filter" | "sink"`
   double latency_max_ms = 20.0;       ///< the scheduler's latency budget (`latency.max-ms`)
   /// A Python slot that crashes (or hangs) this many times within `restart_window_s` seconds
   /// is given up on: it stays bypassed (`restart.max`, `restart.window-s`).

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <string_view>
 #include <utility>
 
 #include <spa/param/param.h>
@@ -237,6 +238,9 @@ std::uint32_t NodeProps::apply(const spa_pod* props, Chain& chain, ParamQueue& q
       std::fprintf(stderr, "sandpipe: cannot set \"%s\": no value follows the name\n", name);
       break;
     }
+    // A stream's adapter shares the params list ("channelmix.normalize", "resample.quality"):
+    // ours are always SLOT:PARAM.
+    if (std::string_view(name).find(':') == std::string_view::npos) continue;
     const auto value = pod_value(value_pod);
     if (!value) {
       std::fprintf(stderr, "sandpipe: cannot set \"%s\": the value must be a number, boolean or string\n", name);

@@ -26,9 +26,9 @@ class RenderPython : public ::testing::Test {
     ASSERT_NE(mkdtemp(templ.data()), nullptr);
     dir_ = templ;
     // Noise and a sweep, different per channel, never silent.
-    input_.resize(std::size_t{frames_} * channels);
+    input_.resize(n_frames_ * channels);
     std::uint32_t noise = 99;
-    for (std::size_t i = 0; i < frames_; ++i)
+    for (std::size_t i = 0; i < n_frames_; ++i)
       for (std::size_t ch = 0; ch < channels; ++ch) {
         noise = noise * 1664525U + 1013904223U;
         input_[i * channels + ch] = static_cast<float>(0.4 * std::sin(0.001 * static_cast<double>(i * i % 100000) * (ch + 1)) +
@@ -67,7 +67,8 @@ class RenderPython : public ::testing::Test {
     return out;
   }
 
-  const sf_count_t frames_ = 20000;
+  static constexpr sf_count_t frames_ = 20000;
+  static constexpr std::size_t n_frames_ = 20000;
   fs::path dir_;
   std::vector<float> input_;
   std::string summary_;
@@ -81,7 +82,7 @@ TEST_F(RenderPython, MixedNativeAndPythonChainRunsInOrder) {
       { name = "late" path = "builtin:delay" params = { frames = 3 } }
     ])", 300);
   ASSERT_EQ(out.size(), input_.size());
-  for (std::size_t frame = 0; frame < static_cast<std::size_t>(frames_); ++frame)
+  for (std::size_t frame = 0; frame < n_frames_; ++frame)
     for (std::size_t ch = 0; ch < channels; ++ch) {
       const float expected = frame < 3 ? 0.0F : input_[(frame - 3) * channels + ch] * 0.25F;
       ASSERT_EQ(out[frame * channels + ch], expected) << "frame " << frame << " ch " << ch;

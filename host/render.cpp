@@ -58,7 +58,25 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
 
   ChainConfig file_config = config;
   file_config.channels = static_cast<std::uint32_t>(in_info.channels);
-  Chain chain(file_config, static_cast<double>(in_info.samplerate), options.block_frames);
+  // Offline fault handling: a sandbox that dies or hangs costs only the block it hit. The
+  // deadline is past every hang watchdog, so a stuck block is ended by the watchdog (which
+  // restarts the sandbox), and between blocks the render waits until the supervisor has the
+  // slot back: the next block runs on a live sandbox, whatever the machine's load.
+  ChainOptions chain_options;
+  chain_options.offline = true;
+  chain_options.allow_bypass = options.allow_bypass;
+  chain_options.crossfade_frames = options.crossfade_frames;
+  chain_options.supervision.default_hang_timeout =
+      std::chrono::milliseconds(static_cast<std::int64_t>(std::max(1.0, options.timeout_ms)));
+  if (options.log) chain_options.supervision.log = options.log;
+  Chain chain(file_config, static_cast<double>(in_info.samplerate), options.block_frames, chain_options);
+  double longest_watchdog_ms = options.timeout_ms;
+  std::uint64_t python_slots = 0;
+  for (const auto& spec : file_config.plugins) {
+    if (spec.kind != PluginKind::python) continue;
+    ++python_slots;
+    longest_watchdog_ms = std::max(longest_watchdog_ms, spec.timeout_ms);
+  }
 
   SF_INFO out_info{};
   out_info.samplerate = in_info.samplerate;
@@ -71,7 +89,10 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
   const auto total = static_cast<std::uint64_t>(std::max<sf_count_t>(in_info.frames, 0));
   const std::uint64_t latency = chain.latency_frames();
   const std::uint32_t block = options.block_frames;
-  const auto timeout_ns = static_cast<std::uint64_t>(options.timeout_ms * 1e6);
+  // Each Python slot gets an equal share of the deadline (Chain): make every share outlast
+  // the longest watchdog by a margin.
+  const auto timeout_ns =
+      static_cast<std::uint64_t>((longest_watchdog_ms + 5000.0) * 1e6) * std::max<std::uint64_t>(python_slots, 1);
   Block staging(channels, block);
 
   // Feed total + latency frames (silence after the end of the input) and drop the first
@@ -93,6 +114,10 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
         dst[i] = static_cast<sf_count_t>(i) < got ? staging.interleaved[std::size_t{i} * channels + ch] : 0.0F;
     }
     chain.process_rt(staging.in_ptrs.data(), staging.out_ptrs.data(), n, monotonic_now() + timeout_ns);
+    if (!chain.supervisor().wait_settled()) {
+      throw RenderError("a Python plugin could not be restarted within 5 minutes; giving up at frame " +
+                        std::to_string(fed));
+    }
     fed += n;
 
     // Keep the part of this block that lies past the latency and inside the input's length.
@@ -113,13 +138,27 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
 
   summary << "rendered " << written << " frames, " << channels << " ch @ " << in_info.samplerate
           << " Hz, block " << block << ", latency compensated " << latency << " frames\n";
-  for (const auto& slot : chain.slots()) {
-    const auto c = slot->counters();
-    summary << "  " << slot->name() << ": blocks " << c.blocks << ", deadline misses " << c.deadline_misses
-            << ", bypassed " << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks << "\n";
+  RenderReport report{written, channels, static_cast<std::uint32_t>(in_info.samplerate),
+                      static_cast<std::uint32_t>(latency), chain.supervisor().status(),
+                      chain.supervisor().restart_times_ms(), false};
+  for (const SlotStatus& st : report.slots) {
+    const SlotCounters& c = st.counters;
+    summary << "  " << st.name << ": blocks " << c.blocks << ", deadline misses " << c.deadline_misses
+            << ", bypassed " << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks;
+    if (st.kind == "python") {
+      summary << ", exceptions " << st.exceptions << ", restarts " << st.restarts << " (crashes " << st.crashes
+              << ", hangs " << st.hangs << "), state " << to_string(st.state);
+      if (st.restarts > 0) summary << ", restart max " << st.max_restart_ms << " ms";
+    }
+    summary << "\n";
+    if (st.state == SlotState::failed || st.state == SlotState::bypassed) {
+      report.degraded = true;
+      summary << "    " << (st.on_failure == OnFailure::mute ? "MUTED" : "BYPASSED") << ": " << st.last_error << "\n";
+    } else if (!st.last_error.empty()) {
+      summary << "    last error: " << st.last_error.substr(0, st.last_error.find('\n')) << "\n";
+    }
   }
-  return RenderReport{written, channels, static_cast<std::uint32_t>(in_info.samplerate),
-                      static_cast<std::uint32_t>(latency)};
+  return report;
 }
 
 }  // namespace sandpipe::host

@@ -4,14 +4,26 @@
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
+#include <vector>
 
 #include "host/config.h"
+#include "host/sandbox-client.h"
+#include "host/supervisor.h"
 
 namespace sandpipe::host {
 
 struct RenderOptions {
   std::uint32_t block_frames = 512;  ///< 1..8192: the block size every slot sees
-  double timeout_ms = 5000.0;        ///< how long a sandboxed slot may take for one block offline
+  /// How long a sandboxed slot may take for one block offline before the hang watchdog kills
+  /// and restarts it (the block comes out dry); a plugin's own `timeout-ms` wins.
+  double timeout_ms = 5000.0;
+  /// A Python plugin that cannot load (or is given up on after restart.max crashes) is bypassed
+  /// instead of failing the render (`--allow-bypass`).
+  bool allow_bypass = false;
+  /// Wet↔dry ramp of Python slots around a fault (frames; 0: hard switch, exact samples).
+  std::uint32_t crossfade_frames = 64;
+  /// Sandbox log lines (from the supervisor thread); empty: stderr.
+  SandboxLogFn log;
 };
 
 /// What happened during a render, for the summary and for tests.
@@ -20,6 +32,11 @@ struct RenderReport {
   std::uint32_t channels = 0;
   std::uint32_t sample_rate = 0;
   std::uint32_t latency_frames = 0;  ///< compensated: the output is aligned with the input
+  std::vector<SlotStatus> slots;     ///< every slot at the end: counters, restarts, errors
+  std::vector<double> restart_ms;    ///< death noticed → new sandbox handed over, per restart
+  /// Some Python slot was given up on (failed or bypassed for good): parts of the output are
+  /// dry beyond the blocks a fault hit. `sandpipe render` then exits 1 unless --allow-bypass.
+  bool degraded = false;
 };
 
 /// A file that cannot be read or written. `what()` names the file and the reason.

@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "host/sandbox-instance.h"
+#include "host/supervisor.h"
 #include "schemas/control.capnp.h"
 
 extern char** environ;  // NOLINT: POSIX
@@ -446,6 +447,13 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
       async_outstanding.pop_front();
       if (kind == Async::state && r.kind == Reply::Kind::state) async_state = std::move(r.state);
       if (kind == Async::stats && r.kind == Reply::Kind::stats) async_stats = r.stats;
+      if (kind == Async::param && !async_params.empty()) {
+        ParamSetting setting = std::move(async_params.front());
+        async_params.pop_front();
+        std::optional<std::string> refusal;
+        if (r.kind == Reply::Kind::error) refusal = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+        param_results.emplace_back(std::move(setting), std::move(refusal));
+      }
       return;
     }
     if (unanswered > 0 && r.kind != Reply::Kind::hello && r.kind != Reply::Kind::loaded) {
@@ -617,6 +625,7 @@ std::unique_ptr<SandboxProcessor::Control> SandboxProcessor::Control::spawn(cons
   c->link = std::make_unique<SandboxLink>(std::move(*segment), generation);
   if (launch.host_spin_ns) c->link->endpoint.set_spin_ns(*launch.host_spin_ns);
   c->notify_endpoint = &c->link->endpoint;
+  c->generation = generation;
   c->launch = launch;
   c->name = launch.name;
   c->file = launch.file;
@@ -707,6 +716,19 @@ void SandboxProcessor::Control::advance() {
   }
 }
 
+bool SandboxProcessor::Control::request_set_param(const ParamSetting& setting) {
+  if (phase != Phase::loaded || gone()) return false;
+  capnp::MallocMessageBuilder msg;
+  auto p = msg.initRoot<schema::HostMessage>().initSetParam();
+  p.setKey(setting.key);
+  set_value(p.initValue(), setting.value);
+  if (!send(msg, Clock::now() + std::chrono::milliseconds(100))) return false;
+  async_outstanding.push_back(Async::param);
+  async_params.push_back(setting);
+  if (notify_endpoint != nullptr) notify_endpoint->notify_control();
+  return true;
+}
+
 void SandboxProcessor::Control::request_async(Async kind) {
   if (phase != Phase::loaded || gone()) return;
   for (const Async a : async_outstanding)
@@ -756,7 +778,12 @@ bool SandboxProcessor::service_control() {
 }
 
 std::optional<std::string> SandboxProcessor::set_param(const ParamSetting& setting) {
-  if (!control_) throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
+  if (!control_) {
+    // Supervised: the change goes through the supervisor thread (kept for restarts); the
+    // plugin's answer arrives later and a refusal is logged then.
+    if (supervisor_ != nullptr) return supervisor_->set_param(*this, setting);
+    throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
+  }
   Control& c = *control_;
   const auto deadline = Clock::now() + c.request_timeout;
   capnp::MallocMessageBuilder msg;

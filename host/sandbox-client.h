@@ -116,6 +116,7 @@ struct SandboxStats {
 };
 
 class SandboxProcessor;
+class Supervisor;
 
 /// [main] start_sandboxes with options, keeping the concrete type (tests, tools, the CLI).
 [[nodiscard]] std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(
@@ -277,7 +278,8 @@ class SandboxProcessor final : public Processor {
   std::uint32_t latency_ = 0;  ///< the plugin's own latency (frames)
   std::uint32_t channels_;
   std::uint32_t max_frames_;
-  std::unique_ptr<Control> control_;
+  std::unique_ptr<Control> control_;  ///< null once a Supervisor took the conversation over
+  Supervisor* supervisor_ = nullptr;  ///< set by that Supervisor ([main]); set_param goes through it
 
   /// The links of this slot, owned here (the destructor frees them). `rt` is the RT side's;
   /// `offered` goes main → RT; `retired` RT → main; `graveyard` waits one collect before it is

@@ -92,7 +92,7 @@ struct SandboxProcessor::Control {
   /// sandbox answered with an error (the plugin did not load) or broke the handshake.
   enum class Phase : std::uint8_t { hello, ready, loading, loaded, failed };
   /// Requests whose answers are collected later (take_async_*), never waited for.
-  enum class Async : std::uint8_t { state, stats };
+  enum class Async : std::uint8_t { state, stats, param };
 
   /// Creates a segment and its link, spawns the sandbox with them and sends hello.
   /// Throws PluginError.
@@ -124,6 +124,7 @@ struct SandboxProcessor::Control {
 
   Phase phase = Phase::hello;
   bool load_sent = false;
+  std::uint64_t generation = 1;  ///< of its link (SandboxLink::generation)
   std::string failure;  ///< why the phase is `failed` (with the traceback)
   PythonPluginInfo info;
   std::string python_version;
@@ -137,6 +138,9 @@ struct SandboxProcessor::Control {
   std::deque<Async> async_outstanding;
   std::optional<std::vector<std::byte>> async_state;
   std::optional<SandboxStats> async_stats;
+  std::deque<ParamSetting> async_params;  ///< setParams sent, answers outstanding (in order)
+  /// Answered setParams: nullopt = accepted, else the plugin's refusal.
+  std::vector<std::pair<ParamSetting, std::optional<std::string>>> param_results;
   std::uint64_t process_errors = 0;  ///< exceptions in process() reported (rate-limited by the sandbox)
   std::string last_process_error;    ///< the last one, with its traceback when it came with one
 
@@ -165,6 +169,8 @@ struct SandboxProcessor::Control {
   void advance();
   /// Sends getState / getStats unless one is already outstanding.
   void request_async(Async kind);
+  /// Sends a setParam whose answer lands in param_results. False if it could not be sent.
+  bool request_set_param(const ParamSetting& setting);
   std::optional<std::vector<std::byte>> take_async_state() { return std::exchange(async_state, std::nullopt); }
   std::optional<SandboxStats> take_async_stats() { return std::exchange(async_stats, std::nullopt); }
   /// Where notify_control() goes: the link this sandbox was started with (or, for the first

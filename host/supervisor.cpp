@@ -145,6 +145,7 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
                             : options_.default_hang_timeout;
       // The supervisor takes the conversation over: from now on only its thread talks to it.
       w->current = std::move(s.sandbox->control_);
+      s.sandbox->supervisor_ = this;
       if (w->current) {
         w->launch = w->current->launch;
         w->params = w->current->params;
@@ -181,6 +182,8 @@ Supervisor::~Supervisor() {
     thread_.join();
   }
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  for (auto& w : watches_)
+    if (w->python) w->slot.sandbox->supervisor_ = nullptr;
   if (!options_.status_file.empty()) {
     // Only ours: a newer chain of the same node (rate change) may have written it since.
     std::ifstream in(options_.status_file);
@@ -239,6 +242,25 @@ std::string Supervisor::status_json() const {
   return j.str();
 }
 
+std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, const ParamSetting& setting) {
+  std::lock_guard lock(mutex_);
+  for (auto& w : watches_) {
+    if (w->slot.sandbox != &slot) continue;
+    if (w->state == SlotState::failed || w->state == SlotState::bypassed)
+      return w->name + " is " + std::string(to_string(w->state)) + ": " + w->last_error;
+    if (w->state == SlotState::running && w->current && w->current->request_set_param(setting)) return std::nullopt;
+    // Restarting (or the socket is full): the next sandbox loads with it.
+    auto it = std::find_if(w->params.begin(), w->params.end(), [&](const ParamSetting& p) { return p.key == setting.key; });
+    if (it != w->params.end()) {
+      it->value = setting.value;
+    } else {
+      w->params.push_back(setting);
+    }
+    return std::nullopt;
+  }
+  return std::string("not a supervised slot");
+}
+
 std::vector<double> Supervisor::restart_times_ms() const {
   std::lock_guard lock(mutex_);
   return restart_ms_;
@@ -248,7 +270,10 @@ bool Supervisor::settled_locked() const {
   for (const auto& w : watches_) {
     if (!w->python) continue;
     if (w->state == SlotState::starting || w->state == SlotState::restarting) return false;
-    if (w->state == SlotState::running && w->slot.sandbox->link_failed()) return false;  // not dealt with yet
+    if (w->state == SlotState::running && w->current && w->slot.sandbox->link_failed() &&
+        w->slot.sandbox->active_generation() == w->current->generation) {
+      return false;  // broken, not dealt with yet
+    }
   }
   return true;
 }
@@ -347,17 +372,38 @@ bool Supervisor::tick(Clock::time_point now) {
       }
       if (auto stats = c.take_async_stats()) w.exceptions_now = stats->exceptions;
       if (auto state = c.take_async_state()) w.saved_state = std::move(*state);
+      for (auto& [setting, refusal] : c.param_results) {
+        if (refusal) {
+          options_.log(w.name, SandboxLogLevel::error, "set " + setting.key + " refused: " + *refusal);
+          continue;
+        }
+        auto it = std::find_if(w.params.begin(), w.params.end(),
+                               [&](const ParamSetting& p) { return p.key == setting.key; });
+        if (it != w.params.end()) {
+          it->value = setting.value;
+        } else {
+          w.params.push_back(setting);
+        }
+        w.last_poll = Clock::time_point{};  // the state after a change: ask for it now
+      }
+      c.param_results.clear();
 
       std::string reason;
       bool hang = false;
-      const std::uint64_t age = proc.oldest_outstanding_age_ns(monotonic_ns());
+      // The RT side's link state is this sandbox's only once it adopted its link (at its next
+      // call after replace_link); until then it still describes the dead one.
+      const bool adopted = proc.active_generation() == c.generation;
+      const std::uint64_t age = adopted ? proc.oldest_outstanding_age_ns(monotonic_ns()) : 0;
+      // A process that dies closes its socket as it exits: give the exit a moment to show, so
+      // the reason names the signal or status rather than the EOF.
+      if (c.eof && !c.reaped) c.wait_exit(Clock::now() + std::chrono::milliseconds(50));
       if (c.poll_exit()) {
         reason = "sandbox " + describe_exit(c.exit_status);
       } else if (!c.protocol_error.empty()) {
         reason = "broke the control protocol (" + c.protocol_error + ")";
       } else if (c.eof) {
         reason = "closed its control socket";
-      } else if (proc.link_failed()) {
+      } else if (adopted && proc.link_failed()) {
         reason = "broke the block protocol on the shared segment (corrupt ring or completion)";
       } else if (age > static_cast<std::uint64_t>(std::chrono::nanoseconds(w.hang_timeout).count())) {
         hang = true;
@@ -493,6 +539,36 @@ bool Supervisor::tick(Clock::time_point now) {
     }
   }
   return state_changed;
+}
+
+std::filesystem::path status_file_path(std::string_view node_name) {
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  const std::filesystem::path dir = (xdg != nullptr && *xdg != '\0')
+                                        ? std::filesystem::path(xdg) / "sandpipe"
+                                        : std::filesystem::path("/tmp") / ("sandpipe-" + std::to_string(::getuid()));
+  return dir / (std::string(node_name) + ".status");
+}
+
+std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
+                                            const std::vector<std::unique_ptr<Processor>>& slots, bool offline,
+                                            SupervisorOptions options) {
+  options.offline = offline;
+  options.max_restarts = config.restart_max;
+  options.restart_window = std::chrono::milliseconds(static_cast<std::int64_t>(config.restart_window_s * 1000.0));
+  options.node_name = config.node_name;
+  if (!offline && options.status_file.empty()) options.status_file = status_file_path(config.node_name);
+  std::vector<SupervisedSlot> supervised;
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    SupervisedSlot s;
+    s.processor = slots[i].get();
+    s.sandbox = dynamic_cast<SandboxProcessor*>(slots[i].get());
+    if (i < config.plugins.size()) {
+      s.on_failure = config.plugins[i].on_failure;
+      s.timeout_ms = config.plugins[i].timeout_ms;
+    }
+    supervised.push_back(s);
+  }
+  return std::make_unique<Supervisor>(std::move(supervised), std::move(options));
 }
 
 }  // namespace sandpipe::host

@@ -113,6 +113,11 @@ class Supervisor {
   /// on a slot given up on). Bounded by `timeout`; false if it ran out.
   bool wait_settled(std::chrono::milliseconds timeout = std::chrono::minutes(5));
 
+  /// [main] A live parameter change of a supervised Python slot: sent to the running sandbox
+  /// (its answer arrives later; a refusal is logged) and, once accepted, kept for restarts.
+  /// Returns an error only when the slot is not running a plugin.
+  std::optional<std::string> set_param(const SandboxProcessor& slot, const ParamSetting& setting);
+
   /// [any] Restart times (ms) of every restart so far, in order (benchmarks, docs).
   [[nodiscard]] std::vector<double> restart_times_ms() const;
 
@@ -134,5 +139,16 @@ class Supervisor {
   std::string instance_token_;
   std::thread thread_;
 };
+
+/// [any] Where `sandpipe run` keeps NODE's status: $XDG_RUNTIME_DIR/sandpipe/NODE.status, or
+/// /tmp/sandpipe-UID/NODE.status without XDG_RUNTIME_DIR.
+[[nodiscard]] std::filesystem::path status_file_path(std::string_view node_name);
+
+/// [main] A supervisor for a chain's `slots` (config order, as Chain builds them): restart
+/// limits from `config`; live (not `offline`): the status file at status_file_path(node) unless
+/// `options` names one.
+[[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
+                                                          const std::vector<std::unique_ptr<Processor>>& slots,
+                                                          bool offline, SupervisorOptions options);
 
 }  // namespace sandpipe::host

@@ -2,7 +2,9 @@
 #include "host/chain.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <span>
+#include <string>
 
 #include "host/native-plugin.h"
 #include "host/sandbox-client.h"
@@ -10,22 +12,44 @@
 namespace sandpipe::host {
 
 Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_frames)
-    : channels_(config.channels), max_frames_(max_frames), sample_rate_(sample_rate) {
+    : Chain(config, sample_rate, max_frames, ChainOptions{}) {}
+
+Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_frames, ChainOptions options)
+    : options_(std::move(options)),
+      latency_max_ms_(config.latency_max_ms),
+      channels_(config.channels),
+      max_frames_(max_frames),
+      sample_rate_(sample_rate) {
   if (channels_ < 1 || channels_ > max_channels) throw PluginError("chain: channels must be 1..8");
   if (max_frames_ < 1 || max_frames_ > 8192) throw PluginError("chain: max_frames must be 1..8192");
+  block_frames_ = options_.block_frames == 0 ? max_frames_ : std::min(options_.block_frames, max_frames_);
 
   // Python plugins first, all at once, so their interpreters start in parallel while native
-  // plugins load; then the slots are laid out in config order.
+  // plugins load; then the slots are laid out in config order. Every segment gets the most
+  // slots (16) so any pipeline depth the scheduler picks fits.
   std::vector<PluginSpec> python_specs;
   for (const auto& spec : config.plugins)
     if (spec.kind == PluginKind::python) python_specs.push_back(spec);
-  std::vector<std::unique_ptr<Processor>> sandboxed;
-  if (!python_specs.empty())
-    sandboxed = start_sandboxes(std::span<const PluginSpec>(python_specs), sample_rate, channels_, max_frames_);
+  std::vector<std::unique_ptr<SandboxProcessor>> sandboxed;
+  if (!python_specs.empty()) {
+    SandboxOptions sandbox_options;
+    sandbox_options.slot_count = shm::max_slots;
+    sandbox_options.keep_failed = !options_.offline || options_.allow_bypass;  // never fatal live
+    if (options_.supervision.log) sandbox_options.log = options_.supervision.log;
+    sandboxed = start_sandbox_processors(std::span<const PluginSpec>(python_specs), sample_rate, channels_,
+                                         max_frames_, sandbox_options);
+  }
 
   std::size_t next_sandboxed = 0;
   for (const auto& spec : config.plugins) {
     if (spec.kind == PluginKind::python) {
+      SandboxProcessor* proc = sandboxed.at(next_sandboxed).get();
+      sandboxes_.push_back(proc);
+      SlotSchedule sched;
+      sched.name = spec.name;
+      sched.mode = spec.mode;
+      sched.blocks = spec.blocks;
+      schedules_.push_back(sched);
       slots_.push_back(std::move(sandboxed.at(next_sandboxed++)));
       remote_.push_back(true);
     } else {
@@ -40,6 +64,106 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     ping_[ch] = scratch_.data() + std::size_t{ch} * max_frames_;
     pong_[ch] = scratch_.data() + std::size_t{channels_ + ch} * max_frames_;
   }
+  reviewed_.resize(sandboxes_.size());
+  reviewed_histogram_.resize(sandboxes_.size());
+  for (SandboxProcessor* proc : sandboxes_) proc->set_crossfade_frames(options_.crossfade_frames);
+  apply_schedule(true);
+  supervisor_ = supervise_chain(config, slots_, options_.offline, options_.supervision);
+}
+
+void Chain::report(std::string_view slot, std::string_view line) const {
+  if (options_.log) {
+    options_.log(slot, line);
+    return;
+  }
+  std::string text = "sandpipe: [";
+  text.append(slot);
+  text += "] ";
+  text.append(line);
+  text += '\n';
+  std::fwrite(text.data(), 1, text.size(), stderr);
+}
+
+void Chain::apply_schedule(bool initial) {
+  if (sandboxes_.empty()) return;
+  SlotBudget budget;
+  budget.period_ns = static_cast<std::uint64_t>(static_cast<double>(block_frames_) * 1e9 / sample_rate_);
+  budget.share_ns = static_cast<std::uint64_t>(static_cast<double>(budget.period_ns) * options_.budget_fraction /
+                                               static_cast<double>(remote_count_));
+  budget.max_latency_ns = static_cast<std::uint64_t>(latency_max_ms_ * 1e6);
+  for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
+    SandboxProcessor& proc = *sandboxes_[i];
+    SlotSchedule& sched = schedules_[i];
+    budget.max_blocks = std::min(proc.max_pipeline_blocks(), max_pipeline_blocks);
+    switch (sched.mode) {
+      case SlotMode::sync:
+        proc.set_pipeline(0, block_frames_);
+        break;
+      case SlotMode::pipelined:
+        proc.set_pipeline(sched.blocks, block_frames_);
+        break;
+      case SlotMode::auto_select: {
+        if (initial && options_.calibration_blocks > 0 &&
+            !proc.calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration)) {
+          report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
+        }
+        HistogramCounts measured = sched.calibration;
+        const HistogramCounts running = proc.histogram().snapshot();
+        for (std::size_t b = 0; b < histogram_buckets; ++b) measured.counts[b] += running.counts[b];
+        sched.decision = choose_mode(measured, budget);
+        proc.set_pipeline(sched.decision.blocks, block_frames_);
+        report(sched.name, "scheduler: " + sched.decision.why);
+        if (!sched.decision.fits) report(sched.name, "scheduler: WARNING: the plugin is too slow for latency.max-ms");
+        break;
+      }
+    }
+    sched.blocks = proc.pipeline_blocks();
+    sched.latency_frames = proc.pipeline_frames();
+  }
+}
+
+bool Chain::set_block_frames(std::uint32_t block_frames) {
+  const std::uint32_t clamped = std::clamp<std::uint32_t>(block_frames, 1, max_frames_);
+  if (clamped == block_frames_) return false;
+  const std::uint32_t before = latency_frames();
+  block_frames_ = clamped;
+  apply_schedule(false);
+  return latency_frames() != before;
+}
+
+bool Chain::review_schedule() {
+  const std::uint32_t before = latency_frames();
+  const auto period_ns = static_cast<std::uint64_t>(static_cast<double>(block_frames_) * 1e9 / sample_rate_);
+  const auto max_latency_ns = static_cast<std::uint64_t>(latency_max_ms_ * 1e6);
+  for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
+    SandboxProcessor& proc = *sandboxes_[i];
+    SlotSchedule& sched = schedules_[i];
+    const SlotCounters now = proc.counters();
+    const std::uint64_t blocks = now.blocks - reviewed_[i].blocks;
+    const std::uint64_t misses = now.deadline_misses - reviewed_[i].deadline_misses;
+    if (sched.mode != SlotMode::auto_select || !should_deepen(blocks, misses)) {
+      if (blocks >= 200) reviewed_[i] = now;  // a quiet window: start the next one
+      continue;
+    }
+    reviewed_[i] = now;
+    const std::uint32_t k = proc.pipeline_blocks() + 1;
+    if (k > std::min(proc.max_pipeline_blocks(), max_pipeline_blocks) || k * period_ns > max_latency_ns) {
+      if (sched.decision.fits) {
+        sched.decision.fits = false;
+        sched.decision.why = "sustained deadline misses at the deepest pipeline latency.max-ms allows";
+        report(sched.name, "scheduler: WARNING: " + sched.decision.why);
+      }
+      continue;
+    }
+    proc.set_pipeline(k, block_frames_);
+    sched.blocks = proc.pipeline_blocks();
+    sched.latency_frames = proc.pipeline_frames();
+    sched.decision.blocks = sched.blocks;
+    sched.decision.why = std::to_string(misses) + " of " + std::to_string(blocks) +
+                         " blocks missed: pipelined over " + std::to_string(k) + " blocks";
+    report(sched.name, "scheduler: " + sched.decision.why);
+  }
+  return latency_frames() != before;
 }
 
 Chain::~Chain() = default;

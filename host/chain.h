@@ -2,14 +2,56 @@
 #pragma once
 
 #include <array>
+#include <functional>
+#include <string>
+#include <string_view>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "host/config.h"
 #include "host/processor.h"
+#include "host/scheduler.h"
+#include "host/supervisor.h"
 
 namespace sandpipe::host {
+
+class SandboxProcessor;
+
+/// How a chain schedules its Python slots (see docs/architecture.md, "Scheduler").
+struct ChainOptions {
+  /// The block size the slots are prepared for (the quantum; 0: max_frames). Pipelined slots
+  /// add k × this (clamped to max_frames) of latency. Change it with set_block_frames().
+  std::uint32_t block_frames = 0;
+  /// Blocks of silence timed through each `auto` sandbox at start-up (0: no calibration, the
+  /// slot starts sync and decides from what it measures while running).
+  std::uint32_t calibration_blocks = 128;
+  /// Share of a period the whole chain may use (the node's budget: 75 %).
+  double budget_fraction = 0.75;
+  /// Where scheduling decisions are reported ([main]); empty: stderr, "sandpipe: [SLOT] ...".
+  std::function<void(std::string_view slot, std::string_view line)> log;
+  /// Fault handling (host/supervisor.h, docs/reliability.md). Live (`run`): a Python plugin
+  /// that cannot load leaves its slot bypassed, the status file is
+  /// $XDG_RUNTIME_DIR/sandpipe/NODE.status. Offline (`render`): such a plugin throws
+  /// PluginError unless `allow_bypass`; no status file; the hang watchdog defaults to
+  /// `supervision.default_hang_timeout` (set it from --timeout-ms).
+  bool offline = false;
+  bool allow_bypass = false;
+  /// Wet↔dry ramp of every Python slot (frames; 0 switches hard: tests assert exact samples).
+  std::uint32_t crossfade_frames = 64;
+  /// Everything else of the supervisor; restart limits come from the config.
+  SupervisorOptions supervision;
+};
+
+/// What the scheduler decided for one Python slot, for status output and tests.
+struct SlotSchedule {
+  std::string name;
+  SlotMode mode = SlotMode::auto_select;  ///< as configured
+  std::uint32_t blocks = 0;               ///< current pipeline depth (0: sync)
+  std::uint32_t latency_frames = 0;       ///< the pipeline's latency now
+  ModeDecision decision;                  ///< the last auto decision (auto only)
+  HistogramCounts calibration;            ///< the start-up burst (auto only)
+};
 
 /// Owns the slots of one chain and the scratch buffers between them.
 /// Built on the main thread; `process_rt` runs on the data thread only.
@@ -21,6 +63,8 @@ class Chain {
   /// parallel). `max_frames` is the largest sub-block a slot sees; longer blocks are split.
   /// Throws PluginError.
   Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_frames);
+  /// [main] As above, with scheduling options (the block size, calibration).
+  Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_frames, ChainOptions options);
   ~Chain();
   Chain(const Chain&) = delete;
   Chain& operator=(const Chain&) = delete;
@@ -33,17 +77,46 @@ class Chain {
   void process_rt(const float* const* in, float* const* out, std::uint32_t frames,
                   std::uint64_t deadline_ns) noexcept;
 
-  /// [any] Sum of the slots' latencies, in frames.
+  /// [any] Sum of the slots' latencies, in frames: native declared latencies, Python plugins'
+  /// own latencies and the pipelined slots' k × block. What the node reports as ProcessLatency
+  /// and what `sandpipe render` compensates.
   [[nodiscard]] std::uint32_t latency_frames() const noexcept;
+
+  /// [main] The block size (quantum) changed: pipelined slots keep their k and take
+  /// L = k × `block_frames`, auto slots decide again for the new period. Running slots adopt the
+  /// change at their next call, with a crossfade. Returns true if latency_frames() changed
+  /// (re-report it).
+  bool set_block_frames(std::uint32_t block_frames);
+  [[nodiscard]] std::uint32_t block_frames() const noexcept { return block_frames_; }
+  /// [main] Periodic review while running (e.g. once a second): an auto slot with sustained
+  /// deadline misses gets one block deeper (never shallower) while latency.max-ms allows.
+  /// Returns true if latency_frames() changed (re-report it).
+  bool review_schedule();
+  /// [main] The Python slots' schedules, in chain order.
+  [[nodiscard]] const std::vector<SlotSchedule>& schedules() const noexcept { return schedules_; }
 
   [[nodiscard]] std::uint32_t channels() const noexcept { return channels_; }
   [[nodiscard]] std::uint32_t max_frames() const noexcept { return max_frames_; }
   [[nodiscard]] double sample_rate() const noexcept { return sample_rate_; }
   [[nodiscard]] const std::vector<std::unique_ptr<Processor>>& slots() const noexcept { return slots_; }
+  /// [any] The supervisor of the Python slots (status, restarts; render waits on it).
+  [[nodiscard]] Supervisor& supervisor() const noexcept { return *supervisor_; }
 
  private:
   void process_block_rt(const float* const* in, float* const* out, std::uint32_t frames,
                         std::uint64_t deadline_ns) noexcept;
+
+  /// [main] Sets every Python slot's pipeline for block_frames_ (auto: choose_mode).
+  void apply_schedule(bool initial);
+  void report(std::string_view slot, std::string_view line) const;
+
+  ChainOptions options_;
+  double latency_max_ms_ = 20.0;
+  std::uint32_t block_frames_ = 0;
+  std::vector<SandboxProcessor*> sandboxes_;  ///< the Python slots (owned by slots_), chain order
+  std::vector<SlotSchedule> schedules_;       ///< one per sandboxes_ entry
+  std::vector<SlotCounters> reviewed_;        ///< counters at the last review
+  std::vector<HistogramCounts> reviewed_histogram_;
 
   std::uint32_t channels_;
   std::uint32_t max_frames_;
@@ -54,6 +127,7 @@ class Chain {
   std::vector<float> scratch_;  ///< 2 × channels × max_frames, ping-pong between slots
   std::array<float*, max_channels> ping_{};
   std::array<float*, max_channels> pong_{};
+  std::unique_ptr<Supervisor> supervisor_;  ///< last: stopped before the slots go
 };
 
 }  // namespace sandpipe::host

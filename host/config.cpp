@@ -31,6 +31,18 @@ std::string_view to_string(OnFailure policy) noexcept {
   return policy == OnFailure::mute ? "mute" : "bypass";
 }
 
+std::string_view to_string(SlotMode mode) noexcept {
+  switch (mode) {
+    case SlotMode::auto_select:
+      return "auto";
+    case SlotMode::sync:
+      return "sync";
+    case SlotMode::pipelined:
+      return "pipelined";
+  }
+  return "unknown";
+}
+
 std::vector<std::string> channel_positions(std::uint32_t channels) {
   if (channels == 1) return {"MONO"};
   static constexpr std::array<const char*, 8> surround = {"FL", "FR", "FC", "LFE", "RL", "RR", "SL", "SR"};
@@ -205,6 +217,8 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   int path_line = open.line;
   bool have_name = false;
   bool have_path = false;
+  int mode_line = 0;
+  int blocks_line = 0;
   spa_json it{};
   reader.enter(parent, it);
   while (auto key = reader.next(it)) {
@@ -230,6 +244,19 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       spec.timeout_ms = reader.number_value(value, name);
       if (spec.timeout_ms < 0.0 || spec.timeout_ms > 10000.0)
         reader.fail(value.line, "timeout-ms must be between 0 (automatic) and 10000");
+    } else if (name == "mode") {
+      const auto mode = reader.string_value(value, name);
+      mode_line = value.line;
+      if (mode == "auto") spec.mode = SlotMode::auto_select;
+      else if (mode == "sync") spec.mode = SlotMode::sync;
+      else if (mode == "pipelined") spec.mode = SlotMode::pipelined;
+      else reader.fail(value.line, "mode must be \"auto\", \"sync\" or \"pipelined\", got \"" + mode + "\"");
+    } else if (name == "blocks") {
+      const double k = reader.number_value(value, name);
+      blocks_line = value.line;
+      if (k != std::floor(k) || k < 1 || k > max_pipeline_blocks)
+        reader.fail(value.line, "blocks must be a whole number from 1 to " + std::to_string(max_pipeline_blocks));
+      spec.blocks = static_cast<std::uint32_t>(k);
     } else if (name == "memory-mb") {
       const double mb = reader.number_value(value, name);
       if (mb != std::floor(mb) || (mb != 0 && (mb < 256 || mb > 1048576)))
@@ -237,13 +264,18 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       spec.memory_mb = static_cast<std::uint32_t>(mb);
     } else {
       reader.fail(key->line,
-                  "unknown plugin key \"" + name + "\" (known: name, path, params, on-failure, timeout-ms, memory-mb)");
+                  "unknown plugin key \"" + name + "\" (known: name, path, params, on-failure, timeout-ms, memory-mb, mode, blocks)");
     }
   }
   if (!have_name) reader.fail(open.line, "plugin entry has no name");
   if (!have_path) reader.fail(open.line, "plugin \"" + spec.name + "\" has no path");
   // Params are parsed before we know the kind only syntactically; their meaning is the plugin's.
   detect_kind(reader, spec, base_dir, path_line);
+  if (blocks_line != 0 && spec.mode != SlotMode::pipelined)
+    reader.fail(blocks_line, "blocks applies to mode = \"pipelined\" only");
+  if (spec.mode == SlotMode::pipelined && spec.blocks == 0) spec.blocks = 1;
+  if (mode_line != 0 && spec.kind != PluginKind::python && spec.mode != SlotMode::auto_select)
+    reader.fail(mode_line, "mode applies to Python plugins only (native plugins run in the audio thread)");
   return spec;
 }
 

@@ -34,6 +34,18 @@ enum class OnFailure : std::uint8_t { bypass, mute };
 
 [[nodiscard]] std::string_view to_string(OnFailure policy) noexcept;
 
+/// How a Python slot is scheduled (`mode`): see docs/architecture.md, "Scheduler".
+enum class SlotMode : std::uint8_t {
+  auto_select,  ///< measured at start-up (and while running): sync if it fits, else pipelined
+  sync,         ///< each block is waited for in its own cycle (no added latency)
+  pipelined,    ///< `blocks` blocks of added latency; the sandbox works while the host goes on
+};
+
+[[nodiscard]] std::string_view to_string(SlotMode mode) noexcept;
+
+/// Deepest pipeline a slot supports (`blocks`): 16 shared-memory slots minus 2.
+inline constexpr std::uint32_t max_pipeline_blocks = 14;
+
 struct PluginSpec {
   std::string name;              ///< unique within the chain, used as "NAME:PARAM"
   std::string path;              ///< as written
@@ -42,6 +54,8 @@ struct PluginSpec {
   std::vector<ParamSetting> params;
   OnFailure on_failure = OnFailure::bypass;
   double timeout_ms = 0.0;       ///< 0: derived from the cycle's budget
+  SlotMode mode = SlotMode::auto_select;  ///< Python plugins only
+  std::uint32_t blocks = 0;      ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
   /// Python plugins: the sandbox's address-space limit (RLIMIT_AS) in MiB; 0 = none.
   std::uint32_t memory_mb = 2048;
   int line = 0;

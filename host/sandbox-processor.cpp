@@ -39,7 +39,7 @@ void SandboxProcessor::set_latency(std::uint32_t latency) {
   tag_.assign(cap, 0);
 }
 
-bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink> link) {
+bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link) {
   if (!link) throw std::invalid_argument("replace_link: no link");
   const shm::Geometry& have = link_for_main().endpoint.geometry();
   const shm::Geometry& got = link->endpoint.geometry();

@@ -1,0 +1,248 @@
+// The chain with sandboxed slots scheduled sync / pipelined / auto: zero drift against the
+// reported latency, the auto decision, parallelism of consecutive pipelined slots, render.
+#include <gtest/gtest.h>
+#include <sndfile.h>
+#include <time.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "host/chain.h"
+#include "host/render.h"
+#include "host/sandbox-client.h"
+#include "sandbox-test-util.h"
+
+namespace sandpipe::sandbox_test {
+namespace {
+
+using host::Chain;
+using host::ChainConfig;
+using host::ChainOptions;
+using host::SlotMode;
+
+PluginSpec py(const std::string& name, const std::string& file, std::vector<ParamSetting> params, SlotMode mode,
+              std::uint32_t blocks = 0) {
+  PluginSpec spec = python_spec(name, examples_dir() / file, std::move(params));
+  spec.mode = mode;
+  spec.blocks = blocks;
+  return spec;
+}
+
+PluginSpec lookahead(const std::string& name, double frames) {
+  PluginSpec spec;
+  spec.name = name;
+  spec.path = SANDPIPE_LOOKAHEAD_SO;
+  spec.kind = host::PluginKind::native_library;
+  spec.resolved = SANDPIPE_LOOKAHEAD_SO;
+  spec.params = {{"frames", frames, 1}};
+  return spec;
+}
+
+ChainOptions options(std::uint32_t calibration_blocks, std::uint32_t block_frames = 0) {
+  ChainOptions o;
+  o.calibration_blocks = calibration_blocks;
+  o.block_frames = block_frames;
+  return o;
+}
+
+/// Deterministic, position-keyed test input: never silent, exactly representable after × 0.25.
+float input_at(std::uint64_t n, std::uint32_t ch) {
+  std::uint32_t x = static_cast<std::uint32_t>(n * 2654435761ULL) ^ (ch * 0x9e3779b9U);
+  x ^= x >> 15;
+  x *= 0x2c1b3c6dU;
+  x ^= x >> 12;
+  return static_cast<float>(static_cast<std::int32_t>(x >> 8) - (1 << 23)) / static_cast<float>(1 << 24);
+}
+
+std::uint64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+void sleep_until(std::uint64_t t) {
+  timespec ts{static_cast<time_t>(t / 1'000'000'000ULL), static_cast<long>(t % 1'000'000'000ULL)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) != 0) {
+  }
+}
+
+TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksOfChangingSize) {
+  // sandbox (×0.5, pipelined 2) → native look-ahead (64, declared) → sandbox (×1, sync) →
+  // sandbox (×0.5, pipelined 1): out[n] == 0.25 × in[n − L] exactly, L the reported latency.
+  ChainConfig config;
+  config.channels = 2;
+  config.plugins = {py("a", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 2), lookahead("la", 64),
+                    py("b", "gain.py", {{"gain", 1.0, 1}}, SlotMode::sync),
+                    py("c", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 1)};
+  constexpr std::uint32_t max_frames = 64;
+  Chain chain(config, 48000.0, max_frames, options(0));
+  const std::uint64_t latency = chain.latency_frames();
+  ASSERT_EQ(latency, 2 * 64 + 64 + 0 + 1 * 64);
+
+  std::vector<float> in_buf(2 * 96);
+  std::vector<float> out_buf(2 * 96);
+  std::uint64_t pos = 0;
+  std::uint32_t rng = 7;
+  std::uint64_t mismatches = 0;
+  constexpr std::uint64_t blocks = 100'000;
+  for (std::uint64_t b = 0; b < blocks; ++b) {
+    rng = rng * 1664525U + 1013904223U;
+    const std::uint32_t n = 8 + (rng >> 8) % 89;  // 8..96 frames: some calls are split by the chain
+    const float* ins[2] = {in_buf.data(), in_buf.data() + 96};
+    float* outs[2] = {out_buf.data(), out_buf.data() + 96};
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < n; ++i) in_buf[ch * 96 + i] = input_at(pos + i, ch);
+    chain.process_rt(ins, outs, n, now_ns() + 10'000'000'000ULL);
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const std::uint64_t p = pos + i;
+        const float want = p < latency ? 0.0F : input_at(p - latency, ch) * 0.25F;
+        if (out_buf[ch * 96 + i] != want && mismatches++ < 5)
+          ADD_FAILURE() << "frame " << p << " channel " << ch << ": " << out_buf[ch * 96 + i] << " != " << want;
+      }
+    pos += n;
+  }
+  EXPECT_EQ(mismatches, 0U);
+  for (const auto& slot : chain.slots()) {
+    EXPECT_EQ(slot->counters().bypassed_blocks, 0U) << slot->name();
+    EXPECT_EQ(slot->counters().deadline_misses, 0U) << slot->name();
+  }
+  std::printf("zero drift: %llu calls, %llu frames, latency %llu frames, 0 mismatches\n",
+              static_cast<unsigned long long>(blocks), static_cast<unsigned long long>(pos),
+              static_cast<unsigned long long>(latency));
+}
+
+TEST(ChainSchedule, AutoPicksSyncForAFastPlugin) {
+  ChainConfig config;
+  config.plugins = {py("fast", "gain.py", {{"gain", 0.5, 1}}, SlotMode::auto_select)};
+  Chain chain(config, 48000.0, 512, options(64));
+  const host::SlotSchedule& s = chain.schedules().at(0);
+  EXPECT_EQ(s.calibration.total(), 64U);
+  // The decision follows from the measured histogram (p99.9 of a numpy multiply: well under the
+  // 8 ms share of a 10.7 ms period, even on a busy machine).
+  const host::ModeDecision again = host::choose_mode(s.calibration, {10'666'666, 8'000'000, 20'000'000, 14});
+  EXPECT_EQ(s.decision.blocks, again.blocks);
+  EXPECT_EQ(s.blocks, 0U) << s.decision.why;
+  EXPECT_EQ(chain.latency_frames(), 0U);
+}
+
+TEST(ChainSchedule, AutoPipelinesAPluginLongerThanItsShareByTheRightK) {
+  // slow.py sleeps 15 ms per block; blocks of 256 at 48 kHz are 5.33 ms, the share is 4 ms.
+  // Sleeping guarantees p99.9 ≥ 15 ms > 2 × 5.33 + 4, so k ≥ 3; k follows from the histogram.
+  ChainConfig config;
+  config.latency_max_ms = 100.0;
+  config.plugins = {py("slow", "slow.py", {{"delay_ms", 15.0, 1}, {"gain", 1.0, 1}}, SlotMode::auto_select)};
+  Chain chain(config, 48000.0, 256, options(32));
+  const host::SlotSchedule& s = chain.schedules().at(0);
+  ASSERT_EQ(s.calibration.total(), 32U);
+  const host::SlotBudget budget{5'333'333, 4'000'000, 100'000'000, 14};
+  const host::ModeDecision again = host::choose_mode(s.calibration, budget);
+  EXPECT_EQ(s.blocks, again.blocks) << s.decision.why;
+  EXPECT_GE(s.blocks, 3U) << s.decision.why;
+  EXPECT_TRUE(s.decision.fits);
+  // Smallest: one block fewer would not absorb the measured p99.9.
+  EXPECT_GT(s.decision.p999_ns, (s.blocks - 1) * budget.period_ns + budget.share_ns);
+  EXPECT_EQ(chain.latency_frames(), s.blocks * 256);
+  std::printf("auto: p99.9 %.2f ms -> %s\n", static_cast<double>(s.decision.p999_ns) / 1e6, s.decision.why.c_str());
+}
+
+TEST(ChainSchedule, BlockSizeChangeRescalesPipelinedLatency) {
+  ChainConfig config;
+  config.plugins = {py("p", "gain.py", {}, SlotMode::pipelined, 2)};
+  Chain chain(config, 48000.0, 1024, options(0, 512));
+  EXPECT_EQ(chain.latency_frames(), 1024U);
+  EXPECT_TRUE(chain.set_block_frames(256));
+  EXPECT_EQ(chain.latency_frames(), 512U);
+  EXPECT_FALSE(chain.set_block_frames(256));
+  EXPECT_TRUE(chain.set_block_frames(4096));  // clamped to max_frames
+  EXPECT_EQ(chain.latency_frames(), 2048U);
+}
+
+/// Runs `cycles` periods in real time (a simulated clock: one call per period, deadline at the
+/// period's end) and returns the deadline misses summed over the slots.
+std::uint64_t run_real_time(Chain& chain, std::uint32_t frames, std::uint64_t period_ns, std::uint32_t cycles) {
+  std::vector<float> buf(2 * frames, 0.1F);
+  const float* ins[2] = {buf.data(), buf.data() + frames};
+  std::vector<float> out(2 * frames);
+  float* outs[2] = {out.data(), out.data() + frames};
+  std::uint64_t start = now_ns() + period_ns;
+  for (std::uint32_t c = 0; c < cycles; ++c) {
+    const std::uint64_t begin = start + c * period_ns;
+    sleep_until(begin);  // pacing, like the graph's clock
+    chain.process_rt(ins, outs, frames, begin + period_ns * 3 / 4);
+  }
+  std::uint64_t misses = 0;
+  for (const auto& slot : chain.slots()) misses += slot->counters().deadline_misses;
+  return misses;
+}
+
+TEST(ChainSchedule, TwoPipelinedSlotsRunInParallel) {
+  // Two plugins that each spin 0.7 of a 10 ms period: sync needs 14 ms per cycle (misses nearly
+  // every cycle); pipelined, the two sandboxes work on different blocks at once on 2 cores.
+  constexpr std::uint32_t frames = 480;  // 10 ms at 48 kHz
+  constexpr std::uint64_t period = 10'000'000;
+  constexpr std::uint32_t cycles = 300;
+  auto make = [&](SlotMode mode) {
+    ChainConfig config;
+    config.plugins = {py("a", "slow.py", {{"delay_ms", 7.0, 1}, {"mode", std::string("spin"), 1}}, mode, mode == SlotMode::pipelined ? 1 : 0),
+                      py("b", "slow.py", {{"delay_ms", 7.0, 1}, {"mode", std::string("spin"), 1}}, mode, mode == SlotMode::pipelined ? 1 : 0)};
+    return std::make_unique<Chain>(config, 48000.0, frames, options(0));
+  };
+  std::uint64_t sync_misses = 0;
+  {
+    auto chain = make(SlotMode::sync);
+    sync_misses = run_real_time(*chain, frames, period, cycles);
+  }
+  std::uint64_t piped_misses = 0;
+  std::uint32_t piped_latency = 0;
+  {
+    auto chain = make(SlotMode::pipelined);
+    piped_latency = chain->latency_frames();
+    piped_misses = run_real_time(*chain, frames, period, cycles);
+  }
+  std::printf("2 x 7 ms plugins, 10 ms period, %u cycles: sync %llu misses, pipelined %llu misses (latency %u frames)\n",
+              cycles, static_cast<unsigned long long>(sync_misses), static_cast<unsigned long long>(piped_misses),
+              piped_latency);
+  EXPECT_EQ(piped_latency, 2 * frames);
+  EXPECT_GT(sync_misses, cycles / 2);  // 14 ms of work in a 7.5 ms budget
+  EXPECT_LT(piped_misses * 4, sync_misses) << "pipelining should remove most misses";
+}
+
+TEST(ChainSchedule, RenderCompensatesPipelinedLatency) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("sandpipe-sched-render-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  constexpr int rate = 48000;
+  constexpr int frames = 48000;
+  std::vector<float> input(std::size_t{frames} * 2);
+  for (std::size_t i = 0; i < input.size(); ++i) input[i] = input_at(i / 2, static_cast<std::uint32_t>(i % 2));
+  SF_INFO info{};
+  info.samplerate = rate;
+  info.channels = 2;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+  {
+    SNDFILE* f = sf_open((dir / "in.wav").c_str(), SFM_WRITE, &info);
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(sf_writef_float(f, input.data(), frames), frames);
+    sf_close(f);
+  }
+  ChainConfig config;
+  config.plugins = {py("a", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 3), lookahead("la", 64),
+                    py("b", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 1)};
+  host::RenderOptions options;
+  options.block_frames = 256;
+  std::ostringstream summary;
+  const auto report = host::render_file(config, dir / "in.wav", dir / "out.wav", options, summary);
+  EXPECT_EQ(report.latency_frames, 3 * 256 + 64 + 256) << summary.str();
+  SF_INFO out_info{};
+  SNDFILE* f = sf_open((dir / "out.wav").c_str(), SFM_READ, &out_info);
+  ASSERT_NE(f, nullptr);
+  std::vector<float> output(std::size_t{frames} * 2);
+  ASSERT_EQ(sf_readf_float(f, output.data(), frames), frames);
+  sf_close(f);
+  for (std::size_t i = 0; i < output.size(); ++i) ASSERT_EQ(output[i], input[i] * 0.25F) << "sample " << i;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sandpipe::sandbox_test

@@ -40,8 +40,8 @@ at 512. Then offline render throughput (x real time) of a mixed native + Python 
   --iterations N       blocks per row (default 100000)
   --warmup N           untimed blocks per row first (default 2000)
   --chunk N            blocks per turn when interleaving the paths (default 500)
-  --pipelined-gap-us G pause between pipelined blocks, as the rest of a graph cycle would
-                       leave (default 100)
+  --pipelined-gap-us G pause before each pipelined block, as the rest of a graph cycle would
+                       leave (default 100); a sync row paced the same way runs beside it
   --render-seconds S   audio length for the render rows (default 60)
   --json FILE          also write the JSON report there
   --samples DIR        dump every row's raw per-block times (little-endian uint64 ns, in
@@ -286,6 +286,14 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
       [py_sync] { return py_sync->counters(); });
   if (py_pipe) {
     const double gap = o.pipelined_gap_us;
+    // The same pause before each sync block, so the pipelined row is compared like for like
+    // (a pause lets caches cool and the vCPU idle, which the back-to-back rows never see).
+    add("python-gain-sandbox-paced", "Python gain, sandbox, sync, paced (Chain)",
+        [py_sync, gap] {
+          sleep_us(gap);
+          return py_sync->block();
+        },
+        [py_sync] { return py_sync->counters(); });
     add("python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined k=1 (Chain)",
         [py_pipe, gap] {
           sleep_us(gap);

@@ -240,8 +240,10 @@ def main():
             starts += len(new)
             seen.update(new)
             if next_crash is not None and now >= next_crash and kids:
+                # The busiest sandbox: one serving a slot, not an idle pre-started spare.
+                victim = max(kids, key=lambda p: read_stat_ticks(p) or 0)
                 try:
-                    os.kill(kids[0], signal.SIGKILL)
+                    os.kill(victim, signal.SIGKILL)
                     crashes += 1
                 except OSError:
                     pass

@@ -202,7 +202,7 @@ if m:
 slots = {}
 for name, rest in re.findall(r"sandpipe: slot (\S+): (.*)", log):
     slots[name] = {k: int(v) for k, v in re.findall(r"([a-z-]+)=(\d+)", rest)}
-restart_lines = len(re.findall(r"restart", log, re.I))
+restart_ms = [float(x) for x in re.findall(r"restarted \(pid \d+\) in ([0-9.]+) ms", log)]
 prof = mon.get("profiler", {})
 summary = {
     "preset": preset, "rate": 48000, "quantum": int(quantum), "duration_s": int(duration),
@@ -213,7 +213,9 @@ summary = {
     "node_counters": node, "slots": slots,
     "deadline_misses": sum(s.get("deadline-misses", 0) for s in slots.values()),
     "bypassed_blocks": sum(s.get("bypassed", 0) for s in slots.values()),
-    "restart_log_lines": restart_lines,
+    "restarts": len(restart_ms),
+    "restart_ms_max": max(restart_ms, default=None),
+    "restart_ms": restart_ms,
     "monitor": mon,
 }
 summary["verdict"] = {
@@ -233,5 +235,5 @@ print(f"soak {preset}: {mon.get('duration_s', 0):.0f} s at 48000/{quantum}; Pipe
       f"silent {probe.get('silent_cycles')}; CPU host {cpu.get('host_avg_pct')} % sandboxes {cpu.get('sandboxes_avg_pct')} %; "
       f"RSS host {rss.get('host_first')}->{rss.get('host_last')} kB ({v['host_rss_slope_kb_per_min']} kB/min), "
       f"sandboxes {rss.get('sandboxes_first')}->{rss.get('sandboxes_last')} kB ({v['sandboxes_rss_slope_kb_per_min']} kB/min); "
-      f"crashes injected {mon.get('crashes_injected')}, sandbox starts {mon.get('sandbox_starts_after_launch')}")
+      f"crashes injected {mon.get('crashes_injected')}, restarts {len(restart_ms)} (max {summary['restart_ms_max']} ms)")
 EOF

@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""Plots for docs/performance.md (Debian's /usr/bin/python3 with python3-matplotlib).
+
+  plot.py cdf  --samples DIR [--channels 2] [--frames 512] --out PNG
+      Per-block time distribution of each path, from `sandpipe-bench --samples DIR`:
+      CDF (log time axis) and, for the tail, the fraction of blocks slower than t.
+  plot.py soak --csv soak.csv [--title T] --out PNG
+      A soak's time series from tests/bench/soak.sh: the node's time per cycle as PipeWire
+      measures it, late cycles / crashes / restarts, and RSS of host and sandboxes.
+"""
+
+import argparse
+import csv
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+PATHS = [  # file prefix, label, style
+    ("futex", "raw futex ping-pong (floor)", dict(color="black", lw=1.6)),
+    ("futex-spin", "futex, host spins 5 µs", dict(color="gray", lw=1.2, ls="--")),
+    ("native-gain", "native gain", dict(color="tab:green", lw=1.2)),
+    ("native-biquad", "native biquad", dict(color="tab:olive", lw=1.2)),
+    ("python-gain-sandbox", "Python gain, sandbox (sync)", dict(color="tab:blue", lw=1.8)),
+    ("python-gain-sandbox-paced", "Python gain, sandbox, sync paced", dict(color="tab:cyan", lw=1.2, ls="--")),
+    ("python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined", dict(color="tab:purple", lw=1.4)),
+    ("python-gain-inprocess", "Python gain, in-process CPython", dict(color="tab:orange", lw=1.2)),
+]
+
+
+def load_samples(directory, path, channels, frames):
+    f = os.path.join(directory, f"{path}-{channels}ch-{frames}.u64")
+    if not os.path.exists(f):
+        return None
+    return np.sort(np.fromfile(f, dtype="<u8").astype(np.float64) / 1000.0)  # µs
+
+
+def plot_cdf(args):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=90)
+    shown = 0
+    for path, label, style in PATHS:
+        us = load_samples(args.samples, path, args.channels, args.frames)
+        if us is None or us.size == 0:
+            continue
+        n = us.size
+        # At most ~3000 points per curve, denser in the tail, to keep the PNG small.
+        idx = np.unique(np.concatenate([np.linspace(0, n - 1, 1500), n - 1 - np.geomspace(1, n, 1500) + 1]).astype(int))
+        idx = idx[(idx >= 0) & (idx < n)]
+        x = us[idx]
+        frac = (idx + 1) / n
+        ax1.plot(x, frac, label=label, **style)
+        ax2.plot(x, np.maximum(1.0 - idx / n, 1.0 / n), label=label, **style)
+        shown += 1
+    if shown == 0:
+        sys.exit(f"plot.py: no samples for {args.channels} ch x {args.frames} in {args.samples}")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("time per block (µs, log)")
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.set_ylabel("fraction of blocks ≤ t")
+    ax1.set_title(f"Per-block time, {args.channels} ch × {args.frames} frames")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("fraction of blocks > t (log)")
+    ax2.set_title("Tail")
+    ax2.axvline(250, color="red", lw=0.8, ls=":")
+    ax2.text(260, 0.3, "250 µs target (p99.9)", color="red", fontsize=7)
+    ax2.axhline(1e-3, color="red", lw=0.8, ls=":")
+    ax1.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(args.out)
+    print(f"wrote {args.out}")
+
+
+def read_csv(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+
+    def col(name, default=0.0):
+        out = []
+        for r in rows:
+            v = r.get(name, "")
+            out.append(float(v) if v not in ("", None) else default)
+        return np.array(out)
+
+    return col
+
+
+def plot_soak(args):
+    col = read_csv(args.csv)
+    t = col("t_s")
+    if t.size == 0:
+        sys.exit(f"plot.py: {args.csv} is empty")
+    minutes = t / 60.0
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 7.2), dpi=90, sharex=True)
+    period = col("period_us")
+    ax1.plot(minutes, col("node_busy_max_us"), color="tab:red", lw=0.6, label="max per second")
+    ax1.plot(minutes, col("node_busy_p99_us"), color="tab:orange", lw=0.8, label="p99 per second")
+    ax1.plot(minutes, col("node_busy_p50_us"), color="tab:blue", lw=1.0, label="p50 per second")
+    if period.max() > 0:
+        ax1.axhline(period.max(), color="black", lw=0.8, ls="--", label=f"cycle period {period.max():.0f} µs")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("node BUSY per cycle (µs)")
+    ax1.set_title(args.title or os.path.basename(os.path.dirname(os.path.abspath(args.csv))))
+    ax1.legend(fontsize=7, loc="upper right", ncol=2)
+    ax1.grid(True, which="both", alpha=0.3)
+
+    ax2.plot(minutes, np.cumsum(col("node_late_cycles")), color="tab:red", label="late cycles (PipeWire, cumulative)")
+    ax2.plot(minutes, np.cumsum(col("driver_overruns")), color="tab:brown", ls="--", label="driver overruns (cumulative)")
+    ax2.plot(minutes, col("crashes_injected"), color="black", ls=":", label="crashes injected")
+    ax2.plot(minutes, col("sandbox_starts"), color="tab:green", ls="-.", label="sandbox starts after launch")
+    misses = col("sp_deadline_misses", default=np.nan)
+    if not np.all(np.isnan(misses)):
+        ax2.plot(minutes, misses, color="tab:purple", label="Sandpipe deadline misses")
+    ax2.set_ylabel("count")
+    ax2.legend(fontsize=7, loc="upper left")
+    ax2.grid(True, alpha=0.3)
+
+    ax3.plot(minutes, col("host_rss_kb") / 1024.0, color="tab:blue", label="host RSS")
+    ax3.plot(minutes, col("sandboxes_rss_kb") / 1024.0, color="tab:orange", label="sandboxes RSS (sum)")
+    ax3b = ax3.twinx()
+    ax3b.plot(minutes, col("host_cpu_pct"), color="tab:blue", lw=0.5, alpha=0.5, label="host CPU %")
+    ax3b.plot(minutes, col("sandboxes_cpu_pct"), color="tab:orange", lw=0.5, alpha=0.5, label="sandboxes CPU %")
+    ax3b.set_ylabel("CPU % (1 s samples)")
+    ax3.set_ylabel("RSS (MiB)")
+    ax3.set_xlabel("minutes")
+    ax3.set_ylim(bottom=0)
+    ax3b.set_ylim(bottom=0)
+    lines = ax3.get_legend_handles_labels()
+    lines2 = ax3b.get_legend_handles_labels()
+    ax3.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
+    ax3.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.out)
+    print(f"wrote {args.out}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cdf")
+    c.add_argument("--samples", required=True)
+    c.add_argument("--channels", type=int, default=2)
+    c.add_argument("--frames", type=int, default=512)
+    c.add_argument("--out", required=True)
+    s = sub.add_parser("soak")
+    s.add_argument("--csv", required=True)
+    s.add_argument("--title", default="")
+    s.add_argument("--out", required=True)
+    args = ap.parse_args()
+    plot_cdf(args) if args.cmd == "cdf" else plot_soak(args)
+
+
+if __name__ == "__main__":
+    main()

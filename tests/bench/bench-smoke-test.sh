@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Plain test (CI): the bench tools still run and keep their output shape. A tiny sandpipe-bench
+# run (every path, a few blocks), its JSON keys, plot.py on its samples and on a synthetic soak
+# CSV, and the shell scripts parse. No timing is judged here.
+#
+#   bench-smoke-test.sh SANDPIPE_BENCH_EXE
+set -euo pipefail
+bench=${1:?usage: bench-smoke-test.sh SANDPIPE_BENCH_EXE}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+py=/usr/bin/python3
+work=$(mktemp -d "${TMPDIR:-/tmp}/sandpipe-bench-smoke.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+bash -n "$here/soak.sh"
+bash -n "$here/compare-filter-chain.sh"
+"$py" -m py_compile "$here/soak-monitor.py" "$here/plot.py"
+
+"$bench" --help >/dev/null
+"$bench" --quick --iterations 60 --warmup 5 --chunk 20 --render-seconds 0.2 --pipelined-gap-us 10 \
+  --json "$work/bench.json" --samples "$work/samples" >"$work/bench.out"
+
+"$py" - "$work/bench.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for key in ("benchmark", "schema", "machine", "settings", "pipelined", "hop", "ratios", "seed_comparison", "render"):
+    assert key in r, f"missing key {key}"
+paths = {h["path"] for h in r["hop"]}
+for p in ("futex", "futex-spin", "native-gain", "native-biquad", "python-gain-sandbox", "python-gain-inprocess"):
+    assert p in paths, f"missing path {p}"
+if r["pipelined"]["available"]:
+    assert {"python-gain-sandbox-pipelined", "python-gain-sandbox-paced"} <= paths
+configs = {(h["channels"], h["frames"]) for h in r["hop"]}
+assert configs == {(2, 64), (2, 128), (2, 256), (2, 512), (2, 1024), (1, 512), (8, 512)}, configs
+for h in r["hop"]:
+    assert h["n"] == 60 and 0 < h["p50_us"] <= h["p99_us"] <= h["p999_us"] <= h["max_us"], h
+    assert h["deadline_misses"] == 0, h  # a 1 s deadline: a miss here is a broken path, not a slow one
+assert len(r["ratios"]) == 7 and len(r["render"]) == 3
+assert all(x["x_realtime"] > 0 for x in r["render"])
+EOF
+
+"$py" "$here/plot.py" cdf --samples "$work/samples" --out "$work/cdf.png" >/dev/null
+{
+  echo "t_s,cycles,period_us,node_busy_p50_us,node_busy_p99_us,node_busy_max_us,node_wait_max_us,node_end_max_us,node_late_cycles,driver_overruns,host_cpu_pct,sandboxes_cpu_pct,host_rss_kb,sandboxes_rss_kb,sandboxes,sandbox_starts,crashes_injected,sp_deadline_misses,sp_restarts"
+  for t in 1 2 3 4; do echo "$t,94,10666,200,400,900,30,1000,0,0,1.0,3.0,12000,180000,2,0,0,,"; done
+} >"$work/soak.csv"
+"$py" "$here/plot.py" soak --csv "$work/soak.csv" --out "$work/soak.png" >/dev/null
+test -s "$work/cdf.png" && test -s "$work/soak.png"
+echo "bench smoke: ok"

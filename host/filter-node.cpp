@@ -270,7 +270,7 @@ class FilterNode {
     if (config.channels == 0 || config.channels > Chain::max_channels) {
       throw std::runtime_error("channels must be 1.." + std::to_string(Chain::max_channels));
     }
-    chain_ = std::make_unique<Chain>(props_.config(), static_cast<double>(rate), detail::chain_block_frames);
+    chain_ = make_chain(static_cast<double>(rate));
     props_.attach(*chain_);
     if (chain_->channels() != config.channels) {
       throw std::runtime_error("chain has " + std::to_string(chain_->channels()) + " channels, config " +
@@ -324,6 +324,16 @@ class FilterNode {
     rt_.main_loop = pw_main_loop_get_loop(main_loop);
     rt_.on_rebuild_request = &FilterNode::on_rebuild_request;
     rt_.rebuild_request_data = this;
+    rt_.on_schedule_request = &FilterNode::on_schedule_request;
+    rt_.chain_quantum.store(chain_->block_frames(), std::memory_order_relaxed);
+
+    // The scheduler's review: auto slots with sustained deadline misses get deeper pipelines.
+    pw_loop* main = pw_main_loop_get_loop(main_loop);
+    review_timer_ = std::make_unique<LoopSource>(main, pw_loop_add_timer(main, &FilterNode::on_review, this));
+    if (review_timer_->get() != nullptr) {
+      timespec interval{static_cast<time_t>(detail::schedule_review_ns / 1'000'000'000U), 0};
+      pw_loop_update_timer(main, review_timer_->get(), &interval, &interval, false);
+    }
   }
 
   ~FilterNode() {
@@ -450,8 +460,8 @@ class FilterNode {
       if (rate != 0 && rate != chain_rate(*self->chain_)) {
         std::fprintf(stderr, "sandpipe: graph rate is %u Hz, rebuilding the chain (was %.0f Hz)\n", rate,
                      self->chain_->sample_rate());
-        self->swap_chain(
-            std::make_unique<Chain>(self->props_.config(), static_cast<double>(rate), detail::chain_block_frames));
+        self->swap_chain(self->make_chain(static_cast<double>(rate)));
+        self->rt_.chain_quantum.store(self->chain_->block_frames(), std::memory_order_relaxed);
         ++self->rebuilds_;
         std::array<std::uint8_t, 256> buffer{};
         spa_pod_builder b{};
@@ -466,6 +476,59 @@ class FilterNode {
     }
     self->rt_.rebuild_requested.store(false, std::memory_order_release);
     return 0;
+  }
+
+  /// [main] A chain for `rate`, its pipelined slots prepared for the graph's quantum as last
+  /// seen (PipeWire's default before the first cycle).
+  [[nodiscard]] std::unique_ptr<Chain> make_chain(double rate) const {
+    ChainOptions options;
+    const std::uint32_t quantum = rt_.graph_quantum.load(std::memory_order_relaxed);
+    options.block_frames = quantum != 0 ? quantum : detail::default_quantum;
+    return std::make_unique<Chain>(props_.config(), rate, detail::chain_block_frames, std::move(options));
+  }
+
+  /// [main] Publishes the chain's current latency (ProcessLatency), after a mode or quantum change.
+  void report_latency() {
+    std::array<std::uint8_t, 256> buffer{};
+    spa_pod_builder b{};
+    spa_pod_builder_init(&b, buffer.data(), buffer.size());
+    const spa_pod* params[1] = {latency_param(b)};
+    pw_filter_update_params(filter_.get(), nullptr, params, 1);
+    std::fprintf(stderr, "sandpipe: latency now %u frames (quantum %u)\n", chain_->latency_frames(),
+                 chain_->block_frames());
+  }
+
+  /// [main] Invoked on the main loop by the data thread when the quantum differs from the one
+  /// the chain is scheduled for: pipelined slots take L = k × the new quantum.
+  static int on_schedule_request(spa_loop* /*loop*/, bool /*async*/, std::uint32_t /*seq*/,
+                                 const void* /*data*/, std::size_t /*size*/, void* user_data) noexcept {
+    auto* self = static_cast<FilterNode*>(user_data);
+    if (self->closing_) {
+      return 0;
+    }
+    const std::uint32_t quantum = self->rt_.graph_quantum.load(std::memory_order_relaxed);
+    try {
+      if (quantum != 0 && self->chain_->set_block_frames(quantum)) {
+        self->report_latency();
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sandpipe: cannot re-schedule the chain for quantum %u: %s\n", quantum, e.what());
+    }
+    self->rt_.chain_quantum.store(quantum, std::memory_order_relaxed);
+    self->rt_.schedule_requested.store(false, std::memory_order_release);
+    return 0;
+  }
+
+  /// [main] The periodic scheduler review (a main-loop timer).
+  static void on_review(void* data, std::uint64_t /*expirations*/) {
+    auto* self = static_cast<FilterNode*>(data);
+    try {
+      if (!self->closing_ && self->chain_->review_schedule()) {
+        self->report_latency();
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sandpipe: scheduler review failed: %s\n", e.what());
+    }
   }
 
   /// [main] pw-cli set-param / `sandpipe set`: node Props with "SLOT:PARAM" values.
@@ -525,6 +588,7 @@ class FilterNode {
   bool announced_ = false;
   bool closing_ = false;
   std::thread::id main_thread_ = std::this_thread::get_id();  ///< for the debug thread checks
+  std::unique_ptr<LoopSource> review_timer_;  ///< the scheduler's periodic review
 };
 
 /// Core events for run_node: a dead daemon ends the loop with an error.

@@ -27,6 +27,13 @@ namespace sandpipe::host {
 
 namespace detail {
 
+/// The quantum the chain's pipelined slots are prepared for until the graph's is seen:
+/// PipeWire's default `clock.quantum`.
+inline constexpr std::uint32_t default_quantum = 1024;
+
+/// How often the main thread reviews the scheduler (auto slots deepen after sustained misses).
+inline constexpr std::uint64_t schedule_review_ns = 1'000'000'000;
+
 /// The largest quantum the node processes; PipeWire's default `clock.quantum-limit`.
 /// A cycle longer than this gets silence (and a count) instead of audio.
 inline constexpr std::uint32_t max_quantum = 8192;
@@ -94,6 +101,15 @@ struct RtState {
   pw_loop* main_loop = nullptr;
   spa_invoke_func_t on_rebuild_request = nullptr;
   void* rebuild_request_data = nullptr;
+
+  /// The graph's quantum as the data thread last saw it, and the quantum the chain's pipelined
+  /// latency was computed for (written by the main thread). When they differ the data thread
+  /// asks the main thread (once, merged like the rebuild request) to re-schedule the chain and
+  /// re-report its latency.
+  std::atomic<std::uint32_t> graph_quantum{0};
+  std::atomic<std::uint32_t> chain_quantum{0};
+  std::atomic<bool> schedule_requested{false};
+  spa_invoke_func_t on_schedule_request = nullptr;
 };
 
 /// [rt] The `pw_filter_events::process` callback; `data` is the RtState.

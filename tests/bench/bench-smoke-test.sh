@@ -39,6 +39,7 @@ assert all(x["x_realtime"] > 0 for x in r["render"])
 EOF
 
 "$py" "$here/plot.py" cdf --samples "$work/samples" --out "$work/cdf.png" >/dev/null
+"$py" "$here/plot.py" tables --json "$work/bench.json" >/dev/null
 {
   echo "t_s,cycles,period_us,node_busy_p50_us,node_busy_p99_us,node_busy_max_us,node_wait_max_us,node_end_max_us,node_late_cycles,driver_overruns,host_cpu_pct,sandboxes_cpu_pct,host_rss_kb,sandboxes_rss_kb,sandboxes,sandbox_starts,crashes_injected,sp_deadline_misses,sp_restarts"
   for t in 1 2 3 4; do echo "$t,94,10666,200,400,900,30,1000,0,0,1.0,3.0,12000,180000,2,0,0,,"; done

@@ -7,6 +7,8 @@
   plot.py soak --csv soak.csv [--title T] --out PNG
       A soak's time series from tests/bench/soak.sh: the node's time per cycle as PipeWire
       measures it, late cycles / crashes / restarts, and RSS of host and sandboxes.
+  plot.py tables --json bench.json
+      The markdown tables of docs/performance.md from a `sandpipe-bench --json` report.
 """
 
 import argparse
@@ -138,6 +140,43 @@ def plot_soak(args):
     print(f"wrote {args.out}")
 
 
+def print_tables(args):
+    import json
+
+    r = json.load(open(args.json))
+    labels = {p: label for p, label, _ in PATHS}
+    hop = r["hop"]
+    paths = [p for p, _, _ in PATHS if any(h["path"] == p for h in hop)]
+    print(f"2 ch × 512 frames, {r['settings']['iterations']} blocks per row, µs:\n")
+    print("| path | p50 | p99 | p99.9 | max | mean | misses |\n|---|---:|---:|---:|---:|---:|---:|")
+    for p in paths:
+        h = next(h for h in hop if h["path"] == p and h["channels"] == 2 and h["frames"] == 512)
+        print(f"| {labels[p]} | {h['p50_us']:.2f} | {h['p99_us']:.1f} | {h['p999_us']:.1f} | {h['max_us']:.0f} | "
+              f"{h['mean_us']:.2f} | {h['deadline_misses']} |")
+    configs = sorted({(h["channels"], h["frames"]) for h in hop}, key=lambda c: (c[0] != 2, c[0], c[1]))
+    print("\np50 / p99.9 in µs per configuration (channels × frames):\n")
+    print("| path | " + " | ".join(f"{c}×{f}" for c, f in configs) + " |")
+    print("|---|" + "---:|" * len(configs))
+    for p in paths:
+        cells = []
+        for c, f in configs:
+            h = next((h for h in hop if h["path"] == p and h["channels"] == c and h["frames"] == f), None)
+            cells.append("–" if h is None else f"{h['p50_us']:.2f} / {h['p999_us']:.0f}")
+        print(f"| {labels[p]} | " + " | ".join(cells) + " |")
+    print("\n| ch × frames | sandbox p50 / futex p50 | sandbox p99.9 / futex p99.9 | p50 / futex-spin p50 | p99.9 / futex-spin p99.9 |")
+    print("|---|---:|---:|---:|---:|")
+    for x in r["ratios"]:
+        print(f"| {x['channels']}×{x['frames']} | {x['sandbox_over_futex_p50']:.2f} | {x['sandbox_over_futex_p999']:.2f} | "
+              f"{x['sandbox_over_futex_spin_p50']:.2f} | {x['sandbox_over_futex_spin_p999']:.2f} |")
+    s = r["seed_comparison"]
+    print(f"\nseed: p50 {s['sandbox_p50_us']:.1f} µs → {s['cheaper_p50_low_x']:.0f}–{s['cheaper_p50_high_x']:.0f}× cheaper; "
+          f"p99.9 {s['sandbox_p999_us']:.0f} µs → {s['cheaper_p999_low_x']:.1f}× (vs 5 ms)")
+    print("\n| render | block | audio s | wall s | × real time |\n|---|---:|---:|---:|---:|")
+    for x in r["render"]:
+        print(f"| {x['path']} | {x['block']} | {x['audio_s']:.0f} | {x['wall_s']:.2f} | {x['x_realtime']:.0f} |")
+    print(f"\nmachine: {r['machine']}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -150,8 +189,10 @@ def main():
     s.add_argument("--csv", required=True)
     s.add_argument("--title", default="")
     s.add_argument("--out", required=True)
+    t = sub.add_parser("tables")
+    t.add_argument("--json", required=True)
     args = ap.parse_args()
-    plot_cdf(args) if args.cmd == "cdf" else plot_soak(args)
+    {"cdf": plot_cdf, "soak": plot_soak, "tables": print_tables}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ trap 'rm -rf "$work"' EXIT
 
 bash -n "$here/soak.sh"
 bash -n "$here/compare-filter-chain.sh"
-"$py" -m py_compile "$here/soak-monitor.py" "$here/plot.py"
+"$py" -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' "$here/soak-monitor.py" "$here/plot.py"
 
 "$bench" --help >/dev/null
 "$bench" --quick --iterations 60 --warmup 5 --chunk 20 --render-seconds 0.2 --pipelined-gap-us 10 \

@@ -1,5 +1,10 @@
 // `sandpipe`: the command line. main() wires things; each subcommand lives in its own module.
+#include <signal.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +19,7 @@
 #include "host/processor.h"
 #include "host/render.h"
 #include "host/sandbox-client.h"
+#include "host/supervisor.h"
 #include "host/set-command.h"
 #include "host/sink-node.h"
 
@@ -30,10 +36,11 @@ constexpr int exit_usage = 2;  // bad command line, bad config, plugin that cann
 
 constexpr std::string_view usage_text = R"(Usage:
   sandpipe run CHAIN.conf
-  sandpipe render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T]
+  sandpipe render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T] [--allow-bypass]
   sandpipe check CHAIN.conf
   sandpipe inspect PLUGIN.py
   sandpipe set NODE SLOT:PARAM VALUE [SLOT:PARAM VALUE ...]
+  sandpipe status NODE
   sandpipe --help | --version
 )";
 
@@ -46,13 +53,22 @@ COMMANDS
       cycle until SIGINT or SIGTERM. Native plugins run on PipeWire's real-time thread;
       each Python plugin runs in its own sandbox process. Patch it with pw-link or qpwgraph.
 
-  render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T]
+  render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T] [--allow-bypass]
       Run the same chain offline over IN.wav (anything libsndfile reads). OUT.wav is float32
       WAV with exactly the input's length, rate and channels, sample-aligned with the input
       (plugin latency is compensated). --block is the block size every plugin sees
       (1..8192, default 512). --timeout-ms is how long a Python plugin may take for one
-      block before its block is replaced by the dry input (default 5000).
-      Prints a per-plugin summary (blocks, deadline misses, bypassed) to stderr.
+      block before the hang watchdog kills and restarts it (default 5000; the block comes
+      out dry). A crashed plugin is restarted and costs only the block it was processing.
+      A Python plugin that cannot load fails the render (exit 2), and one given up on after
+      restart.max crashes makes it exit 1, unless --allow-bypass (its slot passes audio).
+      Prints a per-plugin summary (blocks, deadline misses, bypassed, exceptions, restarts).
+
+  status NODE
+      Print the status of the running node NODE (its node.name) as JSON: per slot the state
+      (starting, running, restarting, failed, bypassed), blocks, deadline misses, exceptions,
+      restarts, the last error. Read from $XDG_RUNTIME_DIR/sandpipe/NODE.status, which
+      `run` rewrites every second; exit 1 if NODE is not running.
 
   check CHAIN.conf
       Parse the config and detect every plugin's type without starting anything.
@@ -133,6 +149,10 @@ int cmd_render(const ChainConfig& config, const std::vector<std::string_view>& a
   std::vector<std::string_view> files;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto arg = args[i];
+    if (arg == "--allow-bypass") {
+      options.allow_bypass = true;
+      continue;
+    }
     if (arg == "--block" || arg == "--timeout-ms") {
       if (i + 1 >= args.size()) return fail_usage(std::string(arg) + " needs a value");
       const std::string value(args[++i]);
@@ -154,7 +174,35 @@ int cmd_render(const ChainConfig& config, const std::vector<std::string_view>& a
     }
   }
   if (files.size() != 2) return fail_usage("render needs exactly IN.wav and OUT.wav");
-  sandpipe::host::render_file(config, std::string(files[0]), std::string(files[1]), options, std::cerr);
+  const auto report =
+      sandpipe::host::render_file(config, std::string(files[0]), std::string(files[1]), options, std::cerr);
+  if (report.degraded && !options.allow_bypass) {
+    std::cerr << "sandpipe: a Python plugin was given up on: parts of " << files[1]
+              << " are dry (--allow-bypass accepts that)\n";
+    return exit_runtime;
+  }
+  return exit_ok;
+}
+
+/// [main] `sandpipe status NODE`: the JSON the running node's supervisor keeps up to date.
+int cmd_status(std::string_view node) {
+  const auto path = sandpipe::host::status_file_path(node);
+  std::ifstream in(path);
+  if (!in) {
+    std::cerr << "sandpipe: no node \"" << node << "\" is running (no " << path.string() << ")\n";
+    return exit_runtime;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string json = text.str();
+  // A node that died without cleaning up leaves its file: check its pid.
+  const auto at = json.find("\"pid\":");
+  const long pid = at == std::string::npos ? -1 : std::strtol(json.c_str() + at + 6, nullptr, 10);
+  if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)) {
+    std::cerr << "sandpipe: node \"" << node << "\" is not running (stale " << path.string() << ")\n";
+    return exit_runtime;
+  }
+  std::cout << json;
   return exit_ok;
 }
 
@@ -185,6 +233,10 @@ int dispatch(const std::vector<std::string_view>& args) {
       params.emplace_back(name, sandpipe::host::parse_cli_value(std::string(args[i + 1])));
     }
     return sandpipe::host::set_node_params(std::string(args[1]), params);
+  }
+  if (command == "status") {
+    if (args.size() != 2) return fail_usage("status needs one NODE");
+    return cmd_status(args[1]);
   }
   if (command != "run" && command != "render" && command != "check")
     return fail_usage("unknown command \"" + std::string(command) + "\"");

@@ -138,6 +138,7 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
 
   summary << "rendered " << written << " frames, " << channels << " ch @ " << in_info.samplerate
           << " Hz, block " << block << ", latency compensated " << latency << " frames\n";
+  chain.supervisor().refresh();  // exact exception counts for the summary
   RenderReport report{written, channels, static_cast<std::uint32_t>(in_info.samplerate),
                       static_cast<std::uint32_t>(latency), chain.supervisor().status(),
                       chain.supervisor().restart_times_ms(), false};

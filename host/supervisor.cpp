@@ -261,6 +261,15 @@ std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, c
   return std::string("not a supervised slot");
 }
 
+bool Supervisor::refresh(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  if (!thread_.joinable()) return true;
+  const std::uint64_t target = ++refresh_wanted_;
+  const std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+  return changed_.wait_for(lock, timeout, [&] { return refresh_done_ >= target; });
+}
+
 std::vector<double> Supervisor::restart_times_ms() const {
   std::lock_guard lock(mutex_);
   return restart_ms_;
@@ -329,6 +338,10 @@ void Supervisor::run() {
     }
     const int ms = static_cast<int>(options_.tick.count());
     if (::poll(fds.data(), fds.size(), ms) < 0 && errno != EINTR) break;
+    if ((fds[0].revents & POLLIN) != 0) {
+      std::uint64_t count = 0;
+      (void)!::read(wake_fd_, &count, sizeof count);
+    }
     const auto now = Clock::now();
     bool stop = false;
     bool dirty = false;
@@ -371,6 +384,7 @@ bool Supervisor::tick(Clock::time_point now) {
         w.last_error = c.last_process_error;
       }
       if (auto stats = c.take_async_stats()) w.exceptions_now = stats->exceptions;
+      w.exceptions_now = std::max(w.exceptions_now, c.process_errors);  // reports arrive first
       if (auto state = c.take_async_state()) w.saved_state = std::move(*state);
       for (auto& [setting, refusal] : c.param_results) {
         if (refusal) {
@@ -537,6 +551,20 @@ bool Supervisor::tick(Clock::time_point now) {
         w.next_spare = now + std::chrono::seconds(5);
       }
     }
+  }
+  // refresh(): ask every running sandbox for its stats, done once none is outstanding.
+  if (refresh_wanted_ > refresh_asked_) {
+    refresh_asked_ = refresh_wanted_;
+    for (auto& w : watches_)
+      if (w->python && w->state == SlotState::running && w->current) w->current->request_async(Control::Async::stats);
+  }
+  if (refresh_asked_ > refresh_done_) {
+    bool outstanding = false;
+    for (auto& w : watches_) {
+      if (!w->python || w->state != SlotState::running || !w->current) continue;
+      for (const auto a : w->current->async_outstanding) outstanding = outstanding || a == Control::Async::stats;
+    }
+    if (!outstanding) refresh_done_ = refresh_asked_;
   }
   return state_changed;
 }

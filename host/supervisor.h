@@ -118,6 +118,10 @@ class Supervisor {
   /// Returns an error only when the slot is not running a plugin.
   std::optional<std::string> set_param(const SandboxProcessor& slot, const ParamSetting& setting);
 
+  /// [main] Asks every running sandbox for its counters and waits (at most `timeout`) until
+  /// they answered, so status() is exact (render's summary). False if some did not answer.
+  bool refresh(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
   /// [any] Restart times (ms) of every restart so far, in order (benchmarks, docs).
   [[nodiscard]] std::vector<double> restart_times_ms() const;
 
@@ -134,8 +138,11 @@ class Supervisor {
   mutable std::mutex mutex_;  ///< guards every Watch's status part and restart_ms_
   std::condition_variable changed_;
   std::vector<double> restart_ms_;
-  int wake_fd_ = -1;  ///< eventfd: stop
+  int wake_fd_ = -1;  ///< eventfd: stop, refresh
   bool stop_ = false;
+  std::uint64_t refresh_wanted_ = 0;  ///< refresh() calls so far
+  std::uint64_t refresh_asked_ = 0;   ///< the call the stats requests in flight are for
+  std::uint64_t refresh_done_ = 0;    ///< answered up to this call
   std::string instance_token_;
   std::thread thread_;
 };

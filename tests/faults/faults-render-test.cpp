@@ -1,0 +1,390 @@
+// Fault isolation through `render_file`: each fixture misbehaves on marked blocks only, so the
+// output is exactly dry there and exactly processed (× 0.5) everywhere else, whatever the
+// machine's load. Ramps are off (crossfade 0) so samples compare bit for bit.
+#include <signal.h>
+#include <sndfile.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "host/config.h"
+#include "host/render.h"
+
+namespace sandpipe::host {
+namespace {
+
+constexpr std::uint32_t channels = 2;
+constexpr std::uint32_t block = 256;
+constexpr std::uint32_t blocks = 16;
+constexpr std::uint32_t frames = block * blocks;
+constexpr float marker = 0.875F;  // faulty.py MARKER
+constexpr float pwned = 0.25F;    // faulty.py PWNED
+
+std::filesystem::path fixtures() { return SANDPIPE_FAULT_FIXTURES; }
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "sandpipe-faults-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  TempDir(TempDir&&) = delete;
+  TempDir& operator=(TempDir&&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Log lines from the supervisor thread.
+struct Log {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  std::function<void(const std::string&)> on_line;
+  [[nodiscard]] std::size_t count(const std::string& needle) {
+    std::lock_guard lock(mutex);
+    std::size_t n = 0;
+    for (const auto& l : lines) n += l.find(needle) != std::string::npos ? 1 : 0;
+    return n;
+  }
+  [[nodiscard]] std::string all() {
+    std::lock_guard lock(mutex);
+    std::string s;
+    for (const auto& l : lines) s += l + "\n";
+    return s;
+  }
+};
+
+/// Interleaved input: noise in ±0.4, with MARKER as the first sample of each marked block.
+std::vector<float> make_input(const std::set<std::uint32_t>& marked) {
+  std::vector<float> x(std::size_t{frames} * channels);
+  std::uint32_t state = 12345;
+  for (auto& v : x) {
+    state = state * 1664525u + 1013904223u;
+    v = (static_cast<float>(state >> 8) / 16777216.0F - 0.5F) * 0.8F;
+  }
+  for (const std::uint32_t b : marked) x[std::size_t{b} * block * channels] = marker;
+  return x;
+}
+
+void write_wav(const std::filesystem::path& path, const std::vector<float>& x) {
+  SF_INFO info{};
+  info.samplerate = 48000;
+  info.channels = channels;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+  SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(sf_writef_float(f, x.data(), frames), frames);
+  sf_close(f);
+}
+
+std::vector<float> read_wav(const std::filesystem::path& path) {
+  SF_INFO info{};
+  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  if (f == nullptr) return {};
+  std::vector<float> y(static_cast<std::size_t>(info.frames) * static_cast<std::size_t>(info.channels));
+  sf_readf_float(f, y.data(), info.frames);
+  sf_close(f);
+  return y;
+}
+
+struct RenderRun {
+  RenderReport report;
+  std::vector<float> in;
+  std::vector<float> out;
+  std::string summary;
+};
+
+std::string conf_for(const std::string& fault, const std::string& extra_keys, const std::string& extra_params,
+                     const std::string& top = "") {
+  // mode = "sync": a pipelined slot has the next block in flight too when it dies (that block
+  // is lost as well); sync makes "only the faulty block" exact whatever the machine's load.
+  return top + "\nplugins = [ { name = \"f\" mode = \"sync\" path = \"" + (fixtures() / "faulty.py").string() + "\" " + extra_keys +
+         " params = { fault = \"" + fault + "\" " + extra_params + " } } ]\n";
+}
+
+RenderRun render(const std::string& conf_text, const std::set<std::uint32_t>& marked, Log& log, bool allow_bypass = false,
+           double timeout_ms = 5000.0) {
+  TempDir dir;
+  RenderRun run;
+  run.in = make_input(marked);
+  write_wav(dir.path() / "in.wav", run.in);
+  const ChainConfig config = parse_config(conf_text, "faults.conf", fixtures());
+  RenderOptions options;
+  options.block_frames = block;
+  options.crossfade_frames = 0;
+  options.timeout_ms = timeout_ms;
+  options.allow_bypass = allow_bypass;
+  options.log = [&log](std::string_view plugin, SandboxLogLevel, std::string_view line) {
+    std::string text = "[" + std::string(plugin) + "] " + std::string(line);
+    {
+      std::lock_guard lock(log.mutex);
+      log.lines.push_back(text);
+    }
+    if (log.on_line) log.on_line(text);
+  };
+  std::ostringstream summary;
+  run.report = render_file(config, dir.path() / "in.wav", dir.path() / "out.wav", options, summary);
+  run.summary = summary.str();
+  run.out = read_wav(dir.path() / "out.wav");
+  return run;
+}
+
+/// Block b of `out` is exactly the dry input.
+bool dry_block(const RenderRun& r, std::uint32_t b) {
+  const std::size_t at = std::size_t{b} * block * channels;
+  return std::memcmp(r.out.data() + at, r.in.data() + at, std::size_t{block} * channels * sizeof(float)) == 0;
+}
+
+/// Block b of `out` is exactly the input × 0.5.
+bool wet_block(const RenderRun& r, std::uint32_t b) {
+  const std::size_t at = std::size_t{b} * block * channels;
+  for (std::size_t i = 0; i < std::size_t{block} * channels; ++i)
+    if (r.out[at + i] != r.in[at + i] * 0.5F) return false;
+  return true;
+}
+
+/// Dry exactly on `dry`, processed exactly elsewhere, same length, nothing a forbidden action
+/// would have produced.
+void expect_only(const RenderRun& r, const std::set<std::uint32_t>& dry) {
+  ASSERT_EQ(r.report.frames, frames);
+  ASSERT_EQ(r.out.size(), r.in.size()) << "output length";
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (dry.count(b) != 0) {
+      EXPECT_TRUE(dry_block(r, b)) << "block " << b << " should be dry\n" << r.summary;
+    } else {
+      EXPECT_TRUE(wet_block(r, b)) << "block " << b << " should be processed\n" << r.summary;
+    }
+  }
+  for (const float v : r.out) ASSERT_NE(v, pwned) << "a forbidden action succeeded";
+}
+
+const SlotStatus& slot(const RenderRun& r) { return r.report.slots.at(0); }
+
+// ---- crashes: the block that was processing is dry, the next one runs on a new sandbox ----
+
+void expect_restarted_once(const std::string& fault, const std::string& crash_text) {
+  Log log;
+  const RenderRun r = render(conf_for(fault, "", ""), {5}, log);
+  expect_only(r, {5});
+  EXPECT_EQ(slot(r).restarts, 1u) << log.all();
+  EXPECT_EQ(slot(r).crashes, 1u);
+  EXPECT_EQ(slot(r).state, SlotState::running);
+  EXPECT_NE(slot(r).last_error.find(crash_text), std::string::npos) << slot(r).last_error;
+  EXPECT_FALSE(r.report.degraded);
+  ASSERT_EQ(r.report.restart_ms.size(), 1u);
+}
+
+TEST(FaultRender, SegfaultInThePluginRestartsIt) { expect_restarted_once("segfault", "SIGSEGV"); }
+TEST(FaultRender, OsExitRestartsIt) { expect_restarted_once("exit", "status 7"); }
+TEST(FaultRender, AbortRestartsIt) { expect_restarted_once("abort", "SIGABRT"); }
+TEST(FaultRender, SelfSigkillRestartsIt) { expect_restarted_once("sigkill", "SIGKILL"); }
+
+TEST(FaultRender, SigkillFromOutsideRestartsIt) {
+  Log log;
+  log.on_line = [](const std::string& line) {
+    const auto at = line.find("waiting-for-kill pid=");
+    if (at != std::string::npos) ::kill(std::stoi(line.substr(at + 21)), SIGKILL);
+  };
+  const RenderRun r = render(conf_for("wait-for-kill", "", ""), {7}, log, false, 60'000.0);
+  expect_only(r, {7});
+  EXPECT_EQ(slot(r).restarts, 1u) << log.all();
+  EXPECT_NE(slot(r).last_error.find("SIGKILL"), std::string::npos) << slot(r).last_error;
+}
+
+TEST(FaultRender, StateIsRestoredAfterARestart) {
+  // The fixture's state is its block count; it is polled, so a restart resumes from it (or
+  // from a later poll): the log says the sandbox was restarted and the output is exact.
+  Log log;
+  const RenderRun r = render(conf_for("exit", "", ""), {3, 11}, log);
+  expect_only(r, {3, 11});
+  EXPECT_EQ(slot(r).restarts, 2u) << log.all();
+}
+
+// ---- hangs: the watchdog kills, the block is dry, the render does not wait past it ----
+
+TEST(FaultRender, InfiniteLoopIsKilledByTheWatchdog) {
+  Log log;
+  const RenderRun r = render(conf_for("hang", "timeout-ms = 300", ""), {4}, log);
+  expect_only(r, {4});
+  EXPECT_EQ(slot(r).hangs, 1u) << log.all();
+  EXPECT_EQ(slot(r).restarts, 1u);
+  EXPECT_NE(slot(r).last_error.find("did not finish a block"), std::string::npos);
+}
+
+TEST(FaultRender, SleepPastTheBudgetIsKilledByTheWatchdog) {
+  Log log;
+  const RenderRun r = render(conf_for("sleep", "timeout-ms = 300", "seconds = 30"), {9}, log);
+  expect_only(r, {9});
+  EXPECT_EQ(slot(r).hangs, 1u) << log.all();
+}
+
+TEST(FaultRender, RenderTimeoutIsTheDefaultWatchdog) {
+  Log log;
+  const RenderRun r = render(conf_for("sleep", "", "seconds = 30"), {2}, log, false, 400.0);
+  expect_only(r, {2});
+  EXPECT_EQ(slot(r).hangs, 1u) << log.all();
+}
+
+// ---- bad output and exceptions: that block only, no restart --------------------------------
+
+TEST(FaultRender, ExceptionEveryFewBlocksBypassesThoseBlocksAndLogsOnce) {
+  Log log;
+  const RenderRun r = render(conf_for("raise", "", ""), {2, 6, 10, 14}, log);
+  expect_only(r, {2, 6, 10, 14});
+  EXPECT_EQ(slot(r).restarts, 0u);
+  EXPECT_EQ(slot(r).counters.bypassed_blocks, 4u);
+  EXPECT_EQ(log.count("Traceback"), 1u) << "one traceback for a repeated exception\n" << log.all();
+  EXPECT_NE(slot(r).last_error.find("injected fault"), std::string::npos);
+}
+
+TEST(FaultRender, NanOutputIsReplacedByTheDrySignal) {
+  Log log;
+  const RenderRun r = render(conf_for("nan", "", ""), {3}, log);
+  expect_only(r, {3});
+  EXPECT_EQ(slot(r).counters.sanitized_blocks, 1u);
+}
+
+TEST(FaultRender, InfOutputIsReplacedByTheDrySignal) {
+  Log log;
+  const RenderRun r = render(conf_for("inf", "", ""), {12}, log);
+  expect_only(r, {12});
+  EXPECT_EQ(slot(r).counters.sanitized_blocks, 1u);
+}
+
+TEST(FaultRender, WrongShapeIsAnExceptionForThatBlock) {
+  Log log;
+  const RenderRun r = render(conf_for("shape", "", ""), {6}, log);
+  expect_only(r, {6});
+  EXPECT_NE(log.all().find("shape"), std::string::npos) << log.all();
+}
+
+TEST(FaultRender, WrongDtypeIsAnExceptionForThatBlock) {
+  Log log;
+  const RenderRun r = render(conf_for("dtype", "", ""), {6}, log);
+  expect_only(r, {6});
+  EXPECT_EQ(slot(r).restarts, 0u);
+}
+
+// ---- confinement: refused actions raise inside the plugin --------------------------------
+
+void expect_refused(const std::string& fault, const std::string& params = "") {
+  Log log;
+  const RenderRun r = render(conf_for(fault, "", params), {8}, log);
+  expect_only(r, {8});
+  EXPECT_EQ(slot(r).restarts, 0u) << log.all();
+  EXPECT_NE(log.all().find("Error"), std::string::npos) << log.all();
+}
+
+TEST(FaultConfinement, NetworkSocketIsRefused) { expect_refused("socket"); }
+TEST(FaultConfinement, ForkIsRefused) { expect_refused("fork"); }
+TEST(FaultConfinement, SubprocessIsRefused) { expect_refused("subprocess"); }
+TEST(FaultConfinement, SignalToTheHostIsRefused) { expect_refused("kill-parent"); }
+
+TEST(FaultConfinement, WritingAFileIsRefused) {
+  TempDir dir;
+  const auto target = dir.path() / "written-by-plugin";
+  expect_refused("write", "target = \"" + target.string() + "\"");
+  EXPECT_FALSE(std::filesystem::exists(target));
+  expect_refused("write", "target = \"/etc/sandpipe-fault-test\"");
+  EXPECT_FALSE(std::filesystem::exists("/etc/sandpipe-fault-test"));
+}
+
+TEST(FaultConfinement, MemoryBombHitsTheLimit) {
+  Log log;
+  const RenderRun r = render(conf_for("membomb", "memory-mb = 512 timeout-ms = 3000", ""), {5}, log);
+  expect_only(r, {5});
+  // MemoryError in process() (an exception), or the interpreter itself fails to allocate and
+  // dies (a restart): either way only that block.
+  EXPECT_GE(slot(r).exceptions + slot(r).restarts, 1u) << log.all();
+}
+
+// ---- protocol breaches: killed at once, restarted ------------------------------------------
+
+TEST(FaultProtocol, CorruptSharedSegmentRestartsIt) {
+  Log log;
+  const RenderRun r = render(conf_for("corrupt", "", ""), {6}, log);
+  expect_only(r, {6});
+  EXPECT_EQ(slot(r).restarts, 1u) << log.all();
+}
+
+TEST(FaultProtocol, MalformedControlMessageRestartsIt) {
+  Log log;
+  const RenderRun r = render(conf_for("garbage", "", ""), {6}, log);
+  expect_only(r, {6});
+  EXPECT_EQ(slot(r).restarts, 1u) << log.all();
+  EXPECT_NE(slot(r).last_error.find("protocol"), std::string::npos) << slot(r).last_error;
+}
+
+// ---- limits and load failures ---------------------------------------------------------------
+
+TEST(FaultRender, TooManyCrashesGiveUpAndTheRestStaysDry) {
+  Log log;
+  const RenderRun r = render(conf_for("exit", "", "", "restart.max = 2"), {2, 4, 6, 8}, log);
+  // Crashes at 2 and 4 are restarted; the third (6) gives up: dry from there on.
+  expect_only(r, {2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15});
+  EXPECT_EQ(slot(r).state, SlotState::bypassed);
+  EXPECT_EQ(slot(r).restarts, 2u);
+  EXPECT_TRUE(r.report.degraded);
+}
+
+TEST(FaultRender, LoadFailureFailsTheRenderWithItsTraceback) {
+  Log log;
+  const std::string conf =
+      "plugins = [ { name = \"b\" path = \"" + (fixtures() / "load_error.py").string() + "\" } ]\n";
+  try {
+    (void)render(conf, {}, log);
+    FAIL() << "expected PluginError";
+  } catch (const PluginError& e) {
+    EXPECT_NE(std::string(e.what()).find("constructor exploded on purpose"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Traceback"), std::string::npos) << e.what();
+  }
+}
+
+TEST(FaultRender, LoadFailureWithAllowBypassRendersDry) {
+  Log log;
+  const std::string conf =
+      "plugins = [ { name = \"b\" path = \"" + (fixtures() / "import_error.py").string() + "\" } ]\n";
+  const RenderRun r = render(conf, {}, log, true);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  EXPECT_EQ(r.out, r.in);
+  EXPECT_EQ(slot(r).state, SlotState::failed);
+  EXPECT_TRUE(r.report.degraded);
+  EXPECT_NE(slot(r).last_error.find("sandpipe_no_such_module"), std::string::npos) << slot(r).last_error;
+}
+
+TEST(FaultRender, MuteOnFailureGivesSilenceForTheFaultyBlock) {
+  Log log;
+  const RenderRun r = render(conf_for("raise", "on-failure = \"mute\"", ""), {5}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    const std::size_t at = std::size_t{b} * block * channels;
+    if (b == 5) {
+      for (std::size_t i = 0; i < std::size_t{block} * channels; ++i) ASSERT_EQ(r.out[at + i], 0.0F) << i;
+    } else {
+      EXPECT_TRUE(wet_block(r, b)) << b;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sandpipe::host

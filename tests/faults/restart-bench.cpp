@@ -1,0 +1,74 @@
+// Restart time: a plugin that exits on marked blocks, 24 times, spaced so the spare sandbox is
+// ready each time (the running case). Prints death → new sandbox handed to the RT side
+// (p50/max, ms) and checks that only the marked blocks came out dry. A measurement, not a test.
+#include <sndfile.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "host/config.h"
+#include "host/render.h"
+
+int main() {
+  using namespace sandpipe::host;
+  constexpr int restarts = 24;
+  constexpr int spacing = 12;  // blocks between faults (× pace 0.1 s: the spare is ready, the 1 s window has no backoff left)
+  constexpr std::uint32_t block = 256;
+  const std::uint32_t frames = block * spacing * (restarts + 1);
+  std::string dir_pattern = (std::filesystem::temp_directory_path() / "sandpipe-restart-XXXXXX").string();
+  if (::mkdtemp(dir_pattern.data()) == nullptr) return 1;
+  const std::filesystem::path dir = dir_pattern;
+  std::vector<float> x(frames, 0.1F);
+  for (int k = 1; k <= restarts; ++k) x[std::size_t(k) * spacing * block] = 0.875F;
+  SF_INFO info{};
+  info.samplerate = 48000;
+  info.channels = 1;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+  SNDFILE* f = sf_open((dir / "in.wav").c_str(), SFM_WRITE, &info);
+  sf_writef_float(f, x.data(), frames);
+  sf_close(f);
+
+  const std::string conf = "channels = 1\nrestart.max = 1000\nrestart.window-s = 1\nplugins = [ { name = \"f\" mode = \"sync\" path = \"" +
+                           (std::filesystem::path(SANDPIPE_FAULT_FIXTURES) / "faulty.py").string() +
+                           "\" params = { fault = \"exit\" pace = 0.1 } } ]\n";
+  RenderOptions options;
+  options.block_frames = block;
+  options.crossfade_frames = 0;
+  options.log = [](std::string_view, SandboxLogLevel, std::string_view) {};
+  std::ostringstream summary;
+  const auto report = render_file(parse_config(conf, "bench.conf", dir), dir / "in.wav", dir / "out.wav", options, summary);
+  std::vector<float> y(frames);
+  f = sf_open((dir / "out.wav").c_str(), SFM_READ, &info);
+  sf_readf_float(f, y.data(), frames);
+  sf_close(f);
+  std::filesystem::remove_all(dir);
+  std::uint64_t dry_blocks = 0;
+  std::uint64_t bad = 0;
+  for (std::uint32_t b = 0; b < frames / block; ++b) {
+    const bool marked = b % spacing == 0 && b > 0;
+    bool dry = true;
+    bool wet = true;
+    for (std::uint32_t i = 0; i < block; ++i) {
+      dry = dry && y[b * block + i] == x[b * block + i];
+      wet = wet && y[b * block + i] == x[b * block + i] * 0.5F;
+    }
+    dry_blocks += dry ? 1 : 0;
+    bad += (marked ? !dry : !wet) ? 1 : 0;
+  }
+  std::vector<double> t = report.restart_ms;
+  std::sort(t.begin(), t.end());
+  const double p50 = t.empty() ? 0 : t[t.size() / 2];
+  const double max = t.empty() ? 0 : t.back();
+  std::printf("{\"restarts\": %zu, \"restart_ms_p50\": %.1f, \"restart_ms_max\": %.1f, \"dry_blocks\": %llu, "
+              "\"marked_blocks\": %d, \"blocks_wrong\": %llu, \"frames_out\": %llu, \"frames_in\": %u}\n",
+              t.size(), p50, max, static_cast<unsigned long long>(dry_blocks), restarts,
+              static_cast<unsigned long long>(bad), static_cast<unsigned long long>(report.frames), frames);
+  std::cout << summary.str();
+  return (t.size() == restarts && bad == 0 && report.frames == frames) ? 0 : 1;
+}

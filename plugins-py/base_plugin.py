@@ -16,6 +16,10 @@ plugin file lives. Lifecycle as Sandpipe drives it (on the sandbox's processing 
     plugin.process_audio(buffer)     # per block; False -> the block passes through unchanged
     plugin.stop(); plugin.shutdown()
 
+A ``PluginType.SOURCE`` plugin implements ``read_audio(buffer)`` instead (fill ``buffer.data``;
+False -> silence) and may only come first in a chain; a ``PluginType.SINK`` plugin implements
+``write_audio(buffer)`` (read ``buffer.data``; the block goes on unchanged) and may only come last.
+
 New plugins should use the ``sandpipe`` SDK instead (typed parameters, state, latency).
 """
 
@@ -37,7 +41,8 @@ __all__ = [
 
 class PluginType(enum.Enum):
     """What a plugin does with audio. Sandpipe runs PROCESSOR, EFFECT and ANALYZER plugins in a
-    chain slot; an ANALYZER normally returns False from ``process_audio`` (audio unchanged)."""
+    chain slot; an ANALYZER normally returns False from ``process_audio`` (audio unchanged).
+    A SOURCE (``read_audio``) starts a chain, a SINK (``write_audio``) ends one."""
 
     PROCESSOR = "processor"
     EFFECT = "effect"
@@ -91,7 +96,8 @@ class AudioBuffer:
 
 
 class AudioProcessorPlugin(ABC):
-    """Base class of the earlier API. Subclasses implement ``get_info`` and ``process_audio``;
+    """Base class of the earlier API. Subclasses implement ``get_info`` and, by their
+    ``plugin_type``, ``process_audio``, ``read_audio`` (SOURCE) or ``write_audio`` (SINK);
     everything else has a working default."""
 
     def __init__(self) -> None:
@@ -104,9 +110,19 @@ class AudioProcessorPlugin(ABC):
     def get_info(self) -> PluginInfo:
         """Returns the plugin's description."""
 
-    @abstractmethod
     def process_audio(self, buffer: AudioBuffer) -> bool:
         """Processes ``buffer.data`` in place. Returns False to leave the block unchanged."""
+        raise NotImplementedError(f"{type(self).__name__}.process_audio() is not implemented")
+
+    def read_audio(self, buffer: AudioBuffer) -> bool:
+        """SOURCE plugins: fills ``buffer.data`` (zeroed before the call) in place. Returns False
+        if nothing was produced (the block is silence)."""
+        raise NotImplementedError(f"{type(self).__name__}.read_audio() is not implemented")
+
+    def write_audio(self, buffer: AudioBuffer) -> bool:
+        """SINK plugins: consumes ``buffer.data`` (only valid during the call: copy what you keep).
+        The block goes on unchanged whatever this returns."""
+        raise NotImplementedError(f"{type(self).__name__}.write_audio() is not implemented")
 
     def initialize(self) -> bool:
         """Prepares the plugin after rate and channels are known. False means failure."""

@@ -195,15 +195,19 @@ class Plugin:
         Frames of delay the plugin adds (lookahead). The host delays its dry signal by as much
         so a bypassed block lines up with processed ones. May be an instance attribute that
         ``set_param`` updates; the value after loading is what the host uses.
+    ``role``
+        ``"processor"`` (default: :meth:`process`), ``"source"`` (:meth:`generate`; only first
+        in a chain) or ``"sink"`` (:meth:`consume`; only last in a chain).
 
-    Methods to override: :meth:`process` (required), :meth:`prepare`, :meth:`set_param`,
-    :meth:`get_state` / :meth:`set_state`.
+    Methods to override: :meth:`process` (required for processors), :meth:`prepare`,
+    :meth:`set_param`, :meth:`get_state` / :meth:`set_state`.
     """
 
     name: ClassVar[Optional[str]] = None
     version: ClassVar[str] = "0.0.0"
     description: ClassVar[str] = ""
     params: ClassVar[Dict[str, Param]] = {}
+    role: ClassVar[str] = "processor"
     latency: int = 0
 
     #: Set by ``prepare``.
@@ -244,6 +248,19 @@ class Plugin:
         Raising an exception makes the host use the dry input for this block.
         """
         raise NotImplementedError(f"{type(self).__name__}.process() is not implemented")
+
+    def generate(self, block: Any) -> Any:
+        """A source (``role = "source"``) fills ``block`` (float32 ``(channels, frames)``, zeroed
+        before the call) in place and returns None, or returns an array of its shape to copy in.
+        Returning False means nothing was produced: the block is silence.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.generate() is not implemented")
+
+    def consume(self, block: Any) -> None:
+        """A sink (``role = "sink"``) reads ``block`` (float32 ``(channels, frames)``; do not keep
+        it, copy what you need). The block passes on unchanged whatever this does to it.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.consume() is not implemented")
 
     def set_param(self, key: str, value: Any) -> None:
         """Applies a parameter value, already checked against its declaration.

@@ -8,6 +8,8 @@ The sandbox calls, on its one processing thread:
   tells the two plugin APIs apart, prepares the plugin and applies the params.
 * per block ``session.process(block)``; its result is interpreted in C++: None or True ->
   processed, False -> pass the block through, anything else -> ``session.accept(block, result)``.
+  A source's ``process`` fills the block and returns True; a sink's consumes it and returns
+  False (the block passes on unchanged). ``session.info()["role"]`` says which.
 * ``session.set_param``, ``session.get_state``, ``session.shutdown`` between blocks.
 * ``format_error(exc)`` -> ``(message, traceback)`` for anything that raised.
 """
@@ -201,8 +203,40 @@ def _check_latency(value: Any) -> int:
     return int(value)
 
 
+_PLUGIN_ROLES = ("processor", "source", "sink")
+
+
+def _source_process(produce: Callable[[Any], Any]) -> Callable[[np.ndarray], bool]:
+    """``process`` for a source: the block starts as silence and is whatever ``produce`` put
+    in it (or returned); an explicit falsy result means nothing was produced: silence."""
+
+    def process(block: np.ndarray) -> bool:
+        block.fill(0.0)
+        result = produce(block)
+        if result is None or result is True:
+            return True
+        if isinstance(result, np.ndarray):
+            Session.accept(block, result)
+        elif not result:
+            block.fill(0.0)
+        return True
+
+    return process
+
+
+def _sink_process(consume: Callable[[Any], Any]) -> Callable[[np.ndarray], bool]:
+    """``process`` for a sink: the block is read, and passes on unchanged (False)."""
+
+    def process(block: np.ndarray) -> bool:
+        consume(block)
+        return False
+
+    return process
+
+
 class Session:
     api = ""
+    role = "processor"
     process: Callable[[Any], Any]
 
     def info(self) -> Dict[str, Any]:
@@ -252,7 +286,15 @@ class SdkSession(Session):
         if state:
             plugin.set_state(bytes(state))
         self.latency = _check_latency(plugin.latency)
-        self.process = plugin.process
+        self.role = str(getattr(cls, "role", "processor"))
+        if self.role not in _PLUGIN_ROLES:
+            raise LoadError(f"{cls.__name__}.role must be one of {', '.join(_PLUGIN_ROLES)}, not {self.role!r}")
+        if self.role == "source":
+            self.process = _source_process(plugin.generate)
+        elif self.role == "sink":
+            self.process = _sink_process(plugin.consume)
+        else:
+            self.process = plugin.process
 
     def _unknown(self, key: str) -> str:
         known = ", ".join(self.declared) or "none"
@@ -280,7 +322,7 @@ class SdkSession(Session):
             "name": cls.name or cls.__name__,
             "version": str(cls.version),
             "description": cls.description or (doc[0] if doc else ""),
-            "role": "processor",
+            "role": self.role,
             "latency": self.latency,
             "params": params,
         }
@@ -356,9 +398,8 @@ class LegacySession(Session):
         max_frames: int,
         params: Sequence[Tuple[str, Any]],
     ) -> None:
-        for method in ("process_audio", "get_info"):
-            if not callable(getattr(obj, method, None)):
-                raise LoadError(f"{path}: create_plugin() returned a {type(obj).__name__} without {method}()")
+        if not callable(getattr(obj, "get_info", None)):
+            raise LoadError(f"{path}: create_plugin() returned a {type(obj).__name__} without get_info()")
         self.obj = obj
         self.rate = rate
         self.channels = channels
@@ -370,6 +411,17 @@ class LegacySession(Session):
         if self._call("initialize") is False:
             raise LoadError(f"{path}: initialize() returned False")
         self.plugin_info = obj.get_info()
+        ptype = getattr(self.plugin_info, "plugin_type", None)
+        self.role = _ROLES.get(str(getattr(ptype, "value", ptype) or "").lower(), "processor")
+        method = {"source": "read_audio", "sink": "write_audio"}.get(self.role, "process_audio")
+        base = getattr(sys.modules.get("base_plugin"), "AudioProcessorPlugin", None)
+        inherited = base is not None and getattr(type(obj), method, None) is getattr(base, method, None)
+        if inherited or not callable(getattr(obj, method, None)):
+            raise LoadError(f"{path}: create_plugin() returned a {self.role} {type(obj).__name__} without {method}()")
+        if self.role == "source":
+            self.process = _source_process(self._legacy_call(obj.read_audio))
+        elif self.role == "sink":
+            self.process = _sink_process(self._legacy_call(obj.write_audio))
         for key, value in params:
             self.set_param(key, value)
         if self._call("start") is False:
@@ -403,7 +455,7 @@ class LegacySession(Session):
 
         return AudioBuffer(data=block, sample_rate=int(self.rate), channels=channels, frames=frames)
 
-    def process(self, block: np.ndarray) -> bool:
+    def _buffer_for(self, block: np.ndarray) -> Any:
         # One buffer object per cached view: nothing is built per block but the timestamp float.
         entry = self._buffers.get(id(block))
         if entry is None or entry[1] is not block:
@@ -413,6 +465,23 @@ class LegacySession(Session):
         buffer.data = block
         buffer.timestamp = self.position / self.rate
         self.position += block.shape[1]
+        return buffer
+
+    def _legacy_call(self, method: Callable[[Any], Any]) -> Callable[[np.ndarray], Any]:
+        """``read_audio`` / ``write_audio`` on the block wrapped in an AudioBuffer; the result
+        as the plugin returned it, None turned into True (no return statement: it worked)."""
+
+        def call(block: np.ndarray) -> Any:
+            buffer = self._buffer_for(block)
+            result = method(buffer)
+            if buffer.data is not block:
+                self.accept(block, buffer.data)
+            return True if result is None else bool(result)
+
+        return call
+
+    def process(self, block: np.ndarray) -> bool:
+        buffer = self._buffer_for(block)
         result = self.obj.process_audio(buffer)
         if buffer.data is not block:
             # Some old plugins assigned a new array instead of writing in place.
@@ -422,8 +491,6 @@ class LegacySession(Session):
 
     def info(self) -> Dict[str, Any]:
         pi = self.plugin_info
-        ptype = getattr(pi, "plugin_type", None)
-        role_key = str(getattr(ptype, "value", ptype) or "").lower()
         params = []
         for key, spec in dict(getattr(pi, "parameters", {}) or {}).items():
             params.append(self._param_info(str(key), spec))
@@ -432,7 +499,7 @@ class LegacySession(Session):
             "name": str(getattr(pi, "name", "") or type(self.obj).__name__),
             "version": str(getattr(pi, "version", "") or ""),
             "description": str(getattr(pi, "description", "") or ""),
-            "role": _ROLES.get(role_key, "processor"),
+            "role": self.role,
             "latency": self.latency,
             "params": params,
         }

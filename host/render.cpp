@@ -51,8 +51,17 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
     throw RenderError("--block must be between 1 and 8192 frames");
 
   SF_INFO in_info{};
-  SndfilePtr in_file(sf_open(input.c_str(), SFM_READ, &in_info));
-  if (!in_file) throw RenderError(input.string() + ": " + sf_strerror(nullptr));
+  SndfilePtr in_file;
+  if (input.empty()) {  // a source's chain: length and rate from the options
+    if (options.sample_rate < 8000 || options.sample_rate > 768000)
+      throw RenderError("--rate must be between 8000 and 768000 Hz");
+    in_info.frames = static_cast<sf_count_t>(options.frames);
+    in_info.samplerate = static_cast<int>(options.sample_rate);
+    in_info.channels = static_cast<int>(config.channels);
+  } else {
+    in_file.reset(sf_open(input.c_str(), SFM_READ, &in_info));
+    if (!in_file) throw RenderError(input.string() + ": " + sf_strerror(nullptr));
+  }
   if (in_info.channels < 1 || in_info.channels > static_cast<int>(Chain::max_channels))
     throw RenderError(input.string() + ": " + std::to_string(in_info.channels) + " channels (Sandpipe handles 1 to 8)");
 
@@ -64,12 +73,18 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
   // slot back: the next block runs on a live sandbox, whatever the machine's load.
   ChainOptions chain_options;
   chain_options.offline = true;
+  // Offline there is no deadline to schedule for: `auto` slots stay synchronous, and no
+  // calibration burst runs through a plugin before the file's first sample (it would advance a
+  // stateful plugin, e.g. a cipher's keystream, and shift its output).
+  chain_options.calibration_blocks = 0;
   chain_options.allow_bypass = options.allow_bypass;
   chain_options.crossfade_frames = options.crossfade_frames;
   chain_options.supervision.default_hang_timeout =
       std::chrono::milliseconds(static_cast<std::int64_t>(std::max(1.0, options.timeout_ms)));
   if (options.log) chain_options.supervision.log = options.log;
   Chain chain(file_config, static_cast<double>(in_info.samplerate), options.block_frames, chain_options);
+  if (!in_file && !chain.has_source())
+    throw RenderError("render needs IN.wav: the chain does not start with a source plugin");
   double longest_watchdog_ms = options.timeout_ms;
   std::uint64_t python_slots = 0;
   for (const auto& spec : file_config.plugins) {
@@ -103,7 +118,7 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
   while (written < total) {
     const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(block, total + latency - fed));
     sf_count_t got = 0;
-    if (fed < total) {
+    if (fed < total && !chain.has_source()) {  // a source ignores its input: silence
       const auto want = static_cast<sf_count_t>(std::min<std::uint64_t>(n, total - fed));
       got = sf_readf_float(in_file.get(), staging.interleaved.data(), want);
       if (got != want) throw RenderError(input.string() + ": short read at frame " + std::to_string(fed));

@@ -99,6 +99,14 @@ TEST_F(RenderPython, ScramblerTwiceWithTheSameKeyRestoresTheInput) {
   EXPECT_EQ(out, input_);
 }
 
+TEST_F(RenderPython, AutoModeRendersLikeSyncFromTheFirstSample) {
+  // A stateful plugin must see the file's first sample as its first block: no calibration burst
+  // offline, so `auto` (the default) and `sync` give the very same keystream.
+  const auto automatic = render(R"(plugins = [ { name = "enc" path = "plugins-py/examples/scrambler.py" params = { key = "k" } } ])");
+  const auto sync = render(R"(plugins = [ { name = "enc" path = "plugins-py/examples/scrambler.py" mode = "sync" params = { key = "k" } } ])");
+  EXPECT_EQ(automatic, sync);
+}
+
 TEST_F(RenderPython, ScramblerChangesEverySampleOnItsOwn) {
   const auto out = render(R"(plugins = [ { name = "enc" path = "plugins-py/examples/scrambler.py" params = { key = "k" } } ])");
   ASSERT_EQ(out.size(), input_.size());

@@ -58,6 +58,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     }
   }
 
+  check_roles(config);
   remote_count_ = python_specs.size();
   scratch_.assign(std::size_t{2} * channels_ * max_frames_, 0.0F);
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
@@ -69,6 +70,21 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   for (SandboxProcessor* proc : sandboxes_) proc->set_crossfade_frames(options_.crossfade_frames);
   apply_schedule(true);
   supervisor_ = supervise_chain(config, slots_, options_.offline, options_.supervision);
+}
+
+void Chain::check_roles(const ChainConfig& config) {
+  std::size_t next_sandboxed = 0;
+  for (std::size_t i = 0; i < config.plugins.size(); ++i) {
+    const PluginSpec& spec = config.plugins[i];
+    if (spec.kind != PluginKind::python) continue;
+    const std::string& role = sandboxes_.at(next_sandboxed++)->info().role;
+    if (role == "source" && i != 0)
+      throw PluginError("plugin \"" + spec.name + "\" is a source: it can only be the first plugin of the chain");
+    if (role == "sink" && i + 1 != config.plugins.size())
+      throw PluginError("plugin \"" + spec.name + "\" is a sink: it can only be the last plugin of the chain");
+    if (role == "source") has_source_ = true;
+    if (role == "sink") has_sink_ = true;
+  }
 }
 
 void Chain::report(std::string_view slot, std::string_view line) const {
@@ -103,7 +119,9 @@ void Chain::apply_schedule(bool initial) {
         proc.set_pipeline(sched.blocks, block_frames_);
         break;
       case SlotMode::auto_select: {
-        if (initial && options_.calibration_blocks > 0 &&
+        // A source's or sink's calibration blocks would be heard or recorded: it measures while running.
+        const bool endpoint = proc.info().role == "source" || proc.info().role == "sink";
+        if (initial && !endpoint && options_.calibration_blocks > 0 &&
             !proc.calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration)) {
           report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
         }

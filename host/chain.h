@@ -96,6 +96,11 @@ class Chain {
   [[nodiscard]] const std::vector<SlotSchedule>& schedules() const noexcept { return schedules_; }
 
   [[nodiscard]] std::uint32_t channels() const noexcept { return channels_; }
+  /// [any] The chain starts with a source plugin (it ignores its input: the node has no input
+  /// ports) / ends with a sink plugin (its output is what the sink received: the node has no
+  /// output ports). Fixed at construction; only Python plugins can be sources or sinks.
+  [[nodiscard]] bool has_source() const noexcept { return has_source_; }
+  [[nodiscard]] bool has_sink() const noexcept { return has_sink_; }
   [[nodiscard]] std::uint32_t max_frames() const noexcept { return max_frames_; }
   [[nodiscard]] double sample_rate() const noexcept { return sample_rate_; }
   [[nodiscard]] const std::vector<std::unique_ptr<Processor>>& slots() const noexcept { return slots_; }
@@ -106,6 +111,9 @@ class Chain {
   void process_block_rt(const float* const* in, float* const* out, std::uint32_t frames,
                         std::uint64_t deadline_ns) noexcept;
 
+  /// [main] Sets has_source_/has_sink_ from the loaded plugins' roles; throws PluginError naming
+  /// a source that is not first or a sink that is not last.
+  void check_roles(const ChainConfig& config);
   /// [main] Sets every Python slot's pipeline for block_frames_ (auto: choose_mode).
   void apply_schedule(bool initial);
   void report(std::string_view slot, std::string_view line) const;
@@ -119,6 +127,8 @@ class Chain {
   std::vector<HistogramCounts> reviewed_histogram_;
 
   std::uint32_t channels_;
+  bool has_source_ = false;
+  bool has_sink_ = false;
   std::uint32_t max_frames_;
   double sample_rate_;
   std::vector<std::unique_ptr<Processor>> slots_;

@@ -58,6 +58,9 @@ struct PluginSpec {
   std::uint32_t blocks = 0;      ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
   /// Python plugins: the sandbox's address-space limit (RLIMIT_AS) in MiB; 0 = none.
   std::uint32_t memory_mb = 2048;
+  /// Python plugins (`allow-writes`): the sandbox may open files for writing and change the
+  /// file system (a sink that records); everything else stays confined.
+  bool allow_writes = false;
   int line = 0;
 };
 

@@ -60,17 +60,18 @@ class CycleBuffers {
   /// [rt] True if every port gave a buffer with memory behind it.
   [[nodiscard]] bool complete() const noexcept {
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-      if (in_[ch] == nullptr || out_[ch] == nullptr) {
+      if ((st_.in_ports[ch] != nullptr && in_[ch] == nullptr) || (st_.out_ports[ch] != nullptr && out_[ch] == nullptr)) {
         return false;
       }
     }
     return true;
   }
 
-  /// [rt] True if at least one output port gave a buffer: there is someone to produce for.
+  /// [rt] True if there is someone to produce for: an output port gave a buffer, or, for a node
+  /// without outputs (the chain ends with a sink), an input port did.
   [[nodiscard]] bool any_output() const noexcept {
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-      if (out_[ch] != nullptr) {
+      if (st_.out_ports[ch] != nullptr ? out_[ch] != nullptr : in_[ch] != nullptr) {
         return true;
       }
     }

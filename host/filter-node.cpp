@@ -282,10 +282,18 @@ class FilterNode {
 
     const std::string description =
         config.node_description.empty() ? config.node_name : config.node_description;
+    // A chain that starts with a source has no input ports, one that ends with a sink no output
+    // ports (see Chain::has_source); the graph sees a source or a sink device.
+    if (chain_->has_source() && chain_->has_sink()) {
+      throw PluginError("the chain starts with a source and ends with a sink: the node would have no ports "
+                        "(sandpipe render runs such a chain)");
+    }
+    const char* media_class = chain_->has_source() ? "Audio/Source" : chain_->has_sink() ? "Audio/Sink" : "Audio/Filter";
+    const char* category = chain_->has_source() ? "Capture" : chain_->has_sink() ? "Playback" : "Filter";
     PropertiesPtr props(pw_properties_new(PW_KEY_MEDIA_TYPE, "Audio",                  //
-                                          PW_KEY_MEDIA_CATEGORY, "Filter",             //
+                                          PW_KEY_MEDIA_CATEGORY, category,             //
                                           PW_KEY_MEDIA_ROLE, "DSP",                    //
-                                          PW_KEY_MEDIA_CLASS, "Audio/Filter",          //
+                                          PW_KEY_MEDIA_CLASS, media_class,             //
                                           PW_KEY_NODE_NAME, config.node_name.c_str(),  //
                                           PW_KEY_NODE_DESCRIPTION, description.c_str(),
                                           PW_KEY_NODE_AUTOCONNECT, "false", nullptr));
@@ -314,8 +322,8 @@ class FilterNode {
     rt_.channels = config.channels;
     for (std::uint32_t ch = 0; ch < config.channels; ++ch) {
       const std::string& pos = positions.at(ch);
-      rt_.in_ports[ch] = add_port(PW_DIRECTION_INPUT, "input_" + pos, pos);
-      rt_.out_ports[ch] = add_port(PW_DIRECTION_OUTPUT, "output_" + pos, pos);
+      if (!chain_->has_source()) rt_.in_ports[ch] = add_port(PW_DIRECTION_INPUT, "input_" + pos, pos);
+      if (!chain_->has_sink()) rt_.out_ports[ch] = add_port(PW_DIRECTION_OUTPUT, "output_" + pos, pos);
     }
 
     rt_.silence.assign(detail::max_quantum, 0.0F);
@@ -484,7 +492,11 @@ class FilterNode {
     ChainOptions options;
     const std::uint32_t quantum = rt_.graph_quantum.load(std::memory_order_relaxed);
     options.block_frames = quantum != 0 ? quantum : detail::default_quantum;
-    return std::make_unique<Chain>(props_.config(), rate, detail::chain_block_frames, std::move(options));
+    auto chain = std::make_unique<Chain>(props_.config(), rate, detail::chain_block_frames, std::move(options));
+    if (chain_ && (chain->has_source() != chain_->has_source() || chain->has_sink() != chain_->has_sink())) {
+      throw PluginError("a source or sink plugin changed its role: the node's ports cannot follow");
+    }
+    return chain;
   }
 
   /// [main] Publishes the chain's current latency (ProcessLatency), after a mode or quantum change.

@@ -19,7 +19,9 @@ struct spa_io_position;
 
 namespace sandpipe::host {
 
-/// [main] Publishes `config`'s chain as a PipeWire `Audio/Filter` node and runs the main loop
+/// [main] Publishes `config`'s chain as a PipeWire `Audio/Filter` node (`Audio/Source` with
+/// output ports only if it starts with a source plugin, `Audio/Sink` with input ports only if
+/// it ends with a sink plugin) and runs the main loop
 /// until SIGINT or SIGTERM, then disconnects and tears everything down.
 /// Returns 0 on a clean stop, 1 if the chain could not be built or PipeWire failed or went away.
 /// Catches everything: never throws.
@@ -77,7 +79,9 @@ struct RtState {
   /// The chain the data thread runs. Swapped in on the data loop; owned by the main thread.
   Chain* chain = nullptr;
   std::uint32_t channels = 0;
-  std::array<void*, Chain::max_channels> in_ports{};  ///< pw_filter port data
+  /// pw_filter port data per channel; one side is all null when the chain starts with a source
+  /// (no inputs: the chain reads `silence`) or ends with a sink (no outputs: it writes `discard`).
+  std::array<void*, Chain::max_channels> in_ports{};
   std::array<void*, Chain::max_channels> out_ports{};
   /// Stand-ins for ports without a buffer (not linked): an input reads `silence`, an output
   /// writes to its slice of `discard`. max_quantum and channels × max_quantum frames.

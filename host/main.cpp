@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -37,6 +38,7 @@ constexpr int exit_usage = 2;  // bad command line, bad config, plugin that cann
 constexpr std::string_view usage_text = R"(Usage:
   sandpipe run CHAIN.conf
   sandpipe render CHAIN.conf IN.wav OUT.wav [--block N] [--timeout-ms T] [--allow-bypass]
+  sandpipe render SOURCE-CHAIN.conf OUT.wav --frames N [--rate R] [options as above]
   sandpipe check CHAIN.conf
   sandpipe inspect PLUGIN.py
   sandpipe set NODE SLOT:PARAM VALUE [SLOT:PARAM VALUE ...]
@@ -63,6 +65,10 @@ COMMANDS
       A Python plugin that cannot load fails the render (exit 2), and one given up on after
       restart.max crashes makes it exit 1, unless --allow-bypass (its slot passes audio).
       Prints a per-plugin summary (blocks, deadline misses, bypassed, exceptions, restarts).
+      A chain that starts with a source plugin ignores its input: IN.wav then only gives
+      length, rate and channels, or is left out for --frames N [--rate R] (default 48000;
+      channels from the config). A chain that ends with a sink plugin writes to OUT.wav what
+      reached the sink.
 
   status NODE
       Print the status of the running node NODE (its node.name) as JSON: per slot the state
@@ -153,7 +159,7 @@ int cmd_render(const ChainConfig& config, const std::vector<std::string_view>& a
       options.allow_bypass = true;
       continue;
     }
-    if (arg == "--block" || arg == "--timeout-ms") {
+    if (arg == "--block" || arg == "--timeout-ms" || arg == "--frames" || arg == "--rate") {
       if (i + 1 >= args.size()) return fail_usage(std::string(arg) + " needs a value");
       const std::string value(args[++i]);
       char* end = nullptr;
@@ -163,6 +169,14 @@ int cmd_render(const ChainConfig& config, const std::vector<std::string_view>& a
         if (number < 1 || number > 8192 || number != static_cast<std::uint32_t>(number))
           return fail_usage("--block must be a whole number from 1 to 8192");
         options.block_frames = static_cast<std::uint32_t>(number);
+      } else if (arg == "--frames") {
+        if (number < 1 || number > 1e12 || number != std::floor(number))
+          return fail_usage("--frames must be a whole number from 1");
+        options.frames = static_cast<std::uint64_t>(number);
+      } else if (arg == "--rate") {
+        if (number < 8000 || number > 768000 || number != std::floor(number))
+          return fail_usage("--rate must be a whole number of Hz from 8000 to 768000");
+        options.sample_rate = static_cast<std::uint32_t>(number);
       } else {
         if (number <= 0 || number > 600000) return fail_usage("--timeout-ms must be in (0, 600000]");
         options.timeout_ms = number;
@@ -173,11 +187,15 @@ int cmd_render(const ChainConfig& config, const std::vector<std::string_view>& a
       files.push_back(arg);
     }
   }
-  if (files.size() != 2) return fail_usage("render needs exactly IN.wav and OUT.wav");
+  // --frames: no input file (a chain that starts with a source plugin).
+  if (options.frames > 0 ? files.size() != 1 : files.size() != 2)
+    return fail_usage(options.frames > 0 ? "render with --frames needs only OUT.wav"
+                                         : "render needs exactly IN.wav and OUT.wav (or OUT.wav --frames N)");
+  const std::string in_file = options.frames > 0 ? std::string() : std::string(files[0]);
   const auto report =
-      sandpipe::host::render_file(config, std::string(files[0]), std::string(files[1]), options, std::cerr);
+      sandpipe::host::render_file(config, in_file, std::string(files.back()), options, std::cerr);
   if (report.degraded && !options.allow_bypass) {
-    std::cerr << "sandpipe: a Python plugin was given up on: parts of " << files[1]
+    std::cerr << "sandpipe: a Python plugin was given up on: parts of " << files.back()
               << " are dry (--allow-bypass accepts that)\n";
     return exit_runtime;
   }

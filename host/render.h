@@ -24,6 +24,10 @@ struct RenderOptions {
   std::uint32_t crossfade_frames = 64;
   /// Sandbox log lines (from the supervisor thread); empty: stderr.
   SandboxLogFn log;
+  /// Without an input file (a chain that starts with a source plugin): frames to render and
+  /// their rate; the channels are the config's.
+  std::uint64_t frames = 0;
+  std::uint32_t sample_rate = 48000;
 };
 
 /// What happened during a render, for the summary and for tests.
@@ -50,6 +54,10 @@ class RenderError : public std::runtime_error {
 /// input: the chain's reported latency is skipped at the start and flushed with silence at the
 /// end. The chain is built for the file's channel count and rate. Writes a per-plugin summary to
 /// `summary`. Throws RenderError (files), PluginError (plugins).
+///
+/// A chain that starts with a source plugin ignores its input: `input` then only gives the
+/// length, rate and channels, and may be empty (options.frames at options.sample_rate, the
+/// config's channels). A chain that ends with a sink plugin writes what reached the sink.
 RenderReport render_file(const ChainConfig& config, const std::filesystem::path& input,
                          const std::filesystem::path& output, const RenderOptions& options,
                          std::ostream& summary);

@@ -564,7 +564,8 @@ std::vector<std::string> sandbox_environment() {
   return env;
 }
 
-pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::uint32_t memory_mb) {
+pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::uint32_t memory_mb,
+                    bool allow_writes) {
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
@@ -599,6 +600,7 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::ui
                              const_cast<char*>("--memory-mb"),
                              const_cast<char*>(memory_s.c_str()),
                              nullptr};
+  if (allow_writes) argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>("1")});
   pid_t pid = -1;
   std::vector<std::string> env_strings = sandbox_environment();
   std::vector<char*> envp;
@@ -638,7 +640,8 @@ std::unique_ptr<SandboxProcessor::Control> SandboxProcessor::Control::spawn(cons
   }
   c->sock.reset(pair[0]);
   UniqueFd child_end(pair[1]);
-  c->pid = spawn_sandbox(launch.executable, child_end.get(), c->link->segment.fd(), launch.memory_mb);
+  c->pid = spawn_sandbox(launch.executable, child_end.get(), c->link->segment.fd(), launch.memory_mb,
+                         launch.allow_writes);
   c->pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c->pid, 0)));
 
   capnp::MallocMessageBuilder hello_msg;
@@ -911,9 +914,11 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     UniqueFd child_end(pair[1]);
     c.launch = SandboxLaunch{spec.name,     file,           exe,       geometry, sample_rate, spec.memory_mb,
                              options.host_spin_ns, c.log, options.request_timeout, options.shutdown_timeout};
+    c.launch.allow_writes = spec.allow_writes;
     c.params = spec.params;
     c.notify_endpoint = &proc->link_for_main().endpoint;
-    c.pid = spawn_sandbox(exe, child_end.get(), proc->link_for_main().segment.fd(), spec.memory_mb);
+    c.pid = spawn_sandbox(exe, child_end.get(), proc->link_for_main().segment.fd(), spec.memory_mb,
+                          spec.allow_writes);
     c.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0)));
     procs.push_back(std::move(proc));
   }

@@ -80,6 +80,7 @@ struct SandboxLaunch {
   SandboxLogFn log = log_to_stderr;
   std::chrono::milliseconds request_timeout{10'000};
   std::chrono::milliseconds shutdown_timeout{2'000};
+  bool allow_writes = false;  ///< PluginSpec::allow_writes: --allow-writes for the sandbox
 };
 
 /// "exited with status 1", "killed by signal SIGSEGV", ...

@@ -48,6 +48,11 @@ class SinkNode {
       : config_(config), loop_(loop), props_(config) {
     chain_ = std::make_unique<Chain>(props_.config(), static_cast<double>(detail::default_rate),
                                      detail::chain_block_frames);
+    if (chain_->has_source() || chain_->has_sink()) {
+      throw PluginError(std::string("mode = \"sink\" runs a processing chain, not one that ") +
+                        (chain_->has_source() ? "starts with a source" : "ends with a sink") +
+                        " plugin (with mode = \"filter\" the node is then an Audio/Source or Audio/Sink itself)");
+    }
     props_.attach(*chain_);
 
     const std::string& name = config.node_name;

@@ -102,7 +102,7 @@ class Filter {
 
 }  // namespace
 
-std::optional<std::string> install_syscall_filter(pid_t self) {
+std::optional<std::string> install_syscall_filter(pid_t self, bool allow_writes) {
   Filter f;
   if (f.get() == nullptr) return "seccomp_init failed";
   const auto pid = static_cast<scmp_datum_t>(self);
@@ -122,20 +122,23 @@ std::optional<std::string> install_syscall_filter(pid_t self) {
   f.deny_if("socketpair", EACCES, {SCMP_A0(SCMP_CMP_NE, AF_UNIX)});
   for (const char* name : {"connect", "bind", "listen", "accept", "accept4"}) f.deny(name, EACCES);
 
-  // Files: read-only. No open for writing or creating, nothing that changes the file system.
-  for (const int flag : {O_WRONLY, O_RDWR, O_CREAT, O_TRUNC}) {
-    const auto bit = static_cast<scmp_datum_t>(flag);
-    f.deny_if("open", EACCES, {SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)});
-    f.deny_if("openat", EACCES, {SCMP_A2(SCMP_CMP_MASKED_EQ, bit, bit)});
-  }
-  f.deny("openat2", ENOSYS);  // flags in memory; glibc and CPython fall back to openat
-  for (const char* name : {"creat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat",
-                           "rmdir", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat",
-                           "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "fallocate",
-                           "mknod", "mknodat", "utime", "utimes", "utimensat", "futimesat", "setxattr",
-                           "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
-                           "open_by_handle_at", "name_to_handle_at"}) {
-    f.deny(name, EACCES);
+  // Files: read-only (unless allow-writes). No open for writing or creating, nothing that
+  // changes the file system.
+  if (!allow_writes) {
+    for (const int flag : {O_WRONLY, O_RDWR, O_CREAT, O_TRUNC}) {
+      const auto bit = static_cast<scmp_datum_t>(flag);
+      f.deny_if("open", EACCES, {SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)});
+      f.deny_if("openat", EACCES, {SCMP_A2(SCMP_CMP_MASKED_EQ, bit, bit)});
+    }
+    f.deny("openat2", ENOSYS);  // flags in memory; glibc and CPython fall back to openat
+    for (const char* name : {"creat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat",
+                             "rmdir", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat",
+                             "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "fallocate",
+                             "mknod", "mknodat", "utime", "utimes", "utimensat", "futimesat", "setxattr",
+                             "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+                             "open_by_handle_at", "name_to_handle_at"}) {
+      f.deny(name, EACCES);
+    }
   }
 
   // Other processes: no signals but to itself, no tracing, no reading their memory.
@@ -177,7 +180,7 @@ std::optional<std::string> install_syscall_filter(pid_t self) {
 
 bool seccomp_available() noexcept { return false; }
 
-std::optional<std::string> install_syscall_filter(pid_t /*self*/) { return std::nullopt; }
+std::optional<std::string> install_syscall_filter(pid_t /*self*/, bool /*allow_writes*/) { return std::nullopt; }
 
 #endif
 

@@ -22,9 +22,10 @@ struct Limits {
 
 /// Installs the seccomp filter (see confinement.cpp for the list). After the interpreter and
 /// numpy are initialised (their start-up opens, threads and mappings are done), before the
-/// plugin is imported. `self` is this process's pid (signals only to itself). Returns what
+/// plugin is imported. `self` is this process's pid (signals only to itself). `allow_writes`
+/// (config `allow-writes`, for sinks that record) leaves out the file-system rules. Returns what
 /// failed, if anything; nullopt also when built without libseccomp (see seccomp_available()).
-[[nodiscard]] std::optional<std::string> install_syscall_filter(pid_t self);
+[[nodiscard]] std::optional<std::string> install_syscall_filter(pid_t self, bool allow_writes = false);
 
 /// False when this sandbox was built without libseccomp (the host logs a warning).
 [[nodiscard]] bool seccomp_available() noexcept;

@@ -1,6 +1,6 @@
 // sandpipe-sandbox: runs one Python plugin for a Sandpipe host.
 //
-//   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]
+//   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB] [--allow-writes 0|1]
 //
 // Started by the host only (host/sandbox-client.cpp): N is this end of the control socketpair,
 // M the memfd of the shared segment, P the host's pid (to notice a host that died before
@@ -33,6 +33,7 @@ struct Args {
   int shm_fd = -1;
   long parent_pid = -1;
   long memory_mb = 0;
+  bool allow_writes = false;
   std::filesystem::path python_dir;
 };
 
@@ -54,6 +55,8 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.parent_pid = n;
     } else if (flag == "--memory-mb" && parse_int(value, n) && n >= 0) {
       args.memory_mb = n;
+    } else if (flag == "--allow-writes" && (value == "0" || value == "1")) {
+      args.allow_writes = value == "1";
     } else if (flag == "--python-dir") {
       args.python_dir = std::string(value);
     } else {
@@ -99,7 +102,7 @@ int main(int argc, char** argv) {
   Args args;
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,
-                 "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]\n"
+                 "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB] [--allow-writes 0|1]\n"
                  "(started by the sandpipe host; not meant to be run by hand)\n");
     return 64;
   }
@@ -130,7 +133,7 @@ int main(int argc, char** argv) {
   {
     sandpipe::sandbox::Session session(
         control, segment,
-        {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir});
+        {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.allow_writes});
     code = session.run();
   }
   // NOTE: no interpreter finalisation and no static destructors: plugin threads or C

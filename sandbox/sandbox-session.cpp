@@ -176,7 +176,7 @@ bool Session::load() {
   }
 
   // The plugin file is the untrusted part: the syscall filter goes in before it is imported.
-  if (auto problem = install_syscall_filter(::getpid())) {
+  if (auto problem = install_syscall_filter(::getpid(), config_.allow_writes)) {
     send_error(phase, "cannot install the syscall filter: " + *problem, {}, false);
     return false;
   }

@@ -179,15 +179,18 @@ probe_pid=$!
 probe_status=0
 wait "$probe_pid" || probe_status=$?
 probe_pid=""
-kill -TERM "$node_pid"
+# The node may have gone by itself (a crash shows as 128 + signal, e.g. 139 for SIGSEGV).
+node_alive=$(kill -0 "$node_pid" 2>/dev/null && echo 1 || echo 0)
+kill -TERM "$node_pid" 2>/dev/null || true
 node_status=0
 wait "$node_pid" || node_status=$?
 node_pid=""
+((node_alive)) || echo "soak: sandpipe exited before the end of the soak (status $node_status)" >&2
 
 # One summary: the monitor's, the probe's verdict, the node's counters at exit.
-"$py" - "$out" "$preset" "$quantum" "$duration" "$probe_status" "$node_status" <<'EOF'
+"$py" - "$out" "$preset" "$quantum" "$duration" "$probe_status" "$node_status" "$node_alive" <<'EOF'
 import json, os, re, sys
-out, preset, quantum, duration, probe_status, node_status = sys.argv[1:7]
+out, preset, quantum, duration, probe_status, node_status, node_alive = sys.argv[1:8]
 def load(name):
     try:
         return json.load(open(os.path.join(out, name)))
@@ -210,6 +213,9 @@ summary = {
                                         "missing_cycles", "silent_cycles", "stale_cycles", "wrong_cycles")
               if k in probe},
     "probe_exit": int(probe_status), "sandpipe_exit": int(node_status),
+    "sandpipe_survived": node_alive == "1",
+    "latency_frames": int(m.group(1)) if (m := re.search(r"latency (\d+) frames", log)) else None,
+    "scheduler": re.findall(r"sandpipe: \[(\S+)\] scheduler: (.*)", log),
     "node_counters": node, "slots": slots,
     "deadline_misses": sum(s.get("deadline-misses", 0) for s in slots.values()),
     "bypassed_blocks": sum(s.get("bypassed", 0) for s in slots.values()),
@@ -222,6 +228,7 @@ summary["verdict"] = {
     "late_cycles": prof.get("node_late_cycles"),
     "driver_overruns": prof.get("driver_overruns"),
     "deadline_misses": summary["deadline_misses"],
+    "sandpipe_survived": summary["sandpipe_survived"],
     "host_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("host_slope_kb_per_min"),
     "sandboxes_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("sandboxes_slope_kb_per_min"),
 }
@@ -235,5 +242,6 @@ print(f"soak {preset}: {mon.get('duration_s', 0):.0f} s at 48000/{quantum}; Pipe
       f"silent {probe.get('silent_cycles')}; CPU host {cpu.get('host_avg_pct')} % sandboxes {cpu.get('sandboxes_avg_pct')} %; "
       f"RSS host {rss.get('host_first')}->{rss.get('host_last')} kB ({v['host_rss_slope_kb_per_min']} kB/min), "
       f"sandboxes {rss.get('sandboxes_first')}->{rss.get('sandboxes_last')} kB ({v['sandboxes_rss_slope_kb_per_min']} kB/min); "
-      f"crashes injected {mon.get('crashes_injected')}, restarts {len(restart_ms)} (max {summary['restart_ms_max']} ms)")
+      f"crashes injected {mon.get('crashes_injected')}, restarts {len(restart_ms)} (max {summary['restart_ms_max']} ms); "
+      f"sandpipe {'ran to the end' if summary['sandpipe_survived'] else 'DIED during the soak'}, exit {node_status}")
 EOF

@@ -1,0 +1,348 @@
+// `sandpipe run` with a source-first chain (an Audio/Source with output ports only, recorded by
+// pw-record) and a sink-last chain (an Audio/Sink with input ports only, played into by pw-play,
+// recorded by capture_sink.py), in a private headless PipeWire graph (tests/pw-session.sh).
+//
+// No timed assertions: every wait polls a real condition with a generous timeout that only
+// bounds a failure. Cycles the graph loses on a loaded machine (xruns) show up as gaps or
+// silence: bounded, never scored. Every sample that does arrive must be exact.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sndfile.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "json-lite.h"
+
+namespace sandpipe::integration {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr auto startup_timeout = 30s;
+const std::string fixtures = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);  // a polling interval, not a synchronisation
+  }
+}
+
+std::pair<std::string, int> run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return {"", -1};
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+/// A child process with stdout/stderr in files; killed and reaped at destruction if still running.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(o, STDOUT_FILENO);
+      dup2(e, STDERR_FILENO);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execvp(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Child() {
+    if (pid_ > 0 && !status_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  Child(Child&&) = delete;
+  Child& operator=(Child&&) = delete;
+
+  void signal(int sig) const { kill(pid_, sig); }
+  bool running() {
+    if (status_) return false;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      return false;
+    }
+    return true;
+  }
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    poll_until([&] { return !running(); }, timeout);
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+Json pw_dump() {
+  auto [out, status] = run_command("pw-dump 2>/dev/null");
+  if (status != 0 || out.empty()) return Json::parse("[]");
+  return Json::parse(out);
+}
+
+Json find_node(const Json& dump, const std::string& name) {
+  for (const Json& o : dump.arr())
+    if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name) return o;
+  return {};
+}
+
+/// "direction:port.name" of every port of the node, sorted.
+std::vector<std::string> port_list(const Json& dump, double node_id) {
+  std::vector<std::string> ports;
+  for (const Json& o : dump.arr()) {
+    const Json& props = o["info"]["props"];
+    if (o.text("type") == "PipeWire:Interface:Port" && props["node.id"].is_number() && props["node.id"].num() == node_id)
+      ports.push_back(o["info"].text("direction") + ":" + props.text("port.name"));
+  }
+  std::sort(ports.begin(), ports.end());
+  return ports;
+}
+
+class SourcesSinksNode : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto [out, status] = run_command(std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
+                                     std::to_string(getpid()) + " 2>&1");
+    if (status != 0) {
+      session_error_ = "pw-session.sh start failed: " + out;
+      return;
+    }
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("export ", 0) != 0) continue;
+      const auto eq = line.find('=');
+      const std::string key = line.substr(7, eq - 7);
+      const std::string value = line.substr(eq + 1);
+      setenv(key.c_str(), value.c_str(), 1);  // NOLINT(concurrency-mt-unsafe): before any thread
+      if (key == "PW_SESSION_DIR") session_dir_ = value;
+    }
+    if (session_dir_.empty()) session_error_ = "pw-session.sh printed no PW_SESSION_DIR: " + out;
+  }
+  static void TearDownTestSuite() {
+    if (!session_dir_.empty()) run_command(std::string(PW_SESSION_SH) + " stop " + session_dir_ + " 2>&1");
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(session_error_.empty()) << session_error_;
+    work_ = fs::temp_directory_path() / ("sandpipe-srcsink-it-" + std::to_string(getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(work_);
+    fs::create_directories(work_);
+  }
+  void TearDown() override {
+    if (!HasFailure()) {
+      fs::remove_all(work_);
+    } else {
+      std::fprintf(stderr, "logs kept in %s\n", work_.c_str());
+    }
+  }
+
+  fs::path write_config(const std::string& name, const std::string& plugins) const {
+    const fs::path p = work_ / (name + ".conf");
+    std::ofstream(p) << "node.name = \"" << name << "\"\nchannels = 2\nplugins = [\n" << plugins << "]\n";
+    return p;
+  }
+
+  std::unique_ptr<Child> start_node(const std::string& name, const fs::path& conf) {
+    auto child = std::make_unique<Child>(std::vector<std::string>{SANDPIPE_EXE, "run", conf.string()},
+                                         work_ / (name + ".out"), work_ / (name + ".err"));
+    const bool up = poll_until([&] { return !child->running() || !find_node(pw_dump(), name).is_null(); },
+                               startup_timeout);
+    EXPECT_TRUE(up && child->running()) << "sandpipe did not come up:\n" << read_text(work_ / (name + ".err"));
+    return child;
+  }
+
+  void stop_node(Child& node, const std::string& name) {
+    node.signal(SIGTERM);
+    const auto status = node.wait_exit(startup_timeout);
+    ASSERT_TRUE(status.has_value()) << "sandpipe ignored SIGTERM";
+    EXPECT_EQ(*status, 0) << read_text(work_ / (name + ".err"));
+  }
+
+  /// Checks the node's class and ports in pw-dump.
+  static void expect_shape(const std::string& name, const std::string& media_class,
+                           const std::vector<std::string>& ports) {
+    const Json dump = pw_dump();
+    const Json n = find_node(dump, name);
+    ASSERT_FALSE(n.is_null());
+    EXPECT_EQ(n["info"]["props"].text("media.class"), media_class);
+    // Ports appear with the node, but give the registry a moment on a busy machine.
+    std::vector<std::string> seen;
+    poll_until([&] { return (seen = port_list(pw_dump(), n["id"].num())) == ports; }, startup_timeout);
+    EXPECT_EQ(seen, ports);
+  }
+
+  inline static std::string session_dir_;
+  inline static std::string session_error_;
+  fs::path work_;
+};
+
+TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
+  // tone_source's counter (frame n: L = ((n % 1000) + 1) / 4096, R = 2 L), halved by a native gain.
+  const std::string name = "sandpipe-it-source";
+  auto node = start_node(name, write_config(name, "  { name = \"tone\" path = \"" + fixtures +
+                                                      "tone_source.py\" params = { period = 1000 } }\n"
+                                                      "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  expect_shape(name, "Audio/Source", {"output:output_FL", "output:output_FR"});
+
+  const fs::path rec = work_ / "rec.wav";
+  Child recorder({"pw-record", "--target", name, "--rate", "48000", "--channels", "2", "--format", "f32", rec.string()},
+                 work_ / "rec.out", work_ / "rec.err");
+  constexpr std::uintmax_t want_frames = 48000;
+  ASSERT_TRUE(poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
+      << "pw-record got too little: " << read_text(work_ / "rec.err") << read_text(work_ / (name + ".err"));
+  recorder.signal(SIGINT);
+  ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
+
+  SF_INFO info{};
+  SNDFILE* f = sf_open(rec.c_str(), SFM_READ, &info);
+  ASSERT_NE(f, nullptr) << sf_strerror(nullptr);
+  ASSERT_EQ(info.channels, 2);
+  std::vector<float> data(static_cast<std::size_t>(info.frames) * 2);
+  sf_readf_float(f, data.data(), info.frames);
+  sf_close(f);
+
+  std::size_t nonzero = 0, invalid = 0, in_sequence = 0;
+  long previous = -1;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(info.frames); ++i) {
+    const float l = data[2 * i];
+    const float r = data[2 * i + 1];
+    if (l == 0.0F && r == 0.0F) {
+      previous = -1;  // silence: a lost cycle (or before the first one)
+      continue;
+    }
+    ++nonzero;
+    const float k = l * 8192.0F;  // 0.5 × (n % 1000 + 1) / 4096
+    if (k != std::floor(k) || k < 1 || k > 1000 || r != 2 * l) {
+      if (++invalid <= 5) ADD_FAILURE() << "frame " << i << ": " << l << ", " << r << " is not the source's signal";
+      previous = -1;
+      continue;
+    }
+    const long value = static_cast<long>(k);
+    if (previous >= 0 && value == previous % 1000 + 1) ++in_sequence;
+    previous = value;
+  }
+  EXPECT_EQ(invalid, 0U);
+  EXPECT_GE(nonzero, want_frames / 2) << "mostly silence";
+  EXPECT_GE(2 * in_sequence, nonzero) << "mostly out of sequence";
+  stop_node(*node, name);
+}
+
+TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed) {
+  // pw-play plays a signal whose every frame is unique (L = (n % 4096 + 1) / 4096,
+  // R = -(n / 4096 + 1) / 64); the chain halves it and capture_sink.py writes it to a file.
+  const std::string name = "sandpipe-it-sink";
+  const fs::path cap = work_ / "cap.f32";
+  auto node = start_node(name, write_config(name, "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
+                                                  "  { name = \"rec\" path = \"" + fixtures +
+                                                      "capture_sink.py\" mode = \"sync\" allow-writes = true"
+                                                      " params = { path = \"" + cap.string() + "\" } }\n"));
+  ASSERT_FALSE(HasFailure());
+  expect_shape(name, "Audio/Sink", {"input:input_FL", "input:input_FR"});
+
+  constexpr sf_count_t frames = 48000;
+  std::vector<float> signal(static_cast<std::size_t>(frames) * 2);
+  for (sf_count_t n = 0; n < frames; ++n) {
+    signal[2 * n] = static_cast<float>(n % 4096 + 1) / 4096.0F;
+    signal[2 * n + 1] = -static_cast<float>(n / 4096 + 1) / 64.0F;
+  }
+  SF_INFO info{};
+  info.samplerate = 48000;
+  info.channels = 2;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+  const fs::path play = work_ / "play.wav";
+  SNDFILE* f = sf_open(play.c_str(), SFM_WRITE, &info);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(sf_writef_float(f, signal.data(), frames), frames);
+  sf_close(f);
+
+  Child player({"pw-play", "--target", name, play.string()}, work_ / "play.out", work_ / "play.err");
+  ASSERT_EQ(player.wait_exit(120s), std::optional<int>(0)) << read_text(work_ / "play.err");
+  // The node's exit stops the sandbox, which closes the file (capture_sink's stop()).
+  stop_node(*node, name);
+  EXPECT_NE(read_text(work_ / (name + ".err")).find("capture_sink:"), std::string::npos)
+      << read_text(work_ / (name + ".err"));
+
+  std::ifstream in(cap, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<float> got(bytes.size() / sizeof(float));
+  std::memcpy(got.data(), bytes.data(), got.size() * sizeof(float));
+  std::size_t invalid = 0, found = 0;
+  long last = -1;
+  bool ordered = true;
+  for (std::size_t i = 0; i + 1 < got.size(); i += 2) {
+    if (got[i] == 0.0F && got[i + 1] == 0.0F) continue;  // before/after the stream, or a lost cycle
+    const float k = got[i] * 8192.0F;
+    const float b = -got[i + 1] * 128.0F;
+    if (k != std::floor(k) || b != std::floor(b) || k < 1 || k > 4096 || b < 1) {
+      if (++invalid <= 5) ADD_FAILURE() << "captured frame " << i / 2 << ": " << got[i] << ", " << got[i + 1];
+      continue;
+    }
+    const long n = (static_cast<long>(b) - 1) * 4096 + static_cast<long>(k) - 1;
+    if (n >= frames) {
+      ++invalid;
+      continue;
+    }
+    ordered = ordered && n > last;
+    last = n;
+    ++found;
+  }
+  EXPECT_EQ(invalid, 0U);
+  EXPECT_TRUE(ordered) << "frames out of order";
+  EXPECT_GE(2 * found, static_cast<std::size_t>(frames)) << "less than half of the played frames were captured";
+}
+
+TEST_F(SourcesSinksNode, SinkModeRefusesASourceChain) {
+  const std::string name = "sandpipe-it-sinkmode";
+  const fs::path conf = work_ / "m.conf";
+  std::ofstream(conf) << "node.name = \"" << name << "\"\nmode = \"sink\"\nplugins = [ { name = \"tone\" path = \""
+                      << fixtures << "tone_source.py\" } ]\n";
+  Child node({SANDPIPE_EXE, "run", conf.string()}, work_ / "m.out", work_ / "m.err");
+  EXPECT_EQ(node.wait_exit(120s), std::optional<int>(2)) << read_text(work_ / "m.err");
+  EXPECT_NE(read_text(work_ / "m.err").find("starts with a source"), std::string::npos) << read_text(work_ / "m.err");
+}
+
+}  // namespace
+}  // namespace sandpipe::integration

@@ -34,6 +34,19 @@ PATHS = [  # file prefix, label, style
 ]
 
 
+def save_small(fig, path):
+    """PNG with a 64-colour palette: a third of the size, for figures committed under docs/img."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    buf.seek(0)
+    Image.open(buf).convert("RGB").quantize(colors=64).save(path, optimize=True)
+    print(f"wrote {path}")
+
+
 def load_samples(directory, path, channels, frames):
     f = os.path.join(directory, f"{path}-{channels}ch-{frames}.u64")
     if not os.path.exists(f):
@@ -73,8 +86,7 @@ def plot_cdf(args):
     ax2.axhline(1e-3, color="red", lw=0.8, ls=":")
     ax1.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    save_small(fig, args.out)
 
 
 def read_csv(path):
@@ -136,8 +148,7 @@ def plot_soak(args):
     ax3.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
     ax3.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    save_small(fig, args.out)
 
 
 def print_tables(args):

@@ -60,7 +60,9 @@ class CycleBuffers {
   /// [rt] True if every port gave a buffer with memory behind it.
   [[nodiscard]] bool complete() const noexcept {
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-      if ((st_.in_ports[ch] != nullptr && in_[ch] == nullptr) || (st_.out_ports[ch] != nullptr && out_[ch] == nullptr)) {
+      const bool in_missing = st_.in_ports[ch] != nullptr && in_[ch] == nullptr;
+      const bool out_missing = st_.out_ports[ch] != nullptr && out_[ch] == nullptr;
+      if (in_missing || out_missing) {
         return false;
       }
     }

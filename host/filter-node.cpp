@@ -288,7 +288,9 @@ class FilterNode {
       throw PluginError("the chain starts with a source and ends with a sink: the node would have no ports "
                         "(sandpipe render runs such a chain)");
     }
-    const char* media_class = chain_->has_source() ? "Audio/Source" : chain_->has_sink() ? "Audio/Sink" : "Audio/Filter";
+    const char* media_class = chain_->has_source() ? "Audio/Source"
+                              : chain_->has_sink() ? "Audio/Sink"
+                                                   : "Audio/Filter";
     const char* category = chain_->has_source() ? "Capture" : chain_->has_sink() ? "Playback" : "Filter";
     PropertiesPtr props(pw_properties_new(PW_KEY_MEDIA_TYPE, "Audio",                  //
                                           PW_KEY_MEDIA_CATEGORY, category,             //

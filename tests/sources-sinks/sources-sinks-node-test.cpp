@@ -40,7 +40,8 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 constexpr auto startup_timeout = 30s;
-const std::string fixtures = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
+const std::string fixtures =
+    std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
 
 std::string read_text(const fs::path& p) {
   std::ifstream f(p);
@@ -133,7 +134,8 @@ std::vector<std::string> port_list(const Json& dump, double node_id) {
   std::vector<std::string> ports;
   for (const Json& o : dump.arr()) {
     const Json& props = o["info"]["props"];
-    if (o.text("type") == "PipeWire:Interface:Port" && props["node.id"].is_number() && props["node.id"].num() == node_id)
+    if (o.text("type") == "PipeWire:Interface:Port" && props["node.id"].is_number() &&
+        props["node.id"].num() == node_id)
       ports.push_back(o["info"].text("direction") + ":" + props.text("port.name"));
   }
   std::sort(ports.begin(), ports.end());
@@ -143,8 +145,9 @@ std::vector<std::string> port_list(const Json& dump, double node_id) {
 class SourcesSinksNode : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto [out, status] = run_command(std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
-                                     std::to_string(getpid()) + " 2>&1");
+    auto [out, status] =
+        run_command(std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
+                    std::to_string(getpid()) + " 2>&1");
     if (status != 0) {
       session_error_ = "pw-session.sh start failed: " + out;
       return;
@@ -190,7 +193,8 @@ class SourcesSinksNode : public ::testing::Test {
                                          work_ / (name + ".out"), work_ / (name + ".err"));
     const bool up = poll_until([&] { return !child->running() || !find_node(pw_dump(), name).is_null(); },
                                startup_timeout);
-    EXPECT_TRUE(up && child->running()) << "sandpipe did not come up:\n" << read_text(work_ / (name + ".err"));
+    EXPECT_TRUE(up && child->running()) << "sandpipe did not come up:\n"
+                                        << read_text(work_ / (name + ".err"));
     return child;
   }
 
@@ -221,12 +225,14 @@ class SourcesSinksNode : public ::testing::Test {
         [&] {
           const std::string outs = run_command("pw-link -o 2>/dev/null").first;
           const std::string ins = run_command("pw-link -i 2>/dev/null").first;
-          return outs.find(from + ":output_FR") != std::string::npos && ins.find(to + ":input_FR") != std::string::npos;
+          return outs.find(from + ":output_FR") != std::string::npos &&
+                 ins.find(to + ":input_FR") != std::string::npos;
         },
         startup_timeout))
         << "ports of " << from << " or " << to << " did not appear";
     for (const char* ch : {"FL", "FR"}) {
-      auto [out, status] = run_command("pw-link " + from + ":output_" + ch + " " + to + ":input_" + ch + " 2>&1");
+      auto [out, status] =
+          run_command("pw-link " + from + ":output_" + ch + " " + to + ":input_" + ch + " 2>&1");
       ASSERT_EQ(status, 0) << out;
     }
   }
@@ -239,20 +245,23 @@ class SourcesSinksNode : public ::testing::Test {
 TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
   // tone_source's counter (frame n: L = ((n % 1000) + 1) / 4096, R = 2 L), halved by a native gain.
   const std::string name = "sandpipe-it-source";
-  auto node = start_node(name, write_config(name, "  { name = \"tone\" path = \"" + fixtures +
-                                                      "tone_source.py\" params = { period = 1000 } }\n"
-                                                      "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"));
+  auto node = start_node(
+      name,
+      write_config(name, "  { name = \"tone\" path = \"" + fixtures +
+                             "tone_source.py\" params = { period = 1000 } }\n"
+                             "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"));
   ASSERT_FALSE(HasFailure());
   expect_shape(name, "Audio/Source", {"output:output_FL", "output:output_FR"});
 
   const fs::path rec = work_ / "rec.wav";
-  Child recorder({"pw-record", "-P", "{ node.autoconnect = false node.name = \"srcsink-rec\" }", "--rate", "48000",
-                  "--channels", "2", "--format", "f32", rec.string()},
+  Child recorder({"pw-record", "-P", "{ node.autoconnect = false node.name = \"srcsink-rec\" }", "--rate",
+                  "48000", "--channels", "2", "--format", "f32", rec.string()},
                  work_ / "rec.out", work_ / "rec.err");
   link_stereo(name, "srcsink-rec");
   ASSERT_FALSE(HasFailure()) << read_text(work_ / "rec.err");
   constexpr std::uintmax_t want_frames = 48000;
-  ASSERT_TRUE(poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
+  ASSERT_TRUE(
+      poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
       << "pw-record got too little: " << read_text(work_ / "rec.err") << read_text(work_ / (name + ".err"));
   recorder.signal(SIGINT);
   ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
@@ -277,7 +286,8 @@ TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
     ++nonzero;
     const float k = l * 8192.0F;  // 0.5 × (n % 1000 + 1) / 4096
     if (k != std::floor(k) || k < 1 || k > 1000 || r != 2 * l) {
-      if (++invalid <= 5) ADD_FAILURE() << "frame " << i << ": " << l << ", " << r << " is not the source's signal";
+      if (++invalid <= 5)
+        ADD_FAILURE() << "frame " << i << ": " << l << ", " << r << " is not the source's signal";
       previous = -1;
       continue;
     }
@@ -296,10 +306,14 @@ TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed
   // R = -(n / 4096 + 1) / 64); the chain halves it and capture_sink.py writes it to a file.
   const std::string name = "sandpipe-it-sink";
   const fs::path cap = work_ / "cap.f32";
-  auto node = start_node(name, write_config(name, "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
-                                                  "  { name = \"rec\" path = \"" + fixtures +
-                                                      "capture_sink.py\" mode = \"sync\" allow-writes = true"
-                                                      " params = { path = \"" + cap.string() + "\" } }\n"));
+  auto node =
+      start_node(name, write_config(name,
+                                    "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
+                                    "  { name = \"rec\" path = \"" +
+                                        fixtures +
+                                        "capture_sink.py\" mode = \"sync\" allow-writes = true"
+                                        " params = { path = \"" +
+                                        cap.string() + "\" } }\n"));
   ASSERT_FALSE(HasFailure());
   expect_shape(name, "Audio/Sink", {"input:input_FL", "input:input_FR"});
 
@@ -337,7 +351,8 @@ TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed
   long last = -1;
   bool ordered = true;
   for (std::size_t i = 0; i + 1 < got.size(); i += 2) {
-    if (got[i] == 0.0F || got[i + 1] == 0.0F) continue;  // before/after the stream, a lost cycle, one channel linked
+    if (got[i] == 0.0F || got[i + 1] == 0.0F)
+      continue;  // before/after the stream, a lost cycle, one channel linked
     const float k = got[i] * 8192.0F;
     const float b = -got[i + 1] * 128.0F;
     if (k != std::floor(k) || b != std::floor(b) || k < 1 || k > 4096 || b < 1) {
@@ -355,17 +370,20 @@ TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed
   }
   EXPECT_EQ(invalid, 0U);
   EXPECT_TRUE(ordered) << "frames out of order";
-  EXPECT_GE(2 * found, static_cast<std::size_t>(frames)) << "less than half of the played frames were captured";
+  EXPECT_GE(2 * found, static_cast<std::size_t>(frames))
+      << "less than half of the played frames were captured";
 }
 
 TEST_F(SourcesSinksNode, SinkModeRefusesASourceChain) {
   const std::string name = "sandpipe-it-sinkmode";
   const fs::path conf = work_ / "m.conf";
-  std::ofstream(conf) << "node.name = \"" << name << "\"\nmode = \"sink\"\nplugins = [ { name = \"tone\" path = \""
-                      << fixtures << "tone_source.py\" } ]\n";
+  std::ofstream(conf) << "node.name = \"" << name
+                      << "\"\nmode = \"sink\"\nplugins = [ { name = \"tone\" path = \"" << fixtures
+                      << "tone_source.py\" } ]\n";
   Child node({SANDPIPE_EXE, "run", conf.string()}, work_ / "m.out", work_ / "m.err");
   EXPECT_EQ(node.wait_exit(120s), std::optional<int>(2)) << read_text(work_ / "m.err");
-  EXPECT_NE(read_text(work_ / "m.err").find("starts with a source"), std::string::npos) << read_text(work_ / "m.err");
+  EXPECT_NE(read_text(work_ / "m.err").find("starts with a source"), std::string::npos)
+      << read_text(work_ / "m.err");
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string legacy_dir = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
+const std::string legacy_dir =
+    std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
 const std::string sdk_dir = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/sdk/";
 
 /// The counter the fixtures produce: frame n, channel c (interleaved).
@@ -96,7 +97,8 @@ class SourcesSinks : public ::testing::Test {
 
   [[nodiscard]] std::string capture_plugin(const fs::path& file, bool allow_writes = true) const {
     return R"({ name = "rec" path = ")" + legacy_dir + R"(capture_sink.py")" +
-           (allow_writes ? " allow-writes = true" : "") + R"( params = { path = ")" + file.string() + R"(" } })";
+           (allow_writes ? " allow-writes = true" : "") + R"( params = { path = ")" + file.string() +
+           R"(" } })";
   }
 
   fs::path dir_;
@@ -111,13 +113,15 @@ TEST_F(SourcesSinks, LegacySourceRendersItsCounterWithoutAnInputFile) {
   options.frames = 5000;
   options.sample_rate = 44100;
   const auto out = render(R"(channels = 2
-      plugins = [ { name = "tone" path = ")" + legacy_dir + R"(tone_source.py" params = { period = 300 } } ])",
+      plugins = [ { name = "tone" path = ")" +
+                              legacy_dir + R"(tone_source.py" params = { period = 300 } } ])",
                           {}, options);
   ASSERT_EQ(out_info_.frames, 5000);
   EXPECT_EQ(out_info_.samplerate, 44100);
   EXPECT_EQ(out_info_.channels, 2);
   for (std::uint64_t n = 0; n < 5000; ++n)
-    for (std::uint32_t c = 0; c < 2; ++c) ASSERT_EQ(out[n * 2 + c], counter(n, c, 300)) << "frame " << n << " ch " << c;
+    for (std::uint32_t c = 0; c < 2; ++c)
+      ASSERT_EQ(out[n * 2 + c], counter(n, c, 300)) << "frame " << n << " ch " << c;
   EXPECT_EQ(report_.slots.at(0).counters.bypassed_blocks, 0U) << summary_;
 }
 
@@ -125,7 +129,8 @@ TEST_F(SourcesSinks, SourceChainIgnoresTheInputSamplesButTakesItsShape) {
   // IN.wav gives length, rate and channels; the chain after the source sees only the source.
   const auto in = write_input(3, 32000, 1234);
   const auto out = render(R"(plugins = [
-      { name = "tone" path = ")" + legacy_dir + R"(tone_source.py" params = { period = 1000 } }
+      { name = "tone" path = ")" +
+                              legacy_dir + R"(tone_source.py" params = { period = 1000 } }
       { name = "trim" path = "builtin:gain" params = { gain = 0.5 } } ])",
                           in);
   ASSERT_EQ(out_info_.frames, 1234);
@@ -140,7 +145,8 @@ TEST_F(SourcesSinks, SdkSourceFillsEveryBlockSizeAndFalseIsSilence) {
   options.frames = 3000;
   options.block_frames = 100;  // blocks 3, 6, 9... return False: silence
   const auto out = render(R"(channels = 1
-      plugins = [ { name = "ramp" path = ")" + sdk_dir + R"(ramp_source.py" params = { period = 64 gap = 3 } } ])",
+      plugins = [ { name = "ramp" path = ")" +
+                              sdk_dir + R"(ramp_source.py" params = { period = 64 gap = 3 } } ])",
                           {}, options);
   ASSERT_EQ(out.size(), 3000U);
   for (std::uint64_t n = 0; n < 3000; ++n) {
@@ -154,7 +160,8 @@ TEST_F(SourcesSinks, LegacySinkReceivesExactlyWhatOutWavHolds) {
   const auto in = write_input(2, 48000, 7000);
   const fs::path cap = dir_ / "cap.f32";
   const auto out = render(R"(plugins = [ { name = "trim" path = "builtin:gain" params = { gain = 0.5 } }
-      )" + capture_plugin(cap) + " ]",
+      )" + capture_plugin(cap) +
+                              " ]",
                           in);
   ASSERT_EQ(out.size(), input_.size());
   for (std::size_t i = 0; i < input_.size(); ++i) ASSERT_EQ(out[i], 0.5F * input_[i]) << i;
@@ -169,9 +176,11 @@ TEST_F(SourcesSinks, SourceToSinkChainRecordsTheSourceThroughTheMiddle) {
   options.block_frames = 333;
   const fs::path cap = dir_ / "cap.f32";
   const auto out = render(R"(channels = 2 plugins = [
-      { name = "tone" path = ")" + legacy_dir + R"(tone_source.py" params = { period = 777 } }
+      { name = "tone" path = ")" +
+                              legacy_dir + R"(tone_source.py" params = { period = 777 } }
       { name = "trim" path = "builtin:gain" params = { gain = 0.25 } }
-      )" + capture_plugin(cap) + " ]",
+      )" + capture_plugin(cap) +
+                              " ]",
                           {}, options);
   const auto got = captured(cap);
   ASSERT_EQ(got.size(), 4096U * 2);
@@ -184,16 +193,18 @@ TEST_F(SourcesSinks, SdkSinkSeesTheBlockAndCannotChangeIt) {
   // The SDK sink overwrites its block with 123: downstream (OUT.wav) is unchanged.
   const auto in = write_input(2, 48000, 2000);
   const fs::path npy = dir_ / "got.npy";
-  const auto out = render(R"(plugins = [ { name = "sum" path = ")" + sdk_dir +
-                              R"(sum_sink.py" allow-writes = true params = { path = ")" + npy.string() + R"(" } } ])",
-                          in);
+  const auto out =
+      render(R"(plugins = [ { name = "sum" path = ")" + sdk_dir +
+                 R"(sum_sink.py" allow-writes = true params = { path = ")" + npy.string() + R"(" } } ])",
+             in);
   EXPECT_EQ(out, input_);
   // The .npy holds (2, 2000) float32 after a header; its data is planar.
   std::ifstream f(npy, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   ASSERT_GE(bytes.size(), 2000U * 2 * sizeof(float));
   std::vector<float> planar(2000 * 2);
-  std::memcpy(planar.data(), bytes.data() + bytes.size() - planar.size() * sizeof(float), planar.size() * sizeof(float));
+  std::memcpy(planar.data(), bytes.data() + bytes.size() - planar.size() * sizeof(float),
+              planar.size() * sizeof(float));
   for (std::size_t n = 0; n < 2000; ++n)
     for (std::size_t c = 0; c < 2; ++c) ASSERT_EQ(planar[c * 2000 + n], input_[n * 2 + c]) << n;
 }
@@ -202,7 +213,8 @@ TEST_F(SourcesSinks, SourceNotFirstIsAPluginErrorNamingIt) {
   const auto in = write_input(2, 48000, 100);
   try {
     render(R"(plugins = [ { name = "trim" path = "builtin:gain" }
-        { name = "late-tone" path = ")" + legacy_dir + R"(tone_source.py" } ])",
+        { name = "late-tone" path = ")" +
+               legacy_dir + R"(tone_source.py" } ])",
            in);
     FAIL() << "expected a PluginError";
   } catch (const PluginError& e) {
@@ -213,7 +225,9 @@ TEST_F(SourcesSinks, SourceNotFirstIsAPluginErrorNamingIt) {
 TEST_F(SourcesSinks, SinkNotLastIsAPluginErrorNamingIt) {
   const auto in = write_input(2, 48000, 100);
   try {
-    render(R"(plugins = [ )" + capture_plugin(dir_ / "x.f32") + R"( { name = "trim" path = "builtin:gain" } ])", in);
+    render(
+        R"(plugins = [ )" + capture_plugin(dir_ / "x.f32") + R"( { name = "trim" path = "builtin:gain" } ])",
+        in);
     FAIL() << "expected a PluginError";
   } catch (const PluginError& e) {
     EXPECT_NE(std::string(e.what()).find("\"rec\" is a sink"), std::string::npos) << e.what();
@@ -229,17 +243,20 @@ ChainOptions offline_options() {
 }
 
 TEST_F(SourcesSinks, ChainShapeIsExposed) {
-  const auto source = parse_config(R"(plugins = [ { name = "t" path = ")" + legacy_dir + R"(tone_source.py" } ])",
-                                   "t.conf", SANDPIPE_SOURCE_ROOT);
+  const auto source =
+      parse_config(R"(plugins = [ { name = "t" path = ")" + legacy_dir + R"(tone_source.py" } ])", "t.conf",
+                   SANDPIPE_SOURCE_ROOT);
   const Chain a(source, 48000.0, 256, offline_options());
   EXPECT_TRUE(a.has_source());
   EXPECT_FALSE(a.has_sink());
-  const auto sink = parse_config(R"(plugins = [ { name = "g" path = "builtin:gain" } )" + capture_plugin(dir_ / "y.f32") + " ]",
-                                 "s.conf", SANDPIPE_SOURCE_ROOT);
+  const auto sink = parse_config(
+      R"(plugins = [ { name = "g" path = "builtin:gain" } )" + capture_plugin(dir_ / "y.f32") + " ]",
+      "s.conf", SANDPIPE_SOURCE_ROOT);
   const Chain b(sink, 48000.0, 256, offline_options());
   EXPECT_FALSE(b.has_source());
   EXPECT_TRUE(b.has_sink());
-  const auto plain = parse_config(R"(plugins = [ { name = "g" path = "builtin:gain" } ])", "p.conf", SANDPIPE_SOURCE_ROOT);
+  const auto plain =
+      parse_config(R"(plugins = [ { name = "g" path = "builtin:gain" } ])", "p.conf", SANDPIPE_SOURCE_ROOT);
   const Chain c(plain, 48000.0, 256, offline_options());
   EXPECT_FALSE(c.has_source() || c.has_sink());
 }
@@ -264,13 +281,17 @@ TEST_F(SourcesSinks, RenderWithoutInputNeedsASource) {
 
 TEST(SourcesSinksConfig, AllowWritesIsAPythonOnlyBoolean) {
   const std::string py = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
-  auto c = parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = true } ])", "a.conf", "/");
+  auto c = parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = true } ])",
+                        "a.conf", "/");
   EXPECT_TRUE(c.plugins.at(0).allow_writes);
   c = parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" } ])", "a.conf", "/");
   EXPECT_FALSE(c.plugins.at(0).allow_writes);
-  EXPECT_THROW((void)parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = "yes" } ])", "a.conf", "/"),
-               ConfigError);
-  EXPECT_THROW((void)parse_config(R"(plugins = [ { name = "g" path = "builtin:gain" allow-writes = true } ])", "a.conf", "/"),
+  EXPECT_THROW(
+      (void)parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = "yes" } ])",
+                         "a.conf", "/"),
+      ConfigError);
+  EXPECT_THROW((void)parse_config(R"(plugins = [ { name = "g" path = "builtin:gain" allow-writes = true } ])",
+                                  "a.conf", "/"),
                ConfigError);
 }
 
@@ -295,8 +316,8 @@ TEST(SourcesSinksCli, RendersASourceChainWithFramesAndRate) {
   for (std::uint64_t n = 0; n < 999; ++n) ASSERT_EQ(out[n], counter(n, 0, 50)) << n;
   // --frames with a chain that has no source: refused, exit 1 (runtime).
   std::ofstream(dir / "plain.conf") << "plugins = [ { name = \"g\" path = \"builtin:gain\" } ]\n";
-  const int refused = std::system((std::string(SANDPIPE_EXE) + " render " + (dir / "plain.conf").string() + " " +
-                                   (dir / "o.wav").string() + " --frames 10 2>/dev/null")
+  const int refused = std::system((std::string(SANDPIPE_EXE) + " render " + (dir / "plain.conf").string() +
+                                   " " + (dir / "o.wav").string() + " --frames 10 2>/dev/null")
                                       .c_str());  // NOLINT(concurrency-mt-unsafe)
   EXPECT_TRUE(WIFEXITED(refused) && WEXITSTATUS(refused) != 0);
   fs::remove_all(dir);

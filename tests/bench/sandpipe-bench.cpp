@@ -129,6 +129,11 @@ std::string python_example(const std::string& name) {
   return (source_root() / "plugins-py/examples" / name).string();
 }
 
+/// For every Python slot: the paths take turns, so a chain sits idle for up to ~100 ms between
+/// its chunks with a pipelined job still unclaimed; the host's hang watchdog (200 ms by default)
+/// must not take that for a hung sandbox. A real node calls every cycle.
+constexpr std::string_view python_timeout = " timeout-ms = 5000";
+
 /// Planar test signal: channels × frames contiguous, a different tone per channel plus a little noise.
 std::vector<float> test_block(std::uint32_t channels, std::uint32_t frames) {
   std::vector<float> data(std::size_t{channels} * frames);
@@ -253,12 +258,15 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
   // With the scheduler in the build, `auto` (the default) may pipeline: ask for sync explicitly.
   const std::string sync_key = pipelined.available ? " mode = \"sync\"" : "";
   auto py_sync = std::make_shared<ChainRunner>(
-      chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py + "\" params = { gain = 0.5 }" + sync_key + " }\n"), fr);
+      chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py + "\" params = { gain = 0.5 }" + sync_key +
+                               std::string(python_timeout) + " }\n"),
+      fr);
   std::shared_ptr<ChainRunner> py_pipe;
   if (pipelined.available)
     py_pipe = std::make_shared<ChainRunner>(
         chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py +
-                             "\" params = { gain = 0.5 } mode = \"pipelined\" blocks = 1 }\n"),
+                             "\" params = { gain = 0.5 } mode = \"pipelined\" blocks = 1" + std::string(python_timeout) +
+                             " }\n"),
         fr);
   python.load(gain_py, {{"gain", 0.5}}, ch, fr);
   auto in = std::make_shared<std::vector<float>>(test_block(ch, fr));
@@ -335,10 +343,10 @@ struct RenderRow {
 
 std::string mixed_chain_plugins() {
   return "{ name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
-         "{ name = \"pygain\" path = \"" + python_example("gain.py") + "\" params = { gain = 1.5 } }\n"
+         "{ name = \"pygain\" path = \"" + python_example("gain.py") + "\" params = { gain = 1.5 }" + std::string(python_timeout) + " }\n"
          "{ name = \"lp\" path = \"builtin:biquad\" params = { type = \"lowpass\" freq = 8000 q = 0.707 } }\n"
          "{ name = \"pyeq\" path = \"" + python_example("biquad.py") +
-         "\" params = { shape = \"peak\" freq = 1000 gain_db = 3 } }\n";
+         "\" params = { shape = \"peak\" freq = 1000 gain_db = 3 }" + std::string(python_timeout) + " }\n";
 }
 
 /// The chain's own loop over `seconds` of audio in memory (no file I/O, no start-up).

@@ -73,7 +73,8 @@ class FutexPingPong {
  public:
   FutexPingPong() {
     void* mem = ::mmap(nullptr, sizeof(Words), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) throw std::runtime_error(std::string("futex bench: mmap: ") + std::strerror(errno));
+    if (mem == MAP_FAILED)
+      throw std::runtime_error(std::string("futex bench: mmap: ") + std::strerror(errno));
     words_ = new (mem) Words;
     child_ = ::fork();
     if (child_ < 0) throw std::runtime_error(std::string("futex bench: fork: ") + std::strerror(errno));
@@ -123,7 +124,8 @@ class FutexPingPong {
     std::uint32_t seen = 0;
     for (;;) {
       std::uint32_t v = 0;
-      while ((v = words_->ping.load(std::memory_order_acquire)) == seen) futex(&words_->ping, FUTEX_WAIT, seen);
+      while ((v = words_->ping.load(std::memory_order_acquire)) == seen)
+        futex(&words_->ping, FUTEX_WAIT, seen);
       if (v == stop) ::_exit(0);
       seen = v;
       words_->pong.store(v, std::memory_order_release);
@@ -143,12 +145,15 @@ class InProcessPython {
  public:
   InProcessPython()
       : python_(std::filesystem::read_symlink("/proc/self/exe"), SANDPIPE_PYTHON_SOURCE_DIR,
-                [](int, std::string_view line) { std::fprintf(stderr, "%.*s\n", int(line.size()), line.data()); }) {}
+                [](int, std::string_view line) {
+                  std::fprintf(stderr, "%.*s\n", int(line.size()), line.data());
+                }) {}
 
   /// Loads `file` for (channels, frames) at 48 kHz with `params` and binds one slot. Throws
   /// std::runtime_error with the Python traceback if the plugin does not load.
-  void load(const std::filesystem::path& file, std::vector<std::pair<std::string, sandbox::ParamValue>> params,
-            std::uint32_t channels, std::uint32_t frames) {
+  void load(const std::filesystem::path& file,
+            std::vector<std::pair<std::string, sandbox::ParamValue>> params, std::uint32_t channels,
+            std::uint32_t frames) {
     sandbox::LoadRequest request;
     request.path = file;
     request.channels = channels;

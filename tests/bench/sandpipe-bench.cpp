@@ -75,7 +75,7 @@ std::optional<Options> parse_args(int argc, char** argv) {
     auto value = [&]() -> const char* {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "sandpipe-bench: %s needs a value\n", argv[i]);
-        std::exit(2);
+        std::exit(2);  // NOLINT(concurrency-mt-unsafe): before any thread exists
       }
       return argv[++i];
     };
@@ -100,7 +100,7 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.samples_dir = value();
     } else if (arg == "-h" || arg == "--help") {
       std::fputs(help_text.data(), stdout);
-      std::exit(0);
+      std::exit(0);  // NOLINT(concurrency-mt-unsafe): before any thread exists
     } else {
       std::fprintf(stderr, "sandpipe-bench: unknown option %s\n%s", argv[i], help_text.data());
       return std::nullopt;
@@ -142,19 +142,19 @@ std::vector<float> test_block(std::uint32_t channels, std::uint32_t frames) {
     for (std::uint32_t i = 0; i < frames; ++i) {
       state = state * 1664525U + 1013904223U;
       const double phase = 2.0 * M_PI * 220.0 * (c + 1) * i / sample_rate;
-      data[std::size_t{c} * frames + i] =
-          0.4F * static_cast<float>(std::sin(phase)) + 0.05F * (static_cast<float>(state >> 8) / 16777216.0F - 0.5F);
+      data[std::size_t{c} * frames + i] = 0.4F * static_cast<float>(std::sin(phase)) +
+                                          0.05F * (static_cast<float>(state >> 8) / 16777216.0F - 0.5F);
     }
   return data;
 }
 
 /// One path at one configuration: a step that runs and times one block, and its samples.
 struct Row {
-  std::string path;    ///< stable key (JSON, sample files)
-  std::string label;   ///< for the table
+  std::string path;   ///< stable key (JSON, sample files)
+  std::string label;  ///< for the table
   std::uint32_t channels = 0;
   std::uint32_t frames = 0;
-  std::function<std::uint64_t()> step;        ///< runs one block, returns its time in ns
+  std::function<std::uint64_t()> step;         ///< runs one block, returns its time in ns
   std::function<host::SlotCounters()> counts;  ///< the slot's counters (empty: none)
   std::vector<std::uint64_t> ns;
   Stats stats;
@@ -171,7 +171,9 @@ struct ChainRunner {
 
   ChainRunner(const host::ChainConfig& config, std::uint32_t frames_)
       : chain(std::make_unique<host::Chain>(config, sample_rate, frames_)),
-        in(test_block(config.channels, frames_)), out(in.size()), frames(frames_) {
+        in(test_block(config.channels, frames_)),
+        out(in.size()),
+        frames(frames_) {
     for (std::uint32_t c = 0; c < config.channels; ++c) {
       in_ptrs.push_back(in.data() + std::size_t{c} * frames);
       out_ptrs.push_back(out.data() + std::size_t{c} * frames);
@@ -213,7 +215,8 @@ void dump_samples(const Row& r, const std::string& dir) {
   const auto file = std::filesystem::path(dir) /
                     (r.path + "-" + std::to_string(r.channels) + "ch-" + std::to_string(r.frames) + ".u64");
   std::ofstream out(file, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(r.ns.data()), static_cast<std::streamsize>(r.ns.size() * sizeof(std::uint64_t)));
+  out.write(reinterpret_cast<const char*>(r.ns.data()),
+            static_cast<std::streamsize>(r.ns.size() * sizeof(std::uint64_t)));
 }
 
 struct PipelineSupport {
@@ -225,8 +228,8 @@ struct PipelineSupport {
 /// slot must then report the pipeline's latency (k blocks).
 PipelineSupport probe_pipelined() {
   try {
-    const auto config = chain_config(
-        1, "{ name = \"py\" path = \"" + python_example("gain.py") + "\" mode = \"pipelined\" blocks = 1 }\n");
+    const auto config = chain_config(1, "{ name = \"py\" path = \"" + python_example("gain.py") +
+                                            "\" mode = \"pipelined\" blocks = 1 }\n");
     host::Chain chain(config, sample_rate, 256);
     if (chain.latency_frames() >= 256) return {true, {}};
     return {false, "the config accepts mode = \"pipelined\" but the slot reports no pipeline latency"};
@@ -245,28 +248,30 @@ std::vector<Config> matrix() {
   return {{2, 64}, {2, 128}, {2, 256}, {2, 512}, {2, 1024}, {1, 512}, {8, 512}};
 }
 
-std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong& futex, InProcessPython& python,
-                              const PipelineSupport& pipelined) {
+std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong& futex,
+                              InProcessPython& python, const PipelineSupport& pipelined) {
   const auto ch = cfg.channels;
   const auto fr = cfg.frames;
   const std::string gain_py = python_example("gain.py");
   auto native_gain = std::make_shared<ChainRunner>(
       chain_config(ch, "{ name = \"g\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"), fr);
-  auto native_biquad = std::make_shared<ChainRunner>(
-      chain_config(ch, "{ name = \"bq\" path = \"builtin:biquad\" params = { type = \"lowpass\" freq = 8000 q = 0.707 } }\n"),
-      fr);
+  auto native_biquad =
+      std::make_shared<ChainRunner>(chain_config(ch,
+                                                 "{ name = \"bq\" path = \"builtin:biquad\" params = { type "
+                                                 "= \"lowpass\" freq = 8000 q = 0.707 } }\n"),
+                                    fr);
   // With the scheduler in the build, `auto` (the default) may pipeline: ask for sync explicitly.
   const std::string sync_key = pipelined.available ? " mode = \"sync\"" : "";
   auto py_sync = std::make_shared<ChainRunner>(
       chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py + "\" params = { gain = 0.5 }" + sync_key +
-                               std::string(python_timeout) + " }\n"),
+                           std::string(python_timeout) + " }\n"),
       fr);
   std::shared_ptr<ChainRunner> py_pipe;
   if (pipelined.available)
     py_pipe = std::make_shared<ChainRunner>(
         chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py +
-                             "\" params = { gain = 0.5 } mode = \"pipelined\" blocks = 1" + std::string(python_timeout) +
-                             " }\n"),
+                             "\" params = { gain = 0.5 } mode = \"pipelined\" blocks = 1" +
+                             std::string(python_timeout) + " }\n"),
         fr);
   python.load(gain_py, {{"gain", 0.5}}, ch, fr);
   auto in = std::make_shared<std::vector<float>>(test_block(ch, fr));
@@ -285,24 +290,30 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
     rows.push_back(std::move(r));
   };
   add("futex", "raw futex ping-pong, 2 processes (floor)", [&futex] { return futex.round_trip_ns(); });
-  add("futex-spin", "futex ping-pong, host spins <= 5 us first", [&futex] { return futex.round_trip_ns(5'000); });
-  add("native-gain", "native gain (Chain)", [native_gain] { return native_gain->block(); },
+  add("futex-spin", "futex ping-pong, host spins <= 5 us first",
+      [&futex] { return futex.round_trip_ns(5'000); });
+  add(
+      "native-gain", "native gain (Chain)", [native_gain] { return native_gain->block(); },
       [native_gain] { return native_gain->counters(); });
-  add("native-biquad", "native biquad (Chain)", [native_biquad] { return native_biquad->block(); },
+  add(
+      "native-biquad", "native biquad (Chain)", [native_biquad] { return native_biquad->block(); },
       [native_biquad] { return native_biquad->counters(); });
-  add("python-gain-sandbox", "Python gain, sandbox, sync (Chain)", [py_sync] { return py_sync->block(); },
+  add(
+      "python-gain-sandbox", "Python gain, sandbox, sync (Chain)", [py_sync] { return py_sync->block(); },
       [py_sync] { return py_sync->counters(); });
   if (py_pipe) {
     const double gap = o.pipelined_gap_us;
     // The same pause before each sync block, so the pipelined row is compared like for like
     // (a pause lets caches cool and the vCPU idle, which the back-to-back rows never see).
-    add("python-gain-sandbox-paced", "Python gain, sandbox, sync, paced (Chain)",
+    add(
+        "python-gain-sandbox-paced", "Python gain, sandbox, sync, paced (Chain)",
         [py_sync, gap] {
           sleep_us(gap);
           return py_sync->block();
         },
         [py_sync] { return py_sync->counters(); });
-    add("python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined k=1 (Chain)",
+    add(
+        "python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined k=1 (Chain)",
         [py_pipe, gap] {
           sleep_us(gap);
           return py_pipe->block();
@@ -316,6 +327,7 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
   });
 
   std::vector<Row*> ptrs;
+  ptrs.reserve(rows.size());
   for (auto& r : rows) ptrs.push_back(&r);
   run_interleaved(ptrs, o);
   for (auto& r : rows) {
@@ -343,10 +355,13 @@ struct RenderRow {
 
 std::string mixed_chain_plugins() {
   return "{ name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
-         "{ name = \"pygain\" path = \"" + python_example("gain.py") + "\" params = { gain = 1.5 }" + std::string(python_timeout) + " }\n"
+         "{ name = \"pygain\" path = \"" +
+         python_example("gain.py") + "\" params = { gain = 1.5 }" + std::string(python_timeout) +
+         " }\n"
          "{ name = \"lp\" path = \"builtin:biquad\" params = { type = \"lowpass\" freq = 8000 q = 0.707 } }\n"
-         "{ name = \"pyeq\" path = \"" + python_example("biquad.py") +
-         "\" params = { shape = \"peak\" freq = 1000 gain_db = 3 }" + std::string(python_timeout) + " }\n";
+         "{ name = \"pyeq\" path = \"" +
+         python_example("biquad.py") + "\" params = { shape = \"peak\" freq = 1000 gain_db = 3 }" +
+         std::string(python_timeout) + " }\n";
 }
 
 /// The chain's own loop over `seconds` of audio in memory (no file I/O, no start-up).
@@ -357,12 +372,18 @@ RenderRow render_in_memory(std::uint32_t block, double seconds) {
   std::uint64_t misses = 0;
   const std::uint64_t t0 = now_ns();
   for (std::uint64_t done = 0; done < total; done += block) {
-    runner.chain->process_rt(runner.in_ptrs.data(), runner.out_ptrs.data(), block, now_ns() + 5'000'000'000ULL);
+    runner.chain->process_rt(runner.in_ptrs.data(), runner.out_ptrs.data(), block,
+                             now_ns() + 5'000'000'000ULL);
   }
   const double wall = static_cast<double>(now_ns() - t0) / 1e9;
   for (const auto& slot : runner.chain->slots()) misses += slot->counters().deadline_misses;
-  return {"render-memory", "mixed chain, in memory (Chain loop, no start-up, no file I/O)", block,
-          static_cast<double>(total) / sample_rate, wall, static_cast<double>(total) / sample_rate / wall, misses};
+  return {"render-memory",
+          "mixed chain, in memory (Chain loop, no start-up, no file I/O)",
+          block,
+          static_cast<double>(total) / sample_rate,
+          wall,
+          static_cast<double>(total) / sample_rate / wall,
+          misses};
 }
 
 /// `sandpipe render` end to end (render_file): WAV in, sandboxes started, WAV out.
@@ -383,7 +404,8 @@ RenderRow render_file_row(std::uint32_t block, double seconds) {
     const auto one = test_block(channels, 4800);  // planar; written interleaved, repeated
     std::vector<float> interleaved(std::size_t{channels} * 4800);
     for (std::uint32_t i = 0; i < 4800; ++i)
-      for (int c = 0; c < channels; ++c) interleaved[std::size_t{i} * channels + c] = one[std::size_t(c) * 4800 + i];
+      for (int c = 0; c < channels; ++c)
+        interleaved[std::size_t{i} * channels + c] = one[std::size_t(c) * 4800 + i];
     for (std::uint64_t done = 0; done < frames;) {
       const auto n = static_cast<sf_count_t>(std::min<std::uint64_t>(4800, frames - done));
       sf_writef_float(file, interleaved.data(), n);
@@ -398,8 +420,13 @@ RenderRow render_file_row(std::uint32_t block, double seconds) {
   (void)host::render_file(chain_config(channels, mixed_chain_plugins()), in_path, out_path, options, summary);
   const double wall = static_cast<double>(now_ns() - t0) / 1e9;
   std::filesystem::remove_all(dir);
-  return {"render-file", "mixed chain, sandpipe render (WAV to WAV, incl. sandbox start-up)", block,
-          static_cast<double>(frames) / sample_rate, wall, static_cast<double>(frames) / sample_rate / wall, 0};
+  return {"render-file",
+          "mixed chain, sandpipe render (WAV to WAV, incl. sandbox start-up)",
+          block,
+          static_cast<double>(frames) / sample_rate,
+          wall,
+          static_cast<double>(frames) / sample_rate / wall,
+          0};
 }
 
 // --- Report ----------------------------------------------------------------------------------
@@ -464,8 +491,8 @@ std::string to_json(const Report& rep) {
   j.precision(6);
   j << "{\n  \"benchmark\": \"sandpipe-bench\",\n  \"schema\": 1,\n";
   j << "  \"machine\": {\"cores\": " << rep.cores << ", \"cpu\": \"" << json_escape(rep.machine_cpu)
-    << "\", \"kernel\": \"" << json_escape(rep.kernel) << "\", \"loadavg_start\": \"" << json_escape(rep.load_start)
-    << "\", \"loadavg_end\": \"" << json_escape(rep.load_end) << "\"},\n";
+    << "\", \"kernel\": \"" << json_escape(rep.kernel) << "\", \"loadavg_start\": \""
+    << json_escape(rep.load_start) << "\", \"loadavg_end\": \"" << json_escape(rep.load_end) << "\"},\n";
   j << "  \"settings\": {\"quick\": " << (rep.options.quick ? "true" : "false")
     << ", \"iterations\": " << rep.options.iterations << ", \"warmup\": " << rep.options.warmup
     << ", \"chunk\": " << rep.options.chunk << ", \"pipelined_gap_us\": " << rep.options.pipelined_gap_us
@@ -477,9 +504,9 @@ std::string to_json(const Report& rep) {
     const auto& r = rep.rows[i];
     j << "    {\"path\": \"" << r.path << "\", \"channels\": " << r.channels << ", \"frames\": " << r.frames
       << ", \"n\": " << r.stats.n << ", \"p50_us\": " << r.stats.p50 << ", \"p99_us\": " << r.stats.p99
-      << ", \"p999_us\": " << r.stats.p999 << ", \"max_us\": " << r.stats.max << ", \"mean_us\": " << r.stats.mean
-      << ", \"deadline_misses\": " << r.counters.deadline_misses << ", \"bypassed\": " << r.counters.bypassed_blocks
-      << "}" << (i + 1 < rep.rows.size() ? ",\n" : "\n");
+      << ", \"p999_us\": " << r.stats.p999 << ", \"max_us\": " << r.stats.max
+      << ", \"mean_us\": " << r.stats.mean << ", \"deadline_misses\": " << r.counters.deadline_misses
+      << ", \"bypassed\": " << r.counters.bypassed_blocks << "}" << (i + 1 < rep.rows.size() ? ",\n" : "\n");
   }
   j << "  ],\n  \"ratios\": [\n";
   const auto rs = ratios(rep);
@@ -493,53 +520,61 @@ std::string to_json(const Report& rep) {
   if (const Row* s = find_row(rep, "python-gain-sandbox", 2, 512)) {
     j << "  \"seed_comparison\": {\"seed_ms_low\": " << seed_ms_low << ", \"seed_ms_high\": " << seed_ms_high
       << ", \"channels\": 2, \"frames\": 512, \"sandbox_p50_us\": " << s->stats.p50
-      << ", \"sandbox_p999_us\": " << s->stats.p999 << ", \"cheaper_p50_low_x\": " << seed_ms_low * 1000 / s->stats.p50
+      << ", \"sandbox_p999_us\": " << s->stats.p999
+      << ", \"cheaper_p50_low_x\": " << seed_ms_low * 1000 / s->stats.p50
       << ", \"cheaper_p50_high_x\": " << seed_ms_high * 1000 / s->stats.p50
       << ", \"cheaper_p999_low_x\": " << seed_ms_low * 1000 / s->stats.p999 << "},\n";
   }
   j << "  \"render\": [\n";
   for (std::size_t i = 0; i < rep.renders.size(); ++i) {
     const auto& r = rep.renders[i];
-    j << "    {\"path\": \"" << r.path << "\", \"channels\": 2, \"block\": " << r.block << ", \"audio_s\": " << r.audio_s
-      << ", \"wall_s\": " << r.wall_s << ", \"x_realtime\": " << r.x_realtime << ", \"deadline_misses\": " << r.misses
-      << "}" << (i + 1 < rep.renders.size() ? ",\n" : "\n");
+    j << "    {\"path\": \"" << r.path << "\", \"channels\": 2, \"block\": " << r.block
+      << ", \"audio_s\": " << r.audio_s << ", \"wall_s\": " << r.wall_s
+      << ", \"x_realtime\": " << r.x_realtime << ", \"deadline_misses\": " << r.misses << "}"
+      << (i + 1 < rep.renders.size() ? ",\n" : "\n");
   }
   j << "  ]\n}\n";
   return j.str();
 }
 
 void print_table(const Report& rep) {
-  std::printf("\nPer-block cost, times in microseconds; %zu blocks per row after %zu warm-up, paths interleaved in "
-              "chunks of %zu\n",
-              rep.options.iterations, rep.options.warmup, rep.options.chunk);
+  std::printf(
+      "\nPer-block cost, times in microseconds; %zu blocks per row after %zu warm-up, paths interleaved in "
+      "chunks of %zu\n",
+      rep.options.iterations, rep.options.warmup, rep.options.chunk);
   if (!rep.pipelined.available) std::printf("pipelined mode: %s; sync only\n", rep.pipelined.why.c_str());
-  std::printf("\n| %-46s | %2s | %5s | %8s | %8s | %8s | %9s | %8s | %6s |\n", "path", "ch", "frames", "p50", "p99",
-              "p99.9", "max", "mean", "misses");
+  std::printf("\n| %-46s | %2s | %5s | %8s | %8s | %8s | %9s | %8s | %6s |\n", "path", "ch", "frames", "p50",
+              "p99", "p99.9", "max", "mean", "misses");
   std::printf("|%s|----|-------|----------|----------|----------|-----------|----------|--------|\n",
               std::string(48, '-').c_str());
   for (const auto& r : rep.rows)
-    std::printf("| %-46s | %2u | %5u | %8.2f | %8.2f | %8.1f | %9.1f | %8.2f | %6llu |\n", r.label.c_str(), r.channels,
-                r.frames, r.stats.p50, r.stats.p99, r.stats.p999, r.stats.max, r.stats.mean,
+    std::printf("| %-46s | %2u | %5u | %8.2f | %8.2f | %8.1f | %9.1f | %8.2f | %6llu |\n", r.label.c_str(),
+                r.channels, r.frames, r.stats.p50, r.stats.p99, r.stats.p999, r.stats.max, r.stats.mean,
                 static_cast<unsigned long long>(r.counters.deadline_misses));
 
-  std::printf("\nSandbox hop / futex floor (Python gain sync vs futex ping-pong, plain and with the host's 5 us "
-              "spin; same run, same chunks):\n\n");
-  std::printf("| ch | frames | p50 / futex | p99.9 / futex | p50 / futex-spin | p99.9 / futex-spin |\n"
-              "|----|--------|-------------|---------------|------------------|--------------------|\n");
+  std::printf(
+      "\nSandbox hop / futex floor (Python gain sync vs futex ping-pong, plain and with the host's 5 us "
+      "spin; same run, same chunks):\n\n");
+  std::printf(
+      "| ch | frames | p50 / futex | p99.9 / futex | p50 / futex-spin | p99.9 / futex-spin |\n"
+      "|----|--------|-------------|---------------|------------------|--------------------|\n");
   for (const auto& r : ratios(rep))
-    std::printf("| %2u | %6u | %11.2f | %13.2f | %16.2f | %18.2f |\n", r.channels, r.frames, r.p50, r.p999, r.spin_p50,
-                r.spin_p999);
+    std::printf("| %2u | %6u | %11.2f | %13.2f | %16.2f | %18.2f |\n", r.channels, r.frames, r.p50, r.p999,
+                r.spin_p50, r.spin_p999);
 
   if (const Row* s = find_row(rep, "python-gain-sandbox", 2, 512)) {
-    std::printf("\nPython gain through the sandbox vs the seed's %.0f-%.0f ms per call (2 ch x 512): p50 %.1f us is "
-                "%.0f-%.0f x cheaper; p99.9 %.1f us is %.0f-%.0f x cheaper\n",
-                seed_ms_low, seed_ms_high, s->stats.p50, seed_ms_low * 1000 / s->stats.p50,
-                seed_ms_high * 1000 / s->stats.p50, s->stats.p999, seed_ms_low * 1000 / s->stats.p999,
-                seed_ms_high * 1000 / s->stats.p999);
+    std::printf(
+        "\nPython gain through the sandbox vs the seed's %.0f-%.0f ms per call (2 ch x 512): p50 %.1f us is "
+        "%.0f-%.0f x cheaper; p99.9 %.1f us is %.0f-%.0f x cheaper\n",
+        seed_ms_low, seed_ms_high, s->stats.p50, seed_ms_low * 1000 / s->stats.p50,
+        seed_ms_high * 1000 / s->stats.p50, s->stats.p999, seed_ms_low * 1000 / s->stats.p999,
+        seed_ms_high * 1000 / s->stats.p999);
   }
-  std::printf("\nOffline render, 2 ch @ 48 kHz, chain builtin:gain -> gain.py -> builtin:biquad -> biquad.py:\n\n");
-  std::printf("| %-66s | block | audio s | wall s | x real time |\n|%s|-------|---------|--------|-------------|\n",
-              "what", std::string(68, '-').c_str());
+  std::printf(
+      "\nOffline render, 2 ch @ 48 kHz, chain builtin:gain -> gain.py -> builtin:biquad -> biquad.py:\n\n");
+  std::printf(
+      "| %-66s | block | audio s | wall s | x real time |\n|%s|-------|---------|--------|-------------|\n",
+      "what", std::string(68, '-').c_str());
   for (const auto& r : rep.renders)
     std::printf("| %-66s | %5u | %7.1f | %6.2f | %11.1f |\n", r.label.c_str(), r.block, r.audio_s, r.wall_s,
                 r.x_realtime);
@@ -551,7 +586,8 @@ int run(const Options& o) {
   rep.options = o;
   rep.cores = ::sysconf(_SC_NPROCESSORS_ONLN);
   rep.machine_cpu = read_first_line("/proc/cpuinfo", "model name");
-  if (auto pos = rep.machine_cpu.find(':'); pos != std::string::npos) rep.machine_cpu = rep.machine_cpu.substr(pos + 2);
+  if (auto pos = rep.machine_cpu.find(':'); pos != std::string::npos)
+    rep.machine_cpu = rep.machine_cpu.substr(pos + 2);
   rep.kernel = read_first_line("/proc/sys/kernel/osrelease");
   rep.load_start = read_first_line("/proc/loadavg");
 
@@ -560,7 +596,8 @@ int run(const Options& o) {
   FutexPingPong futex;
   InProcessPython python;
   rep.pipelined = probe_pipelined();
-  if (!rep.pipelined.available) std::fprintf(stderr, "sandpipe-bench: pipelined mode %s\n", rep.pipelined.why.c_str());
+  if (!rep.pipelined.available)
+    std::fprintf(stderr, "sandpipe-bench: pipelined mode %s\n", rep.pipelined.why.c_str());
 
   for (const auto& cfg : matrix()) {
     std::fprintf(stderr, "sandpipe-bench: %u ch x %u frames...\n", cfg.channels, cfg.frames);

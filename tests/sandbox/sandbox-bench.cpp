@@ -33,8 +33,8 @@ Summary summarize(const std::string& name, std::vector<std::uint64_t>& ns, std::
 }
 
 Summary bench_sandbox(const std::string& name, const std::filesystem::path& file,
-                      std::vector<sandpipe::host::ParamSetting> params, std::size_t iterations, std::size_t warmup,
-                      std::optional<std::uint64_t> spin_ns = std::nullopt) {
+                      std::vector<sandpipe::host::ParamSetting> params, std::size_t iterations,
+                      std::size_t warmup, std::optional<std::uint64_t> spin_ns = std::nullopt) {
   sandpipe::host::PluginSpec spec;
   spec.name = name;
   spec.path = file.string();
@@ -43,9 +43,10 @@ Summary bench_sandbox(const std::string& name, const std::filesystem::path& file
   spec.params = std::move(params);
   sandpipe::host::SandboxOptions options;
   options.host_spin_ns = spin_ns;
-  auto procs = sandpipe::host::start_sandbox_processors(std::span(&spec, 1), 48000.0, channels, frames, options);
+  auto procs =
+      sandpipe::host::start_sandbox_processors(std::span(&spec, 1), 48000.0, channels, frames, options);
   auto& proc = *procs.front();
-  std::vector<float> in(channels * frames), out(channels * frames);
+  std::vector<float> in(std::size_t{channels} * frames), out(std::size_t{channels} * frames);
   for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 97) / 97.0F - 0.5F;
   const float* ins[channels] = {in.data(), in.data() + frames};
   float* outs[channels] = {out.data(), out.data() + frames};
@@ -63,7 +64,7 @@ Summary bench_sandbox(const std::string& name, const std::filesystem::path& file
 Summary bench_in_process(const std::filesystem::path& file, std::size_t iterations, std::size_t warmup) {
   sandpipe::bench::InProcessPython python;
   python.load(file, {{"gain", 0.5}}, channels, frames);
-  std::vector<float> in(channels * frames), out(channels * frames);
+  std::vector<float> in(std::size_t{channels} * frames), out(std::size_t{channels} * frames);
   for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 97) / 97.0F - 0.5F;
   std::vector<std::uint64_t> ns;
   ns.reserve(iterations);
@@ -101,33 +102,38 @@ int main(int argc, char** argv) {
   const std::filesystem::path root = SANDPIPE_SOURCE_ROOT;
   std::vector<Summary> rows;
   rows.push_back(bench_futex(iterations, warmup));
-  rows.push_back(bench_sandbox("python passthrough, sandbox", root / "tests/sandbox/fixtures/misc/passthrough.py", {},
-                               iterations, warmup));
-  rows.push_back(bench_sandbox("python gain, sandbox", root / "plugins-py/examples/gain.py", {{"gain", 0.5, 0}},
-                               iterations, warmup));
-  rows.push_back(bench_sandbox("python gain, sandbox, host spins up to 200 us", root / "plugins-py/examples/gain.py",
-                               {{"gain", 0.5, 0}}, iterations, warmup, 200'000));
+  rows.push_back(bench_sandbox("python passthrough, sandbox",
+                               root / "tests/sandbox/fixtures/misc/passthrough.py", {}, iterations, warmup));
+  rows.push_back(bench_sandbox("python gain, sandbox", root / "plugins-py/examples/gain.py",
+                               {{"gain", 0.5, 0}}, iterations, warmup));
+  rows.push_back(bench_sandbox("python gain, sandbox, host spins up to 200 us",
+                               root / "plugins-py/examples/gain.py", {{"gain", 0.5, 0}}, iterations, warmup,
+                               200'000));
   rows.push_back(bench_in_process(root / "plugins-py/examples/gain.py", iterations, warmup));
 
   std::printf("\n%u ch x %u frames float32, %zu blocks each (after %zu warm-up), times in microseconds\n\n",
               channels, frames, iterations, warmup);
-  std::printf("| %-52s | %8s | %8s | %8s | %8s | %8s | %6s |\n", "path", "p50", "p99", "p99.9", "max", "mean", "misses");
+  std::printf("| %-52s | %8s | %8s | %8s | %8s | %8s | %6s |\n", "path", "p50", "p99", "p99.9", "max", "mean",
+              "misses");
   std::printf("|%s|%s|%s|%s|%s|%s|%s|\n", std::string(54, '-').c_str(), std::string(10, '-').c_str(),
               std::string(10, '-').c_str(), std::string(10, '-').c_str(), std::string(10, '-').c_str(),
               std::string(10, '-').c_str(), std::string(8, '-').c_str());
   for (const auto& r : rows) {
-    std::printf("| %-52s | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %6llu |\n", r.name.c_str(), r.stats.p50, r.stats.p99,
-                r.stats.p999, r.stats.max, r.stats.mean, static_cast<unsigned long long>(r.misses));
+    std::printf("| %-52s | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %6llu |\n", r.name.c_str(), r.stats.p50,
+                r.stats.p99, r.stats.p999, r.stats.max, r.stats.mean,
+                static_cast<unsigned long long>(r.misses));
   }
-  std::printf("\n{\"benchmark\": \"sandbox-hop\", \"channels\": %u, \"frames\": %u, \"iterations\": %zu, \"results\": [", channels,
-              frames, iterations);
+  std::printf(
+      "\n{\"benchmark\": \"sandbox-hop\", \"channels\": %u, \"frames\": %u, \"iterations\": %zu, "
+      "\"results\": [",
+      channels, frames, iterations);
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
-    std::printf("%s{\"path\": \"%s\", \"p50_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f, \"max_us\": %.2f, "
-                "\"mean_us\": %.2f, \"deadline_misses\": %llu}",
-                i == 0 ? "" : ", ", r.name.c_str(), r.stats.p50, r.stats.p99, r.stats.p999, r.stats.max,
-                r.stats.mean,
-                static_cast<unsigned long long>(r.misses));
+    std::printf(
+        "%s{\"path\": \"%s\", \"p50_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f, \"max_us\": %.2f, "
+        "\"mean_us\": %.2f, \"deadline_misses\": %llu}",
+        i == 0 ? "" : ", ", r.name.c_str(), r.stats.p50, r.stats.p99, r.stats.p999, r.stats.max, r.stats.mean,
+        static_cast<unsigned long long>(r.misses));
   }
   std::printf("]}\n");
   return 0;

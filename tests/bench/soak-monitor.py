@@ -162,7 +162,8 @@ def children(pid):
 
 
 def sandpipe_status(exe, node):
-    """Integers from `sandpipe status NODE` summed by key (deadline-misses, restarts), or None."""
+    """Totals from `sandpipe status NODE` (JSON; key=value text also read): "deadline-misses"
+    and "restarts" summed over the slots, or None when the command fails."""
     if not exe:
         return None
     try:
@@ -171,9 +172,30 @@ def sandpipe_status(exe, node):
         return None
     if r.returncode != 0:
         return None
-    totals = {}
-    for key, value in re.findall(r"([a-z][a-z_.-]*)[=:]\s*(\d+)", r.stdout):
-        totals[key] = totals.get(key, 0) + int(value)
+    totals = {"deadline-misses": 0, "restarts": 0}
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                k = key.lower().replace("_", "-")
+                if isinstance(value, int) and not isinstance(value, bool):
+                    if "deadline" in k and "miss" in k:
+                        totals["deadline-misses"] += value
+                    elif k == "restarts":
+                        totals["restarts"] += value
+                else:
+                    walk(value)
+        elif isinstance(obj, list):
+            for value in obj:
+                walk(value)
+
+    try:
+        walk(json.loads(r.stdout))
+    except json.JSONDecodeError:
+        for key, value in re.findall(r"([a-z][a-z_.-]*)[=:]\s*(\d+)", r.stdout):
+            k = key.replace("_", "-")
+            if k in totals:
+                totals[k] += int(value)
     return totals
 
 
@@ -286,8 +308,8 @@ def main():
                 "sandboxes": len(kids),
                 "sandbox_starts": starts,
                 "crashes_injected": crashes,
-                "sp_deadline_misses": "" if st is None else st.get("deadline-misses", st.get("misses", "")),
-                "sp_restarts": "" if st is None else st.get("restarts", ""),
+                "sp_deadline_misses": "" if st is None else st["deadline-misses"],
+                "sp_restarts": "" if st is None else st["restarts"],
             }
             rows.append(row)
             csv.write(",".join(str(row[k]) for k in CSV_COLUMNS) + "\n")

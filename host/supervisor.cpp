@@ -419,7 +419,10 @@ bool Supervisor::tick(Clock::time_point now) {
         reason = "closed its control socket";
       } else if (adopted && proc.link_failed()) {
         reason = "broke the block protocol on the shared segment (corrupt ring or completion)";
-      } else if (age > static_cast<std::uint64_t>(std::chrono::nanoseconds(w.hang_timeout).count())) {
+      } else if (age > static_cast<std::uint64_t>(std::chrono::nanoseconds(w.hang_timeout).count()) &&
+                 // Jobs the sandbox answered but the RT side has not collected (the graph paused,
+                 // or a pipelined chain not called for a while) are no hang.
+                 (c.notify_endpoint == nullptr || !c.notify_endpoint->sandbox_idle_hint())) {
         hang = true;
         reason = "did not finish a block for " + std::to_string(age / 1'000'000) + " ms (timeout " +
                  std::to_string(w.hang_timeout.count()) + " ms): killed";

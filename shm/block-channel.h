@@ -115,6 +115,10 @@ class HostEndpoint {
   [[nodiscard]] std::size_t channel_stride() const noexcept;
   /// [rt] Jobs submitted whose completion has not been popped yet (0..slot_count).
   [[nodiscard]] std::uint32_t in_flight() const noexcept;
+  /// [any] True when the sandbox has published a completion for every job pushed so far, whether
+  /// or not the RT side collected them yet (it may not have been called: a paused graph). For the
+  /// hang watchdog only: read from shared memory, it is a hint the sandbox could fake.
+  [[nodiscard]] bool sandbox_idle_hint() const noexcept;
   /// [rt] True once the sandbox broke the protocol (the endpoint then stays unusable).
   [[nodiscard]] bool failed() const noexcept;
   /// [main] How long wait_complete_rt() spins at most before it sleeps (0: sleep at once).

@@ -107,6 +107,10 @@ class SpscProducer {
 
   /// [any] Our own count of pushed entries (the private copy, not the shared one).
   [[nodiscard]] std::uint32_t write_index() const noexcept { return write_; }
+  /// [any] The count of pushed entries as published in the segment, readable from any thread.
+  [[nodiscard]] std::uint32_t published_write_index() const noexcept {
+    return control_->write.load(std::memory_order_acquire);
+  }
   [[nodiscard]] std::uint32_t capacity() const noexcept { return capacity_; }
 
  private:
@@ -189,6 +193,10 @@ class SpscConsumer {
   }
 
   [[nodiscard]] std::uint32_t read_index() const noexcept { return read_; }
+  /// [any] What the producer claims to have pushed so far. Untrusted: a hint, never an index.
+  [[nodiscard]] std::uint32_t producer_write_hint() const noexcept {
+    return control_->write.load(std::memory_order_acquire);
+  }
   [[nodiscard]] std::uint32_t capacity() const noexcept { return capacity_; }
 
  private:

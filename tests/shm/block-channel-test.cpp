@@ -171,6 +171,24 @@ TEST(HostEndpoint, WaitTimesOutWhenTheSandboxDoesNotAnswer) {
   EXPECT_EQ(channel.host.wait_complete_rt(done, 0), WaitResult::ready);  // ready beats the deadline
 }
 
+TEST(HostEndpoint, IdleHintFollowsTheSandboxNotTheCollector) {
+  Channel channel;
+  EXPECT_TRUE(channel.host.sandbox_idle_hint());
+  ASSERT_TRUE(channel.host.submit_rt(Job{0, 0, 8, 0}));
+  ASSERT_TRUE(channel.host.submit_rt(Job{1, 1, 8, 0}));
+  EXPECT_FALSE(channel.host.sandbox_idle_hint());  // two jobs the sandbox has not answered
+  channel.echo_one();
+  EXPECT_FALSE(channel.host.sandbox_idle_hint());  // one still open
+  channel.echo_one();
+  // Both answered, neither collected by the host: the sandbox is idle, not hung.
+  EXPECT_TRUE(channel.host.sandbox_idle_hint());
+  EXPECT_EQ(channel.host.in_flight(), 2U);
+  Completion done;
+  EXPECT_EQ(channel.host.try_complete_rt(done), WaitResult::ready);
+  EXPECT_EQ(channel.host.try_complete_rt(done), WaitResult::ready);
+  EXPECT_TRUE(channel.host.sandbox_idle_hint());
+}
+
 TEST(HostEndpoint, WaitReturnsAtOnceWithNothingInFlight) {
   Channel channel;
   Completion done;

@@ -634,7 +634,9 @@ int run_node_or_throw(const ChainConfig& config) {
   const LoopSource sigint(loop, pw_loop_add_signal(loop, SIGINT, &on_quit_signal, main_loop.get()));
   const LoopSource sigterm(loop, pw_loop_add_signal(loop, SIGTERM, &on_quit_signal, main_loop.get()));
 
-  ContextPtr context(pw_context_new(loop, nullptr, 0));
+  // client-rt.conf loads module-rt: the data thread that runs the chain gets SCHED_FIFO (directly
+  // when permitted, else through RTKit), as every PipeWire audio client should.
+  ContextPtr context(pw_context_new(loop, pw_properties_new(PW_KEY_CONFIG_NAME, "client-rt.conf", nullptr), 0));
   if (!context) {
     std::fprintf(stderr, "sandpipe: cannot create a PipeWire context: %s\n", errno_message(errno).c_str());
     return 1;

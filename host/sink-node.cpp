@@ -249,7 +249,8 @@ int run(const ChainConfig& config) {
   spa_source* sigterm = pw_loop_add_signal(l, SIGTERM, &on_quit_signal, loop.get());
   int status = 1;
   {
-    std::unique_ptr<pw_context, decltype(&pw_context_destroy)> context(pw_context_new(l, nullptr, 0),
+    std::unique_ptr<pw_context, decltype(&pw_context_destroy)> context(
+        pw_context_new(l, pw_properties_new(PW_KEY_CONFIG_NAME, "client-rt.conf", nullptr), 0),
                                                                        &pw_context_destroy);
     std::unique_ptr<pw_core, decltype(&pw_core_disconnect)> core(
         context ? pw_context_connect(context.get(), nullptr, 0) : nullptr, &pw_core_disconnect);

@@ -35,6 +35,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     SandboxOptions sandbox_options;
     sandbox_options.slot_count = shm::max_slots;
     sandbox_options.keep_failed = !options_.offline || options_.allow_bypass;  // never fatal live
+    sandbox_options.rt_priority = options_.sandbox_rt_priority;
     if (options_.supervision.log) sandbox_options.log = options_.supervision.log;
     sandboxed = start_sandbox_processors(std::span<const PluginSpec>(python_specs), sample_rate, channels_,
                                          max_frames_, sandbox_options);

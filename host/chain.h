@@ -18,6 +18,10 @@ namespace sandpipe::host {
 
 class SandboxProcessor;
 
+/// Below PipeWire's data threads (module-rt's default 88): a sandbox must not preempt the
+/// thread that waits for it, but ordinary processes must not preempt the sandbox.
+inline constexpr int live_sandbox_rt_priority = 70;
+
 /// How a chain schedules its Python slots (see docs/architecture.md, "Scheduler").
 struct ChainOptions {
   /// The block size the slots are prepared for (the quantum; 0: max_frames). Pipelined slots
@@ -37,6 +41,9 @@ struct ChainOptions {
   /// `supervision.default_hang_timeout` (set it from --timeout-ms).
   bool offline = false;
   bool allow_bypass = false;
+  /// SCHED_FIFO priority of the sandboxes (0: normal scheduling; offline needs none). The
+  /// nodes use `live_sandbox_rt_priority`.
+  int sandbox_rt_priority = 0;
   /// Wet↔dry ramp of every Python slot (frames; 0 switches hard: tests assert exact samples).
   std::uint32_t crossfade_frames = 64;
   /// Everything else of the supervisor; restart limits come from the config.

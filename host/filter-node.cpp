@@ -494,6 +494,7 @@ class FilterNode {
     ChainOptions options;
     const std::uint32_t quantum = rt_.graph_quantum.load(std::memory_order_relaxed);
     options.block_frames = quantum != 0 ? quantum : detail::default_quantum;
+    options.sandbox_rt_priority = live_sandbox_rt_priority;
     auto chain = std::make_unique<Chain>(props_.config(), rate, detail::chain_block_frames, std::move(options));
     if (chain_ && (chain->has_source() != chain_->has_source() || chain->has_sink() != chain_->has_sink())) {
       throw PluginError("a source or sink plugin changed its role: the node's ports cannot follow");

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -565,7 +566,7 @@ std::vector<std::string> sandbox_environment() {
 }
 
 pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::uint32_t memory_mb,
-                    bool allow_writes) {
+                    bool allow_writes, int rt_priority) {
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
@@ -610,6 +611,14 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::ui
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw PluginError("cannot start " + exe_s + ": " + std::strerror(rc));
+  if (rt_priority > 0) {
+    // The sandbox computes what the RT thread waits for: give it real-time scheduling too, below
+    // PipeWire's data threads, and never to anything it would spawn. A runaway plugin is bounded
+    // by the kernel's RT throttling and killed by the hang watchdog. Not permitted: stays normal.
+    sched_param param{};
+    param.sched_priority = rt_priority;
+    (void)::sched_setscheduler(pid, SCHED_FIFO | SCHED_RESET_ON_FORK, &param);
+  }
   return pid;
 }
 
@@ -641,7 +650,7 @@ std::unique_ptr<SandboxProcessor::Control> SandboxProcessor::Control::spawn(cons
   c->sock.reset(pair[0]);
   UniqueFd child_end(pair[1]);
   c->pid = spawn_sandbox(launch.executable, child_end.get(), c->link->segment.fd(), launch.memory_mb,
-                         launch.allow_writes);
+                         launch.allow_writes, launch.rt_priority);
   c->pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c->pid, 0)));
 
   capnp::MallocMessageBuilder hello_msg;
@@ -915,10 +924,11 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     c.launch = SandboxLaunch{spec.name,     file,           exe,       geometry, sample_rate, spec.memory_mb,
                              options.host_spin_ns, c.log, options.request_timeout, options.shutdown_timeout};
     c.launch.allow_writes = spec.allow_writes;
+    c.launch.rt_priority = options.rt_priority;
     c.params = spec.params;
     c.notify_endpoint = &proc->link_for_main().endpoint;
     c.pid = spawn_sandbox(exe, child_end.get(), proc->link_for_main().segment.fd(), spec.memory_mb,
-                          spec.allow_writes);
+                          spec.allow_writes, options.rt_priority);
     c.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0)));
     procs.push_back(std::move(proc));
   }

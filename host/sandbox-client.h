@@ -74,6 +74,9 @@ struct SandboxOptions {
   std::optional<std::uint64_t> host_spin_ns;
   /// Audio slots in each segment (power of two, 2..16): blocks that may be outstanding at once.
   std::uint32_t slot_count = 4;
+  /// SCHED_FIFO priority for the sandbox processes (0: normal scheduling). Live nodes use one
+  /// below PipeWire's data threads (88), so a sandbox is not preempted by ordinary processes.
+  int rt_priority = 0;
   /// A plugin that fails to load does not throw: its processor is returned with a dead link
   /// (dry or mute for good) and the error kept for the supervisor's status (`sandpipe run`).
   bool keep_failed = false;

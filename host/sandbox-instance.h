@@ -81,6 +81,7 @@ struct SandboxLaunch {
   std::chrono::milliseconds request_timeout{10'000};
   std::chrono::milliseconds shutdown_timeout{2'000};
   bool allow_writes = false;  ///< PluginSpec::allow_writes: --allow-writes for the sandbox
+  int rt_priority = 0;        ///< SandboxOptions::rt_priority
 };
 
 /// "exited with status 1", "killed by signal SIGSEGV", ...

@@ -46,8 +46,11 @@ class SinkNode {
   /// std::runtime_error.
   SinkNode(const ChainConfig& config, pw_main_loop* loop, pw_core* core)
       : config_(config), loop_(loop), props_(config) {
+    ChainOptions options;
+    options.block_frames = detail::default_quantum;  // pipelined slots: k × the usual quantum
+    options.sandbox_rt_priority = live_sandbox_rt_priority;
     chain_ = std::make_unique<Chain>(props_.config(), static_cast<double>(detail::default_rate),
-                                     detail::chain_block_frames);
+                                     detail::chain_block_frames, std::move(options));
     if (chain_->has_source() || chain_->has_sink()) {
       throw PluginError(std::string("mode = \"sink\" runs a processing chain, not one that ") +
                         (chain_->has_source() ? "starts with a source" : "ends with a sink") +

@@ -524,10 +524,12 @@ bool Supervisor::tick(Clock::time_point now) {
           std::snprintf(text, sizeof text, "restarted (pid %d) in %.1f ms", static_cast<int>(w.pid), ms);
           options_.log(w.name, SandboxLogLevel::info, text);
         } else {
-          // An earlier offer the RT side has not taken yet (the graph is paused): the link is
-          // gone with the refusal; this sandbox is useless, try again later.
+          // An earlier offer the RT side has not taken yet (the graph is paused): replace_link
+          // left the link with us; drop this sandbox and its link (the Control first: it points
+          // into the link's endpoint) and try again later.
           w.current->kill_and_reap();
           w.current.reset();
+          w.unclaimed_link.reset();
           w.next_attempt = now + std::chrono::seconds(1);
         }
       }

@@ -128,6 +128,11 @@ struct Supervisor::Watch {
   Clock::time_point last_poll{};
   std::uint64_t next_generation = 2;
   std::uint64_t process_errors_seen = 0;
+  /// The hang watchdog's view of progress: the sandbox's count of answered blocks when last
+  /// seen moving, and when. A sandbox that keeps answering is not hung, however old the
+  /// oldest block the RT side has not collected yet (a pipelined chain, a paused graph).
+  std::uint32_t answered_hint = 0;
+  Clock::time_point progress_at{};
 };
 
 Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options) : options_(std::move(options)) {
@@ -408,6 +413,13 @@ bool Supervisor::tick(Clock::time_point now) {
       // call after replace_link); until then it still describes the dead one.
       const bool adopted = proc.active_generation() == c.generation;
       const std::uint64_t age = adopted ? proc.oldest_outstanding_age_ns(monotonic_ns()) : 0;
+      if (c.notify_endpoint != nullptr) {
+        const std::uint32_t answered = c.notify_endpoint->answered_hint();
+        if (answered != w.answered_hint || c.notify_endpoint->sandbox_idle_hint()) w.progress_at = now;
+        w.answered_hint = answered;
+      } else {
+        w.progress_at = now;
+      }
       // A process that dies closes its socket as it exits: give the exit a moment to show, so
       // the reason names the signal or status rather than the EOF.
       if (c.eof && !c.reaped) c.wait_exit(Clock::now() + std::chrono::milliseconds(50));
@@ -420,9 +432,7 @@ bool Supervisor::tick(Clock::time_point now) {
       } else if (adopted && proc.link_failed()) {
         reason = "broke the block protocol on the shared segment (corrupt ring or completion)";
       } else if (age > static_cast<std::uint64_t>(std::chrono::nanoseconds(w.hang_timeout).count()) &&
-                 // Jobs the sandbox answered but the RT side has not collected (the graph paused,
-                 // or a pipelined chain not called for a while) are no hang.
-                 (c.notify_endpoint == nullptr || !c.notify_endpoint->sandbox_idle_hint())) {
+                 now - w.progress_at > w.hang_timeout) {
         hang = true;
         reason = "did not finish a block for " + std::to_string(age / 1'000'000) + " ms (timeout " +
                  std::to_string(w.hang_timeout.count()) + " ms): killed";
@@ -517,6 +527,7 @@ bool Supervisor::tick(Clock::time_point now) {
           w.last_restart_ms = ms;
           w.max_restart_ms = std::max(w.max_restart_ms, ms);
           w.last_poll = now;
+          w.progress_at = now;  // the watchdog's clock starts again with this sandbox
           w.process_errors_seen = w.current->process_errors;
           restart_ms_.push_back(ms);
           state_changed = true;

@@ -124,6 +124,8 @@ std::size_t SandboxEndpoint::slot_stride() const noexcept { return slot_stride_b
 const Geometry& SandboxEndpoint::geometry() const noexcept { return geometry_; }
 void SandboxEndpoint::set_spin_ns(std::uint64_t spin_ns) noexcept { spin_ns_ = spin_ns; }
 
+std::uint32_t HostEndpoint::answered_hint() const noexcept { return completions_.producer_write_hint(); }
+
 bool HostEndpoint::sandbox_idle_hint() const noexcept {
   return jobs_.published_write_index() == completions_.producer_write_hint();
 }

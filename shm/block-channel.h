@@ -119,6 +119,9 @@ class HostEndpoint {
   /// or not the RT side collected them yet (it may not have been called: a paused graph). For the
   /// hang watchdog only: read from shared memory, it is a hint the sandbox could fake.
   [[nodiscard]] bool sandbox_idle_hint() const noexcept;
+  /// [any] How many blocks the sandbox claims to have answered so far (free-running). Moves as
+  /// long as the sandbox makes progress: the hang watchdog's other input. A hint, as above.
+  [[nodiscard]] std::uint32_t answered_hint() const noexcept;
   /// [rt] True once the sandbox broke the protocol (the endpoint then stays unusable).
   [[nodiscard]] bool failed() const noexcept;
   /// [main] How long wait_complete_rt() spins at most before it sleeps (0: sleep at once).

@@ -179,9 +179,11 @@ TEST(HostEndpoint, IdleHintFollowsTheSandboxNotTheCollector) {
   EXPECT_FALSE(channel.host.sandbox_idle_hint());  // two jobs the sandbox has not answered
   channel.echo_one();
   EXPECT_FALSE(channel.host.sandbox_idle_hint());  // one still open
+  const std::uint32_t answered = channel.host.answered_hint();
   channel.echo_one();
   // Both answered, neither collected by the host: the sandbox is idle, not hung.
   EXPECT_TRUE(channel.host.sandbox_idle_hint());
+  EXPECT_EQ(channel.host.answered_hint(), answered + 1);  // progress the watchdog can see
   EXPECT_EQ(channel.host.in_flight(), 2U);
   Completion done;
   EXPECT_EQ(channel.host.try_complete_rt(done), WaitResult::ready);

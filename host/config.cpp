@@ -220,6 +220,7 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   int mode_line = 0;
   int blocks_line = 0;
   int allow_writes_line = 0;
+  int reload_line = 0;
   spa_json it{};
   reader.enter(parent, it);
   while (auto key = reader.next(it)) {
@@ -263,6 +264,11 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       if (mb != std::floor(mb) || (mb != 0 && (mb < 256 || mb > 1048576)))
         reader.fail(value.line, "memory-mb must be 0 (no limit) or a whole number from 256 to 1048576");
       spec.memory_mb = static_cast<std::uint32_t>(mb);
+    } else if (name == "reload") {
+      if (value.is_quoted() || (value.text != "true" && value.text != "false"))
+        reader.fail(value.line, "reload must be true or false");
+      spec.reload = value.text == "true";
+      reload_line = value.line;
     } else if (name == "allow-writes") {
       if (value.is_quoted() || (value.text != "true" && value.text != "false"))
         reader.fail(value.line, "allow-writes must be true or false");
@@ -271,7 +277,7 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     } else {
       reader.fail(key->line,
                   "unknown plugin key \"" + name +
-                      "\" (known: name, path, params, on-failure, timeout-ms, memory-mb, allow-writes, mode, blocks)");
+                      "\" (known: name, path, params, on-failure, timeout-ms, memory-mb, allow-writes, reload, mode, blocks)");
     }
   }
   if (!have_name) reader.fail(open.line, "plugin entry has no name");
@@ -283,6 +289,8 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   if (spec.mode == SlotMode::pipelined && spec.blocks == 0) spec.blocks = 1;
   if (mode_line != 0 && spec.kind != PluginKind::python && spec.mode != SlotMode::auto_select)
     reader.fail(mode_line, "mode applies to Python plugins only (native plugins run in the audio thread)");
+  if (reload_line != 0 && spec.kind != PluginKind::python)
+    reader.fail(reload_line, "reload applies to Python plugins only (a native plugin is loaded once)");
   if (allow_writes_line != 0 && spec.kind != PluginKind::python)
     reader.fail(allow_writes_line, "allow-writes applies to Python plugins only (native plugins are not sandboxed)");
   return spec;

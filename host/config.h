@@ -61,6 +61,10 @@ struct PluginSpec {
   /// Python plugins (`allow-writes`): the sandbox may open files for writing and change the
   /// file system (a sink that records); everything else stays confined.
   bool allow_writes = false;
+  /// Python plugins (`reload`): in `sandpipe run`, a change of the file loads the new code in a
+  /// new sandbox with the old one's state and swaps it in; a version that fails to load leaves
+  /// the old one running.
+  bool reload = false;
   int line = 0;
 };
 

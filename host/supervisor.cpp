@@ -106,6 +106,7 @@ struct Supervisor::Watch {
   std::uint64_t exceptions_before = 0;  ///< exceptions of sandboxes that are gone
   std::uint64_t exceptions_now = 0;     ///< the current sandbox's, from its stats
   std::uint64_t restarts = 0;
+  std::uint64_t reloads = 0;
   std::uint64_t crashes = 0;
   std::uint64_t hangs = 0;
   std::string last_error;
@@ -133,6 +134,18 @@ struct Supervisor::Watch {
   /// oldest block the RT side has not collected yet (a pipelined chain, a paused graph).
   std::uint32_t answered_hint = 0;
   Clock::time_point progress_at{};
+  // Hot reload (`reload = true`): the file's time when last loaded, the new version loading
+  // beside the running one, and when its state was asked for.
+  std::filesystem::file_time_type file_time{};
+  Clock::time_point next_file_check{};
+  Clock::time_point reload_asked{};
+  bool reload_wanted = false;
+  bool reload_state_fresh = false;
+  std::unique_ptr<Control> reloading;
+  /// The version a reload replaced: it may still be answering the block the RT side waits for,
+  /// so it is stopped a little later (never talked to again: its link may be gone).
+  std::unique_ptr<Control> retiring;
+  Clock::time_point retire_at{};
 };
 
 Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options) : options_(std::move(options)) {
@@ -145,6 +158,12 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
     w->python = s.sandbox != nullptr;
     if (w->python) {
       any_python = true;
+      if (s.reload) {
+        std::error_code ec;
+        w->file_time = std::filesystem::last_write_time(s.sandbox->control_ ? s.sandbox->control_->launch.file
+                                                                            : std::filesystem::path{},
+                                                        ec);
+      }
       w->hang_timeout = s.timeout_ms > 0.0
                             ? std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_ms))
                             : options_.default_hang_timeout;
@@ -214,6 +233,7 @@ std::vector<SlotStatus> Supervisor::status() const {
     s.counters = w->slot.processor->counters();
     s.exceptions = w->exceptions_before + w->exceptions_now;
     s.restarts = w->restarts;
+    s.reloads = w->reloads;
     s.crashes = w->crashes;
     s.hangs = w->hangs;
     s.last_error = w->last_error;
@@ -239,7 +259,7 @@ std::string Supervisor::status_json() const {
       << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure) << "\",\"blocks\":"
       << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks << ",\"sanitized_blocks\":"
-      << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts
+      << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
       << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"pid\":" << s.pid << "," << restart
       << ",\"last_error\":\"" << json_escape(s.last_error) << "\"}";
   }
@@ -335,7 +355,7 @@ void Supervisor::run() {
     std::vector<pollfd> fds;
     fds.push_back({wake_fd_, POLLIN, 0});
     for (const auto& w : watches_) {
-      for (Control* c : {w->current.get(), w->spare.get(), w->pending.get()}) {
+      for (Control* c : {w->current.get(), w->spare.get(), w->pending.get(), w->reloading.get()}) {
         if (c == nullptr) continue;
         if (!c->eof && c->protocol_error.empty()) fds.push_back({c->sock.get(), POLLIN, 0});
         if (!c->reaped && c->pidfd.get() >= 0) fds.push_back({c->pidfd.get(), POLLIN, 0});
@@ -372,6 +392,77 @@ void Supervisor::run() {
   write_status_file();
 }
 
+void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_changed) {
+  SandboxProcessor& proc = *w.slot.sandbox;
+  if (w.retiring && now >= w.retire_at) {
+    w.retiring->kill_and_reap();
+    w.retiring.reset();
+  }
+  if (w.state != SlotState::running || !w.current) {  // a crash: the restart path has it
+    if (w.reloading) w.reloading->kill_and_reap();
+    w.reloading.reset();
+    w.reload_wanted = false;
+    return;
+  }
+  if (!w.reload_wanted && !w.reloading && now >= w.next_file_check) {
+    w.next_file_check = now + std::chrono::milliseconds(250);
+    std::error_code ec;
+    const auto time = std::filesystem::last_write_time(w.launch.file, ec);
+    if (!ec && time != w.file_time) {
+      // Ask the running version for its state now, so the new one continues from here.
+      w.file_time = time;
+      w.reload_wanted = true;
+      w.reload_state_fresh = false;
+      w.reload_asked = now;
+      w.current->request_async(Control::Async::state);
+    }
+  }
+  if (w.reload_wanted && !w.reloading &&
+      (w.reload_state_fresh || now - w.reload_asked > std::chrono::milliseconds(500))) {
+    w.reload_wanted = false;
+    std::string error;
+    w.reloading = spawn_instance(w.launch, w.next_generation++, error);
+    if (!w.reloading) {
+      w.last_error = "reload: cannot start a sandbox: " + error;
+      options_.log(w.name, SandboxLogLevel::error, w.last_error + "; the running version stays");
+      state_changed = true;
+      return;
+    }
+    w.reloading->params = w.params;
+    w.reloading->send_load(w.saved_state);
+  }
+  if (!w.reloading) return;
+  Control& r = *w.reloading;
+  r.advance();
+  if (r.phase == Control::Phase::failed || r.gone()) {
+    w.last_error = "reload failed, the running version stays: " +
+                   (r.phase == Control::Phase::failed ? r.failure : "sandbox " + r.gone_reason());
+    options_.log(w.name, SandboxLogLevel::error, w.last_error);
+    r.kill_and_reap();
+    w.reloading.reset();
+    state_changed = true;
+    return;
+  }
+  if (r.phase != Control::Phase::loaded) return;
+  proc.collect_retired_links();
+  if (!proc.replace_link(std::move(r.link))) return;  // an offer still pending: next tick
+  // The RT side switches at its next block, fading in the new version; the old one goes once
+  // it cannot be owed a block any more.
+  if (w.retiring) w.retiring->kill_and_reap();
+  w.retiring = std::move(w.current);
+  w.retiring->notify_endpoint = nullptr;  // its link goes with the RT side's switch
+  w.retire_at = now + std::chrono::milliseconds(250);
+  w.current = std::move(w.reloading);
+  w.pid = w.current->pid;
+  w.reloads += 1;
+  w.progress_at = now;
+  w.last_poll = now;
+  w.process_errors_seen = w.current->process_errors;
+  state_changed = true;
+  options_.log(w.name, SandboxLogLevel::info,
+               "reloaded " + w.launch.file.filename().string() + " (pid " + std::to_string(w.pid) + ")");
+}
+
 bool Supervisor::tick(Clock::time_point now) {
   bool state_changed = false;
   for (auto& wp : watches_) {
@@ -390,7 +481,10 @@ bool Supervisor::tick(Clock::time_point now) {
       }
       if (auto stats = c.take_async_stats()) w.exceptions_now = stats->exceptions;
       w.exceptions_now = std::max(w.exceptions_now, c.process_errors);  // reports arrive first
-      if (auto state = c.take_async_state()) w.saved_state = std::move(*state);
+      if (auto state = c.take_async_state()) {
+        w.saved_state = std::move(*state);
+        w.reload_state_fresh = w.reload_wanted;
+      }
       for (auto& [setting, refusal] : c.param_results) {
         if (refusal) {
           options_.log(w.name, SandboxLogLevel::error, "set " + setting.key + " refused: " + *refusal);
@@ -469,6 +563,9 @@ bool Supervisor::tick(Clock::time_point now) {
         c.request_async(Control::Async::stats);
       }
     }
+
+    // ---- hot reload: a new version of the file beside the running one -----------------------
+    if (w.slot.reload) reload_tick(w, now, state_changed);
 
     // ---- bringing a new one up --------------------------------------------------------------
     if (w.state == SlotState::restarting) {
@@ -609,6 +706,7 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
     if (i < config.plugins.size()) {
       s.on_failure = config.plugins[i].on_failure;
       s.timeout_ms = config.plugins[i].timeout_ms;
+      s.reload = config.plugins[i].reload && !offline;
     }
     supervised.push_back(s);
   }

@@ -53,6 +53,7 @@ struct SlotStatus {
   SlotCounters counters;        ///< the RT side's (blocks, deadline misses, bypassed, sanitized)
   std::uint64_t exceptions = 0;  ///< exceptions raised in process(), over every sandbox of the slot
   std::uint64_t restarts = 0;    ///< sandboxes that replaced a dead or hung one
+  std::uint64_t reloads = 0;     ///< new versions of the plugin file swapped in (`reload`)
   std::uint64_t crashes = 0;     ///< sandboxes that died (exit, signal, EOF, protocol breach)
   std::uint64_t hangs = 0;       ///< sandboxes killed by the hang watchdog
   std::string last_error;        ///< the last failure, with a traceback when there was one
@@ -89,6 +90,7 @@ struct SupervisedSlot {
   SandboxProcessor* sandbox = nullptr;  ///< Python slots
   OnFailure on_failure = OnFailure::bypass;
   double timeout_ms = 0.0;              ///< the plugin's `timeout-ms` (0: the default)
+  bool reload = false;                  ///< the plugin's `reload`: follow changes of its file
 };
 
 /// Not copyable. Created [main] after the chain's slots, destroyed before them.
@@ -130,6 +132,9 @@ class Supervisor {
   void run();
   /// Returns true when some slot changed state.
   bool tick(std::chrono::steady_clock::time_point now);
+  /// One slot's hot reload (`reload = true`): watch the file, load a new version beside the
+  /// running one with its state, swap it in, or keep the old one if the new one fails.
+  void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
   void write_status_file();
   [[nodiscard]] bool settled_locked() const;
 

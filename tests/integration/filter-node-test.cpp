@@ -474,6 +474,52 @@ TEST_F(FilterNode, KeepsPlayingWhenASandboxIsKilledAndRestartsIt) {
   stop_node(*node, name);
 }
 
+TEST_F(FilterNode, ReloadsAChangedPythonFileAndKeepsTheOldOneWhenTheNewOneFails) {
+  // `reload = true`: editing the plugin's file swaps the new code in while the node runs; a
+  // version that does not load is reported and the running one stays.
+  const std::string name = "sandpipe-it-reload";
+  const fs::path plugin = work_ / "fx.py";
+  const auto write_plugin = [&](const std::string& body) {
+    const fs::path tmp = work_ / "fx.py.new";
+    std::ofstream(tmp) << "import sandpipe\n\nclass Fx(sandpipe.Plugin):\n    def process(self, block):\n" << body;
+    fs::rename(tmp, plugin);  // as editors save: the file changes at once
+  };
+  write_plugin("        block *= 0.5\n");
+  auto node = start_node(
+      name, write_config(name, "  { name = \"fx\" path = \"" + plugin.string() + "\" mode = \"sync\" reload = true }\n"));
+  ASSERT_FALSE(HasFailure());
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"}), 0.5, 0, /*allow_dry=*/true);
+
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  ASSERT_NE(runtime, nullptr);
+  const fs::path node_status = fs::path(runtime) / "sandpipe" / (name + ".status");
+  auto slot = [&]() -> Json {
+    try {
+      const Json status = Json::parse(read_text(node_status));
+      const auto& slots = status["slots"].arr();
+      return slots.empty() ? Json{} : slots.front();
+    } catch (const std::exception&) {
+      return {};
+    }
+  };
+
+  write_plugin("        block *= 0.25\n");
+  ASSERT_TRUE(poll_until([&] { return slot()["reloads"].is_number() && slot()["reloads"].num() >= 1; }, startup_timeout))
+      << read_text(node_status) << read_text(work_ / (name + ".err"));
+  (void)run_probe(name, {"--frames", "4800"});  // the switch and its crossfade happen here
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 0, /*allow_dry=*/true);
+
+  write_plugin("        block *= (\n");  // a syntax error
+  ASSERT_TRUE(poll_until([&] { return slot().text("last_error").find("reload failed") != std::string::npos; },
+                         startup_timeout))
+      << read_text(node_status);
+  EXPECT_NE(slot().text("last_error").find("SyntaxError"), std::string::npos) << slot().text("last_error");
+  EXPECT_EQ(slot()["reloads"].num(), 1);
+  EXPECT_EQ(slot().text("state"), "running");
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 0, /*allow_dry=*/true);
+  stop_node(*node, name);
+}
+
 TEST_F(FilterNode, ExitsZeroOnSigtermAndLeavesTheGraph) {
   const std::string name = "sandpipe-it-sigterm";
   auto node = start_node(name, write_config(name, gain_plugin(1.0)));

@@ -28,103 +28,24 @@
 #include <thread>
 #include <vector>
 
-#include "json-lite.h"
+#include "pw-test-util.h"
 
 namespace sandpipe::desktop {
 namespace {
 
 namespace fs = std::filesystem;
+using integration::Child;
 using integration::Json;
+using integration::poll_until;
+using integration::pw_dump;
+using integration::read_text;
+using integration::run_command;
 using namespace std::chrono_literals;
 
 constexpr auto timeout = 30s;  // bounds failures only
 constexpr double tone_hz = 1000.0;
 constexpr double tone_peak = 0.5;
 constexpr int rate = 48000;
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    if (cond()) return true;
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-}
-
-std::pair<std::string, int> run_command(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return {"", -1};
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
-
-/// A child process with stdout/stderr in files; SIGKILLed and reaped if still running at the end.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(o, STDOUT_FILENO);
-      dup2(e, STDERR_FILENO);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execvp(args[0], args.data());
-      _exit(127);
-    }
-  }
-  ~Child() {
-    if (pid_ > 0 && !status_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  Child(Child&&) = delete;
-  Child& operator=(Child&&) = delete;
-
-  void signal(int sig) const { kill(pid_, sig); }
-  bool running() {
-    if (status_) return false;
-    int st = 0;
-    if (waitpid(pid_, &st, WNOHANG) == pid_) {
-      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      return false;
-    }
-    return true;
-  }
-  std::optional<int> wait_exit(std::chrono::milliseconds limit) {
-    poll_until([&] { return !running(); }, limit);
-    return status_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-Json pw_dump() {
-  auto [out, status] = run_command("pw-dump 2>/dev/null");
-  if (status != 0 || out.empty()) return Json::parse("[]");
-  try {
-    return Json::parse(out);
-  } catch (const std::exception&) {
-    return Json::parse("[]");  // caught mid-change; the caller polls again
-  }
-}
 
 /// The id of the node named `name`, or -1.
 double node_id(const Json& dump, const std::string& name) {

@@ -31,7 +31,7 @@
 #include <thread>
 #include <vector>
 
-#include "json-lite.h"
+#include "pw-test-util.h"
 
 namespace sandpipe::integration {
 namespace {
@@ -42,92 +42,6 @@ using namespace std::chrono_literals;
 constexpr auto startup_timeout = 30s;
 const std::string fixtures =
     std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (cond()) return true;
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);  // a polling interval, not a synchronisation
-  }
-}
-
-std::pair<std::string, int> run_command(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return {"", -1};
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
-
-/// A child process with stdout/stderr in files; killed and reaped at destruction if still running.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(o, STDOUT_FILENO);
-      dup2(e, STDERR_FILENO);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execvp(args[0], args.data());
-      _exit(127);
-    }
-  }
-  ~Child() {
-    if (pid_ > 0 && !status_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  Child(Child&&) = delete;
-  Child& operator=(Child&&) = delete;
-
-  void signal(int sig) const { kill(pid_, sig); }
-  bool running() {
-    if (status_) return false;
-    int st = 0;
-    if (waitpid(pid_, &st, WNOHANG) == pid_) {
-      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      return false;
-    }
-    return true;
-  }
-  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
-    poll_until([&] { return !running(); }, timeout);
-    return status_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-Json pw_dump() {
-  auto [out, status] = run_command("pw-dump 2>/dev/null");
-  if (status != 0 || out.empty()) return Json::parse("[]");
-  return Json::parse(out);
-}
-
-Json find_node(const Json& dump, const std::string& name) {
-  for (const Json& o : dump.arr())
-    if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name) return o;
-  return {};
-}
 
 /// "direction:port.name" of every port of the node, sorted.
 std::vector<std::string> port_list(const Json& dump, double node_id) {

@@ -1,0 +1,132 @@
+// Helpers shared by the suites that drive a real private PipeWire graph (integration, desktop,
+// sources-sinks, scheduler): child processes, shell commands, polling a real condition, pw-dump.
+//
+// No timed assertions: every wait polls a condition with a generous limit that only bounds a
+// failure.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "json-lite.h"
+
+namespace sandpipe::integration {
+
+/// The whole file as text ("" if it cannot be read).
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+inline bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+/// Runs a shell command, returns its stdout and exit status (-1 if it did not exit normally).
+inline std::pair<std::string, int> run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return {"", -1};
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+/// A child process with stdout and stderr in files; SIGKILLed and reaped if still running at
+/// destruction. `argv[0]` is a path or a name looked up in PATH.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const std::filesystem::path& out, const std::filesystem::path& err) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(o, STDOUT_FILENO);
+      dup2(e, STDERR_FILENO);
+      std::vector<char*> args;
+      args.reserve(argv.size() + 1);
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execvp(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Child() {
+    if (pid_ > 0 && !status_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  Child(Child&&) = delete;
+  Child& operator=(Child&&) = delete;
+
+  void signal(int sig) const { kill(pid_, sig); }
+
+  /// False once the child has exited (its status is then kept).
+  bool running() {
+    if (status_) return false;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      return false;
+    }
+    return true;
+  }
+
+  /// The exit status (128+signal if killed by one), or nullopt if still running after `limit`.
+  std::optional<int> wait_exit(std::chrono::milliseconds limit) {
+    poll_until([&] { return !running(); }, limit);
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+/// The graph as pw-dump sees it; an empty list if pw-dump failed or was caught mid-change (the
+/// callers poll again).
+inline Json pw_dump() {
+  auto [out, status] = run_command("pw-dump 2>/dev/null");
+  if (status != 0 || out.empty()) return Json::parse("[]");
+  try {
+    return Json::parse(out);
+  } catch (const std::exception&) {
+    return Json::parse("[]");
+  }
+}
+
+/// The pw-dump entry of the node named `name`, or a null Json.
+inline Json find_node(const Json& dump, const std::string& name) {
+  for (const Json& o : dump.arr())
+    if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name) return o;
+  return {};
+}
+
+}  // namespace sandpipe::integration

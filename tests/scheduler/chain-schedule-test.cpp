@@ -20,8 +20,8 @@ using host::ChainConfig;
 using host::ChainOptions;
 using host::SlotMode;
 
-PluginSpec py(const std::string& name, const std::string& file, std::vector<ParamSetting> params, SlotMode mode,
-              std::uint32_t blocks = 0) {
+PluginSpec py(const std::string& name, const std::string& file, std::vector<ParamSetting> params,
+              SlotMode mode, std::uint32_t blocks = 0) {
   PluginSpec spec = python_spec(name, examples_dir() / file, std::move(params));
   spec.mode = mode;
   spec.blocks = blocks;
@@ -98,7 +98,8 @@ TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksOfChangingSize) {
         const std::uint64_t p = pos + i;
         const float want = p < latency ? 0.0F : input_at(p - latency, ch) * 0.25F;
         if (out_buf[ch * 96 + i] != want && mismatches++ < 5)
-          ADD_FAILURE() << "frame " << p << " channel " << ch << ": " << out_buf[ch * 96 + i] << " != " << want;
+          ADD_FAILURE() << "frame " << p << " channel " << ch << ": " << out_buf[ch * 96 + i]
+                        << " != " << want;
       }
     pos += n;
   }
@@ -143,7 +144,8 @@ TEST(ChainSchedule, AutoPipelinesAPluginLongerThanItsShareByTheRightK) {
   // Smallest: one block fewer would not absorb the measured p99.9.
   EXPECT_GT(s.decision.p999_ns, (s.blocks - 1) * budget.period_ns + budget.share_ns);
   EXPECT_EQ(chain.latency_frames(), s.blocks * 256);
-  std::printf("auto: p99.9 %.2f ms -> %s\n", static_cast<double>(s.decision.p999_ns) / 1e6, s.decision.why.c_str());
+  std::printf("auto: p99.9 %.2f ms -> %s\n", static_cast<double>(s.decision.p999_ns) / 1e6,
+              s.decision.why.c_str());
 }
 
 TEST(ChainSchedule, BlockSizeChangeRescalesPipelinedLatency) {
@@ -160,7 +162,8 @@ TEST(ChainSchedule, BlockSizeChangeRescalesPipelinedLatency) {
 
 /// Runs `cycles` periods in real time (a simulated clock: one call per period, deadline at the
 /// period's end) and returns the deadline misses summed over the slots.
-std::uint64_t run_real_time(Chain& chain, std::uint32_t frames, std::uint64_t period_ns, std::uint32_t cycles) {
+std::uint64_t run_real_time(Chain& chain, std::uint32_t frames, std::uint64_t period_ns,
+                            std::uint32_t cycles) {
   std::vector<float> buf(2 * frames, 0.1F);
   const float* ins[2] = {buf.data(), buf.data() + frames};
   std::vector<float> out(2 * frames);
@@ -177,35 +180,48 @@ std::uint64_t run_real_time(Chain& chain, std::uint32_t frames, std::uint64_t pe
 }
 
 TEST(ChainSchedule, TwoPipelinedSlotsRunInParallel) {
-  // Two plugins that each spin 0.7 of a 10 ms period: sync needs 14 ms per cycle (misses nearly
-  // every cycle); pipelined, the two sandboxes work on different blocks at once on 2 cores.
+  // Two plugins that each take 0.7 of a 10 ms period: in series (sync) a cycle needs 14 ms and
+  // misses nearly always; pipelined, the two sandboxes work on different blocks at once.
+  // "sleep": the plugins wait, so only the pipeline's structure decides: if the two slots did
+  // not overlap, 14 ms of work per 10 ms period would miss at least 28 % of the blocks. That is
+  // asserted. "spin": they burn CPU, 1.4 cores of the 2 shared ones; printed only, because how
+  // much CPU is free on a shared machine decides that one (docs/performance.md has the figures).
   constexpr std::uint32_t frames = 480;  // 10 ms at 48 kHz
   constexpr std::uint64_t period = 10'000'000;
   constexpr std::uint32_t cycles = 300;
-  auto make = [&](SlotMode mode) {
+  auto make = [&](SlotMode mode, const char* how) {
+    const std::uint32_t k = mode == SlotMode::pipelined ? 1 : 0;
     ChainConfig config;
-    config.plugins = {py("a", "slow.py", {{"delay_ms", 7.0, 1}, {"mode", std::string("spin"), 1}}, mode, mode == SlotMode::pipelined ? 1 : 0),
-                      py("b", "slow.py", {{"delay_ms", 7.0, 1}, {"mode", std::string("spin"), 1}}, mode, mode == SlotMode::pipelined ? 1 : 0)};
+    for (const char* n : {"a", "b"})
+      config.plugins.push_back(
+          py(n, "slow.py", {{"delay_ms", 7.0, 1}, {"mode", std::string(how), 1}}, mode, k));
     return std::make_unique<Chain>(config, 48000.0, frames, options(0));
   };
-  std::uint64_t sync_misses = 0;
-  {
-    auto chain = make(SlotMode::sync);
-    sync_misses = run_real_time(*chain, frames, period, cycles);
+  for (const char* how : {"sleep", "spin"}) {
+    std::uint64_t sync_misses = 0;
+    {
+      auto chain = make(SlotMode::sync, how);
+      sync_misses = run_real_time(*chain, frames, period, cycles);
+    }
+    std::uint64_t piped_misses = 0;
+    std::uint32_t piped_latency = 0;
+    {
+      auto chain = make(SlotMode::pipelined, how);
+      piped_latency = chain->latency_frames();
+      piped_misses = run_real_time(*chain, frames, period, cycles);
+    }
+    std::printf(
+        "2 x 7 ms (%s), 10 ms period, %u cycles x 2 slots: sync %llu misses, pipelined %llu misses "
+        "(latency %u frames)\n",
+        how, cycles, static_cast<unsigned long long>(sync_misses),
+        static_cast<unsigned long long>(piped_misses), piped_latency);
+    EXPECT_EQ(piped_latency, 2 * frames);
+    if (std::string(how) == "sleep") {
+      EXPECT_GT(sync_misses, cycles / 2);  // 14 ms of waiting in a 7.5 ms budget
+      // Serial slots would miss ≥ 28 % of 2 × 300 blocks (168); overlapping ones almost none.
+      EXPECT_LT(piped_misses, 2 * cycles * 28 / 100 / 4) << "the pipelined slots did not overlap";
+    }
   }
-  std::uint64_t piped_misses = 0;
-  std::uint32_t piped_latency = 0;
-  {
-    auto chain = make(SlotMode::pipelined);
-    piped_latency = chain->latency_frames();
-    piped_misses = run_real_time(*chain, frames, period, cycles);
-  }
-  std::printf("2 x 7 ms plugins, 10 ms period, %u cycles: sync %llu misses, pipelined %llu misses (latency %u frames)\n",
-              cycles, static_cast<unsigned long long>(sync_misses), static_cast<unsigned long long>(piped_misses),
-              piped_latency);
-  EXPECT_EQ(piped_latency, 2 * frames);
-  EXPECT_GT(sync_misses, cycles / 2);  // 14 ms of work in a 7.5 ms budget
-  EXPECT_LT(piped_misses * 2, sync_misses) << "pipelining should remove most misses (a ratio: the machine is shared)";
 }
 
 TEST(ChainSchedule, ThreeFiveMsPluginsAt512Frames) {
@@ -220,7 +236,8 @@ TEST(ChainSchedule, ThreeFiveMsPluginsAt512Frames) {
   auto make = [&](SlotMode mode, std::uint32_t k, const char* how) {
     ChainConfig config;
     for (const char* n : {"a", "b", "c"})
-      config.plugins.push_back(py(n, "slow.py", {{"delay_ms", 5.0, 1}, {"mode", std::string(how), 1}}, mode, k));
+      config.plugins.push_back(
+          py(n, "slow.py", {{"delay_ms", 5.0, 1}, {"mode", std::string(how), 1}}, mode, k));
     return std::make_unique<Chain>(config, 48000.0, frames, options(0));
   };
   for (const char* how : {"sleep", "spin"}) {
@@ -231,11 +248,12 @@ TEST(ChainSchedule, ThreeFiveMsPluginsAt512Frames) {
       latency[k] = chain->latency_frames();
       misses[k] = run_real_time(*chain, frames, period, cycles);
     }
-    std::printf("3 x 5 ms (%s) at 48k/512, %u cycles x 3 slots: sync %llu misses (latency %u), pipelined k=1 %llu "
-                "(latency %u), k=2 %llu (latency %u)\n",
-                how, cycles, static_cast<unsigned long long>(misses[0]), latency[0],
-                static_cast<unsigned long long>(misses[1]), latency[1], static_cast<unsigned long long>(misses[2]),
-                latency[2]);
+    std::printf(
+        "3 x 5 ms (%s) at 48k/512, %u cycles x 3 slots: sync %llu misses (latency %u), pipelined k=1 %llu "
+        "(latency %u), k=2 %llu (latency %u)\n",
+        how, cycles, static_cast<unsigned long long>(misses[0]), latency[0],
+        static_cast<unsigned long long>(misses[1]), latency[1], static_cast<unsigned long long>(misses[2]),
+        latency[2]);
     EXPECT_EQ(latency[1], 3 * 512U);
     if (std::string(how) == "sleep") {
       EXPECT_LT(misses[1] * 2, misses[0]);
@@ -250,7 +268,8 @@ TEST(ChainSchedule, RenderCompensatesPipelinedLatency) {
   constexpr int rate = 48000;
   constexpr int frames = 48000;
   std::vector<float> input(std::size_t{frames} * 2);
-  for (std::size_t i = 0; i < input.size(); ++i) input[i] = input_at(i / 2, static_cast<std::uint32_t>(i % 2));
+  for (std::size_t i = 0; i < input.size(); ++i)
+    input[i] = input_at(i / 2, static_cast<std::uint32_t>(i % 2));
   SF_INFO info{};
   info.samplerate = rate;
   info.channels = 2;

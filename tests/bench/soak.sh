@@ -214,7 +214,8 @@ summary = {
               if k in probe},
     "probe_exit": int(probe_status), "sandpipe_exit": int(node_status),
     "sandpipe_survived": node_alive == "1",
-    "latency_frames": int(m.group(1)) if (m := re.search(r"latency (\d+) frames", log)) else None,
+    # The last one: the node re-reports when the forced quantum reaches it.
+    "latency_frames": int(lat[-1]) if (lat := re.findall(r"latency (?:now )?(\d+) frames", log)) else None,
     "scheduler": re.findall(r"sandpipe: \[(\S+)\] scheduler: (.*)", log),
     "node_counters": node, "slots": slots,
     "deadline_misses": sum(s.get("deadline-misses", 0) for s in slots.values()),

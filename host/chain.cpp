@@ -30,6 +30,20 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   std::vector<PluginSpec> python_specs;
   for (const auto& spec : config.plugins)
     if (spec.kind == PluginKind::python) python_specs.push_back(spec);
+  const std::size_t python_count = python_specs.size();
+  // An `auto` slot's start-up burst is timed on a stand-in: a second sandbox with the same
+  // plugin and params, started with the others and stopped after the burst. The slot's own
+  // plugin then meets the first real sample in its initial state (a cipher's keystream, a
+  // delay line, a block counter are not advanced by the burst).
+  std::vector<std::size_t> stand_in_of;  // python index → index of its stand-in in python_specs
+  if (options_.calibration_blocks > 0) {
+    for (std::size_t i = 0; i < python_count; ++i) {
+      if (python_specs[i].mode != SlotMode::auto_select) continue;
+      stand_in_of.resize(python_count, 0);
+      stand_in_of[i] = python_specs.size();
+      python_specs.push_back(python_specs[i]);
+    }
+  }
   std::vector<std::unique_ptr<SandboxProcessor>> sandboxed;
   if (!python_specs.empty()) {
     SandboxOptions sandbox_options;
@@ -40,6 +54,10 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     sandboxed = start_sandbox_processors(std::span<const PluginSpec>(python_specs), sample_rate, channels_,
                                          max_frames_, sandbox_options);
   }
+
+  stand_ins_.resize(python_count);
+  for (std::size_t i = 0; i < stand_in_of.size(); ++i)
+    if (stand_in_of[i] != 0) stand_ins_[i] = std::move(sandboxed.at(stand_in_of[i]));
 
   std::size_t next_sandboxed = 0;
   for (const auto& spec : config.plugins) {
@@ -60,7 +78,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   }
 
   check_roles(config);
-  remote_count_ = python_specs.size();
+  remote_count_ = python_count;
   scratch_.assign(std::size_t{2} * channels_ * max_frames_, 0.0F);
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
     ping_[ch] = scratch_.data() + std::size_t{ch} * max_frames_;
@@ -70,6 +88,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   reviewed_histogram_.resize(sandboxes_.size());
   for (SandboxProcessor* proc : sandboxes_) proc->set_crossfade_frames(options_.crossfade_frames);
   apply_schedule(true);
+  stand_ins_.clear();  // their sandboxes shut down; the slots' own ones have seen no block yet
   supervisor_ = supervise_chain(config, slots_, options_.offline, options_.supervision);
 }
 
@@ -122,8 +141,10 @@ void Chain::apply_schedule(bool initial) {
       case SlotMode::auto_select: {
         // A source's or sink's calibration blocks would be heard or recorded: it measures while running.
         const bool endpoint = proc.info().role == "source" || proc.info().role == "sink";
-        if (initial && !endpoint && options_.calibration_blocks > 0 &&
-            !proc.calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration)) {
+        SandboxProcessor* stand_in = i < stand_ins_.size() ? stand_ins_[i].get() : nullptr;
+        if (initial && !endpoint && stand_in != nullptr &&
+            !stand_in->calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL,
+                                 sched.calibration)) {
           report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
         }
         HistogramCounts measured = sched.calibration;

@@ -146,6 +146,48 @@ TEST(ChainSchedule, AutoPipelinesAPluginLongerThanItsShareByTheRightK) {
   std::printf("auto: p99.9 %.2f ms -> %s\n", static_cast<double>(s.decision.p999_ns) / 1e6, s.decision.why.c_str());
 }
 
+TEST(ChainSchedule, CalibrationLeavesTheAutoSlotsPluginInItsInitialState) {
+  // scramble ∘ scramble is the identity only if both keystreams start at the same sample. The
+  // sync descrambler "dec" is never calibrated; the auto scrambler "enc" after it is timed by a
+  // 32-block burst at start-up. If that burst ran through enc's own sandbox, enc's keystream
+  // would start 32 × 512 frames ahead and the output would be noise. Sync or pipelined, enc
+  // sees dec's output in order: out[n] == in[n − L] exactly.
+  ChainConfig config;
+  config.channels = 2;
+  config.plugins = {py("dec", "scrambler.py", {{"key", std::string("k"), 1}}, SlotMode::sync),
+                    py("enc", "scrambler.py", {{"key", std::string("k"), 1}}, SlotMode::auto_select)};
+  constexpr std::uint32_t frames = 512;
+  ChainOptions o = options(32, frames);  // the live node's configuration: calibration on
+  o.crossfade_frames = 0;
+  Chain chain(config, 48000.0, frames, o);
+  ASSERT_EQ(chain.schedules().at(1).calibration.total(), 32U) << "the burst did not run";
+  const std::uint64_t latency = chain.latency_frames();
+
+  std::vector<float> in_buf(2 * frames);
+  std::vector<float> out_buf(2 * frames);
+  const float* ins[2] = {in_buf.data(), in_buf.data() + frames};
+  float* outs[2] = {out_buf.data(), out_buf.data() + frames};
+  std::uint64_t mismatches = 0;
+  std::uint64_t compared = 0;
+  for (std::uint64_t pos = 0; pos < latency + 8 * frames; pos += frames) {
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < frames; ++i) in_buf[ch * frames + i] = input_at(pos + i, ch);
+    chain.process_rt(ins, outs, frames, now_ns() + 10'000'000'000ULL);
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < frames; ++i) {
+        const std::uint64_t p = pos + i;
+        if (p < latency) continue;
+        ++compared;
+        const float want = input_at(p - latency, ch);
+        if (out_buf[ch * frames + i] != want && mismatches++ < 5)
+          ADD_FAILURE() << "frame " << p << " channel " << ch << ": " << out_buf[ch * frames + i]
+                        << " != " << want;
+      }
+  }
+  EXPECT_EQ(mismatches, 0U) << "of " << compared << " samples; enc: " << chain.schedules().at(1).decision.why;
+  for (const auto& slot : chain.slots()) EXPECT_EQ(slot->counters().bypassed_blocks, 0U) << slot->name();
+}
+
 TEST(ChainSchedule, BlockSizeChangeRescalesPipelinedLatency) {
   ChainConfig config;
   config.plugins = {py("p", "gain.py", {}, SlotMode::pipelined, 2)};

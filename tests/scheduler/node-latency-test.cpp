@@ -128,11 +128,13 @@ std::string start_session(std::string& log) {
   return session_dir;
 }
 
-/// Writes a chain of one gain.py slot (× 0.5) pipelined over `blocks` and starts `sandpipe run`.
-pid_t start_node(const fs::path& work, const std::string& name, int blocks) {
+/// Writes a chain of one gain.py slot (× 0.5) pipelined over `blocks` and starts `sandpipe run`
+/// (`mode`: the node's mode, "filter" or "sink").
+pid_t start_node(const fs::path& work, const std::string& name, int blocks,
+                 const std::string& mode = "filter") {
   const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
   std::ofstream(work / (name + ".conf"))
-      << "node.name = \"" << name << "\"\nchannels = 2\nplugins = [\n"
+      << "node.name = \"" << name << "\"\nmode = \"" << mode << "\"\nchannels = 2\nplugins = [\n"
       << "  { name = \"py\" path = \"" << plugin
       << "\" params = { gain = 0.5 } mode = \"pipelined\" blocks = " << blocks << " }\n]\n";
   return spawn({SANDPIPE_EXE, "run", (work / (name + ".conf")).string()}, work / (name + ".out"),
@@ -240,6 +242,27 @@ TEST(NodeLatency, PortsAddTheLatencyOfTheNodesAroundThem) {
     kill(node, SIGTERM);
     EXPECT_EQ(wait_exit(node), 0);
   }
+  run_command(std::string(PW_SESSION_SH) + " stop " + session_dir + " 2>&1");
+  if (!HasFailure()) fs::remove_all(work);
+}
+
+TEST(NodeLatency, SinkModeAddsTheChainsLatencyOnBothStreams) {
+  // mode = "sink": applications see the chain's latency on the sink's ports (towards the device),
+  // the device side sees it on the playback stream's ports (from the applications). The sink's
+  // chain is scheduled for PipeWire's default quantum: 2 × 1024.
+  std::string log;
+  const std::string session_dir = start_session(log);
+  ASSERT_FALSE(session_dir.empty()) << log;
+  const fs::path work = fs::temp_directory_path() / ("sandpipe-sched-sink-" + std::to_string(getpid()));
+  fs::create_directories(work);
+  const std::string name = "sandpipe-lat-sink";
+  const pid_t node = start_node(work, name, 2, "sink");
+  EXPECT_TRUE(poll_until([&] { return ports_report(name, "input", "Input", 2048); }, 30s))
+      << describe_ports(name) << read_text(work / (name + ".err"));
+  EXPECT_TRUE(poll_until([&] { return ports_report(name + ".output", "output", "Output", 2048); }, 30s))
+      << describe_ports(name + ".output") << read_text(work / (name + ".err"));
+  kill(node, SIGTERM);
+  EXPECT_EQ(wait_exit(node), 0) << read_text(work / (name + ".err"));
   run_command(std::string(PW_SESSION_SH) + " stop " + session_dir + " 2>&1");
   if (!HasFailure()) fs::remove_all(work);
 }

@@ -90,6 +90,20 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   apply_schedule(true);
   stand_ins_.clear();  // their sandboxes shut down; the slots' own ones have seen no block yet
   supervisor_ = supervise_chain(config, slots_, options_.offline, options_.supervision);
+  publish_schedules();
+}
+
+void Chain::publish_schedules() const {
+  if (!supervisor_) return;
+  for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
+    const SlotSchedule& sched = schedules_[i];
+    std::string why = sched.decision.why;
+    if (sched.mode != SlotMode::auto_select)
+      why = sched.blocks == 0 ? "sync (configured)"
+                              : "pipelined over " + std::to_string(sched.blocks) + " blocks (configured)";
+    const bool fits = sched.mode != SlotMode::auto_select || sched.decision.fits;
+    supervisor_->set_schedule(*sandboxes_[i], to_string(sched.mode), fits, std::move(why));
+  }
 }
 
 void Chain::check_roles(const ChainConfig& config) {
@@ -168,6 +182,7 @@ bool Chain::set_block_frames(std::uint32_t block_frames) {
   const std::uint32_t before = latency_frames();
   block_frames_ = clamped;
   apply_schedule(false);
+  publish_schedules();
   return latency_frames() != before;
 }
 
@@ -203,6 +218,7 @@ bool Chain::review_schedule() {
                          " blocks missed: pipelined over " + std::to_string(k) + " blocks";
     report(sched.name, "scheduler: " + sched.decision.why);
   }
+  publish_schedules();
   return latency_frames() != before;
 }
 

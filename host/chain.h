@@ -126,6 +126,8 @@ class Chain {
   /// [main] Sets every Python slot's pipeline for block_frames_ (auto: choose_mode).
   void apply_schedule(bool initial);
   void report(std::string_view slot, std::string_view line) const;
+  /// [main] Hands every Python slot's schedule to the supervisor (the status shows it).
+  void publish_schedules() const;
 
   ChainOptions options_;
   double latency_max_ms_ = 20.0;

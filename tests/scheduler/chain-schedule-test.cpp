@@ -146,6 +146,36 @@ TEST(ChainSchedule, AutoPipelinesAPluginLongerThanItsShareByTheRightK) {
   std::printf("auto: p99.9 %.2f ms -> %s\n", static_cast<double>(s.decision.p999_ns) / 1e6, s.decision.why.c_str());
 }
 
+TEST(ChainSchedule, NothingFitsIsSaidInTheLogAndTheStatus) {
+  // slow.py sleeps 15 ms per 5.33 ms block; latency.max-ms 5 allows no pipeline at all.
+  ChainConfig config;
+  config.latency_max_ms = 5.0;
+  config.plugins = {py("slow", "slow.py", {{"delay_ms", 15.0, 1}, {"gain", 1.0, 1}}, SlotMode::auto_select),
+                    py("quick", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 2)};
+  std::vector<std::string> log;
+  ChainOptions o = options(16, 256);
+  o.log = [&](std::string_view slot, std::string_view line) {
+    log.push_back(std::string(slot) + ": " + std::string(line));
+  };
+  Chain chain(config, 48000.0, 256, o);
+  EXPECT_FALSE(chain.schedules().at(0).decision.fits) << chain.schedules().at(0).decision.why;
+  bool warned = false;
+  for (const auto& line : log)
+    warned = warned || (line.rfind("slow: ", 0) == 0 && line.find("WARNING") != std::string::npos);
+  EXPECT_TRUE(warned) << "no warning in the log";
+  const std::string status = chain.supervisor().status_json();
+  EXPECT_NE(status.find("\"name\":\"slow\""), std::string::npos) << status;
+  const std::string slow = status.substr(status.find("\"name\":\"slow\""));
+  EXPECT_NE(slow.find("\"mode\":\"auto\""), std::string::npos) << status;
+  EXPECT_NE(slow.find("\"schedule_fits\":false"), std::string::npos) << status;
+  EXPECT_NE(slow.find("fits no pipeline"), std::string::npos) << status;
+  const std::string quick = status.substr(status.find("\"name\":\"quick\""));
+  EXPECT_NE(quick.find(
+                "\"mode\":\"pipelined\",\"pipeline_blocks\":2,\"latency_frames\":512,\"schedule_fits\":true"),
+            std::string::npos)
+      << status;
+}
+
 TEST(ChainSchedule, CalibrationLeavesTheAutoSlotsPluginInItsInitialState) {
   // scramble ∘ scramble is the identity only if both keystreams start at the same sample. The
   // sync descrambler "dec" is never calibrated; the auto scrambler "enc" after it is timed by a

@@ -4,6 +4,7 @@
 #include <sndfile.h>
 #include <time.h>
 
+#include <array>
 #include <cstdio>
 #include <sstream>
 
@@ -110,6 +111,78 @@ TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksOfChangingSize) {
   std::printf("zero drift: %llu calls, %llu frames, latency %llu frames, 0 mismatches\n",
               static_cast<unsigned long long>(blocks), static_cast<unsigned long long>(pos),
               static_cast<unsigned long long>(latency));
+}
+
+TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksWithAChangingQuantum) {
+  // As above, but the calls are whole quanta and the quantum changes every 1000 of them, as the
+  // node sees it: each change goes through Chain::set_block_frames() between two calls, so the
+  // pipelined slots' latency follows (L = 2q + 64 + 0 + q). Each slot switches at once (no
+  // crossfade), but a frame leaving the chain just after a change went through the slots
+  // before it at their old latency: for max(old L, new L) frames the timelines mix. Every
+  // frame outside those windows must be the input delayed by exactly the latency reported.
+  ChainConfig config;
+  config.channels = 2;
+  config.plugins = {py("a", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 2), lookahead("la", 64),
+                    py("b", "gain.py", {{"gain", 1.0, 1}}, SlotMode::sync),
+                    py("c", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 1)};
+  constexpr std::uint32_t max_frames = 256;
+  ChainOptions o = options(0, 64);
+  o.crossfade_frames = 0;
+  Chain chain(config, 48000.0, max_frames, o);
+  constexpr std::array<std::uint32_t, 6> quanta{64, 256, 32, 128, 256, 48};
+
+  std::vector<float> in_buf(2 * max_frames);
+  std::vector<float> out_buf(2 * max_frames);
+  const float* ins[2] = {in_buf.data(), in_buf.data() + max_frames};
+  float* outs[2] = {out_buf.data(), out_buf.data() + max_frames};
+  std::uint64_t pos = 0;
+  std::uint64_t mismatches = 0;
+  std::uint32_t changes = 0;
+  std::uint32_t quantum = 64;
+  std::uint64_t settled_from = 0;  // output frames before this are a transition
+  std::uint64_t transition_frames = 0;
+  constexpr std::uint64_t blocks = 100'000;
+  for (std::uint64_t b = 0; b < blocks; ++b) {
+    if (b > 0 && b % 1000 == 0) {
+      const std::uint32_t next = quanta[(b / 1000) % quanta.size()];
+      if (next != quantum) {
+        const std::uint64_t before = chain.latency_frames();
+        EXPECT_TRUE(chain.set_block_frames(next)) << "quantum " << quantum << " -> " << next;
+        settled_from = pos + std::max<std::uint64_t>(before, chain.latency_frames());
+        ++changes;
+      }
+      quantum = next;
+    }
+    const std::uint64_t latency = chain.latency_frames();
+    ASSERT_EQ(latency, 3 * quantum + 64) << "block " << b;
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < quantum; ++i) in_buf[ch * max_frames + i] = input_at(pos + i, ch);
+    chain.process_rt(ins, outs, quantum, now_ns() + 10'000'000'000ULL);
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < quantum; ++i) {
+        const std::uint64_t p = pos + i;
+        if (p < settled_from) {
+          transition_frames += ch == 0 ? 1 : 0;
+          continue;
+        }
+        const float want = p < latency ? 0.0F : input_at(p - latency, ch) * 0.25F;
+        if (out_buf[ch * max_frames + i] != want && mismatches++ < 5)
+          ADD_FAILURE() << "block " << b << " (quantum " << quantum << ") frame " << p << " channel " << ch
+                        << ": " << out_buf[ch * max_frames + i] << " != " << want;
+      }
+    pos += quantum;
+  }
+  EXPECT_EQ(mismatches, 0U);
+  for (const auto& slot : chain.slots()) {
+    EXPECT_EQ(slot->counters().bypassed_blocks, 0U) << slot->name();
+    EXPECT_EQ(slot->counters().deadline_misses, 0U) << slot->name();
+  }
+  EXPECT_GT(changes, 50U);
+  std::printf(
+      "zero drift, changing quantum: %llu calls, %llu frames, %u quantum changes, %llu frames in "
+      "transitions, 0 mismatches elsewhere\n",
+      static_cast<unsigned long long>(blocks), static_cast<unsigned long long>(pos), changes,
+      static_cast<unsigned long long>(transition_frames));
 }
 
 TEST(ChainSchedule, AutoPicksSyncForAFastPlugin) {

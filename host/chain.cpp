@@ -215,7 +215,8 @@ bool Chain::review_schedule() {
     sched.latency_frames = proc.pipeline_frames();
     sched.decision.blocks = sched.blocks;
     sched.decision.why = std::to_string(misses) + " of " + std::to_string(blocks) +
-                         " blocks missed: pipelined over " + std::to_string(k) + " blocks";
+                         " blocks missed: pipelined over " + std::to_string(k) +
+                         (k == 1 ? " block" : " blocks");
     report(sched.name, "scheduler: " + sched.decision.why);
   }
   publish_schedules();

@@ -353,6 +353,29 @@ TEST(ChainSchedule, TwoPipelinedSlotsRunInParallel) {
   EXPECT_LT(piped_misses * 2, sync_misses) << "pipelining should remove most misses (a ratio: the machine is shared)";
 }
 
+TEST(ChainSchedule, ReviewDeepensAnAutoSlotAfterSustainedMisses) {
+  // An auto slot that starts sync (no calibration burst: no measurements) with a plugin that
+  // sleeps 8 ms per 5.33 ms block misses (nearly) every 4 ms deadline; the review after 200
+  // blocks adds one block of pipeline and says the latency changed (the node re-reports it).
+  ChainConfig config;
+  config.latency_max_ms = 100.0;
+  config.plugins = {py("slow", "slow.py", {{"delay_ms", 8.0, 1}}, SlotMode::auto_select)};
+  Chain chain(config, 48000.0, 256, options(0, 256));
+  ASSERT_EQ(chain.schedules().at(0).blocks, 0U) << chain.schedules().at(0).decision.why;
+  ASSERT_EQ(chain.latency_frames(), 0U);
+  EXPECT_FALSE(chain.review_schedule()) << "no blocks yet: nothing to review";
+  const std::uint64_t misses = run_real_time(chain, 256, 5'333'333, 200);
+  EXPECT_GT(misses, 2U) << "8 ms of sleep cannot fit a 4 ms deadline";
+  EXPECT_TRUE(chain.review_schedule());
+  EXPECT_EQ(chain.schedules().at(0).blocks, 1U) << chain.schedules().at(0).decision.why;
+  EXPECT_EQ(chain.latency_frames(), 256U);
+  EXPECT_NE(chain.supervisor().status_json().find("\"pipeline_blocks\":1,\"latency_frames\":256"),
+            std::string::npos)
+      << chain.supervisor().status_json();
+  std::printf("review: %llu misses in 200 sync blocks -> %s\n", static_cast<unsigned long long>(misses),
+              chain.schedules().at(0).decision.why.c_str());
+}
+
 TEST(ChainSchedule, ThreeFiveMsPluginsAt512Frames) {
   // The docs/performance.md numbers: 3 Python plugins each taking 5 ms per block, 48 kHz / 512
   // frames (10.67 ms period, 8 ms budget). Sync needs 15 ms in series; pipelined (k = 1 each)

@@ -34,11 +34,12 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   // An `auto` slot's start-up burst is timed on a stand-in: a second sandbox with the same
   // plugin and params, started with the others and stopped after the burst. The slot's own
   // plugin then meets the first real sample in its initial state (a cipher's keystream, a
-  // delay line, a block counter are not advanced by the burst).
+  // delay line, a block counter are not advanced by the burst). A plugin that may write files
+  // gets none: a second instance could touch them (it then measures while running).
   std::vector<std::size_t> stand_in_of;  // python index → index of its stand-in in python_specs
   if (options_.calibration_blocks > 0) {
     for (std::size_t i = 0; i < python_count; ++i) {
-      if (python_specs[i].mode != SlotMode::auto_select) continue;
+      if (python_specs[i].mode != SlotMode::auto_select || python_specs[i].allow_writes) continue;
       stand_in_of.resize(python_count, 0);
       stand_in_of[i] = python_specs.size();
       python_specs.push_back(python_specs[i]);

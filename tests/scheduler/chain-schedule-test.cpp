@@ -291,6 +291,18 @@ TEST(ChainSchedule, CalibrationLeavesTheAutoSlotsPluginInItsInitialState) {
   for (const auto& slot : chain.slots()) EXPECT_EQ(slot->counters().bypassed_blocks, 0U) << slot->name();
 }
 
+TEST(ChainSchedule, APluginThatMayWriteFilesGetsNoStandIn) {
+  // A second instance of a plugin with allow-writes could touch its files: no calibration burst
+  // (and no stand-in); it starts sync and measures while running.
+  ChainConfig config;
+  PluginSpec spec = py("rec", "gain.py", {{"gain", 0.5, 1}}, SlotMode::auto_select);
+  spec.allow_writes = true;
+  config.plugins = {spec};
+  Chain chain(config, 48000.0, 512, options(16, 512));
+  EXPECT_EQ(chain.schedules().at(0).calibration.total(), 0U);
+  EXPECT_EQ(chain.schedules().at(0).blocks, 0U) << chain.schedules().at(0).decision.why;
+}
+
 TEST(ChainSchedule, BlockSizeChangeRescalesPipelinedLatency) {
   ChainConfig config;
   config.plugins = {py("p", "gain.py", {}, SlotMode::pipelined, 2)};

@@ -96,6 +96,24 @@ bool ports_report(const std::string& name, const std::string& port_direction,
   return true;
 }
 
+/// `pw-cli enum-params` of the node named `name` (`port_direction` empty) or of its first port
+/// facing `port_direction`, for the param `what`.
+std::string enum_params(const std::string& name, const std::string& port_direction, const std::string& what) {
+  const Json dump = pw_dump();
+  const Json node = find_node(dump, name);
+  if (node.is_null()) return {};
+  std::string id = node.text("id");
+  if (!port_direction.empty()) {
+    id.clear();
+    for (const Json& o : dump.arr())
+      if (id.empty() && o.text("type") == "PipeWire:Interface:Port" &&
+          o["info"]["props"].text("node.id") == node.text("id") &&
+          o["info"].text("direction") == port_direction)
+        id = o.text("id");
+  }
+  return id.empty() ? std::string{} : run_command("pw-cli enum-params " + id + " " + what + " 2>&1").first;
+}
+
 /// Text for a failure message: the node's port latencies as pw-dump shows them.
 std::string describe_ports(const std::string& name) {
   std::string text;
@@ -193,6 +211,11 @@ TEST(NodeLatency, PipelinedPythonSlotReportsTheDelayItAdds) {
       << describe_ports(name);
   EXPECT_TRUE(poll_until([&] { return ports_report(name, "input", "Input", 512); }, 30s))
       << describe_ports(name);
+  // The same through pw-cli (the Latency of an output port lists both directions: 0 and 512).
+  const std::string cli_node = enum_params(name, "", "ProcessLatency");
+  EXPECT_NE(cli_node.find("Int 512"), std::string::npos) << cli_node;
+  const std::string cli_port = enum_params(name, "output", "Latency");
+  EXPECT_NE(cli_port.find("Int 512"), std::string::npos) << cli_port;
   const Json rep256 = probe("96000");
   std::printf("after clock.force-quantum 256: pw-dump ProcessLatency %.0f frames, probe delay %.0f frames\n",
               process_latency(name), rep256["delay_frames"].num());

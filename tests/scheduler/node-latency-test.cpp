@@ -269,6 +269,64 @@ TEST(NodeLatency, PortsAddTheLatencyOfTheNodesAroundThem) {
   if (!HasFailure()) fs::remove_all(work);
 }
 
+TEST(NodeLatency, DeepeningWhileRunningIsRepublishedOnNodeAndPorts) {
+  // An auto slot that calibrates sync (slow.py with no delay), then is made slower than its
+  // share while audio runs (4.5 ms of sleep per 5.33 ms quantum of 256, share 4 ms): the
+  // review deepens it, and node and ports report the new latency.
+  std::string log;
+  const std::string session_dir = start_session(log);
+  ASSERT_FALSE(session_dir.empty()) << log;
+  auto [meta, meta_status] = run_command("pw-metadata -n settings 0 clock.force-quantum 256 2>&1");
+  ASSERT_EQ(meta_status, 0) << meta;
+  const fs::path work = fs::temp_directory_path() / ("sandpipe-sched-deepen-" + std::to_string(getpid()));
+  fs::create_directories(work);
+  const std::string name = "sandpipe-lat-deepen";
+  const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/slow.py";
+  std::ofstream(work / "chain.conf") << "node.name = \"" << name << "\"\nchannels = 2\nplugins = [\n"
+                                     << "  { name = \"slow\" path = \"" << plugin
+                                     << "\" params = { delay_ms = 0 } mode = \"auto\" }\n]\n";
+  const fs::path node_err = work / "node.err";
+  const pid_t node =
+      spawn({SANDPIPE_EXE, "run", (work / "chain.conf").string()}, work / "node.out", node_err);
+  // Sync after calibration, unless this machine is very busy: then whatever it starts with.
+  EXPECT_TRUE(poll_until([&] { return process_latency(name) >= 0; }, 30s)) << read_text(node_err);
+  const pid_t probe = spawn({PW_PROBE_EXE, "--target", name, "--json", (work / "probe.json").string(),
+                             "--name", "probe-deepen", "--frames", "0"},
+                            work / "probe.out", work / "probe.err");
+  // Once the probe runs the node is scheduled at 256: the latency it reports then.
+  double initial = -1;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        initial = process_latency(name);
+        return initial >= 0 && static_cast<long>(initial) % 256 == 0 &&
+               ports_report(name, "output", "Output", initial);
+      },
+      30s))
+      << describe_ports(name);
+  auto [set, set_status] =
+      run_command(std::string(SANDPIPE_EXE) + " set " + name + " slow:delay_ms 4.5 2>&1");
+  EXPECT_EQ(set_status, 0) << set;
+  double deepened = 0;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        deepened = process_latency(name);
+        return deepened > initial && ports_report(name, "output", "Output", deepened) &&
+               ports_report(name, "input", "Input", deepened);
+      },
+      60s))
+      << "ProcessLatency " << deepened << "\n"
+      << describe_ports(name) << read_text(node_err);
+  std::printf("auto slot slowed down while running: ProcessLatency %.0f -> %.0f frames, ports follow\n",
+              initial, deepened);
+  EXPECT_EQ(static_cast<long>(deepened) % 256, 0) << "k whole quanta of 256";
+  kill(probe, SIGTERM);
+  (void)wait_exit(probe);
+  kill(node, SIGTERM);
+  EXPECT_EQ(wait_exit(node), 0) << read_text(node_err);
+  run_command(std::string(PW_SESSION_SH) + " stop " + session_dir + " 2>&1");
+  if (!HasFailure()) fs::remove_all(work);
+}
+
 TEST(NodeLatency, SinkModeAddsTheChainsLatencyOnBothStreams) {
   // mode = "sink": applications see the chain's latency on the sink's ports (towards the device),
   // the device side sees it on the playback stream's ports (from the applications). The sink's

@@ -263,17 +263,16 @@ std::string Supervisor::status_json() const {
     char restart[96];
     std::snprintf(restart, sizeof restart, "\"last_restart_ms\":%.3f,\"max_restart_ms\":%.3f", s.last_restart_ms,
                   s.max_restart_ms);
-    j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind
-      << "\",\"state\":\"" << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure)
-      << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
-      << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
-      << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions
-      << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads << ",\"crashes\":" << s.crashes
-      << ",\"hangs\":" << s.hangs << ",\"pid\":" << s.pid << "," << restart << ",\"last_error\":\""
-      << json_escape(s.last_error) << "\",\"mode\":\"" << s.mode
-      << "\",\"pipeline_blocks\":" << s.pipeline_blocks << ",\"latency_frames\":" << s.latency_frames
-      << ",\"schedule_fits\":" << (s.schedule_fits ? "true" : "false") << ",\"schedule\":\""
-      << json_escape(s.schedule) << "\"}";
+    j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind << "\",\"state\":\""
+      << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure) << "\",\"blocks\":"
+      << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
+      << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks << ",\"sanitized_blocks\":"
+      << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
+      << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"pid\":" << s.pid << "," << restart
+      << ",\"last_error\":\"" << json_escape(s.last_error) << "\"";
+    j << ",\"mode\":\"" << s.mode << "\",\"pipeline_blocks\":" << s.pipeline_blocks
+      << ",\"latency_frames\":" << s.latency_frames << ",\"schedule_fits\":" << (s.schedule_fits ? "true" : "false")
+      << ",\"schedule\":\"" << json_escape(s.schedule) << "\"}";
   }
   j << "]}\n";
   return j.str();

@@ -30,6 +30,21 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   std::vector<PluginSpec> python_specs;
   for (const auto& spec : config.plugins)
     if (spec.kind == PluginKind::python) python_specs.push_back(spec);
+  const std::size_t python_count = python_specs.size();
+  // An `auto` slot's start-up burst is timed on a stand-in: a second sandbox with the same
+  // plugin and params, started with the others and stopped after the burst. The slot's own
+  // plugin then meets the first real sample in its initial state (a cipher's keystream, a
+  // delay line, a block counter are not advanced by the burst). A plugin that may write files
+  // gets none: a second instance could touch them (it then measures while running).
+  std::vector<std::size_t> stand_in_of;  // python index → index of its stand-in in python_specs
+  if (options_.calibration_blocks > 0) {
+    for (std::size_t i = 0; i < python_count; ++i) {
+      if (python_specs[i].mode != SlotMode::auto_select || python_specs[i].allow_writes) continue;
+      stand_in_of.resize(python_count, 0);
+      stand_in_of[i] = python_specs.size();
+      python_specs.push_back(python_specs[i]);
+    }
+  }
   std::vector<std::unique_ptr<SandboxProcessor>> sandboxed;
   if (!python_specs.empty()) {
     SandboxOptions sandbox_options;
@@ -40,6 +55,10 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     sandboxed = start_sandbox_processors(std::span<const PluginSpec>(python_specs), sample_rate, channels_,
                                          max_frames_, sandbox_options);
   }
+
+  stand_ins_.resize(python_count);
+  for (std::size_t i = 0; i < stand_in_of.size(); ++i)
+    if (stand_in_of[i] != 0) stand_ins_[i] = std::move(sandboxed.at(stand_in_of[i]));
 
   std::size_t next_sandboxed = 0;
   for (const auto& spec : config.plugins) {
@@ -60,7 +79,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   }
 
   check_roles(config);
-  remote_count_ = python_specs.size();
+  remote_count_ = python_count;
   scratch_.assign(std::size_t{2} * channels_ * max_frames_, 0.0F);
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
     ping_[ch] = scratch_.data() + std::size_t{ch} * max_frames_;
@@ -70,7 +89,22 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   reviewed_histogram_.resize(sandboxes_.size());
   for (SandboxProcessor* proc : sandboxes_) proc->set_crossfade_frames(options_.crossfade_frames);
   apply_schedule(true);
+  stand_ins_.clear();  // their sandboxes shut down; the slots' own ones have seen no block yet
   supervisor_ = supervise_chain(config, slots_, options_.offline, options_.supervision);
+  publish_schedules();
+}
+
+void Chain::publish_schedules() const {
+  if (!supervisor_) return;
+  for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
+    const SlotSchedule& sched = schedules_[i];
+    std::string why = sched.decision.why;
+    if (sched.mode != SlotMode::auto_select)
+      why = sched.blocks == 0 ? "sync (configured)"
+                              : "pipelined over " + std::to_string(sched.blocks) + " blocks (configured)";
+    const bool fits = sched.mode != SlotMode::auto_select || sched.decision.fits;
+    supervisor_->set_schedule(*sandboxes_[i], to_string(sched.mode), fits, std::move(why));
+  }
 }
 
 void Chain::check_roles(const ChainConfig& config) {
@@ -122,8 +156,10 @@ void Chain::apply_schedule(bool initial) {
       case SlotMode::auto_select: {
         // A source's or sink's calibration blocks would be heard or recorded: it measures while running.
         const bool endpoint = proc.info().role == "source" || proc.info().role == "sink";
-        if (initial && !endpoint && options_.calibration_blocks > 0 &&
-            !proc.calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration)) {
+        SandboxProcessor* stand_in = i < stand_ins_.size() ? stand_ins_[i].get() : nullptr;
+        if (initial && !endpoint && stand_in != nullptr &&
+            !stand_in->calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL,
+                                 sched.calibration)) {
           report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
         }
         HistogramCounts measured = sched.calibration;
@@ -147,6 +183,7 @@ bool Chain::set_block_frames(std::uint32_t block_frames) {
   const std::uint32_t before = latency_frames();
   block_frames_ = clamped;
   apply_schedule(false);
+  publish_schedules();
   return latency_frames() != before;
 }
 
@@ -179,9 +216,11 @@ bool Chain::review_schedule() {
     sched.latency_frames = proc.pipeline_frames();
     sched.decision.blocks = sched.blocks;
     sched.decision.why = std::to_string(misses) + " of " + std::to_string(blocks) +
-                         " blocks missed: pipelined over " + std::to_string(k) + " blocks";
+                         " blocks missed: pipelined over " + std::to_string(k) +
+                         (k == 1 ? " block" : " blocks");
     report(sched.name, "scheduler: " + sched.decision.why);
   }
+  publish_schedules();
   return latency_frames() != before;
 }
 

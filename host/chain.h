@@ -27,8 +27,10 @@ struct ChainOptions {
   /// The block size the slots are prepared for (the quantum; 0: max_frames). Pipelined slots
   /// add k × this (clamped to max_frames) of latency. Change it with set_block_frames().
   std::uint32_t block_frames = 0;
-  /// Blocks of silence timed through each `auto` sandbox at start-up (0: no calibration, the
-  /// slot starts sync and decides from what it measures while running).
+  /// Blocks of silence timed at start-up through a stand-in of each `auto` sandbox (the same
+  /// plugin and params in a second sandbox, stopped afterwards, so the slot's own plugin state
+  /// is untouched). 0: no calibration, the slot starts sync and decides from what it measures
+  /// while running.
   std::uint32_t calibration_blocks = 128;
   /// Share of a period the whole chain may use (the node's budget: 75 %).
   double budget_fraction = 0.75;
@@ -124,12 +126,17 @@ class Chain {
   /// [main] Sets every Python slot's pipeline for block_frames_ (auto: choose_mode).
   void apply_schedule(bool initial);
   void report(std::string_view slot, std::string_view line) const;
+  /// [main] Hands every Python slot's schedule to the supervisor (the status shows it).
+  void publish_schedules() const;
 
   ChainOptions options_;
   double latency_max_ms_ = 20.0;
   std::uint32_t block_frames_ = 0;
   std::vector<SandboxProcessor*> sandboxes_;  ///< the Python slots (owned by slots_), chain order
   std::vector<SlotSchedule> schedules_;       ///< one per sandboxes_ entry
+  /// Per sandboxes_ entry, the stand-in the start-up burst is timed on (null: none). Only
+  /// during construction.
+  std::vector<std::unique_ptr<SandboxProcessor>> stand_ins_;
   std::vector<SlotCounters> reviewed_;        ///< counters at the last review
   std::vector<HistogramCounts> reviewed_histogram_;
 

@@ -24,6 +24,7 @@
 #include <spa/utils/result.h>
 
 #include "host/node-props.h"
+#include "host/port-latency.h"
 
 namespace sandpipe::host {
 namespace {
@@ -328,6 +329,9 @@ class FilterNode {
       if (!chain_->has_sink()) rt_.out_ports[ch] = add_port(PW_DIRECTION_OUTPUT, "output_" + pos, pos);
     }
 
+    port_latency_ =
+        PortLatency(chain_->has_source() ? 0 : config.channels, chain_->has_sink() ? 0 : config.channels);
+
     rt_.silence.assign(detail::max_quantum, 0.0F);
     rt_.discard.assign(std::size_t{config.channels} * detail::max_quantum, 0.0F);
     rt_.chain = chain_.get();
@@ -362,7 +366,9 @@ class FilterNode {
   FilterNode(FilterNode&&) = delete;
   FilterNode& operator=(FilterNode&&) = delete;
 
-  /// [main] Connects with the RT_PROCESS flag and the chain's ProcessLatency. Returns 0 or -errno.
+  /// [main] Connects with the RT_PROCESS flag, the chain's ProcessLatency and the ports' Latency
+  /// (CUSTOM_LATENCY: we run PipeWire's port latency algorithm ourselves, see port-latency.h).
+  /// Returns 0 or -errno.
   int connect() {
     std::vector<std::uint8_t> buffer(256 + props_.pod_bytes());
     spa_pod_builder b{};
@@ -370,8 +376,15 @@ class FilterNode {
     std::vector<const spa_pod*> params{latency_param(b)};
     // PropInfo and Props: the plugins' parameters as "SLOT:PARAM" (see node-props.h).
     for (const spa_pod* p : props_.build_params(b)) params.push_back(p);
-    return pw_filter_connect(filter_.get(), PW_FILTER_FLAG_RT_PROCESS, params.data(),
-                             static_cast<std::uint32_t>(params.size()));
+    const auto flags =
+        static_cast<pw_filter_flags>(PW_FILTER_FLAG_RT_PROCESS | PW_FILTER_FLAG_CUSTOM_LATENCY);
+    const int res =
+        pw_filter_connect(filter_.get(), flags, params.data(), static_cast<std::uint32_t>(params.size()));
+    if (res >= 0) {
+      publish_port_latency(SPA_DIRECTION_OUTPUT);
+      publish_port_latency(SPA_DIRECTION_INPUT);
+    }
+    return res;
   }
 
   /// [main] Disconnects from the graph (the node disappears); the filter stays until destruction.
@@ -428,6 +441,46 @@ class FilterNode {
     return spa_process_latency_build(&b, SPA_PARAM_ProcessLatency, &info);
   }
 
+  /// [main] Sets the Latency param of every port of `direction`: what the graph adds on the
+  /// other side of us plus the chain's latency now.
+  void publish_port_latency(spa_direction direction) {
+    const spa_latency_info info = port_latency_.published(direction, chain_->latency_frames());
+    const auto& ports = direction == SPA_DIRECTION_OUTPUT ? rt_.out_ports : rt_.in_ports;
+    for (std::uint32_t ch = 0; ch < rt_.channels; ++ch) {
+      if (ports[ch] == nullptr) continue;
+      std::array<std::uint8_t, 256> buffer{};
+      spa_pod_builder b{};
+      spa_pod_builder_init(&b, buffer.data(), buffer.size());
+      const spa_pod* params[1] = {spa_latency_build(&b, SPA_PARAM_Latency, &info)};
+      pw_filter_update_params(filter_.get(), ports[ch], params, 1);
+    }
+  }
+
+  /// [main] Publishes the chain's latency now: the node's ProcessLatency and the ports' Latency.
+  void publish_latency() {
+    std::array<std::uint8_t, 256> buffer{};
+    spa_pod_builder b{};
+    spa_pod_builder_init(&b, buffer.data(), buffer.size());
+    const spa_pod* params[1] = {latency_param(b)};
+    pw_filter_update_params(filter_.get(), nullptr, params, 1);
+    publish_port_latency(SPA_DIRECTION_OUTPUT);
+    publish_port_latency(SPA_DIRECTION_INPUT);
+  }
+
+  /// [main] The graph told port `port_data` the latency of its peers (CUSTOM_LATENCY hands it
+  /// to us): the ports on the other side of the node re-publish theirs.
+  void on_port_latency(void* port_data, const spa_pod* param) {
+    spa_latency_info info{};
+    if (param == nullptr || spa_latency_parse(param, &info) < 0) return;
+    for (std::uint32_t ch = 0; ch < rt_.channels; ++ch) {
+      std::optional<spa_direction> changed;
+      if (port_data == rt_.in_ports[ch]) changed = port_latency_.peer_latency(SPA_DIRECTION_INPUT, ch, info);
+      if (port_data == rt_.out_ports[ch])
+        changed = port_latency_.peer_latency(SPA_DIRECTION_OUTPUT, ch, info);
+      if (changed) publish_port_latency(*changed);
+    }
+  }
+
   /// [main] Swaps `next` in on the data loop (between two cycles) and frees the old chain here.
   void swap_chain(std::unique_ptr<Chain> next) {
     assert(std::this_thread::get_id() == main_thread_ && "[main] swap_chain");
@@ -473,11 +526,7 @@ class FilterNode {
         self->swap_chain(self->make_chain(static_cast<double>(rate)));
         self->rt_.chain_quantum.store(self->chain_->block_frames(), std::memory_order_relaxed);
         ++self->rebuilds_;
-        std::array<std::uint8_t, 256> buffer{};
-        spa_pod_builder b{};
-        spa_pod_builder_init(&b, buffer.data(), buffer.size());
-        const spa_pod* params[1] = {self->latency_param(b)};
-        pw_filter_update_params(self->filter_.get(), nullptr, params, 1);
+        self->publish_latency();
       }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "sandpipe: cannot rebuild the chain at %u Hz, keeping the old one: %s\n", rate,
@@ -502,13 +551,10 @@ class FilterNode {
     return chain;
   }
 
-  /// [main] Publishes the chain's current latency (ProcessLatency), after a mode or quantum change.
+  /// [main] Publishes the chain's current latency (ProcessLatency, the ports' Latency), after a
+  /// mode or quantum change.
   void report_latency() {
-    std::array<std::uint8_t, 256> buffer{};
-    spa_pod_builder b{};
-    spa_pod_builder_init(&b, buffer.data(), buffer.size());
-    const spa_pod* params[1] = {latency_param(b)};
-    pw_filter_update_params(filter_.get(), nullptr, params, 1);
+    publish_latency();
     std::fprintf(stderr, "sandpipe: latency now %u frames (quantum %u)\n", chain_->latency_frames(),
                  chain_->block_frames());
   }
@@ -546,9 +592,14 @@ class FilterNode {
     }
   }
 
-  /// [main] pw-cli set-param / `sandpipe set`: node Props with "SLOT:PARAM" values.
+  /// [main] pw-cli set-param / `sandpipe set`: node Props with "SLOT:PARAM" values; a port's
+  /// Latency from the graph.
   static void on_param_changed(void* data, void* port_data, std::uint32_t id, const spa_pod* param) {
     auto* self = static_cast<FilterNode*>(data);
+    if (port_data != nullptr && id == SPA_PARAM_Latency) {
+      self->on_port_latency(port_data, param);
+      return;
+    }
     if (port_data != nullptr || id != SPA_PARAM_Props || param == nullptr) {
       return;
     }
@@ -595,6 +646,7 @@ class FilterNode {
   NodeProps props_;  ///< the live parameter values; the config chains are built from
   std::unique_ptr<Chain> chain_;  ///< destroyed after filter_ (declared before it)
   detail::RtState rt_;
+  PortLatency port_latency_{0, 0};  ///< what the ports' peers reported (set once the ports exist)
   FilterPtr filter_;
   Hook filter_hook_;
   Hook state_hook_;

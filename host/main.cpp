@@ -46,7 +46,8 @@ constexpr std::string_view usage_text = R"(Usage:
   sandpipe --help | --version
 )";
 
-constexpr std::string_view help_text = R"(sandpipe - run Python and native audio plugins as a PipeWire filter node
+constexpr std::string_view help_text =
+    R"(sandpipe - run Python and native audio plugins as a PipeWire filter node
 
 COMMANDS
   run CHAIN.conf
@@ -73,7 +74,8 @@ COMMANDS
   status NODE
       Print the status of the running node NODE (its node.name) as JSON: per slot the state
       (starting, running, restarting, failed, bypassed), blocks, deadline misses, exceptions,
-      restarts, the last error. Read from $XDG_RUNTIME_DIR/sandpipe/NODE.status, which
+      restarts, the last error, the scheduling mode, pipeline depth and latency (frames), and
+      whether an `auto` slot fits latency.max-ms (schedule_fits, schedule: why). Read from $XDG_RUNTIME_DIR/sandpipe/NODE.status, which
       `run` rewrites every second; exit 1 if NODE is not running.
 
   check CHAIN.conf

@@ -214,8 +214,8 @@ class SandboxProcessor final : public Processor {
   [[nodiscard]] const LatencyHistogram& histogram() const noexcept { return histogram_; }
   /// [main] Before the RT side runs (or after it stopped): `blocks` synchronous round trips of
   /// silence of `frames` frames, timed on this thread, into `out` (not the RT histogram). The
-  /// plugin sees these blocks (stateful plugins start from a state after silence). Returns false
-  /// if the sandbox did not answer within `timeout_ns` per block.
+  /// plugin sees these blocks and its state advances (Chain times a stand-in sandbox, not the
+  /// slot that plays). Returns false if the sandbox did not answer within `timeout_ns` per block.
   bool calibrate(std::uint32_t blocks, std::uint32_t frames, std::uint64_t timeout_ns, HistogramCounts& out);
   /// [main] Frames of a wet↔dry ramp (default 64; 0 switches hard). Before running.
   void set_crossfade_frames(std::uint32_t frames) noexcept { crossfade_frames_ = frames; }

@@ -1,6 +1,7 @@
 // The virtual sink's main-thread part: the two streams, their formats and properties, Props.
 #include "host/sink-node.h"
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -12,11 +13,13 @@
 
 #include <pipewire/pipewire.h>
 #include <spa/param/audio/format-utils.h>
+#include <spa/param/latency-utils.h>
 #include <spa/param/props.h>
 #include <spa/pod/builder.h>
 
 #include "host/filter-node.h"
 #include "host/node-props.h"
+#include "host/port-latency.h"
 
 namespace sandpipe::host {
 namespace {
@@ -103,10 +106,15 @@ class SinkNode {
       e.param_changed = &SinkNode::on_param_changed;
       return e;
     }();
+    static constexpr pw_stream_events playback_main_events = [] {
+      pw_stream_events e = main_events;
+      e.param_changed = &SinkNode::on_playback_param_changed;
+      return e;
+    }();
     pw_stream_add_listener(capture_.get(), &capture_rt_hook_, &capture_events, &rt_);
     pw_stream_add_listener(playback_.get(), &playback_rt_hook_, &playback_events, &rt_);
     pw_stream_add_listener(capture_.get(), &capture_hook_, &main_events, this);
-    pw_stream_add_listener(playback_.get(), &playback_hook_, &main_events, this);
+    pw_stream_add_listener(playback_.get(), &playback_hook_, &playback_main_events, this);
   }
 
   ~SinkNode() {
@@ -145,6 +153,10 @@ class SinkNode {
     if (res < 0) return res;
     res = pw_stream_connect(playback_.get(), PW_DIRECTION_OUTPUT, PW_ID_ANY,
                             static_cast<pw_stream_flags>(flags | PW_STREAM_FLAG_TRIGGER), params.data(), 1);
+    if (res >= 0) {
+      publish_latency(SPA_DIRECTION_OUTPUT);
+      publish_latency(SPA_DIRECTION_INPUT);
+    }
     return res;
   }
 
@@ -193,9 +205,43 @@ class SinkNode {
     }
   }
 
-  /// [main] Props on the sink node ("SLOT:PARAM" values); others (a volume) are not ours.
+  /// [main] The chain's latency on the streams' ports, as module-filter-chain forwards a
+  /// latency from one stream to the other, plus the chain's: SPA_DIRECTION_OUTPUT (from the
+  /// applications, via the sink) on the playback stream, INPUT (to the device, via the playback
+  /// stream) on the sink. The chain's latency is fixed (it is scheduled for default_quantum).
+  void publish_latency(spa_direction direction) {
+    const spa_latency_info info = port_latency_.published(direction, chain_->latency_frames());
+    std::array<std::uint8_t, 256> buffer{};
+    spa_pod_builder b{};
+    spa_pod_builder_init(&b, buffer.data(), buffer.size());
+    const spa_pod* params[1] = {spa_latency_build(&b, SPA_PARAM_Latency, &info)};
+    pw_stream_update_params(direction == SPA_DIRECTION_OUTPUT ? playback_.get() : capture_.get(), params, 1);
+  }
+
+  /// [main] A stream's port got its peers' latency: the other stream re-publishes.
+  void on_latency(spa_direction port_direction, const spa_pod* param) {
+    spa_latency_info info{};
+    if (param == nullptr || spa_latency_parse(param, &info) < 0) return;
+    if (const auto changed = port_latency_.peer_latency(port_direction, 0, info)) publish_latency(*changed);
+  }
+
+  /// [main] The playback stream's params: its latency to the device; Props as on the sink.
+  static void on_playback_param_changed(void* data, std::uint32_t id, const spa_pod* param) {
+    if (id == SPA_PARAM_Latency) {
+      static_cast<SinkNode*>(data)->on_latency(SPA_DIRECTION_OUTPUT, param);
+      return;
+    }
+    on_param_changed(data, id, param);
+  }
+
+  /// [main] Props on the sink node ("SLOT:PARAM" values); others (a volume) are not ours. Its
+  /// latency from the applications.
   static void on_param_changed(void* data, std::uint32_t id, const spa_pod* param) {
     auto* self = static_cast<SinkNode*>(data);
+    if (id == SPA_PARAM_Latency) {
+      self->on_latency(SPA_DIRECTION_INPUT, param);
+      return;
+    }
     if (id != SPA_PARAM_Props || param == nullptr) return;
     try {
       if (self->props_.apply(param, *self->chain_, self->rt_.param_changes) > 0) {
@@ -215,6 +261,7 @@ class SinkNode {
   NodeProps props_;
   std::unique_ptr<Chain> chain_;  ///< destroyed after the streams (declared before them)
   detail::SinkRtState rt_;
+  PortLatency port_latency_{1, 1};  ///< the sink's (input) and the playback stream's (output) peers
   StreamPtr capture_;
   StreamPtr playback_;
   spa_hook capture_rt_hook_{};

@@ -113,6 +113,9 @@ struct Supervisor::Watch {
   pid_t pid = -1;
   double last_restart_ms = 0.0;
   double max_restart_ms = 0.0;
+  std::string mode;  ///< the scheduler's (set_schedule)
+  bool schedule_fits = true;
+  std::string schedule;
 
   // The supervisor thread's.
   std::unique_ptr<Control> current;  ///< the sandbox the RT side uses
@@ -240,6 +243,11 @@ std::vector<SlotStatus> Supervisor::status() const {
     s.pid = w->pid;
     s.last_restart_ms = w->last_restart_ms;
     s.max_restart_ms = w->max_restart_ms;
+    s.latency_frames = w->slot.processor->latency_frames();
+    if (w->slot.sandbox != nullptr) s.pipeline_blocks = w->slot.sandbox->pipeline_blocks();
+    s.mode = w->mode;
+    s.schedule_fits = w->schedule_fits;
+    s.schedule = w->schedule;
     out.push_back(std::move(s));
   }
   return out;
@@ -261,7 +269,10 @@ std::string Supervisor::status_json() const {
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks << ",\"sanitized_blocks\":"
       << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
       << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"pid\":" << s.pid << "," << restart
-      << ",\"last_error\":\"" << json_escape(s.last_error) << "\"}";
+      << ",\"last_error\":\"" << json_escape(s.last_error) << "\"";
+    j << ",\"mode\":\"" << s.mode << "\",\"pipeline_blocks\":" << s.pipeline_blocks
+      << ",\"latency_frames\":" << s.latency_frames << ",\"schedule_fits\":" << (s.schedule_fits ? "true" : "false")
+      << ",\"schedule\":\"" << json_escape(s.schedule) << "\"}";
   }
   j << "]}\n";
   return j.str();
@@ -284,6 +295,17 @@ std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, c
     return std::nullopt;
   }
   return std::string("not a supervised slot");
+}
+
+void Supervisor::set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits,
+                              std::string why) {
+  std::lock_guard lock(mutex_);
+  for (auto& w : watches_) {
+    if (w->slot.sandbox != &slot) continue;
+    w->mode = mode;
+    w->schedule_fits = fits;
+    w->schedule = std::move(why);
+  }
 }
 
 bool Supervisor::refresh(std::chrono::milliseconds timeout) {

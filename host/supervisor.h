@@ -60,6 +60,12 @@ struct SlotStatus {
   pid_t pid = -1;                ///< the sandbox running now (-1: none)
   double last_restart_ms = 0.0;  ///< death noticed → new sandbox handed to the RT side
   double max_restart_ms = 0.0;
+  // The scheduler's view (Chain::schedules()), Python slots only.
+  std::string mode;                   ///< as configured: "auto", "sync", "pipelined" ("": native)
+  std::uint32_t pipeline_blocks = 0;  ///< the pipeline depth now (0: sync)
+  std::uint32_t latency_frames = 0;   ///< the slot's latency now (its own + the pipeline's)
+  bool schedule_fits = true;          ///< false: no pipeline within latency.max-ms absorbs its p99.9
+  std::string schedule;               ///< the last scheduling decision, in words
 };
 
 struct SupervisorOptions {
@@ -119,6 +125,10 @@ class Supervisor {
   /// (its answer arrives later; a refusal is logged) and, once accepted, kept for restarts.
   /// Returns an error only when the slot is not running a plugin.
   std::optional<std::string> set_param(const SandboxProcessor& slot, const ParamSetting& setting);
+
+  /// [main] What the scheduler decided for `slot` (Chain calls it after every decision), for
+  /// the status: its configured mode, whether it fits latency.max-ms, and why.
+  void set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits, std::string why);
 
   /// [main] Asks every running sandbox for its counters and waits (at most `timeout`) until
   /// they answered, so status() is exact (render's summary). False if some did not answer.

@@ -4,6 +4,7 @@
 #include <sndfile.h>
 #include <time.h>
 
+#include <array>
 #include <cstdio>
 #include <sstream>
 
@@ -113,6 +114,78 @@ TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksOfChangingSize) {
               static_cast<unsigned long long>(latency));
 }
 
+TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksWithAChangingQuantum) {
+  // As above, but the calls are whole quanta and the quantum changes every 1000 of them, as the
+  // node sees it: each change goes through Chain::set_block_frames() between two calls, so the
+  // pipelined slots' latency follows (L = 2q + 64 + 0 + q). Each slot switches at once (no
+  // crossfade), but a frame leaving the chain just after a change went through the slots
+  // before it at their old latency: for max(old L, new L) frames the timelines mix. Every
+  // frame outside those windows must be the input delayed by exactly the latency reported.
+  ChainConfig config;
+  config.channels = 2;
+  config.plugins = {py("a", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 2), lookahead("la", 64),
+                    py("b", "gain.py", {{"gain", 1.0, 1}}, SlotMode::sync),
+                    py("c", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 1)};
+  constexpr std::uint32_t max_frames = 256;
+  ChainOptions o = options(0, 64);
+  o.crossfade_frames = 0;
+  Chain chain(config, 48000.0, max_frames, o);
+  constexpr std::array<std::uint32_t, 6> quanta{64, 256, 32, 128, 256, 48};
+
+  std::vector<float> in_buf(2 * max_frames);
+  std::vector<float> out_buf(2 * max_frames);
+  const float* ins[2] = {in_buf.data(), in_buf.data() + max_frames};
+  float* outs[2] = {out_buf.data(), out_buf.data() + max_frames};
+  std::uint64_t pos = 0;
+  std::uint64_t mismatches = 0;
+  std::uint32_t changes = 0;
+  std::uint32_t quantum = 64;
+  std::uint64_t settled_from = 0;  // output frames before this are a transition
+  std::uint64_t transition_frames = 0;
+  constexpr std::uint64_t blocks = 100'000;
+  for (std::uint64_t b = 0; b < blocks; ++b) {
+    if (b > 0 && b % 1000 == 0) {
+      const std::uint32_t next = quanta[(b / 1000) % quanta.size()];
+      if (next != quantum) {
+        const std::uint64_t before = chain.latency_frames();
+        EXPECT_TRUE(chain.set_block_frames(next)) << "quantum " << quantum << " -> " << next;
+        settled_from = pos + std::max<std::uint64_t>(before, chain.latency_frames());
+        ++changes;
+      }
+      quantum = next;
+    }
+    const std::uint64_t latency = chain.latency_frames();
+    ASSERT_EQ(latency, 3 * quantum + 64) << "block " << b;
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < quantum; ++i) in_buf[ch * max_frames + i] = input_at(pos + i, ch);
+    chain.process_rt(ins, outs, quantum, now_ns() + 10'000'000'000ULL);
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < quantum; ++i) {
+        const std::uint64_t p = pos + i;
+        if (p < settled_from) {
+          transition_frames += ch == 0 ? 1 : 0;
+          continue;
+        }
+        const float want = p < latency ? 0.0F : input_at(p - latency, ch) * 0.25F;
+        if (out_buf[ch * max_frames + i] != want && mismatches++ < 5)
+          ADD_FAILURE() << "block " << b << " (quantum " << quantum << ") frame " << p << " channel " << ch
+                        << ": " << out_buf[ch * max_frames + i] << " != " << want;
+      }
+    pos += quantum;
+  }
+  EXPECT_EQ(mismatches, 0U);
+  for (const auto& slot : chain.slots()) {
+    EXPECT_EQ(slot->counters().bypassed_blocks, 0U) << slot->name();
+    EXPECT_EQ(slot->counters().deadline_misses, 0U) << slot->name();
+  }
+  EXPECT_GT(changes, 50U);
+  std::printf(
+      "zero drift, changing quantum: %llu calls, %llu frames, %u quantum changes, %llu frames in "
+      "transitions, 0 mismatches elsewhere\n",
+      static_cast<unsigned long long>(blocks), static_cast<unsigned long long>(pos), changes,
+      static_cast<unsigned long long>(transition_frames));
+}
+
 TEST(ChainSchedule, AutoPicksSyncForAFastPlugin) {
   ChainConfig config;
   config.plugins = {py("fast", "gain.py", {{"gain", 0.5, 1}}, SlotMode::auto_select)};
@@ -146,6 +219,90 @@ TEST(ChainSchedule, AutoPipelinesAPluginLongerThanItsShareByTheRightK) {
   EXPECT_EQ(chain.latency_frames(), s.blocks * 256);
   std::printf("auto: p99.9 %.2f ms -> %s\n", static_cast<double>(s.decision.p999_ns) / 1e6,
               s.decision.why.c_str());
+}
+
+TEST(ChainSchedule, NothingFitsIsSaidInTheLogAndTheStatus) {
+  // slow.py sleeps 15 ms per 5.33 ms block; latency.max-ms 5 allows no pipeline at all.
+  ChainConfig config;
+  config.latency_max_ms = 5.0;
+  config.plugins = {py("slow", "slow.py", {{"delay_ms", 15.0, 1}, {"gain", 1.0, 1}}, SlotMode::auto_select),
+                    py("quick", "gain.py", {{"gain", 0.5, 1}}, SlotMode::pipelined, 2)};
+  std::vector<std::string> log;
+  ChainOptions o = options(16, 256);
+  o.log = [&](std::string_view slot, std::string_view line) {
+    log.push_back(std::string(slot) + ": " + std::string(line));
+  };
+  Chain chain(config, 48000.0, 256, o);
+  EXPECT_FALSE(chain.schedules().at(0).decision.fits) << chain.schedules().at(0).decision.why;
+  bool warned = false;
+  for (const auto& line : log)
+    warned = warned || (line.rfind("slow: ", 0) == 0 && line.find("WARNING") != std::string::npos);
+  EXPECT_TRUE(warned) << "no warning in the log";
+  const std::string status = chain.supervisor().status_json();
+  EXPECT_NE(status.find("\"name\":\"slow\""), std::string::npos) << status;
+  const std::string slow = status.substr(status.find("\"name\":\"slow\""));
+  EXPECT_NE(slow.find("\"mode\":\"auto\""), std::string::npos) << status;
+  EXPECT_NE(slow.find("\"schedule_fits\":false"), std::string::npos) << status;
+  EXPECT_NE(slow.find("fits no pipeline"), std::string::npos) << status;
+  const std::string quick = status.substr(status.find("\"name\":\"quick\""));
+  EXPECT_NE(quick.find(
+                "\"mode\":\"pipelined\",\"pipeline_blocks\":2,\"latency_frames\":512,\"schedule_fits\":true"),
+            std::string::npos)
+      << status;
+}
+
+TEST(ChainSchedule, CalibrationLeavesTheAutoSlotsPluginInItsInitialState) {
+  // scramble ∘ scramble is the identity only if both keystreams start at the same sample. The
+  // sync descrambler "dec" is never calibrated; the auto scrambler "enc" after it is timed by a
+  // 32-block burst at start-up. If that burst ran through enc's own sandbox, enc's keystream
+  // would start 32 × 512 frames ahead and the output would be noise. Sync or pipelined, enc
+  // sees dec's output in order: out[n] == in[n − L] exactly.
+  ChainConfig config;
+  config.channels = 2;
+  config.plugins = {py("dec", "scrambler.py", {{"key", std::string("k"), 1}}, SlotMode::sync),
+                    py("enc", "scrambler.py", {{"key", std::string("k"), 1}}, SlotMode::auto_select)};
+  constexpr std::uint32_t frames = 512;
+  ChainOptions o = options(32, frames);  // the live node's configuration: calibration on
+  o.crossfade_frames = 0;
+  Chain chain(config, 48000.0, frames, o);
+  ASSERT_EQ(chain.schedules().at(1).calibration.total(), 32U) << "the burst did not run";
+  const std::uint64_t latency = chain.latency_frames();
+
+  std::vector<float> in_buf(2 * frames);
+  std::vector<float> out_buf(2 * frames);
+  const float* ins[2] = {in_buf.data(), in_buf.data() + frames};
+  float* outs[2] = {out_buf.data(), out_buf.data() + frames};
+  std::uint64_t mismatches = 0;
+  std::uint64_t compared = 0;
+  for (std::uint64_t pos = 0; pos < latency + 8 * frames; pos += frames) {
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < frames; ++i) in_buf[ch * frames + i] = input_at(pos + i, ch);
+    chain.process_rt(ins, outs, frames, now_ns() + 10'000'000'000ULL);
+    for (std::uint32_t ch = 0; ch < 2; ++ch)
+      for (std::uint32_t i = 0; i < frames; ++i) {
+        const std::uint64_t p = pos + i;
+        if (p < latency) continue;
+        ++compared;
+        const float want = input_at(p - latency, ch);
+        if (out_buf[ch * frames + i] != want && mismatches++ < 5)
+          ADD_FAILURE() << "frame " << p << " channel " << ch << ": " << out_buf[ch * frames + i]
+                        << " != " << want;
+      }
+  }
+  EXPECT_EQ(mismatches, 0U) << "of " << compared << " samples; enc: " << chain.schedules().at(1).decision.why;
+  for (const auto& slot : chain.slots()) EXPECT_EQ(slot->counters().bypassed_blocks, 0U) << slot->name();
+}
+
+TEST(ChainSchedule, APluginThatMayWriteFilesGetsNoStandIn) {
+  // A second instance of a plugin with allow-writes could touch its files: no calibration burst
+  // (and no stand-in); it starts sync and measures while running.
+  ChainConfig config;
+  PluginSpec spec = py("rec", "gain.py", {{"gain", 0.5, 1}}, SlotMode::auto_select);
+  spec.allow_writes = true;
+  config.plugins = {spec};
+  Chain chain(config, 48000.0, 512, options(16, 512));
+  EXPECT_EQ(chain.schedules().at(0).calibration.total(), 0U);
+  EXPECT_EQ(chain.schedules().at(0).blocks, 0U) << chain.schedules().at(0).decision.why;
 }
 
 TEST(ChainSchedule, BlockSizeChangeRescalesPipelinedLatency) {
@@ -222,6 +379,29 @@ TEST(ChainSchedule, TwoPipelinedSlotsRunInParallel) {
       EXPECT_LT(piped_misses, 2 * cycles * 28 / 100 / 4) << "the pipelined slots did not overlap";
     }
   }
+}
+
+TEST(ChainSchedule, ReviewDeepensAnAutoSlotAfterSustainedMisses) {
+  // An auto slot that starts sync (no calibration burst: no measurements) with a plugin that
+  // sleeps 8 ms per 5.33 ms block misses (nearly) every 4 ms deadline; the review after 200
+  // blocks adds one block of pipeline and says the latency changed (the node re-reports it).
+  ChainConfig config;
+  config.latency_max_ms = 100.0;
+  config.plugins = {py("slow", "slow.py", {{"delay_ms", 8.0, 1}}, SlotMode::auto_select)};
+  Chain chain(config, 48000.0, 256, options(0, 256));
+  ASSERT_EQ(chain.schedules().at(0).blocks, 0U) << chain.schedules().at(0).decision.why;
+  ASSERT_EQ(chain.latency_frames(), 0U);
+  EXPECT_FALSE(chain.review_schedule()) << "no blocks yet: nothing to review";
+  const std::uint64_t misses = run_real_time(chain, 256, 5'333'333, 200);
+  EXPECT_GT(misses, 2U) << "8 ms of sleep cannot fit a 4 ms deadline";
+  EXPECT_TRUE(chain.review_schedule());
+  EXPECT_EQ(chain.schedules().at(0).blocks, 1U) << chain.schedules().at(0).decision.why;
+  EXPECT_EQ(chain.latency_frames(), 256U);
+  EXPECT_NE(chain.supervisor().status_json().find("\"pipeline_blocks\":1,\"latency_frames\":256"),
+            std::string::npos)
+      << chain.supervisor().status_json();
+  std::printf("review: %llu misses in 200 sync blocks -> %s\n", static_cast<unsigned long long>(misses),
+              chain.schedules().at(0).decision.why.c_str());
 }
 
 TEST(ChainSchedule, ThreeFiveMsPluginsAt512Frames) {

@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <thread>
 #include <variant>
 
@@ -201,6 +203,42 @@ TEST(SandboxPipeline, DryToWetFadesInAndWetToDryHasNoStep) {
     ASSERT_NEAR(y[1024 + j], d + g * (w - d), 1e-6F) << j;
   }
   for (std::uint32_t i = 1024 + 64; i < 2048; ++i) ASSERT_EQ(y[i], x[i] * 0.5F) << i;
+}
+
+TEST(SandboxPipeline, DepthChangeWhileRunningCrossfadesTimelines) {
+  // A 10 Hz sine through gain 0.5, pipelined 1 → 3 → 0 (sync) blocks while running. A hard
+  // switch would jump 512 frames of the sine (a step of up to ≈ 0.33); the 64-frame crossfade
+  // from the old timeline to the new one keeps every step within the sine's own slope plus
+  // 1/64 of its swing, and afterwards the output is exactly the input 768 (then 0) frames late.
+  auto proc =
+      start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 0.5, 1}}), channels, 256, slots(8));
+  proc->set_pipeline(1, 256);
+  Signal in(channels, 48 * 256);
+  for (std::uint32_t c = 0; c < channels; ++c)
+    for (std::uint32_t i = 0; i < in.frames; ++i)
+      in.ch(c)[i] = static_cast<float>(0.5 * std::sin(2.0 * M_PI * 10.0 * i / 48000.0 + c));
+  Signal out(channels, in.frames);
+  for (std::uint32_t b = 0; b < 48; ++b) {
+    if (b == 16) proc->set_pipeline(3, 256);
+    if (b == 32) proc->set_pipeline(0, 256);
+    const float* ins[channels] = {in.ch(0) + b * 256, in.ch(1) + b * 256};
+    float* outs[channels] = {out.ch(0) + b * 256, out.ch(1) + b * 256};
+    EXPECT_EQ(proc->process_rt(ins, outs, 256, host::ProcessContext{deadline_in(generous)}),
+              BlockStatus::processed);
+  }
+  const float slope = static_cast<float>(0.5 * 0.5 * 2.0 * M_PI * 10.0 / 48000.0);  // gain × amplitude × ω
+  const float bound = 2 * slope + 0.5F / 64.0F + 1e-5F;
+  for (std::uint32_t c = 0; c < channels; ++c) {
+    const float* x = in.ch(c);
+    const float* y = out.ch(c);
+    float worst = 0.0F;
+    for (std::uint32_t i = 512; i < in.frames; ++i) worst = std::max(worst, std::fabs(y[i] - y[i - 1]));
+    EXPECT_LE(worst, bound) << "channel " << c << ": a step at a depth change";
+    for (std::uint32_t i = 16 * 256 + 64; i < 32 * 256; ++i)
+      ASSERT_EQ(y[i], x[i - 768] * 0.5F) << c << " " << i;
+    for (std::uint32_t i = 32 * 256 + 64; i < in.frames; ++i) ASSERT_EQ(y[i], x[i] * 0.5F) << c << " " << i;
+  }
+  EXPECT_EQ(proc->counters().bypassed_blocks, 0U);
 }
 
 TEST(SandboxPipeline, MuteOnFailureGivesSilenceForMissingPositions) {

@@ -49,7 +49,8 @@ enum class SandboxLogLevel : std::uint8_t { debug, info, warning, error };
 
 /// Receives each line a sandbox sends (the plugin's print()s, warnings, exceptions in
 /// process()). `plugin` is the slot's name from the config. [main], from the calls below.
-using SandboxLogFn = std::function<void(std::string_view plugin, SandboxLogLevel level, std::string_view line)>;
+using SandboxLogFn =
+    std::function<void(std::string_view plugin, SandboxLogLevel level, std::string_view line)>;
 
 /// [main] The default sink: "sandpipe: [NAME] line" on stderr.
 void log_to_stderr(std::string_view plugin, SandboxLogLevel level, std::string_view line);
@@ -96,7 +97,7 @@ struct PythonParamInfo {
 
 /// What a sandbox reported about its plugin after loading it.
 struct PythonPluginInfo {
-  std::string api;  ///< "sdk" (sandpipe.Plugin) or "legacy" (create_plugin())
+  std::string api;   ///< "sdk" (sandpipe.Plugin) or "legacy" (create_plugin())
   std::string role;  ///< processor | source | sink
   std::string name;
   std::string version;
@@ -150,7 +151,9 @@ class SandboxProcessor final : public Processor {
 
   [[nodiscard]] std::string_view name() const noexcept override { return name_; }
   /// [any] The plugin's own latency plus the pipeline latency (pipeline_frames()).
-  [[nodiscard]] std::uint32_t latency_frames() const noexcept override { return latency_ + pipeline_frames(); }
+  [[nodiscard]] std::uint32_t latency_frames() const noexcept override {
+    return latency_ + pipeline_frames();
+  }
   /// [any] The plugin's own latency (as it reported at load).
   [[nodiscard]] std::uint32_t plugin_latency_frames() const noexcept { return latency_; }
   /// [rt] See the class comment.
@@ -205,17 +208,24 @@ class SandboxProcessor final : public Processor {
   /// re-report latency_frames() afterwards.
   void set_pipeline(std::uint32_t blocks, std::uint32_t block_frames) noexcept;
   /// [any] Pipeline depth in blocks (0: sync) and its latency in frames, as last set.
-  [[nodiscard]] std::uint32_t pipeline_blocks() const noexcept { return pipeline_blocks_.load(std::memory_order_relaxed); }
-  [[nodiscard]] std::uint32_t pipeline_frames() const noexcept { return pipeline_frames_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint32_t pipeline_blocks() const noexcept {
+    return pipeline_blocks_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint32_t pipeline_frames() const noexcept {
+    return pipeline_frames_.load(std::memory_order_relaxed);
+  }
   /// [any] Largest k set_pipeline() accepts: slot_count − 2 (k jobs ahead, the one being
   /// submitted, and one spare).
   [[nodiscard]] std::uint32_t max_pipeline_blocks() const noexcept { return max_pipeline_blocks_; }
   /// [any] Completion times (submit → seen complete on the host), written by the RT thread.
   [[nodiscard]] const LatencyHistogram& histogram() const noexcept { return histogram_; }
-  /// [main] Before the RT side runs (or after it stopped): `blocks` synchronous round trips of
-  /// silence of `frames` frames, timed on this thread, into `out` (not the RT histogram). The
-  /// plugin sees these blocks and its state advances (Chain times a stand-in sandbox, not the
+  /// [main] Before the RT side runs (or after it stopped): `calibration_warmup_blocks` untimed,
+  /// then `blocks` timed synchronous round trips of silence of `frames` frames, timed on this
+  /// thread, into `out` (not the RT histogram). The warm-up keeps a plugin's first calls (lazy
+  /// imports, first-touch pages, numpy's caches) out of a p99.9 that 128 samples make the max.
+  /// The plugin sees these blocks and its state advances (Chain times a stand-in sandbox, not the
   /// slot that plays). Returns false if the sandbox did not answer within `timeout_ns` per block.
+  static constexpr std::uint32_t calibration_warmup_blocks = 8;
   bool calibrate(std::uint32_t blocks, std::uint32_t frames, std::uint64_t timeout_ns, HistogramCounts& out);
   /// [main] Frames of a wet↔dry ramp (default 64; 0 switches hard). Before running.
   void set_crossfade_frames(std::uint32_t frames) noexcept { crossfade_frames_ = frames; }
@@ -238,8 +248,10 @@ class SandboxProcessor final : public Processor {
 
  private:
   friend class Supervisor;  // takes control_ over (host/supervisor.h)
-  friend std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(
-      std::span<const PluginSpec>, double, std::uint32_t, std::uint32_t, const SandboxOptions&);
+  friend std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::span<const PluginSpec>,
+                                                                                 double, std::uint32_t,
+                                                                                 std::uint32_t,
+                                                                                 const SandboxOptions&);
 
   SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link, std::uint32_t max_frames);
 
@@ -248,10 +260,12 @@ class SandboxProcessor final : public Processor {
   /// [main] Sizes the rings once the plugin's latency is known.
   void set_latency(std::uint32_t latency);
   /// [main] The newest link handed over (for notify_control and the control conversation).
-  [[nodiscard]] SandboxLink& link_for_main() const noexcept { return *links_.latest.load(std::memory_order_acquire); }
+  [[nodiscard]] SandboxLink& link_for_main() const noexcept {
+    return *links_.latest.load(std::memory_order_acquire);
+  }
 
   struct JobRecord {
-    std::uint64_t pos = 0;        ///< first input position of the job
+    std::uint64_t pos = 0;  ///< first input position of the job
     std::uint64_t submit_ns = 0;
     std::uint32_t frames = 0;
     std::uint32_t seq = 0;
@@ -318,17 +332,17 @@ class SandboxProcessor final : public Processor {
   std::uint64_t in_pos_ = position_base;
   std::uint32_t active_pipeline_frames_ = 0;
   std::uint32_t ring_mask_ = 0;
-  std::vector<float> history_;           ///< channels × ring: the dry input by position
-  std::vector<float> wet_;               ///< channels × ring: processed audio by position
-  std::vector<std::uint64_t> tag_;       ///< ring: the position a wet_ frame holds (0: none)
+  std::vector<float> history_;      ///< channels × ring: the dry input by position
+  std::vector<float> wet_;          ///< channels × ring: processed audio by position
+  std::vector<std::uint64_t> tag_;  ///< ring: the position a wet_ frame holds (0: none)
   std::array<JobRecord, shm::max_slots> jobs_{};
   std::array<std::uint32_t, shm::max_slots> fifo_{};  ///< busy slots, oldest first
   std::uint32_t fifo_head_ = 0;
   std::uint32_t fifo_tail_ = 0;
   std::uint32_t next_seq_ = 1;
-  bool link_usable_ = false;             ///< RT view: current link may be used
+  bool link_usable_ = false;  ///< RT view: current link may be used
   // Ramps.
-  bool prev_wet_ = true;                 ///< pre-roll counts as wet: no fade-in at the start
+  bool prev_wet_ = true;  ///< pre-roll counts as wet: no fade-in at the start
   std::uint32_t fade_in_left_ = 0;
   std::uint32_t offset_left_ = 0;
   std::array<float, shm::max_channels> offset_{};

@@ -11,7 +11,7 @@ namespace sandpipe::host {
 SandboxProcessor::LinkSlots::~LinkSlots() {
   SandboxLink* offer = offered.exchange(nullptr);
   SandboxLink* old = retired.exchange(nullptr);
-  delete rt;  // NOLINT(cppcoreguidelines-owning-memory): raw so the RT side can hold it
+  delete rt;                      // NOLINT(cppcoreguidelines-owning-memory): raw so the RT side can hold it
   if (offer != rt) delete offer;  // NOLINT(cppcoreguidelines-owning-memory)
   if (old != rt && old != offer) delete old;  // NOLINT(cppcoreguidelines-owning-memory)
 }
@@ -43,7 +43,8 @@ bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link) {
   if (!link) throw std::invalid_argument("replace_link: no link");
   const shm::Geometry& have = link_for_main().endpoint.geometry();
   const shm::Geometry& got = link->endpoint.geometry();
-  if (got.channels != have.channels || got.max_frames != have.max_frames || got.slot_count != have.slot_count) {
+  if (got.channels != have.channels || got.max_frames != have.max_frames ||
+      got.slot_count != have.slot_count) {
     throw std::invalid_argument("replace_link: the new segment's geometry differs from the slot's");
   }
   collect_retired_links();
@@ -87,7 +88,7 @@ bool SandboxProcessor::calibrate(std::uint32_t blocks, std::uint32_t frames, std
   shm::HostEndpoint& ep = link->endpoint;
   frames = std::clamp<std::uint32_t>(frames, 1, max_frames_);
   bool ok = true;
-  for (std::uint32_t b = 0; b < blocks && ok; ++b) {
+  for (std::uint32_t b = 0; b < calibration_warmup_blocks + blocks && ok; ++b) {
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
       float* dst = ep.channel_rt(0, ch);
       if (dst == nullptr) return false;
@@ -112,7 +113,7 @@ bool SandboxProcessor::calibrate(std::uint32_t blocks, std::uint32_t frames, std
       ok = false;
       break;
     }
-    out.add(end - start);
+    if (b >= calibration_warmup_blocks) out.add(end - start);
   }
   publish_oldest_rt();
   ep.release_rt_thread();  // the data thread takes over from here

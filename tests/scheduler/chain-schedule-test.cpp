@@ -213,7 +213,11 @@ TEST(ChainSchedule, AutoPipelinesAPluginLongerThanItsShareByTheRightK) {
   const host::ModeDecision again = host::choose_mode(s.calibration, budget);
   EXPECT_EQ(s.blocks, again.blocks) << s.decision.why;
   EXPECT_GE(s.blocks, 3U) << s.decision.why;
-  EXPECT_TRUE(s.decision.fits);
+  // It fits unless a stall of the shared machine made one of the 32 blocks longer than the
+  // deepest pipeline (14 × 5.33 + 4 ms): then the deepest k is chosen and said not to fit.
+  if (!s.decision.fits) {
+    EXPECT_EQ(s.blocks, budget.max_blocks) << s.decision.why;
+  }
   // Smallest: one block fewer would not absorb the measured p99.9.
   EXPECT_GT(s.decision.p999_ns, (s.blocks - 1) * budget.period_ns + budget.share_ns);
   EXPECT_EQ(chain.latency_frames(), s.blocks * 256);

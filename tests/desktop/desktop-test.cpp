@@ -441,7 +441,9 @@ TEST_F(Desktop, RtpOnLoopbackCarriesTheProcessedSignalToAnotherGraphNode) {
   const Judgement j = judge(rec, expected, 0.1);
   EXPECT_GE(j.blocks_at_level, 15) << "levels: " << j.levels;
   EXPECT_EQ(j.loud_blocks, 0) << j.levels;
-  EXPECT_NEAR(j.freq_hz, tone_hz, 10.0) << j.levels;
+  // The receiver's rate-matching resampler pulls the pitch by up to ~1 % while it locks on
+  // (11.5 Hz seen on a loaded machine); a wrong rate anywhere (44.1 vs 48 kHz) is off by 8.8 %.
+  EXPECT_NEAR(j.freq_hz, tone_hz, 0.02 * tone_hz) << j.levels;
 
   stop_node(*node, name);
   set_default_sink(sink_);

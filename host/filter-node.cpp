@@ -356,7 +356,7 @@ class FilterNode final : public GraphNode {
   const ChainConfig& config_;
   pw_main_loop* main_loop_;
   pw_loop* data_loop_ = nullptr;
-  NodeProps props_;  ///< the live parameter values; the config chains are built from
+  NodeProps props_;               ///< the live parameter values; the config chains are built from
   std::unique_ptr<Chain> chain_;  ///< destroyed after filter_ (declared before it)
   detail::RtState rt_;
   FilterPtr filter_;
@@ -367,7 +367,7 @@ class FilterNode final : public GraphNode {
   bool announced_ = false;
   bool closing_ = false;
   std::thread::id main_thread_ = std::this_thread::get_id();  ///< for the debug thread checks
-  std::unique_ptr<LoopSource> review_timer_;  ///< the scheduler's periodic review
+  std::unique_ptr<LoopSource> review_timer_;                  ///< the scheduler's periodic review
 };
 
 }  // namespace

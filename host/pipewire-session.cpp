@@ -30,7 +30,6 @@ std::uint32_t parse_rate(const char* value) {
   return (end != value && v >= 8000 && v <= 768000) ? static_cast<std::uint32_t>(v) : 0;
 }
 
-
 // ---- the graph rate from the "settings" metadata ------------------------------------------
 
 /// Asks the daemon for `clock.force-rate` / `clock.rate` in the "settings" metadata, so the
@@ -195,7 +194,8 @@ int run_or_throw(const NodeBuilder& build) {
 
   // client-rt.conf loads module-rt: the data thread that runs the chain gets SCHED_FIFO (directly
   // when permitted, else through RTKit), as every PipeWire audio client should.
-  ContextPtr context(pw_context_new(loop, pw_properties_new(PW_KEY_CONFIG_NAME, "client-rt.conf", nullptr), 0));
+  ContextPtr context(
+      pw_context_new(loop, pw_properties_new(PW_KEY_CONFIG_NAME, "client-rt.conf", nullptr), 0));
   if (!context) {
     std::fprintf(stderr, "sandpipe: cannot create a PipeWire context: %s\n", errno_message(errno).c_str());
     return 1;

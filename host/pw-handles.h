@@ -6,10 +6,10 @@
 #include <string>
 #include <system_error>
 
-#include <pipewire/pipewire.h>
-#include <pipewire/filter.h>
-#include <pipewire/stream.h>
 #include <pipewire/extensions/metadata.h>
+#include <pipewire/filter.h>
+#include <pipewire/pipewire.h>
+#include <pipewire/stream.h>
 
 namespace sandpipe::host::detail {
 

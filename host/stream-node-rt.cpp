@@ -67,7 +67,8 @@ void run_cycle_rt(StreamRtState& st) noexcept {
   std::uint32_t capacity = max_quantum;
   for (std::uint32_t ch = 0; out != nullptr && ch < st.channels; ++ch) {
     const spa_data& d = out->buffer->datas[ch];
-    capacity = d.data == nullptr ? 0 : std::min(capacity, d.maxsize / static_cast<std::uint32_t>(sizeof(float)));
+    capacity =
+        d.data == nullptr ? 0 : std::min(capacity, d.maxsize / static_cast<std::uint32_t>(sizeof(float)));
   }
   const std::uint32_t captured = in != nullptr ? captured_frames(in, st.channels) : 0;
   std::uint64_t wanted = captured;
@@ -87,12 +88,13 @@ void run_cycle_rt(StreamRtState& st) noexcept {
     st.counters.oversized.fetch_add(1, std::memory_order_relaxed);
     frames = capacity;
     for (std::uint32_t ch = 0; out != nullptr && ch < st.channels; ++ch)
-      if (out->buffer->datas[ch].data != nullptr) std::memset(out->buffer->datas[ch].data, 0, frames * sizeof(float));
+      if (out->buffer->datas[ch].data != nullptr)
+        std::memset(out->buffer->datas[ch].data, 0, frames * sizeof(float));
   } else {
     frames = static_cast<std::uint32_t>(wanted);
     for (std::uint32_t ch = 0; ch < st.channels; ++ch) {
-      src[ch] = captured != 0 ? static_cast<const float*>(
-                                    SPA_PTROFF(in->buffer->datas[ch].data, in->buffer->datas[ch].chunk->offset, void))
+      src[ch] = captured != 0 ? static_cast<const float*>(SPA_PTROFF(
+                                    in->buffer->datas[ch].data, in->buffer->datas[ch].chunk->offset, void))
                               : st.silence.data();
       dst[ch] = out != nullptr ? static_cast<float*>(out->buffer->datas[ch].data)
                                : st.discard.data() + std::size_t{ch} * max_quantum;

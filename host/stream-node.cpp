@@ -43,15 +43,17 @@ enum class Shape : std::uint8_t { virtual_sink, source, sink };
 Shape shape_of(const ChainConfig& config, const Chain& chain) {
   if (config.mode == NodeMode::sink) {
     if (chain.has_source() || chain.has_sink()) {
-      throw PluginError(std::string("mode = \"sink\" runs a processing chain, not one that ") +
-                        (chain.has_source() ? "starts with a source" : "ends with a sink") +
-                        " plugin (without mode = \"sink\" the node is then an Audio/Source or Audio/Sink itself)");
+      throw PluginError(
+          std::string("mode = \"sink\" runs a processing chain, not one that ") +
+          (chain.has_source() ? "starts with a source" : "ends with a sink") +
+          " plugin (without mode = \"sink\" the node is then an Audio/Source or Audio/Sink itself)");
     }
     return Shape::virtual_sink;
   }
   if (chain.has_source() && chain.has_sink()) {
-    throw PluginError("the chain starts with a source and ends with a sink: the node would have no ports "
-                      "(sandpipe render runs such a chain)");
+    throw PluginError(
+        "the chain starts with a source and ends with a sink: the node would have no ports "
+        "(sandpipe render runs such a chain)");
   }
   if (chain.has_source()) return Shape::source;
   if (chain.has_sink()) return Shape::sink;
@@ -77,13 +79,14 @@ class StreamNode final : public GraphNode {
     }
     if (shape_ == Shape::virtual_sink) {
       playback_.reset(pw_stream_new(env.core, (name + " output").c_str(),
-                                    stream_props(Shape::virtual_sink, name + ".output", description + " output",
-                                                 "Stream/Output/Audio")));
+                                    stream_props(Shape::virtual_sink, name + ".output",
+                                                 description + " output", "Stream/Output/Audio")));
     } else if (shape_ == Shape::source) {
       playback_.reset(pw_stream_new(env.core, (name + " output").c_str(),
                                     stream_props(Shape::source, name, description, "Audio/Source")));
     }
-    if (shape_ != Shape::sink && !playback_) throw std::runtime_error("pw_stream_new (output): " + errno_message(errno));
+    if (shape_ != Shape::sink && !playback_)
+      throw std::runtime_error("pw_stream_new (output): " + errno_message(errno));
 
     rt_.capture = capture_.get();
     rt_.playback = playback_.get();
@@ -136,8 +139,8 @@ class StreamNode final : public GraphNode {
     }
 
     // The scheduler's review: auto slots with sustained deadline misses get deeper pipelines.
-    review_timer_ = std::make_unique<LoopSource>(rt_.main_loop,
-                                                 pw_loop_add_timer(rt_.main_loop, &StreamNode::on_review, this));
+    review_timer_ = std::make_unique<LoopSource>(
+        rt_.main_loop, pw_loop_add_timer(rt_.main_loop, &StreamNode::on_review, this));
     if (review_timer_->get() != nullptr) {
       timespec interval{static_cast<time_t>(schedule_review_ns / 1'000'000'000U), 0};
       pw_loop_update_timer(rt_.main_loop, review_timer_->get(), &interval, &interval, false);
@@ -187,11 +190,12 @@ class StreamNode final : public GraphNode {
         for (const spa_pod* p : props_.build_params(b)) params.push_back(p);
       const bool input = stream == capture_.get();
       // The pair's playback is driven by the capture's cycle (trigger), as in filter-chain.
-      const auto stream_flags =
-          shape_ == Shape::virtual_sink && !input ? static_cast<pw_stream_flags>(flags | PW_STREAM_FLAG_TRIGGER)
-                                                  : flags;
-      const int res = pw_stream_connect(stream, input ? PW_DIRECTION_INPUT : PW_DIRECTION_OUTPUT, PW_ID_ANY,
-                                        stream_flags, params.data(), static_cast<std::uint32_t>(params.size()));
+      const auto stream_flags = shape_ == Shape::virtual_sink && !input
+                                    ? static_cast<pw_stream_flags>(flags | PW_STREAM_FLAG_TRIGGER)
+                                    : flags;
+      const int res =
+          pw_stream_connect(stream, input ? PW_DIRECTION_INPUT : PW_DIRECTION_OUTPUT, PW_ID_ANY, stream_flags,
+                            params.data(), static_cast<std::uint32_t>(params.size()));
       if (res < 0) return res;
     }
     return 0;
@@ -215,22 +219,23 @@ class StreamNode final : public GraphNode {
                  static_cast<unsigned long long>(c.oversized.load(std::memory_order_relaxed)));
     for (const auto& slot : chain_->slots()) {
       const SlotCounters sc = slot->counters();
-      std::fprintf(stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
-                   static_cast<int>(slot->name().size()), slot->name().data(),
-                   static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
-                   static_cast<unsigned long long>(sc.bypassed_blocks),
-                   static_cast<unsigned long long>(sc.sanitized_blocks));
+      std::fprintf(
+          stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
+          static_cast<int>(slot->name().size()), slot->name().data(),
+          static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
+          static_cast<unsigned long long>(sc.bypassed_blocks),
+          static_cast<unsigned long long>(sc.sanitized_blocks));
     }
   }
 
  private:
   /// [main] Properties of one stream. `role`: Shape::sink for NODE as a sink (the capture
   /// stream), Shape::source for NODE as a source, Shape::virtual_sink for the pair's output.
-  [[nodiscard]] pw_properties* stream_props(Shape role, const std::string& node_name, const std::string& description,
-                                            const char* media_class) const {
-    pw_properties* p = pw_properties_new(PW_KEY_NODE_NAME, node_name.c_str(), PW_KEY_NODE_DESCRIPTION,
-                                         description.c_str(), PW_KEY_MEDIA_NAME, description.c_str(),
-                                         PW_KEY_MEDIA_CLASS, media_class, "resample.prefill", "true", nullptr);
+  [[nodiscard]] pw_properties* stream_props(Shape role, const std::string& node_name,
+                                            const std::string& description, const char* media_class) const {
+    pw_properties* p = pw_properties_new(
+        PW_KEY_NODE_NAME, node_name.c_str(), PW_KEY_NODE_DESCRIPTION, description.c_str(), PW_KEY_MEDIA_NAME,
+        description.c_str(), PW_KEY_MEDIA_CLASS, media_class, "resample.prefill", "true", nullptr);
     if (p != nullptr && shape_ == Shape::virtual_sink) {
       // One group (one driver, one cycle); the link group keeps WirePlumber from linking the
       // output back into the sink.
@@ -305,22 +310,25 @@ class StreamNode final : public GraphNode {
                  chain_->block_frames());
   }
 
-  static void on_state_changed(void* data, pw_stream_state /*old*/, pw_stream_state state, const char* error) {
+  static void on_state_changed(void* data, pw_stream_state /*old*/, pw_stream_state state,
+                               const char* error) {
     auto* self = static_cast<StreamNode*>(data);
     pw_stream* node = self->props_stream();
     if (state == PW_STREAM_STATE_ERROR) {
       std::fprintf(stderr, "sandpipe: stream error: %s\n", error != nullptr ? error : "unknown");
       self->failure_ = 1;
       pw_main_loop_quit(self->loop_);
-    } else if (state == PW_STREAM_STATE_PAUSED && !self->announced_ && pw_stream_get_node_id(node) != SPA_ID_INVALID) {
+    } else if (state == PW_STREAM_STATE_PAUSED && !self->announced_ &&
+               pw_stream_get_node_id(node) != SPA_ID_INVALID) {
       self->announced_ = true;
       const char* what = self->shape_ == Shape::source ? "source" : "sink";
-      std::fprintf(stderr, "sandpipe: %s \"%s\" (id %u) ready, %u channels, chain at %u Hz, latency %u frames%s%s%s\n",
-                   what, self->config_.node_name.c_str(), pw_stream_get_node_id(node), self->config_.channels,
-                   self->rate_, self->chain_->latency_frames(),
-                   self->shape_ == Shape::virtual_sink ? "; output stream \"" : "",
-                   self->shape_ == Shape::virtual_sink ? self->config_.node_name.c_str() : "",
-                   self->shape_ == Shape::virtual_sink ? ".output\"" : "");
+      std::fprintf(
+          stderr, "sandpipe: %s \"%s\" (id %u) ready, %u channels, chain at %u Hz, latency %u frames%s%s%s\n",
+          what, self->config_.node_name.c_str(), pw_stream_get_node_id(node), self->config_.channels,
+          self->rate_, self->chain_->latency_frames(),
+          self->shape_ == Shape::virtual_sink ? "; output stream \"" : "",
+          self->shape_ == Shape::virtual_sink ? self->config_.node_name.c_str() : "",
+          self->shape_ == Shape::virtual_sink ? ".output\"" : "");
     }
   }
 
@@ -372,7 +380,8 @@ class StreamNode final : public GraphNode {
   /// pw_stream does for its own copy), so a cycle never sees a stale one.
   void set_position(std::uint32_t id, void* area, std::uint32_t size) {
     if (id != SPA_IO_Position) return;
-    auto* position = area != nullptr && size >= sizeof(spa_io_position) ? static_cast<spa_io_position*>(area) : nullptr;
+    auto* position =
+        area != nullptr && size >= sizeof(spa_io_position) ? static_cast<spa_io_position*>(area) : nullptr;
     pw_loop_invoke(data_loop_, &StreamNode::do_set_position, 0, &position, sizeof(position), true, &rt_);
   }
 

@@ -72,10 +72,10 @@ void write_tone(const fs::path& file, double seconds) {
 
 /// What a recording holds, judged in blocks of 100 ms of its first channel.
 struct Judgement {
-  int blocks_at_level = 0;  ///< blocks whose RMS is within `tolerance` of the expected RMS
-  int loud_blocks = 0;      ///< blocks clearly above it (unprocessed audio)
-  double freq_hz = 0;       ///< zero-crossing frequency over the blocks at level
-  std::string levels;       ///< every block's RMS, for messages
+  int blocks_at_level = 0;   ///< blocks whose RMS is within `tolerance` of the expected RMS
+  int loud_blocks = 0;       ///< blocks clearly above it (unprocessed audio)
+  double freq_hz = 0;        ///< zero-crossing frequency over the blocks at level
+  std::string levels;        ///< every block's RMS, for messages
 };
 
 Judgement judge(const fs::path& file, double expected_rms, double tolerance) {
@@ -112,8 +112,7 @@ Judgement judge(const fs::path& file, double expected_rms, double tolerance) {
       ++j.loud_blocks;
     }
   }
-  if (at_level_frames > 0)
-    j.freq_hz = crossings / 2.0 * info.samplerate / static_cast<double>(at_level_frames);
+  if (at_level_frames > 0) j.freq_hz = crossings / 2.0 * info.samplerate / static_cast<double>(at_level_frames);
   return j;
 }
 
@@ -179,9 +178,7 @@ class Desktop : public ::testing::Test {
 
   fs::path write_config(const std::string& name, const std::string& extra, const std::string& plugins) const {
     fs::path p = work_ / (name + ".conf");
-    std::ofstream(p) << "node.name = \"" << name << "\"\nchannels = 2\n"
-                     << extra << "plugins = [\n"
-                     << plugins << "]\n";
+    std::ofstream(p) << "node.name = \"" << name << "\"\nchannels = 2\n" << extra << "plugins = [\n" << plugins << "]\n";
     return p;
   }
 
@@ -189,8 +186,7 @@ class Desktop : public ::testing::Test {
     auto child = std::make_unique<Child>(std::vector<std::string>{SANDPIPE_EXE, "run", conf.string()},
                                          work_ / (name + ".out"), log_of(name));
     const bool up = poll_until(
-        [&] { return !child->running() || read_text(log_of(name)).find(") ready") != std::string::npos; },
-        timeout);
+        [&] { return !child->running() || read_text(log_of(name)).find(") ready") != std::string::npos; }, timeout);
     EXPECT_TRUE(up && child->running()) << "sandpipe did not come up:\n" << read_text(log_of(name));
     return child;
   }
@@ -216,8 +212,7 @@ class Desktop : public ::testing::Test {
   static std::string enum_params(const std::string& name, const std::string& what) {
     const double id = node_id(pw_dump(), name);
     if (id < 0) return {};
-    return run_command("pw-cli enum-params " + std::to_string(static_cast<long>(id)) + " " + what + " 2>&1")
-        .first;
+    return run_command("pw-cli enum-params " + std::to_string(static_cast<long>(id)) + " " + what + " 2>&1").first;
   }
 
   /// The line after `String "NAME"` in enum-params Props output: the published value.
@@ -237,19 +232,11 @@ class Desktop : public ::testing::Test {
     const fs::path tone = work_ / "tone.wav";
     write_tone(tone, 3.0);
     const fs::path rec = work_ / "rec.wav";
-    std::vector<std::string> rec_argv{
-        "pw-record",
-        "--target",
-        record_target,
-        "--format",
-        "f32",
-        "--rate",
-        "48000",
-        "--channels",
-        "2",
-        "-P",
-        std::string("{ node.name = \"desk-rec\"") + (monitor ? " stream.capture.sink = true" : "") + " }",
-        rec.string()};
+    std::vector<std::string> rec_argv{"pw-record", "--target", record_target, "--format", "f32", "--rate", "48000",
+                                      "--channels", "2", "-P",
+                                      std::string("{ node.name = \"desk-rec\"") +
+                                          (monitor ? " stream.capture.sink = true" : "") + " }",
+                                      rec.string()};
     Child recorder(rec_argv, work_ / "rec.out", work_ / "rec.err");
     EXPECT_TRUE(poll_until([&] { return links_between(pw_dump(), record_target, "desk-rec") >= 1; }, timeout))
         << "recorder not linked to " << record_target << ": " << read_text(work_ / "rec.err");
@@ -297,9 +284,7 @@ TEST_F(Desktop, ListsEveryParameterAsPropInfoAndProps) {
 
 TEST_F(Desktop, SetChangesTheGainHeardThroughTheNode) {
   const std::string name = "desk-set";
-  auto node = start_node(
-      name,
-      write_config(name, "", "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"));
+  auto node = start_node(name, write_config(name, "", "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"));
   ASSERT_FALSE(HasFailure());
 
   auto [status, out] = sandpipe_set(name + " trim:gain 0.25");
@@ -319,8 +304,8 @@ TEST_F(Desktop, SetChangesTheGainHeardThroughTheNode) {
 
   // pw-cli set-param reaches the same handler.
   const auto id = static_cast<long>(node_id(pw_dump(), name));
-  auto [cli_out, cli_status] = run_command("pw-cli set-param " + std::to_string(id) +
-                                           " Props '{ params = [ \"trim:gain\" 0.75 ] }' 2>&1");
+  auto [cli_out, cli_status] =
+      run_command("pw-cli set-param " + std::to_string(id) + " Props '{ params = [ \"trim:gain\" 0.75 ] }' 2>&1");
   EXPECT_EQ(cli_status, 0) << cli_out;
   EXPECT_TRUE(poll_until([&] { return published(name, "trim:gain") == "Float 0.750000"; }, timeout))
       << read_text(log_of(name));
@@ -333,16 +318,14 @@ TEST_F(Desktop, RefusesUnknownNamesAndWrongTypesAndClampsRanges) {
   ASSERT_FALSE(HasFailure());
   auto [status, out] = sandpipe_set(name + " nope:x 1 lp:type bogus trim:gain 99 trim:mute yes");
   EXPECT_EQ(status, 0) << out;  // delivered; the node judges each value
-  EXPECT_TRUE(poll_until([&] { return log_has(name, "set trim:gain = 16"); }, timeout))
-      << read_text(log_of(name));
+  EXPECT_TRUE(poll_until([&] { return log_has(name, "set trim:gain = 16"); }, timeout)) << read_text(log_of(name));
   const std::string log = read_text(log_of(name));
   EXPECT_NE(log.find("cannot set \"nope:x\": unknown parameter (known: trim:gain, trim:mute, lp:type"),
             std::string::npos)
       << log;
   EXPECT_NE(log.find("cannot set \"lp:type\": expects one of: lowpass, highpass"), std::string::npos) << log;
   EXPECT_NE(log.find("\"trim:gain\": 99 is out of range [0, 16], clamped to 16"), std::string::npos) << log;
-  EXPECT_NE(log.find("cannot set \"trim:mute\": expects true or false, got \"yes\""), std::string::npos)
-      << log;
+  EXPECT_NE(log.find("cannot set \"trim:mute\": expects true or false, got \"yes\""), std::string::npos) << log;
   EXPECT_EQ(published(name, "lp:type"), "Int 0");
 
   auto [missing_status, missing_out] = sandpipe_set("no-such-node trim:gain 1");
@@ -358,14 +341,12 @@ TEST_F(Desktop, PythonParametersGoThroughTheSandboxControlChannel) {
   const std::string name = "desk-python";
   const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
   auto node = start_node(
-      name,
-      write_config(name, "", "  { name = \"py\" path = \"" + plugin + "\" params = { gain = 0.5 } }\n"));
+      name, write_config(name, "", "  { name = \"py\" path = \"" + plugin + "\" params = { gain = 0.5 } }\n"));
   ASSERT_FALSE(HasFailure());
   EXPECT_EQ(published(name, "py:gain"), "Float 0.500000");
   auto [status, out] = sandpipe_set(name + " py:gain 0.25 py:gain 9");
   EXPECT_EQ(status, 0) << out;
-  EXPECT_TRUE(poll_until([&] { return log_has(name, "set py:gain = 4"); }, timeout))
-      << read_text(log_of(name));
+  EXPECT_TRUE(poll_until([&] { return log_has(name, "set py:gain = 4"); }, timeout)) << read_text(log_of(name));
   EXPECT_TRUE(log_has(name, "set py:gain = 0.25"));
   EXPECT_TRUE(poll_until([&] { return published(name, "py:gain") == "Float 4.000000"; }, timeout));
   stop_node(*node, name);
@@ -373,9 +354,8 @@ TEST_F(Desktop, PythonParametersGoThroughTheSandboxControlChannel) {
 
 TEST_F(Desktop, SinkModeIsADeviceWhoseOutputWirePlumberPlaysOnTheDefaultSink) {
   const std::string name = "desk-sink";
-  auto node = start_node(
-      name, write_config(name, "mode = \"sink\"\n",
-                         "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.25 } }\n"));
+  auto node = start_node(name, write_config(name, "mode = \"sink\"\n",
+                                            "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.25 } }\n"));
   ASSERT_FALSE(HasFailure());
   Json dump = pw_dump();
   EXPECT_EQ(node_prop(dump, name, "media.class"), "Audio/Sink");
@@ -405,8 +385,7 @@ TEST_F(Desktop, RtpOnLoopbackCarriesTheProcessedSignalToAnotherGraphNode) {
   const int base = 20000 + static_cast<int>(getpid() % 20000) * 2;
   const fs::path conf = work_ / "rtp.conf";
   std::ofstream(conf)
-      << "context.spa-libs = { audio.convert.* = audioconvert/libspa-audioconvert support.* = "
-         "support/libspa-support }\n"
+      << "context.spa-libs = { audio.convert.* = audioconvert/libspa-audioconvert support.* = support/libspa-support }\n"
          "context.modules = [\n"
          "  { name = libpipewire-module-rt flags = [ ifexists nofail ] }\n"
          "  { name = libpipewire-module-protocol-native }\n"
@@ -415,27 +394,22 @@ TEST_F(Desktop, RtpOnLoopbackCarriesTheProcessedSignalToAnotherGraphNode) {
          "  { name = libpipewire-module-rtp-sink args = {\n"
          "      sap.ip = 127.0.0.1 sap.port = "
       << base << " source.ip = 127.0.0.1 destination.ip = 127.0.0.1 destination.port = " << base + 1
-      << "\n      sess.name = \"desk-rtp-in\" audio.rate = 48000 audio.channels = 2 audio.position = [ FL FR "
-         "]\n"
+      << "\n      sess.name = \"desk-rtp-in\" audio.rate = 48000 audio.channels = 2 audio.position = [ FL FR ]\n"
          "      stream.props = { media.class = \"Audio/Sink\" node.name = \"desk-rtp-out\" } } }\n"
          "  { name = libpipewire-module-rtp-source args = {\n"
          "      sap.ip = 127.0.0.1 sap.port = "
       << base << " sess.latency.msec = 50 stream.props = { media.class = \"Audio/Source\" } } }\n]\n";
   Child modules({"pipewire", "-c", conf.string()}, work_ / "rtp.out", work_ / "rtp.err");
-  ASSERT_TRUE(poll_until([&] { return node_id(pw_dump(), "desk-rtp-out") >= 0; }, timeout))
-      << read_text(work_ / "rtp.err");
+  ASSERT_TRUE(poll_until([&] { return node_id(pw_dump(), "desk-rtp-out") >= 0; }, timeout)) << read_text(work_ / "rtp.err");
   // The receiving side appears once the sender's SAP announcement arrived.
-  ASSERT_TRUE(poll_until([&] { return node_id(pw_dump(), "desk-rtp-in") >= 0; }, timeout))
-      << read_text(work_ / "rtp.err");
+  ASSERT_TRUE(poll_until([&] { return node_id(pw_dump(), "desk-rtp-in") >= 0; }, timeout)) << read_text(work_ / "rtp.err");
   set_default_sink("desk-rtp-out");
 
   const std::string name = "desk-net";
-  auto node = start_node(
-      name, write_config(name, "mode = \"sink\"\n",
-                         "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.25 } }\n"));
+  auto node = start_node(name, write_config(name, "mode = \"sink\"\n",
+                                            "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.25 } }\n"));
   ASSERT_FALSE(HasFailure());
-  EXPECT_TRUE(
-      poll_until([&] { return links_between(pw_dump(), name + ".output", "desk-rtp-out") == 2; }, timeout));
+  EXPECT_TRUE(poll_until([&] { return links_between(pw_dump(), name + ".output", "desk-rtp-out") == 2; }, timeout));
 
   const fs::path rec = play_and_record(name, "desk-rtp-in", /*monitor=*/false);
   const double expected = 0.25 * tone_peak / std::sqrt(2.0);

@@ -165,15 +165,7 @@ class FilterNode final : public GraphNode {
                  static_cast<unsigned long long>(c.no_chain_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)),
                  rebuilds_);
-    for (const auto& slot : chain_->slots()) {
-      const SlotCounters sc = slot->counters();
-      std::fprintf(
-          stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
-          static_cast<int>(slot->name().size()), slot->name().data(),
-          static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
-          static_cast<unsigned long long>(sc.bypassed_blocks),
-          static_cast<unsigned long long>(sc.sanitized_blocks));
-    }
+    print_slot_counters(*chain_);
   }
 
  private:
@@ -316,17 +308,9 @@ class FilterNode final : public GraphNode {
     if (port_data != nullptr || id != SPA_PARAM_Props || param == nullptr) {
       return;
     }
-    try {
-      if (self->props_.apply(param, *self->chain_, self->rt_.param_changes) > 0) {
-        std::vector<std::uint8_t> buffer(self->props_.pod_bytes());
-        spa_pod_builder b{};
-        spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
-        const spa_pod* params[1] = {self->props_.build_props(b)};
-        pw_filter_update_params(self->filter_.get(), nullptr, params, 1);
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "sandpipe: cannot apply Props: %s\n", e.what());
-    }
+    apply_props(param, self->props_, *self->chain_, self->rt_.param_changes, [self](const spa_pod* props) {
+      pw_filter_update_params(self->filter_.get(), nullptr, &props, 1);
+    });
   }
 
   static void on_state_changed(void* data, pw_filter_state /*old*/, pw_filter_state state,

@@ -80,8 +80,8 @@ struct RtState {
   /// The chain the data thread runs. Swapped in on the data loop; owned by the main thread.
   Chain* chain = nullptr;
   std::uint32_t channels = 0;
-  /// pw_filter port data per channel; one side is all null when the chain starts with a source
-  /// (no inputs: the chain reads `silence`) or ends with a sink (no outputs: it writes `discard`).
+  /// pw_filter port data per channel. A null port reads `silence` / writes `discard`; since
+  /// source and sink chains are streams (host/stream-node.h) every port is set.
   std::array<void*, Chain::max_channels> in_ports{};
   std::array<void*, Chain::max_channels> out_ports{};
   /// Stand-ins for ports without a buffer (not linked): an input reads `silence`, an output

@@ -264,4 +264,16 @@ std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate, s
   return std::make_unique<Chain>(config, rate, detail::chain_block_frames, std::move(options));
 }
 
+void print_slot_counters(const Chain& chain) {
+  for (const auto& slot : chain.slots()) {
+    const SlotCounters sc = slot->counters();
+    std::fprintf(
+        stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
+        static_cast<int>(slot->name().size()), slot->name().data(),
+        static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
+        static_cast<unsigned long long>(sc.bypassed_blocks),
+        static_cast<unsigned long long>(sc.sanitized_blocks));
+  }
+}
+
 }  // namespace sandpipe::host

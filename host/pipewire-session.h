@@ -60,4 +60,8 @@ using NodeBuilder = std::function<std::unique_ptr<GraphNode>(const PipeWireEnv&)
 [[nodiscard]] std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate,
                                                      std::uint32_t quantum);
 
+/// [main] One line per slot of what it counted (blocks, misses, bypassed, sanitized), on stderr:
+/// what every node prints at exit after its own counters.
+void print_slot_counters(const Chain& chain);
+
 }  // namespace sandpipe::host

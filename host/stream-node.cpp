@@ -217,15 +217,7 @@ class StreamNode final : public GraphNode {
                  static_cast<unsigned long long>(c.no_output_buffer.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.no_input_buffer.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.oversized.load(std::memory_order_relaxed)));
-    for (const auto& slot : chain_->slots()) {
-      const SlotCounters sc = slot->counters();
-      std::fprintf(
-          stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
-          static_cast<int>(slot->name().size()), slot->name().data(),
-          static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
-          static_cast<unsigned long long>(sc.bypassed_blocks),
-          static_cast<unsigned long long>(sc.sanitized_blocks));
-    }
+    print_slot_counters(*chain_);
   }
 
  private:
@@ -355,17 +347,8 @@ class StreamNode final : public GraphNode {
       return;
     }
     if (id != SPA_PARAM_Props || param == nullptr || (capture != (props_stream() == capture_.get()))) return;
-    try {
-      if (props_.apply(param, *chain_, rt_.param_changes) > 0) {
-        std::vector<std::uint8_t> buffer(props_.pod_bytes());
-        spa_pod_builder b{};
-        spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
-        const spa_pod* params[1] = {props_.build_props(b)};
-        pw_stream_update_params(props_stream(), params, 1);
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "sandpipe: cannot apply Props: %s\n", e.what());
-    }
+    apply_props(param, props_, *chain_, rt_.param_changes,
+                [this](const spa_pod* props) { pw_stream_update_params(props_stream(), &props, 1); });
   }
 
   static void on_capture_io_changed(void* data, std::uint32_t id, void* area, std::uint32_t size) {

@@ -378,6 +378,39 @@ TEST_F(Desktop, SinkModeIsADeviceWhoseOutputWirePlumberPlaysOnTheDefaultSink) {
   stop_node(*node, name);
 }
 
+TEST_F(Desktop, SinkModePublishesTheChainsLatencyOnBothStreams) {
+  // A Python gain pipelined 2 blocks deep at a quantum of 512 (what the player asks for): the
+  // chain delays by 1024 frames, and both streams say so on their ports, as a device would.
+  const std::string name = "desk-sink-latency";
+  const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
+  auto node = start_node(name, write_config(name, "mode = \"sink\"\n",
+                                            "  { name = \"fx\" path = \"" + plugin +
+                                                "\" mode = \"pipelined\" blocks = 2 params = { gain = 0.5 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  const fs::path tone = work_ / "tone.wav";
+  write_tone(tone, 20.0);
+  Child player({"pw-cat", "--playback", "--target", name, "--latency", "512", "-P",
+                "{ node.name = \"desk-lat-play\" }", tone.string()},
+               work_ / "play.out", work_ / "play.err");
+  EXPECT_TRUE(poll_until([&] { return links_between(pw_dump(), "desk-lat-play", name) == 2; }, timeout))
+      << read_text(work_ / "play.err");
+  double in = -1;
+  double out = -1;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const Json dump = pw_dump();
+        in = port_latency(dump, node_id(dump, name), "playback_FL", "Input");
+        out = port_latency(dump, node_id(dump, name + ".output"), "output_FL", "Output");
+        return in == 1024 && out == 1024;
+      },
+      timeout))
+      << "latency towards the device " << in << ", from the application " << out << ", not 1024\n"
+      << read_text(log_of(name));
+  player.signal(SIGTERM);
+  EXPECT_TRUE(player.wait_exit(timeout).has_value());
+  stop_node(*node, name);
+}
+
 TEST_F(Desktop, RtpOnLoopbackCarriesTheProcessedSignalToAnotherGraphNode) {
   // sandpipe (sink mode) → default sink = module-rtp-sink → UDP 127.0.0.1 → module-rtp-source
   // (an Audio/Source here) → pw-record. The modules run in their own client process, as they

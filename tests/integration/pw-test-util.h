@@ -154,4 +154,19 @@ inline int links_between(const Json& dump, const std::string& from, const std::s
   return n;
 }
 
+/// The Latency `direction` ("Input", "Output") minRate of the node's port `port`, or -1.
+inline double port_latency(const Json& dump, double node_id, const std::string& port, const std::string& direction) {
+  for (const Json& o : dump.arr()) {
+    const Json& props = o["info"]["props"];
+    if (o.text("type") != "PipeWire:Interface:Port" || !props["node.id"].is_number() ||
+        props["node.id"].num() != node_id || props.text("port.name") != port)
+      continue;
+    const Json& latency = o["info"]["params"]["Latency"];
+    if (!latency.is_array()) return -1;
+    for (const Json& l : latency.arr())
+      if (l.text("direction") == direction && l["minRate"].is_number()) return l["minRate"].num();
+  }
+  return -1;
+}
+
 }  // namespace sandpipe::integration

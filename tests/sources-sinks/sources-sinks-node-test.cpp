@@ -68,6 +68,19 @@ double props_value(const Json& node, const std::string& name) {
   return -1;
 }
 
+/// The Python slots' wet/dry ramp (ChainOptions::crossfade_frames in `sandpipe run`).
+constexpr std::uint64_t crossfade_frames = 64;
+
+/// The counter `key` ("bypassed", "deadline-misses") of `slot` in the node's exit lines
+/// (`sandpipe: slot NAME: blocks=… bypassed=N …`), 0 if absent.
+std::uint64_t slot_counter(const std::string& log, const std::string& slot, const std::string& key) {
+  const auto line = log.find("sandpipe: slot " + slot + ":");
+  if (line == std::string::npos) return 0;
+  const auto at = log.find(" " + key + "=", line);
+  if (at == std::string::npos || at > log.find('\n', line)) return 0;
+  return std::stoull(log.substr(at + key.size() + 2));
+}
+
 /// "direction:port.name" of every port of the node, sorted.
 std::vector<std::string> port_list(const Json& dump, double node_id) {
   std::vector<std::string> ports;
@@ -202,6 +215,8 @@ TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
       << "pw-record got too little: " << read_text(work_ / "rec.err") << read_text(work_ / (name + ".err"));
   recorder.signal(SIGINT);
   ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
+  stop_node(*node, name);  // its exit line says how often the sandboxed source missed its deadline
+  const std::uint64_t bypassed = slot_counter(read_text(work_ / (name + ".err")), "tone", "bypassed");
 
   SF_INFO info{};
   SNDFILE* f = sf_open(rec.c_str(), SFM_READ, &info);
@@ -212,6 +227,7 @@ TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
   sf_close(f);
 
   std::size_t nonzero = 0, invalid = 0, in_sequence = 0;
+  std::string first_invalid;
   long previous = -1;
   for (std::size_t i = 0; i < static_cast<std::size_t>(info.frames); ++i) {
     const float l = data[2 * i];
@@ -224,7 +240,8 @@ TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
     const float k = l * 8192.0F;  // 0.5 × (n % 1000 + 1) / 4096
     if (k != std::floor(k) || k < 1 || k > 1000 || r != 2 * l) {
       if (++invalid <= 5)
-        ADD_FAILURE() << "frame " << i << ": " << l << ", " << r << " is not the source's signal";
+        first_invalid +=
+            "frame " + std::to_string(i) + ": " + std::to_string(l) + ", " + std::to_string(r) + "\n";
       previous = -1;
       continue;
     }
@@ -232,10 +249,14 @@ TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
     if (previous >= 0 && value == previous % 1000 + 1) ++in_sequence;
     previous = value;
   }
-  EXPECT_EQ(invalid, 0U);
+  // Every frame is the source's, except around a block the sandbox missed on a loaded machine
+  // (counted by the node): its dry stand-in is silence, reached by a decay from the last wet
+  // sample and left by a fade-in, each crossfade_frames long. Without a miss, none.
+  EXPECT_LE(invalid, bypassed * 2 * crossfade_frames)
+      << bypassed << " bypassed blocks; not the source's signal:\n"
+      << first_invalid;
   EXPECT_GE(nonzero, want_frames / 2) << "mostly silence";
   EXPECT_GE(2 * in_sequence, nonzero) << "mostly out of sequence";
-  stop_node(*node, name);
 }
 
 TEST_F(SourcesSinksNode, SourceChainPublishesItsLatencyAndProps) {

@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "host/config.h"
-#include "host/filter-node.h"
 #include "host/node.h"
 #include "host/native-plugin.h"
 #include "host/processor.h"

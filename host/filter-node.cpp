@@ -4,19 +4,14 @@
 #include <cassert>
 #include <cerrno>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <memory>
-#include <optional>
 #include <string>
-#include <string_view>
-#include <system_error>
 #include <thread>
 #include <utility>
 
-#include <pipewire/extensions/metadata.h>
 #include <pipewire/filter.h>
 #include <pipewire/pipewire.h>
 #include <spa/param/latency-utils.h>
@@ -25,282 +20,55 @@
 
 #include "host/node-props.h"
 #include "host/port-latency.h"
+#include "host/pw-handles.h"
 
 namespace sandpipe::host {
 namespace {
 
-// ---- RAII for the pw_* handles --------------------------------------------------------------
-
-struct MainLoopDeleter {
-  void operator()(pw_main_loop* loop) const noexcept { pw_main_loop_destroy(loop); }
-};
-struct ContextDeleter {
-  void operator()(pw_context* context) const noexcept { pw_context_destroy(context); }
-};
-struct CoreDeleter {
-  void operator()(pw_core* core) const noexcept { pw_core_disconnect(core); }
-};
-struct FilterDeleter {
-  void operator()(pw_filter* filter) const noexcept { pw_filter_destroy(filter); }
-};
-template <typename T>
-struct ProxyDeleter {
-  void operator()(T* proxy) const noexcept { pw_proxy_destroy(reinterpret_cast<pw_proxy*>(proxy)); }
-};
-struct PropertiesDeleter {
-  void operator()(pw_properties* props) const noexcept { pw_properties_free(props); }
-};
-
-using MainLoopPtr = std::unique_ptr<pw_main_loop, MainLoopDeleter>;
-using ContextPtr = std::unique_ptr<pw_context, ContextDeleter>;
-using CorePtr = std::unique_ptr<pw_core, CoreDeleter>;
-using FilterPtr = std::unique_ptr<pw_filter, FilterDeleter>;
-using RegistryPtr = std::unique_ptr<pw_registry, ProxyDeleter<pw_registry>>;
-using MetadataPtr = std::unique_ptr<pw_metadata, ProxyDeleter<pw_metadata>>;
-using PropertiesPtr = std::unique_ptr<pw_properties, PropertiesDeleter>;
-
-/// A listener that unhooks itself: a destructor with one job.
-class Hook {
- public:
-  Hook() { spa_zero(hook_); }
-  ~Hook() { remove(); }
-  Hook(const Hook&) = delete;
-  Hook& operator=(const Hook&) = delete;
-  Hook(Hook&&) = delete;
-  Hook& operator=(Hook&&) = delete;
-
-  /// [main] The hook to hand to a `*_add_listener`; it is removed on destruction.
-  spa_hook* get() noexcept {
-    added_ = true;
-    return &hook_;
-  }
-  void remove() noexcept {
-    if (added_) {
-      spa_hook_remove(&hook_);
-      added_ = false;
-    }
-  }
-
- private:
-  spa_hook hook_{};
-  bool added_ = false;
-};
-
-/// A loop source (signal, timer) destroyed with its owner.
-class LoopSource {
- public:
-  LoopSource(pw_loop* loop, spa_source* source) noexcept : loop_(loop), source_(source) {}
-  ~LoopSource() {
-    if (source_ != nullptr) {
-      pw_loop_destroy_source(loop_, source_);
-    }
-  }
-  LoopSource(const LoopSource&) = delete;
-  LoopSource& operator=(const LoopSource&) = delete;
-  LoopSource(LoopSource&&) = delete;
-  LoopSource& operator=(LoopSource&&) = delete;
-  [[nodiscard]] spa_source* get() const noexcept { return source_; }
-
- private:
-  pw_loop* loop_;
-  spa_source* source_;
-};
-
-/// [any] Text for an errno value (std::strerror is not thread safe).
-std::string errno_message(int err) { return std::error_code(err, std::generic_category()).message(); }
+using namespace detail;  // the pw_* handles (host/pw-handles.h)
 
 /// [any] The rate a chain was built for, as the graph writes it.
 std::uint32_t chain_rate(const Chain& chain) noexcept {
   return static_cast<std::uint32_t>(std::lround(chain.sample_rate()));
 }
 
-std::uint32_t parse_rate(const char* value) {
-  if (value == nullptr) {
-    return 0;
-  }
-  char* end = nullptr;
-  const unsigned long v = std::strtoul(value, &end, 10);
-  return (end != value && v >= 8000 && v <= 768000) ? static_cast<std::uint32_t>(v) : 0;
-}
-
-// ---- the graph rate from the "settings" metadata ------------------------------------------
-
-/// Asks the daemon for `clock.force-rate` / `clock.rate` in the "settings" metadata, so the
-/// first chain is built for the rate the graph will run at. Blocks the main loop for two
-/// round trips (at most `timeout`).
-class SettingsRateQuery {
- public:
-  /// [main]
-  SettingsRateQuery(pw_main_loop* loop, pw_core* core) : loop_(loop), core_(core) {}
-
-  /// [main] The forced rate, else the default rate, else nullopt (no metadata, timeout).
-  std::optional<std::uint32_t> run() {
-    static constexpr pw_core_events core_events = [] {
-      pw_core_events e{};
-      e.version = PW_VERSION_CORE_EVENTS;
-      e.done = &SettingsRateQuery::on_core_done;
-      e.error = &SettingsRateQuery::on_core_error;
-      return e;
-    }();
-    static constexpr pw_registry_events registry_events = [] {
-      pw_registry_events e{};
-      e.version = PW_VERSION_REGISTRY_EVENTS;
-      e.global = &SettingsRateQuery::on_global;
-      return e;
-    }();
-
-    pw_core_add_listener(core_, core_hook_.get(), &core_events, this);
-    registry_.reset(pw_core_get_registry(core_, PW_VERSION_REGISTRY, 0));
-    if (!registry_) {
-      return std::nullopt;
-    }
-    pw_registry_add_listener(registry_.get(), registry_hook_.get(), &registry_events, this);
-    pending_seq_ = pw_core_sync(core_, PW_ID_CORE, 0);
-
-    pw_loop* loop = pw_main_loop_get_loop(loop_);
-    LoopSource timer(loop, pw_loop_add_timer(loop, &SettingsRateQuery::on_timeout, this));
-    if (timer.get() != nullptr) {
-      timespec timeout{2, 0};
-      pw_loop_update_timer(loop, timer.get(), &timeout, nullptr, false);
-    }
-    pw_main_loop_run(loop_);
-
-    metadata_hook_.remove();
-    metadata_.reset();
-    registry_hook_.remove();
-    registry_.reset();
-    core_hook_.remove();
-    if (force_rate_ != 0) {
-      return force_rate_;
-    }
-    if (rate_ != 0) {
-      return rate_;
-    }
-    return std::nullopt;
-  }
-
- private:
-  static void on_global(void* data, std::uint32_t id, std::uint32_t /*permissions*/, const char* type,
-                        std::uint32_t /*version*/, const spa_dict* props) {
-    auto* self = static_cast<SettingsRateQuery*>(data);
-    if (self->metadata_ || std::string_view(type) != PW_TYPE_INTERFACE_Metadata || props == nullptr) {
-      return;
-    }
-    const char* name = spa_dict_lookup(props, PW_KEY_METADATA_NAME);
-    if (name == nullptr || std::string_view(name) != "settings") {
-      return;
-    }
-    static constexpr pw_metadata_events metadata_events = [] {
-      pw_metadata_events e{};
-      e.version = PW_VERSION_METADATA_EVENTS;
-      e.property = &SettingsRateQuery::on_property;
-      return e;
-    }();
-    self->metadata_.reset(static_cast<pw_metadata*>(
-        pw_registry_bind(self->registry_.get(), id, PW_TYPE_INTERFACE_Metadata, PW_VERSION_METADATA, 0)));
-    if (self->metadata_) {
-      pw_metadata_add_listener(self->metadata_.get(), self->metadata_hook_.get(), &metadata_events, self);
-    }
-  }
-
-  static int on_property(void* data, std::uint32_t subject, const char* key, const char* /*type*/,
-                         const char* value) {
-    auto* self = static_cast<SettingsRateQuery*>(data);
-    if (subject != PW_ID_CORE || key == nullptr) {
-      return 0;
-    }
-    if (std::string_view(key) == "clock.force-rate") {
-      self->force_rate_ = parse_rate(value);
-    } else if (std::string_view(key) == "clock.rate") {
-      self->rate_ = parse_rate(value);
-    }
-    return 0;
-  }
-
-  static void on_core_done(void* data, std::uint32_t id, int seq) {
-    auto* self = static_cast<SettingsRateQuery*>(data);
-    if (id != PW_ID_CORE || seq != self->pending_seq_) {
-      return;
-    }
-    if (self->metadata_ && !self->synced_metadata_) {
-      // The first round trip listed the globals; the second one delivers the bound
-      // metadata's properties.
-      self->synced_metadata_ = true;
-      self->pending_seq_ = pw_core_sync(self->core_, PW_ID_CORE, self->pending_seq_);
-      return;
-    }
-    pw_main_loop_quit(self->loop_);
-  }
-
-  static void on_core_error(void* data, std::uint32_t id, int /*seq*/, int /*res*/, const char* /*message*/) {
-    auto* self = static_cast<SettingsRateQuery*>(data);
-    if (id == PW_ID_CORE) {
-      pw_main_loop_quit(self->loop_);
-    }
-  }
-
-  static void on_timeout(void* data, std::uint64_t /*expirations*/) {
-    pw_main_loop_quit(static_cast<SettingsRateQuery*>(data)->loop_);
-  }
-
-  pw_main_loop* loop_;
-  pw_core* core_;
-  RegistryPtr registry_;
-  MetadataPtr metadata_;
-  Hook core_hook_;
-  Hook registry_hook_;
-  Hook metadata_hook_;
-  int pending_seq_ = 0;
-  bool synced_metadata_ = false;
-  std::uint32_t rate_ = 0;
-  std::uint32_t force_rate_ = 0;
-};
-
 // ---- the node -------------------------------------------------------------------------------
 
-/// The filter node and the chain it runs. Not copyable; lives on run_node's stack.
+/// The filter node and the chain it runs. Not copyable; lives in run_with_pipewire.
 ///
 /// Ownership: the main thread owns the chain (`chain_`); the data thread only sees the raw
 /// pointer in `rt_.chain`, which is written on the data loop so a swap never lands mid-cycle.
-class FilterNode {
+class FilterNode final : public GraphNode {
  public:
-  /// [main] Builds the chain at `rate` and creates (not yet connects) the filter with its ports.
-  /// Throws PluginError or std::runtime_error.
-  FilterNode(const ChainConfig& config, pw_main_loop* main_loop, pw_core* core, std::uint32_t rate)
-      : config_(config), main_loop_(main_loop), props_(config) {
+  /// [main] Takes `chain` (built from `config` by make_live_chain) and creates (not yet
+  /// connects) the filter with its ports. Throws PluginError or std::runtime_error.
+  FilterNode(const ChainConfig& config, const PipeWireEnv& env, std::unique_ptr<Chain> chain)
+      : config_(config), main_loop_(env.main_loop), props_(config), chain_(std::move(chain)) {
     if (config.channels == 0 || config.channels > Chain::max_channels) {
       throw std::runtime_error("channels must be 1.." + std::to_string(Chain::max_channels));
     }
-    chain_ = make_chain(static_cast<double>(rate));
+    if (chain_->has_source() || chain_->has_sink()) {
+      throw std::logic_error("a source or sink chain is published as a stream (host/stream-node.h)");
+    }
     props_.attach(*chain_);
     if (chain_->channels() != config.channels) {
       throw std::runtime_error("chain has " + std::to_string(chain_->channels()) + " channels, config " +
                                std::to_string(config.channels));
     }
 
-    pw_context* context = pw_core_get_context(core);
+    pw_context* context = pw_core_get_context(env.core);
     data_loop_ = pw_data_loop_get_loop(pw_context_get_data_loop(context));
 
     const std::string description =
         config.node_description.empty() ? config.node_name : config.node_description;
-    // A chain that starts with a source has no input ports, one that ends with a sink no output
-    // ports (see Chain::has_source); the graph sees a source or a sink device.
-    if (chain_->has_source() && chain_->has_sink()) {
-      throw PluginError("the chain starts with a source and ends with a sink: the node would have no ports "
-                        "(sandpipe render runs such a chain)");
-    }
-    const char* media_class = chain_->has_source() ? "Audio/Source"
-                              : chain_->has_sink() ? "Audio/Sink"
-                                                   : "Audio/Filter";
-    const char* category = chain_->has_source() ? "Capture" : chain_->has_sink() ? "Playback" : "Filter";
     PropertiesPtr props(pw_properties_new(PW_KEY_MEDIA_TYPE, "Audio",                  //
-                                          PW_KEY_MEDIA_CATEGORY, category,             //
+                                          PW_KEY_MEDIA_CATEGORY, "Filter",             //
                                           PW_KEY_MEDIA_ROLE, "DSP",                    //
-                                          PW_KEY_MEDIA_CLASS, media_class,             //
+                                          PW_KEY_MEDIA_CLASS, "Audio/Filter",          //
                                           PW_KEY_NODE_NAME, config.node_name.c_str(),  //
                                           PW_KEY_NODE_DESCRIPTION, description.c_str(),
                                           PW_KEY_NODE_AUTOCONNECT, "false", nullptr));
-    filter_.reset(pw_filter_new(core, config.node_name.c_str(), props.release()));
+    filter_.reset(pw_filter_new(env.core, config.node_name.c_str(), props.release()));
     if (!filter_) {
       throw std::runtime_error(std::string("pw_filter_new: ") + errno_message(errno));
     }
@@ -325,8 +93,8 @@ class FilterNode {
     rt_.channels = config.channels;
     for (std::uint32_t ch = 0; ch < config.channels; ++ch) {
       const std::string& pos = positions.at(ch);
-      if (!chain_->has_source()) rt_.in_ports[ch] = add_port(PW_DIRECTION_INPUT, "input_" + pos, pos);
-      if (!chain_->has_sink()) rt_.out_ports[ch] = add_port(PW_DIRECTION_OUTPUT, "output_" + pos, pos);
+      rt_.in_ports[ch] = add_port(PW_DIRECTION_INPUT, "input_" + pos, pos);
+      rt_.out_ports[ch] = add_port(PW_DIRECTION_OUTPUT, "output_" + pos, pos);
     }
 
     port_latency_ =
@@ -335,14 +103,14 @@ class FilterNode {
     rt_.silence.assign(detail::max_quantum, 0.0F);
     rt_.discard.assign(std::size_t{config.channels} * detail::max_quantum, 0.0F);
     rt_.chain = chain_.get();
-    rt_.main_loop = pw_main_loop_get_loop(main_loop);
+    rt_.main_loop = pw_main_loop_get_loop(main_loop_);
     rt_.on_rebuild_request = &FilterNode::on_rebuild_request;
     rt_.rebuild_request_data = this;
     rt_.on_schedule_request = &FilterNode::on_schedule_request;
     rt_.chain_quantum.store(chain_->block_frames(), std::memory_order_relaxed);
 
     // The scheduler's review: auto slots with sustained deadline misses get deeper pipelines.
-    pw_loop* main = pw_main_loop_get_loop(main_loop);
+    pw_loop* main = pw_main_loop_get_loop(main_loop_);
     review_timer_ = std::make_unique<LoopSource>(main, pw_loop_add_timer(main, &FilterNode::on_review, this));
     if (review_timer_->get() != nullptr) {
       timespec interval{static_cast<time_t>(detail::schedule_review_ns / 1'000'000'000U), 0};
@@ -350,7 +118,7 @@ class FilterNode {
     }
   }
 
-  ~FilterNode() {
+  ~FilterNode() override {
     // The filter goes first: after pw_filter_destroy no process callback runs, so the chain
     // (destroyed after, as a member declared earlier) is no longer in use.
     state_hook_.remove();
@@ -369,7 +137,7 @@ class FilterNode {
   /// [main] Connects with the RT_PROCESS flag, the chain's ProcessLatency and the ports' Latency
   /// (CUSTOM_LATENCY: we run PipeWire's port latency algorithm ourselves, see port-latency.h).
   /// Returns 0 or -errno.
-  int connect() {
+  int connect() override {
     std::vector<std::uint8_t> buffer(256 + props_.pod_bytes());
     spa_pod_builder b{};
     spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
@@ -388,17 +156,17 @@ class FilterNode {
   }
 
   /// [main] Disconnects from the graph (the node disappears); the filter stays until destruction.
-  void disconnect() {
+  void disconnect() override {
     if (filter_) {
       pw_filter_disconnect(filter_.get());
     }
   }
 
   /// [main] Nonzero once the filter went into an error state.
-  [[nodiscard]] int failure() const noexcept { return failure_; }
+  [[nodiscard]] int failure() const noexcept override { return failure_; }
 
   /// [main] One line of what the data thread counted.
-  void print_counters() const {
+  void print_counters() const override {
     const auto& c = rt_.counters;
     std::fprintf(stderr,
                  "sandpipe: cycles=%llu oversized=%llu missing-buffers=%llu partial=%llu no-chain=%llu "
@@ -410,15 +178,7 @@ class FilterNode {
                  static_cast<unsigned long long>(c.no_chain_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)),
                  rebuilds_);
-    for (const auto& slot : chain_->slots()) {
-      const SlotCounters sc = slot->counters();
-      std::fprintf(
-          stderr, "sandpipe: slot %.*s: blocks=%llu deadline-misses=%llu bypassed=%llu sanitized=%llu\n",
-          static_cast<int>(slot->name().size()), slot->name().data(),
-          static_cast<unsigned long long>(sc.blocks), static_cast<unsigned long long>(sc.deadline_misses),
-          static_cast<unsigned long long>(sc.bypassed_blocks),
-          static_cast<unsigned long long>(sc.sanitized_blocks));
-    }
+    print_slot_counters(*chain_);
   }
 
  private:
@@ -540,13 +300,9 @@ class FilterNode {
   /// [main] A chain for `rate`, its pipelined slots prepared for the graph's quantum as last
   /// seen (PipeWire's default before the first cycle).
   [[nodiscard]] std::unique_ptr<Chain> make_chain(double rate) const {
-    ChainOptions options;
-    const std::uint32_t quantum = rt_.graph_quantum.load(std::memory_order_relaxed);
-    options.block_frames = quantum != 0 ? quantum : detail::default_quantum;
-    options.sandbox_rt_priority = live_sandbox_rt_priority;
-    auto chain = std::make_unique<Chain>(props_.config(), rate, detail::chain_block_frames, std::move(options));
-    if (chain_ && (chain->has_source() != chain_->has_source() || chain->has_sink() != chain_->has_sink())) {
-      throw PluginError("a source or sink plugin changed its role: the node's ports cannot follow");
+    auto chain = make_live_chain(props_.config(), rate, rt_.graph_quantum.load(std::memory_order_relaxed));
+    if (chain->has_source() || chain->has_sink()) {
+      throw PluginError("a plugin became a source or sink: the node's ports cannot follow");
     }
     return chain;
   }
@@ -603,17 +359,9 @@ class FilterNode {
     if (port_data != nullptr || id != SPA_PARAM_Props || param == nullptr) {
       return;
     }
-    try {
-      if (self->props_.apply(param, *self->chain_, self->rt_.param_changes) > 0) {
-        std::vector<std::uint8_t> buffer(self->props_.pod_bytes());
-        spa_pod_builder b{};
-        spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
-        const spa_pod* params[1] = {self->props_.build_props(b)};
-        pw_filter_update_params(self->filter_.get(), nullptr, params, 1);
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "sandpipe: cannot apply Props: %s\n", e.what());
-    }
+    apply_props(param, self->props_, *self->chain_, self->rt_.param_changes, [self](const spa_pod* props) {
+      pw_filter_update_params(self->filter_.get(), nullptr, &props, 1);
+    });
   }
 
   static void on_state_changed(void* data, pw_filter_state /*old*/, pw_filter_state state,
@@ -643,7 +391,7 @@ class FilterNode {
   const ChainConfig& config_;
   pw_main_loop* main_loop_;
   pw_loop* data_loop_ = nullptr;
-  NodeProps props_;  ///< the live parameter values; the config chains are built from
+  NodeProps props_;               ///< the live parameter values; the config chains are built from
   std::unique_ptr<Chain> chain_;  ///< destroyed after filter_ (declared before it)
   detail::RtState rt_;
   PortLatency port_latency_{0, 0};  ///< what the ports' peers reported (set once the ports exist)
@@ -655,98 +403,14 @@ class FilterNode {
   bool announced_ = false;
   bool closing_ = false;
   std::thread::id main_thread_ = std::this_thread::get_id();  ///< for the debug thread checks
-  std::unique_ptr<LoopSource> review_timer_;  ///< the scheduler's periodic review
+  std::unique_ptr<LoopSource> review_timer_;                  ///< the scheduler's periodic review
 };
-
-/// Core events for run_node: a dead daemon ends the loop with an error.
-struct CoreWatch {
-  pw_main_loop* loop = nullptr;
-  int failure = 0;
-
-  static void on_error(void* data, std::uint32_t id, int /*seq*/, int res, const char* message) {
-    auto* self = static_cast<CoreWatch*>(data);
-    if (id == PW_ID_CORE && res == -EPIPE) {
-      std::fprintf(stderr, "sandpipe: lost the PipeWire daemon: %s\n", message != nullptr ? message : "");
-      self->failure = 1;
-      pw_main_loop_quit(self->loop);
-    }
-  }
-};
-
-void on_quit_signal(void* data, int /*signal_number*/) {
-  pw_main_loop_quit(static_cast<pw_main_loop*>(data));
-}
-
-int run_node_or_throw(const ChainConfig& config) {
-  MainLoopPtr main_loop(pw_main_loop_new(nullptr));
-  if (!main_loop) {
-    std::fprintf(stderr, "sandpipe: cannot create a main loop: %s\n", errno_message(errno).c_str());
-    return 1;
-  }
-  pw_loop* loop = pw_main_loop_get_loop(main_loop.get());
-  const LoopSource sigint(loop, pw_loop_add_signal(loop, SIGINT, &on_quit_signal, main_loop.get()));
-  const LoopSource sigterm(loop, pw_loop_add_signal(loop, SIGTERM, &on_quit_signal, main_loop.get()));
-
-  // client-rt.conf loads module-rt: the data thread that runs the chain gets SCHED_FIFO (directly
-  // when permitted, else through RTKit), as every PipeWire audio client should.
-  ContextPtr context(pw_context_new(loop, pw_properties_new(PW_KEY_CONFIG_NAME, "client-rt.conf", nullptr), 0));
-  if (!context) {
-    std::fprintf(stderr, "sandpipe: cannot create a PipeWire context: %s\n", errno_message(errno).c_str());
-    return 1;
-  }
-  CorePtr core(pw_context_connect(context.get(), nullptr, 0));
-  if (!core) {
-    std::fprintf(stderr, "sandpipe: cannot connect to PipeWire: %s\n", errno_message(errno).c_str());
-    return 1;
-  }
-  CoreWatch watch{main_loop.get(), 0};
-  Hook core_hook;
-  static constexpr pw_core_events core_events = [] {
-    pw_core_events e{};
-    e.version = PW_VERSION_CORE_EVENTS;
-    e.error = &CoreWatch::on_error;
-    return e;
-  }();
-  pw_core_add_listener(core.get(), core_hook.get(), &core_events, &watch);
-
-  const std::uint32_t rate =
-      SettingsRateQuery(main_loop.get(), core.get()).run().value_or(detail::default_rate);
-  if (watch.failure != 0) {
-    return 1;
-  }
-
-  int status = 0;
-  {
-    FilterNode node(config, main_loop.get(), core.get(), rate);
-    if (const int res = node.connect(); res < 0) {
-      std::fprintf(stderr, "sandpipe: cannot connect the filter: %s\n", errno_message(-res).c_str());
-      return 1;
-    }
-    pw_main_loop_run(main_loop.get());
-    node.disconnect();
-    node.print_counters();
-    status = (node.failure() != 0 || watch.failure != 0) ? 1 : 0;
-  }
-  core_hook.remove();
-  return status;
-}
 
 }  // namespace
 
-int run_node(const ChainConfig& config) {
-  pw_init(nullptr, nullptr);
-  int status = 1;
-  try {
-    status = run_node_or_throw(config);
-  } catch (const PluginError& e) {
-    std::fprintf(stderr, "sandpipe: plugin error: %s\n", e.what());
-    status = 2;  // like a config error: nothing was started
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "sandpipe: %s\n", e.what());
-    status = 1;
-  }
-  pw_deinit();
-  return status;
+std::unique_ptr<GraphNode> make_filter_node(const ChainConfig& config, const PipeWireEnv& env,
+                                            std::unique_ptr<Chain> chain) {
+  return std::make_unique<FilterNode>(config, env, std::move(chain));
 }
 
 }  // namespace sandpipe::host

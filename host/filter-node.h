@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <spa/support/loop.h>
@@ -13,19 +14,19 @@
 #include "host/chain.h"
 #include "host/config.h"
 #include "host/param-queue.h"
+#include "host/pipewire-session.h"
 
 struct pw_loop;
 struct spa_io_position;
 
 namespace sandpipe::host {
 
-/// [main] Publishes `config`'s chain as a PipeWire `Audio/Filter` node (`Audio/Source` with
-/// output ports only if it starts with a source plugin, `Audio/Sink` with input ports only if
-/// it ends with a sink plugin) and runs the main loop
-/// until SIGINT or SIGTERM, then disconnects and tears everything down.
-/// Returns 0 on a clean stop, 1 if the chain could not be built or PipeWire failed or went away.
-/// Catches everything: never throws.
-[[nodiscard]] int run_node(const ChainConfig& config);
+/// [main] `chain` (built from `config` by make_live_chain, neither starting with a source nor
+/// ending with a sink: those are streams, host/stream-node.h) as a PipeWire `Audio/Filter` node
+/// with one DSP input and output port per channel, for run_with_pipewire to connect. It follows
+/// the graph's rate (rebuilding the chain) and quantum. Throws PluginError or std::runtime_error.
+[[nodiscard]] std::unique_ptr<GraphNode> make_filter_node(const ChainConfig& config, const PipeWireEnv& env,
+                                                          std::unique_ptr<Chain> chain);
 
 namespace detail {
 
@@ -79,8 +80,8 @@ struct RtState {
   /// The chain the data thread runs. Swapped in on the data loop; owned by the main thread.
   Chain* chain = nullptr;
   std::uint32_t channels = 0;
-  /// pw_filter port data per channel; one side is all null when the chain starts with a source
-  /// (no inputs: the chain reads `silence`) or ends with a sink (no outputs: it writes `discard`).
+  /// pw_filter port data per channel. A null port reads `silence` / writes `discard`; since
+  /// source and sink chains are streams (host/stream-node.h) every port is set.
   std::array<void*, Chain::max_channels> in_ports{};
   std::array<void*, Chain::max_channels> out_ports{};
   /// Stand-ins for ports without a buffer (not linked): an input reads `silence`, an output

@@ -15,14 +15,13 @@
 #include <vector>
 
 #include "host/config.h"
-#include "host/filter-node.h"
+#include "host/node.h"
 #include "host/native-plugin.h"
 #include "host/processor.h"
 #include "host/render.h"
 #include "host/sandbox-client.h"
 #include "host/supervisor.h"
 #include "host/set-command.h"
-#include "host/sink-node.h"
 
 namespace {
 
@@ -272,7 +271,6 @@ int dispatch(const std::vector<std::string_view>& args) {
   for (const auto& spec : config.plugins)
     if (spec.kind != sandpipe::host::PluginKind::python)
       (void)sandpipe::host::make_native_processor(spec, 48000.0, config.channels, 512);
-  if (config.mode == sandpipe::host::NodeMode::sink) return sandpipe::host::run_sink_node(config);
   return sandpipe::host::run_node(config);
 }
 

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
@@ -356,6 +357,20 @@ std::vector<const spa_pod*> NodeProps::build_params(spa_pod_builder& b) const {
   pods.reserve(offsets.size());
   for (const std::uint32_t off : offsets) pods.push_back(static_cast<const spa_pod*>(spa_pod_builder_deref(&b, off)));
   return pods;
+}
+
+void apply_props(const spa_pod* param, NodeProps& props, Chain& chain, ParamQueue& queue,
+                 const std::function<void(const spa_pod*)>& publish) noexcept {
+  try {
+    if (props.apply(param, chain, queue) > 0) {
+      std::vector<std::uint8_t> buffer(props.pod_bytes());
+      spa_pod_builder b{};
+      spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
+      publish(props.build_props(b));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sandpipe: cannot apply Props: %s\n", e.what());
+  }
 }
 
 }  // namespace sandpipe::host

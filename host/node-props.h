@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -88,6 +89,12 @@ class NodeProps {
   ChainConfig config_;
   std::vector<Entry> entries_;
 };
+
+/// [main] A node's Props handler: applies the "SLOT:PARAM" pairs of `param` (NodeProps::apply)
+/// and, if a value changed, hands the new Props pod to `publish` (the node's update_params).
+/// Logs what fails on stderr; never throws.
+void apply_props(const spa_pod* param, NodeProps& props, Chain& chain, ParamQueue& queue,
+                 const std::function<void(const spa_pod*)>& publish) noexcept;
 
 /// [rt] Applies at most `max_changes` queued changes to `chain` (a bound, so a flood of
 /// set-params cannot stretch one cycle). Changes for a slot or index the chain does not have

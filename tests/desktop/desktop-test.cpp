@@ -47,35 +47,11 @@ constexpr double tone_hz = 1000.0;
 constexpr double tone_peak = 0.5;
 constexpr int rate = 48000;
 
-/// The id of the node named `name`, or -1.
-double node_id(const Json& dump, const std::string& name) {
-  for (const Json& o : dump.arr())
-    if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name)
-      return o["id"].num();
-  return -1;
-}
-
 std::string node_prop(const Json& dump, const std::string& name, const std::string& key) {
   for (const Json& o : dump.arr())
     if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name)
       return o["info"]["props"].text(key);
   return {};
-}
-
-/// Number of links from node `from` to node `to` (by name).
-int links_between(const Json& dump, const std::string& from, const std::string& to) {
-  const double a = node_id(dump, from);
-  const double b = node_id(dump, to);
-  if (a < 0 || b < 0) return 0;
-  int n = 0;
-  for (const Json& o : dump.arr()) {
-    if (o.text("type") != "PipeWire:Interface:Link") continue;
-    const Json& info = o["info"];
-    if (info["output-node-id"].is_number() && info["output-node-id"].num() == a &&
-        info["input-node-id"].is_number() && info["input-node-id"].num() == b)
-      ++n;
-  }
-  return n;
 }
 
 /// Writes `seconds` of a stereo 1 kHz sine at tone_peak, float WAV.
@@ -402,6 +378,39 @@ TEST_F(Desktop, SinkModeIsADeviceWhoseOutputWirePlumberPlaysOnTheDefaultSink) {
   stop_node(*node, name);
 }
 
+TEST_F(Desktop, SinkModePublishesTheChainsLatencyOnBothStreams) {
+  // A Python gain pipelined 2 blocks deep at a quantum of 512 (what the player asks for): the
+  // chain delays by 1024 frames, and both streams say so on their ports, as a device would.
+  const std::string name = "desk-sink-latency";
+  const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
+  auto node = start_node(name, write_config(name, "mode = \"sink\"\n",
+                                            "  { name = \"fx\" path = \"" + plugin +
+                                                "\" mode = \"pipelined\" blocks = 2 params = { gain = 0.5 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  const fs::path tone = work_ / "tone.wav";
+  write_tone(tone, 20.0);
+  Child player({"pw-cat", "--playback", "--target", name, "--latency", "512", "-P",
+                "{ node.name = \"desk-lat-play\" }", tone.string()},
+               work_ / "play.out", work_ / "play.err");
+  EXPECT_TRUE(poll_until([&] { return links_between(pw_dump(), "desk-lat-play", name) == 2; }, timeout))
+      << read_text(work_ / "play.err");
+  double in = -1;
+  double out = -1;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const Json dump = pw_dump();
+        in = port_latency(dump, node_id(dump, name), "playback_FL", "Input");
+        out = port_latency(dump, node_id(dump, name + ".output"), "output_FL", "Output");
+        return in == 1024 && out == 1024;
+      },
+      timeout))
+      << "latency towards the device " << in << ", from the application " << out << ", not 1024\n"
+      << read_text(log_of(name));
+  player.signal(SIGTERM);
+  EXPECT_TRUE(player.wait_exit(timeout).has_value());
+  stop_node(*node, name);
+}
+
 TEST_F(Desktop, RtpOnLoopbackCarriesTheProcessedSignalToAnotherGraphNode) {
   // sandpipe (sink mode) → default sink = module-rtp-sink → UDP 127.0.0.1 → module-rtp-source
   // (an Audio/Source here) → pw-record. The modules run in their own client process, as they
@@ -442,8 +451,8 @@ TEST_F(Desktop, RtpOnLoopbackCarriesTheProcessedSignalToAnotherGraphNode) {
   EXPECT_GE(j.blocks_at_level, 15) << "levels: " << j.levels;
   EXPECT_EQ(j.loud_blocks, 0) << j.levels;
   // The receiver's rate-matching resampler pulls the pitch by up to ~1 % while it locks on
-  // (11.5 Hz seen on a loaded machine); a wrong rate anywhere (44.1 vs 48 kHz) is off by 8.8 %.
-  EXPECT_NEAR(j.freq_hz, tone_hz, 0.02 * tone_hz) << j.levels;
+  // (11.5 and 14.6 Hz seen on a loaded machine); a wrong rate anywhere (44.1 vs 48 kHz) is off by 8.8 %.
+  EXPECT_NEAR(j.freq_hz, tone_hz, 0.03 * tone_hz) << j.levels;
 
   stop_node(*node, name);
   set_default_sink(sink_);

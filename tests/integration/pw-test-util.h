@@ -60,7 +60,8 @@ inline std::pair<std::string, int> run_command(const std::string& cmd) {
 /// destruction. `argv[0]` is a path or a name looked up in PATH.
 class Child {
  public:
-  Child(const std::vector<std::string>& argv, const std::filesystem::path& out, const std::filesystem::path& err) {
+  Child(const std::vector<std::string>& argv, const std::filesystem::path& out,
+        const std::filesystem::path& err) {
     pid_ = fork();
     if (pid_ == 0) {
       const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -127,6 +128,45 @@ inline Json find_node(const Json& dump, const std::string& name) {
   for (const Json& o : dump.arr())
     if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name) return o;
   return {};
+}
+
+/// The id of the node named `name`, or -1.
+inline double node_id(const Json& dump, const std::string& name) {
+  for (const Json& o : dump.arr())
+    if (o.text("type") == "PipeWire:Interface:Node" && o["info"]["props"].text("node.name") == name)
+      return o["id"].num();
+  return -1;
+}
+
+/// Number of links from node `from` to node `to` (by name).
+inline int links_between(const Json& dump, const std::string& from, const std::string& to) {
+  const double a = node_id(dump, from);
+  const double b = node_id(dump, to);
+  if (a < 0 || b < 0) return 0;
+  int n = 0;
+  for (const Json& o : dump.arr()) {
+    if (o.text("type") != "PipeWire:Interface:Link") continue;
+    const Json& info = o["info"];
+    if (info["output-node-id"].is_number() && info["output-node-id"].num() == a &&
+        info["input-node-id"].is_number() && info["input-node-id"].num() == b)
+      ++n;
+  }
+  return n;
+}
+
+/// The Latency `direction` ("Input", "Output") minRate of the node's port `port`, or -1.
+inline double port_latency(const Json& dump, double node_id, const std::string& port, const std::string& direction) {
+  for (const Json& o : dump.arr()) {
+    const Json& props = o["info"]["props"];
+    if (o.text("type") != "PipeWire:Interface:Port" || !props["node.id"].is_number() ||
+        props["node.id"].num() != node_id || props.text("port.name") != port)
+      continue;
+    const Json& latency = o["info"]["params"]["Latency"];
+    if (!latency.is_array()) return -1;
+    for (const Json& l : latency.arr())
+      if (l.text("direction") == direction && l["minRate"].is_number()) return l["minRate"].num();
+  }
+  return -1;
 }
 
 }  // namespace sandpipe::integration

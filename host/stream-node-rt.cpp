@@ -1,0 +1,136 @@
+// The streams' data-thread part: both process callbacks and the cycle they share.
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <ctime>
+
+#include <pipewire/loop.h>
+#include <pipewire/stream.h>
+#include <spa/node/io.h>
+
+#include "host/filter-node.h"
+#include "host/node-props.h"
+#include "host/stream-node.h"
+
+namespace sandpipe::host::detail {
+namespace {
+
+/// [rt] CLOCK_MONOTONIC in ns (vDSO, no system call).
+std::uint64_t now_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// [rt] Frames a planar buffer holds in every one of its first `channels` datas (chunk size),
+/// or 0 if a data is missing.
+std::uint32_t captured_frames(const pw_buffer* b, std::uint32_t channels) noexcept {
+  if (b->buffer->n_datas < channels) return 0;
+  std::uint32_t frames = max_quantum;
+  for (std::uint32_t ch = 0; ch < channels; ++ch) {
+    const spa_data& d = b->buffer->datas[ch];
+    if (d.data == nullptr || d.chunk == nullptr) return 0;
+    const std::uint32_t offset = std::min(d.chunk->offset, d.maxsize);
+    const std::uint32_t size = std::min(d.chunk->size, d.maxsize - offset);
+    frames = std::min(frames, size / static_cast<std::uint32_t>(sizeof(float)));
+  }
+  return frames;
+}
+
+/// [rt] Asks the main thread, once per quantum change, to re-schedule the chain for `quantum`.
+void request_schedule_rt(StreamRtState& st, std::uint32_t quantum) noexcept {
+  st.graph_quantum.store(quantum, std::memory_order_relaxed);
+  if (st.main_loop == nullptr || st.on_schedule_request == nullptr ||
+      st.schedule_requested.exchange(true, std::memory_order_acq_rel)) {
+    return;  // one request in flight; the main thread reads the latest graph_quantum
+  }
+  // NOTE: a non-blocking eventfd write waking the main loop, once per quantum change.
+  pw_loop_invoke(st.main_loop, st.on_schedule_request, 0, nullptr, 0, false, st.schedule_request_data);
+}
+
+/// [rt] One cycle: the captured buffer (or silence, for a source chain) → chain → the playback
+/// buffer (or the discard area, for a sink chain).
+void run_cycle_rt(StreamRtState& st) noexcept {
+  pw_buffer* in = st.capture != nullptr ? pw_stream_dequeue_buffer(st.capture) : nullptr;
+  pw_buffer* out = st.playback != nullptr ? pw_stream_dequeue_buffer(st.playback) : nullptr;
+  const auto requeue = [&] {
+    if (out != nullptr) pw_stream_queue_buffer(st.playback, out);
+    if (in != nullptr) pw_stream_queue_buffer(st.capture, in);
+  };
+  if (st.playback != nullptr && (out == nullptr || out->buffer->n_datas < st.channels)) {
+    st.counters.no_output_buffer.fetch_add(1, std::memory_order_relaxed);
+    requeue();
+    return;
+  }
+
+  // How much to produce: what was captured; with nothing to capture from, what playback asks for.
+  std::uint32_t capacity = max_quantum;
+  for (std::uint32_t ch = 0; out != nullptr && ch < st.channels; ++ch) {
+    const spa_data& d = out->buffer->datas[ch];
+    capacity =
+        d.data == nullptr ? 0 : std::min(capacity, d.maxsize / static_cast<std::uint32_t>(sizeof(float)));
+  }
+  const std::uint32_t captured = in != nullptr ? captured_frames(in, st.channels) : 0;
+  std::uint64_t wanted = captured;
+  if (captured == 0) {
+    if (st.capture != nullptr) st.counters.no_input_buffer.fetch_add(1, std::memory_order_relaxed);
+    if (out == nullptr) {  // a sink chain with nothing captured: nothing to run
+      requeue();
+      return;
+    }
+    wanted = out->requested != 0 ? out->requested : capacity;
+  }
+
+  std::array<const float*, Chain::max_channels> src{};
+  std::array<float*, Chain::max_channels> dst{};
+  std::uint32_t frames = 0;
+  if (wanted > capacity || capacity == 0) {
+    st.counters.oversized.fetch_add(1, std::memory_order_relaxed);
+    frames = capacity;
+    for (std::uint32_t ch = 0; out != nullptr && ch < st.channels; ++ch)
+      if (out->buffer->datas[ch].data != nullptr)
+        std::memset(out->buffer->datas[ch].data, 0, frames * sizeof(float));
+  } else {
+    frames = static_cast<std::uint32_t>(wanted);
+    for (std::uint32_t ch = 0; ch < st.channels; ++ch) {
+      src[ch] = captured != 0 ? static_cast<const float*>(SPA_PTROFF(
+                                    in->buffer->datas[ch].data, in->buffer->datas[ch].chunk->offset, void))
+                              : st.silence.data();
+      dst[ch] = out != nullptr ? static_cast<float*>(out->buffer->datas[ch].data)
+                               : st.discard.data() + std::size_t{ch} * max_quantum;
+    }
+    const spa_io_position* position = st.position;
+    const std::uint64_t quantum = position != nullptr ? position->clock.duration : 0;
+    if (quantum != 0 && quantum <= max_quantum && quantum != st.chain_quantum.load(std::memory_order_relaxed))
+      request_schedule_rt(st, static_cast<std::uint32_t>(quantum));
+    drain_param_changes_rt(st.param_changes, *st.chain);
+    const std::uint64_t now = now_ns();
+    const std::uint64_t start = position != nullptr ? position->clock.nsec : now;
+    st.chain->process_rt(src.data(), dst.data(), frames, cycle_deadline_ns(start, frames, st.rate, now));
+    st.counters.cycles.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  for (std::uint32_t ch = 0; out != nullptr && ch < st.channels; ++ch) {
+    spa_chunk* chunk = out->buffer->datas[ch].chunk;
+    chunk->offset = 0;
+    chunk->size = frames * static_cast<std::uint32_t>(sizeof(float));
+    chunk->stride = sizeof(float);
+    chunk->flags = 0;
+  }
+  requeue();
+}
+
+}  // namespace
+
+void on_capture_process_rt(void* data) noexcept {
+  auto& st = *static_cast<StreamRtState*>(data);
+  if (st.playback != nullptr) {
+    pw_stream_trigger_process(st.playback);
+  } else {
+    run_cycle_rt(st);
+  }
+}
+
+void on_playback_process_rt(void* data) noexcept { run_cycle_rt(*static_cast<StreamRtState*>(data)); }
+
+}  // namespace sandpipe::host::detail

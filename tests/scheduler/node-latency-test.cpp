@@ -63,19 +63,9 @@ double process_latency(const std::string& name) {
 }
 
 TEST(NodeLatency, PipelinedPythonSlotReportsTheDelayItAdds) {
-  auto [session, status] = run_command(std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
-                                       std::to_string(getpid()) + " 2>&1");
-  ASSERT_EQ(status, 0) << session;
-  std::string session_dir;
-  std::istringstream lines(session);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("export ", 0) != 0) continue;
-    const auto eq = line.find('=');
-    const std::string key = line.substr(7, eq - 7);
-    setenv(key.c_str(), line.substr(eq + 1).c_str(), 1);  // NOLINT(concurrency-mt-unsafe): no threads yet
-    if (key == "PW_SESSION_DIR") session_dir = line.substr(eq + 1);
-  }
-  ASSERT_FALSE(session_dir.empty()) << session;
+  std::string session_error;
+  const std::string session_dir = start_pw_session(PW_SESSION_SH, "--rate 48000 --quantum 512", session_error);
+  ASSERT_FALSE(session_dir.empty()) << session_error;
 
   const fs::path work = fs::temp_directory_path() / ("sandpipe-sched-node-" + std::to_string(getpid()));
   fs::create_directories(work);

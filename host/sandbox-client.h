@@ -340,6 +340,12 @@ class SandboxProcessor final : public Processor {
   std::uint32_t fifo_head_ = 0;
   std::uint32_t fifo_tail_ = 0;
   std::uint32_t next_seq_ = 1;
+  /// Input positions below this were needed by a cycle whose wait for them ran out.
+  std::uint64_t missed_end_ = 0;
+  /// A cycle also waited in vain for a job an earlier cycle had missed: the sandbox is hung or
+  /// far behind, and no cycle waits on it until it has caught up (every job it still owes
+  /// starts at or past `missed_end_`).
+  bool stalled_ = false;
   bool link_usable_ = false;  ///< RT view: current link may be used
   // Ramps.
   bool prev_wet_ = true;  ///< pre-roll counts as wet: no fade-in at the start

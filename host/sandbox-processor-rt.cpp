@@ -143,10 +143,19 @@ bool SandboxProcessor::collect_rt(std::uint64_t needed_end, std::uint64_t deadli
   shm::HostEndpoint& ep = links_.rt->endpoint;
   shm::Completion done;
   for (;;) {
-    if (fifo_head_ == fifo_tail_) return false;
+    if (fifo_head_ == fifo_tail_) {
+      stalled_ = false;
+      return false;
+    }
     const JobRecord& oldest = jobs_[fifo_[fifo_head_ & fifo_mask]];
     const bool needed = oldest.pos < needed_end;
-    const shm::WaitResult r = needed ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
+    const bool behind = oldest.pos < missed_end_;  // an earlier cycle's wait for it ran out
+    stalled_ = stalled_ && behind;
+    // A stalled sandbox is not waited on: a hang would otherwise take the budget of every
+    // cycle until the watchdog ends it (the graph's headroom with it). One more wait after a
+    // miss still lets a sandbox that was only briefly late catch up.
+    const shm::WaitResult r =
+        needed && !stalled_ ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
     if (r == shm::WaitResult::ready) {
       if (!apply_completion_rt(done, shm::now_ns())) {
         fail_link_rt();
@@ -159,6 +168,10 @@ bool SandboxProcessor::collect_rt(std::uint64_t needed_end, std::uint64_t deadli
       return false;
     }
     // timeout: not back (or the wait was aborted because the sandbox is known dead)
+    if (needed) {
+      stalled_ = stalled_ || behind;
+      missed_end_ = std::max(missed_end_, needed_end);
+    }
     return needed && !links_.rt->dead.load(std::memory_order_relaxed);
   }
 }
@@ -179,7 +192,7 @@ void SandboxProcessor::submit_rt(const float* const* in, std::uint32_t frames, s
     // job frees one; wait for it, never past the deadline. A slot the sandbox may still write
     // is never reused.
     shm::Completion done;
-    const shm::WaitResult r = ep.wait_complete_rt(done, deadline_ns);
+    const shm::WaitResult r = stalled_ ? ep.try_complete_rt(done) : ep.wait_complete_rt(done, deadline_ns);
     if (r == shm::WaitResult::timeout) return;  // these positions will be read as dry
     if (r == shm::WaitResult::corrupt || !apply_completion_rt(done, shm::now_ns())) {
       fail_link_rt();

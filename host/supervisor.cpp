@@ -2,6 +2,7 @@
 #include "host/supervisor.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -369,6 +370,17 @@ std::unique_ptr<Control> spawn_instance(const SandboxLaunch& launch, std::uint64
   }
 }
 
+/// [main] Gives a sandbox the real-time priority of the live ones (see spawn_sandbox). Spares
+/// start without it: their interpreter's start-up (numpy's import, a few hundred ms of CPU) must
+/// not compete at equal priority with the sandboxes serving audio meanwhile. Not permitted:
+/// stays normal, as at spawn.
+void make_realtime(pid_t pid, int priority) {
+  if (priority <= 0 || pid <= 0) return;
+  sched_param param{};
+  param.sched_priority = priority;
+  (void)::sched_setscheduler(pid, SCHED_FIFO | SCHED_RESET_ON_FORK, &param);
+}
+
 }  // namespace
 
 void Supervisor::run() {
@@ -595,6 +607,7 @@ bool Supervisor::tick(Clock::time_point now) {
         std::string error;
         if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
           w.pending = std::move(w.spare);
+          make_realtime(w.pending->pid, w.launch.rt_priority);
         } else {
           w.spare.reset();
           w.pending = spawn_instance(w.launch, w.next_generation++, error);
@@ -680,7 +693,9 @@ bool Supervisor::tick(Clock::time_point now) {
                             (w.state == SlotState::running || w.state == SlotState::restarting);
     if (want_spare && !w.spare && !w.pending && now >= w.next_spare) {
       std::string error;
-      w.spare = spawn_instance(w.launch, w.next_generation++, error);
+      SandboxLaunch spare_launch = w.launch;
+      spare_launch.rt_priority = 0;  // until it takes over (make_realtime)
+      w.spare = spawn_instance(spare_launch, w.next_generation++, error);
       if (!w.spare) {
         options_.log(w.name, SandboxLogLevel::warning, "cannot start a spare sandbox: " + error);
         w.next_spare = now + std::chrono::seconds(5);

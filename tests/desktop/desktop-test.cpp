@@ -121,23 +121,8 @@ Judgement judge(const fs::path& file, double expected_rms, double tolerance) {
 class Desktop : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto [out, status] = run_command(std::string(PW_SESSION_SH) + " start --rate 48000 --watch " +
-                                     std::to_string(getpid()) + " 2>&1");
-    if (status != 0) {
-      session_error_ = "pw-session.sh start failed: " + out;
-      return;
-    }
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.rfind("export ", 0) != 0) continue;
-      const auto eq = line.find('=');
-      const std::string key = line.substr(7, eq - 7);
-      const std::string value = line.substr(eq + 1);
-      setenv(key.c_str(), value.c_str(), 1);  // NOLINT(concurrency-mt-unsafe): before any thread
-      if (key == "PW_SESSION_DIR") session_dir_ = value;
-      if (key == "PW_SESSION_SINK") sink_ = value;
-    }
-    if (session_dir_.empty()) session_error_ = "no PW_SESSION_DIR: " + out;
+    session_dir_ = integration::start_pw_session(PW_SESSION_SH, "--rate 48000", session_error_);
+    if (const char* sink = std::getenv("PW_SESSION_SINK")) sink_ = sink;  // NOLINT(concurrency-mt-unsafe)
   }
 
   static void TearDownTestSuite() {

@@ -54,29 +54,7 @@ bool node_present(const std::string& name) { return !find_node(pw_dump(), name).
 class FilterNode : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string cmd = std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
-                            std::to_string(getpid()) + " 2>&1";
-    auto [out, status] = run_command(cmd);
-    if (status != 0) {
-      session_error_ = "pw-session.sh start failed (" + std::to_string(status) + "): " + out;
-      return;
-    }
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.rfind("export ", 0) != 0) {
-        continue;
-      }
-      const auto eq = line.find('=');
-      const std::string key = line.substr(7, eq - 7);
-      const std::string value = line.substr(eq + 1);
-      setenv(key.c_str(), value.c_str(), 1);  // NOLINT(concurrency-mt-unsafe): before any thread
-      if (key == "PW_SESSION_DIR") {
-        session_dir_ = value;
-      }
-    }
-    if (session_dir_.empty()) {
-      session_error_ = "pw-session.sh printed no PW_SESSION_DIR: " + out;
-    }
+    session_dir_ = start_pw_session(PW_SESSION_SH, "--rate 48000 --quantum 512", session_error_);
   }
 
   static void TearDownTestSuite() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -90,10 +91,17 @@ struct QuantumReport {
 struct Report {
   std::uint32_t rate = 0;
   std::uint64_t cycles = 0, frames = 0;
-  std::uint64_t missing_cycles = 0;  ///< cycles where an input port had no buffer
-  std::uint64_t silent_cycles = 0;   ///< CycleVerdict::silent; counted, not scored
-  std::uint64_t position_gaps = 0;   ///< consecutive cycles whose positions do not follow
+  std::uint64_t missing_cycles = 0;       ///< cycles where an input port had no buffer
+  std::uint64_t silent_cycles = 0;        ///< CycleVerdict::silent; counted, not scored
+  std::uint64_t position_gaps = 0;        ///< consecutive cycles whose positions do not follow
+  std::vector<std::uint64_t> gap_cycles;  ///< the first few cycles whose position did not follow
   std::uint64_t good_cycles = 0, stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
+  /// Of the wrong cycles, those whose every frame is processed, dry, or on a crossfade ramp
+  /// between the two at its own position (a slot going into or out of bypass), not a shift.
+  std::uint64_t crossfade_cycles = 0;
+  /// One letter per cycle, in capture order: g good, d dry, x crossfade (a wrong cycle that is
+  /// one), w other wrong, s stale, z silent.
+  std::string verdicts;
   std::int64_t delay_frames = -1;  ///< -1: not found
   bool delay_reliable = false;     ///< false for a tone (periodic) or too little data
   double correlation = 0;          ///< normalised cross-correlation at the delay
@@ -133,6 +141,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     const CapturedCycle& cy = cycles[c];
     if (c > 0 && cycles[c - 1].position + cycles[c - 1].frames != cy.position) {
       ++rep.position_gaps;
+      if (rep.gap_cycles.size() < 16) rep.gap_cycles.push_back(c);
     }
     rep.missing_cycles += cy.missing ? 1 : 0;
     for (std::uint32_t i = 0; i < cy.frames; ++i) {
@@ -212,6 +221,57 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
 
   // Judge every cycle.
   std::vector<CycleVerdict> verdict(cycles.size(), CycleVerdict::good);
+  std::vector<bool> crossfade(cycles.size(), false);
+  // Frames [from, to) are each processed, dry, or part of a crossfade ramp between the two at
+  // their own position: a run of frames that are neither is a fade-in (every frame between the
+  // dry and the processed sample) or a fade-out that removes the step (frame minus dry input
+  // is a straight line, per channel). A shifted or garbled frame is neither.
+  const auto crossfade_only = [&](std::uint64_t from, std::uint64_t to) {
+    const auto plain = [&](std::uint64_t j) {
+      bool is_dry = true, is_wet = true;
+      for (std::size_t ch = 0; ch < n_ch; ++ch) {
+        const double x = ref_of[ch][j];
+        is_dry = is_dry && std::fabs(captured[ch][j] - x) <= tolerance;
+        is_wet = is_wet && std::fabs(captured[ch][j] - g * x) <= tolerance;
+      }
+      return is_dry || is_wet;
+    };
+    const auto between = [&](std::uint64_t j) {
+      for (std::size_t ch = 0; ch < n_ch; ++ch) {
+        const double x = ref_of[ch][j];
+        const double y = captured[ch][j];
+        if (!std::isfinite(y) || y < std::min(x, g * x) - tolerance || y > std::max(x, g * x) + tolerance) {
+          return false;
+        }
+      }
+      return true;
+    };
+    const auto straight = [&](std::uint64_t a, std::uint64_t b) {  // residual against dry is linear
+      if (b - a < 3) return true;                                  // too short to tell
+      for (std::size_t ch = 0; ch < n_ch; ++ch) {
+        const double r0 = captured[ch][a] - ref_of[ch][a];
+        const double step = (captured[ch][a + 1] - ref_of[ch][a + 1]) - r0;
+        for (std::uint64_t j = a; j < b; ++j) {
+          const double r = captured[ch][j] - ref_of[ch][j];
+          if (!std::isfinite(r) || std::fabs(r - (r0 + step * static_cast<double>(j - a))) > 1e-5)
+            return false;
+        }
+      }
+      return true;
+    };
+    for (std::uint64_t j = from; j < to;) {
+      if (plain(j)) {
+        ++j;
+        continue;
+      }
+      std::uint64_t end = j;
+      bool all_between = true;
+      for (; end < to && !plain(end); ++end) all_between = between(end) && all_between;
+      if (!all_between && !straight(j, end)) return false;
+      j = end;
+    }
+    return true;
+  };
   for (std::size_t c = 0; c < cycles.size(); ++c) {
     const CapturedCycle& cy = cycles[c];
     double cycle_err = 0;
@@ -273,6 +333,9 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
                  : dry   ? CycleVerdict::dry
                  : shift ? CycleVerdict::stale
                          : CycleVerdict::wrong;
+    if (verdict[c] == CycleVerdict::wrong) {
+      crossfade[c] = crossfade_only(cy.offset, std::min<std::uint64_t>(cy.offset + cy.frames, n));
+    }
     if (rep.first_bad.size() < 8) {
       BadCycle b;
       b.index = c;
@@ -291,8 +354,12 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
   std::map<std::uint32_t, std::size_t> quantum_index;
   std::vector<double> num(n_ch, 0.0), den(n_ch, 0.0), osq(n_ch, 0.0), esq(n_ch, 0.0);
   std::size_t used = 0;
+  rep.verdicts.reserve(cycles.size());
   for (std::size_t c = 0; c < cycles.size(); ++c) {
     const CapturedCycle& cy = cycles[c];
+    static constexpr std::array<char, 5> letters{'g', 's', 'z', 'd', 'w'};  // CycleVerdict order
+    rep.verdicts += crossfade[c] ? 'x' : letters[static_cast<std::size_t>(verdict[c])];
+    rep.crossfade_cycles += crossfade[c] ? 1 : 0;
     if (!quantum_index.contains(cy.frames)) {
       quantum_index[cy.frames] = rep.quanta.size();
       rep.quanta.push_back(QuantumReport{cy.frames});

@@ -621,6 +621,10 @@ std::string Probe::report_json(const Report* rep) const {
   kv("missing_cycles", std::to_string(rep->missing_cycles));
   kv("silent_cycles", std::to_string(rep->silent_cycles));
   kv("position_gaps", std::to_string(rep->position_gaps));
+  std::string gaps = "[";
+  for (std::size_t i = 0; i < rep->gap_cycles.size(); ++i)
+    gaps += (i ? ", " : "") + std::to_string(rep->gap_cycles[i]);
+  kv("gap_cycles", gaps + "]");
   kv("delay_frames", std::to_string(rep->delay_frames));
   kv("delay_reliable", rep->delay_reliable ? "true" : "false");
   kv("correlation", json_number(rep->correlation));
@@ -649,6 +653,8 @@ std::string Probe::report_json(const Report* rep) const {
   kv("stale_cycles", std::to_string(rep->stale_cycles));
   kv("dry_cycles", std::to_string(rep->dry_cycles));
   kv("wrong_cycles", std::to_string(rep->wrong_cycles));
+  kv("crossfade_cycles", std::to_string(rep->crossfade_cycles));
+  kv("verdicts", "\"" + rep->verdicts + "\"");
   std::string b = "[";
   for (std::size_t i = 0; i < rep->first_bad.size(); ++i) {
     const BadCycle& r = rep->first_bad[i];
@@ -708,7 +714,10 @@ int Probe::run() {
   pw_loop* loop = pw_main_loop_get_loop(loop_.get());
   spa_source* sigint = pw_loop_add_signal(loop, SIGINT, &on_signal, this);
   spa_source* sigterm = pw_loop_add_signal(loop, SIGTERM, &on_signal, this);
-  context_.reset(pw_context_new(loop, nullptr, 0));
+  // client-rt.conf (module-rt): the probe's data thread gets SCHED_FIFO like the node under test
+  // and every audio client, so on a busy machine it does not lose cycles to ordinary processes
+  // (which the analysis would have to tell apart from the node's own losses).
+  context_.reset(pw_context_new(loop, pw_properties_new(PW_KEY_CONFIG_NAME, "client-rt.conf", nullptr), 0));
   core_.reset(context_ ? pw_context_connect(context_.get(), nullptr, 0) : nullptr);
   if (!core_) {
     error_ = std::string("cannot connect to PipeWire: ") +

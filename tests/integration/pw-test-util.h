@@ -13,6 +13,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -110,6 +111,48 @@ class Child {
   pid_t pid_ = -1;
   std::optional<int> status_;
 };
+
+/// Starts a private session with `tests/pw-session.sh start ARGS --watch <this pid>` and puts its
+/// `export` lines into this process's environment (call it before any thread is started).
+/// Returns the session's directory, or "" with `error` set.
+inline std::string start_pw_session(const std::string& script, const std::string& args, std::string& error) {
+  auto [out, status] =
+      run_command(script + " start " + args + " --watch " + std::to_string(getpid()) + " 2>&1");
+  if (status != 0) {
+    error = "pw-session.sh start failed (" + std::to_string(status) + "): " + out;
+    return "";
+  }
+  std::string dir;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("export ", 0) != 0) continue;
+    const auto eq = line.find('=');
+    const std::string key = line.substr(7, eq - 7);
+    const std::string value = line.substr(eq + 1);
+    setenv(key.c_str(), value.c_str(), 1);  // NOLINT(concurrency-mt-unsafe): before any thread
+    if (key == "PW_SESSION_DIR") dir = value;
+  }
+  if (dir.empty()) error = "pw-session.sh printed no PW_SESSION_DIR: " + out;
+  return dir;
+}
+
+/// A fresh scratch directory `<tmp>/PREFIX-<pid>-TEST` for one test.
+inline std::filesystem::path make_test_dir(const std::string& prefix, const std::string& test) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / (prefix + "-" + std::to_string(getpid()) + "-" + test);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+/// Removes a test's scratch directory, or keeps it (and says where) when the test failed.
+inline void finish_test_dir(const std::filesystem::path& dir, bool failed) {
+  if (!failed) {
+    std::filesystem::remove_all(dir);
+  } else {
+    std::fprintf(stderr, "logs kept in %s\n", dir.c_str());
+  }
+}
 
 /// The graph as pw-dump sees it; an empty list if pw-dump failed or was caught mid-change (the
 /// callers poll again).

@@ -118,6 +118,40 @@ TEST(SandboxProcessor, LateBlockFallsBackToDry) {
   EXPECT_EQ(proc->stats().blocks, 8u);
 }
 
+TEST(SandboxProcessor, StalledSandboxIsNotWaitedOnUntilItCatchesUp) {
+  // Block 1 takes five seconds (a hang, as far as the RT side knows): blocks 1 and 2 wait for it
+  // in vain (20 ms each). Block 3 then has all the time in the world, and still must not wait:
+  // in a live graph a hung sandbox would otherwise take the budget of every cycle until the
+  // watchdog kills it. Once the sandbox has delivered what it owed, blocks are processed again.
+  auto proc = start_one(python_spec("slow", examples_dir() / "slow.py",
+                                    {{"delay_ms", 5000.0, 1}, {"only_block", 1.0, 1}, {"gain", 0.5, 1}}));
+  proc->set_crossfade_frames(0);
+  const Signal in = test_signal(channels, 256, 5);
+  Signal out(channels, in.frames);
+  const float* ins[channels] = {in.ch(0), in.ch(1)};
+  float* outs[channels] = {out.ch(0), out.ch(1)};
+  const auto block = [&](std::chrono::milliseconds budget) {
+    return proc->process_rt(ins, outs, 256, host::ProcessContext{deadline_in(budget)});
+  };
+  EXPECT_EQ(block(generous), BlockStatus::processed);
+  EXPECT_EQ(block(std::chrono::milliseconds(20)), BlockStatus::bypassed);
+  EXPECT_EQ(block(std::chrono::milliseconds(20)), BlockStatus::bypassed);
+  // Without the stall rule this waits for block 1 (five seconds) and comes back processed.
+  EXPECT_EQ(block(generous), BlockStatus::bypassed);
+  EXPECT_EQ(proc->counters().deadline_misses, 3u);
+  // Caught up: processed again, exactly, at its own positions.
+  bool processed = false;
+  for (int i = 0; i < 1500 && !processed; ++i) {
+    processed = block(generous) == BlockStatus::processed;
+    if (!processed) ::usleep(10'000);  // pacing the blocks, as a graph would
+  }
+  ASSERT_TRUE(processed) << "the slot never came back after the sandbox caught up";
+  for (std::uint32_t c = 0; c < channels; ++c) {
+    for (std::uint32_t i = 0; i < 256; ++i) ASSERT_EQ(out.ch(c)[i], in.ch(c)[i] * 0.5F) << c << " " << i;
+  }
+  EXPECT_TRUE(proc->usable());
+}
+
 TEST(SandboxProcessor, LatencyDelaysTheDrySignal) {
   auto proc = start_one(python_spec("delay", fixtures_dir() / "misc/delay.py",
                                     {{"stall_block", 2.0, 1}, {"stall_ms", 2000.0, 1}}));

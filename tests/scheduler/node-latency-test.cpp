@@ -127,25 +127,6 @@ std::string describe_ports(const std::string& name) {
   return text;
 }
 
-/// Starts a private session (tests/pw-session.sh) and points this process's PipeWire clients
-/// at it. Returns its directory (empty on failure, `log` says why).
-std::string start_session(std::string& log) {
-  auto [session, status] = run_command(std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
-                                       std::to_string(getpid()) + " 2>&1");
-  log = session;
-  if (status != 0) return {};
-  std::string session_dir;
-  std::istringstream lines(session);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("export ", 0) != 0) continue;
-    const auto eq = line.find('=');
-    const std::string key = line.substr(7, eq - 7);
-    setenv(key.c_str(), line.substr(eq + 1).c_str(), 1);  // NOLINT(concurrency-mt-unsafe): no threads yet
-    if (key == "PW_SESSION_DIR") session_dir = line.substr(eq + 1);
-  }
-  return session_dir;
-}
-
 /// Writes a chain of one gain.py slot (× 0.5) pipelined over `blocks` and starts `sandpipe run`
 /// (`mode`: the node's mode, "filter" or "sink").
 pid_t start_node(const fs::path& work, const std::string& name, int blocks,
@@ -160,9 +141,10 @@ pid_t start_node(const fs::path& work, const std::string& name, int blocks,
 }
 
 TEST(NodeLatency, PipelinedPythonSlotReportsTheDelayItAdds) {
-  std::string log;
-  const std::string session_dir = start_session(log);
-  ASSERT_FALSE(session_dir.empty()) << log;
+  std::string session_error;
+  const std::string session_dir =
+      start_pw_session(PW_SESSION_SH, "--rate 48000 --quantum 512", session_error);
+  ASSERT_FALSE(session_dir.empty()) << session_error;
 
   const fs::path work = fs::temp_directory_path() / ("sandpipe-sched-node-" + std::to_string(getpid()));
   fs::create_directories(work);
@@ -186,10 +168,11 @@ TEST(NodeLatency, PipelinedPythonSlotReportsTheDelayItAdds) {
       << read_text(node_err);
   const double reported = process_latency(name);
   const Json rep = probe("96000");
-  std::printf("pipelined Python slot (2 x 512): pw-dump ProcessLatency %.0f frames, probe delay %.0f frames "
-              "(reliable %d), gain %.6f, dry cycles %.0f of %.0f\n",
-              reported, rep["delay_frames"].num(), rep["delay_reliable"].boolean() ? 1 : 0, rep["gain"].num(),
-              rep["dry_cycles"].num(), rep["cycles"].num());
+  std::printf(
+      "pipelined Python slot (2 x 512): pw-dump ProcessLatency %.0f frames, probe delay %.0f frames "
+      "(reliable %d), gain %.6f, dry cycles %.0f of %.0f\n",
+      reported, rep["delay_frames"].num(), rep["delay_reliable"].boolean() ? 1 : 0, rep["gain"].num(),
+      rep["dry_cycles"].num(), rep["cycles"].num());
   EXPECT_EQ(rep["delay_frames"].num(), reported);
   EXPECT_TRUE(rep["delay_reliable"].boolean());
   EXPECT_NEAR(rep["gain"].num(), 0.5, 1e-6);
@@ -231,7 +214,7 @@ TEST(NodeLatency, PipelinedPythonSlotReportsTheDelayItAdds) {
 TEST(NodeLatency, PortsAddTheLatencyOfTheNodesAroundThem) {
   // a (pipelined 2) → b (pipelined 1): b's outputs report a's latency + b's, a's inputs b's + a's.
   std::string log;
-  const std::string session_dir = start_session(log);
+  const std::string session_dir = start_pw_session(PW_SESSION_SH, "--rate 48000 --quantum 512", log);
   ASSERT_FALSE(session_dir.empty()) << log;
   const fs::path work = fs::temp_directory_path() / ("sandpipe-sched-ports-" + std::to_string(getpid()));
   fs::create_directories(work);
@@ -274,7 +257,7 @@ TEST(NodeLatency, DeepeningWhileRunningIsRepublishedOnNodeAndPorts) {
   // share while audio runs (4.5 ms of sleep per 5.33 ms quantum of 256, share 4 ms): the
   // review deepens it, and node and ports report the new latency.
   std::string log;
-  const std::string session_dir = start_session(log);
+  const std::string session_dir = start_pw_session(PW_SESSION_SH, "--rate 48000 --quantum 512", log);
   ASSERT_FALSE(session_dir.empty()) << log;
   auto [meta, meta_status] = run_command("pw-metadata -n settings 0 clock.force-quantum 256 2>&1");
   ASSERT_EQ(meta_status, 0) << meta;
@@ -332,7 +315,7 @@ TEST(NodeLatency, SinkModeAddsTheChainsLatencyOnBothStreams) {
   // the device side sees it on the playback stream's ports (from the applications). The sink's
   // chain is scheduled for PipeWire's default quantum: 2 × 1024.
   std::string log;
-  const std::string session_dir = start_session(log);
+  const std::string session_dir = start_pw_session(PW_SESSION_SH, "--rate 48000 --quantum 512", log);
   ASSERT_FALSE(session_dir.empty()) << log;
   const fs::path work = fs::temp_directory_path() / ("sandpipe-sched-sink-" + std::to_string(getpid()));
   fs::create_directories(work);

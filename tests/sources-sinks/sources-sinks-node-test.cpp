@@ -97,23 +97,7 @@ std::vector<std::string> port_list(const Json& dump, double node_id) {
 class SourcesSinksNode : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto [out, status] =
-        run_command(std::string(PW_SESSION_SH) + " start --rate 48000 --quantum 512 --watch " +
-                    std::to_string(getpid()) + " 2>&1");
-    if (status != 0) {
-      session_error_ = "pw-session.sh start failed: " + out;
-      return;
-    }
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.rfind("export ", 0) != 0) continue;
-      const auto eq = line.find('=');
-      const std::string key = line.substr(7, eq - 7);
-      const std::string value = line.substr(eq + 1);
-      setenv(key.c_str(), value.c_str(), 1);  // NOLINT(concurrency-mt-unsafe): before any thread
-      if (key == "PW_SESSION_DIR") session_dir_ = value;
-    }
-    if (session_dir_.empty()) session_error_ = "pw-session.sh printed no PW_SESSION_DIR: " + out;
+    session_dir_ = start_pw_session(PW_SESSION_SH, "--rate 48000 --quantum 512", session_error_);
   }
   static void TearDownTestSuite() {
     if (!session_dir_.empty()) run_command(std::string(PW_SESSION_SH) + " stop " + session_dir_ + " 2>&1");
@@ -121,18 +105,9 @@ class SourcesSinksNode : public ::testing::Test {
 
   void SetUp() override {
     ASSERT_TRUE(session_error_.empty()) << session_error_;
-    work_ = fs::temp_directory_path() / ("sandpipe-srcsink-it-" + std::to_string(getpid()) + "-" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(work_);
-    fs::create_directories(work_);
+    work_ = make_test_dir("sandpipe-srcsink-it", ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
-  void TearDown() override {
-    if (!HasFailure()) {
-      fs::remove_all(work_);
-    } else {
-      std::fprintf(stderr, "logs kept in %s\n", work_.c_str());
-    }
-  }
+  void TearDown() override { finish_test_dir(work_, HasFailure()); }
 
   fs::path write_config(const std::string& name, const std::string& plugins) const {
     const fs::path p = work_ / (name + ".conf");

@@ -291,10 +291,12 @@ class SandboxProcessor final : public Processor {
   /// [rt] The link is unusable from now on (protocol breach): stop using it.
   void fail_link_rt(Lane& lane) noexcept;
   /// [rt] Applies one completion (validated) to the lane's output ring. False: protocol breach.
-  bool apply_completion_rt(Lane& lane, SandboxLink& link, const shm::Completion& done, std::uint64_t now) noexcept;
+  bool apply_completion_rt(Lane& lane, SandboxLink& link, const shm::Completion& done,
+                           std::uint64_t now) noexcept;
   /// [rt] Pops completions: without waiting, or until the oldest job covering a position
   /// < `needed_end` is back (or `deadline_ns`). Returns true if such a job is still out.
-  bool collect_rt(Lane& lane, SandboxLink& link, std::uint64_t needed_end, std::uint64_t deadline_ns) noexcept;
+  bool collect_rt(Lane& lane, SandboxLink& link, std::uint64_t needed_end,
+                  std::uint64_t deadline_ns) noexcept;
   /// [rt] Submits [in_pos_, in_pos_ + frames) from `in`, waiting for a free slot until the deadline.
   void submit_rt(Lane& lane, SandboxLink& link, const float* const* in, std::uint32_t frames,
                  std::uint64_t deadline_ns) noexcept;

@@ -329,9 +329,9 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
       const std::uint64_t po = static_cast<std::uint64_t>(static_cast<std::int64_t>(p) + delta);
       const float g = 1.0F - static_cast<float>(retime_left_) * ramp;
       for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-        const float old = po < position_base ? 0.0F
+        const float old = po < position_base                 ? 0.0F
                           : lane_.tag[po & ring_mask_] == po ? lane_.wet[ch * cap + (po & ring_mask_)]
-                                                         : fallback_rt(ch, po);
+                                                             : fallback_rt(ch, po);
         out[ch][i] = old + g * (out[ch][i] - old);
       }
       --retime_left_;

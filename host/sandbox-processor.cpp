@@ -14,7 +14,8 @@ SandboxProcessor::LinkSlots::~LinkSlots() {
   delete rt;  // NOLINT(cppcoreguidelines-owning-memory): raw so the RT side can hold it
   if (offer != rt) delete offer;  // NOLINT(cppcoreguidelines-owning-memory)
   if (old != rt && old != offer) delete old;  // NOLINT(cppcoreguidelines-owning-memory)
-  if (incoming != rt && incoming != offer && incoming != old) delete incoming;  // NOLINT(cppcoreguidelines-owning-memory)
+  if (incoming != rt && incoming != offer && incoming != old)
+    delete incoming;  // NOLINT(cppcoreguidelines-owning-memory)
 }
 
 void SandboxProcessor::init_rt(std::unique_ptr<SandboxLink> link) {

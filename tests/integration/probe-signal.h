@@ -94,6 +94,9 @@ struct Report {
   std::uint64_t silent_cycles = 0;   ///< CycleVerdict::silent; counted, not scored
   std::uint64_t position_gaps = 0;   ///< consecutive cycles whose positions do not follow
   std::uint64_t good_cycles = 0, stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
+  /// Frames of any cycle that are the unprocessed input (a bypass inside an otherwise
+  /// processed cycle counts here too).
+  std::uint64_t dry_frames = 0;
   std::int64_t delay_frames = -1;  ///< -1: not found
   bool delay_reliable = false;     ///< false for a tone (periodic) or too little data
   double correlation = 0;          ///< normalised cross-correlation at the delay
@@ -109,11 +112,12 @@ struct Report {
 
 /// [any] Compares what came back with what was sent. `captured[ch]` holds the frames of all
 /// `cycles`; `expected_gain` (if > 0) is what errors are measured against, else the fitted
-/// gain; delays 0..`max_delay` are searched.
+/// gain; delays 0..`max_delay` are searched. `second_gain` (if > 0): the node may switch to
+/// that gain (a plugin reloaded with another one): frames at it count as good too.
 inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& positions,
                       const std::vector<std::vector<float>>& captured,
                       const std::vector<CapturedCycle>& cycles, double expected_gain, std::uint32_t max_delay,
-                      double tolerance = 1e-6) {
+                      double tolerance = 1e-6, double second_gain = 0) {
   Report rep;
   rep.cycles = cycles.size();
   const std::size_t n_ch = captured.size();
@@ -245,9 +249,16 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     };
     std::vector<std::uint64_t> off;
     for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
-      if (!frame_matches(j, 0, g)) {
+      if (!frame_matches(j, 0, g) && !(second_gain > 0 && frame_matches(j, 0, second_gain))) {
         off.push_back(j);
       }
+    }
+    if (off.empty()) {
+      continue;  // at the second gain, or partly at each
+    }
+    if (g != 1.0 && second_gain != 1.0) {
+      rep.dry_frames += static_cast<std::uint64_t>(
+          std::count_if(off.begin(), off.end(), [&](std::uint64_t j) { return frame_matches(j, 0, 1.0); }));
     }
     const auto all_off = [&](const auto& pred) { return std::all_of(off.begin(), off.end(), pred); };
     const bool silent = all_off([&](std::uint64_t j) {

@@ -48,7 +48,8 @@ bool send_all(int fd, std::string_view data, std::chrono::steady_clock::time_poi
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     pollfd p{fd, POLLOUT, 0};
     (void)::poll(&p, 1, static_cast<int>(left.count()));
@@ -184,9 +185,10 @@ std::optional<RequestReply> send_node_request(std::string_view node_name, std::s
     return std::nullopt;
   }
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    error = errno == ECONNREFUSED ? "node \"" + std::string(node_name) + "\" is not running (stale " + path.string() + ")"
-                                  : "cannot reach node \"" + std::string(node_name) + "\" at " + path.string() + ": " +
-                                        std::strerror(errno);
+    error = errno == ECONNREFUSED
+                ? "node \"" + std::string(node_name) + "\" is not running (stale " + path.string() + ")"
+                : "cannot reach node \"" + std::string(node_name) + "\" at " + path.string() + ": " +
+                      std::strerror(errno);
     return std::nullopt;
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -196,7 +198,8 @@ std::optional<RequestReply> send_node_request(std::string_view node_name, std::s
   }
   std::string answer;
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       char seconds[32];
       std::snprintf(seconds, sizeof seconds, "%.1f", static_cast<double>(timeout.count()) / 1000.0);

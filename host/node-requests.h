@@ -73,7 +73,8 @@ struct RequestReply {
 /// nullopt and a message in `error` when there is no such node (no socket, or nobody
 /// listening: a stale one) or no answer in time.
 [[nodiscard]] std::optional<RequestReply> send_node_request(std::string_view node_name, std::string_view line,
-                                                            std::chrono::milliseconds timeout, std::string& error);
+                                                            std::chrono::milliseconds timeout,
+                                                            std::string& error);
 
 /// [main] `sandpipe reload NODE SLOT`: asks the node to hot-reload SLOT now, prints the outcome
 /// (stdout on success, stderr otherwise). Returns 0 when the new version runs, 1 otherwise.

@@ -198,8 +198,9 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
     try {
       requests_ = std::make_unique<RequestServer>(options_.request_socket);
     } catch (const std::exception& e) {
-      options_.log("supervisor", SandboxLogLevel::warning,
-                   std::string("no request socket (`sandpipe reload` will not reach this node): ") + e.what());
+      options_.log(
+          "supervisor", SandboxLogLevel::warning,
+          std::string("no request socket (`sandpipe reload` will not reach this node): ") + e.what());
     }
   }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -431,7 +432,8 @@ void Supervisor::begin_reload(Watch& w, Clock::time_point now) {
 void Supervisor::handle_request(const RequestServer::Request& request, Clock::time_point now) {
   constexpr std::string_view verb = "reload ";
   if (!request.line.starts_with(verb)) {
-    requests_->reply(request.id, false, "unknown request \"" + request.line + "\" (this node knows: reload SLOT)");
+    requests_->reply(request.id, false,
+                     "unknown request \"" + request.line + "\" (this node knows: reload SLOT)");
     return;
   }
   const std::string slot = request.line.substr(verb.size());
@@ -449,8 +451,9 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
   Watch& w = *found;
   if (!w.python) {
     requests_->reply(request.id, false,
-                     slot + " is a native plugin: it is loaded once, only Python slots reload (restart the node "
-                            "to load a new build)");
+                     slot +
+                         " is a native plugin: it is loaded once, only Python slots reload (restart the node "
+                         "to load a new build)");
     return;
   }
   if (w.state != SlotState::running || !w.current) {
@@ -476,18 +479,22 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     w.reloading.reset();
     w.reload_wanted = false;
     if (!w.reload_requests.empty())
-      answer_reload(w, false, w.name + ": the sandbox died during the reload (" + w.last_error + "); it is " +
-                                  std::string(to_string(w.state)));
+      answer_reload(w, false,
+                    w.name + ": the sandbox died during the reload (" + w.last_error + "); it is " +
+                        std::string(to_string(w.state)));
     return;
   }
   if (w.switch_generation != 0) {
     // Swapped in: answer once the RT side plays the new version (or says why it cannot yet).
-    const std::string who = w.name + " reloaded from " + w.launch.file.string() + " (pid " + std::to_string(w.pid) + ")";
+    const std::string who =
+        w.name + " reloaded from " + w.launch.file.string() + " (pid " + std::to_string(w.pid) + ")";
     if (proc.active_generation() == w.switch_generation && !proc.handing_over()) {
       answer_reload(w, true, who + ": the new version is playing");
     } else if (now - w.switch_since > std::chrono::seconds(2)) {
-      answer_reload(w, true, who + ": the new version is loaded; the node is not processing audio now, it takes over "
-                                   "at the next cycle");
+      answer_reload(w, true,
+                    who +
+                        ": the new version is loaded; the node is not processing audio now, it takes over "
+                        "at the next cycle");
     }
   }
   if (w.slot.reload && !w.reload_wanted && !w.reloading && now >= w.next_file_check) {
@@ -519,8 +526,9 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     refusal = r.phase == Control::Phase::failed ? r.failure : "sandbox " + r.gone_reason();
   } else if (r.phase == Control::Phase::loaded && r.info.latency != proc.plugin_latency_frames()) {
     // The output is aligned for the slot's latency: another one would shift it.
-    refusal = "the new version reports a latency of " + std::to_string(r.info.latency) + " frames, the running one " +
-              std::to_string(proc.plugin_latency_frames()) + " (a reload cannot change it: restart the node)";
+    refusal = "the new version reports a latency of " + std::to_string(r.info.latency) +
+              " frames, the running one " + std::to_string(proc.plugin_latency_frames()) +
+              " (a reload cannot change it: restart the node)";
   }
   if (!refusal.empty()) {
     w.last_error = "reload failed, the running version stays: " + refusal;
@@ -787,7 +795,8 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
   options.restart_window = std::chrono::milliseconds(static_cast<std::int64_t>(config.restart_window_s * 1000.0));
   options.node_name = config.node_name;
   if (!offline && options.status_file.empty()) options.status_file = status_file_path(config.node_name);
-  if (!offline && options.request_socket.empty()) options.request_socket = request_socket_path(config.node_name);
+  if (!offline && options.request_socket.empty())
+    options.request_socket = request_socket_path(config.node_name);
   std::vector<SupervisedSlot> supervised;
   for (std::size_t i = 0; i < slots.size(); ++i) {
     SupervisedSlot s;

@@ -8,6 +8,8 @@
 // params and the last state the plugin returned from get_state() (polled while idle), and its
 // link is handed to the RT side (SandboxProcessor::replace_link), which fades from dry to wet.
 // Too many crashes in a window and the slot is given up on: it stays bypassed (or muted).
+// A hot reload (`reload = true`, or `sandpipe reload` over the request socket) loads the new
+// version beside the running one and hands over with LinkSwap::reload (a wet → wet crossfade).
 //
 // The thread is the supervisor's own, so the same code serves `sandpipe run` (PipeWire's main
 // loop never sees a sandbox fd) and `sandpipe render` (no loop at all). The supervisor thread is

@@ -478,7 +478,10 @@ TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
   ASSERT_TRUE(poll_until([&] { return frames() >= 24000; }, startup_timeout))
       << read_text(work_ / "probe.err");
   write_plugin("        block *= 0.25\n");
+  const auto asked = std::chrono::steady_clock::now();
   std::tie(out, status) = reload(name, "fx");
+  std::fprintf(stderr, "note: sandpipe reload took %.0f ms: %s",
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - asked).count(), out.c_str());
   EXPECT_EQ(status, 0) << out << read_text(work_ / (name + ".err"));
   EXPECT_NE(out.find("the new version is playing"), std::string::npos) << out;
   EXPECT_EQ(slot()["reloads"].num(), 1) << read_text(node_status);
@@ -507,6 +510,7 @@ TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
   EXPECT_EQ(status, 1) << out;
   EXPECT_NE(out.find("reload failed, the running version stays"), std::string::npos) << out;
   EXPECT_NE(out.find("SyntaxError"), std::string::npos) << out;
+  std::fprintf(stderr, "note: a broken version: %s", out.c_str());
   EXPECT_EQ(slot()["reloads"].num(), 1) << read_text(node_status);
   EXPECT_EQ(slot().text("state"), "running");
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 512,

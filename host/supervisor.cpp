@@ -507,7 +507,12 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
       (w.reload_state_fresh || now - w.reload_asked > std::chrono::milliseconds(500))) {
     w.reload_wanted = false;
     std::string error;
-    w.reloading = spawn_instance(w.launch, w.next_generation++, error);
+    // The spare has only its interpreter and numpy: it reads the plugin file at the load.
+    if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
+      w.reloading = std::move(w.spare);
+    } else {
+      w.reloading = spawn_instance(w.launch, w.next_generation++, error);
+    }
     if (!w.reloading) {
       w.last_error = "reload: cannot start a sandbox: " + error;
       options_.log(w.name, SandboxLogLevel::error, w.last_error + "; the running version stays");

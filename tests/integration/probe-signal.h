@@ -273,9 +273,12 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
         !silent && g != 1.0 && all_off([&](std::uint64_t j) { return frame_matches(j, 0, 1.0); });
     std::int64_t shift = 0;
     if (!silent && !dry && !off.empty()) {
+      // A buffer of another cycle at either gain (a graph xrun after a reload's switch).
+      const auto shifted = [&](std::uint64_t j, std::int64_t s) {
+        return frame_matches(j, s, g) || (second_gain > 0 && frame_matches(j, s, second_gain));
+      };
       for (std::int64_t s = -16384; s <= 16384 && shift == 0; ++s) {
-        if (s != 0 && frame_matches(off.front(), s, g) &&
-            all_off([&](std::uint64_t j) { return frame_matches(j, s, g); })) {
+        if (s != 0 && shifted(off.front(), s) && all_off([&](std::uint64_t j) { return shifted(j, s); })) {
           shift = s;
         }
       }

@@ -183,6 +183,10 @@ class SandboxProcessor final : public Processor {
   /// (moved from only on true), to offer again later. Throws std::invalid_argument if the
   /// link's geometry differs from the slot's.
   bool replace_link(std::unique_ptr<SandboxLink>&& link, LinkSwap swap = LinkSwap::restart);
+  /// [main] Takes back the link the last replace_link() offered if the RT side has not adopted
+  /// it yet (a paused graph); nullptr if it has. The link handed over before it is the newest
+  /// again (mark_link_dead()).
+  [[nodiscard]] std::unique_ptr<SandboxLink> withdraw_link() noexcept;
   /// [any] True while a LinkSwap::reload hand-over runs (both links in use by the RT side).
   [[nodiscard]] bool handing_over() const noexcept { return handing_over_.load(std::memory_order_acquire); }
   /// [main] The generation number for the next link of this slot (1 was the first).
@@ -330,6 +334,7 @@ class SandboxProcessor final : public Processor {
     std::atomic<SandboxLink*> retired{nullptr};
     std::atomic<SandboxLink*> latest{nullptr};
     SandboxLink* incoming = nullptr;  ///< the RT side's second link during a reload hand-over
+    SandboxLink* before_offer = nullptr;  ///< [main] `latest` before the last offer (withdraw_link)
     std::unique_ptr<SandboxLink> graveyard;
   };
   LinkSlots links_;

@@ -54,11 +54,19 @@ bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link, LinkSwa
   if (links_.offered.load(std::memory_order_acquire) != nullptr) return false;
   if (links_.retired.load(std::memory_order_acquire) != nullptr) return false;
   link->swap = swap;
+  links_.before_offer = links_.latest.load(std::memory_order_relaxed);
   SandboxLink* raw = link.release();
   links_.latest.store(raw, std::memory_order_release);
   usable_.store(true, std::memory_order_relaxed);
   links_.offered.store(raw, std::memory_order_release);
   return true;
+}
+
+std::unique_ptr<SandboxLink> SandboxProcessor::withdraw_link() noexcept {
+  SandboxLink* link = links_.offered.exchange(nullptr, std::memory_order_acq_rel);
+  if (link == nullptr) return nullptr;
+  links_.latest.store(links_.before_offer, std::memory_order_release);
+  return std::unique_ptr<SandboxLink>(link);
 }
 
 void SandboxProcessor::collect_retired_links() {

@@ -145,9 +145,11 @@ struct Supervisor::Watch {
   /// The version a reload replaced: it may still be answering the block the RT side waits for,
   /// so it is stopped a little later (never talked to again: its link may be gone).
   std::unique_ptr<Control> retiring;
+  shm::HostEndpoint* retiring_endpoint = nullptr;  ///< its notify_endpoint, should it come back
   /// `sandpipe reload` requests waiting for this slot's reload to end, and the new version's
   /// generation while the RT side hands over to it (the answer waits for that).
   std::vector<std::uint64_t> reload_requests;
+  std::vector<std::uint64_t> queued_requests;  ///< arrived once a load was sent: the next reload's
   std::uint64_t switch_generation = 0;
   Clock::time_point switch_since{};
 };
@@ -402,6 +404,8 @@ void Supervisor::run() {
   // Shut down here: a sandbox this thread spawned dies with it (PR_SET_PDEATHSIG follows the
   // thread), so it gets its clean shutdown before the thread ends.
   for (auto& w : watches_) {
+    w->reload_requests.insert(w->reload_requests.end(), w->queued_requests.begin(), w->queued_requests.end());
+    w->queued_requests.clear();
     answer_reload(*w, false, w->name + ": the node is stopping");
     w->spare.reset();
     w->pending.reset();
@@ -462,9 +466,13 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
                          (w.last_error.empty() ? std::string() : ": " + w.last_error));
     return;
   }
+  if (w.reloading || w.switch_generation != 0) {
+    // A load already sent read the file before this request: it gets the next reload.
+    w.queued_requests.push_back(request.id);
+    return;
+  }
   w.reload_requests.push_back(request.id);
-  // One already on its way (a file change, another request) answers this one too.
-  if (!w.reload_wanted && !w.reloading && w.switch_generation == 0) begin_reload(w, now);
+  if (!w.reload_wanted) begin_reload(w, now);  // else one is about to load: it reads the file now
 }
 
 void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_changed) {
@@ -478,6 +486,8 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     if (w.reloading) w.reloading->kill_and_reap();
     w.reloading.reset();
     w.reload_wanted = false;
+    w.reload_requests.insert(w.reload_requests.end(), w.queued_requests.begin(), w.queued_requests.end());
+    w.queued_requests.clear();
     if (!w.reload_requests.empty())
       answer_reload(w, false,
                     w.name + ": the sandbox died during the reload (" + w.last_error + "); it is " +
@@ -496,6 +506,11 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
                         ": the new version is loaded; the node is not processing audio now, it takes over "
                         "at the next cycle");
     }
+  }
+  if (!w.queued_requests.empty() && w.reload_requests.empty() && !w.reload_wanted && !w.reloading &&
+      w.switch_generation == 0) {
+    w.reload_requests = std::exchange(w.queued_requests, {});
+    begin_reload(w, now);
   }
   if (w.slot.reload && !w.reload_wanted && !w.reloading && now >= w.next_file_check) {
     w.next_file_check = now + std::chrono::milliseconds(250);
@@ -545,13 +560,27 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     return;
   }
   if (r.phase != Control::Phase::loaded) return;
-  if (w.retiring) return;  // the previous reload's hand-over is not done yet
+  if (w.retiring) {
+    // The previous version is not taken in yet. Handing over: that takes a few blocks, wait.
+    // Still only offered (the graph does not run the node): take it back, it never played.
+    std::unique_ptr<SandboxLink> back = proc.withdraw_link();
+    if (!back) return;
+    if (w.switch_generation != 0)
+      answer_reload(w, true, w.name + " reloaded, then replaced by a newer version before the node processed audio");
+    w.current->kill_and_reap();
+    w.current.reset();  // before its link: it points into the link's endpoint
+    back.reset();
+    w.current = std::move(w.retiring);
+    w.current->notify_endpoint = std::exchange(w.retiring_endpoint, nullptr);
+    w.reloads -= 1;
+    w.pid = w.current->pid;
+  }
   proc.collect_retired_links();
   if (!proc.replace_link(std::move(r.link), LinkSwap::reload)) return;  // an offer still pending: next tick
   // The RT side takes the new version in at its next block: both run until it crossfades from
   // the old one's output to the new one's; the old one is stopped once it let go of its link.
   w.retiring = std::move(w.current);
-  w.retiring->notify_endpoint = nullptr;  // its link goes with the RT side's switch
+  w.retiring_endpoint = std::exchange(w.retiring->notify_endpoint, nullptr);  // its link goes with the switch
   w.current = std::move(w.reloading);
   w.pid = w.current->pid;
   w.reloads += 1;

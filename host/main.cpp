@@ -86,11 +86,12 @@ COMMANDS
       params, and hands over: both versions process the same blocks until the output has
       crossfaded (64 frames) from the old version's processed signal to the new one's, with
       no dry frame and no shift in time. Prints the outcome and exits 0 once the new version
-      is playing (or, when the graph is not running the node because nothing is linked,
-      once it is loaded: it takes over at the node's next cycle). If the new version does not load (a syntax error, an exception in its
-      constructor, another latency), the old one keeps playing and the error is printed
-      with its Python traceback, exit 1. Exit 1 as well for an unknown node or slot, a
-      native slot, a slot that is not running, or no answer within S seconds (default 30).
+      is playing (when nothing is linked to the node the graph does not run it: then once
+      the new version is loaded; it takes over at the node's next cycle). If the new version
+      does not load (a syntax error, an exception in its constructor, another latency), the
+      old one keeps playing and the error is printed with its Python traceback, exit 1.
+      Exit 1 as well for an unknown node or slot, a native slot, a slot that is not
+      running, or no answer within S seconds (default 30).
       The request goes over $XDG_RUNTIME_DIR/sandpipe/NODE.sock.
 
   check CHAIN.conf

@@ -12,6 +12,7 @@
 #include <thread>
 #include <variant>
 
+#include "fake-sandbox-thread.h"
 #include "host/sandbox-client.h"
 #include "host/sandbox-link.h"
 #include "sandbox-test-util.h"
@@ -32,43 +33,6 @@ host::SandboxOptions slots(std::uint32_t n) {
 BlockRun run_fixed(host::Processor& p, const Signal& in, std::uint32_t n) {
   return run_blocks(p, in, std::vector<std::uint32_t>(in.frames / n, n), generous);
 }
-
-/// A sandbox stand-in in this process: a second mapping of the segment and a thread that
-/// multiplies every job by `gain` and completes it.
-class FakeSandbox {
- public:
-  FakeSandbox(shm::Segment& host_segment, float gain) : gain_(gain) {
-    auto attached = shm::Segment::attach(::fcntl(host_segment.fd(), F_DUPFD_CLOEXEC, 0));
-    segment_.emplace(std::move(std::get<shm::Segment>(attached)));
-    endpoint_.emplace(*segment_);
-    thread_ = std::thread([this] { run(); });
-  }
-  FakeSandbox(const FakeSandbox&) = delete;
-  FakeSandbox& operator=(const FakeSandbox&) = delete;
-  ~FakeSandbox() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  void run() {
-    while (!stop_) {
-      shm::Job job;
-      if (endpoint_->wait(job, 5'000'000) != shm::SandboxEndpoint::Wake::job) continue;
-      for (std::uint32_t ch = 0; ch < endpoint_->geometry().channels; ++ch) {
-        float* x = endpoint_->channel(job.slot, ch);
-        for (std::uint32_t i = 0; i < job.frames; ++i) x[i] *= gain_;
-      }
-      endpoint_->complete(shm::Completion{job.seq, job.slot, job.frames, 0});
-    }
-  }
-
-  float gain_;
-  std::optional<shm::Segment> segment_;
-  std::optional<shm::SandboxEndpoint> endpoint_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
 
 TEST(SandboxPipeline, PipelinedSlotDelaysByExactlyKBlocks) {
   auto proc = start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 0.5, 1}}), channels, 256,

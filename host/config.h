@@ -62,8 +62,8 @@ struct PluginSpec {
   /// file system (a sink that records); everything else stays confined.
   bool allow_writes = false;
   /// Python plugins (`reload`): in `sandpipe run`, a change of the file loads the new code in a
-  /// new sandbox with the old one's state and swaps it in; a version that fails to load leaves
-  /// the old one running.
+  /// new sandbox with the old one's state and hands over to it (a wet → wet crossfade); a
+  /// version that fails to load leaves the old one running.
   bool reload = false;
   int line = 0;
 };

@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "host/config.h"
 #include "host/node.h"
 #include "host/native-plugin.h"
+#include "host/node-requests.h"
 #include "host/processor.h"
 #include "host/render.h"
 #include "host/sandbox-client.h"
@@ -42,6 +44,7 @@ constexpr std::string_view usage_text = R"(Usage:
   sandpipe inspect PLUGIN.py
   sandpipe set NODE SLOT:PARAM VALUE [SLOT:PARAM VALUE ...]
   sandpipe status NODE
+  sandpipe reload NODE SLOT [--timeout S]
   sandpipe --help | --version
 )";
 
@@ -76,6 +79,21 @@ COMMANDS
       restarts, the last error, the scheduling mode, pipeline depth and latency (frames), and
       whether an `auto` slot fits latency.max-ms (schedule_fits, schedule: why). Read from $XDG_RUNTIME_DIR/sandpipe/NODE.status, which
       `run` rewrites every second; exit 1 if NODE is not running.
+
+  reload NODE SLOT [--timeout S]
+      Hot-reload the Python plugin of slot SLOT in the running node NODE now, whether or not
+      its config entry has reload = true: the supervisor asks the running version for its
+      state, loads the file again in a new sandbox with that state and the slot's current
+      params, and hands over: both versions process the same blocks until the output has
+      crossfaded (64 frames) from the old version's processed signal to the new one's, with
+      no dry frame and no shift in time. Prints the outcome and exits 0 once the new version
+      is playing (when nothing is linked to the node the graph does not run it: then once
+      the new version is loaded; it takes over at the node's next cycle). If the new version
+      does not load (a syntax error, an exception in its constructor, another latency), the
+      old one keeps playing and the error is printed with its Python traceback, exit 1.
+      Exit 1 as well for an unknown node or slot, a native slot, a slot that is not
+      running, or no answer within S seconds (default 30).
+      The request goes over $XDG_RUNTIME_DIR/sandpipe/NODE.sock.
 
   check CHAIN.conf
       Parse the config and detect every plugin's type without starting anything.
@@ -225,6 +243,29 @@ int cmd_status(std::string_view node) {
   return exit_ok;
 }
 
+/// [main] `sandpipe reload NODE SLOT [--timeout S]`.
+int cmd_reload(const std::vector<std::string_view>& args) {
+  std::vector<std::string_view> names;
+  double timeout_s = 30.0;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--timeout") {
+      if (i + 1 >= args.size()) return fail_usage("--timeout needs a value");
+      const std::string value(args[++i]);
+      char* end = nullptr;
+      timeout_s = std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0' || !(timeout_s > 0 && timeout_s <= 3600))
+        return fail_usage("--timeout must be a number of seconds in (0, 3600]");
+    } else if (args[i].starts_with("--")) {
+      return fail_usage("unknown option " + std::string(args[i]));
+    } else {
+      names.push_back(args[i]);
+    }
+  }
+  if (names.size() != 2) return fail_usage("reload needs NODE and SLOT");
+  return sandpipe::host::reload_node_plugin(names[0], names[1],
+                                            std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000.0)));
+}
+
 int dispatch(const std::vector<std::string_view>& args) {
   if (args.empty()) return fail_usage("no command");
   const auto command = args[0];
@@ -257,6 +298,7 @@ int dispatch(const std::vector<std::string_view>& args) {
     if (args.size() != 2) return fail_usage("status needs one NODE");
     return cmd_status(args[1]);
   }
+  if (command == "reload") return cmd_reload(args);
   if (command != "run" && command != "render" && command != "check")
     return fail_usage("unknown command \"" + std::string(command) + "\"");
   if (args.size() < 2) return fail_usage(std::string(command) + " needs CHAIN.conf");

@@ -173,12 +173,25 @@ class SandboxProcessor final : public Processor {
   // --- Link swap (restarts) -----------------------------------------------------------------
 
   /// [main] Hands the RT side a new link (a restarted sandbox, loaded and ready). The RT side
-  /// adopts it at the start of its next call (an atomic pointer exchange), discards whatever the
-  /// old link still owed (those positions come out dry), and fades from dry to wet when the new
-  /// sandbox's output arrives. Returns false while a previous offer is still
-  /// pending; `link` is then left to the caller (moved from only on true), to offer again later.
-  /// Throws std::invalid_argument if the link's geometry differs from the slot's.
-  bool replace_link(std::unique_ptr<SandboxLink>&& link);
+  /// adopts it at the start of its next call (an atomic pointer exchange). With
+  /// LinkSwap::restart it discards whatever the old link still owed (those positions come out
+  /// dry) and fades from dry to wet when the new sandbox's output arrives. With
+  /// LinkSwap::reload (the old sandbox still runs) it hands over instead: every block goes to
+  /// both sandboxes until the new one's output covers the positions being read, then the output
+  /// crossfades from the old one's wet signal to the new one's over crossfade_frames, and only
+  /// then is the old link let go of (handing_over() is true meanwhile; keep the old sandbox
+  /// running until it is false). A hand-over whose new link dies, whose old link dies, or that
+  /// is not done after 8 × max_frames read positions falls back to the restart behaviour.
+  /// Returns false while a previous offer is still pending; `link` is then left to the caller
+  /// (moved from only on true), to offer again later. Throws std::invalid_argument if the
+  /// link's geometry differs from the slot's.
+  bool replace_link(std::unique_ptr<SandboxLink>&& link, LinkSwap swap = LinkSwap::restart);
+  /// [main] Takes back the link the last replace_link() offered if the RT side has not adopted
+  /// it yet (a paused graph); nullptr if it has. The link handed over before it is the newest
+  /// again (mark_link_dead()).
+  [[nodiscard]] std::unique_ptr<SandboxLink> withdraw_link() noexcept;
+  /// [any] True while a LinkSwap::reload hand-over runs (both links in use by the RT side).
+  [[nodiscard]] bool handing_over() const noexcept { return handing_over_.load(std::memory_order_acquire); }
   /// [main] The generation number for the next link of this slot (1 was the first).
   [[nodiscard]] std::uint64_t next_link_generation() noexcept;
   /// [main] Destroys the links the RT side let go of (the RT thread never frees). Cheap; call it
@@ -272,17 +285,45 @@ class SandboxProcessor final : public Processor {
     bool busy = false;
   };
 
+  /// What the RT side keeps of one link: its jobs in flight and the processed audio it
+  /// returned, by position. `lane_` belongs to links_.rt; `incoming_` to links_.incoming while
+  /// a reload hands over (their contents are swapped when it is done, never their addresses).
+  struct Lane {
+    std::vector<float> wet;          ///< channels × ring: processed audio by position
+    std::vector<std::uint64_t> tag;  ///< ring: the position a wet frame holds (0: none)
+    std::array<JobRecord, shm::max_slots> jobs{};
+    std::array<std::uint32_t, shm::max_slots> fifo{};  ///< busy slots, oldest first
+    std::uint32_t fifo_head = 0;
+    std::uint32_t fifo_tail = 0;
+    /// Input positions below this were needed by a cycle whose wait for them ran out.
+    std::uint64_t missed_end = 0;
+    /// A cycle also waited in vain for a job an earlier cycle had missed: the sandbox is hung or
+    /// far behind, and no cycle waits on it until it has caught up (every job it still owes
+    /// starts at or past `missed_end`).
+    bool stalled = false;
+    bool usable = false;  ///< RT view: the link may be used
+  };
+
   /// [rt] Adopts an offered link and a new pipeline depth, if any.
   void adopt_rt() noexcept;
+  /// [rt] `next` replaces links_.rt at once (LinkSwap::restart, or a reload that cannot fade).
+  void switch_link_rt(SandboxLink* next) noexcept;
+  /// [rt] Ends a reload hand-over: the incoming link becomes the slot's link.
+  void finish_handover_rt() noexcept;
+  /// [rt] True if `lane` (of `link`) may be submitted to and waited on.
+  [[nodiscard]] bool live_rt(const Lane& lane, const SandboxLink* link) const noexcept;
   /// [rt] The link is unusable from now on (protocol breach): stop using it.
-  void fail_link_rt() noexcept;
-  /// [rt] Applies one completion (validated) to the output ring. False: protocol breach.
-  bool apply_completion_rt(const shm::Completion& done, std::uint64_t now) noexcept;
+  void fail_link_rt(Lane& lane) noexcept;
+  /// [rt] Applies one completion (validated) to the lane's output ring. False: protocol breach.
+  bool apply_completion_rt(Lane& lane, SandboxLink& link, const shm::Completion& done,
+                           std::uint64_t now) noexcept;
   /// [rt] Pops completions: without waiting, or until the oldest job covering a position
   /// < `needed_end` is back (or `deadline_ns`). Returns true if such a job is still out.
-  bool collect_rt(std::uint64_t needed_end, std::uint64_t deadline_ns) noexcept;
+  bool collect_rt(Lane& lane, SandboxLink& link, std::uint64_t needed_end,
+                  std::uint64_t deadline_ns) noexcept;
   /// [rt] Submits [in_pos_, in_pos_ + frames) from `in`, waiting for a free slot until the deadline.
-  void submit_rt(const float* const* in, std::uint32_t frames, std::uint64_t deadline_ns) noexcept;
+  void submit_rt(Lane& lane, SandboxLink& link, const float* const* in, std::uint32_t frames,
+                 std::uint64_t deadline_ns) noexcept;
   /// [rt] Writes positions [first, first + frames) to `out` (wet, dry or silence, ramps).
   /// Returns the number of frames that were not processed audio.
   std::uint32_t render_rt(float* const* out, std::uint64_t first, std::uint32_t frames) noexcept;
@@ -312,6 +353,8 @@ class SandboxProcessor final : public Processor {
     std::atomic<SandboxLink*> offered{nullptr};
     std::atomic<SandboxLink*> retired{nullptr};
     std::atomic<SandboxLink*> latest{nullptr};
+    SandboxLink* incoming = nullptr;  ///< the RT side's second link during a reload hand-over
+    SandboxLink* before_offer = nullptr;  ///< [main] `latest` before the last offer (withdraw_link)
     std::unique_ptr<SandboxLink> graveyard;
   };
   LinkSlots links_;
@@ -332,21 +375,14 @@ class SandboxProcessor final : public Processor {
   std::uint64_t in_pos_ = position_base;
   std::uint32_t active_pipeline_frames_ = 0;
   std::uint32_t ring_mask_ = 0;
-  std::vector<float> history_;      ///< channels × ring: the dry input by position
-  std::vector<float> wet_;          ///< channels × ring: processed audio by position
-  std::vector<std::uint64_t> tag_;  ///< ring: the position a wet_ frame holds (0: none)
-  std::array<JobRecord, shm::max_slots> jobs_{};
-  std::array<std::uint32_t, shm::max_slots> fifo_{};  ///< busy slots, oldest first
-  std::uint32_t fifo_head_ = 0;
-  std::uint32_t fifo_tail_ = 0;
+  std::vector<float> history_;           ///< channels × ring: the dry input by position
+  Lane lane_;
+  Lane incoming_;
   std::uint32_t next_seq_ = 1;
-  /// Input positions below this were needed by a cycle whose wait for them ran out.
-  std::uint64_t missed_end_ = 0;
-  /// A cycle also waited in vain for a job an earlier cycle had missed: the sandbox is hung or
-  /// far behind, and no cycle waits on it until it has caught up (every job it still owes
-  /// starts at or past `missed_end_`).
-  bool stalled_ = false;
-  bool link_usable_ = false;  ///< RT view: current link may be used
+  // Reload hand-over: incoming_ runs beside lane_ until the wet → wet crossfade is done.
+  bool handover_ = false;
+  std::uint64_t handover_from_ = 0;  ///< first output position the incoming link processes
+  std::uint32_t handover_left_ = 0;  ///< frames of the crossfade still to go
   // Ramps.
   bool prev_wet_ = true;  ///< pre-roll counts as wet: no fade-in at the start
   std::uint32_t fade_in_left_ = 0;
@@ -358,6 +394,7 @@ class SandboxProcessor final : public Processor {
 
   std::atomic<bool> usable_{true};
   std::atomic<bool> link_failed_{false};
+  std::atomic<bool> handing_over_{false};
   std::atomic<std::uint64_t> oldest_submit_ns_{0};
   std::atomic<std::uint64_t> blocks_{0};
   std::atomic<std::uint64_t> deadline_misses_{0};

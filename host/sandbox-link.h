@@ -10,6 +10,15 @@
 
 namespace sandpipe::host {
 
+/// How the RT side takes a new link over (SandboxProcessor::replace_link).
+enum class LinkSwap : std::uint8_t {
+  /// The old sandbox is dead or hung: drop what it owed (dry), fade from dry to the new one.
+  restart,
+  /// A new version beside a running one (hot reload): run both for a moment and crossfade from
+  /// the old version's wet output to the new one's (no dry frames, no shift).
+  reload,
+};
+
 /// Owns one sandbox's segment and host endpoint. Built on the main thread, handed to the RT
 /// side of a SandboxProcessor (which then is its only user of `endpoint`'s [rt] methods), taken
 /// back and destroyed on the main thread. Not copyable, not movable: the endpoint's abort flag
@@ -33,6 +42,8 @@ struct SandboxLink {
   /// [any] Set once this sandbox is known dead (SandboxProcessor::mark_link_dead): waits on the
   /// endpoint return at once, the RT side stops submitting and goes dry.
   std::atomic<bool> dead{false};
+  /// Set by replace_link() before the link is offered (read by the RT side after adopting it).
+  LinkSwap swap = LinkSwap::restart;
 };
 
 }  // namespace sandpipe::host

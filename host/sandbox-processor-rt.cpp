@@ -37,35 +37,87 @@ std::uint64_t SandboxProcessor::oldest_outstanding_age_ns(std::uint64_t now_ns) 
 }
 
 void SandboxProcessor::publish_oldest_rt() noexcept {
-  const std::uint64_t t = fifo_head_ == fifo_tail_ ? 0 : jobs_[fifo_[fifo_head_ & fifo_mask]].submit_ns;
+  const std::uint64_t t =
+      lane_.fifo_head == lane_.fifo_tail ? 0 : lane_.jobs[lane_.fifo[lane_.fifo_head & fifo_mask]].submit_ns;
   oldest_submit_ns_.store(t, std::memory_order_relaxed);
 }
 
-void SandboxProcessor::fail_link_rt() noexcept {
-  link_usable_ = false;
-  link_failed_.store(true, std::memory_order_relaxed);
+void SandboxProcessor::fail_link_rt(Lane& lane) noexcept {
+  lane.usable = false;
+  if (&lane == &lane_) link_failed_.store(true, std::memory_order_relaxed);
+}
+
+bool SandboxProcessor::live_rt(const Lane& lane, const SandboxLink* link) const noexcept {
+  return link != nullptr && lane.usable && !link->dead.load(std::memory_order_relaxed);
+}
+
+namespace {
+
+/// Forgets every job of `lane`: its slots belong to a segment nothing here reads any more.
+template <typename Lane>
+void clear_jobs(Lane& lane) noexcept {
+  for (auto& j : lane.jobs) j.busy = false;
+  lane.fifo_head = lane.fifo_tail = 0;
+  lane.missed_end = 0;  // a new link owes nothing yet
+  lane.stalled = false;
+}
+
+}  // namespace
+
+void SandboxProcessor::switch_link_rt(SandboxLink* next) noexcept {
+  if (links_.rt != nullptr) links_.retired.store(links_.rt, std::memory_order_release);
+  links_.rt = next;
+  // What the old sandbox owed is gone: those positions stay untagged (dry). Its slots
+  // belong to the old segment, so nothing here can be overwritten by it any more.
+  clear_jobs(lane_);
+  lane_.usable = true;
+  link_failed_.store(false, std::memory_order_relaxed);
+  active_generation_.store(next->generation, std::memory_order_relaxed);
+  publish_oldest_rt();
+}
+
+void SandboxProcessor::finish_handover_rt() noexcept {
+  // The old link goes back to the main thread (the retired slot was empty when the hand-over
+  // began and nothing else retires meanwhile); the incoming lane's jobs and audio become the
+  // slot's (a swap of vectors and arrays: no allocation).
+  links_.retired.store(links_.rt, std::memory_order_release);
+  links_.rt = links_.incoming;
+  links_.incoming = nullptr;
+  std::swap(lane_, incoming_);
+  clear_jobs(incoming_);
+  handover_ = false;
+  link_failed_.store(!lane_.usable, std::memory_order_relaxed);
+  active_generation_.store(links_.rt->generation, std::memory_order_relaxed);
+  publish_oldest_rt();
+  handing_over_.store(false, std::memory_order_release);
 }
 
 void SandboxProcessor::adopt_rt() noexcept {
-  // A new link: only when the previous retired one was collected (one slot RT → main).
-  if (links_.offered.load(std::memory_order_relaxed) != nullptr &&
+  // A new link: only when the previous retired one was collected (one slot RT → main), and
+  // not while a reload hands over (the offer waits for it to end).
+  if (!handover_ && links_.offered.load(std::memory_order_relaxed) != nullptr &&
       links_.retired.load(std::memory_order_acquire) == nullptr) {
     SandboxLink* next = links_.offered.exchange(nullptr, std::memory_order_acq_rel);
     if (next != nullptr) {
-      if (links_.rt != nullptr) links_.retired.store(links_.rt, std::memory_order_release);
-      links_.rt = next;
-      // What the old sandbox owed is gone: those positions stay untagged (dry). Its slots
-      // belong to the old segment, so nothing here can be overwritten by it any more.
-      for (auto& j : jobs_) j.busy = false;
-      fifo_head_ = fifo_tail_ = 0;
-      link_usable_ = true;
-      link_failed_.store(false, std::memory_order_relaxed);
-      active_generation_.store(next->generation, std::memory_order_relaxed);
-      publish_oldest_rt();
+      // A reload crossfades from a running link; before the first block, during a retime or
+      // without ramps it switches like a restart.
+      const bool crossfade = next->swap == LinkSwap::reload && live_rt(lane_, links_.rt) &&
+                             in_pos_ != position_base && retime_left_ == 0 && crossfade_frames_ > 0;
+      if (crossfade) {
+        links_.incoming = next;
+        clear_jobs(incoming_);
+        incoming_.usable = true;
+        handover_ = true;
+        handover_from_ = in_pos_ - latency_;  // the wet position of its first job
+        handover_left_ = crossfade_frames_;
+        handing_over_.store(true, std::memory_order_release);
+      } else {
+        switch_link_rt(next);
+      }
     }
   }
   const std::uint32_t pf = pipeline_frames_.load(std::memory_order_relaxed);
-  if (pf != active_pipeline_frames_) {
+  if (pf != active_pipeline_frames_ && !handover_) {
     if (in_pos_ == position_base || crossfade_frames_ == 0) {
       active_pipeline_frames_ = pf;  // not running yet (or hard switches): nothing to fade
     } else {
@@ -76,16 +128,18 @@ void SandboxProcessor::adopt_rt() noexcept {
   }
 }
 
-bool SandboxProcessor::apply_completion_rt(const shm::Completion& done, std::uint64_t now) noexcept {
+bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const shm::Completion& done,
+                                           std::uint64_t now) noexcept {
   // The endpoint checked seq and slot against its own record; check against ours too.
-  if (fifo_head_ == fifo_tail_ || done.slot >= shm::max_slots || fifo_[fifo_head_ & fifo_mask] != done.slot) {
+  if (lane.fifo_head == lane.fifo_tail || done.slot >= shm::max_slots ||
+      lane.fifo[lane.fifo_head & fifo_mask] != done.slot) {
     return false;
   }
-  JobRecord& job = jobs_[done.slot];
+  JobRecord& job = lane.jobs[done.slot];
   if (!job.busy || job.seq != done.seq || job.frames != done.frames) return false;
   job.busy = false;
-  ++fifo_head_;
-  publish_oldest_rt();
+  ++lane.fifo_head;
+  if (&lane == &lane_) publish_oldest_rt();
   if (job.pos < position_base) return true;  // a calibration block: nothing to keep
   histogram_.record_rt(now > job.submit_ns ? now - job.submit_ns : 0);
 
@@ -108,8 +162,8 @@ bool SandboxProcessor::apply_completion_rt(const shm::Completion& done, std::uin
       for (std::uint32_t i = 0; i < n; ++i) {
         const std::uint64_t p = first + i;
         const std::size_t idx = p & ring_mask_;
-        for (std::uint32_t ch = 0; ch < channels_; ++ch) wet_[ch * cap + idx] = history_[ch * cap + idx];
-        tag_[idx] = p;
+        for (std::uint32_t ch = 0; ch < channels_; ++ch) lane.wet[ch * cap + idx] = history_[ch * cap + idx];
+        lane.tag[idx] = p;
       }
       return true;
     case shm::CompletionStatus::failed:
@@ -122,9 +176,9 @@ bool SandboxProcessor::apply_completion_rt(const shm::Completion& done, std::uin
   // after every channel passed, so a bad block is read as dry.
   bool bad = false;
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-    const float* src = links_.rt->endpoint.channel_rt(done.slot, ch);
+    const float* src = link.endpoint.channel_rt(done.slot, ch);
     if (src == nullptr) return false;
-    float* dst = wet_.data() + ch * cap;
+    float* dst = lane.wet.data() + ch * cap;
     for (std::uint32_t i = 0; i < n; ++i) {
       const float v = src[skip + i];
       dst[(first + i) & ring_mask_] = v;
@@ -135,67 +189,69 @@ bool SandboxProcessor::apply_completion_rt(const shm::Completion& done, std::uin
     bump(sanitized_blocks_);
     return true;
   }
-  for (std::uint32_t i = 0; i < n; ++i) tag_[(first + i) & ring_mask_] = first + i;
+  for (std::uint32_t i = 0; i < n; ++i) lane.tag[(first + i) & ring_mask_] = first + i;
   return true;
 }
 
-bool SandboxProcessor::collect_rt(std::uint64_t needed_end, std::uint64_t deadline_ns) noexcept {
-  shm::HostEndpoint& ep = links_.rt->endpoint;
+bool SandboxProcessor::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t needed_end,
+                                  std::uint64_t deadline_ns) noexcept {
+  shm::HostEndpoint& ep = link.endpoint;
   shm::Completion done;
   for (;;) {
-    if (fifo_head_ == fifo_tail_) {
-      stalled_ = false;
+    if (lane.fifo_head == lane.fifo_tail) {
+      lane.stalled = false;
       return false;
     }
-    const JobRecord& oldest = jobs_[fifo_[fifo_head_ & fifo_mask]];
+    const JobRecord& oldest = lane.jobs[lane.fifo[lane.fifo_head & fifo_mask]];
     const bool needed = oldest.pos < needed_end;
-    const bool behind = oldest.pos < missed_end_;  // an earlier cycle's wait for it ran out
-    stalled_ = stalled_ && behind;
+    const bool behind = oldest.pos < lane.missed_end;  // an earlier cycle's wait for it ran out
+    lane.stalled = lane.stalled && behind;
     // A stalled sandbox is not waited on: a hang would otherwise take the budget of every
     // cycle until the watchdog ends it (the graph's headroom with it). One more wait after a
     // miss still lets a sandbox that was only briefly late catch up.
     const shm::WaitResult r =
-        needed && !stalled_ ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
+        needed && !lane.stalled ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
     if (r == shm::WaitResult::ready) {
-      if (!apply_completion_rt(done, shm::now_ns())) {
-        fail_link_rt();
+      if (!apply_completion_rt(lane, link, done, shm::now_ns())) {
+        fail_link_rt(lane);
         return false;
       }
       continue;
     }
     if (r == shm::WaitResult::corrupt) {
-      fail_link_rt();
+      fail_link_rt(lane);
       return false;
     }
     // timeout: not back (or the wait was aborted because the sandbox is known dead)
     if (needed) {
-      stalled_ = stalled_ || behind;
-      missed_end_ = std::max(missed_end_, needed_end);
+      lane.stalled = lane.stalled || behind;
+      lane.missed_end = std::max(lane.missed_end, needed_end);
     }
-    return needed && !links_.rt->dead.load(std::memory_order_relaxed);
+    return needed && !link.dead.load(std::memory_order_relaxed);
   }
 }
 
-void SandboxProcessor::submit_rt(const float* const* in, std::uint32_t frames, std::uint64_t deadline_ns) noexcept {
-  shm::HostEndpoint& ep = links_.rt->endpoint;
+void SandboxProcessor::submit_rt(Lane& lane, SandboxLink& link, const float* const* in, std::uint32_t frames,
+                                 std::uint64_t deadline_ns) noexcept {
+  shm::HostEndpoint& ep = link.endpoint;
   const std::uint32_t slot_count = std::min(ep.geometry().slot_count, shm::max_slots);
   std::uint32_t slot = slot_count;
   for (;;) {
     for (std::uint32_t s = 0; s < slot_count; ++s) {
-      if (!jobs_[s].busy) {
+      if (!lane.jobs[s].busy) {
         slot = s;
         break;
       }
     }
-    if (slot != slot_count || fifo_head_ == fifo_tail_) break;
+    if (slot != slot_count || lane.fifo_head == lane.fifo_tail) break;
     // Every slot is out (small calls against a deep pipeline, or a slow sandbox): the oldest
     // job frees one; wait for it, never past the deadline. A slot the sandbox may still write
     // is never reused.
     shm::Completion done;
-    const shm::WaitResult r = stalled_ ? ep.try_complete_rt(done) : ep.wait_complete_rt(done, deadline_ns);
+    const shm::WaitResult r = lane.stalled ? ep.try_complete_rt(done) : ep.wait_complete_rt(done, deadline_ns);
     if (r == shm::WaitResult::timeout) return;  // these positions will be read as dry
-    if (r == shm::WaitResult::corrupt || !apply_completion_rt(done, shm::now_ns())) {
-      fail_link_rt();
+    if (r == shm::WaitResult::corrupt || !apply_completion_rt(lane, link, done, shm::now_ns())) {
+      fail_link_rt(lane);
       return;
     }
   }
@@ -205,19 +261,19 @@ void SandboxProcessor::submit_rt(const float* const* in, std::uint32_t frames, s
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
     float* dst = ep.channel_rt(slot, ch);
     if (dst == nullptr) {
-      fail_link_rt();
+      fail_link_rt(lane);
       return;
     }
     std::memcpy(dst, in[ch], bytes);
   }
   const std::uint32_t seq = next_seq_++;
   if (!ep.submit_rt(shm::Job{seq, slot, frames, 0})) {
-    if (ep.failed()) fail_link_rt();
+    if (ep.failed()) fail_link_rt(lane);
     return;
   }
-  jobs_[slot] = JobRecord{in_pos_, shm::now_ns(), frames, seq, true};
-  fifo_[fifo_tail_++ & fifo_mask] = slot;
-  publish_oldest_rt();
+  lane.jobs[slot] = JobRecord{in_pos_, shm::now_ns(), frames, seq, true};
+  lane.fifo[lane.fifo_tail++ & fifo_mask] = slot;
+  if (&lane == &lane_) publish_oldest_rt();
 }
 
 float SandboxProcessor::fallback_rt(std::uint32_t ch, std::uint64_t p) const noexcept {
@@ -240,13 +296,13 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
       continue;
     }
     const std::size_t idx = p & ring_mask_;
-    const bool wet = tag_[idx] == p;
+    bool wet = lane_.tag[idx] == p;
     const float offset_gain = offset_left_ > 0 ? static_cast<float>(offset_left_) * ramp : 0.0F;
     if (wet) {
       if (!prev_wet_) fade_in_left_ = crossfade_frames_;  // a run of processed frames after dry ones
       const float g = 1.0F - static_cast<float>(fade_in_left_) * ramp;
       for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-        const float w = wet_[ch * cap + idx];
+        const float w = lane_.wet[ch * cap + idx];
         float v = w;
         if (fade_in_left_ > 0) {
           const float d = fallback_rt(ch, p) + offset_[ch] * offset_gain;
@@ -269,14 +325,28 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
       for (std::uint32_t ch = 0; ch < channels_; ++ch) out[ch][i] = fallback_rt(ch, p) + offset_[ch] * og;
     }
     if (offset_left_ > 0) --offset_left_;
+    if (handover_ && p >= handover_from_ && incoming_.tag[idx] == p) {
+      // Reload: from the old version's output (above) to the new one's, frame by frame where
+      // the new one has processed audio; the last frame is the new version's alone.
+      --handover_left_;
+      const float g = 1.0F - static_cast<float>(handover_left_) * ramp;
+      for (std::uint32_t ch = 0; ch < channels_; ++ch)
+        out[ch][i] += g * (incoming_.wet[ch * cap + idx] - out[ch][i]);
+      if (handover_left_ == 0) {
+        finish_handover_rt();
+        wet = true;  // the output is the new version's wet signal now
+        fade_in_left_ = 0;
+        offset_left_ = 0;
+      }
+    }
     if (retime_left_ > 0) {
       // Mode change: fade from the old timeline (old L) to the new one.
       const std::uint64_t po = static_cast<std::uint64_t>(static_cast<std::int64_t>(p) + delta);
       const float g = 1.0F - static_cast<float>(retime_left_) * ramp;
       for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-        const float old = po < position_base ? 0.0F
-                          : tag_[po & ring_mask_] == po ? wet_[ch * cap + (po & ring_mask_)]
-                                                         : fallback_rt(ch, po);
+        const float old = po < position_base                 ? 0.0F
+                          : lane_.tag[po & ring_mask_] == po ? lane_.wet[ch * cap + (po & ring_mask_)]
+                                                             : fallback_rt(ch, po);
         out[ch][i] = old + g * (out[ch][i] - old);
       }
       --retime_left_;
@@ -311,18 +381,26 @@ BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* o
                                               : active_pipeline_frames_;
   const std::uint64_t needed_end = in_pos_ + frames - pipe;
   bool missed = false;
-  const auto live = [this] {
-    return links_.rt != nullptr && link_usable_ && usable_.load(std::memory_order_relaxed) &&
-           !links_.rt->dead.load(std::memory_order_relaxed);
-  };
+  const auto live = [this] { return live_rt(lane_, links_.rt) && usable_.load(std::memory_order_relaxed); };
+  const auto incoming_live = [this] { return handover_ && live_rt(incoming_, links_.incoming); };
+  // Both sandboxes get the block before either is waited for (a reload runs them side by side).
   if (live()) {
-    (void)collect_rt(0, 0);  // whatever came back meanwhile, without waiting
-    if (live()) submit_rt(in, frames, ctx.deadline_ns);
-    if (live()) missed = collect_rt(needed_end, ctx.deadline_ns);
+    (void)collect_rt(lane_, *links_.rt, 0, 0);  // whatever came back meanwhile, without waiting
+    if (live()) submit_rt(lane_, *links_.rt, in, frames, ctx.deadline_ns);
   }
+  if (incoming_live()) {
+    (void)collect_rt(incoming_, *links_.incoming, 0, 0);
+    if (incoming_live()) submit_rt(incoming_, *links_.incoming, in, frames, ctx.deadline_ns);
+  }
+  if (live()) missed = collect_rt(lane_, *links_.rt, needed_end, ctx.deadline_ns);
+  if (incoming_live()) (void)collect_rt(incoming_, *links_.incoming, needed_end, ctx.deadline_ns);
 
   // 3. Output positions [in_pos − L, in_pos − L + frames).
   const std::uint64_t first = in_pos_ - latency_ - active_pipeline_frames_;
+  // A hand-over that cannot crossfade (either side gone, or the new one never caught up) ends
+  // as a restart would: the new link takes over, missing positions come out dry.
+  if (handover_ && (!live() || !incoming_live() || first > handover_from_ + 8ULL * max_frames_))
+    finish_handover_rt();
   const std::uint32_t dry = render_rt(out, first, frames);
   in_pos_ += frames;
   if (dry == 0) return BlockStatus::processed;

@@ -14,6 +14,8 @@ SandboxProcessor::LinkSlots::~LinkSlots() {
   delete rt;                      // NOLINT(cppcoreguidelines-owning-memory): raw so the RT side can hold it
   if (offer != rt) delete offer;  // NOLINT(cppcoreguidelines-owning-memory)
   if (old != rt && old != offer) delete old;  // NOLINT(cppcoreguidelines-owning-memory)
+  if (incoming != rt && incoming != offer && incoming != old)
+    delete incoming;  // NOLINT(cppcoreguidelines-owning-memory)
 }
 
 void SandboxProcessor::init_rt(std::unique_ptr<SandboxLink> link) {
@@ -24,7 +26,7 @@ void SandboxProcessor::init_rt(std::unique_ptr<SandboxLink> link) {
   next_generation_ = link->generation + 1;
   links_.rt = link.release();
   links_.latest.store(links_.rt, std::memory_order_release);
-  link_usable_ = true;
+  lane_.usable = true;
   set_latency(0);
 }
 
@@ -35,11 +37,13 @@ void SandboxProcessor::set_latency(std::uint32_t latency) {
   const auto cap = static_cast<std::uint32_t>(std::bit_ceil(need));
   ring_mask_ = cap - 1;
   history_.assign(std::size_t{channels_} * cap, 0.0F);
-  wet_.assign(std::size_t{channels_} * cap, 0.0F);
-  tag_.assign(cap, 0);
+  for (Lane* lane : {&lane_, &incoming_}) {
+    lane->wet.assign(std::size_t{channels_} * cap, 0.0F);
+    lane->tag.assign(cap, 0);
+  }
 }
 
-bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link) {
+bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link, LinkSwap swap) {
   if (!link) throw std::invalid_argument("replace_link: no link");
   const shm::Geometry& have = link_for_main().endpoint.geometry();
   const shm::Geometry& got = link->endpoint.geometry();
@@ -50,11 +54,20 @@ bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link) {
   collect_retired_links();
   if (links_.offered.load(std::memory_order_acquire) != nullptr) return false;
   if (links_.retired.load(std::memory_order_acquire) != nullptr) return false;
+  link->swap = swap;
+  links_.before_offer = links_.latest.load(std::memory_order_relaxed);
   SandboxLink* raw = link.release();
   links_.latest.store(raw, std::memory_order_release);
   usable_.store(true, std::memory_order_relaxed);
   links_.offered.store(raw, std::memory_order_release);
   return true;
+}
+
+std::unique_ptr<SandboxLink> SandboxProcessor::withdraw_link() noexcept {
+  SandboxLink* link = links_.offered.exchange(nullptr, std::memory_order_acq_rel);
+  if (link == nullptr) return nullptr;
+  links_.latest.store(links_.before_offer, std::memory_order_release);
+  return std::unique_ptr<SandboxLink>(link);
 }
 
 void SandboxProcessor::collect_retired_links() {
@@ -84,7 +97,7 @@ void SandboxProcessor::set_pipeline(std::uint32_t blocks, std::uint32_t block_fr
 bool SandboxProcessor::calibrate(std::uint32_t blocks, std::uint32_t frames, std::uint64_t timeout_ns,
                                  HistogramCounts& out) {
   SandboxLink* link = links_.rt;
-  if (link == nullptr || !link_usable_ || fifo_head_ != fifo_tail_) return false;
+  if (link == nullptr || !lane_.usable || lane_.fifo_head != lane_.fifo_tail) return false;
   shm::HostEndpoint& ep = link->endpoint;
   frames = std::clamp<std::uint32_t>(frames, 1, max_frames_);
   bool ok = true;
@@ -98,18 +111,18 @@ bool SandboxProcessor::calibrate(std::uint32_t blocks, std::uint32_t frames, std
     const std::uint64_t start = shm::now_ns();
     if (!ep.submit_rt(shm::Job{seq, 0, frames, 0})) return false;
     // Position 0 (before position_base): a late completion is freed and otherwise ignored.
-    jobs_[0] = JobRecord{0, start, frames, seq, true};
-    fifo_[fifo_tail_++ & (shm::max_slots - 1)] = 0;
+    lane_.jobs[0] = JobRecord{0, start, frames, seq, true};
+    lane_.fifo[lane_.fifo_tail++ & (shm::max_slots - 1)] = 0;
     shm::Completion done;
     const shm::WaitResult r = ep.wait_complete_rt(done, start + timeout_ns);
     const std::uint64_t end = shm::now_ns();
     if (r != shm::WaitResult::ready) {
-      if (r == shm::WaitResult::corrupt) fail_link_rt();
+      if (r == shm::WaitResult::corrupt) fail_link_rt(lane_);
       ok = false;
       break;
     }
-    if (!apply_completion_rt(done, end)) {
-      fail_link_rt();
+    if (!apply_completion_rt(lane_, *link, done, end)) {
+      fail_link_rt(lane_);
       ok = false;
       break;
     }

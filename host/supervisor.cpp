@@ -149,7 +149,13 @@ struct Supervisor::Watch {
   /// The version a reload replaced: it may still be answering the block the RT side waits for,
   /// so it is stopped a little later (never talked to again: its link may be gone).
   std::unique_ptr<Control> retiring;
-  Clock::time_point retire_at{};
+  shm::HostEndpoint* retiring_endpoint = nullptr;  ///< its notify_endpoint, should it come back
+  /// `sandpipe reload` requests waiting for this slot's reload to end, and the new version's
+  /// generation while the RT side hands over to it (the answer waits for that).
+  std::vector<std::uint64_t> reload_requests;
+  std::vector<std::uint64_t> queued_requests;  ///< arrived once a load was sent: the next reload's
+  std::uint64_t switch_generation = 0;
+  Clock::time_point switch_since{};
 };
 
 Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options) : options_(std::move(options)) {
@@ -194,6 +200,15 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
     instance_token_ = std::to_string(::getpid()) + "-" + std::to_string(rd());
   }
   if (!any_python && options_.status_file.empty()) return;
+  if (!options_.request_socket.empty()) {
+    try {
+      requests_ = std::make_unique<RequestServer>(options_.request_socket);
+    } catch (const std::exception& e) {
+      options_.log(
+          "supervisor", SandboxLogLevel::warning,
+          std::string("no request socket (`sandpipe reload` will not reach this node): ") + e.what());
+    }
+  }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   thread_ = std::thread([this] { run(); });
@@ -395,6 +410,8 @@ void Supervisor::run() {
         if (!c->reaped && c->pidfd.get() >= 0) fds.push_back({c->pidfd.get(), POLLIN, 0});
       }
     }
+    if (requests_)
+      for (const int fd : requests_->fds()) fds.push_back({fd, POLLIN, 0});
     const int ms = static_cast<int>(options_.tick.count());
     if (::poll(fds.data(), fds.size(), ms) < 0 && errno != EINTR) break;
     if ((fds[0].revents & POLLIN) != 0) {
@@ -407,6 +424,8 @@ void Supervisor::run() {
     {
       std::lock_guard lock(mutex_);
       stop = stop_;
+      if (!stop && requests_)
+        for (const auto& request : requests_->service()) handle_request(request, now);
       if (!stop) dirty = tick(now);
     }
     changed_.notify_all();
@@ -419,16 +438,81 @@ void Supervisor::run() {
   // Shut down here: a sandbox this thread spawned dies with it (PR_SET_PDEATHSIG follows the
   // thread), so it gets its clean shutdown before the thread ends.
   for (auto& w : watches_) {
+    w->reload_requests.insert(w->reload_requests.end(), w->queued_requests.begin(), w->queued_requests.end());
+    w->queued_requests.clear();
+    answer_reload(*w, false, w->name + ": the node is stopping");
     w->spare.reset();
     w->pending.reset();
     w->current.reset();
   }
+  requests_.reset();
   write_status_file();
+}
+
+void Supervisor::answer_reload(Watch& w, bool ok, const std::string& text) {
+  for (const std::uint64_t id : w.reload_requests)
+    if (requests_) requests_->reply(id, ok, text);
+  w.reload_requests.clear();
+  w.switch_generation = 0;
+}
+
+void Supervisor::begin_reload(Watch& w, Clock::time_point now) {
+  // Ask the running version for its state now, so the new one continues from here.
+  std::error_code ec;
+  const auto time = std::filesystem::last_write_time(w.launch.file, ec);
+  if (!ec) w.file_time = time;  // a watched file does not reload a second time for this change
+  w.reload_wanted = true;
+  w.reload_state_fresh = false;
+  w.reload_asked = now;
+  w.current->request_async(Control::Async::state);
+}
+
+void Supervisor::handle_request(const RequestServer::Request& request, Clock::time_point now) {
+  constexpr std::string_view verb = "reload ";
+  if (!request.line.starts_with(verb)) {
+    requests_->reply(request.id, false,
+                     "unknown request \"" + request.line + "\" (this node knows: reload SLOT)");
+    return;
+  }
+  const std::string slot = request.line.substr(verb.size());
+  Watch* found = nullptr;
+  std::string names;
+  for (auto& w : watches_) {
+    names += (names.empty() ? "" : ", ") + w->name + (w->python ? " (python)" : " (native)");
+    if (w->name == slot) found = w.get();
+  }
+  const std::string node = options_.node_name.empty() ? "the node" : "node \"" + options_.node_name + "\"";
+  if (found == nullptr) {
+    requests_->reply(request.id, false, node + " has no slot \"" + slot + "\" (slots: " + names + ")");
+    return;
+  }
+  Watch& w = *found;
+  if (!w.python) {
+    requests_->reply(request.id, false,
+                     slot +
+                         " is a native plugin: it is loaded once, only Python slots reload (restart the node "
+                         "to load a new build)");
+    return;
+  }
+  if (w.state != SlotState::running || !w.current) {
+    requests_->reply(request.id, false,
+                     slot + " is " + std::string(to_string(w.state)) + ", a reload needs a running version" +
+                         (w.last_error.empty() ? std::string() : ": " + w.last_error));
+    return;
+  }
+  if (w.reloading || w.switch_generation != 0) {
+    // A load already sent read the file before this request: it gets the next reload.
+    w.queued_requests.push_back(request.id);
+    return;
+  }
+  w.reload_requests.push_back(request.id);
+  if (!w.reload_wanted) begin_reload(w, now);  // else one is about to load: it reads the file now
 }
 
 void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_changed) {
   SandboxProcessor& proc = *w.slot.sandbox;
-  if (w.retiring && now >= w.retire_at) {
+  // The version a reload replaced goes once the RT side let go of its link.
+  if (w.retiring && !proc.handing_over() && proc.active_generation() != w.retiring->generation) {
     w.retiring->kill_and_reap();
     w.retiring.reset();
   }
@@ -436,29 +520,52 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     if (w.reloading) w.reloading->kill_and_reap();
     w.reloading.reset();
     w.reload_wanted = false;
+    w.reload_requests.insert(w.reload_requests.end(), w.queued_requests.begin(), w.queued_requests.end());
+    w.queued_requests.clear();
+    if (!w.reload_requests.empty())
+      answer_reload(w, false,
+                    w.name + ": the sandbox died during the reload (" + w.last_error + "); it is " +
+                        std::string(to_string(w.state)));
     return;
   }
-  if (!w.reload_wanted && !w.reloading && now >= w.next_file_check) {
+  if (w.switch_generation != 0) {
+    // Swapped in: answer once the RT side plays the new version (or says why it cannot yet).
+    const std::string who =
+        w.name + " reloaded from " + w.launch.file.string() + " (pid " + std::to_string(w.pid) + ")";
+    if (proc.active_generation() == w.switch_generation && !proc.handing_over()) {
+      answer_reload(w, true, who + ": the new version is playing");
+    } else if (now - w.switch_since > std::chrono::seconds(2)) {
+      answer_reload(w, true,
+                    who +
+                        ": the new version is loaded; the node is not processing audio now, it takes over "
+                        "at the next cycle");
+    }
+  }
+  if (!w.queued_requests.empty() && w.reload_requests.empty() && !w.reload_wanted && !w.reloading &&
+      w.switch_generation == 0) {
+    w.reload_requests = std::exchange(w.queued_requests, {});
+    begin_reload(w, now);
+  }
+  if (w.slot.reload && !w.reload_wanted && !w.reloading && now >= w.next_file_check) {
     w.next_file_check = now + std::chrono::milliseconds(250);
     std::error_code ec;
     const auto time = std::filesystem::last_write_time(w.launch.file, ec);
-    if (!ec && time != w.file_time) {
-      // Ask the running version for its state now, so the new one continues from here.
-      w.file_time = time;
-      w.reload_wanted = true;
-      w.reload_state_fresh = false;
-      w.reload_asked = now;
-      w.current->request_async(Control::Async::state);
-    }
+    if (!ec && time != w.file_time) begin_reload(w, now);
   }
   if (w.reload_wanted && !w.reloading &&
       (w.reload_state_fresh || now - w.reload_asked > std::chrono::milliseconds(500))) {
     w.reload_wanted = false;
     std::string error;
-    w.reloading = spawn_instance(w.launch, w.next_generation++, error);
+    // The spare has only its interpreter and numpy: it reads the plugin file at the load.
+    if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
+      w.reloading = std::move(w.spare);
+    } else {
+      w.reloading = spawn_instance(w.launch, w.next_generation++, error);
+    }
     if (!w.reloading) {
       w.last_error = "reload: cannot start a sandbox: " + error;
       options_.log(w.name, SandboxLogLevel::error, w.last_error + "; the running version stays");
+      answer_reload(w, false, w.name + ": " + w.last_error + "; the running version stays");
       state_changed = true;
       return;
     }
@@ -468,30 +575,54 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
   if (!w.reloading) return;
   Control& r = *w.reloading;
   r.advance();
+  std::string refusal;
   if (r.phase == Control::Phase::failed || r.gone()) {
-    w.last_error = "reload failed, the running version stays: " +
-                   (r.phase == Control::Phase::failed ? r.failure : "sandbox " + r.gone_reason());
+    refusal = r.phase == Control::Phase::failed ? r.failure : "sandbox " + r.gone_reason();
+  } else if (r.phase == Control::Phase::loaded && r.info.latency != proc.plugin_latency_frames()) {
+    // The output is aligned for the slot's latency: another one would shift it.
+    refusal = "the new version reports a latency of " + std::to_string(r.info.latency) +
+              " frames, the running one " + std::to_string(proc.plugin_latency_frames()) +
+              " (a reload cannot change it: restart the node)";
+  }
+  if (!refusal.empty()) {
+    w.last_error = "reload failed, the running version stays: " + refusal;
     options_.log(w.name, SandboxLogLevel::error, w.last_error);
+    answer_reload(w, false, w.name + ": " + w.last_error);
     r.kill_and_reap();
     w.reloading.reset();
     state_changed = true;
     return;
   }
   if (r.phase != Control::Phase::loaded) return;
+  if (w.retiring) {
+    // The previous version is not taken in yet. Handing over: that takes a few blocks, wait.
+    // Still only offered (the graph does not run the node): take it back, it never played.
+    std::unique_ptr<SandboxLink> back = proc.withdraw_link();
+    if (!back) return;
+    if (w.switch_generation != 0)
+      answer_reload(w, true, w.name + " reloaded, then replaced by a newer version before the node processed audio");
+    w.current->kill_and_reap();
+    w.current.reset();  // before its link: it points into the link's endpoint
+    back.reset();
+    w.current = std::move(w.retiring);
+    w.current->notify_endpoint = std::exchange(w.retiring_endpoint, nullptr);
+    w.reloads -= 1;
+    w.pid = w.current->pid;
+  }
   proc.collect_retired_links();
-  if (!proc.replace_link(std::move(r.link))) return;  // an offer still pending: next tick
-  // The RT side switches at its next block, fading in the new version; the old one goes once
-  // it cannot be owed a block any more.
-  if (w.retiring) w.retiring->kill_and_reap();
+  if (!proc.replace_link(std::move(r.link), LinkSwap::reload)) return;  // an offer still pending: next tick
+  // The RT side takes the new version in at its next block: both run until it crossfades from
+  // the old one's output to the new one's; the old one is stopped once it let go of its link.
   w.retiring = std::move(w.current);
-  w.retiring->notify_endpoint = nullptr;  // its link goes with the RT side's switch
-  w.retire_at = now + std::chrono::milliseconds(250);
+  w.retiring_endpoint = std::exchange(w.retiring->notify_endpoint, nullptr);  // its link goes with the switch
   w.current = std::move(w.reloading);
   w.pid = w.current->pid;
   w.reloads += 1;
   w.progress_at = now;
   w.last_poll = now;
   w.process_errors_seen = w.current->process_errors;
+  w.switch_generation = w.current->generation;
+  w.switch_since = now;
   state_changed = true;
   options_.log(w.name, SandboxLogLevel::info,
                "reloaded " + w.launch.file.filename().string() + " (pid " + std::to_string(w.pid) + ")");
@@ -599,7 +730,7 @@ bool Supervisor::tick(Clock::time_point now) {
     }
 
     // ---- hot reload: a new version of the file beside the running one -----------------------
-    if (w.slot.reload) reload_tick(w, now, state_changed);
+    reload_tick(w, now, state_changed);
 
     // ---- bringing a new one up --------------------------------------------------------------
     if (w.state == SlotState::restarting) {
@@ -735,6 +866,8 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
   options.restart_window = std::chrono::milliseconds(static_cast<std::int64_t>(config.restart_window_s * 1000.0));
   options.node_name = config.node_name;
   if (!offline && options.status_file.empty()) options.status_file = status_file_path(config.node_name);
+  if (!offline && options.request_socket.empty())
+    options.request_socket = request_socket_path(config.node_name);
   std::vector<SupervisedSlot> supervised;
   for (std::size_t i = 0; i < slots.size(); ++i) {
     SupervisedSlot s;

@@ -8,6 +8,8 @@
 // params and the last state the plugin returned from get_state() (polled while idle), and its
 // link is handed to the RT side (SandboxProcessor::replace_link), which fades from dry to wet.
 // Too many crashes in a window and the slot is given up on: it stays bypassed (or muted).
+// A hot reload (`reload = true`, or `sandpipe reload` over the request socket) loads the new
+// version beside the running one and hands over with LinkSwap::reload (a wet → wet crossfade).
 //
 // The thread is the supervisor's own, so the same code serves `sandpipe run` (PipeWire's main
 // loop never sees a sandbox fd) and `sandpipe render` (no loop at all). The supervisor thread is
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "host/config.h"
+#include "host/node-requests.h"
 #include "host/processor.h"
 #include "host/sandbox-client.h"
 
@@ -86,6 +89,8 @@ struct SupervisorOptions {
   /// Written (atomically, JSON) once a second and on every state change; removed at the end.
   /// Empty: none.
   std::filesystem::path status_file;
+  /// The socket `sandpipe reload` talks to (host/node-requests.h). Empty: none.
+  std::filesystem::path request_socket;
   std::string node_name;
   SandboxLogFn log = log_to_stderr;
 };
@@ -142,9 +147,16 @@ class Supervisor {
   void run();
   /// Returns true when some slot changed state.
   bool tick(std::chrono::steady_clock::time_point now);
-  /// One slot's hot reload (`reload = true`): watch the file, load a new version beside the
-  /// running one with its state, swap it in, or keep the old one if the new one fails.
+  /// One slot's hot reload (`reload = true`, or a `sandpipe reload` request): watch the file,
+  /// load a new version beside the running one with its state, hand over to it (a wet → wet
+  /// crossfade), or keep the old one if the new one fails; answer the requests waiting for it.
   void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Starts a reload of `w` now: asks the running version for its state first.
+  void begin_reload(Watch& w, std::chrono::steady_clock::time_point now);
+  /// Answers every request waiting for `w`'s reload.
+  void answer_reload(Watch& w, bool ok, const std::string& text);
+  /// A line from the request socket ("reload SLOT").
+  void handle_request(const RequestServer::Request& request, std::chrono::steady_clock::time_point now);
   void write_status_file();
   [[nodiscard]] bool settled_locked() const;
 
@@ -154,6 +166,7 @@ class Supervisor {
   std::condition_variable changed_;
   std::vector<double> restart_ms_;
   int wake_fd_ = -1;  ///< eventfd: stop, refresh
+  std::unique_ptr<RequestServer> requests_;  ///< `sandpipe reload` (the supervisor thread's)
   bool stop_ = false;
   std::uint64_t refresh_wanted_ = 0;  ///< refresh() calls so far
   std::uint64_t refresh_asked_ = 0;   ///< the call the stats requests in flight are for
@@ -167,8 +180,8 @@ class Supervisor {
 [[nodiscard]] std::filesystem::path status_file_path(std::string_view node_name);
 
 /// [main] A supervisor for a chain's `slots` (config order, as Chain builds them): restart
-/// limits from `config`; live (not `offline`): the status file at status_file_path(node) unless
-/// `options` names one.
+/// limits from `config`; live (not `offline`): the status file at status_file_path(node) and
+/// the request socket at request_socket_path(node) unless `options` names them.
 [[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
                                                           const std::vector<std::unique_ptr<Processor>>& slots,
                                                           bool offline, SupervisorOptions options);

@@ -51,7 +51,8 @@ class Cli : public ::testing::Test {
 TEST_F(Cli, HelpDescribesEveryCommand) {
   const auto out = run_sandpipe("--help");
   EXPECT_EQ(out.status, 0);
-  for (const char* word : {"run CHAIN.conf", "render CHAIN.conf", "check CHAIN.conf", "inspect PLUGIN.py", "EXIT STATUS"})
+  for (const char* word : {"run CHAIN.conf", "render CHAIN.conf", "check CHAIN.conf", "inspect PLUGIN.py",
+                           "reload NODE SLOT", "EXIT STATUS"})
     EXPECT_NE(out.output.find(word), std::string::npos) << word;
 }
 
@@ -59,6 +60,14 @@ TEST_F(Cli, UnknownCommandIsAUsageError) {
   const auto out = run_sandpipe("frobnicate x");
   EXPECT_EQ(out.status, 2);
   EXPECT_NE(out.output.find("unknown command \"frobnicate\""), std::string::npos) << out.output;
+}
+
+TEST_F(Cli, ReloadNeedsANodeAndASlot) {
+  for (const char* args : {"reload", "reload node", "reload node a b", "reload node fx --timeout 0",
+                           "reload node fx --timeout", "reload node fx --frobnicate"}) {
+    const auto out = run_sandpipe(args);
+    EXPECT_EQ(out.status, 2) << args << ": " << out.output;
+  }
 }
 
 TEST_F(Cli, CheckShowsDetectedTypes) {

@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "pw-test-util.h"
@@ -384,6 +387,158 @@ TEST_F(FilterNode, ReloadsAChangedPythonFileAndKeepsTheOldOneWhenTheNewOneFails)
   EXPECT_EQ(slot().text("state"), "running");
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 0, /*allow_dry=*/true);
   stop_node(*node, name);
+}
+
+TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
+  // `sandpipe reload NODE SLOT` on a slot without `reload = true`, pipelined (a block is in
+  // flight at every swap, which a restart would drop): gain 0.5 → 0.25 while a probe listens.
+  // The output goes from one gain to the other through a wet → wet crossfade: no dry frame,
+  // no shift. A broken version is refused with its traceback and 0.25 keeps playing.
+  const std::string name = "sandpipe-it-reload-cmd";
+  const fs::path plugin = work_ / "fx.py";
+  const auto write_plugin = [&](const std::string& body) {
+    const fs::path tmp = work_ / "fx.py.new";
+    std::ofstream(tmp) << "import sandpipe\n\nclass Fx(sandpipe.Plugin):\n    def process(self, block):\n"
+                       << body;
+    fs::rename(tmp, plugin);
+  };
+  const auto reload = [&](const std::string& node, const std::string& slot) {
+    return run_command(std::string(SANDPIPE_EXE) + " reload " + node + " " + slot + " --timeout 60 2>&1");
+  };
+  write_plugin("        block *= 0.5\n");
+  auto node =
+      start_node(name, write_config(name, gain_plugin(1.0) + "  { name = \"fx\" path = \"" + plugin.string() +
+                                              "\" mode = \"pipelined\" blocks = 1 }\n"));
+  ASSERT_FALSE(HasFailure());
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"}), 0.5, 512, /*allow_dry=*/true);
+
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  ASSERT_NE(runtime, nullptr);
+  const fs::path node_status = fs::path(runtime) / "sandpipe" / (name + ".status");
+  auto slot = [&]() -> Json {
+    try {
+      const Json status = Json::parse(read_text(node_status));
+      const auto& slots = status["slots"].arr();
+      return slots.size() < 2 ? Json{} : slots[1];
+    } catch (const std::exception&) {
+      return {};
+    }
+  };
+
+  // Errors first: nothing may change.
+  auto [out, status] = reload(name, "nope");
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("no slot \"nope\""), std::string::npos) << out;
+  EXPECT_NE(out.find("fx (python)"), std::string::npos) << out;
+  std::tie(out, status) = reload(name, "trim");
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("trim is a native plugin"), std::string::npos) << out;
+  std::tie(out, status) = reload("sandpipe-it-no-such-node", "fx");
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("no node \"sandpipe-it-no-such-node\" is running"), std::string::npos) << out;
+  std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " reload " + name + " 2>&1");
+  EXPECT_EQ(status, 2) << out;
+
+  // The reload while the probe listens.
+  const fs::path probe_status = work_ / "probe-status.json";
+  Child probe({PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
+               "--second-gain", "0.25", "--json", (work_ / "probe.json").string(), "--status",
+               probe_status.string(), "--name", "probe-reload"},
+              work_ / "probe.out", work_ / "probe.err");
+  auto frames = [&]() -> double {
+    try {
+      const Json f = Json::parse(read_text(probe_status))["frames_by_quantum"]["512"];
+      return f.is_number() ? f.num() : 0.0;
+    } catch (const std::exception&) {
+      return 0.0;
+    }
+  };
+  ASSERT_TRUE(poll_until([&] { return frames() >= 24000; }, startup_timeout))
+      << read_text(work_ / "probe.err");
+  write_plugin("        block *= 0.25\n");
+  const auto asked = std::chrono::steady_clock::now();
+  std::tie(out, status) = reload(name, "fx");
+  std::fprintf(stderr, "note: sandpipe reload took %.0f ms: %s",
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - asked).count(), out.c_str());
+  EXPECT_EQ(status, 0) << out << read_text(work_ / (name + ".err"));
+  EXPECT_NE(out.find("the new version is playing"), std::string::npos) << out;
+  EXPECT_EQ(slot()["reloads"].num(), 1) << read_text(node_status);
+  const double after = frames();
+  ASSERT_TRUE(poll_until([&] { return frames() >= after + 24000; }, startup_timeout));
+  probe.signal(SIGTERM);
+  ASSERT_EQ(probe.wait_exit(60s), std::optional<int>(0)) << read_text(work_ / "probe.err");
+  const Json rep = Json::parse(read_text(work_ / "probe.json"));
+  ASSERT_TRUE(rep["ok"].is_null() ? false : rep["ok"].boolean()) << rep.text("error");
+  EXPECT_EQ(rep["delay_frames"].num(), 512.0) << "the timeline shifted";
+  EXPECT_EQ(rep["missing_cycles"].num(), 0);
+  EXPECT_EQ(rep["dry_cycles"].num(), 0) << "unprocessed cycles: " << first_bad(rep);
+  EXPECT_EQ(rep["dry_frames"].num(), 0) << "unprocessed frames: " << first_bad(rep);
+  // The crossfade (64 frames) lies in one cycle or spans two; graph xruns are counted apart.
+  EXPECT_LE(rep["wrong_cycles"].num(), 2) << "more than the crossfade: " << first_bad(rep);
+  EXPECT_GE(rep["good_cycles"].num(), 0.8 * rep["cycles"].num()) << first_bad(rep);
+  std::fprintf(stderr, "note: %.0f cycles: %.0f good, %.0f crossfade, %.0f lost by the graph\n",
+               rep["cycles"].num(), rep["good_cycles"].num(), rep["wrong_cycles"].num(),
+               rep["stale_cycles"].num() + rep["silent_cycles"].num());
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 512,
+               /*allow_dry=*/true);
+
+  // Nothing is linked now, so the graph does not run the node: a reload loads and answers that
+  // it takes over at the next cycle. Two requests at once, then one more (it replaces the
+  // version still waiting to be taken in): none of them hangs.
+  const std::string both = "cd " + work_.string() + " && { " + SANDPIPE_EXE + " reload " + name +
+                           " fx > r1.txt 2>&1 & " + SANDPIPE_EXE + " reload " + name +
+                           " fx > r2.txt 2>&1; s2=$?; wait $!; echo $? $s2; }";
+  std::tie(out, status) = run_command(both);
+  EXPECT_EQ(out, "0 0\n") << read_text(work_ / "r1.txt") << read_text(work_ / "r2.txt");
+  for (const char* f : {"r1.txt", "r2.txt"}) {
+    EXPECT_NE(read_text(work_ / f).find("fx reloaded from"), std::string::npos) << read_text(work_ / f);
+  }
+  std::tie(out, status) = reload(name, "fx");
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("takes over at the next cycle"), std::string::npos) << out;
+  const double reloads = slot()["reloads"].num();
+  EXPECT_GE(reloads, 2) << read_text(node_status);
+
+  // A version that does not load: the command fails with the traceback, 0.25 keeps playing.
+  write_plugin("        block *= (\n");
+  std::tie(out, status) = reload(name, "fx");
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("reload failed, the running version stays"), std::string::npos) << out;
+  EXPECT_NE(out.find("SyntaxError"), std::string::npos) << out;
+  std::fprintf(stderr, "note: a broken version: %s", out.c_str());
+  EXPECT_EQ(slot()["reloads"].num(), reloads) << read_text(node_status);
+  EXPECT_EQ(slot().text("state"), "running");
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 512,
+               /*allow_dry=*/true);
+  stop_node(*node, name);
+  EXPECT_FALSE(fs::exists(fs::path(runtime) / "sandpipe" / (name + ".sock")))
+      << "the request socket stays behind";
+}
+
+TEST_F(FilterNode, ReloadCommandTimesOutOnANodeThatDoesNotAnswer) {
+  // A socket that accepts (the kernel's backlog) but never answers, and one nobody listens on.
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  ASSERT_NE(runtime, nullptr);
+  const fs::path dir = fs::path(runtime) / "sandpipe";
+  fs::create_directories(dir);
+  const fs::path mute = dir / "sandpipe-it-mute.sock";
+  fs::remove(mute);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", mute.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  auto [out, status] =
+      run_command(std::string(SANDPIPE_EXE) + " reload sandpipe-it-mute fx --timeout 0.5 2>&1");
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("no answer from node \"sandpipe-it-mute\" within 0.5 s"), std::string::npos) << out;
+  ::close(fd);  // the file stays: a stale socket
+  std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " reload sandpipe-it-mute fx 2>&1");
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("is not running (stale"), std::string::npos) << out;
+  fs::remove(mute);
 }
 
 TEST_F(FilterNode, ExitsZeroOnSigtermAndLeavesTheGraph) {

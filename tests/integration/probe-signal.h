@@ -102,6 +102,9 @@ struct Report {
   /// One letter per cycle, in capture order: g good, d dry, x crossfade (a wrong cycle that is
   /// one), w other wrong, s stale, z silent.
   std::string verdicts;
+  /// Frames of any cycle that are the unprocessed input (a bypass inside an otherwise
+  /// processed cycle counts here too).
+  std::uint64_t dry_frames = 0;
   std::int64_t delay_frames = -1;  ///< -1: not found
   bool delay_reliable = false;     ///< false for a tone (periodic) or too little data
   double correlation = 0;          ///< normalised cross-correlation at the delay
@@ -117,11 +120,12 @@ struct Report {
 
 /// [any] Compares what came back with what was sent. `captured[ch]` holds the frames of all
 /// `cycles`; `expected_gain` (if > 0) is what errors are measured against, else the fitted
-/// gain; delays 0..`max_delay` are searched.
+/// gain; delays 0..`max_delay` are searched. `second_gain` (if > 0): the node may switch to
+/// that gain (a plugin reloaded with another one): frames at it count as good too.
 inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& positions,
                       const std::vector<std::vector<float>>& captured,
                       const std::vector<CapturedCycle>& cycles, double expected_gain, std::uint32_t max_delay,
-                      double tolerance = 1e-6) {
+                      double tolerance = 1e-6, double second_gain = 0) {
   Report rep;
   rep.cycles = cycles.size();
   const std::size_t n_ch = captured.size();
@@ -305,9 +309,16 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     };
     std::vector<std::uint64_t> off;
     for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
-      if (!frame_matches(j, 0, g)) {
+      if (!frame_matches(j, 0, g) && !(second_gain > 0 && frame_matches(j, 0, second_gain))) {
         off.push_back(j);
       }
+    }
+    if (off.empty()) {
+      continue;  // at the second gain, or partly at each
+    }
+    if (g != 1.0 && second_gain != 1.0) {
+      rep.dry_frames += static_cast<std::uint64_t>(
+          std::count_if(off.begin(), off.end(), [&](std::uint64_t j) { return frame_matches(j, 0, 1.0); }));
     }
     const auto all_off = [&](const auto& pred) { return std::all_of(off.begin(), off.end(), pred); };
     const bool silent = all_off([&](std::uint64_t j) {
@@ -322,9 +333,12 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
         !silent && g != 1.0 && all_off([&](std::uint64_t j) { return frame_matches(j, 0, 1.0); });
     std::int64_t shift = 0;
     if (!silent && !dry && !off.empty()) {
+      // A buffer of another cycle at either gain (a graph xrun after a reload's switch).
+      const auto shifted = [&](std::uint64_t j, std::int64_t s) {
+        return frame_matches(j, s, g) || (second_gain > 0 && frame_matches(j, s, second_gain));
+      };
       for (std::int64_t s = -16384; s <= 16384 && shift == 0; ++s) {
-        if (s != 0 && frame_matches(off.front(), s, g) &&
-            all_off([&](std::uint64_t j) { return frame_matches(j, s, g); })) {
+        if (s != 0 && shifted(off.front(), s) && all_off([&](std::uint64_t j) { return shifted(j, s); })) {
           shift = s;
         }
       }

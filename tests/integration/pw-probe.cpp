@@ -49,6 +49,7 @@ errors.
   --max-seconds S      capture buffer size in seconds at 48 kHz (default 60)
   --settle-cycles N    cycles to skip after the links are active (default 8)
   --expect-gain G      measure errors against G (default: the fitted gain)
+  --second-gain G      frames at gain G count as good too (a plugin reloaded with another gain)
   --max-delay N        longest delay searched, frames (default 8192)
   --timeout S          give up linking after S seconds (default 20)
   --name NAME          node name prefix (default sandpipe-probe)
@@ -68,6 +69,7 @@ struct Options {
   double max_seconds = 60;
   std::uint32_t settle_cycles = 8;
   double expect_gain = 0;
+  double second_gain = 0;
   std::uint32_t max_delay = 8192;
   double timeout_s = 20;
   std::string name = "sandpipe-probe";
@@ -115,6 +117,8 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.settle_cycles = static_cast<std::uint32_t>(std::strtoul(value(), nullptr, 10));
     } else if (arg == "--expect-gain") {
       o.expect_gain = std::strtod(value(), nullptr);
+    } else if (arg == "--second-gain") {
+      o.second_gain = std::strtod(value(), nullptr);
     } else if (arg == "--max-delay") {
       o.max_delay = static_cast<std::uint32_t>(std::strtoul(value(), nullptr, 10));
     } else if (arg == "--timeout") {
@@ -652,6 +656,7 @@ std::string Probe::report_json(const Report* rep) const {
   kv("good_cycles", std::to_string(rep->good_cycles));
   kv("stale_cycles", std::to_string(rep->stale_cycles));
   kv("dry_cycles", std::to_string(rep->dry_cycles));
+  kv("dry_frames", std::to_string(rep->dry_frames));
   kv("wrong_cycles", std::to_string(rep->wrong_cycles));
   kv("crossfade_cycles", std::to_string(rep->crossfade_cycles));
   kv("verdicts", "\"" + rep->verdicts + "\"");
@@ -771,7 +776,8 @@ int Probe::run() {
     for (const auto& ch : shared_.captured) {
       captured.emplace_back(ch.begin(), ch.begin() + static_cast<long>(frames));
     }
-    rep = analyze(opts_.signal, positions_, captured, cycles, opts_.expect_gain, opts_.max_delay);
+    rep = analyze(opts_.signal, positions_, captured, cycles, opts_.expect_gain, opts_.max_delay, 1e-6,
+                  opts_.second_gain);
   }
   const std::string json = report_json(rep ? &*rep : nullptr);
   if (opts_.json_path.empty()) {

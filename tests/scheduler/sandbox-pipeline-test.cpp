@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <optional>
 #include <thread>
 #include <variant>
 
+#include "fake-sandbox-thread.h"
 #include "host/sandbox-client.h"
 #include "host/sandbox-link.h"
 #include "sandbox-test-util.h"
@@ -31,43 +33,6 @@ host::SandboxOptions slots(std::uint32_t n) {
 BlockRun run_fixed(host::Processor& p, const Signal& in, std::uint32_t n) {
   return run_blocks(p, in, std::vector<std::uint32_t>(in.frames / n, n), generous);
 }
-
-/// A sandbox stand-in in this process: a second mapping of the segment and a thread that
-/// multiplies every job by `gain` and completes it.
-class FakeSandbox {
- public:
-  FakeSandbox(shm::Segment& host_segment, float gain) : gain_(gain) {
-    auto attached = shm::Segment::attach(::fcntl(host_segment.fd(), F_DUPFD_CLOEXEC, 0));
-    segment_.emplace(std::move(std::get<shm::Segment>(attached)));
-    endpoint_.emplace(*segment_);
-    thread_ = std::thread([this] { run(); });
-  }
-  FakeSandbox(const FakeSandbox&) = delete;
-  FakeSandbox& operator=(const FakeSandbox&) = delete;
-  ~FakeSandbox() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  void run() {
-    while (!stop_) {
-      shm::Job job;
-      if (endpoint_->wait(job, 5'000'000) != shm::SandboxEndpoint::Wake::job) continue;
-      for (std::uint32_t ch = 0; ch < endpoint_->geometry().channels; ++ch) {
-        float* x = endpoint_->channel(job.slot, ch);
-        for (std::uint32_t i = 0; i < job.frames; ++i) x[i] *= gain_;
-      }
-      endpoint_->complete(shm::Completion{job.seq, job.slot, job.frames, 0});
-    }
-  }
-
-  float gain_;
-  std::optional<shm::Segment> segment_;
-  std::optional<shm::SandboxEndpoint> endpoint_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
 
 TEST(SandboxPipeline, PipelinedSlotDelaysByExactlyKBlocks) {
   auto proc = start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 0.5, 1}}), channels, 256,
@@ -143,6 +108,103 @@ TEST(SandboxPipeline, ReplaceLinkAdoptsTheNewSandboxAndDropsWhatTheOldOwed) {
   // is freed, and here the old sandbox, whose control conversation still points at that link,
   // lives on until the processor goes; in the node the Supervisor replaces both together).
   EXPECT_TRUE(proc->replace_link(std::move(second)));
+}
+
+/// A reload (LinkSwap::reload) from a real sandbox at gain 0.5 to a stand-in at 0.25, in sync
+/// mode (k = 0) or pipelined (k = 1). Channel 1 is a constant 1.0, channel 0 noise.
+void expect_wet_to_wet_reload(std::uint32_t k) {
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 0.5, 1}}), channels, 256);
+  proc->set_pipeline(k, 256);
+  const std::uint32_t lat = proc->latency_frames();
+  ASSERT_EQ(lat, k * 256);
+  constexpr std::uint32_t blocks = 14;
+  constexpr std::uint32_t offer_at = 6;
+  Signal in = test_signal(channels, blocks * 256, 21);
+  std::fill_n(in.ch(1), in.frames, 1.0F);
+  Signal out(channels, in.frames);
+  std::vector<BlockStatus> statuses;
+  std::optional<FakeSandbox> fake;
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (b == offer_at) {
+      auto link = std::make_unique<host::SandboxLink>(shm::Segment::create(shm::Geometry{channels, 256, 4}),
+                                                      proc->next_link_generation());
+      fake.emplace(link->segment, 0.25F);
+      ASSERT_TRUE(proc->replace_link(std::move(link), host::LinkSwap::reload));
+    }
+    const float* ins[channels] = {in.ch(0) + b * 256, in.ch(1) + b * 256};
+    float* outs[channels] = {out.ch(0) + b * 256, out.ch(1) + b * 256};
+    statuses.push_back(proc->process_rt(ins, outs, 256, host::ProcessContext{deadline_in(generous)}));
+    if (b == offer_at) {
+      EXPECT_TRUE(proc->handing_over() || proc->active_generation() == 2U) << "not adopted";
+    }
+  }
+  EXPECT_FALSE(proc->handing_over());
+  EXPECT_EQ(proc->active_generation(), 2U);
+  for (auto s : statuses) EXPECT_EQ(s, BlockStatus::processed);
+  EXPECT_EQ(proc->counters().bypassed_blocks, 0U);
+  EXPECT_EQ(out.frames, in.frames);
+
+  // The constant channel: 0.5 (old), then a monotonic blend, then 0.25 (new): never the dry 1.0.
+  const float* y = out.ch(1);
+  std::uint32_t between = 0;
+  for (std::uint32_t i = lat; i < out.frames; ++i) {
+    ASSERT_GE(y[i], 0.25F) << "frame " << i;
+    ASSERT_LE(y[i], 0.5F) << "frame " << i;
+    if (i > lat) {
+      ASSERT_LE(y[i], y[i - 1]) << "not monotonic at frame " << i;
+    }
+    if (y[i] > 0.25F && y[i] < 0.5F) ++between;
+  }
+  EXPECT_EQ(y[lat], 0.5F);
+  EXPECT_EQ(y[out.frames - 1], 0.25F);
+  EXPECT_EQ(between, 63U) << "a 64-frame crossfade ends on the new version's sample";
+  // The noise channel: at every frame the input of the same position (no shift) times a gain
+  // in [0.25, 0.5] that only falls.
+  const float* x = in.ch(0);
+  double last_gain = 0.5;
+  for (std::uint32_t i = lat; i < out.frames; ++i) {
+    const float want_old = x[i - lat] * 0.5F;
+    const float want_new = x[i - lat] * 0.25F;
+    ASSERT_LE(std::fabs(out.ch(0)[i] - want_old) + std::fabs(out.ch(0)[i] - want_new),
+              std::fabs(want_old - want_new) + 1e-6F)
+        << "frame " << i << " is not between the old and the new version's output";
+    if (std::fabs(x[i - lat]) > 1e-3F) {
+      const double gain = out.ch(0)[i] / x[i - lat];
+      ASSERT_LE(gain, last_gain + 1e-5) << "frame " << i;
+      last_gain = gain;
+    }
+  }
+  EXPECT_NEAR(last_gain, 0.25, 1e-5);
+}
+
+TEST(SandboxPipeline, ReloadCrossfadesFromOldWetToNewWetInSyncMode) { expect_wet_to_wet_reload(0); }
+
+TEST(SandboxPipeline, ReloadCrossfadesFromOldWetToNewWetWhenPipelined) {
+  // One block in flight at the swap: a restart would drop it (dry); a reload lets the old
+  // version finish it and fades over only once the new one's output is there.
+  expect_wet_to_wet_reload(1);
+}
+
+TEST(SandboxPipeline, ReloadWhoseNewSandboxDiesFallsBackToARestart) {
+  // The new link is dead before the hand-over ends: the RT side takes it over as a restart
+  // would (dry, no hang) instead of waiting for it.
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py", {{"gain", 0.5, 1}}), channels, 256);
+  const Signal in = test_signal(channels, 4 * 256, 22);
+  Signal out(channels, in.frames);
+  auto call = [&](std::uint32_t b) {
+    const float* ins[channels] = {in.ch(0) + b * 256, in.ch(1) + b * 256};
+    float* outs[channels] = {out.ch(0) + b * 256, out.ch(1) + b * 256};
+    return proc->process_rt(ins, outs, 256, host::ProcessContext{deadline_in(generous)});
+  };
+  EXPECT_EQ(call(0), BlockStatus::processed);
+  // No stand-in answers this segment; the link is declared dead before the RT side's next call.
+  auto link = std::make_unique<host::SandboxLink>(shm::Segment::create(shm::Geometry{channels, 256, 4}),
+                                                  proc->next_link_generation());
+  ASSERT_TRUE(proc->replace_link(std::move(link), host::LinkSwap::reload));
+  proc->mark_link_dead();
+  EXPECT_EQ(call(1), BlockStatus::bypassed);
+  EXPECT_FALSE(proc->handing_over());
+  EXPECT_EQ(proc->active_generation(), 2U);
 }
 
 TEST(SandboxPipeline, MarkLinkDeadEndsAWaitAtOnceAndGoesDry) {

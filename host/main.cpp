@@ -147,10 +147,14 @@ std::filesystem::path find_config(std::string_view arg) {
     dirs.emplace_back(std::filesystem::path(home) / ".config" / "sandpipe");
   dirs.emplace_back(SANDPIPE_SYSCONF_DIR);
   dirs.emplace_back(SANDPIPE_EXAMPLES_DIR);
-  for (const auto& dir : dirs)
+  std::string looked;
+  for (const auto& dir : dirs) {
     for (const auto& name : {std::string(arg), std::string(arg) + ".conf"})
       if (std::filesystem::is_regular_file(dir / name, ec)) return dir / name;
-  return given;  // load_config reports it missing, with the name as given
+    looked += ", " + dir.string();
+  }
+  throw ConfigError("no chain \"" + std::string(arg) + "\": no file " + std::string(arg) + " or " + std::string(arg) +
+                    ".conf here" + looked);
 }
 
 int fail_usage(std::string_view message) {

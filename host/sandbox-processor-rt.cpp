@@ -146,7 +146,8 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
   // Wet position of the job's first frame, and the oldest position still to be read (older
   // ones would alias cells that now hold newer positions).
   const std::uint64_t wet_first = job.pos - latency_;
-  const std::uint32_t oldest_read_latency = latency_ + std::max(active_pipeline_frames_, retime_left_ > 0 ? retime_old_frames_ : 0U);
+  const std::uint32_t oldest_read_latency =
+      latency_ + std::max(active_pipeline_frames_, retime_left_ > 0 ? retime_old_frames_ : 0U);
   const std::uint64_t keep_from = in_pos_ - oldest_read_latency;
   const std::uint64_t first = std::max(wet_first, keep_from);
   if (first >= wet_first + job.frames) return true;  // entirely in the past
@@ -209,8 +210,8 @@ bool SandboxProcessor::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t n
     // A stalled sandbox is not waited on: a hang would otherwise take the budget of every
     // cycle until the watchdog ends it (the graph's headroom with it). One more wait after a
     // miss still lets a sandbox that was only briefly late catch up.
-    const shm::WaitResult r =
-        needed && !lane.stalled ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
+    const bool wait = needed && !lane.stalled;
+    const shm::WaitResult r = wait ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
     if (r == shm::WaitResult::ready) {
       if (!apply_completion_rt(lane, link, done, shm::now_ns())) {
         fail_link_rt(lane);
@@ -223,8 +224,12 @@ bool SandboxProcessor::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t n
       return false;
     }
     // timeout: not back (or the wait was aborted because the sandbox is known dead)
-    if (needed) {
-      lane.stalled = lane.stalled || behind;
+    // Only a wait that ran out is a miss that can stall the lane. A poll while stalled that
+    // finds the current block still out must not move `missed_end` on: the stall would then
+    // never end for a sandbox that answers just after the cycle starts, though a wait would
+    // have found its every block back in time.
+    if (wait) {
+      lane.stalled = behind;
       lane.missed_end = std::max(lane.missed_end, needed_end);
     }
     return needed && !link.dead.load(std::memory_order_relaxed);
@@ -248,7 +253,8 @@ void SandboxProcessor::submit_rt(Lane& lane, SandboxLink& link, const float* con
     // job frees one; wait for it, never past the deadline. A slot the sandbox may still write
     // is never reused.
     shm::Completion done;
-    const shm::WaitResult r = lane.stalled ? ep.try_complete_rt(done) : ep.wait_complete_rt(done, deadline_ns);
+    const shm::WaitResult r =
+        lane.stalled ? ep.try_complete_rt(done) : ep.wait_complete_rt(done, deadline_ns);
     if (r == shm::WaitResult::timeout) return;  // these positions will be read as dry
     if (r == shm::WaitResult::corrupt || !apply_completion_rt(lane, link, done, shm::now_ns())) {
       fail_link_rt(lane);
@@ -281,7 +287,8 @@ float SandboxProcessor::fallback_rt(std::uint32_t ch, std::uint64_t p) const noe
   return history_[ch * (std::size_t{ring_mask_} + 1) + (p & ring_mask_)];
 }
 
-std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first, std::uint32_t frames) noexcept {
+std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first,
+                                          std::uint32_t frames) noexcept {
   const std::size_t cap = std::size_t{ring_mask_} + 1;
   const float ramp = crossfade_frames_ > 0 ? 1.0F / static_cast<float>(crossfade_frames_) : 1.0F;
   // During a retime the old timeline reads `first + delta`; delta = new L − old L (may be < 0).
@@ -377,8 +384,8 @@ BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* o
   // 2. Hand this block to the sandbox and collect what it owes for the positions read now.
   // Jobs are needed up to the input position the oldest timeline reads (during a retime the
   // nearer of both).
-  const std::uint32_t pipe = retime_left_ > 0 ? std::min(active_pipeline_frames_, retime_old_frames_)
-                                              : active_pipeline_frames_;
+  const std::uint32_t pipe =
+      retime_left_ > 0 ? std::min(active_pipeline_frames_, retime_old_frames_) : active_pipeline_frames_;
   const std::uint64_t needed_end = in_pos_ + frames - pipe;
   bool missed = false;
   const auto live = [this] { return live_rt(lane_, links_.rt) && usable_.load(std::memory_order_relaxed); };

@@ -141,10 +141,16 @@ void Chain::apply_schedule(bool initial) {
   budget.period_ns = static_cast<std::uint64_t>(static_cast<double>(block_frames_) * 1e9 / sample_rate_);
   budget.share_ns = static_cast<std::uint64_t>(static_cast<double>(budget.period_ns) * options_.budget_fraction /
                                                static_cast<double>(remote_count_));
-  budget.max_latency_ns = static_cast<std::uint64_t>(latency_max_ms_ * 1e6);
+  // latency.max-ms is the chain's: what configured pipelined slots add comes off it first, then
+  // each auto slot in chain order gets what the earlier ones left.
+  const auto chain_budget_ns = static_cast<std::uint64_t>(latency_max_ms_ * 1e6);
+  std::uint64_t spent_ns = 0;
+  for (const SlotSchedule& sched : schedules_)
+    if (sched.mode == SlotMode::pipelined) spent_ns += std::uint64_t{sched.blocks} * budget.period_ns;
   for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
     SandboxProcessor& proc = *sandboxes_[i];
     SlotSchedule& sched = schedules_[i];
+    budget.max_latency_ns = chain_budget_ns > spent_ns ? chain_budget_ns - spent_ns : 0;
     budget.max_blocks = std::min(proc.max_pipeline_blocks(), max_pipeline_blocks);
     switch (sched.mode) {
       case SlotMode::sync:
@@ -167,6 +173,7 @@ void Chain::apply_schedule(bool initial) {
         for (std::size_t b = 0; b < histogram_buckets; ++b) measured.counts[b] += running.counts[b];
         sched.decision = choose_mode(measured, budget);
         proc.set_pipeline(sched.decision.blocks, block_frames_);
+        spent_ns += std::uint64_t{proc.pipeline_blocks()} * budget.period_ns;
         report(sched.name, "scheduler: " + sched.decision.why);
         if (!sched.decision.fits) report(sched.name, "scheduler: WARNING: the plugin is too slow for latency.max-ms");
         break;
@@ -191,6 +198,9 @@ bool Chain::review_schedule() {
   const std::uint32_t before = latency_frames();
   const auto period_ns = static_cast<std::uint64_t>(static_cast<double>(block_frames_) * 1e9 / sample_rate_);
   const auto max_latency_ns = static_cast<std::uint64_t>(latency_max_ms_ * 1e6);
+  // The chain's pipelined latency so far: a slot deepens only while the sum stays in budget.
+  std::uint64_t chain_ns = 0;
+  for (const auto& sandbox : sandboxes_) chain_ns += std::uint64_t{sandbox->pipeline_blocks()} * period_ns;
   for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
     SandboxProcessor& proc = *sandboxes_[i];
     SlotSchedule& sched = schedules_[i];
@@ -203,7 +213,7 @@ bool Chain::review_schedule() {
     }
     reviewed_[i] = now;
     const std::uint32_t k = proc.pipeline_blocks() + 1;
-    if (k > std::min(proc.max_pipeline_blocks(), max_pipeline_blocks) || k * period_ns > max_latency_ns) {
+    if (k > std::min(proc.max_pipeline_blocks(), max_pipeline_blocks) || chain_ns + period_ns > max_latency_ns) {
       if (sched.decision.fits) {
         sched.decision.fits = false;
         sched.decision.why = "sustained deadline misses at the deepest pipeline latency.max-ms allows";
@@ -212,6 +222,7 @@ bool Chain::review_schedule() {
       continue;
     }
     proc.set_pipeline(k, block_frames_);
+    chain_ns += period_ns;
     sched.blocks = proc.pipeline_blocks();
     sched.latency_frames = proc.pipeline_frames();
     sched.decision.blocks = sched.blocks;

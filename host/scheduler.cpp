@@ -90,14 +90,15 @@ ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& bud
       return d;
     }
   }
+  // The deepest pipeline the budget allows, which may be none: latency.max-ms is never exceeded.
   std::uint64_t k = budget.max_latency_ns / budget.period_ns;
-  if (k < 1) k = 1;
   if (k > max_blocks) k = max_blocks;
   d.blocks = static_cast<std::uint32_t>(k);
   d.fits = false;
   d.why = "p99.9 " + ms(d.p999_ns) + " fits no pipeline within latency.max-ms " + ms(budget.max_latency_ns) +
-          " (period " + ms(budget.period_ns) + "): running over " + std::to_string(k) +
-          " blocks, deadline misses expected and counted";
+          " (period " + ms(budget.period_ns) + "): running " +
+          (k == 0 ? std::string("sync") : "over " + std::to_string(k) + " blocks") +
+          ", deadline misses expected and counted";
   return d;
 }
 

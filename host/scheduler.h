@@ -61,13 +61,13 @@ struct ModeDecision {
 struct SlotBudget {
   std::uint64_t period_ns = 0;       ///< one block (quantum) at the graph rate
   std::uint64_t share_ns = 0;        ///< the slot's share of a cycle's budget (sync waits this long)
-  std::uint64_t max_latency_ns = 0;  ///< `latency.max-ms`: the most pipelining may add
+  std::uint64_t max_latency_ns = 0;  ///< what is left of `latency.max-ms` (the chain's) for this slot
   std::uint32_t max_blocks = 1;      ///< the deepest pipeline the slot supports
 };
 
 /// [any] Pure: sync if the p99.9 completion time fits `share_ns`; else the smallest k ≥ 1 with
 /// p99.9 ≤ k × period + share and k × period ≤ max_latency; else (nothing fits) the deepest k
-/// the latency budget allows (at least 1, at most max_blocks) with `fits = false`. An empty
+/// the latency budget allows (0 = sync when not even one block fits, at most max_blocks) with `fits = false`. An empty
 /// histogram gives sync (nothing measured, nothing to fix).
 [[nodiscard]] ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& budget);
 

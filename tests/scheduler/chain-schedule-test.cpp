@@ -225,6 +225,28 @@ TEST(ChainSchedule, AutoPipelinesAPluginLongerThanItsShareByTheRightK) {
               s.decision.why.c_str());
 }
 
+TEST(ChainSchedule, LatencyBudgetIsTheChainsNotEachSlots) {
+  // Three slots that each sleep 8 ms per 10.67 ms block (a third of the 8 ms budget is 2.67 ms,
+  // so each needs one block of pipeline). latency.max-ms = 25 pays for two blocks (21.3 ms), not
+  // three: the third runs sync, said not to fit. Before, each slot checked only its own k
+  // against the budget and the chain reported 3 × 512 frames (32 ms).
+  ChainConfig config;
+  config.latency_max_ms = 25.0;
+  for (const char* n : {"a", "b", "c"})
+    config.plugins.push_back(
+        py(n, "slow.py", {{"delay_ms", 8.0, 1}, {"gain", 1.0, 1}}, SlotMode::auto_select));
+  Chain chain(config, 48000.0, 512, options(16, 512));
+  EXPECT_LE(chain.latency_frames(), 25U * 48U) << "over latency.max-ms";
+  EXPECT_EQ(chain.latency_frames(), 2U * 512U);
+  EXPECT_EQ(chain.schedules().at(0).blocks, 1U) << chain.schedules().at(0).decision.why;
+  EXPECT_EQ(chain.schedules().at(1).blocks, 1U) << chain.schedules().at(1).decision.why;
+  EXPECT_EQ(chain.schedules().at(2).blocks, 0U) << chain.schedules().at(2).decision.why;
+  EXPECT_FALSE(chain.schedules().at(2).decision.fits);
+  // The review cannot deepen past the budget either.
+  chain.review_schedule();
+  EXPECT_LE(chain.latency_frames(), 25U * 48U);
+}
+
 TEST(ChainSchedule, NothingFitsIsSaidInTheLogAndTheStatus) {
   // slow.py sleeps 15 ms per 5.33 ms block; latency.max-ms 5 allows no pipeline at all.
   ChainConfig config;

@@ -162,6 +162,7 @@ std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPlug
   out.version = clean(in.getVersion(), 64);
   out.description = clean(in.getDescription(), 4096);
   out.latency = in.getLatencyFrames();
+  out.preloaded = in.getPreloaded();
   if (out.latency > max_latency_frames) return "latency of " + std::to_string(out.latency) + " frames";
   const auto params = in.getParams();
   if (params.size() > max_params) return "too many parameters";
@@ -663,6 +664,16 @@ std::unique_ptr<SandboxProcessor::Control> SandboxProcessor::Control::spawn(cons
     c->failure = c->gone_reason();
   }
   return c;
+}
+
+void SandboxProcessor::Control::send_preload() {
+  if (phase == Phase::failed || load_sent) return;
+  capnp::MallocMessageBuilder msg;
+  msg.initRoot<schema::HostMessage>().setPreload(file.string());
+  if (!send(msg, Clock::now() + request_timeout)) {
+    phase = Phase::failed;
+    failure = gone_reason();
+  }
 }
 
 void SandboxProcessor::Control::send_load(const std::vector<std::byte>& state) {

@@ -106,6 +106,7 @@ struct PythonPluginInfo {
   std::vector<PythonParamInfo> params;
   std::string python_version;
   std::string numpy_version;
+  bool preloaded = false;  ///< the sandbox had imported the module ahead (a spare's preload)
 };
 
 /// The sandbox's own counters (the block loop's view; see counters() for the host's).

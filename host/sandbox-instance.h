@@ -165,6 +165,9 @@ struct SandboxProcessor::Control {
   /// EOF, a protocol breach, or the process is known to have exited.
   [[nodiscard]] bool gone() const noexcept { return eof || !protocol_error.empty() || reaped; }
 
+  /// Asks the sandbox to import the plugin file now, ahead of the load (a spare); no answer. A
+  /// failed send leaves the phase failed.
+  void send_preload();
   /// Sends the load (params, `state`): phase loading. A failed send leaves the phase failed.
   void send_load(const std::vector<std::byte>& state);
   /// Non-blocking: pump, then move the phase on with what arrived; files async answers.

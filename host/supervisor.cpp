@@ -556,7 +556,8 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
       (w.reload_state_fresh || now - w.reload_asked > std::chrono::milliseconds(500))) {
     w.reload_wanted = false;
     std::string error;
-    // The spare has only its interpreter and numpy: it reads the plugin file at the load.
+    // The spare imported the file when it started; the sandbox imports it again if it changed
+    // since (it compares the contents), so the reload runs the new code either way.
     if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
       w.reloading = std::move(w.spare);
     } else {
@@ -795,7 +796,8 @@ bool Supervisor::tick(Clock::time_point now) {
           restart_ms_.push_back(ms);
           state_changed = true;
           char text[96];
-          std::snprintf(text, sizeof text, "restarted (pid %d) in %.1f ms", static_cast<int>(w.pid), ms);
+          std::snprintf(text, sizeof text, "restarted (pid %d) in %.1f ms%s", static_cast<int>(w.pid), ms,
+                        w.current->info.preloaded ? ", module imported ahead" : "");
           options_.log(w.name, SandboxLogLevel::info, text);
         } else {
           // An earlier offer the RT side has not taken yet (the graph is paused): replace_link
@@ -827,6 +829,8 @@ bool Supervisor::tick(Clock::time_point now) {
       SandboxLaunch spare_launch = w.launch;
       spare_launch.rt_priority = 0;  // until it takes over (make_realtime)
       w.spare = spawn_instance(spare_launch, w.next_generation++, error);
+      // It imports the plugin module now: a restart (or reload) then only instantiates it.
+      if (w.spare) w.spare->send_preload();
       if (!w.spare) {
         options_.log(w.name, SandboxLogLevel::warning, "cannot start a spare sandbox: " + error);
         w.next_spare = now + std::chrono::seconds(5);

@@ -248,6 +248,14 @@ std::string PythonPlugin::numpy_version() const {
   return version ? utf8(version.get()) : std::string("?");
 }
 
+bool PythonPlugin::preload(const std::string& path) noexcept {
+  Ref text(PyUnicode_DecodeFSDefault(path.c_str()));
+  Ref done(text ? PyObject_CallMethod(impl_->glue.get(), "preload", "O", text.get()) : nullptr);
+  const bool ok = done && done.get() == Py_True;
+  PyErr_Clear();
+  return ok;
+}
+
 std::optional<PythonError> PythonPlugin::load(const LoadRequest& request, PluginDescription& out) {
   Impl& im = *impl_;
   auto error = [&]() -> std::optional<PythonError> { return take_exception(im.format_error.get()); };
@@ -273,6 +281,9 @@ std::optional<PythonError> PythonPlugin::load(const LoadRequest& request, Plugin
   if (!im.process || !im.accept || !info) return error();
   if (!PyDict_Check(info.get())) return PythonError{"session.info() is not a dict", {}};
 
+  Ref preloaded(PyObject_GetAttrString(im.session.get(), "preloaded"));
+  out.preloaded = preloaded && PyObject_IsTrue(preloaded.get()) == 1;
+  PyErr_Clear();
   out.api = dict_text(info.get(), "api");
   out.name = dict_text(info.get(), "name");
   out.version = dict_text(info.get(), "version");

@@ -38,6 +38,7 @@ struct PluginDescription {
   std::string role;  ///< processor | source | sink
   std::uint32_t latency = 0;
   std::vector<ParamSpec> params;
+  bool preloaded = false;  ///< the module came from preload(), the load did not import it
 };
 
 /// An exception raised by Python code: one line, then the formatted traceback (may be empty).
@@ -79,7 +80,13 @@ class PythonPlugin {
   [[nodiscard]] std::string python_version() const;
   [[nodiscard]] std::string numpy_version() const;
 
-  /// Imports the plugin file, detects its API, prepares it and applies the params and state.
+  /// Imports the plugin file ahead of its load (a spare sandbox) and keeps the module: a load of
+  /// the same path, with the file unchanged since, only instantiates it. False when the import
+  /// failed: nothing is kept, the load imports again and reports the error.
+  bool preload(const std::string& path) noexcept;
+
+  /// Imports the plugin file (or takes the preloaded module), detects its API, prepares it and
+  /// applies the params and state.
   std::optional<PythonError> load(const LoadRequest& request, PluginDescription& out);
 
   /// Builds the (channels, frames) float32 views on `slots[i]` (channel c at

@@ -43,6 +43,8 @@ class Session {
  private:
   bool handshake();
   bool load();
+  /// Installs the syscall filter (once, before any plugin code runs); false after reporting why.
+  bool confine();
   void serve();
   void run_job(const shm::Job& job);
   void drain_control();
@@ -57,6 +59,7 @@ class Session {
   std::unique_ptr<PythonPlugin> python_;
   std::string init_error_;
   bool shutdown_ = false;
+  bool confined_ = false;
   std::string last_error_message_;  ///< of the last exception in process() reported in full
   std::uint64_t last_error_report_ns_ = 0;
   std::uint64_t repeated_errors_ = 0;  ///< repeats of it since then, not yet reported

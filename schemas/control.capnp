@@ -8,6 +8,7 @@
 #
 # Conversation:
 #   host: hello            -> sandbox: hello        (versions and shm layout size must match)
+#   host: preload          (optional, before load; no answer: a spare imports its plugin ahead)
 #   host: load             -> sandbox: loaded | error
 #   host: setParam         -> sandbox: paramSet | error
 #   host: getState         -> sandbox: state | error
@@ -19,7 +20,8 @@
 
 $import "/capnp/c++.capnp".namespace("sandpipe::schema");
 
-const protocolVersion :UInt32 = 1;
+# 2: preload (a sandbox of version 1 would take it for a bad load)
+const protocolVersion :UInt32 = 2;
 
 struct ParamValue {
   union {
@@ -71,6 +73,7 @@ struct PluginInfo {
   role @4 :PluginRole;
   params @5 :List(ParamInfo);
   latencyFrames @6 :UInt32;
+  preloaded @7 :Bool;                 # the module was imported by preload, the load reused it
 }
 
 struct HostMessage {
@@ -93,6 +96,7 @@ struct HostMessage {
     getState @11 :Void;
     getStats @12 :Void;
     shutdown @13 :Void;
+    preload @14 :Text;                # absolute path of the .py file a later load will name
   }
 }
 

@@ -4,8 +4,10 @@ The sandbox calls, on its one processing thread:
 
 * ``install_stdio(log)`` once: ``sys.stdout``/``sys.stderr`` become line writers that call
   ``log(stream, line)`` (1 = stdout, 2 = stderr); the sandbox sends each line to the host.
-* ``load(path, rate, channels, max_frames, params, state)`` -> a ``Session``: imports the file,
-  tells the two plugin APIs apart, prepares the plugin and applies the params.
+* ``preload(path)`` at most once, before ``load`` (a spare sandbox): imports the file ahead of time.
+* ``load(path, rate, channels, max_frames, params, state)`` -> a ``Session``: imports the file
+  (or takes the preloaded module if the file still has the contents it was imported from), tells
+  the two plugin APIs apart, prepares the plugin and applies the params.
 * per block ``session.process(block)``; its result is interpreted in C++: None or True ->
   processed, False -> pass the block through, anything else -> ``session.accept(block, result)``.
   A source's ``process`` fills the block and returns True; a sink's consumes it and returns
@@ -134,11 +136,14 @@ def format_error(exc: BaseException) -> Tuple[str, str]:
 # loading
 
 
-def _import_file(path: str) -> Any:
+def _import_file(path: str) -> Tuple[Any, bytes]:
+    """Imports the plugin file as a fresh module: ``(module, source it was compiled from)``."""
     if not os.path.isabs(path):
         raise LoadError(f"{path}: not an absolute path")
     if not os.path.isfile(path):
         raise LoadError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        source = f.read()
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "sandpipe_plugin"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -147,11 +152,52 @@ def _import_file(path: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        # What SourceFileLoader.exec_module does, from the bytes read above: a later load compares
+        # the file with exactly the source this module came from.
+        exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
     except BaseException:
         sys.modules.pop(name, None)
         raise
-    return module
+    return module, source
+
+
+# (path, source, module) imported by preload() ahead of the load, or None.
+_preloaded: Optional[Tuple[str, bytes, Any]] = None
+
+
+def preload(path: str) -> bool:
+    """Imports the plugin file ahead of its load (a spare sandbox: the load then only instantiates).
+
+    A file that fails to import is forgotten: the load imports it again and reports the error.
+    """
+    global _preloaded
+    _preloaded = None
+    try:
+        module, source = _import_file(path)
+    except BaseException:  # noqa: B036 - a module's top level may raise anything, even SystemExit
+        return False
+    _preloaded = (path, source, module)
+    return True
+
+
+def _take_preloaded(path: str) -> Optional[Any]:
+    """The preloaded module if it was imported from `path` with the file's current contents."""
+    global _preloaded
+    entry, _preloaded = _preloaded, None
+    if entry is None:
+        return None
+    preloaded_path, source, module = entry
+    try:
+        with open(path, "rb") as f:
+            current = f.read()
+    except OSError:
+        current = None
+    if preloaded_path == path and current == source:
+        return module
+    # The file changed since (a reload): its new contents are imported as a new module.
+    if sys.modules.get(module.__name__) is module:
+        del sys.modules[module.__name__]
+    return None
 
 
 def _sdk_class(module: Any, path: str) -> Optional[type]:
@@ -181,7 +227,24 @@ def load(
     params: Sequence[Tuple[str, Any]],
     state: bytes,
 ) -> "Session":
-    module = _import_file(path)
+    module = _take_preloaded(path)
+    preloaded = module is not None
+    if module is None:
+        module, _ = _import_file(path)
+    session = _instantiate(module, path, rate, channels, max_frames, params, state)
+    session.preloaded = preloaded
+    return session
+
+
+def _instantiate(
+    module: Any,
+    path: str,
+    rate: float,
+    channels: int,
+    max_frames: int,
+    params: Sequence[Tuple[str, Any]],
+    state: bytes,
+) -> "Session":
     factory = getattr(module, "create_plugin", None)
     if callable(factory):
         obj = factory()
@@ -237,6 +300,7 @@ def _sink_process(consume: Callable[[Any], Any]) -> Callable[[np.ndarray], bool]
 class Session:
     api = ""
     role = "processor"
+    preloaded = False  # the module came from preload(), not imported at the load
     process: Callable[[Any], Any]
 
     def info(self) -> Dict[str, Any]:

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -214,6 +215,41 @@ TEST(FaultRender, SigkillFromOutsideRestartsIt) {
   expect_only(r, {7});
   EXPECT_EQ(slot(r).restarts, 1u) << log.all();
   EXPECT_NE(slot(r).last_error.find("SIGKILL"), std::string::npos) << slot(r).last_error;
+}
+
+TEST(FaultRender, TheSpareImportsThePluginModuleBeforeItIsNeeded) {
+  // scipy_faulty.py prints "imported in pid N" at its top level (behind `import scipy.signal`).
+  // The running sandbox is killed only once another sandbox, the spare, has printed it: the spare
+  // imported the module before the crash it covers. The restart then runs in that spare, which
+  // did not import the module again at its load (one line from its pid), and says so.
+  Log log;
+  std::mutex m;
+  pid_t waiting = -1;
+  std::set<pid_t> imported;
+  bool killed = false;
+  log.on_line = [&](const std::string& line) {
+    std::lock_guard lock(m);
+    if (const auto at = line.find("waiting-for-kill pid="); at != std::string::npos) {
+      waiting = std::stoi(line.substr(at + 21));
+    }
+    if (const auto at = line.find("imported in pid "); at != std::string::npos) {
+      imported.insert(std::stoi(line.substr(at + 16)));
+    }
+    const bool spare_imported =
+        std::any_of(imported.begin(), imported.end(), [&](pid_t p) { return p != waiting; });
+    if (!killed && waiting > 0 && spare_imported) killed = ::kill(waiting, SIGKILL) == 0;
+  };
+  const std::string conf = "plugins = [ { name = \"f\" mode = \"sync\" path = \"" +
+                           (fixtures() / "scipy_faulty.py").string() +
+                           "\" params = { fault = \"wait-for-kill\" } } ]\n";
+  const RenderRun r = render(conf, {7}, log, false, 60'000.0);
+  expect_only(r, {7});
+  EXPECT_TRUE(killed) << "no spare imported the module while the plugin waited\n" << log.all();
+  EXPECT_EQ(slot(r).restarts, 1u) << log.all();
+  EXPECT_NE(slot(r).last_error.find("SIGKILL"), std::string::npos) << slot(r).last_error;
+  EXPECT_EQ(log.count("restarted (pid " + std::to_string(slot(r).pid) + ")"), 1u) << log.all();
+  EXPECT_EQ(log.count("module imported ahead"), 1u) << log.all();
+  EXPECT_EQ(log.count("imported in pid " + std::to_string(slot(r).pid)), 1u) << log.all();
 }
 
 TEST(FaultRender, StateIsRestoredAfterARestart) {

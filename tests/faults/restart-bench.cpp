@@ -1,6 +1,8 @@
 // Restart time: a plugin that exits on marked blocks, 24 times, spaced so the spare sandbox is
 // ready each time (the running case). Prints death → new sandbox handed to the RT side
 // (p50/max, ms) and checks that only the marked blocks came out dry. A measurement, not a test.
+// `restart-bench scipy` uses scipy_faulty.py instead of faulty.py (the same plugin behind an
+// `import scipy.signal`: what a spare's preload of the module saves).
 #include <sndfile.h>
 #include <stdlib.h>
 
@@ -15,8 +17,14 @@
 #include "host/config.h"
 #include "host/render.h"
 
-int main() {
+int main(int argc, char** argv) {
   using namespace sandpipe::host;
+  const std::string variant = argc > 1 ? argv[1] : "";
+  if (argc > 2 || (!variant.empty() && variant != "scipy")) {
+    std::fprintf(stderr, "usage: restart-bench [scipy]\n");
+    return 2;
+  }
+  const char* fixture = variant == "scipy" ? "scipy_faulty.py" : "faulty.py";
   constexpr int restarts = 24;
   constexpr int spacing = 12;  // blocks between faults (× pace 0.1 s: the spare is ready, the 1 s window has no backoff left)
   constexpr std::uint32_t block = 256;
@@ -34,9 +42,11 @@ int main() {
   sf_writef_float(f, x.data(), frames);
   sf_close(f);
 
-  const std::string conf = "channels = 1\nrestart.max = 1000\nrestart.window-s = 1\nplugins = [ { name = \"f\" mode = \"sync\" path = \"" +
-                           (std::filesystem::path(SANDPIPE_FAULT_FIXTURES) / "faulty.py").string() +
-                           "\" params = { fault = \"exit\" pace = 0.1 } } ]\n";
+  const std::string conf =
+      "channels = 1\nrestart.max = 1000\nrestart.window-s = 1\nplugins = [ { name = \"f\" mode = \"sync\" "
+      "path = \"" +
+      (std::filesystem::path(SANDPIPE_FAULT_FIXTURES) / fixture).string() +
+      "\" params = { fault = \"exit\" pace = 0.1 } } ]\n";
   RenderOptions options;
   options.block_frames = block;
   options.crossfade_frames = 0;

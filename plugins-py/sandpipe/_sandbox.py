@@ -144,6 +144,11 @@ def _import_file(path: str) -> Tuple[Any, bytes]:
         raise LoadError(f"{path}: no such file")
     with open(path, "rb") as f:
         source = f.read()
+    # The plugin's own folder, right after the SDK, so a plugin split over files imports its
+    # siblings (the plugin guide promises it).
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(1, folder)
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "sandpipe_plugin"
     spec = importlib.util.spec_from_file_location(name, path)

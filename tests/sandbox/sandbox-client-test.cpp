@@ -114,6 +114,11 @@ TEST(SandboxClient, DescribeShowsSdkParams) {
   EXPECT_TRUE(contains(text, "shape    choice   default \"peak\", one of: lowpass, highpass")) << text;
 }
 
+TEST(SandboxClient, PluginImportsAModuleFromItsOwnFolder) {
+  const std::string text = host::describe_python_plugin(fixtures_dir() / "misc/uses_sibling.py");
+  EXPECT_TRUE(contains(text, "Name:        Gain from a sibling module")) << text;
+}
+
 TEST(SandboxClient, DescribeDetectsLegacyPlugin) {
   const std::string text = host::describe_python_plugin(fixtures_dir() / "legacy/plugins/legacy_gain.py");
   EXPECT_TRUE(contains(text, "API:         legacy")) << text;

@@ -264,6 +264,24 @@ std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate, s
   return std::make_unique<Chain>(config, rate, detail::chain_block_frames, std::move(options));
 }
 
+bool reschedule_live_chain(Chain& chain, std::uint32_t quantum) noexcept {
+  try {
+    return quantum != 0 && chain.set_block_frames(quantum);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sandpipe: cannot re-schedule the chain for quantum %u: %s\n", quantum, e.what());
+    return false;
+  }
+}
+
+bool review_live_chain(Chain& chain) noexcept {
+  try {
+    return chain.review_schedule();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sandpipe: scheduler review failed: %s\n", e.what());
+    return false;
+  }
+}
+
 void print_slot_counters(const Chain& chain) {
   for (const auto& slot : chain.slots()) {
     const SlotCounters sc = slot->counters();

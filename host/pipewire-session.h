@@ -60,6 +60,15 @@ using NodeBuilder = std::function<std::unique_ptr<GraphNode>(const PipeWireEnv&)
 [[nodiscard]] std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate,
                                                      std::uint32_t quantum);
 
+/// [main] Re-schedules a live chain for the graph's `quantum` (0: none seen yet, nothing to do):
+/// pipelined slots take L = k × quantum. True if the chain's latency changed (the node must
+/// re-publish it). A failure is logged on stderr and leaves the schedule as it was.
+[[nodiscard]] bool reschedule_live_chain(Chain& chain, std::uint32_t quantum) noexcept;
+
+/// [main] The node's periodic scheduler review (Chain::review_schedule). True if the chain's
+/// latency changed. A failure is logged on stderr.
+[[nodiscard]] bool review_live_chain(Chain& chain) noexcept;
+
 /// [main] One line per slot of what it counted (blocks, misses, bypassed, sanitized), on stderr:
 /// what every node prints at exit after its own counters.
 void print_slot_counters(const Chain& chain);

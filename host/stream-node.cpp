@@ -276,11 +276,7 @@ class StreamNode final : public GraphNode {
     auto* self = static_cast<StreamNode*>(user_data);
     if (self->closing_) return 0;
     const std::uint32_t quantum = self->rt_.graph_quantum.load(std::memory_order_relaxed);
-    try {
-      if (quantum != 0 && self->chain_->set_block_frames(quantum)) self->latency_changed();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "sandpipe: cannot re-schedule the chain for quantum %u: %s\n", quantum, e.what());
-    }
+    if (reschedule_live_chain(*self->chain_, quantum)) self->latency_changed();
     self->rt_.chain_quantum.store(quantum, std::memory_order_relaxed);
     self->rt_.schedule_requested.store(false, std::memory_order_release);
     return 0;
@@ -289,11 +285,7 @@ class StreamNode final : public GraphNode {
   /// [main] The periodic scheduler review (a main-loop timer).
   static void on_review(void* data, std::uint64_t /*expirations*/) {
     auto* self = static_cast<StreamNode*>(data);
-    try {
-      if (!self->closing_ && self->chain_->review_schedule()) self->latency_changed();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "sandpipe: scheduler review failed: %s\n", e.what());
-    }
+    if (!self->closing_ && review_live_chain(*self->chain_)) self->latency_changed();
   }
 
   void latency_changed() {

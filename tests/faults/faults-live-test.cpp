@@ -115,15 +115,7 @@ class FaultLive : public ::testing::Test {
   void TearDown() override { finish_test_dir(work_, HasFailure()); }
 
   /// The node's first (faulty) Python slot in the status file, or a null Json.
-  Json slot() const {
-    try {
-      const Json status = Json::parse(read_text(node_status_));
-      for (const Json& s : status["slots"].arr())
-        if (s.text("name") == "f") return s;
-    } catch (const std::exception&) {
-    }
-    return {};  // not written yet, or being replaced
-  }
+  Json slot() const { return node_slot_status(node_status_, "f"); }
   double slot_num(const char* key) const {
     const Json s = slot();
     return s.is_null() || !s[key].is_number() ? -1.0 : s[key].num();

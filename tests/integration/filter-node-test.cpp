@@ -3,8 +3,8 @@
 //
 // No timed assertions: every wait polls a real condition (a node in pw-dump, a line in a log,
 // a count in the probe's status file) with a generous timeout that only bounds a failure.
-#include <csignal>
 #include <gtest/gtest.h>
+#include <csignal>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -100,6 +100,15 @@ class FilterNode : public ::testing::Test {
                      << "plugins = [\n"
                      << plugins << "]\n";
     return p;
+  }
+
+  /// Writes an SDK plugin whose process() is `body` to `plugin` as editors save: into a new
+  /// file renamed over the old one, so the file changes at once.
+  static void write_fx_plugin(const fs::path& plugin, const std::string& body) {
+    const fs::path tmp = plugin.string() + ".new";
+    std::ofstream(tmp) << "import sandpipe\n\nclass Fx(sandpipe.Plugin):\n    def process(self, block):\n"
+                       << body;
+    fs::rename(tmp, plugin);
   }
 
   static std::string gain_plugin(double gain) {
@@ -277,34 +286,27 @@ TEST_F(FilterNode, KeepsPlayingWhenASandboxIsKilledAndRestartsIt) {
   // cycles that are neither are the wet↔dry crossfades around the outage (64 frames each).
   const std::string name = "sandpipe-it-crash";
   const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
-  auto node = start_node(
-      name, write_config(name, "  { name = \"py\" path = \"" + plugin + "\" mode = \"sync\" params = { gain = 0.5 } }\n"));
+  auto node = start_node(name, write_config(name, "  { name = \"py\" path = \"" + plugin +
+                                                      "\" mode = \"sync\" params = { gain = 0.5 } }\n"));
   ASSERT_FALSE(HasFailure());
 
-  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  ASSERT_NE(runtime, nullptr);
-  const fs::path node_status = fs::path(runtime) / "sandpipe" / (name + ".status");
-  auto slot = [&]() -> Json {
-    try {
-      const Json status = Json::parse(read_text(node_status));
-      const auto& slots = status["slots"].arr();
-      return slots.empty() ? Json{} : slots.front();
-    } catch (const std::exception&) {
-      return {};  // not written yet, or being replaced
-    }
-  };
+  ASSERT_NE(std::getenv("XDG_RUNTIME_DIR"), nullptr);
+  const fs::path node_status = node_status_file(name);
+  auto slot = [&] { return node_slot_status(node_status, "py"); };
   auto slot_num = [&](const char* key) {
     const Json s = slot();
     return s.is_null() || !s[key].is_number() ? -1.0 : s[key].num();
   };
-  ASSERT_TRUE(poll_until([&] { return slot().text("state") == "running" && slot_num("pid") > 0; }, startup_timeout))
+  ASSERT_TRUE(
+      poll_until([&] { return slot().text("state") == "running" && slot_num("pid") > 0; }, startup_timeout))
       << read_text(node_status);
   const auto first_pid = static_cast<pid_t>(slot_num("pid"));
 
   const fs::path probe_status = work_ / "probe-status.json";
-  Child probe({PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
-               "--json", (work_ / "probe.json").string(), "--status", probe_status.string(), "--name", "probe-crash"},
-              work_ / "probe.out", work_ / "probe.err");
+  Child probe(
+      {PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
+       "--json", (work_ / "probe.json").string(), "--status", probe_status.string(), "--name", "probe-crash"},
+      work_ / "probe.out", work_ / "probe.err");
   auto frames = [&]() -> double {
     try {
       const Json f = Json::parse(read_text(probe_status))["frames_by_quantum"]["512"];
@@ -313,7 +315,8 @@ TEST_F(FilterNode, KeepsPlayingWhenASandboxIsKilledAndRestartsIt) {
       return 0.0;
     }
   };
-  ASSERT_TRUE(poll_until([&] { return frames() >= 24000; }, startup_timeout)) << read_text(work_ / "probe.err");
+  ASSERT_TRUE(poll_until([&] { return frames() >= 24000; }, startup_timeout))
+      << read_text(work_ / "probe.err");
 
   ASSERT_EQ(::kill(first_pid, SIGKILL), 0);
   ASSERT_TRUE(poll_until(
@@ -337,9 +340,11 @@ TEST_F(FilterNode, KeepsPlayingWhenASandboxIsKilledAndRestartsIt) {
   EXPECT_GE(rep["good_cycles"].num(), 0.8 * rep["cycles"].num()) << first_bad(rep);
   EXPECT_EQ(slot().text("kind"), "python");
   EXPECT_GE(slot_num("crashes"), 1.0);
-  std::fprintf(stderr, "note: %.0f cycles: %.0f good, %.0f dry, %.0f crossfade, %.0f lost by the graph; restart %.1f ms\n",
-               rep["cycles"].num(), rep["good_cycles"].num(), rep["dry_cycles"].num(), rep["wrong_cycles"].num(),
-               rep["stale_cycles"].num() + rep["silent_cycles"].num(), slot_num("last_restart_ms"));
+  std::fprintf(
+      stderr,
+      "note: %.0f cycles: %.0f good, %.0f dry, %.0f crossfade, %.0f lost by the graph; restart %.1f ms\n",
+      rep["cycles"].num(), rep["good_cycles"].num(), rep["dry_cycles"].num(), rep["wrong_cycles"].num(),
+      rep["stale_cycles"].num() + rep["silent_cycles"].num(), slot_num("last_restart_ms"));
   stop_node(*node, name);
 }
 
@@ -348,32 +353,20 @@ TEST_F(FilterNode, ReloadsAChangedPythonFileAndKeepsTheOldOneWhenTheNewOneFails)
   // version that does not load is reported and the running one stays.
   const std::string name = "sandpipe-it-reload";
   const fs::path plugin = work_ / "fx.py";
-  const auto write_plugin = [&](const std::string& body) {
-    const fs::path tmp = work_ / "fx.py.new";
-    std::ofstream(tmp) << "import sandpipe\n\nclass Fx(sandpipe.Plugin):\n    def process(self, block):\n" << body;
-    fs::rename(tmp, plugin);  // as editors save: the file changes at once
-  };
+  const auto write_plugin = [&](const std::string& body) { write_fx_plugin(plugin, body); };
   write_plugin("        block *= 0.5\n");
-  auto node = start_node(
-      name, write_config(name, "  { name = \"fx\" path = \"" + plugin.string() + "\" mode = \"sync\" reload = true }\n"));
+  auto node = start_node(name, write_config(name, "  { name = \"fx\" path = \"" + plugin.string() +
+                                                      "\" mode = \"sync\" reload = true }\n"));
   ASSERT_FALSE(HasFailure());
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"}), 0.5, 0, /*allow_dry=*/true);
 
-  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  ASSERT_NE(runtime, nullptr);
-  const fs::path node_status = fs::path(runtime) / "sandpipe" / (name + ".status");
-  auto slot = [&]() -> Json {
-    try {
-      const Json status = Json::parse(read_text(node_status));
-      const auto& slots = status["slots"].arr();
-      return slots.empty() ? Json{} : slots.front();
-    } catch (const std::exception&) {
-      return {};
-    }
-  };
+  ASSERT_NE(std::getenv("XDG_RUNTIME_DIR"), nullptr);
+  const fs::path node_status = node_status_file(name);
+  auto slot = [&] { return node_slot_status(node_status, "fx"); };
 
   write_plugin("        block *= 0.25\n");
-  ASSERT_TRUE(poll_until([&] { return slot()["reloads"].is_number() && slot()["reloads"].num() >= 1; }, startup_timeout))
+  ASSERT_TRUE(poll_until([&] { return slot()["reloads"].is_number() && slot()["reloads"].num() >= 1; },
+                         startup_timeout))
       << read_text(node_status) << read_text(work_ / (name + ".err"));
   (void)run_probe(name, {"--frames", "4800"});  // the switch and its crossfade happen here
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 0, /*allow_dry=*/true);
@@ -396,12 +389,7 @@ TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
   // no shift. A broken version is refused with its traceback and 0.25 keeps playing.
   const std::string name = "sandpipe-it-reload-cmd";
   const fs::path plugin = work_ / "fx.py";
-  const auto write_plugin = [&](const std::string& body) {
-    const fs::path tmp = work_ / "fx.py.new";
-    std::ofstream(tmp) << "import sandpipe\n\nclass Fx(sandpipe.Plugin):\n    def process(self, block):\n"
-                       << body;
-    fs::rename(tmp, plugin);
-  };
+  const auto write_plugin = [&](const std::string& body) { write_fx_plugin(plugin, body); };
   const auto reload = [&](const std::string& node, const std::string& slot) {
     return run_command(std::string(SANDPIPE_EXE) + " reload " + node + " " + slot + " --timeout 60 2>&1");
   };
@@ -412,18 +400,9 @@ TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
   ASSERT_FALSE(HasFailure());
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"}), 0.5, 512, /*allow_dry=*/true);
 
-  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  ASSERT_NE(runtime, nullptr);
-  const fs::path node_status = fs::path(runtime) / "sandpipe" / (name + ".status");
-  auto slot = [&]() -> Json {
-    try {
-      const Json status = Json::parse(read_text(node_status));
-      const auto& slots = status["slots"].arr();
-      return slots.size() < 2 ? Json{} : slots[1];
-    } catch (const std::exception&) {
-      return {};
-    }
-  };
+  ASSERT_NE(std::getenv("XDG_RUNTIME_DIR"), nullptr);
+  const fs::path node_status = node_status_file(name);
+  auto slot = [&] { return node_slot_status(node_status, "fx"); };
 
   // Errors first: nothing may change.
   auto [out, status] = reload(name, "nope");
@@ -459,7 +438,8 @@ TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
   const auto asked = std::chrono::steady_clock::now();
   std::tie(out, status) = reload(name, "fx");
   std::fprintf(stderr, "note: sandpipe reload took %.0f ms: %s",
-               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - asked).count(), out.c_str());
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - asked).count(),
+               out.c_str());
   EXPECT_EQ(status, 0) << out << read_text(work_ / (name + ".err"));
   EXPECT_NE(out.find("the new version is playing"), std::string::npos) << out;
   EXPECT_EQ(slot()["reloads"].num(), 1) << read_text(node_status);
@@ -511,7 +491,7 @@ TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 512,
                /*allow_dry=*/true);
   stop_node(*node, name);
-  EXPECT_FALSE(fs::exists(fs::path(runtime) / "sandpipe" / (name + ".sock")))
+  EXPECT_FALSE(fs::exists(node_status.parent_path() / (name + ".sock")))
       << "the request socket stays behind";
 }
 

@@ -154,6 +154,24 @@ inline void finish_test_dir(const std::filesystem::path& dir, bool failed) {
   }
 }
 
+/// The status file `sandpipe run` keeps for node `node`: $XDG_RUNTIME_DIR/sandpipe/NODE.status.
+inline std::filesystem::path node_status_file(const std::string& node) {
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");  // NOLINT(concurrency-mt-unsafe): set before threads
+  return std::filesystem::path(runtime != nullptr ? runtime : "") / "sandpipe" / (node + ".status");
+}
+
+/// The entry of slot `slot` in a node's status file, or a null Json while the file is not
+/// written yet or being replaced.
+inline Json node_slot_status(const std::filesystem::path& status_file, const std::string& slot) {
+  try {
+    const Json status = Json::parse(read_text(status_file));
+    for (const Json& s : status["slots"].arr())
+      if (s.text("name") == slot) return s;
+  } catch (const std::exception&) {
+  }
+  return {};
+}
+
 /// The graph as pw-dump sees it; an empty list if pw-dump failed or was caught mid-change (the
 /// callers poll again).
 inline Json pw_dump() {
@@ -198,7 +216,8 @@ inline int links_between(const Json& dump, const std::string& from, const std::s
 }
 
 /// The Latency `direction` ("Input", "Output") minRate of the node's port `port`, or -1.
-inline double port_latency(const Json& dump, double node_id, const std::string& port, const std::string& direction) {
+inline double port_latency(const Json& dump, double node_id, const std::string& port,
+                           const std::string& direction) {
   for (const Json& o : dump.arr()) {
     const Json& props = o["info"]["props"];
     if (o.text("type") != "PipeWire:Interface:Port" || !props["node.id"].is_number() ||

@@ -328,6 +328,9 @@ class SandboxProcessor final : public Processor {
   /// [rt] Writes positions [first, first + frames) to `out` (wet, dry or silence, ramps).
   /// Returns the number of frames that were not processed audio.
   std::uint32_t render_rt(float* const* out, std::uint64_t first, std::uint32_t frames) noexcept;
+  /// [rt] True if [first, first + frames) is all processed audio with no ramp running, so
+  /// render_rt() only copies it.
+  [[nodiscard]] bool plain_wet_rt(std::uint64_t first, std::uint32_t frames) const noexcept;
   /// [rt] Processed audio at position p in channel ch if tagged; else the fallback.
   [[nodiscard]] float fallback_rt(std::uint32_t ch, std::uint64_t p) const noexcept;
   void publish_oldest_rt() noexcept;
@@ -354,7 +357,7 @@ class SandboxProcessor final : public Processor {
     std::atomic<SandboxLink*> offered{nullptr};
     std::atomic<SandboxLink*> retired{nullptr};
     std::atomic<SandboxLink*> latest{nullptr};
-    SandboxLink* incoming = nullptr;  ///< the RT side's second link during a reload hand-over
+    SandboxLink* incoming = nullptr;      ///< the RT side's second link during a reload hand-over
     SandboxLink* before_offer = nullptr;  ///< [main] `latest` before the last offer (withdraw_link)
     std::unique_ptr<SandboxLink> graveyard;
   };
@@ -376,7 +379,7 @@ class SandboxProcessor final : public Processor {
   std::uint64_t in_pos_ = position_base;
   std::uint32_t active_pipeline_frames_ = 0;
   std::uint32_t ring_mask_ = 0;
-  std::vector<float> history_;           ///< channels × ring: the dry input by position
+  std::vector<float> history_;  ///< channels × ring: the dry input by position
   Lane lane_;
   Lane incoming_;
   std::uint32_t next_seq_ = 1;

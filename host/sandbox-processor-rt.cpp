@@ -17,8 +17,24 @@ void bump(std::atomic<std::uint64_t>& counter) noexcept {
   counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
+/// True if no sample of `x` is NaN or ±Inf (one pass, no early exit: it vectorises).
+bool all_finite(const float* x, std::size_t n) noexcept {
+  bool bad = false;
+  for (std::size_t i = 0; i < n; ++i) bad |= !(std::fabs(x[i]) <= std::numeric_limits<float>::max());
+  return !bad;
+}
+
 constexpr std::uint32_t fifo_mask = shm::max_slots - 1;
 static_assert((shm::max_slots & fifo_mask) == 0, "the job FIFO indexes by mask");
+
+/// A job an earlier cycle already waited for in vain gets this share of what is left of the
+/// budget: enough for one that was only just late, little for one that hangs.
+constexpr std::uint64_t late_job_wait_divisor = 4;
+
+std::uint64_t late_job_deadline_rt(std::uint64_t deadline_ns) noexcept {
+  const std::uint64_t now = shm::now_ns();
+  return deadline_ns > now ? now + (deadline_ns - now) / late_job_wait_divisor : deadline_ns;
+}
 
 }  // namespace
 
@@ -173,18 +189,20 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
       return false;
   }
 
-  // Copy out, refusing NaN/Inf: `!(|x| <= max)` is also true for NaN. Tags are written only
-  // after every channel passed, so a bad block is read as dry.
+  // Copy out, then refuse NaN/Inf in our copy (the sandbox may still write its slot; what we
+  // check is what we play): `!(|x| <= max)` is also true for NaN. The ring wraps at most once
+  // inside a block, so it is at most two contiguous runs. Tags are written only after every
+  // channel passed, so a bad block is read as dry.
+  const std::size_t start = first & ring_mask_;
+  const std::size_t head = std::min<std::size_t>(n, cap - start);
   bool bad = false;
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
     const float* src = link.endpoint.channel_rt(done.slot, ch);
     if (src == nullptr) return false;
-    float* dst = lane.wet.data() + ch * cap;
-    for (std::uint32_t i = 0; i < n; ++i) {
-      const float v = src[skip + i];
-      dst[(first + i) & ring_mask_] = v;
-      bad |= !(std::fabs(v) <= std::numeric_limits<float>::max());
-    }
+    float* line = lane.wet.data() + ch * cap;
+    std::memcpy(line + start, src + skip, head * sizeof(float));
+    std::memcpy(line, src + skip + head, (n - head) * sizeof(float));
+    bad |= !all_finite(line + start, head) || !all_finite(line, n - head);
   }
   if (bad) {
     bump(sanitized_blocks_);
@@ -209,9 +227,12 @@ bool SandboxProcessor::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t n
     lane.stalled = lane.stalled && behind;
     // A stalled sandbox is not waited on: a hang would otherwise take the budget of every
     // cycle until the watchdog ends it (the graph's headroom with it). One more wait after a
-    // miss still lets a sandbox that was only briefly late catch up.
+    // miss still lets a sandbox that was only briefly late catch up; a short one, so a hang's
+    // first two cycles do not both spend the whole budget. Once that job is back, the jobs
+    // after it get the full wait.
     const bool wait = needed && !lane.stalled;
-    const shm::WaitResult r = wait ? ep.wait_complete_rt(done, deadline_ns) : ep.try_complete_rt(done);
+    const std::uint64_t until = behind ? late_job_deadline_rt(deadline_ns) : deadline_ns;
+    const shm::WaitResult r = wait ? ep.wait_complete_rt(done, until) : ep.try_complete_rt(done);
     if (r == shm::WaitResult::ready) {
       if (!apply_completion_rt(lane, link, done, shm::now_ns())) {
         fail_link_rt(lane);
@@ -287,9 +308,30 @@ float SandboxProcessor::fallback_rt(std::uint32_t ch, std::uint64_t p) const noe
   return history_[ch * (std::size_t{ring_mask_} + 1) + (p & ring_mask_)];
 }
 
+bool SandboxProcessor::plain_wet_rt(std::uint64_t first, std::uint32_t frames) const noexcept {
+  if (!prev_wet_ || fade_in_left_ > 0 || offset_left_ > 0 || handover_ || retime_left_ > 0 ||
+      first < position_base)
+    return false;
+  bool all = true;
+  for (std::uint32_t i = 0; i < frames; ++i) all &= lane_.tag[(first + i) & ring_mask_] == first + i;
+  return all;
+}
+
 std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first,
                                           std::uint32_t frames) noexcept {
   const std::size_t cap = std::size_t{ring_mask_} + 1;
+  if (plain_wet_rt(first, frames)) {
+    // The steady state: every frame processed, no ramp running. Two copies per channel.
+    const std::size_t start = first & ring_mask_;
+    const std::size_t head = std::min<std::size_t>(frames, cap - start);
+    for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+      const float* line = lane_.wet.data() + ch * cap;
+      std::memcpy(out[ch], line + start, head * sizeof(float));
+      std::memcpy(out[ch] + head, line, (frames - head) * sizeof(float));
+      last_out_[ch] = out[ch][frames - 1];
+    }
+    return 0;
+  }
   const float ramp = crossfade_frames_ > 0 ? 1.0F / static_cast<float>(crossfade_frames_) : 1.0F;
   // During a retime the old timeline reads `first + delta`; delta = new L − old L (may be < 0).
   const std::int64_t delta =

@@ -262,36 +262,15 @@ void FaultLive::run_fault(const Fault& f) {
     return std::any_of(windows.begin(), windows.end(),
                        [&](const Window& w) { return c >= w.begin && c < w.recovered; });
   };
-  // A hang costs the node its whole budget (75 % of the period) on its first two cycles (the
-  // second wait lets a sandbox that was only briefly late catch up). On a machine loaded by
-  // other work the rest of such a cycle may not fit and the graph drops one: at most one such
-  // gap per hang, at its onset, is the graph's and is reported, not scored (seen once in CI-like
-  // runs under heavy load; none on a quiet machine). Any other gap in a window fails.
-  const bool hang = f.counter == "hangs";
-  const auto at_hang_onset = [&](std::size_t c) {
-    if (!hang) return false;
-    for (const Window& w : windows) {
-      if (c < w.begin || c >= w.recovered) continue;
-      const std::size_t onset = v.find_first_not_of('g', w.begin);
-      return onset != std::string::npos && c + 1 >= onset && c <= onset + 2;
-    }
-    return false;
-  };
-  std::size_t lost = 0, lost_elsewhere = 0, onset_gaps = 0;
+  std::size_t lost = 0, lost_elsewhere = 0;
   std::vector<std::size_t> gap_at;
   where += ", gaps after cycles";
   for (const Json& g : rep["gap_cycles"].arr()) {
     const auto c = static_cast<std::size_t>(g.num());
-    if (at_hang_onset(c) && onset_gaps < windows.size()) {
-      ++onset_gaps;
-    } else {
-      ++(in_window(c) ? lost : lost_elsewhere);
-    }
+    ++(in_window(c) ? lost : lost_elsewhere);
     gap_at.push_back(c);
     where += " " + std::to_string(c);
   }
-  if (onset_gaps > 0)
-    std::fprintf(stderr, "note: the graph dropped %zu cycle(s) at a hang's onset\n", onset_gaps);
   where += ": " + v;
   // Around a gap the capture can record a cycle's position with another cycle's buffer: such
   // a cycle is the graph's too (outside the windows only).
@@ -300,7 +279,6 @@ void FaultLive::run_fault(const Fault& f) {
   };
   std::size_t wrong = 0;
   for (std::size_t c = 0; c < v.size(); ++c) {
-    if (v[c] == 'w' && onset_gaps > 0 && at_hang_onset(c) && near_gap(c)) continue;  // that gap's cycle
     if (v[c] == 's' || v[c] == 'z' || (v[c] == 'w' && !in_window(c) && near_gap(c))) {
       ++(in_window(c) ? lost : lost_elsewhere);
     } else if (v[c] == 'w') {

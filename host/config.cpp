@@ -72,7 +72,8 @@ class Reader {
 
   [[nodiscard]] int line_of(const char* p) const {
     const auto offset = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, p - text_.data()));
-    return 1 + static_cast<int>(std::count(text_.begin(), text_.begin() + std::min(offset, text_.size()), '\n'));
+    return 1 +
+           static_cast<int>(std::count(text_.begin(), text_.begin() + std::min(offset, text_.size()), '\n'));
   }
 
   [[noreturn]] void fail(int line, const std::string& message) const {
@@ -83,7 +84,9 @@ class Reader {
   std::optional<Token> next(spa_json& it) const {
     const char* value = nullptr;
     const int len = spa_json_next(&it, &value);
-    if (len < 0) fail(line_of(value != nullptr ? value : it.cur), "syntax error (unbalanced bracket, bad string or escape)");
+    if (len < 0)
+      fail(line_of(value != nullptr ? value : it.cur),
+           "syntax error (unbalanced bracket, bad string or escape)");
     if (len == 0) return std::nullopt;
     return Token{std::string_view(value, static_cast<std::size_t>(len)), line_of(value)};
   }
@@ -107,8 +110,9 @@ class Reader {
 
   /// A string value: quoted, or a bare word that is not a number, boolean or null.
   [[nodiscard]] std::string string_value(const Token& token, std::string_view key) const {
-    if (token.is_container()) fail(token.line, "\"" + std::string(key) + "\" must be a string, not a " +
-                                                   (token.is_object() ? "object" : "list"));
+    if (token.is_container())
+      fail(token.line,
+           "\"" + std::string(key) + "\" must be a string, not a " + (token.is_object() ? "object" : "list"));
     return unquote(token);
   }
 
@@ -126,7 +130,8 @@ class Reader {
     if (!token.is_quoted() && !token.is_container()) {
       if (auto value = parse_number(token.text)) return *value;
     }
-    fail(token.line, "\"" + std::string(key) + "\" must be a number, got " + std::string(token.text.substr(0, 40)));
+    fail(token.line,
+         "\"" + std::string(key) + "\" must be a number, got " + std::string(token.text.substr(0, 40)));
   }
 
   [[nodiscard]] ParamValue param_value(const Token& token, std::string_view key) const {
@@ -154,8 +159,8 @@ bool ends_with(std::string_view text, std::string_view suffix) {
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-           c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
@@ -167,12 +172,14 @@ bool is_elf(const std::filesystem::path& file) {
 }
 
 /// Type detection: what a plugin's `path` names, or a ConfigError saying why it names nothing usable.
-void detect_kind(const Reader& reader, PluginSpec& spec, const std::filesystem::path& base_dir, int path_line) {
+void detect_kind(const Reader& reader, PluginSpec& spec, const std::filesystem::path& base_dir,
+                 int path_line) {
   const std::string_view path = spec.path;
   const auto where = "plugin \"" + spec.name + "\": ";
   if (path.starts_with("builtin:")) {
     const auto builtin = path.substr(8);
-    if (!valid_name(builtin)) reader.fail(path_line, where + "\"" + spec.path + "\" does not name a built-in");
+    if (!valid_name(builtin))
+      reader.fail(path_line, where + "\"" + spec.path + "\" does not name a built-in");
     spec.kind = PluginKind::native_builtin;
     return;
   }
@@ -186,7 +193,8 @@ void detect_kind(const Reader& reader, PluginSpec& spec, const std::filesystem::
   std::error_code ec;
   file = std::filesystem::weakly_canonical(file, ec);
   if (!std::filesystem::exists(file, ec)) reader.fail(path_line, where + "file not found: " + file.string());
-  if (!std::filesystem::is_regular_file(file, ec)) reader.fail(path_line, where + "not a regular file: " + file.string());
+  if (!std::filesystem::is_regular_file(file, ec))
+    reader.fail(path_line, where + "not a regular file: " + file.string());
   spec.resolved = file;
   if (is_so) {
     if (!is_elf(file)) reader.fail(path_line, where + file.string() + " is not an ELF shared object");
@@ -197,12 +205,14 @@ void detect_kind(const Reader& reader, PluginSpec& spec, const std::filesystem::
 }
 
 void parse_params(const Reader& reader, spa_json& parent, const Token& open, PluginSpec& spec) {
-  if (!open.is_object()) reader.fail(open.line, "plugin \"" + spec.name + "\": params must be an object { key = value }");
+  if (!open.is_object())
+    reader.fail(open.line, "plugin \"" + spec.name + "\": params must be an object { key = value }");
   spa_json it{};
   reader.enter(parent, it);
   while (auto key = reader.next(it)) {
     const auto name = reader.unquote(*key);
-    if (key->is_container() || !valid_name(name)) reader.fail(key->line, "bad parameter name " + std::string(key->text.substr(0, 40)));
+    if (key->is_container() || !valid_name(name))
+      reader.fail(key->line, "bad parameter name " + std::string(key->text.substr(0, 40)));
     const auto value = reader.value_of(it, *key);
     for (const auto& existing : spec.params)
       if (existing.key == name) reader.fail(key->line, "parameter \"" + name + "\" given twice");
@@ -210,8 +220,10 @@ void parse_params(const Reader& reader, spa_json& parent, const Token& open, Plu
   }
 }
 
-PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& open, const std::filesystem::path& base_dir) {
-  if (!open.is_object()) reader.fail(open.line, "each entry of plugins must be an object { name = ... path = ... }");
+PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& open,
+                        const std::filesystem::path& base_dir) {
+  if (!open.is_object())
+    reader.fail(open.line, "each entry of plugins must be an object { name = ... path = ... }");
   PluginSpec spec;
   spec.line = open.line;
   int path_line = open.line;
@@ -220,6 +232,7 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   int mode_line = 0;
   int blocks_line = 0;
   int allow_writes_line = 0;
+  int wake_lead_line = 0;
   int reload_line = 0;
   spa_json it{};
   reader.enter(parent, it);
@@ -229,7 +242,8 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     if (name == "name") {
       spec.name = reader.string_value(value, name);
       if (!valid_name(spec.name) || spec.name.find(':') != std::string::npos)
-        reader.fail(value.line, "plugin name \"" + spec.name + "\" must be 1-64 letters, digits, '_', '-' or '.'");
+        reader.fail(value.line,
+                    "plugin name \"" + spec.name + "\" must be 1-64 letters, digits, '_', '-' or '.'");
       have_name = true;
     } else if (name == "path") {
       spec.path = reader.string_value(value, name);
@@ -239,9 +253,12 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       parse_params(reader, it, value, spec);
     } else if (name == "on-failure") {
       const auto policy = reader.string_value(value, name);
-      if (policy == "bypass") spec.on_failure = OnFailure::bypass;
-      else if (policy == "mute") spec.on_failure = OnFailure::mute;
-      else reader.fail(value.line, "on-failure must be \"bypass\" or \"mute\", got \"" + policy + "\"");
+      if (policy == "bypass")
+        spec.on_failure = OnFailure::bypass;
+      else if (policy == "mute")
+        spec.on_failure = OnFailure::mute;
+      else
+        reader.fail(value.line, "on-failure must be \"bypass\" or \"mute\", got \"" + policy + "\"");
     } else if (name == "timeout-ms") {
       spec.timeout_ms = reader.number_value(value, name);
       if (spec.timeout_ms < 0.0 || spec.timeout_ms > 10000.0)
@@ -249,21 +266,32 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     } else if (name == "mode") {
       const auto mode = reader.string_value(value, name);
       mode_line = value.line;
-      if (mode == "auto") spec.mode = SlotMode::auto_select;
-      else if (mode == "sync") spec.mode = SlotMode::sync;
-      else if (mode == "pipelined") spec.mode = SlotMode::pipelined;
-      else reader.fail(value.line, "mode must be \"auto\", \"sync\" or \"pipelined\", got \"" + mode + "\"");
+      if (mode == "auto")
+        spec.mode = SlotMode::auto_select;
+      else if (mode == "sync")
+        spec.mode = SlotMode::sync;
+      else if (mode == "pipelined")
+        spec.mode = SlotMode::pipelined;
+      else
+        reader.fail(value.line, "mode must be \"auto\", \"sync\" or \"pipelined\", got \"" + mode + "\"");
     } else if (name == "blocks") {
       const double k = reader.number_value(value, name);
       blocks_line = value.line;
       if (k != std::floor(k) || k < 1 || k > max_pipeline_blocks)
-        reader.fail(value.line, "blocks must be a whole number from 1 to " + std::to_string(max_pipeline_blocks));
+        reader.fail(value.line,
+                    "blocks must be a whole number from 1 to " + std::to_string(max_pipeline_blocks));
       spec.blocks = static_cast<std::uint32_t>(k);
     } else if (name == "memory-mb") {
       const double mb = reader.number_value(value, name);
       if (mb != std::floor(mb) || (mb != 0 && (mb < 256 || mb > 1048576)))
         reader.fail(value.line, "memory-mb must be 0 (no limit) or a whole number from 256 to 1048576");
       spec.memory_mb = static_cast<std::uint32_t>(mb);
+    } else if (name == "wake-lead-us") {
+      const double us = reader.number_value(value, name);
+      if (us != std::floor(us) || us < 0 || us > 2000)
+        reader.fail(value.line, "wake-lead-us must be a whole number from 0 (off) to 2000");
+      spec.wake_lead_us = static_cast<std::uint32_t>(us);
+      wake_lead_line = value.line;
     } else if (name == "reload") {
       if (value.is_quoted() || (value.text != "true" && value.text != "false"))
         reader.fail(value.line, "reload must be true or false");
@@ -275,9 +303,9 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       spec.allow_writes = value.text == "true";
       allow_writes_line = value.line;
     } else {
-      reader.fail(key->line,
-                  "unknown plugin key \"" + name +
-                      "\" (known: name, path, params, on-failure, timeout-ms, memory-mb, allow-writes, reload, mode, blocks)");
+      reader.fail(key->line, "unknown plugin key \"" + name +
+                                 "\" (known: name, path, params, on-failure, timeout-ms, memory-mb, "
+                                 "allow-writes, reload, mode, blocks, wake-lead-us)");
     }
   }
   if (!have_name) reader.fail(open.line, "plugin entry has no name");
@@ -292,7 +320,11 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   if (reload_line != 0 && spec.kind != PluginKind::python)
     reader.fail(reload_line, "reload applies to Python plugins only (a native plugin is loaded once)");
   if (allow_writes_line != 0 && spec.kind != PluginKind::python)
-    reader.fail(allow_writes_line, "allow-writes applies to Python plugins only (native plugins are not sandboxed)");
+    reader.fail(allow_writes_line,
+                "allow-writes applies to Python plugins only (native plugins are not sandboxed)");
+  if (wake_lead_line != 0 && spec.kind != PluginKind::python)
+    reader.fail(wake_lead_line,
+                "wake-lead-us applies to Python plugins only (native plugins are not sandboxed)");
   return spec;
 }
 
@@ -322,7 +354,8 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
   bool have_channels = false;
   std::vector<std::string> seen_keys;
   while (auto key = reader.next(top)) {
-    if (key->is_container()) reader.fail(key->line, "expected a key, found a " + std::string(key->is_object() ? "{" : "["));
+    if (key->is_container())
+      reader.fail(key->line, "expected a key, found a " + std::string(key->is_object() ? "{" : "["));
     const auto name = reader.unquote(*key);
     if (std::find(seen_keys.begin(), seen_keys.end(), name) != seen_keys.end())
       reader.fail(key->line, "\"" + name + "\" given twice");
@@ -331,7 +364,8 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
     if (name == "node.name") {
       config.node_name = reader.string_value(value, name);
       if (!valid_name(config.node_name))
-        reader.fail(value.line, "node.name \"" + config.node_name + "\" must be 1-64 letters, digits, '_', '-' or '.'");
+        reader.fail(value.line,
+                    "node.name \"" + config.node_name + "\" must be 1-64 letters, digits, '_', '-' or '.'");
     } else if (name == "node.description") {
       config.node_description = reader.string_value(value, name);
     } else if (name == "channels") {
@@ -342,16 +376,20 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       have_channels = true;
     } else if (name == "mode") {
       const auto mode = reader.string_value(value, name);
-      if (mode == "filter") config.mode = NodeMode::filter;
-      else if (mode == "sink") config.mode = NodeMode::sink;
-      else reader.fail(value.line, "mode must be \"filter\" or \"sink\", got \"" + mode + "\"");
+      if (mode == "filter")
+        config.mode = NodeMode::filter;
+      else if (mode == "sink")
+        config.mode = NodeMode::sink;
+      else
+        reader.fail(value.line, "mode must be \"filter\" or \"sink\", got \"" + mode + "\"");
     } else if (name == "latency.max-ms") {
       config.latency_max_ms = reader.number_value(value, name);
       if (config.latency_max_ms < 1.0 || config.latency_max_ms > 1000.0)
         reader.fail(value.line, "latency.max-ms must be between 1 and 1000");
     } else if (name == "restart.max") {
       const double n = reader.number_value(value, name);
-      if (n < 0 || n > 1000 || n != std::floor(n)) reader.fail(value.line, "restart.max must be a whole number from 0 to 1000");
+      if (n < 0 || n > 1000 || n != std::floor(n))
+        reader.fail(value.line, "restart.max must be a whole number from 0 to 1000");
       config.restart_max = static_cast<std::uint32_t>(n);
     } else if (name == "restart.window-s") {
       config.restart_window_s = reader.number_value(value, name);
@@ -365,12 +403,14 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
         auto spec = parse_plugin(reader, list, *entry, base_dir);
         for (const auto& other : config.plugins)
           if (other.name == spec.name)
-            reader.fail(spec.line, "plugin name \"" + spec.name + "\" is already used on line " + std::to_string(other.line));
+            reader.fail(spec.line, "plugin name \"" + spec.name + "\" is already used on line " +
+                                       std::to_string(other.line));
         config.plugins.push_back(std::move(spec));
       }
     } else {
       reader.fail(key->line, "unknown key \"" + name +
-                                 "\" (known: node.name, node.description, channels, mode, latency.max-ms, restart.max, restart.window-s, plugins)");
+                                 "\" (known: node.name, node.description, channels, mode, latency.max-ms, "
+                                 "restart.max, restart.window-s, plugins)");
     }
   }
   (void)have_channels;

@@ -47,20 +47,23 @@ enum class SlotMode : std::uint8_t {
 inline constexpr std::uint32_t max_pipeline_blocks = 14;
 
 struct PluginSpec {
-  std::string name;              ///< unique within the chain, used as "NAME:PARAM"
-  std::string path;              ///< as written
+  std::string name;  ///< unique within the chain, used as "NAME:PARAM"
+  std::string path;  ///< as written
   PluginKind kind = PluginKind::native_builtin;
   std::filesystem::path resolved;  ///< absolute file path (empty for builtins until loaded)
   std::vector<ParamSetting> params;
   OnFailure on_failure = OnFailure::bypass;
-  double timeout_ms = 0.0;       ///< 0: derived from the cycle's budget
+  double timeout_ms = 0.0;                ///< 0: derived from the cycle's budget
   SlotMode mode = SlotMode::auto_select;  ///< Python plugins only
-  std::uint32_t blocks = 0;      ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
+  std::uint32_t blocks = 0;  ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
   /// Python plugins: the sandbox's address-space limit (RLIMIT_AS) in MiB; 0 = none.
   std::uint32_t memory_mb = 2048;
   /// Python plugins (`allow-writes`): the sandbox may open files for writing and change the
   /// file system (a sink that records); everything else stays confined.
   bool allow_writes = false;
+  /// Python only: how long before a job is due its sandbox stops sleeping and spins
+  /// (SandboxEndpoint anticipation); 0 = sleep until woken.
+  std::uint32_t wake_lead_us = 100;
   /// Python plugins (`reload`): in `sandpipe run`, a change of the file loads the new code in a
   /// new sandbox with the old one's state and hands over to it (a wet → wet crossfade); a
   /// version that fails to load leaves the old one running.
@@ -78,12 +81,12 @@ enum class NodeMode : std::uint8_t {
 [[nodiscard]] std::string_view to_string(NodeMode mode) noexcept;
 
 struct ChainConfig {
-  std::filesystem::path file;         ///< where it was read from (empty for text)
+  std::filesystem::path file;  ///< where it was read from (empty for text)
   std::string node_name = "sandpipe";
-  std::string node_description;       ///< defaults to node_name
-  std::uint32_t channels = 2;         ///< 1..8, ports named after audio.position
-  NodeMode mode = NodeMode::filter;   ///< `mode = "filter" | "sink"`
-  double latency_max_ms = 20.0;       ///< the scheduler's latency budget (`latency.max-ms`)
+  std::string node_description;      ///< defaults to node_name
+  std::uint32_t channels = 2;        ///< 1..8, ports named after audio.position
+  NodeMode mode = NodeMode::filter;  ///< `mode = "filter" | "sink"`
+  double latency_max_ms = 20.0;      ///< the scheduler's latency budget (`latency.max-ms`)
   /// A Python slot that crashes (or hangs) this many times within `restart_window_s` seconds
   /// is given up on: it stays bypassed (`restart.max`, `restart.window-s`).
   std::uint32_t restart_max = 5;

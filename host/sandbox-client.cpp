@@ -3,9 +3,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -101,7 +101,8 @@ std::string describe_exit_impl(int status) {
   }
   if (WIFSIGNALED(status)) {
     const char* sig = ::sigabbrev_np(WTERMSIG(status));
-    return std::string("killed by signal SIG") + (sig != nullptr ? sig : std::to_string(WTERMSIG(status)).c_str());
+    return std::string("killed by signal SIG") +
+           (sig != nullptr ? sig : std::to_string(WTERMSIG(status)).c_str());
   }
   return "stopped";
 }
@@ -139,7 +140,6 @@ void set_value(schema::ParamValue::Builder b, const ParamValue& v) {
     b.setText(std::get<std::string>(v));
   }
 }
-
 
 /// Validates a plugin description; returns what is wrong, or nothing.
 std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPluginInfo& out) {
@@ -207,7 +207,8 @@ std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPlug
       }
       case schema::ParamInfo::Kind::BOOLEAN:
         info.kind = "boolean";
-        if (!std::holds_alternative<bool>(info.default_value)) return "parameter " + info.key + ": bad default";
+        if (!std::holds_alternative<bool>(info.default_value))
+          return "parameter " + info.key + ": bad default";
         break;
       case schema::ParamInfo::Kind::CHOICE: {
         info.kind = "choice";
@@ -291,7 +292,8 @@ bool SandboxProcessor::Control::send(capnp::MessageBuilder& message, Clock::time
   const auto bytes = words.asBytes();
   std::size_t sent = 0;
   while (sent < bytes.size()) {
-    const ssize_t n = ::send(sock.get(), bytes.begin() + sent, bytes.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t n =
+        ::send(sock.get(), bytes.begin() + sent, bytes.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
       sent += static_cast<std::size_t>(n);
       continue;
@@ -394,7 +396,8 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
           // Not an answer to anything: the plugin raised in process(); the block went dry.
           // The sandbox sends each new message with its traceback, repeats as a count.
           ++process_errors;
-          last_process_error = "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+          last_process_error =
+              "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
           emit(SandboxLogLevel::error, "exception in process(): " + r.message);
           if (!r.traceback.empty()) emit(SandboxLogLevel::error, r.traceback);
           return;
@@ -435,8 +438,9 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
       case SandboxMessage::STATS: {
         const auto s = msg.getStats();
         r.kind = Reply::Kind::stats;
-        r.stats = {s.getBlocks(),         s.getExceptions(),  s.getProcessNsLast(), s.getProcessNsMax(),
-                   s.getProcessNsTotal(), s.getLogsDropped(), s.getGcCollections()};
+        r.stats = {s.getBlocks(),        s.getExceptions(),       s.getProcessNsLast(),
+                   s.getProcessNsMax(),  s.getProcessNsTotal(),   s.getLogsDropped(),
+                   s.getGcCollections(), s.getAnticipatedWaits(), s.getAnticipatedCaught()};
         break;
       }
       default:
@@ -453,7 +457,8 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
         ParamSetting setting = std::move(async_params.front());
         async_params.pop_front();
         std::optional<std::string> refusal;
-        if (r.kind == Reply::Kind::error) refusal = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+        if (r.kind == Reply::Kind::error)
+          refusal = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
         param_results.emplace_back(std::move(setting), std::move(refusal));
       }
       return;
@@ -467,7 +472,6 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
     protocol_error = std::string("malformed message: ") + e.getDescription().cStr();
   }
 }
-
 
 /// Waits for the next reply (logs are delivered meanwhile). nullopt: timeout, EOF or a
 /// protocol error.
@@ -535,14 +539,14 @@ std::string SandboxProcessor::Control::gone_reason() {
   return "sandbox did not answer in time";
 }
 
-
 namespace {
 
 std::filesystem::path default_sandbox_executable() {
   std::error_code ec;
   const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   const std::string root = SANDPIPE_BUILD_ROOT;
-  if (!ec && self.size() > root.size() && self.compare(0, root.size(), root) == 0 && self[root.size()] == '/') {
+  if (!ec && self.size() > root.size() && self.compare(0, root.size(), root) == 0 &&
+      self[root.size()] == '/') {
     return SANDPIPE_SANDBOX_BUILD_PATH;
   }
   return SANDPIPE_SANDBOX_INSTALL_PATH;
@@ -558,16 +562,15 @@ std::vector<std::string> sandbox_environment() {
                                   "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"};
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const std::string_view var(*e);
-    if (var.starts_with("SANDPIPE_") || var.starts_with("ASAN_OPTIONS=") || var.starts_with("UBSAN_OPTIONS=") ||
-        var.starts_with("LSAN_OPTIONS=")) {
+    if (var.starts_with("SANDPIPE_") || var.starts_with("ASAN_OPTIONS=") ||
+        var.starts_with("UBSAN_OPTIONS=") || var.starts_with("LSAN_OPTIONS=")) {
       env.emplace_back(var);
     }
   }
   return env;
 }
 
-pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::uint32_t memory_mb,
-                    bool allow_writes, int rt_priority) {
+pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
@@ -587,22 +590,20 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::ui
   posix_spawnattr_setpgroup(&attr, 0);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
-  const std::string exe_s = exe.string();
+  const std::string exe_s = launch.executable.string();
   const std::string sock_s = std::to_string(sock);
   const std::string shm_s = std::to_string(shm);
   const std::string parent_s = std::to_string(::getpid());
-  const std::string memory_s = std::to_string(memory_mb);
-  std::vector<char*> argv = {const_cast<char*>(exe_s.c_str()),
-                             const_cast<char*>("--control-fd"),
-                             const_cast<char*>(sock_s.c_str()),
-                             const_cast<char*>("--shm-fd"),
-                             const_cast<char*>(shm_s.c_str()),
-                             const_cast<char*>("--parent-pid"),
-                             const_cast<char*>(parent_s.c_str()),
-                             const_cast<char*>("--memory-mb"),
-                             const_cast<char*>(memory_s.c_str()),
-                             nullptr};
-  if (allow_writes) argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>("1")});
+  const std::string memory_s = std::to_string(launch.memory_mb);
+  const std::string lead_s = std::to_string(launch.wake_lead_us);
+  std::vector<char*> argv = {const_cast<char*>(exe_s.c_str()),    const_cast<char*>("--control-fd"),
+                             const_cast<char*>(sock_s.c_str()),   const_cast<char*>("--shm-fd"),
+                             const_cast<char*>(shm_s.c_str()),    const_cast<char*>("--parent-pid"),
+                             const_cast<char*>(parent_s.c_str()), const_cast<char*>("--memory-mb"),
+                             const_cast<char*>(memory_s.c_str()), const_cast<char*>("--wake-lead-us"),
+                             const_cast<char*>(lead_s.c_str()),   nullptr};
+  if (launch.allow_writes)
+    argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>("1")});
   pid_t pid = -1;
   std::vector<std::string> env_strings = sandbox_environment();
   std::vector<char*> envp;
@@ -612,12 +613,12 @@ pid_t spawn_sandbox(const std::filesystem::path& exe, int sock, int shm, std::ui
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw PluginError("cannot start " + exe_s + ": " + std::strerror(rc));
-  if (rt_priority > 0) {
+  if (launch.rt_priority > 0) {
     // The sandbox computes what the RT thread waits for: give it real-time scheduling too, below
     // PipeWire's data threads, and never to anything it would spawn. A runaway plugin is bounded
     // by the kernel's RT throttling and killed by the hang watchdog. Not permitted: stays normal.
     sched_param param{};
-    param.sched_priority = rt_priority;
+    param.sched_priority = launch.rt_priority;
     (void)::sched_setscheduler(pid, SCHED_FIFO | SCHED_RESET_ON_FORK, &param);
   }
   return pid;
@@ -650,8 +651,7 @@ std::unique_ptr<SandboxProcessor::Control> SandboxProcessor::Control::spawn(cons
   }
   c->sock.reset(pair[0]);
   UniqueFd child_end(pair[1]);
-  c->pid = spawn_sandbox(launch.executable, child_end.get(), c->link->segment.fd(), launch.memory_mb,
-                         launch.allow_writes, launch.rt_priority);
+  c->pid = spawn_sandbox(launch, child_end.get(), c->link->segment.fd());
   c->pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c->pid, 0)));
 
   capnp::MallocMessageBuilder hello_msg;
@@ -690,7 +690,8 @@ void SandboxProcessor::Control::send_load(const std::vector<std::byte>& state) {
     out[k].setKey(params[k].key);
     set_value(out[k].initValue(), params[k].value);
   }
-  if (!state.empty()) load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(state.data()), state.size()));
+  if (!state.empty())
+    load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(state.data()), state.size()));
   if (!send(load_msg, Clock::now() + request_timeout)) {
     phase = Phase::failed;
     failure = gone_reason();
@@ -715,8 +716,9 @@ void SandboxProcessor::Control::advance() {
         failure = "version mismatch: sandbox speaks protocol " + std::to_string(r.protocol_version) +
                   " / shm layout " + std::to_string(r.shm_layout_version) + " (" +
                   std::to_string(r.shm_header_size) + "-byte header), host " +
-                  std::to_string(schema::PROTOCOL_VERSION) + " / " + std::to_string(shm::layout_version) + " (" +
-                  std::to_string(shm::Segment::header_size()) + "); install matching sandpipe and sandpipe-sandbox";
+                  std::to_string(schema::PROTOCOL_VERSION) + " / " + std::to_string(shm::layout_version) +
+                  " (" + std::to_string(shm::Segment::header_size()) +
+                  "); install matching sandpipe and sandpipe-sandbox";
       } else {
         python_version = r.python_version;
         numpy_version = r.numpy_version;
@@ -771,7 +773,8 @@ void SandboxProcessor::Control::request_async(Async kind) {
 
 // ---------------------------------------------------------------------------------------------
 
-SandboxProcessor::SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link, std::uint32_t max_frames)
+SandboxProcessor::SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link,
+                                   std::uint32_t max_frames)
     : name_(std::move(name)),
       channels_(link->segment.geometry().channels),
       max_frames_(max_frames),
@@ -847,7 +850,8 @@ std::vector<std::byte> SandboxProcessor::get_state() {
     if (!c.eof && c.protocol_error.empty()) ++c.unanswered;
     throw PluginError(name_ + ": get_state: " + c.gone_reason());
   }
-  if (reply->kind == Reply::Kind::error) throw PluginError(name_ + ": get_state: " + reply->message + "\n" + reply->traceback);
+  if (reply->kind == Reply::Kind::error)
+    throw PluginError(name_ + ": get_state: " + reply->message + "\n" + reply->traceback);
   if (reply->kind != Reply::Kind::state) throw PluginError(name_ + ": unexpected answer to getState");
   return std::move(reply->state);
 }
@@ -882,12 +886,15 @@ void log_to_stderr(std::string_view plugin, SandboxLogLevel level, std::string_v
 // ---------------------------------------------------------------------------------------------
 
 std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::span<const PluginSpec> specs,
-                                                                        double sample_rate, std::uint32_t channels,
+                                                                        double sample_rate,
+                                                                        std::uint32_t channels,
                                                                         std::uint32_t max_frames,
                                                                         const SandboxOptions& options) {
   using Control = SandboxProcessor::Control;
-  if (!(sample_rate > 0.0 && sample_rate <= 1'000'000.0)) throw PluginError("python plugins: bad sample rate");
-  if (channels < 1 || channels > shm::max_channels) throw PluginError("python plugins: channels must be 1..8");
+  if (!(sample_rate > 0.0 && sample_rate <= 1'000'000.0))
+    throw PluginError("python plugins: bad sample rate");
+  if (channels < 1 || channels > shm::max_channels)
+    throw PluginError("python plugins: channels must be 1..8");
   if (max_frames < 1 || max_frames > shm::max_frames_limit) {
     throw PluginError("python plugins: max frames must be 1.." + std::to_string(shm::max_frames_limit));
   }
@@ -932,14 +939,22 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     }
     c.sock.reset(pair[0]);
     UniqueFd child_end(pair[1]);
-    c.launch = SandboxLaunch{spec.name,     file,           exe,       geometry, sample_rate, spec.memory_mb,
-                             options.host_spin_ns, c.log, options.request_timeout, options.shutdown_timeout};
+    c.launch = SandboxLaunch{spec.name,
+                             file,
+                             exe,
+                             geometry,
+                             sample_rate,
+                             spec.memory_mb,
+                             options.host_spin_ns,
+                             c.log,
+                             options.request_timeout,
+                             options.shutdown_timeout};
     c.launch.allow_writes = spec.allow_writes;
     c.launch.rt_priority = options.rt_priority;
+    c.launch.wake_lead_us = spec.wake_lead_us;
     c.params = spec.params;
     c.notify_endpoint = &proc->link_for_main().endpoint;
-    c.pid = spawn_sandbox(exe, child_end.get(), proc->link_for_main().segment.fd(), spec.memory_mb,
-                          spec.allow_writes, options.rt_priority);
+    c.pid = spawn_sandbox(c.launch, child_end.get(), proc->link_for_main().segment.fd());
     c.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0)));
     procs.push_back(std::move(proc));
   }
@@ -1020,8 +1035,9 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
             failure[i] = "version mismatch: sandbox speaks protocol " + std::to_string(r.protocol_version) +
                          " / shm layout " + std::to_string(r.shm_layout_version) + " (" +
                          std::to_string(r.shm_header_size) + "-byte header), host " +
-                         std::to_string(schema::PROTOCOL_VERSION) + " / " + std::to_string(shm::layout_version) +
-                         " (" + std::to_string(shm::Segment::header_size()) +
+                         std::to_string(schema::PROTOCOL_VERSION) + " / " +
+                         std::to_string(shm::layout_version) + " (" +
+                         std::to_string(shm::Segment::header_size()) +
                          "); install matching sandpipe and sandpipe-sandbox";
           } else {
             proc.info_.python_version = r.python_version;
@@ -1094,7 +1110,8 @@ std::string describe_python_plugin(const std::filesystem::path& file) {
   std::ostringstream out;
   out << "File:        " << absolute.string() << "\n";
   out << "API:         " << info.api
-      << (info.api == "legacy" ? " (create_plugin(), the earlier pipeline's API)" : " (sandpipe.Plugin subclass)")
+      << (info.api == "legacy" ? " (create_plugin(), the earlier pipeline's API)"
+                               : " (sandpipe.Plugin subclass)")
       << "\n";
   out << "Name:        " << info.name << "\n";
   out << "Version:     " << (info.version.empty() ? "-" : info.version) << "\n";

@@ -80,8 +80,9 @@ struct SandboxLaunch {
   SandboxLogFn log = log_to_stderr;
   std::chrono::milliseconds request_timeout{10'000};
   std::chrono::milliseconds shutdown_timeout{2'000};
-  bool allow_writes = false;  ///< PluginSpec::allow_writes: --allow-writes for the sandbox
-  int rt_priority = 0;        ///< SandboxOptions::rt_priority
+  bool allow_writes = false;       ///< PluginSpec::allow_writes: --allow-writes for the sandbox
+  int rt_priority = 0;             ///< SandboxOptions::rt_priority
+  std::uint32_t wake_lead_us = 0;  ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
 };
 
 /// "exited with status 1", "killed by signal SIGSEGV", ...
@@ -127,7 +128,7 @@ struct SandboxProcessor::Control {
   Phase phase = Phase::hello;
   bool load_sent = false;
   std::uint64_t generation = 1;  ///< of its link (SandboxLink::generation)
-  std::string failure;  ///< why the phase is `failed` (with the traceback)
+  std::string failure;           ///< why the phase is `failed` (with the traceback)
   PythonPluginInfo info;
   std::string python_version;
   std::string numpy_version;
@@ -176,7 +177,9 @@ struct SandboxProcessor::Control {
   void request_async(Async kind);
   /// Sends a setParam whose answer lands in param_results. False if it could not be sent.
   bool request_set_param(const ParamSetting& setting);
-  std::optional<std::vector<std::byte>> take_async_state() { return std::exchange(async_state, std::nullopt); }
+  std::optional<std::vector<std::byte>> take_async_state() {
+    return std::exchange(async_state, std::nullopt);
+  }
   std::optional<SandboxStats> take_async_stats() { return std::exchange(async_stats, std::nullopt); }
   /// Where notify_control() goes: the link this sandbox was started with (or, for the first
   /// sandbox of a slot, the processor's).

@@ -25,6 +25,14 @@ namespace {
 
 using namespace detail;  // the pw_* handles, the node constants
 
+/// The data thread's listener of a stream: only its process callback.
+constexpr pw_stream_events rt_events(decltype(pw_stream_events::process) process) {
+  pw_stream_events e{};
+  e.version = PW_VERSION_STREAM_EVENTS;
+  e.process = process;
+  return e;
+}
+
 /// [any] SPA channel position for one of channel_positions()'s names.
 std::uint32_t spa_position(const std::string& name) noexcept {
   static constexpr std::pair<const char*, std::uint32_t> table[] = {
@@ -101,34 +109,12 @@ class StreamNode final : public GraphNode {
     rt_.chain_quantum.store(chain_->block_frames(), std::memory_order_relaxed);
     data_loop_ = pw_data_loop_get_loop(pw_context_get_data_loop(pw_core_get_context(env.core)));
 
-    static constexpr pw_stream_events capture_rt_events = [] {
-      pw_stream_events e{};
-      e.version = PW_VERSION_STREAM_EVENTS;
-      e.process = &detail::on_capture_process_rt;
-      return e;
-    }();
-    static constexpr pw_stream_events playback_rt_events = [] {
-      pw_stream_events e{};
-      e.version = PW_VERSION_STREAM_EVENTS;
-      e.process = &detail::on_playback_process_rt;
-      return e;
-    }();
-    static constexpr pw_stream_events capture_events = [] {
-      pw_stream_events e{};
-      e.version = PW_VERSION_STREAM_EVENTS;
-      e.state_changed = &StreamNode::on_state_changed;
-      e.param_changed = &StreamNode::on_capture_param_changed;
-      e.io_changed = &StreamNode::on_capture_io_changed;
-      return e;
-    }();
-    static constexpr pw_stream_events playback_events = [] {
-      pw_stream_events e{};
-      e.version = PW_VERSION_STREAM_EVENTS;
-      e.state_changed = &StreamNode::on_state_changed;
-      e.param_changed = &StreamNode::on_playback_param_changed;
-      e.io_changed = &StreamNode::on_playback_io_changed;
-      return e;
-    }();
+    static constexpr pw_stream_events capture_rt_events = rt_events(&detail::on_capture_process_rt);
+    static constexpr pw_stream_events playback_rt_events = rt_events(&detail::on_playback_process_rt);
+    static const pw_stream_events capture_events =
+        main_events(&StreamNode::on_capture_param_changed, &StreamNode::on_capture_io_changed);
+    static const pw_stream_events playback_events =
+        main_events(&StreamNode::on_playback_param_changed, &StreamNode::on_playback_io_changed);
     if (capture_) {
       pw_stream_add_listener(capture_.get(), capture_rt_hook_.get(), &capture_rt_events, &rt_);
       pw_stream_add_listener(capture_.get(), capture_hook_.get(), &capture_events, this);
@@ -292,6 +278,17 @@ class StreamNode final : public GraphNode {
     publish_latency();
     std::fprintf(stderr, "sandpipe: latency now %u frames (quantum %u)\n", chain_->latency_frames(),
                  chain_->block_frames());
+  }
+
+  /// The main thread's listener of a stream: state, format and io of one direction.
+  static constexpr pw_stream_events main_events(decltype(pw_stream_events::param_changed) param_changed,
+                                                decltype(pw_stream_events::io_changed) io_changed) {
+    pw_stream_events e{};
+    e.version = PW_VERSION_STREAM_EVENTS;
+    e.state_changed = &StreamNode::on_state_changed;
+    e.param_changed = param_changed;
+    e.io_changed = io_changed;
+    return e;
   }
 
   static void on_state_changed(void* data, pw_stream_state /*old*/, pw_stream_state state,

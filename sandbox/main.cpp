@@ -1,6 +1,7 @@
 // sandpipe-sandbox: runs one Python plugin for a Sandpipe host.
 //
-//   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB] [--allow-writes 0|1]
+//   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]
+//   [--allow-writes 0|1]
 //
 // Started by the host only (host/sandbox-client.cpp): N is this end of the control socketpair,
 // M the memfd of the shared segment, P the host's pid (to notice a host that died before
@@ -34,6 +35,7 @@ struct Args {
   long parent_pid = -1;
   long memory_mb = 0;
   bool allow_writes = false;
+  long wake_lead_us = -1;  ///< -1: the endpoint's default
   std::filesystem::path python_dir;
 };
 
@@ -57,6 +59,8 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.memory_mb = n;
     } else if (flag == "--allow-writes" && (value == "0" || value == "1")) {
       args.allow_writes = value == "1";
+    } else if (flag == "--wake-lead-us" && parse_int(value, n) && n >= 0 && n <= 1'000'000) {
+      args.wake_lead_us = n;
     } else if (flag == "--python-dir") {
       args.python_dir = std::string(value);
     } else {
@@ -102,12 +106,16 @@ int main(int argc, char** argv) {
   Args args;
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,
-                 "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB] [--allow-writes 0|1]\n"
+                 "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] "
+                 "[--memory-mb MB] [--allow-writes 0|1] [--wake-lead-us US]\n"
                  "(started by the sandpipe host; not meant to be run by hand)\n");
     return 64;
   }
   // Die with the host, and do not miss a host that died before this was armed.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return 70;
+  // Timed waits end on time: the default 50 µs slack would swallow the anticipation's lead
+  // (SandboxEndpoint). Real-time threads have none anyway; this is for a sandbox that is not.
+  (void)::prctl(PR_SET_TIMERSLACK, 1UL);
   if (args.parent_pid > 0 && ::getppid() != static_cast<pid_t>(args.parent_pid)) return 71;
   // Whatever C code writes to fd 1 goes to stderr: the host's stdout may carry audio.
   ::dup2(STDERR_FILENO, STDOUT_FILENO);
@@ -133,7 +141,9 @@ int main(int argc, char** argv) {
   {
     sandpipe::sandbox::Session session(
         control, segment,
-        {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.allow_writes});
+        {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.allow_writes,
+         args.wake_lead_us < 0 ? sandpipe::shm::SandboxEndpoint::default_lead_ns
+                               : static_cast<std::uint64_t>(args.wake_lead_us) * 1000U});
     code = session.run();
   }
   // NOTE: no interpreter finalisation and no static destructors: plugin threads or C

@@ -65,9 +65,11 @@ schema::ParamInfo::Kind kind_of(const std::string& kind) {
 
 Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig config)
     : control_(control), segment_(segment), endpoint_(segment), config_(std::move(config)) {
+  endpoint_.set_lead_ns(config_.wake_lead_ns);
   try {
-    python_ = std::make_unique<PythonPlugin>(config_.program, config_.sdk_dir,
-                                             [this](int stream, std::string_view line) { send_log(stream, line); });
+    python_ =
+        std::make_unique<PythonPlugin>(config_.program, config_.sdk_dir,
+                                       [this](int stream, std::string_view line) { send_log(stream, line); });
   } catch (const std::exception& e) {
     init_error_ = e.what();
   }
@@ -134,8 +136,9 @@ bool Session::handshake() {
               ", this sandbox version " + std::to_string(schema::PROTOCOL_VERSION);
   } else if (hello.getShmLayoutVersion() != shm::layout_version ||
              hello.getShmHeaderSize() != shm::Segment::header_size()) {
-    problem = "shared-memory layout mismatch: host has layout " + std::to_string(hello.getShmLayoutVersion()) +
-              " with a " + std::to_string(hello.getShmHeaderSize()) + "-byte header, this sandbox layout " +
+    problem = "shared-memory layout mismatch: host has layout " +
+              std::to_string(hello.getShmLayoutVersion()) + " with a " +
+              std::to_string(hello.getShmHeaderSize()) + "-byte header, this sandbox layout " +
               std::to_string(shm::layout_version) + " with " + std::to_string(shm::Segment::header_size()) +
               " bytes (host and sandbox come from different builds)";
   } else if (!python_) {
@@ -197,8 +200,9 @@ bool Session::load() {
   const auto state = load.getState();
   request.state.assign(reinterpret_cast<const std::byte*>(state.begin()),
                        reinterpret_cast<const std::byte*>(state.end()));
-  if (request.channels != geometry.channels || request.max_frames == 0 || request.max_frames > geometry.max_frames ||
-      !std::isfinite(request.sample_rate) || request.sample_rate <= 0.0) {
+  if (request.channels != geometry.channels || request.max_frames == 0 ||
+      request.max_frames > geometry.max_frames || !std::isfinite(request.sample_rate) ||
+      request.sample_rate <= 0.0) {
     send_error(phase, "load request does not fit the shared segment (channels/max frames/rate)", {}, false);
     return false;
   }
@@ -212,7 +216,8 @@ bool Session::load() {
   }
   std::vector<float*> slots;
   for (std::uint32_t s = 0; s < geometry.slot_count; ++s) slots.push_back(endpoint_.channel(s, 0));
-  if (auto error = python_->bind_slots(slots, geometry.channels, request.max_frames, endpoint_.channel_stride())) {
+  if (auto error =
+          python_->bind_slots(slots, geometry.channels, request.max_frames, endpoint_.channel_stride())) {
     send_error(phase, "cannot map the audio slots: " + error->message, error->traceback, false);
     return false;
   }
@@ -250,9 +255,10 @@ void Session::run_job(const shm::Job& job) {
   const std::uint64_t t0 = shm::now_ns();
   const BlockResult result = python_->process(job.slot, job.frames);
   shm::Completion done{job.seq, job.slot, job.frames, 0};
-  done.status = static_cast<std::uint32_t>(result == BlockResult::processed     ? shm::CompletionStatus::processed
-                                           : result == BlockResult::passthrough ? shm::CompletionStatus::passthrough
-                                                                                : shm::CompletionStatus::failed);
+  done.status =
+      static_cast<std::uint32_t>(result == BlockResult::processed     ? shm::CompletionStatus::processed
+                                 : result == BlockResult::passthrough ? shm::CompletionStatus::passthrough
+                                                                      : shm::CompletionStatus::failed);
   endpoint_.complete(done);
   // Bookkeeping after the completion is out: the host is not kept waiting for it.
   const std::uint64_t ns = shm::now_ns() - t0;
@@ -266,7 +272,8 @@ void Session::run_job(const shm::Job& job) {
     const std::uint64_t now = shm::now_ns();
     if (e.message != last_error_message_) {
       std::string message = e.message + " (block " + std::to_string(job.seq) + ")";
-      if (repeated_errors_ > 0) message += "; the previous error repeated " + std::to_string(repeated_errors_) + " more times";
+      if (repeated_errors_ > 0)
+        message += "; the previous error repeated " + std::to_string(repeated_errors_) + " more times";
       send_error(static_cast<int>(SandboxMessage::Phase::PROCESS), message, e.traceback, true);
       last_error_message_ = e.message;
       last_error_report_ns_ = now;
@@ -294,7 +301,8 @@ void Session::handle(const Frame& frame) {
       const std::string key = text(setting.getKey());
       auto result = python_->set_param(key, param_value(setting.getValue()));
       if (const auto* e = std::get_if<PythonError>(&result)) {
-        send_error(static_cast<int>(SandboxMessage::Phase::SET_PARAM), key + ": " + e->message, e->traceback, false);
+        send_error(static_cast<int>(SandboxMessage::Phase::SET_PARAM), key + ": " + e->message, e->traceback,
+                   false);
         return;
       }
       auto reply = out.initParamSet();
@@ -321,6 +329,9 @@ void Session::handle(const Frame& frame) {
       s.setProcessNsTotal(stats_.total_ns);
       s.setLogsDropped(control_.dropped());
       s.setGcCollections(stats_.gc_collections);
+      const shm::SandboxEndpoint::Anticipation a = endpoint_.anticipation();
+      s.setAnticipatedWaits(a.waits);
+      s.setAnticipatedCaught(a.caught);
       break;
     }
     case schema::HostMessage::SHUTDOWN:

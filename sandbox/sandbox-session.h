@@ -18,6 +18,7 @@ struct SessionConfig {
   std::filesystem::path program;  ///< this executable (the interpreter's program name)
   std::filesystem::path sdk_dir;  ///< plugins-py: sandpipe/ and base_plugin.py
   bool allow_writes = false;      ///< --allow-writes: the syscall filter lets files be written
+  std::uint64_t wake_lead_ns = shm::SandboxEndpoint::default_lead_ns;  ///< --wake-lead-us
 };
 
 /// Runs on the sandbox's one thread. Holds the GIL except while waiting for work, so Python

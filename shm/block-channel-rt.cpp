@@ -33,11 +33,13 @@ WaitResult HostEndpoint::fail() noexcept {
   return WaitResult::corrupt;
 }
 
-bool HostEndpoint::submit_rt(const Job& job) noexcept {
+bool HostEndpoint::submit_rt(const Job& request) noexcept {
   check_rt_thread();
   if (failed_) {
     return false;
   }
+  Job job = request;
+  job.submit_us = static_cast<std::uint32_t>(now_ns() / 1000U);
   // Our own bugs, not the sandbox's: refuse rather than hand it a job it must skip.
   if (job.slot >= geometry_.slot_count || job.frames > geometry_.max_frames) {
     return false;
@@ -98,7 +100,8 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
   // keeps missing (a slow plugin, or the sandbox waiting for the very core we spin on) only burns
   // time the sandbox may need, so after a few misses in a row we sleep at once and only probe
   // with a spin every `spin_probe_interval` waits.
-  const bool spin = spin_ns_ > 0 && (spin_misses_ < spin_miss_limit || ++waits_since_probe_ % spin_probe_interval == 0);
+  const bool spin =
+      spin_ns_ > 0 && (spin_misses_ < spin_miss_limit || ++waits_since_probe_ % spin_probe_interval == 0);
   if (spin) {
     const std::uint64_t spin_start = now_ns();
     const std::uint64_t spin_end = std::min(spin_start + spin_ns_, deadline_ns);
@@ -152,7 +155,9 @@ void HostEndpoint::notify_control() noexcept {
 }
 
 void HostEndpoint::wake_waiter() noexcept { completions_.wake_self(); }
-bool HostEndpoint::aborted() const noexcept { return abort_ != nullptr && abort_->load(std::memory_order_seq_cst); }
+bool HostEndpoint::aborted() const noexcept {
+  return abort_ != nullptr && abort_->load(std::memory_order_seq_cst);
+}
 
 std::size_t HostEndpoint::channel_stride() const noexcept { return channel_stride_bytes_ / sizeof(float); }
 std::uint32_t HostEndpoint::in_flight() const noexcept { return submitted_ - completed_; }

@@ -19,16 +19,16 @@
 
 namespace sandpipe::shm {
 
-inline constexpr std::uint32_t layout_version = 1;
+inline constexpr std::uint32_t layout_version = 2;  // 2: Job::submit_us
 inline constexpr std::uint32_t max_channels = 8;
 inline constexpr std::uint32_t max_frames_limit = 8192;
 inline constexpr std::uint32_t max_slots = 16;
 
 /// Shape of a segment. Chosen by the host; the sandbox only ever validates it.
 struct Geometry {
-  std::uint32_t channels = 2;     ///< 1..max_channels
+  std::uint32_t channels = 2;       ///< 1..max_channels
   std::uint32_t max_frames = 1024;  ///< 1..max_frames_limit
-  std::uint32_t slot_count = 4;   ///< power of two, 2..max_slots; also the ring capacity
+  std::uint32_t slot_count = 4;     ///< power of two, 2..max_slots; also the ring capacity
 };
 
 /// Host → sandbox: "process slot `slot`, which holds `frames` frames, as block `seq`".
@@ -36,7 +36,9 @@ struct Job {
   std::uint32_t seq = 0;
   std::uint32_t slot = 0;
   std::uint32_t frames = 0;
-  std::uint32_t flags = 0;
+  /// Low 32 bits of the host's CLOCK_MONOTONIC in µs when it submitted the job (set by
+  /// HostEndpoint::submit_rt): the cadence the sandbox's anticipation follows.
+  std::uint32_t submit_us = 0;
 };
 
 enum class CompletionStatus : std::uint32_t {
@@ -76,7 +78,7 @@ class HostEndpoint {
   /// without the two context switches of a futex round trip. Adaptive: after `spin_miss_limit`
   /// spins in a row that did not catch the completion, waits sleep at once, except one spin every
   /// `spin_probe_interval` waits to notice the sandbox got fast again.
-  static constexpr std::uint64_t default_spin_ns = 5'000;
+  static constexpr std::uint64_t default_spin_ns = 30'000;
   static constexpr std::uint32_t spin_miss_limit = 4;
   static constexpr std::uint32_t spin_probe_interval = 64;
 
@@ -151,7 +153,7 @@ class HostEndpoint {
   SpscProducer<Job> jobs_;
   SpscConsumer<Completion> completions_;
   detail::ControlNotify* control_ = nullptr;
-  const std::atomic<bool>* abort_ = nullptr;  // host-private; see set_abort_flag()
+  const std::atomic<bool>* abort_ = nullptr;     // host-private; see set_abort_flag()
   std::array<Job, max_slots> in_flight_jobs_{};  // indexed by sequence number mod slot_count
   std::uint32_t submitted_ = 0;
   std::uint32_t completed_ = 0;
@@ -204,8 +206,32 @@ class SandboxEndpoint {
   /// [main] How long wait() spins before it sleeps.
   void set_spin_ns(std::uint64_t spin_ns) noexcept;
 
+  /// Anticipation: jobs come once per graph cycle. Once `steady_jobs_needed` jobs in a row came
+  /// at the same cadence (a period of at least `min_anticipated_period_ns`), wait() sleeps only
+  /// until `min(lead, period / 16)` before the next one is due and spins until as long after.
+  /// (The sandbox sets its timer slack to 1 ns: the default 50 µs would eat the lead.)
+  static constexpr std::uint64_t default_lead_ns = 100'000;
+  static constexpr std::uint64_t min_anticipated_period_ns = 500'000;
+  static constexpr std::uint32_t steady_jobs_needed = 8;
+  /// [main] The lead (0: never anticipate; sleep until the host wakes us).
+  void set_lead_ns(std::uint64_t lead_ns) noexcept;
+  struct Anticipation {
+    std::uint64_t waits = 0;      ///< waits that spun over a job's due time
+    std::uint64_t caught = 0;     ///< of those, jobs that arrived while we spun
+    std::uint64_t period_ns = 0;  ///< the cadence followed (0: none steady)
+  };
+  /// [any] What anticipation did so far.
+  [[nodiscard]] Anticipation anticipation() const noexcept;
+
  private:
   bool poll(Job& out, Wake& wake) noexcept;
+  /// A job submitted at `now` was returned: follow the cadence.
+  void note_job(std::uint64_t now) noexcept;
+  /// Polls, then sleeps on the jobs futex until a job or control notification, or `until`.
+  bool sleep_until(Job& out, Wake& wake, std::uint64_t until) noexcept;
+  /// Polls in a loop until a job or control notification, or `until`; with `yield`, lets any
+  /// other runnable thread of this CPU go first between polls.
+  bool spin_until(Job& out, Wake& wake, std::uint64_t until, bool yield) noexcept;
 
   Geometry geometry_;
   std::byte* slots_ = nullptr;
@@ -216,6 +242,12 @@ class SandboxEndpoint {
   detail::ControlNotify* control_ = nullptr;
   std::uint32_t last_control_ = 0;
   std::uint64_t spin_ns_ = default_spin_ns;
+  std::uint64_t lead_ns_ = default_lead_ns;
+  std::uint64_t last_job_ns_ = 0;
+  std::uint64_t period_ns_ = 0;
+  std::uint32_t steady_jobs_ = 0;
+  std::uint64_t anticipated_ = 0;
+  std::uint64_t caught_ = 0;
 };
 
 /// Monotonic clock in nanoseconds (CLOCK_MONOTONIC). [rt] vDSO, no syscall.

@@ -29,6 +29,8 @@ for p in ("futex", "futex-spin", "native-gain", "native-biquad", "python-gain-sa
     assert p in paths, f"missing path {p}"
 if r["pipelined"]["available"]:
     assert {"python-gain-sandbox-pipelined", "python-gain-sandbox-paced"} <= paths
+cycle = {(h["channels"], h["frames"]) for h in r["hop"] if h["path"].startswith("python-gain-sandbox-cycle")}
+assert cycle == {(2, 512)}, cycle  # both cycle-paced rows, at 2 x 512 only
 configs = {(h["channels"], h["frames"]) for h in r["hop"]}
 assert configs == {(2, 64), (2, 128), (2, 256), (2, 512), (2, 1024), (1, 512), (8, 512)}, configs
 for h in r["hop"]:

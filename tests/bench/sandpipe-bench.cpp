@@ -42,6 +42,10 @@ at 512. Then offline render throughput (x real time) of a mixed native + Python 
   --chunk N            blocks per turn when interleaving the paths (default 500)
   --pipelined-gap-us G pause before each pipelined block, as the rest of a graph cycle would
                        leave (default 100); a sync row paced the same way runs beside it
+  --cycle-gap-us G     at 2 ch x 512 only: two more sync rows, each block after a pause of G us
+                       (default 1000), as a graph cycle leaves a sandbox idle: one with the
+                       sandbox's anticipation of the next block (wake-lead-us, the default),
+                       one where it sleeps until woken (wake-lead-us = 0)
   --render-seconds S   audio length for the render rows (default 60)
   --json FILE          also write the JSON report there
   --samples DIR        dump every row's raw per-block times (little-endian uint64 ns, in
@@ -60,6 +64,7 @@ struct Options {
   std::size_t warmup = 2'000;
   std::size_t chunk = 500;
   double pipelined_gap_us = 100.0;
+  double cycle_gap_us = 1000.0;
   double render_seconds = 60.0;
   std::string json_path;
   std::string samples_dir;
@@ -91,6 +96,8 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.chunk = std::strtoul(value(), nullptr, 10);
     } else if (arg == "--pipelined-gap-us") {
       o.pipelined_gap_us = std::strtod(value(), nullptr);
+    } else if (arg == "--cycle-gap-us") {
+      o.cycle_gap_us = std::strtod(value(), nullptr);
     } else if (arg == "--render-seconds") {
       o.render_seconds = std::strtod(value(), nullptr);
       render_given = true;
@@ -273,6 +280,19 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
                              "\" params = { gain = 0.5 } mode = \"pipelined\" blocks = 1" +
                              std::string(python_timeout) + " }\n"),
         fr);
+  // Cycle-paced rows (2 x 512): the same sync slot with and without anticipation.
+  std::shared_ptr<ChainRunner> py_cycle;
+  std::shared_ptr<ChainRunner> py_cycle_sleeping;
+  if (ch == 2 && fr == 512 && o.cycle_gap_us > 0) {
+    const auto cycle_slot = [&](const std::string& lead) {
+      return std::make_shared<ChainRunner>(
+          chain_config(ch, "{ name = \"pyg\" path = \"" + gain_py + "\" params = { gain = 0.5 }" + sync_key +
+                               lead + std::string(python_timeout) + " }\n"),
+          fr);
+    };
+    py_cycle = cycle_slot("");
+    py_cycle_sleeping = cycle_slot(" wake-lead-us = 0");
+  }
   python.load(gain_py, {{"gain", 0.5}}, ch, fr);
   auto in = std::make_shared<std::vector<float>>(test_block(ch, fr));
   auto out = std::make_shared<std::vector<float>>(in->size());
@@ -319,6 +339,23 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
           return py_pipe->block();
         },
         [py_pipe] { return py_pipe->counters(); });
+  }
+  if (py_cycle) {
+    const double gap = o.cycle_gap_us;
+    add(
+        "python-gain-sandbox-cycle", "Python gain, sync, cycle-paced, anticipating",
+        [py_cycle, gap] {
+          sleep_us(gap);
+          return py_cycle->block();
+        },
+        [py_cycle] { return py_cycle->counters(); });
+    add(
+        "python-gain-sandbox-cycle-sleeping", "Python gain, sync, cycle-paced, wake-lead 0",
+        [py_cycle_sleeping, gap] {
+          sleep_us(gap);
+          return py_cycle_sleeping->block();
+        },
+        [py_cycle_sleeping] { return py_cycle_sleeping->counters(); });
   }
   add("python-gain-inprocess", "Python gain, in-process CPython (baseline)", [&python, in, out] {
     const std::uint64_t t0 = now_ns();
@@ -496,7 +533,7 @@ std::string to_json(const Report& rep) {
   j << "  \"settings\": {\"quick\": " << (rep.options.quick ? "true" : "false")
     << ", \"iterations\": " << rep.options.iterations << ", \"warmup\": " << rep.options.warmup
     << ", \"chunk\": " << rep.options.chunk << ", \"pipelined_gap_us\": " << rep.options.pipelined_gap_us
-    << ", \"sample_rate\": " << sample_rate << "},\n";
+    << ", \"cycle_gap_us\": " << rep.options.cycle_gap_us << ", \"sample_rate\": " << sample_rate << "},\n";
   j << "  \"pipelined\": {\"available\": " << (rep.pipelined.available ? "true" : "false") << ", \"why\": \""
     << json_escape(rep.pipelined.why) << "\"},\n";
   j << "  \"hop\": [\n";

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "../temp-dir.h"
 #include "host/config.h"
 #include "host/render.h"
 
@@ -35,26 +36,7 @@ constexpr float pwned = 0.25F;    // faulty.py PWNED
 
 std::filesystem::path fixtures() { return SANDPIPE_FAULT_FIXTURES; }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "sandpipe-faults-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  TempDir(TempDir&&) = delete;
-  TempDir& operator=(TempDir&&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using test_util::TempDir;
 
 /// Log lines from the supervisor thread.
 struct Log {
@@ -119,13 +101,14 @@ std::string conf_for(const std::string& fault, const std::string& extra_keys, co
                      const std::string& top = "") {
   // mode = "sync": a pipelined slot has the next block in flight too when it dies (that block
   // is lost as well); sync makes "only the faulty block" exact whatever the machine's load.
-  return top + "\nplugins = [ { name = \"f\" mode = \"sync\" path = \"" + (fixtures() / "faulty.py").string() + "\" " + extra_keys +
-         " params = { fault = \"" + fault + "\" " + extra_params + " } } ]\n";
+  return top + "\nplugins = [ { name = \"f\" mode = \"sync\" path = \"" +
+         (fixtures() / "faulty.py").string() + "\" " + extra_keys + " params = { fault = \"" + fault + "\" " +
+         extra_params + " } } ]\n";
 }
 
-RenderRun render(const std::string& conf_text, const std::set<std::uint32_t>& marked, Log& log, bool allow_bypass = false,
-           double timeout_ms = 5000.0) {
-  TempDir dir;
+RenderRun render(const std::string& conf_text, const std::set<std::uint32_t>& marked, Log& log,
+                 bool allow_bypass = false, double timeout_ms = 5000.0) {
+  TempDir dir("faults");
   RenderRun run;
   run.in = make_input(marked);
   write_wav(dir.path() / "in.wav", run.in);
@@ -342,7 +325,7 @@ TEST(FaultConfinement, SubprocessIsRefused) { expect_refused("subprocess"); }
 TEST(FaultConfinement, SignalToTheHostIsRefused) { expect_refused("kill-parent"); }
 
 TEST(FaultConfinement, WritingAFileIsRefused) {
-  TempDir dir;
+  TempDir dir("faults");
   const auto target = dir.path() / "written-by-plugin";
   expect_refused("write", "target = \"" + target.string() + "\"");
   EXPECT_FALSE(std::filesystem::exists(target));

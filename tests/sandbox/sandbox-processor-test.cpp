@@ -372,7 +372,7 @@ TEST(SandboxProcessor, KilledSandboxLeavesSlotDry) {
 }
 
 TEST(SandboxProcessor, GarbageCollectorIsFrozenAndDisabled) {
-  const TempDir dir;
+  const TempDir dir("sandbox-test");
   const auto file = dir.path() / "gccheck.py";
   std::ofstream(file) << "import gc\nimport sandpipe\n\n"
                          "class GcCheck(sandpipe.Plugin):\n"

@@ -10,14 +10,15 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "../temp-dir.h"
 #include "host/sandbox-client.h"
 #include "shm/block-channel.h"
 
@@ -30,7 +31,9 @@ using host::ParamSetting;
 using host::PluginSpec;
 using host::SandboxProcessor;
 
-inline std::filesystem::path examples_dir() { return std::filesystem::path(SANDPIPE_SOURCE_ROOT) / "plugins-py/examples"; }
+inline std::filesystem::path examples_dir() {
+  return std::filesystem::path(SANDPIPE_SOURCE_ROOT) / "plugins-py/examples";
+}
 inline std::filesystem::path fixtures_dir() { return SANDPIPE_SANDBOX_FIXTURES; }
 
 inline PluginSpec python_spec(const std::string& name, const std::filesystem::path& file,
@@ -83,54 +86,46 @@ inline std::vector<std::uint32_t> block_sizes(std::uint32_t total, std::uint32_t
   return out;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "sandpipe-sandbox-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  TempDir(TempDir&&) = delete;
-  TempDir& operator=(TempDir&&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using test_util::TempDir;
 
 /// Runs tests/sandbox/reference.py with Debian's python3 and returns its output.
 inline Signal run_reference(const std::string& kind, const Signal& in, double rate,
                             const std::vector<std::uint32_t>& blocks, const std::string& params_json) {
-  TempDir dir;
+  TempDir dir("sandbox-test");
   const auto src = dir.path() / "in.f32";
   const auto dst = dir.path() / "out.f32";
   {
     std::ofstream f(src, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(in.data.data()), static_cast<std::streamsize>(in.data.size() * sizeof(float)));
+    f.write(reinterpret_cast<const char*>(in.data.data()),
+            static_cast<std::streamsize>(in.data.size() * sizeof(float)));
   }
   std::string sizes;
   for (auto b : blocks) sizes += std::to_string(b) + ",";
   const std::string script = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sandbox/reference.py";
-  std::vector<std::string> args = {SANDPIPE_TEST_PYTHON, script, kind, src.string(), dst.string(),
-                                   std::to_string(in.channels), std::to_string(in.frames),
-                                   std::to_string(rate), sizes, params_json};
+  std::vector<std::string> args = {SANDPIPE_TEST_PYTHON,
+                                   script,
+                                   kind,
+                                   src.string(),
+                                   dst.string(),
+                                   std::to_string(in.channels),
+                                   std::to_string(in.frames),
+                                   std::to_string(rate),
+                                   sizes,
+                                   params_json};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = -1;
-  if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) throw std::runtime_error("spawn python");
+  if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0)
+    throw std::runtime_error("spawn python");
   int status = 0;
   ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("reference.py failed for " + kind);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error("reference.py failed for " + kind);
   Signal out(in.channels, in.frames);
   std::ifstream f(dst, std::ios::binary);
-  f.read(reinterpret_cast<char*>(out.data.data()), static_cast<std::streamsize>(out.data.size() * sizeof(float)));
+  f.read(reinterpret_cast<char*>(out.data.data()),
+         static_cast<std::streamsize>(out.data.size() * sizeof(float)));
   if (!f) throw std::runtime_error("reference.py wrote too little");
   return out;
 }
@@ -149,7 +144,7 @@ struct BlockRun {
 
 /// Feeds `in` block by block; out-of-place, like the chain.
 inline BlockRun run_blocks(host::Processor& p, const Signal& in, const std::vector<std::uint32_t>& blocks,
-                      std::chrono::milliseconds budget = generous) {
+                           std::chrono::milliseconds budget = generous) {
   BlockRun run{Signal(in.channels, in.frames), {}};
   std::uint32_t pos = 0;
   std::vector<const float*> ins(in.channels);
@@ -159,7 +154,8 @@ inline BlockRun run_blocks(host::Processor& p, const Signal& in, const std::vect
       ins[c] = in.ch(c) + pos;
       outs[c] = run.out.ch(c) + pos;
     }
-    run.statuses.push_back(p.process_rt(ins.data(), outs.data(), n, host::ProcessContext{deadline_in(budget)}));
+    run.statuses.push_back(
+        p.process_rt(ins.data(), outs.data(), n, host::ProcessContext{deadline_in(budget)}));
     pos += n;
   }
   return run;
@@ -167,7 +163,8 @@ inline BlockRun run_blocks(host::Processor& p, const Signal& in, const std::vect
 
 inline double max_abs_diff(const Signal& a, const Signal& b) {
   double worst = 0.0;
-  for (std::size_t i = 0; i < a.data.size(); ++i) worst = std::max(worst, std::fabs(double{a.data[i]} - b.data[i]));
+  for (std::size_t i = 0; i < a.data.size(); ++i)
+    worst = std::max(worst, std::fabs(double{a.data[i]} - b.data[i]));
   return worst;
 }
 
@@ -200,8 +197,8 @@ struct LogCapture {
 inline std::unique_ptr<SandboxProcessor> start_one(const PluginSpec& spec, std::uint32_t channels = 2,
                                                    std::uint32_t max_frames = 512,
                                                    const host::SandboxOptions& options = {}) {
-  auto procs = host::start_sandbox_processors(std::span<const PluginSpec>(&spec, 1), 48000.0, channels, max_frames,
-                                              options);
+  auto procs = host::start_sandbox_processors(std::span<const PluginSpec>(&spec, 1), 48000.0, channels,
+                                              max_frames, options);
   return std::move(procs.front());
 }
 

@@ -3,6 +3,8 @@
 #include "shm/block-channel.h"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -87,8 +89,8 @@ TEST(BlockChannel, RoundTripsABlockThroughTheSlot) {
       samples[i] *= 2.0F;
     }
   }
-  channel.sandbox.complete(Completion{job.seq, job.slot, job.frames,
-                                      static_cast<std::uint32_t>(CompletionStatus::processed)});
+  channel.sandbox.complete(
+      Completion{job.seq, job.slot, job.frames, static_cast<std::uint32_t>(CompletionStatus::processed)});
 
   Completion done;
   ASSERT_EQ(channel.host.wait_complete_rt(done, soon()), WaitResult::ready);
@@ -194,7 +196,8 @@ TEST(HostEndpoint, IdleHintFollowsTheSandboxNotTheCollector) {
 TEST(HostEndpoint, WaitReturnsAtOnceWithNothingInFlight) {
   Channel channel;
   Completion done;
-  EXPECT_EQ(channel.host.wait_complete_rt(done, std::numeric_limits<std::uint64_t>::max()), WaitResult::timeout);
+  EXPECT_EQ(channel.host.wait_complete_rt(done, std::numeric_limits<std::uint64_t>::max()),
+            WaitResult::timeout);
 }
 
 TEST(HostEndpoint, WaitGivesUpAtOnceWhenTheAbortFlagIsSet) {
@@ -203,7 +206,8 @@ TEST(HostEndpoint, WaitGivesUpAtOnceWhenTheAbortFlagIsSet) {
   channel.host.set_abort_flag(&abort);
   ASSERT_TRUE(channel.host.submit_rt(Job{0, 0, 8, 0}));
   Completion done;
-  EXPECT_EQ(channel.host.wait_complete_rt(done, std::numeric_limits<std::uint64_t>::max()), WaitResult::timeout);
+  EXPECT_EQ(channel.host.wait_complete_rt(done, std::numeric_limits<std::uint64_t>::max()),
+            WaitResult::timeout);
   channel.echo_one();
   EXPECT_EQ(channel.host.wait_complete_rt(done, 0), WaitResult::ready);  // a waiting completion still pops
 }
@@ -337,6 +341,80 @@ TEST(SandboxEndpoint, TimesOutWithoutJobs) {
   EXPECT_EQ(channel.sandbox.wait(job, 100'000), SandboxEndpoint::Wake::timeout);
 }
 
+/// Jobs every `period_ns` (as a graph cycle would send them) to a sandbox thread that echoes
+/// them; returns how many found the sandbox awake, i.e. no wake syscall was needed.
+std::uint32_t paced_jobs_found_awake(std::uint64_t lead_ns, std::uint32_t jobs, std::uint64_t period_ns,
+                                     SandboxEndpoint::Anticipation& seen) {
+  Channel channel;
+  channel.sandbox.set_lead_ns(lead_ns);
+  std::atomic<bool> stop{false};
+  std::thread sandbox([&] {
+    (void)::prctl(PR_SET_TIMERSLACK, 1UL);  // as sandbox/main.cpp does
+    while (!stop.load()) {
+      Job job;
+      if (channel.sandbox.wait(job, 20'000'000) == SandboxEndpoint::Wake::job)
+        channel.sandbox.complete(Completion{job.seq, job.slot, job.frames, 0});
+    }
+  });
+  // Both sides wake on time, as a graph's real-time threads do (the default 50 µs timer slack
+  // of a normal thread would jitter the cadence by as much).
+  (void)::prctl(PR_SET_TIMERSLACK, 1UL);
+  const auto& sleeping = channel.shared().jobs_control->sleeping;
+  std::uint32_t awake = 0;
+  timespec next{};
+  ::clock_gettime(CLOCK_MONOTONIC, &next);
+  for (std::uint32_t i = 0; i < jobs; ++i) {
+    next.tv_nsec += static_cast<long>(period_ns);
+    while (next.tv_nsec >= 1'000'000'000L) {
+      next.tv_nsec -= 1'000'000'000L;
+      ++next.tv_sec;
+    }
+    ::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr);  // the pacing, not a sync
+    awake += sleeping.load() == 0 ? 1 : 0;
+    EXPECT_TRUE(channel.host.submit_rt(Job{i, i % 4, 64, 0}));
+    Completion done;
+    EXPECT_EQ(channel.host.wait_complete_rt(done, now_ns() + 1'000'000'000ULL), WaitResult::ready);
+  }
+  stop.store(true);
+  channel.host.submit_rt(Job{jobs, jobs % 4, 64, 0});  // ends the sandbox's wait
+  sandbox.join();
+  seen = channel.sandbox.anticipation();
+  return awake;
+}
+
+TEST(SandboxEndpoint, AnticipatesJobsThatComeAtASteadyCadence) {
+  // 2 ms apart, like a 96-frame quantum: once the cadence is known the sandbox stops sleeping
+  // shortly before each job is due, so the host's submit finds it awake and needs no wake-up.
+  // Without anticipation it is asleep for every one. (Margins: a loaded machine may let the
+  // sandbox thread wake late now and then; it then sleeps like before, which is still correct.)
+  constexpr std::uint32_t jobs = 300;
+  SandboxEndpoint::Anticipation off;
+  SandboxEndpoint::Anticipation on;
+  const std::uint32_t awake_off = paced_jobs_found_awake(0, jobs, 2'000'000, off);
+  const std::uint32_t awake_on = paced_jobs_found_awake(100'000, jobs, 2'000'000, on);
+  EXPECT_EQ(off.waits, 0U);
+  EXPECT_LE(awake_off, jobs / 20) << "a sandbox that does not anticipate sleeps between jobs";
+  EXPECT_GE(on.waits, jobs / 2) << "the sandbox did not follow the cadence";
+  EXPECT_GE(awake_on, jobs / 3) << "anticipated waits " << on.waits << ", caught " << on.caught;
+  EXPECT_GE(on.caught, awake_on / 2);
+  EXPECT_NEAR(static_cast<double>(on.period_ns), 2e6, 0.5e6);
+}
+
+TEST(SandboxEndpoint, DoesNotAnticipateBursts) {
+  // Jobs back to back (a render, a calibration burst): no cadence worth a spin.
+  Channel channel;
+  for (std::uint32_t i = 0; i < 64; ++i) {
+    ASSERT_TRUE(channel.host.submit_rt(Job{i, i % 4, 64, 0}));
+    channel.echo_one();
+    Completion done;
+    ASSERT_EQ(channel.host.try_complete_rt(done), WaitResult::ready);
+  }
+  Job job;
+  EXPECT_EQ(channel.sandbox.wait(job, 1'000'000), SandboxEndpoint::Wake::timeout);
+  EXPECT_EQ(channel.sandbox.anticipation().waits, 0U);
+  EXPECT_EQ(channel.sandbox.anticipation().period_ns, 0U);
+}
+
 TEST(SandboxEndpoint, MergesControlNotifications) {
   Channel channel;
   channel.host.notify_control();
@@ -360,12 +438,12 @@ TEST(SandboxEndpoint, ReturnsAJobBeforeAControlNotification) {
 TEST(SandboxEndpoint, SkipsJobsOutOfRange) {
   Channel channel;
   // Play a broken host: push jobs straight into the shared ring.
-  const detail::SegmentParts parts = detail::segment_parts(channel.host_segment.base(),
-                                                           detail::compute_layout(channel.host_segment.geometry()));
+  const detail::SegmentParts parts = detail::segment_parts(
+      channel.host_segment.base(), detail::compute_layout(channel.host_segment.geometry()));
   SpscProducer<Job> raw(parts.jobs_control, parts.jobs, 4);
-  ASSERT_EQ(raw.try_push(Job{0, 4, 8, 0}), PushResult::ok);           // slot out of range
-  ASSERT_EQ(raw.try_push(Job{1, 0, 1'000'000, 0}), PushResult::ok);   // too many frames
-  ASSERT_EQ(raw.try_push(Job{2, 3, 64, 0}), PushResult::ok);          // fine
+  ASSERT_EQ(raw.try_push(Job{0, 4, 8, 0}), PushResult::ok);          // slot out of range
+  ASSERT_EQ(raw.try_push(Job{1, 0, 1'000'000, 0}), PushResult::ok);  // too many frames
+  ASSERT_EQ(raw.try_push(Job{2, 3, 64, 0}), PushResult::ok);         // fine
   Job job;
   ASSERT_EQ(channel.sandbox.wait(job, no_wait), SandboxEndpoint::Wake::job);
   EXPECT_EQ(job.seq, 2U);

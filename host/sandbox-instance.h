@@ -184,6 +184,8 @@ struct SandboxProcessor::Control {
   /// Where notify_control() goes: the link this sandbox was started with (or, for the first
   /// sandbox of a slot, the processor's).
   shm::HostEndpoint* notify_endpoint = nullptr;
+  /// Runs without its real-time priority for now: busy in one block too long (Supervisor).
+  bool demoted = false;
 };
 
 }  // namespace sandpipe::host

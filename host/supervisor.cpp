@@ -119,9 +119,9 @@ struct Supervisor::Watch {
   std::string schedule;
 
   // The supervisor thread's.
-  std::unique_ptr<Control> current;  ///< the sandbox the RT side uses
-  std::unique_ptr<Control> spare;    ///< interpreter ready, waiting for a load
-  std::unique_ptr<Control> pending;  ///< loading, to replace `current`
+  std::unique_ptr<Control> current;             ///< the sandbox the RT side uses
+  std::unique_ptr<Control> spare;               ///< interpreter ready, waiting for a load
+  std::unique_ptr<Control> pending;             ///< loading, to replace `current`
   std::unique_ptr<SandboxLink> unclaimed_link;  ///< loaded, not yet accepted by replace_link
   SandboxLaunch launch;
   std::vector<ParamSetting> params;
@@ -138,6 +138,7 @@ struct Supervisor::Watch {
   /// oldest block the RT side has not collected yet (a pipelined chain, a paused graph).
   std::uint32_t answered_hint = 0;
   Clock::time_point progress_at{};
+  std::uint64_t demotions = 0;  ///< its sandboxes' real-time priority taken away (busy too long)
   // Hot reload (`reload = true`): the file's time when last loaded, the new version loading
   // beside the running one, and when its state was asked for.
   std::filesystem::file_time_type file_time{};
@@ -158,7 +159,8 @@ struct Supervisor::Watch {
   Clock::time_point switch_since{};
 };
 
-Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options) : options_(std::move(options)) {
+Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options)
+    : options_(std::move(options)) {
   if (!options_.log) options_.log = log_to_stderr;
   bool any_python = false;
   for (const SupervisedSlot& s : slots) {
@@ -170,9 +172,8 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
       any_python = true;
       if (s.reload) {
         std::error_code ec;
-        w->file_time = std::filesystem::last_write_time(s.sandbox->control_ ? s.sandbox->control_->launch.file
-                                                                            : std::filesystem::path{},
-                                                        ec);
+        w->file_time = std::filesystem::last_write_time(
+            s.sandbox->control_ ? s.sandbox->control_->launch.file : std::filesystem::path{}, ec);
       }
       w->hang_timeout = s.timeout_ms > 0.0
                             ? std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_ms))
@@ -255,6 +256,8 @@ std::vector<SlotStatus> Supervisor::status() const {
     s.reloads = w->reloads;
     s.crashes = w->crashes;
     s.hangs = w->hangs;
+    s.demotions = w->demotions;
+    s.demoted = w->current != nullptr && w->current->demoted;
     s.last_error = w->last_error;
     s.pid = w->pid;
     s.last_restart_ms = w->last_restart_ms;
@@ -277,18 +280,21 @@ std::string Supervisor::status_json() const {
   for (std::size_t i = 0; i < slots.size(); ++i) {
     const SlotStatus& s = slots[i];
     char restart[96];
-    std::snprintf(restart, sizeof restart, "\"last_restart_ms\":%.3f,\"max_restart_ms\":%.3f", s.last_restart_ms,
-                  s.max_restart_ms);
-    j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind << "\",\"state\":\""
-      << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure) << "\",\"blocks\":"
-      << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
-      << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks << ",\"sanitized_blocks\":"
-      << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
-      << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"pid\":" << s.pid << "," << restart
+    std::snprintf(restart, sizeof restart, "\"last_restart_ms\":%.3f,\"max_restart_ms\":%.3f",
+                  s.last_restart_ms, s.max_restart_ms);
+    j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind
+      << "\",\"state\":\"" << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure)
+      << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
+      << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
+      << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions
+      << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads << ",\"crashes\":" << s.crashes
+      << ",\"hangs\":" << s.hangs << ",\"demotions\":" << s.demotions
+      << ",\"demoted\":" << (s.demoted ? "true" : "false") << ",\"pid\":" << s.pid << "," << restart
       << ",\"last_error\":\"" << json_escape(s.last_error) << "\"";
     j << ",\"mode\":\"" << s.mode << "\",\"pipeline_blocks\":" << s.pipeline_blocks
-      << ",\"latency_frames\":" << s.latency_frames << ",\"schedule_fits\":" << (s.schedule_fits ? "true" : "false")
-      << ",\"schedule\":\"" << json_escape(s.schedule) << "\"}";
+      << ",\"latency_frames\":" << s.latency_frames
+      << ",\"schedule_fits\":" << (s.schedule_fits ? "true" : "false") << ",\"schedule\":\""
+      << json_escape(s.schedule) << "\"}";
   }
   j << "]}\n";
   return j.str();
@@ -300,9 +306,11 @@ std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, c
     if (w->slot.sandbox != &slot) continue;
     if (w->state == SlotState::failed || w->state == SlotState::bypassed)
       return w->name + " is " + std::string(to_string(w->state)) + ": " + w->last_error;
-    if (w->state == SlotState::running && w->current && w->current->request_set_param(setting)) return std::nullopt;
+    if (w->state == SlotState::running && w->current && w->current->request_set_param(setting))
+      return std::nullopt;
     // Restarting (or the socket is full): the next sandbox loads with it.
-    auto it = std::find_if(w->params.begin(), w->params.end(), [&](const ParamSetting& p) { return p.key == setting.key; });
+    auto it = std::find_if(w->params.begin(), w->params.end(),
+                           [&](const ParamSetting& p) { return p.key == setting.key; });
     if (it != w->params.end()) {
       it->value = setting.value;
     } else {
@@ -376,7 +384,8 @@ void Supervisor::write_status_file() {
 namespace {
 
 /// Spawns a sandbox for a restart or a spare; nullptr (and the reason in `error`) on failure.
-std::unique_ptr<Control> spawn_instance(const SandboxLaunch& launch, std::uint64_t generation, std::string& error) {
+std::unique_ptr<Control> spawn_instance(const SandboxLaunch& launch, std::uint64_t generation,
+                                        std::string& error) {
   try {
     return Control::spawn(launch, generation);
   } catch (const std::exception& e) {
@@ -395,6 +404,19 @@ void make_realtime(pid_t pid, int priority) {
   param.sched_priority = priority;
   (void)::sched_setscheduler(pid, SCHED_FIFO | SCHED_RESET_ON_FORK, &param);
 }
+
+/// [main] Takes a sandbox's real-time priority away (see Supervisor::tick).
+void make_normal(pid_t pid) {
+  if (pid <= 0) return;
+  sched_param param{};
+  (void)::sched_setscheduler(pid, SCHED_OTHER | SCHED_RESET_ON_FORK, &param);
+}
+
+/// A real-time sandbox busy in one block for this long (or half its hang timeout, if shorter)
+/// runs without its priority until it answers. At SCHED_FIFO a runaway would take its CPU until
+/// the kernel's RT throttling (950 ms in every second) stops every real-time thread there, the
+/// graph's with it: a dropped cycle for a plugin that was only slow.
+constexpr std::chrono::milliseconds max_realtime_stall{250};
 
 }  // namespace
 
@@ -509,6 +531,28 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
   if (!w.reload_wanted) begin_reload(w, now);  // else one is about to load: it reads the file now
 }
 
+void Supervisor::demote_while_stuck(Watch& w, Control& c, std::uint64_t age_ns, Clock::time_point now,
+                                    bool& state_changed) {
+  if (w.launch.rt_priority <= 0) return;
+  const auto limit = std::min<std::chrono::milliseconds>(w.hang_timeout / 2, max_realtime_stall);
+  const bool stuck = age_ns > static_cast<std::uint64_t>(std::chrono::nanoseconds(limit).count()) &&
+                     now - w.progress_at > limit;
+  if (stuck == c.demoted) return;
+  if (stuck) {
+    make_normal(c.pid);
+    ++w.demotions;
+    options_.log(w.name, SandboxLogLevel::warning,
+                 "busy in one block for over " + std::to_string(limit.count()) +
+                     " ms: runs without real-time priority until it answers (the hang watchdog ends it at " +
+                     std::to_string(w.hang_timeout.count()) + " ms)");
+  } else {
+    make_realtime(c.pid, w.launch.rt_priority);
+    options_.log(w.name, SandboxLogLevel::info, "answering again: real-time priority restored");
+  }
+  c.demoted = stuck;
+  state_changed = true;
+}
+
 void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_changed) {
   SandboxProcessor& proc = *w.slot.sandbox;
   // The version a reload replaced goes once the RT side let go of its link.
@@ -601,7 +645,8 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     std::unique_ptr<SandboxLink> back = proc.withdraw_link();
     if (!back) return;
     if (w.switch_generation != 0)
-      answer_reload(w, true, w.name + " reloaded, then replaced by a newer version before the node processed audio");
+      answer_reload(w, true,
+                    w.name + " reloaded, then replaced by a newer version before the node processed audio");
     w.current->kill_and_reap();
     w.current.reset();  // before its link: it points into the link's endpoint
     back.reset();
@@ -708,21 +753,26 @@ bool Supervisor::tick(Clock::time_point now) {
         (hang ? w.hangs : w.crashes) += 1;
         w.last_error = reason;
         w.failures.push_back(now);
-        while (!w.failures.empty() && now - w.failures.front() > options_.restart_window) w.failures.pop_front();
+        while (!w.failures.empty() && now - w.failures.front() > options_.restart_window)
+          w.failures.pop_front();
         state_changed = true;
         if (w.failures.size() > options_.max_restarts) {
           w.state = SlotState::bypassed;
           w.spare.reset();
           options_.log(w.name, SandboxLogLevel::error,
                        reason + "; " + std::to_string(w.failures.size()) + " failures within " +
-                           std::to_string(options_.restart_window.count() / 1000) + " s: giving up, the slot stays " +
+                           std::to_string(options_.restart_window.count() / 1000) +
+                           " s: giving up, the slot stays " +
                            (w.slot.on_failure == OnFailure::mute ? "muted" : "bypassed"));
         } else {
           w.state = SlotState::restarting;
           w.next_attempt = now + backoff(w.failures.size());
           options_.log(w.name, SandboxLogLevel::error, reason + "; restarting it");
         }
-      } else if (now - w.last_poll >= options_.state_poll) {
+      } else {
+        demote_while_stuck(w, c, age, now, state_changed);
+      }
+      if (reason.empty() && now - w.last_poll >= options_.state_poll) {
         // The state restored after a crash, and the exception count, kept fresh while it runs.
         w.last_poll = now;
         c.request_async(Control::Async::state);
@@ -770,11 +820,13 @@ bool Supervisor::tick(Clock::time_point now) {
           w.pending.reset();
           w.last_error = "restart failed: " + why;
           w.failures.push_back(now);
-          while (!w.failures.empty() && now - w.failures.front() > options_.restart_window) w.failures.pop_front();
+          while (!w.failures.empty() && now - w.failures.front() > options_.restart_window)
+            w.failures.pop_front();
           state_changed = true;
           if (w.failures.size() > options_.max_restarts) {
             w.state = SlotState::bypassed;
-            options_.log(w.name, SandboxLogLevel::error, w.last_error + "; giving up, the slot stays bypassed");
+            options_.log(w.name, SandboxLogLevel::error,
+                         w.last_error + "; giving up, the slot stays bypassed");
           } else {
             w.next_attempt = now + backoff(w.failures.size());
             options_.log(w.name, SandboxLogLevel::error, w.last_error + "; trying again");
@@ -816,14 +868,15 @@ bool Supervisor::tick(Clock::time_point now) {
       w.spare->advance();
       if (w.spare->gone() || w.spare->phase == Control::Phase::failed) {
         options_.log(w.name, SandboxLogLevel::warning,
-                     "spare sandbox failed: " + (w.spare->failure.empty() ? w.spare->gone_reason() : w.spare->failure));
+                     "spare sandbox failed: " +
+                         (w.spare->failure.empty() ? w.spare->gone_reason() : w.spare->failure));
         w.spare->kill_and_reap();
         w.spare.reset();
         w.next_spare = now + std::chrono::seconds(5);
       }
     }
-    const bool want_spare = options_.keep_spare &&
-                            (w.state == SlotState::running || w.state == SlotState::restarting);
+    const bool want_spare =
+        options_.keep_spare && (w.state == SlotState::running || w.state == SlotState::restarting);
     if (want_spare && !w.spare && !w.pending && now >= w.next_spare) {
       std::string error;
       SandboxLaunch spare_launch = w.launch;
@@ -841,13 +894,15 @@ bool Supervisor::tick(Clock::time_point now) {
   if (refresh_wanted_ > refresh_asked_) {
     refresh_asked_ = refresh_wanted_;
     for (auto& w : watches_)
-      if (w->python && w->state == SlotState::running && w->current) w->current->request_async(Control::Async::stats);
+      if (w->python && w->state == SlotState::running && w->current)
+        w->current->request_async(Control::Async::stats);
   }
   if (refresh_asked_ > refresh_done_) {
     bool outstanding = false;
     for (auto& w : watches_) {
       if (!w->python || w->state != SlotState::running || !w->current) continue;
-      for (const auto a : w->current->async_outstanding) outstanding = outstanding || a == Control::Async::stats;
+      for (const auto a : w->current->async_outstanding)
+        outstanding = outstanding || a == Control::Async::stats;
     }
     if (!outstanding) refresh_done_ = refresh_asked_;
   }
@@ -856,18 +911,20 @@ bool Supervisor::tick(Clock::time_point now) {
 
 std::filesystem::path status_file_path(std::string_view node_name) {
   const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  const std::filesystem::path dir = (xdg != nullptr && *xdg != '\0')
-                                        ? std::filesystem::path(xdg) / "sandpipe"
-                                        : std::filesystem::path("/tmp") / ("sandpipe-" + std::to_string(::getuid()));
+  const std::filesystem::path dir =
+      (xdg != nullptr && *xdg != '\0')
+          ? std::filesystem::path(xdg) / "sandpipe"
+          : std::filesystem::path("/tmp") / ("sandpipe-" + std::to_string(::getuid()));
   return dir / (std::string(node_name) + ".status");
 }
 
 std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
-                                            const std::vector<std::unique_ptr<Processor>>& slots, bool offline,
-                                            SupervisorOptions options) {
+                                            const std::vector<std::unique_ptr<Processor>>& slots,
+                                            bool offline, SupervisorOptions options) {
   options.offline = offline;
   options.max_restarts = config.restart_max;
-  options.restart_window = std::chrono::milliseconds(static_cast<std::int64_t>(config.restart_window_s * 1000.0));
+  options.restart_window =
+      std::chrono::milliseconds(static_cast<std::int64_t>(config.restart_window_s * 1000.0));
   options.node_name = config.node_name;
   if (!offline && options.status_file.empty()) options.status_file = status_file_path(config.node_name);
   if (!offline && options.request_socket.empty())

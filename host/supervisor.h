@@ -53,12 +53,16 @@ struct SlotStatus {
   std::string kind;  ///< "python" or "native"
   SlotState state = SlotState::running;
   OnFailure on_failure = OnFailure::bypass;
-  SlotCounters counters;        ///< the RT side's (blocks, deadline misses, bypassed, sanitized)
+  SlotCounters counters;         ///< the RT side's (blocks, deadline misses, bypassed, sanitized)
   std::uint64_t exceptions = 0;  ///< exceptions raised in process(), over every sandbox of the slot
   std::uint64_t restarts = 0;    ///< sandboxes that replaced a dead or hung one
   std::uint64_t reloads = 0;     ///< new versions of the plugin file swapped in (`reload`)
   std::uint64_t crashes = 0;     ///< sandboxes that died (exit, signal, EOF, protocol breach)
   std::uint64_t hangs = 0;       ///< sandboxes killed by the hang watchdog
+  /// Times its sandbox lost real-time priority for being busy in one block too long (and
+  /// whether it is without it now).
+  std::uint64_t demotions = 0;
+  bool demoted = false;
   std::string last_error;        ///< the last failure, with a traceback when there was one
   pid_t pid = -1;                ///< the sandbox running now (-1: none)
   double last_restart_ms = 0.0;  ///< death noticed → new sandbox handed to the RT side
@@ -100,8 +104,8 @@ struct SupervisedSlot {
   Processor* processor = nullptr;       ///< every slot (native ones only report counters)
   SandboxProcessor* sandbox = nullptr;  ///< Python slots
   OnFailure on_failure = OnFailure::bypass;
-  double timeout_ms = 0.0;              ///< the plugin's `timeout-ms` (0: the default)
-  bool reload = false;                  ///< the plugin's `reload`: follow changes of its file
+  double timeout_ms = 0.0;  ///< the plugin's `timeout-ms` (0: the default)
+  bool reload = false;      ///< the plugin's `reload`: follow changes of its file
 };
 
 /// Not copyable. Created [main] after the chain's slots, destroyed before them.
@@ -151,6 +155,10 @@ class Supervisor {
   /// load a new version beside the running one with its state, hand over to it (a wet → wet
   /// crossfade), or keep the old one if the new one fails; answer the requests waiting for it.
   void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Takes the real-time priority of `w`'s sandbox `c` away while it is busy in one block too
+  /// long (`age_ns`: the oldest block it owes), and gives it back once it answers.
+  void demote_while_stuck(Watch& w, SandboxProcessor::Control& c, std::uint64_t age_ns,
+                          std::chrono::steady_clock::time_point now, bool& state_changed);
   /// Starts a reload of `w` now: asks the running version for its state first.
   void begin_reload(Watch& w, std::chrono::steady_clock::time_point now);
   /// Answers every request waiting for `w`'s reload.
@@ -165,7 +173,7 @@ class Supervisor {
   mutable std::mutex mutex_;  ///< guards every Watch's status part and restart_ms_
   std::condition_variable changed_;
   std::vector<double> restart_ms_;
-  int wake_fd_ = -1;  ///< eventfd: stop, refresh
+  int wake_fd_ = -1;                         ///< eventfd: stop, refresh
   std::unique_ptr<RequestServer> requests_;  ///< `sandpipe reload` (the supervisor thread's)
   bool stop_ = false;
   std::uint64_t refresh_wanted_ = 0;  ///< refresh() calls so far
@@ -182,8 +190,8 @@ class Supervisor {
 /// [main] A supervisor for a chain's `slots` (config order, as Chain builds them): restart
 /// limits from `config`; live (not `offline`): the status file at status_file_path(node) and
 /// the request socket at request_socket_path(node) unless `options` names them.
-[[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
-                                                          const std::vector<std::unique_ptr<Processor>>& slots,
-                                                          bool offline, SupervisorOptions options);
+[[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(
+    const ChainConfig& config, const std::vector<std::unique_ptr<Processor>>& slots, bool offline,
+    SupervisorOptions options);
 
 }  // namespace sandpipe::host

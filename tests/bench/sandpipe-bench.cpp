@@ -309,6 +309,17 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
     r.counts = std::move(counts);
     rows.push_back(std::move(r));
   };
+  // A row whose every block comes after a pause of `gap` µs (untimed), as a graph cycle leaves.
+  auto add_paced = [&](std::string path, std::string label, const std::shared_ptr<ChainRunner>& runner,
+                       double gap) {
+    add(
+        std::move(path), std::move(label),
+        [runner, gap] {
+          sleep_us(gap);
+          return runner->block();
+        },
+        [runner] { return runner->counters(); });
+  };
   add("futex", "raw futex ping-pong, 2 processes (floor)", [&futex] { return futex.round_trip_ns(); });
   add("futex-spin", "futex ping-pong, host spins <= 5 us first",
       [&futex] { return futex.round_trip_ns(5'000); });
@@ -325,37 +336,14 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
     const double gap = o.pipelined_gap_us;
     // The same pause before each sync block, so the pipelined row is compared like for like
     // (a pause lets caches cool and the vCPU idle, which the back-to-back rows never see).
-    add(
-        "python-gain-sandbox-paced", "Python gain, sandbox, sync, paced (Chain)",
-        [py_sync, gap] {
-          sleep_us(gap);
-          return py_sync->block();
-        },
-        [py_sync] { return py_sync->counters(); });
-    add(
-        "python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined k=1 (Chain)",
-        [py_pipe, gap] {
-          sleep_us(gap);
-          return py_pipe->block();
-        },
-        [py_pipe] { return py_pipe->counters(); });
+    add_paced("python-gain-sandbox-paced", "Python gain, sandbox, sync, paced (Chain)", py_sync, gap);
+    add_paced("python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined k=1 (Chain)", py_pipe, gap);
   }
   if (py_cycle) {
     const double gap = o.cycle_gap_us;
-    add(
-        "python-gain-sandbox-cycle", "Python gain, sync, cycle-paced, anticipating",
-        [py_cycle, gap] {
-          sleep_us(gap);
-          return py_cycle->block();
-        },
-        [py_cycle] { return py_cycle->counters(); });
-    add(
-        "python-gain-sandbox-cycle-sleeping", "Python gain, sync, cycle-paced, wake-lead 0",
-        [py_cycle_sleeping, gap] {
-          sleep_us(gap);
-          return py_cycle_sleeping->block();
-        },
-        [py_cycle_sleeping] { return py_cycle_sleeping->counters(); });
+    add_paced("python-gain-sandbox-cycle", "Python gain, sync, cycle-paced, anticipating", py_cycle, gap);
+    add_paced("python-gain-sandbox-cycle-sleeping", "Python gain, sync, cycle-paced, wake-lead 0",
+              py_cycle_sleeping, gap);
   }
   add("python-gain-inprocess", "Python gain, in-process CPython (baseline)", [&python, in, out] {
     const std::uint64_t t0 = now_ns();

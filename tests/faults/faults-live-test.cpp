@@ -48,6 +48,7 @@ enum class Outcome : std::uint8_t {
   exception,  ///< process() raises: counted, no restart
   sanitized,  ///< NaN/Inf output: replaced by the dry input, counted
   either,     ///< an exception or a restart (the memory bomb)
+  demoted,    ///< busy in one block for long: without real-time priority until it answers
 };
 
 struct Fault {
@@ -205,6 +206,7 @@ void FaultLive::run_fault(const Fault& f) {
       const Json s = slot();
       if (s.is_null() || s.text("state") != "running") return false;
       if (f.outcome == Outcome::either) return s["exceptions"].num() + s["restarts"].num() >= i;
+      if (f.outcome == Outcome::demoted && s["demoted"].boolean()) return false;  // still busy
       if (s[f.counter.c_str()].num() - counter_before < f.count * i) return false;
       return f.outcome != Outcome::restart ||
              (s["restarts"].num() >= i && s["pid"].num() > 1 && static_cast<pid_t>(s["pid"].num()) != pid);
@@ -383,6 +385,14 @@ TEST_F(FaultLive, SleepPastTheBudget) {
 }
 
 // ---- bad output and exceptions: those blocks are dry, no restart ----------------------------
+
+TEST_F(FaultLive, BusyForASecondAndAHalf) {
+  // Slow, not hung (under its 3 s watchdog). At SCHED_FIFO it would take its CPU past the
+  // kernel's RT throttling (950 ms in every second), which stops every real-time thread there,
+  // the graph's too: a lost cycle here (seen in this suite's memory bomb). The supervisor takes
+  // its priority away after 250 ms and gives it back once it answers.
+  run_fault({"spin", "timeout-ms = 3000", "seconds = 1.5", Outcome::demoted, "demotions", 1, ""});
+}
 
 TEST_F(FaultLive, ExceptionEveryFewBlocks) {
   run_fault({"raise", "", "repeat = 6 every = 8", Outcome::exception, "exceptions", 6, "injected fault"});

@@ -57,7 +57,7 @@ bool HostEndpoint::submit_rt(const Job& request) noexcept {
       fail();
       return false;
   }
-  in_flight_jobs_[submitted_ & (geometry_.slot_count - 1)] = job;
+  in_flight_jobs_[submitted_ & (geometry_.slot_count - 1)] = job;  // with its stamp
   ++submitted_;
   jobs_.wake_consumer();
   return true;
@@ -96,15 +96,20 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
     return result;
   }
 
-  // Spin: a sandbox that answers within a few µs costs no context switch at all. But a spin that
-  // keeps missing (a slow plugin, or the sandbox waiting for the very core we spin on) only burns
-  // time the sandbox may need, so after a few misses in a row we sleep at once and only probe
+  // Spin: a sandbox that answers within a few µs costs no context switch at all. Only over the
+  // first `spin_ns_` of the oldest job's life, though: one submitted a cycle ago (pipelined) and
+  // still out is busy for longer, and spinning for it would only take the CPU it may need. A
+  // spin that keeps missing (a slow plugin, or the sandbox waiting for the very core we spin
+  // on) also burns that time, so after a few misses in a row we sleep at once and only probe
   // with a spin every `spin_probe_interval` waits.
-  const bool spin =
-      spin_ns_ > 0 && (spin_misses_ < spin_miss_limit || ++waits_since_probe_ % spin_probe_interval == 0);
+  const std::uint64_t spin_start = now_ns();
+  const std::uint32_t age_us = static_cast<std::uint32_t>(spin_start / 1000U) -
+                               in_flight_jobs_[completed_ & (geometry_.slot_count - 1)].submit_us;
+  const std::uint64_t age_ns = std::uint64_t{age_us} * 1000U;
+  const bool spin = spin_ns_ > 0 && age_ns < spin_ns_ &&
+                    (spin_misses_ < spin_miss_limit || ++waits_since_probe_ % spin_probe_interval == 0);
   if (spin) {
-    const std::uint64_t spin_start = now_ns();
-    const std::uint64_t spin_end = std::min(spin_start + spin_ns_, deadline_ns);
+    const std::uint64_t spin_end = std::min(spin_start + (spin_ns_ - age_ns), deadline_ns);
     do {
       for (int i = 0; i < 8 && !completions_.looks_non_empty(); ++i) {
         detail::cpu_relax();
@@ -119,7 +124,7 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
       }
     } while (now_ns() < spin_end);
     // A spin the deadline cut short says nothing about the sandbox's speed.
-    if (spin_end - spin_start >= spin_ns_ && spin_misses_ < spin_miss_limit) {
+    if (spin_end - spin_start >= spin_ns_ - age_ns && spin_misses_ < spin_miss_limit) {
       ++spin_misses_;
     }
   }

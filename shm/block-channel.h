@@ -74,11 +74,13 @@ struct ControlNotify;
 /// endpoint stays corrupt (every later call returns corrupt / false / nullptr).
 class HostEndpoint {
  public:
-  /// Spin before sleeping in wait_complete_rt(): a few µs catch a sandbox that answers quickly
-  /// without the two context switches of a futex round trip. Adaptive: after `spin_miss_limit`
+  /// Spin before sleeping in wait_complete_rt(), over the first `default_spin_ns` of the oldest
+  /// job's life: a sandbox that answers quickly is caught without the two wake-ups of a futex
+  /// round trip (tens of µs each when the sandbox runs on an idle vCPU), and a job submitted a
+  /// cycle earlier (pipelined) is slept on at once. Adaptive: after `spin_miss_limit`
   /// spins in a row that did not catch the completion, waits sleep at once, except one spin every
   /// `spin_probe_interval` waits to notice the sandbox got fast again.
-  static constexpr std::uint64_t default_spin_ns = 30'000;
+  static constexpr std::uint64_t default_spin_ns = 50'000;
   static constexpr std::uint32_t spin_miss_limit = 4;
   static constexpr std::uint32_t spin_probe_interval = 64;
 

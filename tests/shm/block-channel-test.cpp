@@ -350,10 +350,12 @@ std::uint32_t paced_jobs_found_awake(std::uint64_t lead_ns, std::uint32_t jobs, 
   std::atomic<bool> stop{false};
   std::thread sandbox([&] {
     (void)::prctl(PR_SET_TIMERSLACK, 1UL);  // as sandbox/main.cpp does
+    std::uint32_t done = 0;
     while (!stop.load()) {
       Job job;
-      if (channel.sandbox.wait(job, 20'000'000) == SandboxEndpoint::Wake::job)
-        channel.sandbox.complete(Completion{job.seq, job.slot, job.frames, 0});
+      if (channel.sandbox.wait(job, 20'000'000) != SandboxEndpoint::Wake::job) continue;
+      channel.sandbox.complete(Completion{job.seq, job.slot, job.frames, 0});
+      if (++done == jobs) seen = channel.sandbox.anticipation();  // before the job that ends it
     }
   });
   // Both sides wake on time, as a graph's real-time threads do (the default 50 µs timer slack
@@ -378,7 +380,6 @@ std::uint32_t paced_jobs_found_awake(std::uint64_t lead_ns, std::uint32_t jobs, 
   stop.store(true);
   channel.host.submit_rt(Job{jobs, jobs % 4, 64, 0});  // ends the sandbox's wait
   sandbox.join();
-  seen = channel.sandbox.anticipation();
   return awake;
 }
 

@@ -62,8 +62,8 @@ struct PluginSpec {
   /// file system (a sink that records); everything else stays confined.
   bool allow_writes = false;
   /// Python only: how long before a job is due its sandbox stops sleeping and spins
-  /// (SandboxEndpoint anticipation); 0 = sleep until woken.
-  std::uint32_t wake_lead_us = 100;
+  /// (SandboxEndpoint anticipation); 0 (the default) = sleep until woken.
+  std::uint32_t wake_lead_us = 0;
   /// Python plugins (`reload`): in `sandpipe run`, a change of the file loads the new code in a
   /// new sandbox with the old one's state and hands over to it (a wet → wet crossfade); a
   /// version that fails to load leaves the old one running.

@@ -30,7 +30,7 @@ PATHS = [  # file prefix, label, style
     ("python-gain-sandbox", "Python gain, sandbox (sync)", dict(color="tab:blue", lw=1.8)),
     ("python-gain-sandbox-paced", "Python gain, sandbox, sync paced", dict(color="tab:cyan", lw=1.2, ls="--")),
     ("python-gain-sandbox-pipelined", "Python gain, sandbox, pipelined", dict(color="tab:purple", lw=1.4)),
-    ("python-gain-sandbox-cycle", "Python gain, sync, cycle-paced, anticipating", dict(color="tab:red", lw=1.4)),
+    ("python-gain-sandbox-cycle", "Python gain, sync, cycle-paced, wake-lead 100", dict(color="tab:red", lw=1.4)),
     ("python-gain-sandbox-cycle-sleeping", "Python gain, sync, cycle-paced, wake-lead 0",
      dict(color="tab:brown", lw=1.2, ls="--")),
     ("python-gain-inprocess", "Python gain, in-process CPython", dict(color="tab:orange", lw=1.2)),

@@ -44,8 +44,8 @@ at 512. Then offline render throughput (x real time) of a mixed native + Python 
                        leave (default 100); a sync row paced the same way runs beside it
   --cycle-gap-us G     at 2 ch x 512 only: two more sync rows, each block after a pause of G us
                        (default 1000), as a graph cycle leaves a sandbox idle: one with the
-                       sandbox's anticipation of the next block (wake-lead-us, the default),
-                       one where it sleeps until woken (wake-lead-us = 0)
+                       sandbox's anticipation of the next block (wake-lead-us = 100), one
+                       where it sleeps until woken (wake-lead-us = 0, the default)
   --render-seconds S   audio length for the render rows (default 60)
   --json FILE          also write the JSON report there
   --samples DIR        dump every row's raw per-block times (little-endian uint64 ns, in
@@ -290,7 +290,7 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
                                lead + std::string(python_timeout) + " }\n"),
           fr);
     };
-    py_cycle = cycle_slot("");
+    py_cycle = cycle_slot(" wake-lead-us = 100");
     py_cycle_sleeping = cycle_slot(" wake-lead-us = 0");
   }
   python.load(gain_py, {{"gain", 0.5}}, ch, fr);
@@ -341,7 +341,7 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
   }
   if (py_cycle) {
     const double gap = o.cycle_gap_us;
-    add_paced("python-gain-sandbox-cycle", "Python gain, sync, cycle-paced, anticipating", py_cycle, gap);
+    add_paced("python-gain-sandbox-cycle", "Python gain, sync, cycle-paced, wake-lead 100", py_cycle, gap);
     add_paced("python-gain-sandbox-cycle-sleeping", "Python gain, sync, cycle-paced, wake-lead 0",
               py_cycle_sleeping, gap);
   }

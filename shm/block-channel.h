@@ -212,8 +212,8 @@ class SandboxEndpoint {
   /// at the same cadence (a period of at least `min_anticipated_period_ns`), wait() sleeps only
   /// until `min(lead, period / 16)` before the next one is due and spins until as long after.
   /// (The sandbox sets its timer slack to 1 ns: the default 50 µs would eat the lead.)
-  /// Off unless asked for (`wake-lead-us`): it pays on the critical path of sync slots, but in
-  /// the CPU-bound pipelined soak (3slow-512) it went with more misses (docs/performance.md).
+  /// Off unless asked for (`wake-lead-us`): it pays on the critical path of sync slots only,
+  /// and spins up to 1/8 of a core (docs/performance.md).
   static constexpr std::uint64_t default_lead_ns = 0;
   static constexpr std::uint64_t min_anticipated_period_ns = 500'000;
   static constexpr std::uint32_t steady_jobs_needed = 8;

@@ -8,8 +8,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <optional>
 #include <sstream>
+#include <string_view>
+#include <utility>
 
 #include "host/spa-json.h"
 
@@ -54,6 +57,8 @@ std::vector<std::string> channel_positions(std::uint32_t channels) {
 std::string_view to_string(NodeMode mode) noexcept { return mode == NodeMode::sink ? "sink" : "filter"; }
 
 namespace {
+
+using namespace std::string_view_literals;
 
 /// One token of the config text, with where it came from.
 struct Token {
@@ -114,6 +119,22 @@ class Reader {
       fail(token.line,
            "\"" + std::string(key) + "\" must be a string, not a " + (token.is_object() ? "object" : "list"));
     return unquote(token);
+  }
+
+  /// A string value that must be one of `choices`: its meaning, or a failure listing them all
+  /// ("KEY must be "a", "b" or "c", got "x"").
+  template <typename T>
+  [[nodiscard]] T choice_value(const Token& token, std::string_view key,
+                               std::initializer_list<std::pair<std::string_view, T>> choices) const {
+    const std::string text = string_value(token, key);
+    std::string listed;
+    std::size_t i = 0;
+    for (const auto& [word, meaning] : choices) {
+      if (text == word) return meaning;
+      listed += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + ("\"" + std::string(word) + "\"");
+      ++i;
+    }
+    fail(token.line, std::string(key) + " must be " + listed + ", got \"" + text + "\"");
   }
 
   [[nodiscard]] static std::optional<double> parse_number(std::string_view text) {
@@ -252,28 +273,18 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     } else if (name == "params") {
       parse_params(reader, it, value, spec);
     } else if (name == "on-failure") {
-      const auto policy = reader.string_value(value, name);
-      if (policy == "bypass")
-        spec.on_failure = OnFailure::bypass;
-      else if (policy == "mute")
-        spec.on_failure = OnFailure::mute;
-      else
-        reader.fail(value.line, "on-failure must be \"bypass\" or \"mute\", got \"" + policy + "\"");
+      spec.on_failure = reader.choice_value(
+          value, name, {std::pair{"bypass"sv, OnFailure::bypass}, {"mute"sv, OnFailure::mute}});
     } else if (name == "timeout-ms") {
       spec.timeout_ms = reader.number_value(value, name);
       if (spec.timeout_ms < 0.0 || spec.timeout_ms > 10000.0)
         reader.fail(value.line, "timeout-ms must be between 0 (automatic) and 10000");
     } else if (name == "mode") {
-      const auto mode = reader.string_value(value, name);
       mode_line = value.line;
-      if (mode == "auto")
-        spec.mode = SlotMode::auto_select;
-      else if (mode == "sync")
-        spec.mode = SlotMode::sync;
-      else if (mode == "pipelined")
-        spec.mode = SlotMode::pipelined;
-      else
-        reader.fail(value.line, "mode must be \"auto\", \"sync\" or \"pipelined\", got \"" + mode + "\"");
+      spec.mode = reader.choice_value(value, name,
+                                      {std::pair{"auto"sv, SlotMode::auto_select},
+                                       {"sync"sv, SlotMode::sync},
+                                       {"pipelined"sv, SlotMode::pipelined}});
     } else if (name == "blocks") {
       const double k = reader.number_value(value, name);
       blocks_line = value.line;
@@ -375,13 +386,8 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       config.channels = static_cast<std::uint32_t>(channels);
       have_channels = true;
     } else if (name == "mode") {
-      const auto mode = reader.string_value(value, name);
-      if (mode == "filter")
-        config.mode = NodeMode::filter;
-      else if (mode == "sink")
-        config.mode = NodeMode::sink;
-      else
-        reader.fail(value.line, "mode must be \"filter\" or \"sink\", got \"" + mode + "\"");
+      config.mode = reader.choice_value(
+          value, name, {std::pair{"filter"sv, NodeMode::filter}, {"sink"sv, NodeMode::sink}});
     } else if (name == "latency.max-ms") {
       config.latency_max_ms = reader.number_value(value, name);
       if (config.latency_max_ms < 1.0 || config.latency_max_ms > 1000.0)

@@ -438,9 +438,8 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
       case SandboxMessage::STATS: {
         const auto s = msg.getStats();
         r.kind = Reply::Kind::stats;
-        r.stats = {s.getBlocks(),        s.getExceptions(),       s.getProcessNsLast(),
-                   s.getProcessNsMax(),  s.getProcessNsTotal(),   s.getLogsDropped(),
-                   s.getGcCollections(), s.getAnticipatedWaits(), s.getAnticipatedCaught()};
+        r.stats = {s.getBlocks(),         s.getExceptions(),  s.getProcessNsLast(), s.getProcessNsMax(),
+                   s.getProcessNsTotal(), s.getLogsDropped(), s.getGcCollections()};
         break;
       }
       default:

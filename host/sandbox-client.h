@@ -118,8 +118,6 @@ struct SandboxStats {
   std::uint64_t process_ns_total = 0;
   std::uint64_t logs_dropped = 0;
   std::uint64_t gc_collections = 0;
-  std::uint64_t anticipated_waits = 0;   ///< waits that spun over a job's due time
-  std::uint64_t anticipated_caught = 0;  ///< of those, jobs that arrived while the sandbox spun
 };
 
 class SandboxProcessor;

@@ -24,6 +24,17 @@ bool all_finite(const float* x, std::size_t n) noexcept {
   return !bad;
 }
 
+/// Positions [p, p + n) of a ring of `mask + 1` cells (n ≤ that) wrap at most once: calls
+/// `run(cell, offset, length)` for each of the at most two contiguous runs, `offset` counting
+/// from p.
+template <typename Run>
+void for_each_ring_run(std::uint32_t mask, std::uint64_t p, std::size_t n, Run&& run) noexcept {
+  const std::size_t start = p & mask;
+  const std::size_t head = std::min<std::size_t>(n, std::size_t{mask} + 1 - start);
+  run(start, std::size_t{0}, head);
+  if (head < n) run(std::size_t{0}, head, n - head);
+}
+
 constexpr std::uint32_t fifo_mask = shm::max_slots - 1;
 static_assert((shm::max_slots & fifo_mask) == 0, "the job FIFO indexes by mask");
 
@@ -190,19 +201,17 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
   }
 
   // Copy out, then refuse NaN/Inf in our copy (the sandbox may still write its slot; what we
-  // check is what we play): `!(|x| <= max)` is also true for NaN. The ring wraps at most once
-  // inside a block, so it is at most two contiguous runs. Tags are written only after every
-  // channel passed, so a bad block is read as dry.
-  const std::size_t start = first & ring_mask_;
-  const std::size_t head = std::min<std::size_t>(n, cap - start);
+  // check is what we play): `!(|x| <= max)` is also true for NaN. Tags are written only after
+  // every channel passed, so a bad block is read as dry.
   bool bad = false;
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
     const float* src = link.endpoint.channel_rt(done.slot, ch);
     if (src == nullptr) return false;
     float* line = lane.wet.data() + ch * cap;
-    std::memcpy(line + start, src + skip, head * sizeof(float));
-    std::memcpy(line, src + skip + head, (n - head) * sizeof(float));
-    bad |= !all_finite(line + start, head) || !all_finite(line, n - head);
+    for_each_ring_run(ring_mask_, first, n, [&](std::size_t cell, std::size_t offset, std::size_t len) {
+      std::memcpy(line + cell, src + skip + offset, len * sizeof(float));
+      bad |= !all_finite(line + cell, len);
+    });
   }
   if (bad) {
     bump(sanitized_blocks_);
@@ -231,8 +240,9 @@ bool SandboxProcessor::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t n
     // first two cycles do not both spend the whole budget. Once that job is back, the jobs
     // after it get the full wait.
     const bool wait = needed && !lane.stalled;
-    const std::uint64_t until = behind ? late_job_deadline_rt(deadline_ns) : deadline_ns;
-    const shm::WaitResult r = wait ? ep.wait_complete_rt(done, until) : ep.try_complete_rt(done);
+    const shm::WaitResult r =
+        !wait ? ep.try_complete_rt(done)
+              : ep.wait_complete_rt(done, behind ? late_job_deadline_rt(deadline_ns) : deadline_ns);
     if (r == shm::WaitResult::ready) {
       if (!apply_completion_rt(lane, link, done, shm::now_ns())) {
         fail_link_rt(lane);
@@ -321,13 +331,13 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
                                           std::uint32_t frames) noexcept {
   const std::size_t cap = std::size_t{ring_mask_} + 1;
   if (plain_wet_rt(first, frames)) {
-    // The steady state: every frame processed, no ramp running. Two copies per channel.
-    const std::size_t start = first & ring_mask_;
-    const std::size_t head = std::min<std::size_t>(frames, cap - start);
+    // The steady state: every frame processed, no ramp running. Copies only.
     for (std::uint32_t ch = 0; ch < channels_; ++ch) {
       const float* line = lane_.wet.data() + ch * cap;
-      std::memcpy(out[ch], line + start, head * sizeof(float));
-      std::memcpy(out[ch] + head, line, (frames - head) * sizeof(float));
+      for_each_ring_run(ring_mask_, first, frames,
+                        [&](std::size_t cell, std::size_t offset, std::size_t len) {
+                          std::memcpy(out[ch] + offset, line + cell, len * sizeof(float));
+                        });
       last_out_[ch] = out[ch][frames - 1];
     }
     return 0;
@@ -417,10 +427,10 @@ BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* o
   const std::size_t cap = std::size_t{ring_mask_} + 1;
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
     float* line = history_.data() + ch * cap;
-    const std::size_t start = in_pos_ & ring_mask_;
-    const std::size_t first_part = std::min<std::size_t>(frames, cap - start);
-    std::memcpy(line + start, in[ch], first_part * sizeof(float));
-    std::memcpy(line, in[ch] + first_part, (frames - first_part) * sizeof(float));
+    for_each_ring_run(ring_mask_, in_pos_, frames,
+                      [&](std::size_t cell, std::size_t offset, std::size_t len) {
+                        std::memcpy(line + cell, in[ch] + offset, len * sizeof(float));
+                      });
   }
 
   // 2. Hand this block to the sandbox and collect what it owes for the positions read now.

@@ -771,12 +771,12 @@ bool Supervisor::tick(Clock::time_point now) {
         }
       } else {
         demote_while_stuck(w, c, age, now, state_changed);
-      }
-      if (reason.empty() && now - w.last_poll >= options_.state_poll) {
-        // The state restored after a crash, and the exception count, kept fresh while it runs.
-        w.last_poll = now;
-        c.request_async(Control::Async::state);
-        c.request_async(Control::Async::stats);
+        if (now - w.last_poll >= options_.state_poll) {
+          // The state restored after a crash, and the exception count, kept fresh while it runs.
+          w.last_poll = now;
+          c.request_async(Control::Async::state);
+          c.request_async(Control::Async::stats);
+        }
       }
     }
 

@@ -329,9 +329,6 @@ void Session::handle(const Frame& frame) {
       s.setProcessNsTotal(stats_.total_ns);
       s.setLogsDropped(control_.dropped());
       s.setGcCollections(stats_.gc_collections);
-      const shm::SandboxEndpoint::Anticipation a = endpoint_.anticipation();
-      s.setAnticipatedWaits(a.waits);
-      s.setAnticipatedCaught(a.caught);
       break;
     }
     case schema::HostMessage::SHUTDOWN:

@@ -124,8 +124,6 @@ struct SandboxMessage {
       processNsTotal @14 :UInt64;
       logsDropped @21 :UInt64;        # log lines dropped because the host did not read them
       gcCollections @22 :UInt64;      # garbage collections run while idle
-      anticipatedWaits @23 :UInt64;   # waits that spun over a job's due time (SandboxEndpoint)
-      anticipatedCaught @24 :UInt64;  # of those, jobs that arrived while it spun
     }
     log :group {
       level @15 :LogLevel;

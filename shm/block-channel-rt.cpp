@@ -109,7 +109,8 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
   const bool spin = spin_ns_ > 0 && age_ns < spin_ns_ &&
                     (spin_misses_ < spin_miss_limit || ++waits_since_probe_ % spin_probe_interval == 0);
   if (spin) {
-    const std::uint64_t spin_end = std::min(spin_start + (spin_ns_ - age_ns), deadline_ns);
+    const std::uint64_t spin_for = spin_ns_ - age_ns;  // what is left of the job's first spin_ns_
+    const std::uint64_t spin_end = std::min(spin_start + spin_for, deadline_ns);
     do {
       for (int i = 0; i < 8 && !completions_.looks_non_empty(); ++i) {
         detail::cpu_relax();
@@ -124,7 +125,7 @@ WaitResult HostEndpoint::wait_complete_rt(Completion& out, std::uint64_t deadlin
       }
     } while (now_ns() < spin_end);
     // A spin the deadline cut short says nothing about the sandbox's speed.
-    if (spin_end - spin_start >= spin_ns_ - age_ns && spin_misses_ < spin_miss_limit) {
+    if (spin_end - spin_start >= spin_for && spin_misses_ < spin_miss_limit) {
       ++spin_misses_;
     }
   }

@@ -82,6 +82,10 @@ std::uint64_t submitted_ns(std::uint32_t submit_us, std::uint64_t now) noexcept 
 
 }  // namespace
 
+bool SandboxEndpoint::steady() const noexcept {
+  return steady_jobs_ >= steady_jobs_needed && period_ns_ >= min_anticipated_period_ns;
+}
+
 void SandboxEndpoint::note_job(std::uint64_t now) noexcept {
   if (last_job_ns_ != 0 && now > last_job_ns_) {
     const std::uint64_t interval = now - last_job_ns_;
@@ -150,7 +154,7 @@ SandboxEndpoint::Wake SandboxEndpoint::wait(Job& out, std::uint64_t timeout_ns) 
   // starts at once, instead of after the wake-up of a sleeping process (on an idle vCPU tens of
   // µs, on each side). The spin is at most twice the window, and the window a small share of
   // the period.
-  if (lead_ns_ > 0 && steady_jobs_ >= steady_jobs_needed && period_ns_ >= min_anticipated_period_ns) {
+  if (lead_ns_ > 0 && steady()) {
     const std::uint64_t window = std::min(lead_ns_, period_ns_ / 16);
     const std::uint64_t due = last_job_ns_ + period_ns_;
     if (due + window > start) {
@@ -190,8 +194,7 @@ const Geometry& SandboxEndpoint::geometry() const noexcept { return geometry_; }
 void SandboxEndpoint::set_spin_ns(std::uint64_t spin_ns) noexcept { spin_ns_ = spin_ns; }
 void SandboxEndpoint::set_lead_ns(std::uint64_t lead_ns) noexcept { lead_ns_ = lead_ns; }
 SandboxEndpoint::Anticipation SandboxEndpoint::anticipation() const noexcept {
-  const bool steady = steady_jobs_ >= steady_jobs_needed && period_ns_ >= min_anticipated_period_ns;
-  return {anticipated_, caught_, steady ? period_ns_ : 0};
+  return {anticipated_, caught_, steady() ? period_ns_ : 0};
 }
 
 std::uint32_t HostEndpoint::answered_hint() const noexcept { return completions_.producer_write_hint(); }

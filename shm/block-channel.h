@@ -229,6 +229,8 @@ class SandboxEndpoint {
 
  private:
   bool poll(Job& out, Wake& wake) noexcept;
+  /// Jobs come at a cadence worth anticipating (see above).
+  [[nodiscard]] bool steady() const noexcept;
   /// A job submitted at `now` was returned: follow the cadence.
   void note_job(std::uint64_t now) noexcept;
   /// Polls, then sleeps on the jobs futex until a job or control notification, or `until`.

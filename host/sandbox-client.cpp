@@ -246,6 +246,13 @@ void detail::UniqueFd::reset(int fd) noexcept {
 
 std::string describe_exit(int wait_status) { return describe_exit_impl(wait_status); }
 
+void set_sandbox_priority(pid_t pid, int priority) {
+  if (pid <= 0) return;
+  sched_param param{};
+  param.sched_priority = priority > 0 ? priority : 0;
+  (void)::sched_setscheduler(pid, (priority > 0 ? SCHED_FIFO : SCHED_OTHER) | SCHED_RESET_ON_FORK, &param);
+}
+
 SandboxProcessor::Control::~Control() {
   if (pid <= 0 || reaped) return;
   if (!protocol_error.empty() || phase != Phase::loaded) {
@@ -612,14 +619,10 @@ pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw PluginError("cannot start " + exe_s + ": " + std::strerror(rc));
-  if (launch.rt_priority > 0) {
-    // The sandbox computes what the RT thread waits for: give it real-time scheduling too, below
-    // PipeWire's data threads, and never to anything it would spawn. A runaway plugin is bounded
-    // by the kernel's RT throttling and killed by the hang watchdog. Not permitted: stays normal.
-    sched_param param{};
-    param.sched_priority = launch.rt_priority;
-    (void)::sched_setscheduler(pid, SCHED_FIFO | SCHED_RESET_ON_FORK, &param);
-  }
+  // The sandbox computes what the RT thread waits for: give it real-time scheduling too, below
+  // PipeWire's data threads. A runaway plugin loses it (Supervisor) and is killed by the hang
+  // watchdog.
+  if (launch.rt_priority > 0) set_sandbox_priority(pid, launch.rt_priority);
   return pid;
 }
 

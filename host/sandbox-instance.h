@@ -88,6 +88,10 @@ struct SandboxLaunch {
 /// "exited with status 1", "killed by signal SIGSEGV", ...
 [[nodiscard]] std::string describe_exit(int wait_status);
 
+/// [main] A sandbox's scheduling: SCHED_FIFO at `priority` (> 0), or normal (0); never passed to
+/// anything it spawns. Not permitted (no root, no rtkit): stays as it was.
+void set_sandbox_priority(pid_t pid, int priority);
+
 struct SandboxProcessor::Control {
   using Clock = std::chrono::steady_clock;
 

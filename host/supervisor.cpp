@@ -2,7 +2,6 @@
 #include "host/supervisor.h"
 
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -394,24 +393,6 @@ std::unique_ptr<Control> spawn_instance(const SandboxLaunch& launch, std::uint64
   }
 }
 
-/// [main] Gives a sandbox the real-time priority of the live ones (see spawn_sandbox). Spares
-/// start without it: their interpreter's start-up (numpy's import, a few hundred ms of CPU) must
-/// not compete at equal priority with the sandboxes serving audio meanwhile. Not permitted:
-/// stays normal, as at spawn.
-void make_realtime(pid_t pid, int priority) {
-  if (priority <= 0 || pid <= 0) return;
-  sched_param param{};
-  param.sched_priority = priority;
-  (void)::sched_setscheduler(pid, SCHED_FIFO | SCHED_RESET_ON_FORK, &param);
-}
-
-/// [main] Takes a sandbox's real-time priority away (see Supervisor::tick).
-void make_normal(pid_t pid) {
-  if (pid <= 0) return;
-  sched_param param{};
-  (void)::sched_setscheduler(pid, SCHED_OTHER | SCHED_RESET_ON_FORK, &param);
-}
-
 /// A real-time sandbox busy in one block for this long (or half its hang timeout, if shorter)
 /// runs without its priority until it answers. At SCHED_FIFO a runaway would take its CPU until
 /// the kernel's RT throttling (950 ms in every second) stops every real-time thread there, the
@@ -539,14 +520,14 @@ void Supervisor::demote_while_stuck(Watch& w, Control& c, std::uint64_t age_ns, 
                      now - w.progress_at > limit;
   if (stuck == c.demoted) return;
   if (stuck) {
-    make_normal(c.pid);
+    set_sandbox_priority(c.pid, 0);
     ++w.demotions;
     options_.log(w.name, SandboxLogLevel::warning,
                  "busy in one block for over " + std::to_string(limit.count()) +
                      " ms: runs without real-time priority until it answers (the hang watchdog ends it at " +
                      std::to_string(w.hang_timeout.count()) + " ms)");
   } else {
-    make_realtime(c.pid, w.launch.rt_priority);
+    set_sandbox_priority(c.pid, w.launch.rt_priority);
     options_.log(w.name, SandboxLogLevel::info, "answering again: real-time priority restored");
   }
   c.demoted = stuck;
@@ -789,7 +770,9 @@ bool Supervisor::tick(Clock::time_point now) {
         std::string error;
         if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
           w.pending = std::move(w.spare);
-          make_realtime(w.pending->pid, w.launch.rt_priority);
+          // Spares start at normal priority: their interpreter's start-up (numpy's import, a few
+          // hundred ms of CPU) must not compete with the sandboxes serving audio meanwhile.
+          if (w.launch.rt_priority > 0) set_sandbox_priority(w.pending->pid, w.launch.rt_priority);
         } else {
           w.spare.reset();
           w.pending = spawn_instance(w.launch, w.next_generation++, error);
@@ -880,7 +863,7 @@ bool Supervisor::tick(Clock::time_point now) {
     if (want_spare && !w.spare && !w.pending && now >= w.next_spare) {
       std::string error;
       SandboxLaunch spare_launch = w.launch;
-      spare_launch.rt_priority = 0;  // until it takes over (make_realtime)
+      spare_launch.rt_priority = 0;  // until it takes over (set_sandbox_priority)
       w.spare = spawn_instance(spare_launch, w.next_generation++, error);
       // It imports the plugin module now: a restart (or reload) then only instantiates it.
       if (w.spare) w.spare->send_preload();

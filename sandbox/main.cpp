@@ -35,7 +35,7 @@ struct Args {
   long parent_pid = -1;
   long memory_mb = 0;
   bool allow_writes = false;
-  long wake_lead_us = -1;  ///< -1: the endpoint's default
+  std::uint64_t wake_lead_ns = sandpipe::shm::SandboxEndpoint::default_lead_ns;
   std::filesystem::path python_dir;
 };
 
@@ -60,7 +60,7 @@ bool parse_args(int argc, char** argv, Args& args) {
     } else if (flag == "--allow-writes" && (value == "0" || value == "1")) {
       args.allow_writes = value == "1";
     } else if (flag == "--wake-lead-us" && parse_int(value, n) && n >= 0 && n <= 1'000'000) {
-      args.wake_lead_us = n;
+      args.wake_lead_ns = static_cast<std::uint64_t>(n) * 1000U;
     } else if (flag == "--python-dir") {
       args.python_dir = std::string(value);
     } else {
@@ -142,8 +142,7 @@ int main(int argc, char** argv) {
     sandpipe::sandbox::Session session(
         control, segment,
         {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.allow_writes,
-         args.wake_lead_us < 0 ? sandpipe::shm::SandboxEndpoint::default_lead_ns
-                               : static_cast<std::uint64_t>(args.wake_lead_us) * 1000U});
+         args.wake_lead_ns});
     code = session.run();
   }
   // NOTE: no interpreter finalisation and no static destructors: plugin threads or C

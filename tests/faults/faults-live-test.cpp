@@ -5,11 +5,17 @@
 //
 // Per fault: the node keeps running and its output never stops (from the trigger to well after
 // the recovery every captured cycle follows the previous one, none missing, none silent or
-// stale); nothing is shifted (every cycle is the processed input, the dry input of the same
-// positions, or a crossfade ramp between the two); the fault reaches the audio (a bypassed
-// cycle after the trigger) and processing resumes after the recovery; the supervisor's
+// stale, unless the machine itself stalled then: see below); nothing is shifted (every cycle is the processed
+// input, the dry input of the same positions, or a crossfade ramp between the two); the fault reaches the
+// audio (a bypassed cycle after the trigger) and processing resumes after the recovery; the supervisor's
 // counters in the status file moved by exactly the expected amount. Crash faults run three
 // times in a row, so the restart time is measured over 20+ live restarts.
+//
+// A shared VM loses graph cycles by itself: a vCPU descheduled for milliseconds stops every
+// real-time thread on it (a graph of one native gain node lost 0.27-2.9 % of its cycles on this
+// 2-vCPU machine). A StallWatch runs beside each fault, one thread per CPU at a priority above
+// the graph's; a lost cycle overlapping a stall it saw is the machine's (counted, not scored),
+// any other lost cycle is the node's and fails the test.
 //
 // No timed assertions: every wait polls a real condition with a generous limit. The restart
 // times and the audio outages are printed, and summarised at the end (docs/reliability.md).
@@ -30,6 +36,7 @@
 #include <vector>
 
 #include "pw-test-util.h"
+#include "stall-watch.h"
 
 namespace sandpipe::integration {
 namespace {
@@ -69,7 +76,8 @@ struct Fault {
 struct Measured {
   std::string fault;
   double faults = 1, cycles = 0, good = 0, dry = 0, crossfade = 0, lost = 0, shifted = 0;
-  double graph_lost = 0;           ///< cycles the graph lost far from the faults (not scored)
+  double stalled = 0;              ///< cycles lost while the machine stalled (not scored)
+  double graph_lost = 0;           ///< other cycles lost far from the faults (bounded)
   std::vector<double> restart_ms;  ///< supervisor: death noticed → new link handed to the RT side
   std::vector<double> outage_ms;   ///< audio: the longest run of unprocessed cycles per fault
 };
@@ -89,13 +97,14 @@ class FaultLive : public ::testing::Test {
   static void TearDownTestSuite() {
     if (!session_dir_.empty()) run_command(std::string(PW_SESSION_SH) + " stop " + session_dir_ + " 2>&1");
     std::vector<double> restarts, outages;
-    std::fprintf(stderr, "\n%-16s %6s %7s %6s %5s %6s %5s %8s %12s %13s %11s\n", "fault", "faults", "cycles",
-                 "good", "dry", "xfade", "lost", "shifted", "restart ms", "outage ms", "graph lost");
+    std::fprintf(stderr, "\n%-16s %6s %7s %6s %5s %6s %5s %8s %12s %13s %8s %11s\n", "fault", "faults",
+                 "cycles", "good", "dry", "xfade", "lost", "shifted", "restart ms", "outage ms", "stalled",
+                 "graph lost");
     for (const Measured& m : measured_) {
       const double restart_max = m.restart_ms.empty() ? -1 : percentile(m.restart_ms, 1.0);
-      std::fprintf(stderr, "%-16s %6.0f %7.0f %6.0f %5.0f %6.0f %5.0f %8.0f %12.1f %13.1f %11.0f\n",
+      std::fprintf(stderr, "%-16s %6.0f %7.0f %6.0f %5.0f %6.0f %5.0f %8.0f %12.1f %13.1f %8.0f %11.0f\n",
                    m.fault.c_str(), m.faults, m.cycles, m.good, m.dry, m.crossfade, m.lost, m.shifted,
-                   restart_max, percentile(m.outage_ms, 1.0), m.graph_lost);
+                   restart_max, percentile(m.outage_ms, 1.0), m.stalled, m.graph_lost);
       restarts.insert(restarts.end(), m.restart_ms.begin(), m.restart_ms.end());
       if (!m.restart_ms.empty()) outages.insert(outages.end(), m.outage_ms.begin(), m.outage_ms.end());
     }
@@ -165,9 +174,10 @@ void FaultLive::run_fault(const Fault& f) {
   const auto first_pid = static_cast<pid_t>(slot_num("pid"));
   ASSERT_GT(first_pid, 1) << read_text(node_status_);  // never kill(-1) or kill(0)
 
+  const StallWatch machine;
   Child probe({PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
-               "--json", (work_ / "probe.json").string(), "--status", (work_ / "probe-status.json").string(),
-               "--name", "probe-" + f.name},
+               "--cycle-times", "--json", (work_ / "probe.json").string(), "--status",
+               (work_ / "probe-status.json").string(), "--name", "probe-" + f.name},
               work_ / "probe.out", work_ / "probe.err");
   ASSERT_TRUE(poll_until([&] { return probe_value("frames") >= settle_frames; }, limit))
       << read_text(work_ / "probe.err");
@@ -250,10 +260,20 @@ void FaultLive::run_fault(const Fault& f) {
 
   // Never stops, never shifts. From each trigger to well after its recovery not one cycle may
   // be lost (a position gap: the graph skipped a cycle; silent or stale: a node had no buffer
-  // or an old one). Elsewhere such a cycle is the machine's (2 shared cores, other graphs
-  // running): counted and bounded, not scored.
+  // or an old one) unless the machine stalled at that moment. Elsewhere a lost cycle is the
+  // machine's too (2 shared cores, other graphs running): counted and bounded, not scored.
   const std::string v = rep.text("verdicts");
   ASSERT_EQ(static_cast<double>(v.size()), rep["cycles"].num());
+  std::vector<std::uint64_t> t;  // each cycle's start, CLOCK_MONOTONIC ns
+  for (const Json& x : rep["cycle_nsec"].arr()) t.push_back(static_cast<std::uint64_t>(x.num()));
+  ASSERT_EQ(t.size(), v.size());
+  constexpr std::uint64_t period_ns = 512ULL * 1'000'000'000ULL / 48000;
+  // From a period before the previous cycle started to a period after this one did: a stall
+  // anywhere in there can have cost this cycle.
+  const auto stalled = [&](std::size_t c) {
+    const std::uint64_t from = (c > 0 ? t[c - 1] : t[c] - period_ns) - period_ns;
+    return machine.stalled_during(from, t[c] + period_ns);
+  };
   std::string where = "fault windows";
   for (Window& w : windows) {
     ASSERT_LE(w.recovered, v.size());
@@ -264,34 +284,40 @@ void FaultLive::run_fault(const Fault& f) {
     return std::any_of(windows.begin(), windows.end(),
                        [&](const Window& w) { return c >= w.begin && c < w.recovered; });
   };
-  std::size_t lost = 0, lost_elsewhere = 0;
+  std::size_t lost = 0, lost_elsewhere = 0, lost_stalled = 0;
+  const auto count_lost = [&](std::size_t c) {
+    ++(stalled(c) ? lost_stalled : in_window(c) ? lost : lost_elsewhere);
+  };
   std::vector<std::size_t> gap_at;
   where += ", gaps after cycles";
   for (const Json& g : rep["gap_cycles"].arr()) {
     const auto c = static_cast<std::size_t>(g.num());
-    ++(in_window(c) ? lost : lost_elsewhere);
+    count_lost(c);
     gap_at.push_back(c);
-    where += " " + std::to_string(c);
+    where += " " + std::to_string(c) + (stalled(c) ? "(stall)" : "");
   }
+  ASSERT_EQ(static_cast<double>(gap_at.size()), rep["position_gaps"].num()) << "gaps the probe did not list";
   where += ": " + v;
   // Around a gap the capture can record a cycle's position with another cycle's buffer: such
-  // a cycle is the graph's too (outside the windows only).
+  // a cycle is the graph's too (outside the windows, or inside one while the machine stalled).
   const auto near_gap = [&](std::size_t c) {
     return std::any_of(gap_at.begin(), gap_at.end(), [&](std::size_t g) { return c + 2 >= g && c <= g + 2; });
   };
   std::size_t wrong = 0;
   for (std::size_t c = 0; c < v.size(); ++c) {
-    if (v[c] == 's' || v[c] == 'z' || (v[c] == 'w' && !in_window(c) && near_gap(c))) {
-      ++(in_window(c) ? lost : lost_elsewhere);
+    if (v[c] == 's' || v[c] == 'z' || (v[c] == 'w' && near_gap(c) && (!in_window(c) || stalled(c)))) {
+      count_lost(c);
     } else if (v[c] == 'w') {
       ++wrong;
     }
   }
-  EXPECT_LE(rep["position_gaps"].num(), 16) << where;
   EXPECT_EQ(lost, 0U) << "cycles lost while a fault and its recovery happened, " << where;
   EXPECT_LE(lost_elsewhere, 4U) << "the graph lost cycles far from the faults, " << where;
-  if (lost_elsewhere > 0) {
-    std::fprintf(stderr, "note: %zu cycles lost by the graph outside the fault windows\n", lost_elsewhere);
+  if (lost_elsewhere + lost_stalled > 0) {
+    std::fprintf(stderr,
+                 "note: cycles lost by the graph: %zu while the machine stalled (%zu stalls seen), %zu "
+                 "others outside the fault windows\n",
+                 lost_stalled, machine.stalls().size(), lost_elsewhere);
   }
   EXPECT_EQ(wrong, 0U) << "cycles that are neither processed, dry nor a crossfade of both (a PWNED block?), "
                        << where;
@@ -341,6 +367,7 @@ void FaultLive::run_fault(const Fault& f) {
   m.dry = rep["dry_cycles"].num();
   m.crossfade = rep["crossfade_cycles"].num();
   m.lost = static_cast<double>(lost) + rep["missing_cycles"].num();
+  m.stalled = static_cast<double>(lost_stalled);
   m.graph_lost = static_cast<double>(lost_elsewhere);
   m.shifted = static_cast<double>(wrong) + (rep["delay_frames"].num() != 0 ? 1 : 0);
   m.restart_ms = restart_ms;

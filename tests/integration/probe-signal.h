@@ -50,6 +50,7 @@ struct CapturedCycle {
   std::uint32_t rate = 0;      ///< clock.rate.denom
   std::uint64_t offset = 0;    ///< index of its first frame in the capture buffers
   bool missing = false;        ///< an input port had no buffer: zeros were recorded
+  std::uint64_t nsec = 0;      ///< clock.nsec: CLOCK_MONOTONIC when the driver started the cycle
 };
 
 struct ChannelReport {
@@ -94,7 +95,8 @@ struct Report {
   std::uint64_t missing_cycles = 0;       ///< cycles where an input port had no buffer
   std::uint64_t silent_cycles = 0;        ///< CycleVerdict::silent; counted, not scored
   std::uint64_t position_gaps = 0;        ///< consecutive cycles whose positions do not follow
-  std::vector<std::uint64_t> gap_cycles;  ///< the first few cycles whose position did not follow
+  std::vector<std::uint64_t> gap_cycles;  ///< the first 4096 cycles whose position did not follow
+  std::vector<std::uint64_t> cycle_nsec;  ///< each cycle's clock.nsec (CLOCK_MONOTONIC), in order
   std::uint64_t good_cycles = 0, stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
   /// Of the wrong cycles, those whose every frame is processed, dry, or on a crossfade ramp
   /// between the two at its own position (a slot going into or out of bypass), not a shift.
@@ -145,9 +147,10 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     const CapturedCycle& cy = cycles[c];
     if (c > 0 && cycles[c - 1].position + cycles[c - 1].frames != cy.position) {
       ++rep.position_gaps;
-      if (rep.gap_cycles.size() < 16) rep.gap_cycles.push_back(c);
+      if (rep.gap_cycles.size() < 4096) rep.gap_cycles.push_back(c);
     }
     rep.missing_cycles += cy.missing ? 1 : 0;
+    rep.cycle_nsec.push_back(cy.nsec);
     for (std::uint32_t i = 0; i < cy.frames; ++i) {
       pos_of.push_back(cy.position + i);
     }

@@ -50,6 +50,8 @@ errors.
   --settle-cycles N    cycles to skip after the links are active (default 8)
   --expect-gain G      measure errors against G (default: the fitted gain)
   --second-gain G      frames at gain G count as good too (a plugin reloaded with another gain)
+  --cycle-times        also report each cycle's clock.nsec (CLOCK_MONOTONIC) as "cycle_nsec",
+                       to line cycles up with other clocks (a test's stall watch)
   --max-delay N        longest delay searched, frames (default 8192)
   --timeout S          give up linking after S seconds (default 20)
   --name NAME          node name prefix (default sandpipe-probe)
@@ -73,6 +75,7 @@ struct Options {
   std::uint32_t max_delay = 8192;
   double timeout_s = 20;
   std::string name = "sandpipe-probe";
+  bool cycle_times = false;
   std::string json_path, wav_path, status_path;
 };
 
@@ -121,6 +124,8 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.second_gain = std::strtod(value(), nullptr);
     } else if (arg == "--max-delay") {
       o.max_delay = static_cast<std::uint32_t>(std::strtoul(value(), nullptr, 10));
+    } else if (arg == "--cycle-times") {
+      o.cycle_times = true;
     } else if (arg == "--timeout") {
       o.timeout_s = std::strtod(value(), nullptr);
     } else if (arg == "--name") {
@@ -269,7 +274,8 @@ void on_cap_process(void* data, spa_io_position* position) {
       std::memset(dst, 0, n * sizeof(float));
     }
   }
-  sh.cycles[c] = CapturedCycle{position->clock.position, n, position->clock.rate.denom, offset, missing};
+  sh.cycles[c] = CapturedCycle{position->clock.position, n, position->clock.rate.denom, offset, missing,
+                               position->clock.nsec};
   sh.n_frames.store(offset + n, std::memory_order_relaxed);
   sh.n_cycles.store(c + 1, std::memory_order_release);
 }
@@ -629,6 +635,13 @@ std::string Probe::report_json(const Report* rep) const {
   for (std::size_t i = 0; i < rep->gap_cycles.size(); ++i)
     gaps += (i ? ", " : "") + std::to_string(rep->gap_cycles[i]);
   kv("gap_cycles", gaps + "]");
+  if (opts_.cycle_times) {
+    std::string times = "[";
+    for (std::size_t i = 0; i < rep->cycle_nsec.size(); ++i)
+      times += (i ? ", " : "") + std::to_string(rep->cycle_nsec[i]);
+    kv("cycle_nsec", times + "]");
+  }
+
   kv("delay_frames", std::to_string(rep->delay_frames));
   kv("delay_reliable", rep->delay_reliable ? "true" : "false");
   kv("correlation", json_number(rep->correlation));

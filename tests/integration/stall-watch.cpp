@@ -1,0 +1,67 @@
+// stall-watch: records the spans in which a CPU ran no real-time thread in time (StallWatch),
+// for soaks and by-hand runs: how much of a graph's lost cycles the machine accounts for.
+//
+// Usage: stall-watch [--seconds S] [--threshold-us N] [--json FILE]
+// Runs S seconds (default: until SIGINT/SIGTERM), then writes
+//   {"realtime": true, "seconds": S, "threshold_us": N, "stalls": [[begin_ns, end_ns, cpu], ...]}
+// (CLOCK_MONOTONIC) to FILE or stdout.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "stall-watch.h"
+
+namespace {
+volatile std::sig_atomic_t stop_requested = 0;
+void on_signal(int) { stop_requested = 1; }
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 0;
+  long threshold_us = 2000;
+  std::string json_path;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 < argc && arg == "--seconds") {
+      seconds = std::strtod(argv[++i], nullptr);
+    } else if (i + 1 < argc && arg == "--threshold-us") {
+      threshold_us = std::strtol(argv[++i], nullptr, 10);
+    } else if (i + 1 < argc && arg == "--json") {
+      json_path = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: stall-watch [--seconds S] [--threshold-us N] [--json FILE]\n");
+      return 2;
+    }
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  using sandpipe::integration::StallWatch;
+  const std::uint64_t start = StallWatch::now_ns();
+  std::string out;
+  {
+    StallWatch watch{std::chrono::microseconds(threshold_us)};
+    while (stop_requested == 0 && (seconds <= 0 || StallWatch::now_ns() - start < seconds * 1e9)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    out = "{\"realtime\": " + std::string(watch.realtime() ? "true" : "false") +
+          ", \"seconds\": " + std::to_string((StallWatch::now_ns() - start) / 1e9) +
+          ", \"threshold_us\": " + std::to_string(threshold_us) + ", \"stalls\": [";
+    bool first = true;
+    for (const auto& s : watch.stalls()) {
+      out += (first ? "" : ", ") + std::string("[") + std::to_string(s.begin_ns) + ", " +
+             std::to_string(s.end_ns) + ", " + std::to_string(s.cpu) + "]";
+      first = false;
+    }
+    out += "]}\n";
+  }
+  if (json_path.empty()) {
+    std::fputs(out.c_str(), stdout);
+  } else {
+    std::ofstream(json_path, std::ios::trunc) << out;
+  }
+  return 0;
+}

@@ -172,6 +172,20 @@ void request_schedule_rt(RtState& st, std::uint32_t quantum) noexcept {
   pw_loop_invoke(st.main_loop, st.on_schedule_request, 0, nullptr, 0, false, st.rebuild_request_data);
 }
 
+/// [rt] The cycle that started at `start_ns` had its output ready at `ready_ns`: the longest
+/// so far, and an overrun when that is past its period.
+void note_cycle_time_rt(NodeCounters& c, std::uint64_t start_ns, std::uint64_t quantum, std::uint32_t rate,
+                        std::uint64_t ready_ns) noexcept {
+  if (start_ns == 0 || rate == 0 || ready_ns < start_ns) return;
+  const std::uint64_t took = ready_ns - start_ns;
+  if (took > c.longest_cycle_ns.load(std::memory_order_relaxed))
+    c.longest_cycle_ns.store(took, std::memory_order_relaxed);
+  if (took <= quantum * nsec_per_sec / rate) return;
+  const std::uint64_t n = c.overruns.load(std::memory_order_relaxed);
+  c.recent_overrun_ns[n % NodeCounters::recent_overruns].store(ready_ns, std::memory_order_relaxed);
+  c.overruns.store(n + 1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 std::uint64_t cycle_deadline_ns(std::uint64_t cycle_start_ns, std::uint64_t frames, std::uint32_t rate,
@@ -192,6 +206,8 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
   }
   const std::uint64_t quantum = position->clock.duration;
   const std::uint32_t rate = position->clock.rate.denom;
+  // Read now: a driver that starts the next cycle while this one overran rewrites it.
+  const std::uint64_t cycle_start_ns = position->clock.nsec;
 
   CycleBuffers buffers(st);
   if (!buffers.any_output()) {
@@ -241,10 +257,11 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
     in[ch] = buffers.in(ch);
     out[ch] = buffers.out(ch);
   }
-  const std::uint64_t deadline = cycle_deadline_ns(position->clock.nsec, quantum, rate, monotonic_now_ns());
+  const std::uint64_t deadline = cycle_deadline_ns(cycle_start_ns, quantum, rate, monotonic_now_ns());
   chain->process_rt(in.data(), out.data(), frames, deadline);
   buffers.set_frames_out(frames);
   st.counters.cycles.fetch_add(1, std::memory_order_relaxed);
+  note_cycle_time_rt(st.counters, cycle_start_ns, quantum, rate, monotonic_now_ns());
 }
 
 }  // namespace sandpipe::host::detail

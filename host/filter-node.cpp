@@ -51,6 +51,7 @@ class FilterNode final : public GraphNode {
       throw std::logic_error("a source or sink chain is published as a stream (host/stream-node.h)");
     }
     props_.attach(*chain_);
+    publish_timing();
     if (chain_->channels() != config.channels) {
       throw std::runtime_error("chain has " + std::to_string(chain_->channels()) + " channels, config " +
                                std::to_string(config.channels));
@@ -170,14 +171,15 @@ class FilterNode final : public GraphNode {
     const auto& c = rt_.counters;
     std::fprintf(stderr,
                  "sandpipe: cycles=%llu oversized=%llu missing-buffers=%llu partial=%llu no-chain=%llu "
-                 "rate-mismatch=%llu rebuilds=%u\n",
+                 "rate-mismatch=%llu rebuilds=%u overruns=%llu longest-cycle-us=%llu\n",
                  static_cast<unsigned long long>(c.cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.oversized_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.missing_buffers.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.partial_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.no_chain_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)),
-                 rebuilds_);
+                 rebuilds_, static_cast<unsigned long long>(c.overruns.load(std::memory_order_relaxed)),
+                 static_cast<unsigned long long>(c.longest_cycle_ns.load(std::memory_order_relaxed) / 1000));
     print_slot_counters(*chain_);
   }
 
@@ -251,6 +253,28 @@ class FilterNode final : public GraphNode {
     }
     std::swap(chain_, next);
     // `next` now holds the old chain, which the data thread no longer sees.
+    publish_timing();
+  }
+
+  /// [main] The data thread's cycle timing goes into the chain's status (overruns with their
+  /// times: what a test or a soak lines up with the machine's stalls).
+  void publish_timing() {
+    chain_->supervisor().set_node_status([this] {
+      const auto& c = rt_.counters;
+      const std::uint64_t n = c.overruns.load(std::memory_order_relaxed);
+      std::string s = "\"cycles\":" + std::to_string(c.cycles.load(std::memory_order_relaxed)) +
+                      ",\"overruns\":" + std::to_string(n) + ",\"longest_cycle_us\":" +
+                      std::to_string(c.longest_cycle_ns.load(std::memory_order_relaxed) / 1000) +
+                      ",\"recent_overruns_ns\":[";
+      bool first = true;
+      for (const auto& t : c.recent_overrun_ns) {
+        const std::uint64_t v = t.load(std::memory_order_relaxed);
+        if (v == 0) continue;
+        s += (first ? "" : ",") + std::to_string(v);
+        first = false;
+      }
+      return s + "]";
+    });
   }
 
   /// [rt] Runs on the data loop: installs the chain pointer passed in `data`.

@@ -71,6 +71,13 @@ struct NodeCounters {
   std::atomic<std::uint64_t> partial_cycles{0};        ///< some ports unlinked: silence in, output dropped
   std::atomic<std::uint64_t> no_chain_cycles{0};       ///< cycles before a chain was swapped in
   std::atomic<std::uint64_t> rate_mismatch_cycles{0};  ///< chain built for another rate (rebuild pending)
+  /// Cycles whose output was ready only after the cycle's period had passed since it started
+  /// (the graph cannot have made it), and when the last ones ended (CLOCK_MONOTONIC ns; overrun
+  /// n, from 0, at [n % recent_overruns]): a test or soak lines them up with the machine's stalls.
+  std::atomic<std::uint64_t> overruns{0};
+  static constexpr std::size_t recent_overruns = 256;
+  std::array<std::atomic<std::uint64_t>, recent_overruns> recent_overrun_ns{};
+  std::atomic<std::uint64_t> longest_cycle_ns{0};  ///< cycle start → output ready, the longest
 };
 
 /// Everything the process callback touches. Built and sized on the main thread before

@@ -1,6 +1,7 @@
 // The one interface every slot of a chain implements, native or sandboxed.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,10 @@ struct SlotCounters {
   std::uint64_t deadline_misses = 0;
   std::uint64_t bypassed_blocks = 0;
   std::uint64_t sanitized_blocks = 0;  ///< NaN/Inf replaced by the dry signal
+  /// When the last deadline misses happened (CLOCK_MONOTONIC ns; 0: not yet): miss number n
+  /// (from 0) at [n % recent_misses]. Lines misses up with other clocks (a soak's stall watch).
+  static constexpr std::size_t recent_misses = 32;
+  std::array<std::uint64_t, recent_misses> recent_miss_ns{};
 };
 
 /// What the chain tells a slot about the cycle it runs in.

@@ -55,6 +55,8 @@ SlotCounters SandboxProcessor::counters() const noexcept {
   c.deadline_misses = deadline_misses_.load(std::memory_order_relaxed);
   c.bypassed_blocks = bypassed_blocks_.load(std::memory_order_relaxed);
   c.sanitized_blocks = sanitized_blocks_.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < c.recent_miss_ns.size(); ++i)
+    c.recent_miss_ns[i] = recent_miss_ns_[i].load(std::memory_order_relaxed);
   return c;
 }
 
@@ -463,7 +465,11 @@ BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* o
   const std::uint32_t dry = render_rt(out, first, frames);
   in_pos_ += frames;
   if (dry == 0) return BlockStatus::processed;
-  if (missed) bump(deadline_misses_);
+  if (missed) {
+    const std::uint64_t n = deadline_misses_.load(std::memory_order_relaxed);
+    recent_miss_ns_[n % SlotCounters::recent_misses].store(shm::now_ns(), std::memory_order_relaxed);
+    bump(deadline_misses_);
+  }
   bump(bypassed_blocks_);
   return on_failure_ == OnFailure::mute ? BlockStatus::muted : BlockStatus::bypassed;
 }

@@ -271,11 +271,23 @@ std::vector<SlotStatus> Supervisor::status() const {
   return out;
 }
 
+void Supervisor::set_node_status(std::function<std::string()> fn) {
+  std::lock_guard lock(mutex_);
+  node_status_ = std::move(fn);
+}
+
 std::string Supervisor::status_json() const {
   const auto slots = status();
+  std::string node;
+  {
+    std::lock_guard lock(mutex_);
+    if (node_status_) node = node_status_();
+  }
   std::ostringstream j;
   j << "{\"node\":\"" << json_escape(options_.node_name) << "\",\"pid\":" << ::getpid() << ",\"instance\":\""
-    << instance_token_ << "\",\"time\":" << std::time(nullptr) << ",\"slots\":[";
+    << instance_token_ << "\",\"time\":" << std::time(nullptr);
+  if (!node.empty()) j << ",\"timing\":{" << node << "}";
+  j << ",\"slots\":[";
   for (std::size_t i = 0; i < slots.size(); ++i) {
     const SlotStatus& s = slots[i];
     char restart[96];
@@ -285,9 +297,15 @@ std::string Supervisor::status_json() const {
       << "\",\"state\":\"" << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure)
       << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
-      << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks << ",\"exceptions\":" << s.exceptions
-      << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads << ",\"crashes\":" << s.crashes
-      << ",\"hangs\":" << s.hangs << ",\"demotions\":" << s.demotions
+      << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks << ",\"recent_misses_ns\":[";
+    bool first_miss = true;
+    for (const std::uint64_t t : s.counters.recent_miss_ns) {
+      if (t == 0) continue;
+      j << (first_miss ? "" : ",") << t;
+      first_miss = false;
+    }
+    j << "],\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
+      << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"demotions\":" << s.demotions
       << ",\"demoted\":" << (s.demoted ? "true" : "false") << ",\"pid\":" << s.pid << "," << restart
       << ",\"last_error\":\"" << json_escape(s.last_error) << "\"";
     j << ",\"mode\":\"" << s.mode << "\",\"pipeline_blocks\":" << s.pipeline_blocks

@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -146,6 +147,10 @@ class Supervisor {
   /// [any] Restart times (ms) of every restart so far, in order (benchmarks, docs).
   [[nodiscard]] std::vector<double> restart_times_ms() const;
 
+  /// [main] What the node adds to the status: `fn` returns JSON members (`"key":value,...`),
+  /// published as the status's "timing" object; called on the supervisor's thread.
+  void set_node_status(std::function<std::string()> fn);
+
  private:
   struct Watch;
   void run();
@@ -180,6 +185,7 @@ class Supervisor {
   std::uint64_t refresh_asked_ = 0;   ///< the call the stats requests in flight are for
   std::uint64_t refresh_done_ = 0;    ///< answered up to this call
   std::string instance_token_;
+  std::function<std::string()> node_status_;  ///< guarded by mutex_
   std::thread thread_;
 };
 

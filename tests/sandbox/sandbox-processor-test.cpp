@@ -155,7 +155,14 @@ TEST(SandboxProcessor, StalledSandboxIsNotWaitedOnUntilItCatchesUp) {
   // Without the stall rule this waits for block 1 (five seconds) and comes back processed.
   EXPECT_EQ(block(generous), BlockStatus::bypassed);
   EXPECT_LT(took, budget / 4) << "a stalled sandbox was waited on";
-  EXPECT_EQ(proc->counters().deadline_misses, 3u);
+  const host::SlotCounters c = proc->counters();
+  EXPECT_EQ(c.deadline_misses, 3u);
+  // Each miss has its time, in order, and the rest of the ring is empty.
+  EXPECT_GT(c.recent_miss_ns[0], 0u);
+  EXPECT_GE(c.recent_miss_ns[1], c.recent_miss_ns[0] + 90'000'000u) << "the second miss waited 100 ms";
+  EXPECT_GE(c.recent_miss_ns[2], c.recent_miss_ns[1]);
+  EXPECT_LE(c.recent_miss_ns[2], shm::now_ns());
+  EXPECT_EQ(c.recent_miss_ns[3], 0u);
   // Caught up: processed again, exactly, at its own positions.
   bool processed = false;
   for (int i = 0; i < 1500 && !processed; ++i) {

@@ -491,8 +491,7 @@ TEST_F(FilterNode, ReloadCommandCrossfadesToTheNewVersionAndReportsFailures) {
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 512,
                /*allow_dry=*/true);
   stop_node(*node, name);
-  EXPECT_FALSE(fs::exists(node_status.parent_path() / (name + ".sock")))
-      << "the request socket stays behind";
+  EXPECT_FALSE(fs::exists(node_status.parent_path() / (name + ".sock"))) << "the request socket stays behind";
 }
 
 TEST_F(FilterNode, ReloadCommandTimesOutOnANodeThatDoesNotAnswer) {

@@ -80,6 +80,10 @@ enum class CycleVerdict : std::uint8_t {
   silent,  ///< the frames that are off are zeros: a node got no buffer (a graph xrun)
   dry,     ///< the input itself, unprocessed: a slot bypassed (late or failed sandbox)
   wrong,   ///< none of these: the node computed something else
+  /// Wrong, but within two cycles of a position gap or a stale or silent cycle: the graph's
+  /// xrun (seen as often through a native gain node, which has no memory, as through a
+  /// sandbox: buffers of the cycles around an xrun get mixed up). Counted, not scored.
+  xrun_adjacent,
 };
 
 struct QuantumReport {
@@ -95,14 +99,15 @@ struct Report {
   std::uint64_t missing_cycles = 0;       ///< cycles where an input port had no buffer
   std::uint64_t silent_cycles = 0;        ///< CycleVerdict::silent; counted, not scored
   std::uint64_t position_gaps = 0;        ///< consecutive cycles whose positions do not follow
-  std::vector<std::uint64_t> gap_cycles;  ///< the first 4096 cycles whose position did not follow
+  std::vector<std::uint64_t> gap_cycles;  ///< the cycles whose position did not follow the previous one
   std::vector<std::uint64_t> cycle_nsec;  ///< each cycle's clock.nsec (CLOCK_MONOTONIC), in order
   std::uint64_t good_cycles = 0, stale_cycles = 0, dry_cycles = 0, wrong_cycles = 0;
+  std::uint64_t xrun_adjacent_cycles = 0;  ///< CycleVerdict::xrun_adjacent
   /// Of the wrong cycles, those whose every frame is processed, dry, or on a crossfade ramp
   /// between the two at its own position (a slot going into or out of bypass), not a shift.
   std::uint64_t crossfade_cycles = 0;
   /// One letter per cycle, in capture order: g good, d dry, x crossfade (a wrong cycle that is
-  /// one), w other wrong, s stale, z silent.
+  /// one), w other wrong, s stale, z silent, n wrong next to an xrun.
   std::string verdicts;
   /// Frames of any cycle that are the unprocessed input (a bypass inside an otherwise
   /// processed cycle counts here too).
@@ -147,7 +152,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     const CapturedCycle& cy = cycles[c];
     if (c > 0 && cycles[c - 1].position + cycles[c - 1].frames != cy.position) {
       ++rep.position_gaps;
-      if (rep.gap_cycles.size() < 4096) rep.gap_cycles.push_back(c);
+      rep.gap_cycles.push_back(c);
     }
     rep.missing_cycles += cy.missing ? 1 : 0;
     rep.cycle_nsec.push_back(cy.nsec);
@@ -367,6 +372,20 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     }
   }
 
+  // Wrong cycles next to an xrun are the graph's.
+  std::vector<bool> xrun(cycles.size(), false);
+  for (const std::uint64_t g : rep.gap_cycles) xrun[g] = true;
+  for (std::size_t c = 0; c < cycles.size(); ++c)
+    if (verdict[c] == CycleVerdict::stale || verdict[c] == CycleVerdict::silent) xrun[c] = true;
+  for (std::size_t c = 0; c < cycles.size(); ++c) {
+    if (verdict[c] != CycleVerdict::wrong || crossfade[c]) continue;
+    const std::size_t lo = c >= 2 ? c - 2 : 0, hi = std::min(cycles.size(), c + 3);
+    if (std::find(xrun.begin() + static_cast<std::ptrdiff_t>(lo),
+                  xrun.begin() + static_cast<std::ptrdiff_t>(hi),
+                  true) != xrun.begin() + static_cast<std::ptrdiff_t>(hi))
+      verdict[c] = CycleVerdict::xrun_adjacent;
+  }
+
   // Levels, gain and errors over the good and wrong cycles.
   std::map<std::uint32_t, std::size_t> quantum_index;
   std::vector<double> num(n_ch, 0.0), den(n_ch, 0.0), osq(n_ch, 0.0), esq(n_ch, 0.0);
@@ -374,7 +393,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
   rep.verdicts.reserve(cycles.size());
   for (std::size_t c = 0; c < cycles.size(); ++c) {
     const CapturedCycle& cy = cycles[c];
-    static constexpr std::array<char, 5> letters{'g', 's', 'z', 'd', 'w'};  // CycleVerdict order
+    static constexpr std::array<char, 6> letters{'g', 's', 'z', 'd', 'w', 'n'};  // CycleVerdict order
     rep.verdicts += crossfade[c] ? 'x' : letters[static_cast<std::size_t>(verdict[c])];
     rep.crossfade_cycles += crossfade[c] ? 1 : 0;
     if (!quantum_index.contains(cy.frames)) {
@@ -404,6 +423,9 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
         ++rep.wrong_cycles;
         ++qr.wrong_cycles;
         break;
+      case CycleVerdict::xrun_adjacent:
+        ++rep.xrun_adjacent_cycles;
+        continue;
     }
     for (std::uint64_t j = cy.offset; j < cy.offset + cy.frames && j < n; ++j) {
       if (pos_of[j] < lag) {

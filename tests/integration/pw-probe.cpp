@@ -672,6 +672,7 @@ std::string Probe::report_json(const Report* rep) const {
   kv("dry_frames", std::to_string(rep->dry_frames));
   kv("wrong_cycles", std::to_string(rep->wrong_cycles));
   kv("crossfade_cycles", std::to_string(rep->crossfade_cycles));
+  kv("xrun_adjacent_cycles", std::to_string(rep->xrun_adjacent_cycles));
   kv("verdicts", "\"" + rep->verdicts + "\"");
   std::string b = "[";
   for (std::size_t i = 0; i < rep->first_bad.size(); ++i) {

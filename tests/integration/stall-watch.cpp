@@ -1,7 +1,7 @@
 // stall-watch: records the spans in which a CPU ran no real-time thread in time (StallWatch),
 // for soaks and by-hand runs: how much of a graph's lost cycles the machine accounts for.
 //
-// Usage: stall-watch [--seconds S] [--threshold-us N] [--json FILE]
+// Usage: stall-watch [--seconds S] [--threshold-us N] [--period-us N] [--json FILE]
 // Runs S seconds (default: until SIGINT/SIGTERM), then writes
 //   {"realtime": true, "seconds": S, "threshold_us": N, "stalls": [[begin_ns, end_ns, cpu], ...]}
 // (CLOCK_MONOTONIC) to FILE or stdout.
@@ -22,7 +22,8 @@ void on_signal(int) { stop_requested = 1; }
 
 int main(int argc, char** argv) {
   double seconds = 0;
-  long threshold_us = 2000;
+  long threshold_us = 1000;
+  long period_us = 500;
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -30,10 +31,13 @@ int main(int argc, char** argv) {
       seconds = std::strtod(argv[++i], nullptr);
     } else if (i + 1 < argc && arg == "--threshold-us") {
       threshold_us = std::strtol(argv[++i], nullptr, 10);
+    } else if (i + 1 < argc && arg == "--period-us") {
+      period_us = std::strtol(argv[++i], nullptr, 10);
     } else if (i + 1 < argc && arg == "--json") {
       json_path = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: stall-watch [--seconds S] [--threshold-us N] [--json FILE]\n");
+      std::fprintf(stderr,
+                   "usage: stall-watch [--seconds S] [--threshold-us N] [--period-us N] [--json FILE]\n");
       return 2;
     }
   }
@@ -43,7 +47,7 @@ int main(int argc, char** argv) {
   const std::uint64_t start = StallWatch::now_ns();
   std::string out;
   {
-    StallWatch watch{std::chrono::microseconds(threshold_us)};
+    StallWatch watch{std::chrono::microseconds(threshold_us), std::chrono::microseconds(period_us)};
     while (stop_requested == 0 && (seconds <= 0 || StallWatch::now_ns() - start < seconds * 1e9)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

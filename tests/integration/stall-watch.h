@@ -36,8 +36,10 @@ class StallWatch {
   /// Starts one watcher per CPU this process may run on. Without permission for SCHED_FIFO the
   /// watchers still run, at normal priority (their stalls then include ordinary preemption:
   /// `realtime()` tells).
-  explicit StallWatch(std::chrono::microseconds threshold = std::chrono::milliseconds(2),
-                      std::chrono::microseconds period = std::chrono::milliseconds(1), int priority = 95)
+  /// The defaults see every stall of 1.5 ms or more (a wake-up 1 ms late, deadlines 0.5 ms
+  /// apart), at ~2000 wake-ups a second per CPU.
+  explicit StallWatch(std::chrono::microseconds threshold = std::chrono::milliseconds(1),
+                      std::chrono::microseconds period = std::chrono::microseconds(500), int priority = 95)
       : threshold_ns_(static_cast<std::uint64_t>(threshold.count()) * 1000),
         period_ns_(static_cast<std::uint64_t>(period.count()) * 1000) {
     cpu_set_t allowed;

@@ -163,7 +163,8 @@ def children(pid):
 
 def sandpipe_status(exe, node):
     """Totals from `sandpipe status NODE` (JSON; key=value text also read): "deadline-misses"
-    and "restarts" summed over the slots, or None when the command fails."""
+    and "restarts" summed over the slots, and "miss-times": (ns, slot, pipeline blocks) of the
+    recent misses each slot reports with their times; None when the command fails."""
     if not exe:
         return None
     try:
@@ -172,7 +173,7 @@ def sandpipe_status(exe, node):
         return None
     if r.returncode != 0:
         return None
-    totals = {"deadline-misses": 0, "restarts": 0}
+    totals = {"deadline-misses": 0, "restarts": 0, "miss-times": []}
 
     def walk(obj):
         if isinstance(obj, dict):
@@ -190,7 +191,11 @@ def sandpipe_status(exe, node):
                 walk(value)
 
     try:
-        walk(json.loads(r.stdout))
+        doc = json.loads(r.stdout)
+        walk(doc)
+        for slot in doc.get("slots", []) if isinstance(doc, dict) else []:
+            for t in slot.get("recent_misses_ns", []):
+                totals["miss-times"].append((t, slot.get("name"), slot.get("pipeline_blocks", 0)))
     except json.JSONDecodeError:
         for key, value in re.findall(r"([a-z][a-z_.-]*)[=:]\s*(\d+)", r.stdout):
             k = key.replace("_", "-")
@@ -249,6 +254,7 @@ def main():
     crashes = 0
     next_crash = start + args.crash_every if args.crash_every > 0 else None
     rows = []
+    miss_times = set()
     with open(args.csv, "w") as csv:
         csv.write(",".join(CSV_COLUMNS) + "\n")
         while True:
@@ -287,6 +293,8 @@ def main():
             host_rss = read_rss_kb(args.host_pid) if host_alive else None
             sb_rss = sum(r for r in (read_rss_kb(p) for p in kids) if r is not None)
             st = sandpipe_status(args.sandpipe, args.node) if has_status else None
+            if st is not None:
+                miss_times.update(st["miss-times"])
 
             cyc = prof.take()
             busy = [c[0] for c in cyc if c[0] is not None]
@@ -366,6 +374,9 @@ def main():
         "sandbox_starts_after_launch": starts,
         "crashes_injected": crashes,
         "sandpipe_status_available": has_status,
+        # [ns, slot, pipeline blocks] of every deadline miss seen with its time (a slot keeps
+        # the last 32: more in one sampling interval go untimed).
+        "miss_times": sorted([list(m) for m in miss_times], key=lambda m: m[0]),
     }
     with open(args.summary, "w") as f:
         json.dump(summary, f, indent=2)

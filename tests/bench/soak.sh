@@ -66,7 +66,9 @@ done
 [[ "$build" = /* ]] || build="$PWD/$build"
 sandpipe="$build/host/sandpipe"
 probe="$build/tests/integration/pw-probe"
-[[ -x "$sandpipe" && -x "$probe" ]] || die "no $sandpipe or $probe: build first (ninja -C $build)"
+stall_watch="$build/tests/integration/stall-watch"
+[[ -x "$sandpipe" && -x "$probe" && -x "$stall_watch" ]] ||
+  die "no $sandpipe, $probe or $stall_watch: build first (ninja -C $build)"
 out=${out:-/tmp/sandpipe-soak-$preset-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -146,8 +148,10 @@ fi
 
 node_pid=""
 probe_pid=""
+watch_pid=""
 cleanup() {
   [[ -n "$probe_pid" ]] && kill -TERM "$probe_pid" 2>/dev/null || true
+  [[ -n "$watch_pid" ]] && kill -TERM "$watch_pid" 2>/dev/null || true
   if [[ -n "$node_pid" ]] && kill -0 "$node_pid" 2>/dev/null; then
     kill -TERM "$node_pid" 2>/dev/null || true
     wait "$node_pid" 2>/dev/null || true
@@ -170,7 +174,11 @@ echo "soak: $preset, 48000 Hz, quantum $quantum, ${duration} s, results in $out"
 node_pid=$!
 poll 60 node_up || { cat "$out/sandpipe.log" >&2; die "node $node did not appear"; }
 
-"$probe" --target "$node" --frames $((duration * 48000)) --max-seconds $((duration + 30)) \
+# The machine's own stalls (a vCPU that ran no real-time thread for 1.5 ms or more), to tell the cycles
+# and deadlines it lost from Sandpipe's.
+"$stall_watch" --json "$out/stalls.json" &
+watch_pid=$!
+"$probe" --target "$node" --frames $((duration * 48000)) --max-seconds $((duration + 30)) --cycle-times \
   --json "$out/probe.json" --name sandpipe-soak-probe 2>"$out/probe.log" &
 probe_pid=$!
 "$py" "$root/tests/bench/soak-monitor.py" --host-pid "$node_pid" --node "$node" --interval "$interval" \
@@ -179,6 +187,9 @@ probe_pid=$!
 probe_status=0
 wait "$probe_pid" || probe_status=$?
 probe_pid=""
+kill -TERM "$watch_pid" 2>/dev/null || true
+wait "$watch_pid" || true
+watch_pid=""
 # The node may have gone by itself (a crash shows as 128 + signal, e.g. 139 for SIGSEGV).
 node_alive=$(kill -0 "$node_pid" 2>/dev/null && echo 1 || echo 0)
 kill -TERM "$node_pid" 2>/dev/null || true
@@ -189,7 +200,7 @@ node_pid=""
 
 # One summary: the monitor's, the probe's verdict, the node's counters at exit.
 "$py" - "$out" "$preset" "$quantum" "$duration" "$probe_status" "$node_status" "$node_alive" <<'EOF'
-import json, os, re, sys
+import bisect, json, os, re, sys
 out, preset, quantum, duration, probe_status, node_status, node_alive = sys.argv[1:8]
 def load(name):
     try:
@@ -207,6 +218,36 @@ for name, rest in re.findall(r"sandpipe: slot (\S+): (.*)", log):
     slots[name] = {k: int(v) for k, v in re.findall(r"([a-z-]+)=(\d+)", rest)}
 restart_ms = [float(x) for x in re.findall(r"restarted \(pid \d+\) in ([0-9.]+) ms", log)]
 prof = mon.get("profiler", {})
+
+# What the machine accounts for: a lost cycle or a deadline miss while some CPU ran no
+# real-time thread for 1.5 ms or more (stall-watch) is the machine's; the rest is Sandpipe's.
+watch = load("stalls.json")
+stalls = sorted(watch.get("stalls", []))
+begins = [s[0] for s in stalls]
+reach = []  # the latest end among the stalls up to each one
+for s in stalls:
+    reach.append(max(s[1], reach[-1] if reach else 0))
+def stalled(a, b):
+    i = bisect.bisect_right(begins, b)
+    return i > 0 and reach[i - 1] >= a
+period_ns = int(quantum) * 1_000_000_000 // 48000
+t = probe.get("cycle_nsec", [])
+verdicts = probe.get("verdicts", "")
+lost = sorted(set(probe.get("gap_cycles", [])) | {c for c, v in enumerate(verdicts) if v in "sz"})
+def cycle_stalled(c):
+    return c < len(t) and stalled(t[c - 1] if c > 0 else t[c] - period_ns, t[c] + period_ns)
+misses_timed = mon.get("miss_times", [])
+machine = {
+    "realtime_watch": watch.get("realtime"),
+    "stalls": len(stalls),
+    "stall_ms_total": round(sum(s[1] - s[0] for s in stalls) / 1e6, 1),
+    "longest_stall_ms": round(max((s[1] - s[0] for s in stalls), default=0) / 1e6, 1),
+    "probe_lost_cycles": len(lost),
+    "probe_lost_during_stalls": sum(1 for c in lost if cycle_stalled(c)),
+    "misses_timed": len(misses_timed),
+    # From the job's submission (k blocks earlier when pipelined, and one cycle more) to the miss.
+    "misses_during_stalls": sum(1 for m in misses_timed if stalled(m[0] - (m[2] + 2) * period_ns, m[0])),
+}
 summary = {
     "preset": preset, "rate": 48000, "quantum": int(quantum), "duration_s": int(duration),
     "probe": {k: probe.get(k) for k in ("ok", "error", "frames", "delay_frames", "gain_db", "max_error",
@@ -223,12 +264,16 @@ summary = {
     "restarts": len(restart_ms),
     "restart_ms_max": max(restart_ms, default=None),
     "restart_ms": restart_ms,
+    "machine": machine,
     "monitor": mon,
 }
 summary["verdict"] = {
     "late_cycles": prof.get("node_late_cycles"),
     "driver_overruns": prof.get("driver_overruns"),
     "deadline_misses": summary["deadline_misses"],
+    "deadline_misses_not_during_stalls": machine["misses_timed"] - machine["misses_during_stalls"] +
+                                         max(0, summary["deadline_misses"] - machine["misses_timed"]),
+    "probe_lost_cycles_not_during_stalls": machine["probe_lost_cycles"] - machine["probe_lost_during_stalls"],
     "sandpipe_survived": summary["sandpipe_survived"],
     "host_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("host_slope_kb_per_min"),
     "sandboxes_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("sandboxes_slope_kb_per_min"),
@@ -245,4 +290,10 @@ print(f"soak {preset}: {mon.get('duration_s', 0):.0f} s at 48000/{quantum}; Pipe
       f"sandboxes {rss.get('sandboxes_first')}->{rss.get('sandboxes_last')} kB ({v['sandboxes_rss_slope_kb_per_min']} kB/min); "
       f"crashes injected {mon.get('crashes_injected')}, restarts {len(restart_ms)} (max {summary['restart_ms_max']} ms); "
       f"sandpipe {'ran to the end' if summary['sandpipe_survived'] else 'DIED during the soak'}, exit {node_status}")
+print(f"soak {preset}: the machine stalled {machine['stalls']} times ({machine['stall_ms_total']} ms in all, longest "
+      f"{machine['longest_stall_ms']} ms); probe lost {machine['probe_lost_cycles']} cycles, "
+      f"{machine['probe_lost_during_stalls']} of them during stalls; deadline misses timed {machine['misses_timed']} "
+      f"of {v['deadline_misses']}, {machine['misses_during_stalls']} during stalls; not the machine's: "
+      f"{v['deadline_misses_not_during_stalls']} misses (untimed ones included), "
+      f"{v['probe_lost_cycles_not_during_stalls']} lost cycles")
 EOF

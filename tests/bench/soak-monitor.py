@@ -164,7 +164,8 @@ def children(pid):
 def sandpipe_status(exe, node):
     """Totals from `sandpipe status NODE` (JSON; key=value text also read): "deadline-misses"
     and "restarts" summed over the slots, and "miss-times": (ns, slot, pipeline blocks) of the
-    recent misses each slot reports with their times; None when the command fails."""
+    recent misses each slot reports with their times, "overrun-times": when the node's recent
+    overruns ended; None when the command fails."""
     if not exe:
         return None
     try:
@@ -173,7 +174,7 @@ def sandpipe_status(exe, node):
         return None
     if r.returncode != 0:
         return None
-    totals = {"deadline-misses": 0, "restarts": 0, "miss-times": []}
+    totals = {"deadline-misses": 0, "restarts": 0, "miss-times": [], "overrun-times": []}
 
     def walk(obj):
         if isinstance(obj, dict):
@@ -193,6 +194,8 @@ def sandpipe_status(exe, node):
     try:
         doc = json.loads(r.stdout)
         walk(doc)
+        timing = doc.get("timing", {}) if isinstance(doc, dict) else {}
+        totals["overrun-times"] = list(timing.get("recent_overruns_ns", []))
         for slot in doc.get("slots", []) if isinstance(doc, dict) else []:
             for t in slot.get("recent_misses_ns", []):
                 totals["miss-times"].append((t, slot.get("name"), slot.get("pipeline_blocks", 0)))
@@ -255,6 +258,7 @@ def main():
     next_crash = start + args.crash_every if args.crash_every > 0 else None
     rows = []
     miss_times = set()
+    overrun_times = set()
     with open(args.csv, "w") as csv:
         csv.write(",".join(CSV_COLUMNS) + "\n")
         while True:
@@ -295,6 +299,7 @@ def main():
             st = sandpipe_status(args.sandpipe, args.node) if has_status else None
             if st is not None:
                 miss_times.update(st["miss-times"])
+                overrun_times.update(st["overrun-times"])
 
             cyc = prof.take()
             busy = [c[0] for c in cyc if c[0] is not None]
@@ -377,6 +382,8 @@ def main():
         # [ns, slot, pipeline blocks] of every deadline miss seen with its time (a slot keeps
         # the last 32: more in one sampling interval go untimed).
         "miss_times": sorted([list(m) for m in miss_times], key=lambda m: m[0]),
+        # When the node's overruns (output ready after the cycle's period) ended; it keeps 256.
+        "overrun_times": sorted(overrun_times),
     }
     with open(args.summary, "w") as f:
         json.dump(summary, f, indent=2)

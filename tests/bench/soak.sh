@@ -247,6 +247,8 @@ machine = {
     "misses_timed": len(misses_timed),
     # From the job's submission (k blocks earlier when pipelined, and one cycle more) to the miss.
     "misses_during_stalls": sum(1 for m in misses_timed if stalled(m[0] - (m[2] + 2) * period_ns, m[0])),
+    "overruns_timed": len(mon.get("overrun_times", [])),
+    "overruns_during_stalls": sum(1 for e in mon.get("overrun_times", []) if stalled(e - 2 * period_ns, e)),
 }
 summary = {
     "preset": preset, "rate": 48000, "quantum": int(quantum), "duration_s": int(duration),
@@ -274,6 +276,9 @@ summary["verdict"] = {
     "deadline_misses_not_during_stalls": machine["misses_timed"] - machine["misses_during_stalls"] +
                                          max(0, summary["deadline_misses"] - machine["misses_timed"]),
     "probe_lost_cycles_not_during_stalls": machine["probe_lost_cycles"] - machine["probe_lost_during_stalls"],
+    "node_overruns": node.get("overruns"),
+    "node_overruns_not_during_stalls": None if node.get("overruns") is None else
+        node["overruns"] - machine["overruns_during_stalls"],
     "sandpipe_survived": summary["sandpipe_survived"],
     "host_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("host_slope_kb_per_min"),
     "sandboxes_rss_slope_kb_per_min": mon.get("rss_kb", {}).get("sandboxes_slope_kb_per_min"),
@@ -295,5 +300,6 @@ print(f"soak {preset}: the machine stalled {machine['stalls']} times ({machine['
       f"{machine['probe_lost_during_stalls']} of them during stalls; deadline misses timed {machine['misses_timed']} "
       f"of {v['deadline_misses']}, {machine['misses_during_stalls']} during stalls; not the machine's: "
       f"{v['deadline_misses_not_during_stalls']} misses (untimed ones included), "
-      f"{v['probe_lost_cycles_not_during_stalls']} lost cycles")
+      f"{v['probe_lost_cycles_not_during_stalls']} lost cycles, {v['node_overruns_not_during_stalls']} node overruns "
+      f"(of {v['node_overruns']}, longest cycle {node.get('longest-cycle-us')} us)")
 EOF

@@ -3,6 +3,7 @@
 #include "shm/block-channel.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -341,26 +342,47 @@ TEST(SandboxEndpoint, TimesOutWithoutJobs) {
   EXPECT_EQ(channel.sandbox.wait(job, 100'000), SandboxEndpoint::Wake::timeout);
 }
 
+/// SCHED_FIFO at `priority` for the calling thread, where permitted (else it stays as it is).
+void make_realtime(int priority) {
+  sched_param p{};
+  p.sched_priority = priority;
+  (void)::sched_setscheduler(0, SCHED_FIFO, &p);
+}
+
 /// Jobs every `period_ns` (as a graph cycle would send them) to a sandbox thread that echoes
-/// them; returns how many found the sandbox awake, i.e. no wake syscall was needed.
+/// them; returns how many found the sandbox awake, i.e. no wake syscall was needed. `seen`: the
+/// counters at the end, with the last cadence the sandbox followed (a stall of the machine in
+/// the last few intervals leaves it without a steady one at the very end).
 std::uint32_t paced_jobs_found_awake(std::uint64_t lead_ns, std::uint32_t jobs, std::uint64_t period_ns,
                                      SandboxEndpoint::Anticipation& seen) {
   Channel channel;
   channel.sandbox.set_lead_ns(lead_ns);
   std::atomic<bool> stop{false};
+  std::uint64_t followed = 0;
   std::thread sandbox([&] {
     (void)::prctl(PR_SET_TIMERSLACK, 1UL);  // as sandbox/main.cpp does
+    make_realtime(70);                      // as a live sandbox runs
     std::uint32_t done = 0;
     while (!stop.load()) {
       Job job;
       if (channel.sandbox.wait(job, 20'000'000) != SandboxEndpoint::Wake::job) continue;
       channel.sandbox.complete(Completion{job.seq, job.slot, job.frames, 0});
-      if (++done == jobs) seen = channel.sandbox.anticipation();  // before the job that ends it
+      const SandboxEndpoint::Anticipation now = channel.sandbox.anticipation();
+      if (now.period_ns != 0) followed = now.period_ns;
+      if (++done == jobs) {  // before the job that ends it
+        seen = now;
+        seen.period_ns = followed;
+      }
     }
   });
   // Both sides wake on time, as a graph's real-time threads do (the default 50 µs timer slack
-  // of a normal thread would jitter the cadence by as much).
+  // of a normal thread would jitter the cadence by as much, and a test running beside this one
+  // would preempt a normal thread for milliseconds).
   (void)::prctl(PR_SET_TIMERSLACK, 1UL);
+  const int old_policy = ::sched_getscheduler(0);
+  sched_param old_param{};
+  (void)::sched_getparam(0, &old_param);
+  make_realtime(80);
   const auto& sleeping = channel.shared().jobs_control->sleeping;
   std::uint32_t awake = 0;
   timespec next{};
@@ -380,6 +402,7 @@ std::uint32_t paced_jobs_found_awake(std::uint64_t lead_ns, std::uint32_t jobs, 
   stop.store(true);
   channel.host.submit_rt(Job{jobs, jobs % 4, 64, 0});  // ends the sandbox's wait
   sandbox.join();
+  (void)::sched_setscheduler(0, old_policy, &old_param);
   return awake;
 }
 

@@ -51,10 +51,10 @@ class LatencyHistogram {
 
 /// What choose_mode() decided for one sandboxed slot.
 struct ModeDecision {
-  std::uint32_t blocks = 0;    ///< 0: sync; k ≥ 1: pipelined over k blocks
-  bool fits = true;            ///< false: nothing fits the budget; running at `blocks`, misses expected
-  std::uint64_t p999_ns = 0;   ///< the measured p99.9 completion time it was based on (0: no data)
-  std::string why;             ///< one line for logs and status text
+  std::uint32_t blocks = 0;   ///< 0: sync; k ≥ 1: pipelined over k blocks
+  bool fits = true;           ///< false: nothing fits the budget; running at `blocks`, misses expected
+  std::uint64_t p999_ns = 0;  ///< the measured p99.9 completion time it was based on (0: no data)
+  std::string why;            ///< one line for logs and status text
 };
 
 /// Budget of one slot for choose_mode().
@@ -65,10 +65,13 @@ struct SlotBudget {
   std::uint32_t max_blocks = 1;      ///< the deepest pipeline the slot supports
 };
 
-/// [any] Pure: sync if the p99.9 completion time fits `share_ns`; else the smallest k ≥ 1 with
+/// Sync needs p99.9 + p99.9 / sync_headroom_divisor within the share: a third more than measured.
+inline constexpr std::uint64_t sync_headroom_divisor = 3;
+
+/// [any] Pure: sync if the p99.9 completion time, plus a third, fits `share_ns`; else the smallest k ≥ 1 with
 /// p99.9 ≤ k × period + share and k × period ≤ max_latency; else (nothing fits) the deepest k
-/// the latency budget allows (0 = sync when not even one block fits, at most max_blocks) with `fits = false`. An empty
-/// histogram gives sync (nothing measured, nothing to fix).
+/// the latency budget allows (0 = sync when not even one block fits, at most max_blocks) with `fits = false`.
+/// An empty histogram gives sync (nothing measured, nothing to fix).
 [[nodiscard]] ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& budget);
 
 /// [any] The rule for increasing k while running: true when at least `min_blocks` blocks ran in

@@ -79,6 +79,16 @@ TEST(ChooseMode, FastPluginRunsSync) {
   EXPECT_NE(d.why.find("sync"), std::string::npos) << d.why;
 }
 
+TEST(ChooseMode, SyncOnlyWithAThirdOfHeadroom) {
+  // 5.5 ms (its bucket's upper edge) and a third fit the 8 ms share: sync. 6.5 ms fits the share
+  // but not with headroom.
+  EXPECT_EQ(choose_mode(repeated(5'500'000, 1000), budget_512_at_48k()).blocks, 0U);
+  const ModeDecision d = choose_mode(repeated(6'500'000, 1000), budget_512_at_48k());
+  ASSERT_LE(d.p999_ns, budget_512_at_48k().share_ns);
+  EXPECT_EQ(d.blocks, 1U) << d.why;
+  EXPECT_TRUE(d.fits);
+}
+
 TEST(ChooseMode, EmptyHistogramRunsSync) {
   const ModeDecision d = choose_mode(HistogramCounts{}, budget_512_at_48k());
   EXPECT_EQ(d.blocks, 0U);

@@ -13,6 +13,8 @@
 #                 (skipped, exit 77, when the build has no pipelined mode)
 #   crash-hourly  quantum 512, 2 Python plugins; one sandbox SIGKILLed every minute (needs
 #                 the host's restart; the summary says whether sandboxes came back)
+#   native        the baseline: builtin gain and biquad only, no sandbox (--quantum N,
+#                 default 512): what the same graph loses on this machine without Python
 #   custom        --chain FILE --quantum N
 #
 # OPTIONS
@@ -114,6 +116,11 @@ case $preset in
     crash_every=${crash_every:-60}
     write_chain "$(plugin_line g1 "$ex/gain.py" "gain = 0.9")" \
       "$(plugin_line eq1 "$ex/biquad.py" "shape = \"peak\" freq = 1000 gain_db = 3")"
+    ;;
+  native)
+    quantum=${quantum:-512}
+    write_chain "$(plugin_line g1 builtin:gain "gain = 0.9")" \
+      "$(plugin_line eq1 builtin:biquad "type = \"peaking\" freq = 1000 gain = 3")"
     ;;
   custom)
     [[ -f "$chain_file" && -n "$quantum" ]] || die "custom needs --chain FILE and --quantum N"

@@ -149,7 +149,8 @@ fi
 if [[ -z "${SANDPIPE_SOAK_IN_SESSION:-}" ]]; then
   export SANDPIPE_SOAK_IN_SESSION=1
   args=(--duration "$duration" --interval "$interval" --crash-every "$crash_every" --out "$out" --build "$build")
-  [[ $preset == custom ]] && args+=(--chain "$chain_file" --quantum "$quantum")
+  [[ $preset == custom ]] && args+=(--chain "$chain_file")
+  [[ $preset == custom || $preset == native ]] && args+=(--quantum "$quantum")
   exec "$root/tests/pw-session.sh" run --rate 48000 --quantum "$quantum" -- "$0" "${args[@]}" "$preset"
 fi
 
@@ -207,7 +208,7 @@ node_pid=""
 
 # One summary: the monitor's, the probe's verdict, the node's counters at exit.
 "$py" - "$out" "$preset" "$quantum" "$duration" "$probe_status" "$node_status" "$node_alive" <<'EOF'
-import bisect, json, os, re, sys
+import bisect, json, os, random, re, sys
 out, preset, quantum, duration, probe_status, node_status, node_alive = sys.argv[1:8]
 def load(name):
     try:
@@ -238,6 +239,7 @@ def stalled(a, b):
     i = bisect.bisect_right(begins, b)
     return i > 0 and reach[i - 1] >= a
 period_ns = int(quantum) * 1_000_000_000 // 48000
+rng = random.Random(1)
 t = probe.get("cycle_nsec", [])
 verdicts = probe.get("verdicts", "")
 lost = sorted(set(probe.get("gap_cycles", [])) | {c for c, v in enumerate(verdicts) if v in "sz"})
@@ -254,6 +256,12 @@ machine = {
     "misses_timed": len(misses_timed),
     # From the job's submission (k blocks earlier when pipelined, and one cycle more) to the miss.
     "misses_during_stalls": sum(1 for m in misses_timed if stalled(m[0] - (m[2] + 2) * period_ns, m[0])),
+    # How often "during a stall" is luck: the share of random moments whose window (a cycle's,
+    # a period either side) holds a stall.
+    "chance_cycle_window_stalled": round(sum(
+        stalled(m - period_ns, m + period_ns)
+        for m in (rng.uniform(stalls[0][0], stalls[-1][1]) for _ in range(20000))) / 20000, 3)
+        if stalls else 0.0,
     "overruns_timed": len(mon.get("overrun_times", [])),
     "overruns_during_stalls": sum(1 for e in mon.get("overrun_times", []) if stalled(e - 2 * period_ns, e)),
 }

@@ -182,7 +182,7 @@ void note_cycle_time_rt(NodeCounters& c, std::uint64_t start_ns, std::uint64_t q
     c.longest_cycle_ns.store(took, std::memory_order_relaxed);
   if (took <= quantum * nsec_per_sec / rate) return;
   const std::uint64_t n = c.overruns.load(std::memory_order_relaxed);
-  c.recent_overrun_ns[n % NodeCounters::recent_overruns].store(ready_ns, std::memory_order_relaxed);
+  c.recent_overrun_ns.note_rt(n, ready_ns);
   c.overruns.store(n + 1, std::memory_order_relaxed);
 }
 

@@ -261,19 +261,11 @@ class FilterNode final : public GraphNode {
   void publish_timing() {
     chain_->supervisor().set_node_status([this] {
       const auto& c = rt_.counters;
-      const std::uint64_t n = c.overruns.load(std::memory_order_relaxed);
-      std::string s = "\"cycles\":" + std::to_string(c.cycles.load(std::memory_order_relaxed)) +
-                      ",\"overruns\":" + std::to_string(n) + ",\"longest_cycle_us\":" +
-                      std::to_string(c.longest_cycle_ns.load(std::memory_order_relaxed) / 1000) +
-                      ",\"recent_overruns_ns\":[";
-      bool first = true;
-      for (const auto& t : c.recent_overrun_ns) {
-        const std::uint64_t v = t.load(std::memory_order_relaxed);
-        if (v == 0) continue;
-        s += (first ? "" : ",") + std::to_string(v);
-        first = false;
-      }
-      return s + "]";
+      return "\"cycles\":" + std::to_string(c.cycles.load(std::memory_order_relaxed)) +
+             ",\"overruns\":" + std::to_string(c.overruns.load(std::memory_order_relaxed)) +
+             ",\"longest_cycle_us\":" +
+             std::to_string(c.longest_cycle_ns.load(std::memory_order_relaxed) / 1000) +
+             ",\"recent_overruns_ns\":" + times_json(c.recent_overrun_ns.snapshot());
     });
   }
 

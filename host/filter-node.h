@@ -15,6 +15,7 @@
 #include "host/config.h"
 #include "host/param-queue.h"
 #include "host/pipewire-session.h"
+#include "host/recent-times.h"
 
 struct pw_loop;
 struct spa_io_position;
@@ -76,7 +77,7 @@ struct NodeCounters {
   /// n, from 0, at [n % recent_overruns]): a test or soak lines them up with the machine's stalls.
   std::atomic<std::uint64_t> overruns{0};
   static constexpr std::size_t recent_overruns = 256;
-  std::array<std::atomic<std::uint64_t>, recent_overruns> recent_overrun_ns{};
+  RecentTimes<recent_overruns> recent_overrun_ns;
   std::atomic<std::uint64_t> longest_cycle_ns{0};  ///< cycle start → output ready, the longest
 };
 

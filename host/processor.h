@@ -1,7 +1,6 @@
 // The one interface every slot of a chain implements, native or sandboxed.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "host/config.h"
+#include "host/recent-times.h"
 
 namespace sandpipe::host {
 
@@ -28,7 +28,7 @@ struct SlotCounters {
   /// When the last deadline misses happened (CLOCK_MONOTONIC ns; 0: not yet): miss number n
   /// (from 0) at [n % recent_misses]. Lines misses up with other clocks (a soak's stall watch).
   static constexpr std::size_t recent_misses = 32;
-  std::array<std::uint64_t, recent_misses> recent_miss_ns{};
+  EventTimes<recent_misses> recent_miss_ns{};
 };
 
 /// What the chain tells a slot about the cycle it runs in.

@@ -402,7 +402,7 @@ class SandboxProcessor final : public Processor {
   std::atomic<std::uint64_t> oldest_submit_ns_{0};
   std::atomic<std::uint64_t> blocks_{0};
   std::atomic<std::uint64_t> deadline_misses_{0};
-  std::array<std::atomic<std::uint64_t>, SlotCounters::recent_misses> recent_miss_ns_{};
+  RecentTimes<SlotCounters::recent_misses> recent_miss_ns_;
   std::atomic<std::uint64_t> bypassed_blocks_{0};
   std::atomic<std::uint64_t> sanitized_blocks_{0};
 };

@@ -55,8 +55,7 @@ SlotCounters SandboxProcessor::counters() const noexcept {
   c.deadline_misses = deadline_misses_.load(std::memory_order_relaxed);
   c.bypassed_blocks = bypassed_blocks_.load(std::memory_order_relaxed);
   c.sanitized_blocks = sanitized_blocks_.load(std::memory_order_relaxed);
-  for (std::size_t i = 0; i < c.recent_miss_ns.size(); ++i)
-    c.recent_miss_ns[i] = recent_miss_ns_[i].load(std::memory_order_relaxed);
+  c.recent_miss_ns = recent_miss_ns_.snapshot();
   return c;
 }
 
@@ -466,8 +465,7 @@ BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* o
   in_pos_ += frames;
   if (dry == 0) return BlockStatus::processed;
   if (missed) {
-    const std::uint64_t n = deadline_misses_.load(std::memory_order_relaxed);
-    recent_miss_ns_[n % SlotCounters::recent_misses].store(shm::now_ns(), std::memory_order_relaxed);
+    recent_miss_ns_.note_rt(deadline_misses_.load(std::memory_order_relaxed), shm::now_ns());
     bump(deadline_misses_);
   }
   bump(bypassed_blocks_);

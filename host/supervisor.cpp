@@ -297,14 +297,9 @@ std::string Supervisor::status_json() const {
       << "\",\"state\":\"" << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure)
       << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
-      << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks << ",\"recent_misses_ns\":[";
-    bool first_miss = true;
-    for (const std::uint64_t t : s.counters.recent_miss_ns) {
-      if (t == 0) continue;
-      j << (first_miss ? "" : ",") << t;
-      first_miss = false;
-    }
-    j << "],\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
+      << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks
+      << ",\"recent_misses_ns\":" << times_json(s.counters.recent_miss_ns)
+      << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
       << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"demotions\":" << s.demotions
       << ",\"demoted\":" << (s.demoted ? "true" : "false") << ",\"pid\":" << s.pid << "," << restart
       << ",\"last_error\":\"" << json_escape(s.last_error) << "\"";

@@ -3,19 +3,21 @@
 // signal flowing through it, and each fault injected while audio flows (`sandpipe set NODE
 // f:trigger N` arms the fault for the next block; SIGKILL comes from outside).
 //
-// Per fault: the node keeps running and its output never stops (from the trigger to well after
-// the recovery every captured cycle follows the previous one, none missing, none silent or
-// stale, unless the machine itself stalled then: see below); nothing is shifted (every cycle is the processed
-// input, the dry input of the same positions, or a crossfade ramp between the two); the fault reaches the
-// audio (a bypassed cycle after the trigger) and processing resumes after the recovery; the supervisor's
-// counters in the status file moved by exactly the expected amount. Crash faults run three
-// times in a row, so the restart time is measured over 20+ live restarts.
+// Per fault: the node keeps running, never overruns a cycle and its output never stops (from the
+// trigger to well after the recovery every captured cycle follows the previous one, none
+// missing, none silent or stale: at most one such xrun per fault, and none counted while the
+// machine itself stalled, see below); nothing is shifted (every cycle is the processed input,
+// the dry input of the same positions, or a crossfade ramp between the two); the fault reaches
+// the audio (a bypassed cycle after the trigger) and processing resumes after the recovery; the
+// supervisor's counters in the status file moved by exactly the expected amount. Crash faults
+// run three times in a row, so the restart time is measured over 20+ live restarts.
 //
 // A shared VM loses graph cycles by itself: a vCPU descheduled for milliseconds stops every
 // real-time thread on it (a graph of one native gain node lost 0.27-2.9 % of its cycles on this
 // 2-vCPU machine). A StallWatch runs beside each fault, one thread per CPU at a priority above
-// the graph's; a lost cycle overlapping a stall it saw is the machine's (counted, not scored),
-// any other lost cycle is the node's and fails the test.
+// the graph's; a lost cycle or an overrun overlapping a stall it saw is the machine's (counted,
+// not scored). Any overrun otherwise fails the test, and so does more than one other xrun in
+// a fault window (the watch misses a few of the machine's: 2 of 56 through a native gain node).
 //
 // No timed assertions: every wait polls a real condition with a generous limit. The restart
 // times and the audio outages are printed, and summarised at the end (docs/reliability.md).
@@ -261,10 +263,16 @@ void FaultLive::run_fault(const Fault& f) {
       return Json();
     }
   };
-  const double cycles_now = timing().is_null() ? 0 : timing()["cycles"].num();
-  ASSERT_TRUE(poll_until([&] { return !timing().is_null() && timing()["cycles"].num() > cycles_now; }, limit))
+  const Json before = timing();
+  const double cycles_now = before.is_null() ? 0 : before["cycles"].num();
+  Json node_timing;
+  ASSERT_TRUE(poll_until(
+      [&] {
+        node_timing = timing();
+        return !node_timing.is_null() && node_timing["cycles"].num() > cycles_now;
+      },
+      limit))
       << read_text(node_status_);
-  const Json node_timing = timing();
   ASSERT_TRUE(node_timing["recent_overruns_ns"].is_array()) << read_text(node_status_);
 
   probe.signal(SIGTERM);

@@ -40,6 +40,23 @@ assert len(r["ratios"]) == 7 and len(r["render"]) == 3
 assert all(x["x_realtime"] > 0 for x in r["render"])
 EOF
 
+# The scale mode: N = 1 and 2, a few blocks; its JSON keeps its shape.
+"$bench" --scale --quick --scale-max 2 --iterations 20 --warmup 2 --json "$work/scale.json" >"$work/scale.out"
+"$py" - "$work/scale.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for key in ("benchmark", "settings", "grouped", "zygote", "startup", "cost"):
+    assert key in r, f"missing key {key}"
+assert [s["plugins"] for s in r["startup"]] == [1, 2], r["startup"]
+assert all(s["first_block_processed"] and s["sandboxes"] == s["plugins"] for s in r["startup"]), r["startup"]
+rows = {(c["path"], c["plugins"], c["frames"]) for c in r["cost"]}
+for path in ("native", "python-isolated", "python-inprocess"):
+    for n in (1, 2):
+        for frames in (64, 256, 1024):
+            assert (path, n, frames) in rows, (path, n, frames)
+assert all(c["n"] == 20 and c["fallbacks"] == 0 for c in r["cost"]), r["cost"]
+EOF
+
 "$py" "$here/plot.py" cdf --samples "$work/samples" --out "$work/cdf.png" >/dev/null
 "$py" "$here/plot.py" tables --json "$work/bench.json" >/dev/null
 {

@@ -24,7 +24,9 @@
 #include "host/chain.h"
 #include "host/config.h"
 #include "host/render.h"
+#include "tests/bench/bench-chain.h"
 #include "tests/bench/hop-timing.h"
+#include "tests/bench/scale.h"
 
 namespace sandpipe::bench {
 namespace {
@@ -47,6 +49,11 @@ at 512. Then offline render throughput (x real time) of a mixed native + Python 
                        sandbox's anticipation of the next block (wake-lead-us = 100), one
                        where it sleeps until woken (wake-lead-us = 0, the default)
   --render-seconds S   audio length for the render rows (default 60)
+  --scale              instead of the rows above: N = 1, 2, 4, … gain plugins (native, Python each
+                       in its own sandbox, in-process CPython) at 64, 256 and 1024 frames, cost per
+                       block and per added plugin, and start-up to the first processed block with
+                       the sandboxes' memory (docs/performance.md, "Scale")
+  --scale-max N        largest N for --scale (default 128; 8 with --quick)
   --json FILE          also write the JSON report there
   --samples DIR        dump every row's raw per-block times (little-endian uint64 ns, in
                        measurement order) as DIR/PATH-CHch-FRAMES.u64, for tests/bench/plot.py
@@ -56,7 +63,6 @@ Prints a table, then the JSON report on stdout.
 /// The seed's measured cost of one Python gain call (its design, per call), for the headline ratio.
 constexpr double seed_ms_low = 5.0;
 constexpr double seed_ms_high = 40.0;
-constexpr double sample_rate = 48000.0;
 
 struct Options {
   bool quick = false;
@@ -68,6 +74,8 @@ struct Options {
   double render_seconds = 60.0;
   std::string json_path;
   std::string samples_dir;
+  bool scale = false;
+  std::uint32_t scale_max = 0;  ///< 0: 128, or 8 with --quick
 };
 
 std::optional<Options> parse_args(int argc, char** argv) {
@@ -101,6 +109,10 @@ std::optional<Options> parse_args(int argc, char** argv) {
     } else if (arg == "--render-seconds") {
       o.render_seconds = std::strtod(value(), nullptr);
       render_given = true;
+    } else if (arg == "--scale") {
+      o.scale = true;
+    } else if (arg == "--scale-max") {
+      o.scale_max = static_cast<std::uint32_t>(std::strtoul(value(), nullptr, 10));
     } else if (arg == "--json") {
       o.json_path = value();
     } else if (arg == "--samples") {
@@ -118,102 +130,17 @@ std::optional<Options> parse_args(int argc, char** argv) {
     if (!warmup_given) o.warmup = 200;
     if (!render_given) o.render_seconds = 10.0;
   }
+  if (o.scale) {
+    // A row of 128 sandboxes costs ~128 hops a block: fewer blocks than the per-path rows.
+    if (!iterations_given) o.iterations = o.quick ? 50 : 2'000;
+    if (!warmup_given) o.warmup = o.quick ? 5 : 100;
+    o.chunk = std::min<std::size_t>(o.chunk, 100);
+    if (o.scale_max == 0) o.scale_max = o.quick ? 8 : 128;
+  }
   o.iterations = std::max<std::size_t>(o.iterations, 1);
   o.chunk = std::max<std::size_t>(o.chunk, 1);
   o.render_seconds = std::max(o.render_seconds, 0.1);
   return o;
-}
-
-std::filesystem::path source_root() { return SANDPIPE_SOURCE_ROOT; }
-
-/// A one-line chain config around one plugin entry.
-host::ChainConfig chain_config(std::uint32_t channels, const std::string& plugins) {
-  const std::string text = "channels = " + std::to_string(channels) + "\nplugins = [\n" + plugins + "]\n";
-  return host::parse_config(text, "sandpipe-bench", source_root());
-}
-
-std::string python_example(const std::string& name) {
-  return (source_root() / "plugins-py/examples" / name).string();
-}
-
-/// For every Python slot: the paths take turns, so a chain sits idle for up to ~100 ms between
-/// its chunks with a pipelined job still unclaimed; the host's hang watchdog (200 ms by default)
-/// must not take that for a hung sandbox. A real node calls every cycle.
-constexpr std::string_view python_timeout = " timeout-ms = 5000";
-
-/// Planar test signal: channels × frames contiguous, a different tone per channel plus a little noise.
-std::vector<float> test_block(std::uint32_t channels, std::uint32_t frames) {
-  std::vector<float> data(std::size_t{channels} * frames);
-  std::uint32_t state = 12345;
-  for (std::uint32_t c = 0; c < channels; ++c)
-    for (std::uint32_t i = 0; i < frames; ++i) {
-      state = state * 1664525U + 1013904223U;
-      const double phase = 2.0 * M_PI * 220.0 * (c + 1) * i / sample_rate;
-      data[std::size_t{c} * frames + i] = 0.4F * static_cast<float>(std::sin(phase)) +
-                                          0.05F * (static_cast<float>(state >> 8) / 16777216.0F - 0.5F);
-    }
-  return data;
-}
-
-/// One path at one configuration: a step that runs and times one block, and its samples.
-struct Row {
-  std::string path;   ///< stable key (JSON, sample files)
-  std::string label;  ///< for the table
-  std::uint32_t channels = 0;
-  std::uint32_t frames = 0;
-  std::function<std::uint64_t()> step;         ///< runs one block, returns its time in ns
-  std::function<host::SlotCounters()> counts;  ///< the slot's counters (empty: none)
-  std::vector<std::uint64_t> ns;
-  Stats stats;
-  host::SlotCounters counters;
-};
-
-/// A chain that runs `in` → `out` and times Chain::process_rt alone.
-struct ChainRunner {
-  std::unique_ptr<host::Chain> chain;
-  std::vector<float> in, out;
-  std::vector<const float*> in_ptrs;
-  std::vector<float*> out_ptrs;
-  std::uint32_t frames = 0;
-
-  ChainRunner(const host::ChainConfig& config, std::uint32_t frames_)
-      : chain(std::make_unique<host::Chain>(config, sample_rate, frames_)),
-        in(test_block(config.channels, frames_)),
-        out(in.size()),
-        frames(frames_) {
-    for (std::uint32_t c = 0; c < config.channels; ++c) {
-      in_ptrs.push_back(in.data() + std::size_t{c} * frames);
-      out_ptrs.push_back(out.data() + std::size_t{c} * frames);
-    }
-  }
-  std::uint64_t block() noexcept {
-    const std::uint64_t t0 = now_ns();
-    chain->process_rt(in_ptrs.data(), out_ptrs.data(), frames, t0 + 1'000'000'000ULL);
-    return now_ns() - t0;
-  }
-  [[nodiscard]] host::SlotCounters counters() const { return chain->slots().front()->counters(); }
-};
-
-void sleep_us(double us) {
-  if (us <= 0) return;
-  timespec ts{0, static_cast<long>(us * 1000.0)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
-  }
-}
-
-/// Runs the rows in turns of `chunk` blocks (after `warmup` untimed blocks each).
-void run_interleaved(std::vector<Row*>& rows, const Options& o) {
-  for (Row* r : rows) {
-    for (std::size_t i = 0; i < o.warmup; ++i) (void)r->step();
-    r->ns.clear();
-    r->ns.reserve(o.iterations);
-  }
-  for (std::size_t done = 0; done < o.iterations;) {
-    const std::size_t n = std::min(o.chunk, o.iterations - done);
-    for (Row* r : rows)
-      for (std::size_t i = 0; i < n; ++i) r->ns.push_back(r->step());
-    done += n;
-  }
 }
 
 void dump_samples(const Row& r, const std::string& dir) {
@@ -354,7 +281,7 @@ std::vector<Row> bench_config(const Config& cfg, const Options& o, FutexPingPong
   std::vector<Row*> ptrs;
   ptrs.reserve(rows.size());
   for (auto& r : rows) ptrs.push_back(&r);
-  run_interleaved(ptrs, o);
+  run_interleaved(ptrs, o.warmup, o.iterations, o.chunk);
   for (auto& r : rows) {
     dump_samples(r, o.samples_dir);
     if (r.counts) r.counters = r.counts();
@@ -618,6 +545,10 @@ int run(const Options& o) {
 
   // The futex child is forked first, before any sandbox or interpreter exists (it inherits no
   // sockets and no Python state).
+  if (o.scale) {
+    InProcessPython python;
+    return run_scale({o.scale_max, o.iterations, o.warmup, o.chunk, o.json_path}, python);
+  }
   FutexPingPong futex;
   InProcessPython python;
   rep.pipelined = probe_pipelined();

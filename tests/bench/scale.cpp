@@ -1,0 +1,271 @@
+// sandpipe-bench --scale (see scale.h and docs/performance.md, "Scale").
+//
+// For N = 1, 2, 4, … plugins: the chain's start-up to its first processed block and the memory
+// of its sandboxes, then per-block cost at 64, 256 and 1024 frames of N native gains, N Python
+// gains each in its own sandbox (sync), and N in-process CPython calls of the same gain.py.
+// Rows of one N take turns in chunks, so noise on this shared machine lands on all of them.
+#include "tests/bench/scale.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "tests/bench/bench-chain.h"
+
+namespace sandpipe::bench {
+namespace {
+
+constexpr std::uint32_t scale_channels = 2;
+constexpr std::uint32_t scale_frames[] = {64, 256, 1024};
+constexpr std::uint32_t scale_max_frames = 1024;
+
+std::string repeated_entries(std::uint32_t n, const std::string& path, const std::string& extra) {
+  std::string text;
+  for (std::uint32_t i = 0; i < n; ++i)
+    text += "{ name = \"g" + std::to_string(i) + "\" path = \"" + path + "\" params = { gain = 1.0 }" +
+            extra + " }\n";
+  return text;
+}
+
+/// Memory of the sandboxes below this process: summed Rss and Private_Dirty (kB).
+struct SandboxMemory {
+  std::size_t sandboxes = 0;
+  std::uint64_t rss_kb = 0;
+  std::uint64_t private_dirty_kb = 0;
+};
+
+pid_t parent_of(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  // pid (comm) state ppid …: comm may hold spaces, so read after the last ')'.
+  const auto close = line.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(line.substr(close + 1));
+  char state = 0;
+  pid_t ppid = -1;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+bool descends_from_us(pid_t pid) {
+  const pid_t self = ::getpid();
+  for (int depth = 0; depth < 4 && pid > 1; ++depth) {
+    pid = parent_of(pid);
+    if (pid == self) return true;
+  }
+  return false;
+}
+
+std::uint64_t rollup_kb(const std::string& text, std::string_view key) {
+  const auto at = text.find(std::string(key) + ":");
+  return at == std::string::npos ? 0 : std::strtoull(text.c_str() + at + key.size() + 1, nullptr, 10);
+}
+
+SandboxMemory sandbox_memory() {
+  SandboxMemory m;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return m;
+  while (const dirent* e = ::readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::strtol(e->d_name, nullptr, 10));
+    if (pid <= 0) continue;
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.rfind("sandpipe-sandbo", 0) != 0 || !descends_from_us(pid)) continue;
+    std::ifstream rollup("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    const std::string text((std::istreambuf_iterator<char>(rollup)), std::istreambuf_iterator<char>());
+    ++m.sandboxes;
+    m.rss_kb += rollup_kb(text, "Rss");
+    m.private_dirty_kb += rollup_kb(text, "Private_Dirty");
+  }
+  ::closedir(proc);
+  return m;
+}
+
+struct StartupRow {
+  std::uint32_t plugins = 0;
+  double first_block_s = 0;  ///< Chain construction (every sandbox started, loaded) + one block
+  bool processed = false;    ///< every slot processed that first block (none fell back)
+  SandboxMemory memory;
+};
+
+struct CostRow {
+  std::string path;
+  std::uint32_t plugins = 0;
+  std::uint32_t frames = 0;
+  Stats stats;
+  std::uint64_t misses = 0;
+};
+
+std::uint64_t total_misses(const host::Chain& chain) {
+  std::uint64_t n = 0;
+  for (const auto& slot : chain.slots())
+    n += slot->counters().deadline_misses + slot->counters().bypassed_blocks;
+  return n;
+}
+
+/// Start-up, then the per-block rows of one N.
+void measure(std::uint32_t n, const ScaleSettings& s, InProcessPython& python,
+             std::vector<StartupRow>& startups, std::vector<CostRow>& costs) {
+  const std::string gain_py = python_example("gain.py");
+  StartupRow start;
+  start.plugins = n;
+  const std::uint64_t t0 = now_ns();
+  auto isolated = std::make_shared<ChainRunner>(
+      chain_config(scale_channels,
+                   repeated_entries(n, gain_py, " mode = \"sync\"" + std::string(python_timeout))),
+      scale_frames[0], scale_max_frames);
+  (void)isolated->block(scale_frames[0]);
+  start.first_block_s = static_cast<double>(now_ns() - t0) / 1e9;
+  start.processed = total_misses(*isolated->chain) == 0;
+  start.memory = sandbox_memory();
+  startups.push_back(start);
+
+  auto native =
+      std::make_shared<ChainRunner>(chain_config(scale_channels, repeated_entries(n, "builtin:gain", "")),
+                                    scale_frames[0], scale_max_frames);
+
+  for (const std::uint32_t frames : scale_frames) {
+    python.load(gain_py, {{"gain", 1.0}}, scale_channels, frames);
+    auto in = std::make_shared<std::vector<float>>(test_block(scale_channels, frames));
+    auto out = std::make_shared<std::vector<float>>(in->size());
+    std::vector<Row> rows(3);
+    rows[0].path = "native";
+    rows[0].step = [native, frames] { return native->block(frames); };
+    rows[1].path = "python-isolated";
+    rows[1].step = [isolated, frames] { return isolated->block(frames); };
+    rows[2].path = "python-inprocess";
+    rows[2].step = [&python, in, out, n] {
+      const std::uint64_t t = now_ns();
+      for (std::uint32_t i = 0; i < n; ++i) (void)python.process(in->data(), out->data());
+      return now_ns() - t;
+    };
+    std::vector<Row*> ptrs{&rows[0], &rows[1], &rows[2]};
+    const std::uint64_t misses_before = total_misses(*isolated->chain);
+    run_interleaved(ptrs, s.warmup, s.iterations, s.chunk);
+    for (auto& r : rows) {
+      CostRow c{r.path, n, frames, summarize(r.ns), 0};
+      if (r.path == "python-isolated") c.misses = total_misses(*isolated->chain) - misses_before;
+      costs.push_back(c);
+    }
+  }
+}
+
+const CostRow* find(const std::vector<CostRow>& rows, std::string_view path, std::uint32_t n,
+                    std::uint32_t frames) {
+  for (const auto& r : rows)
+    if (r.path == path && r.plugins == n && r.frames == frames) return &r;
+  return nullptr;
+}
+
+/// Cost of one more plugin: the slope of p50 from N = 1 to this N (µs per plugin).
+double marginal_us(const std::vector<CostRow>& rows, const CostRow& r) {
+  const CostRow* one = find(rows, r.path, 1, r.frames);
+  if (one == nullptr || r.plugins <= 1) return 0.0;
+  return (r.stats.p50 - one->stats.p50) / static_cast<double>(r.plugins - 1);
+}
+
+constexpr std::string_view grouped_why = "sandbox groups (issue 17, item 2) are not built yet";
+constexpr std::string_view zygote_why = "the zygote (issue 17, item 1) is not built yet";
+
+nlohmann::json report_json(const ScaleSettings& s, const std::vector<StartupRow>& startups,
+                           const std::vector<CostRow>& costs) {
+  nlohmann::json j;
+  j["benchmark"] = "sandpipe-bench --scale";
+  j["schema"] = 1;
+  j["settings"] = {{"iterations", s.iterations}, {"warmup", s.warmup},
+                   {"chunk", s.chunk},           {"max_plugins", s.max_plugins},
+                   {"channels", scale_channels}, {"sample_rate", sample_rate}};
+  j["grouped"] = {{"available", false}, {"why", grouped_why}};
+  j["zygote"] = {{"available", false}, {"why", zygote_why}};
+  j["startup"] = nlohmann::json::array();
+  for (const auto& r : startups) {
+    const double per = r.memory.sandboxes != 0 ? 1.0 / static_cast<double>(r.memory.sandboxes) : 0.0;
+    j["startup"].push_back(
+        {{"plugins", r.plugins},
+         {"first_block_s", r.first_block_s},
+         {"first_block_processed", r.processed},
+         {"sandboxes", r.memory.sandboxes},
+         {"rss_kb_per_sandbox", static_cast<double>(r.memory.rss_kb) * per},
+         {"private_dirty_kb_per_sandbox", static_cast<double>(r.memory.private_dirty_kb) * per}});
+  }
+  j["cost"] = nlohmann::json::array();
+  for (const auto& r : costs)
+    j["cost"].push_back({{"path", r.path},
+                         {"plugins", r.plugins},
+                         {"frames", r.frames},
+                         {"n", r.stats.n},
+                         {"p50_us", r.stats.p50},
+                         {"p99_us", r.stats.p99},
+                         {"p999_us", r.stats.p999},
+                         {"max_us", r.stats.max},
+                         {"marginal_p50_us", marginal_us(costs, r)},
+                         {"fallbacks", r.misses}});
+  return j;
+}
+
+void print_tables(const std::vector<StartupRow>& startups, const std::vector<CostRow>& costs) {
+  std::printf("\nStart-up of N Python plugins (each its own sandbox) to the first processed block; %s\n\n",
+              zygote_why.data());
+  std::printf(
+      "| %4s | %10s | %9s | %15s | %25s "
+      "|\n|------|------------|-----------|-----------------|---------------------------|\n",
+      "N", "start s", "processed", "RSS/sandbox MiB", "private dirty/sandbox MiB");
+  for (const auto& r : startups) {
+    const double per = r.memory.sandboxes != 0 ? 1.0 / static_cast<double>(r.memory.sandboxes) / 1024.0 : 0.0;
+    std::printf("| %4u | %10.3f | %9s | %15.1f | %25.1f |\n", r.plugins, r.first_block_s,
+                r.processed ? "yes" : "NO", static_cast<double>(r.memory.rss_kb) * per,
+                static_cast<double>(r.memory.private_dirty_kb) * per);
+  }
+  std::printf(
+      "\nCost per block (p50 us, %u ch) of N gains, and per added plugin (slope from N = 1); grouped: %s\n\n",
+      scale_channels, grouped_why.data());
+  std::printf(
+      "| %4s | %6s | %9s | %9s | %10s | %14s | %15s | %17s |\n"
+      "|------|--------|-----------|-----------|------------|----------------|-----------------|-------------"
+      "------|\n",
+      "N", "frames", "native", "isolated", "in-process", "isolated p99.9", "isolated/plugin",
+      "in-process/plugin");
+  for (const auto& r : costs) {
+    if (r.path != "native") continue;
+    const CostRow* iso = find(costs, "python-isolated", r.plugins, r.frames);
+    const CostRow* inp = find(costs, "python-inprocess", r.plugins, r.frames);
+    if (iso == nullptr || inp == nullptr) continue;
+    std::printf("| %4u | %6u | %9.2f | %9.1f | %10.1f | %14.1f | %15.2f | %17.2f |\n", r.plugins, r.frames,
+                r.stats.p50, iso->stats.p50, inp->stats.p50, iso->stats.p999, marginal_us(costs, *iso),
+                marginal_us(costs, *inp));
+  }
+  std::printf("\n");
+}
+
+}  // namespace
+
+int run_scale(const ScaleSettings& settings, InProcessPython& python) {
+  std::vector<StartupRow> startups;
+  std::vector<CostRow> costs;
+  for (std::uint32_t n = 1; n <= settings.max_plugins; n *= 2) {
+    std::fprintf(stderr, "sandpipe-bench --scale: %u plugins...\n", n);
+    measure(n, settings, python, startups, costs);
+  }
+  print_tables(startups, costs);
+  const std::string json = report_json(settings, startups, costs).dump(2) + "\n";
+  std::fputs(json.c_str(), stdout);
+  if (!settings.json_path.empty()) {
+    std::ofstream out(settings.json_path);
+    out << json;
+    if (!out) {
+      std::fprintf(stderr, "sandpipe-bench: cannot write %s\n", settings.json_path.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace sandpipe::bench

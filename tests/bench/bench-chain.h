@@ -7,8 +7,10 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -118,6 +120,18 @@ inline void run_interleaved(std::vector<Row*>& rows, std::size_t warmup, std::si
       for (std::size_t i = 0; i < n; ++i) r->ns.push_back(r->step());
     done += n;
   }
+}
+
+/// Prints a JSON report on stdout and, when `path` is not empty, writes it there. Returns the
+/// benchmark's exit code (1: the file could not be written).
+inline int publish_json(const std::string& json, const std::string& path) {
+  std::fputs(json.c_str(), stdout);
+  if (path.empty()) return 0;
+  std::ofstream out(path);
+  out << json;
+  if (out) return 0;
+  std::fprintf(stderr, "sandpipe-bench: cannot write %s\n", path.c_str());
+  return 1;
 }
 
 }  // namespace sandpipe::bench

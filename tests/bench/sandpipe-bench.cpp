@@ -567,17 +567,7 @@ int run(const Options& o) {
   rep.load_end = read_first_line("/proc/loadavg");
 
   print_table(rep);
-  const std::string json = to_json(rep);
-  std::fputs(json.c_str(), stdout);
-  if (!o.json_path.empty()) {
-    std::ofstream out(o.json_path);
-    out << json;
-    if (!out) {
-      std::fprintf(stderr, "sandpipe-bench: cannot write %s\n", o.json_path.c_str());
-      return 1;
-    }
-  }
-  return 0;
+  return publish_json(to_json(rep), o.json_path);
 }
 
 }  // namespace

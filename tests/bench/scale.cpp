@@ -255,17 +255,7 @@ int run_scale(const ScaleSettings& settings, InProcessPython& python) {
     measure(n, settings, python, startups, costs);
   }
   print_tables(startups, costs);
-  const std::string json = report_json(settings, startups, costs).dump(2) + "\n";
-  std::fputs(json.c_str(), stdout);
-  if (!settings.json_path.empty()) {
-    std::ofstream out(settings.json_path);
-    out << json;
-    if (!out) {
-      std::fprintf(stderr, "sandpipe-bench: cannot write %s\n", settings.json_path.c_str());
-      return 1;
-    }
-  }
-  return 0;
+  return publish_json(report_json(settings, startups, costs).dump(2) + "\n", settings.json_path);
 }
 
 }  // namespace sandpipe::bench

@@ -137,7 +137,11 @@ std::optional<ParamValue> NodeProps::normalise(const Entry& entry, const ParamVa
     return std::nullopt;
   }
   if (d.kind == "text") {
+    // Any scalar is text: `sandpipe set NODE fx:key 0.5` or `true` parses as a number or a
+    // boolean, and pw-cli sends whatever the user typed.
     if (text != nullptr) return *text;
+    if (flag != nullptr) return std::string(*flag ? "true" : "false");
+    if (number != nullptr && std::isfinite(*number)) return format_number(*number);
     error = "expects a string, got " + describe(requested);
     return std::nullopt;
   }

@@ -54,6 +54,8 @@ struct LoadRequest {
   std::uint32_t max_frames = 512;
   std::vector<std::pair<std::string, ParamValue>> params;
   std::vector<std::byte> state;
+  /// Construct and describe only (`sandpipe inspect`): none of the plugin's lifecycle runs.
+  bool inspect = false;
 };
 
 enum class BlockResult : std::uint8_t { processed, passthrough, failed };

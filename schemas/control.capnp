@@ -91,6 +91,8 @@ struct HostMessage {
       maxFrames @7 :UInt32;
       params @8 :List(ParamSetting);  # from the config, applied before the first block
       state @9 :Data;                 # from a previous instance's getState (restart), may be empty
+      inspect @15 :Bool;              # only construct the plugin and describe it (`sandpipe
+                                      # inspect`): no prepare/initialize/start, no block follows
     }
     setParam @10 :ParamSetting;
     getState @11 :Void;

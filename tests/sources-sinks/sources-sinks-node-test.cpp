@@ -1,6 +1,6 @@
 // `sandpipe run` with a source-first chain (an Audio/Source stream, recorded by
 // `pw-record --target NODE`) and a sink-last chain (an Audio/Sink stream, made the default sink
-// with `wpctl set-default` and played into by a plain `pw-play`, recorded by capture_sink.py), in
+// with `wpctl set-default` and played into by a plain `pw-play`, recorded by record_sink.py), in
 // a private headless PipeWire graph (tests/pw-session.sh). Nothing is linked by hand: WirePlumber
 // links the applications to the node, as on a desktop.
 //
@@ -42,7 +42,7 @@ using namespace std::chrono_literals;
 
 constexpr auto startup_timeout = 30s;
 const std::string fixtures =
-    std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
+    std::string(SANDPIPE_SOURCE_ROOT) + "/tests/host/fixtures/earlier-api/plugins_py/";
 
 /// The lines of `wpctl status` in its `section` ("Sinks:", "Sources:") of the Audio block.
 std::string wpctl_section(const std::string& section) {
@@ -54,18 +54,22 @@ std::string wpctl_section(const std::string& section) {
   return status.substr(start, end == std::string::npos ? std::string::npos : end - start);
 }
 
-/// The published value of the node's Props parameter `name` ("SLOT:PARAM"), or -1.
+/// The published number of the node's Props parameter `name` ("SLOT:PARAM"), or -1.
 double props_value(const Json& node, const std::string& name) {
-  const Json& props = node["info"]["params"]["Props"];
-  if (!props.is_array()) return -1;
-  for (const Json& p : props.arr()) {
-    const Json& params = p["params"];
-    if (!params.is_array()) continue;
-    const auto& list = params.arr();
-    for (std::size_t i = 0; i + 1 < list.size(); i += 2)
-      if (list[i].is_string() && list[i].str() == name && list[i + 1].is_number()) return list[i + 1].num();
-  }
-  return -1;
+  const Json value = props_param(node, name);
+  return value.is_number() ? value.num() : -1;
+}
+
+/// The earlier-API plugin `tag` ran its lifecycle once (no spare or calibration started a second
+/// one: a sink would truncate its file again), and stop() then shutdown() at the node's exit.
+void expect_one_lifecycle(const std::string& log, const std::string& tag) {
+  std::size_t starts = 0;
+  for (auto at = log.find(tag + ": start\n"); at != std::string::npos; at = log.find(tag + ": start\n", at + 1))
+    ++starts;
+  EXPECT_EQ(starts, 1U) << log;
+  const auto stop = log.find(tag + ": stop\n");
+  ASSERT_NE(stop, std::string::npos) << log;
+  EXPECT_NE(log.find(tag + ": shutdown\n", stop), std::string::npos) << log;
 }
 
 /// The Python slots' wet/dry ramp (ChainOptions::crossfade_frames in `sandpipe run`).
@@ -166,12 +170,12 @@ class SourcesSinksNode : public ::testing::Test {
 };
 
 TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
-  // tone_source's counter (frame n: L = ((n % 1000) + 1) / 4096, R = 2 L), halved by a native gain.
+  // counter_source's counter (frame n: L = ((n % 1000) + 1) / 4096, R = 2 L), halved by a native gain.
   const std::string name = "sandpipe-it-source";
   auto node = start_node(
       name,
       write_config(name, "  { name = \"tone\" path = \"" + fixtures +
-                             "tone_source.py\" params = { period = 1000 } }\n"
+                             "counter_source.py\" params = { period = 1000 } }\n"
                              "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"));
   ASSERT_FALSE(HasFailure());
   // The adapter's DSP ports, as WirePlumber configures a device's.
@@ -191,6 +195,7 @@ TEST_F(SourcesSinksNode, SourceChainIsAnAudioSourceAndPwRecordGetsItsSignal) {
   recorder.signal(SIGINT);
   ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
   stop_node(*node, name);  // its exit line says how often the sandboxed source missed its deadline
+  expect_one_lifecycle(read_text(work_ / (name + ".err")), "counter_source");
   const std::uint64_t bypassed = slot_counter(read_text(work_ / (name + ".err")), "tone", "bypassed");
 
   SF_INFO info{};
@@ -240,7 +245,7 @@ TEST_F(SourcesSinksNode, SourceChainPublishesItsLatencyAndProps) {
   const std::string name = "sandpipe-it-source-latency";
   auto node =
       start_node(name, write_config(name, "  { name = \"tone\" path = \"" + fixtures +
-                                              "tone_source.py\" }\n"
+                                              "counter_source.py\" }\n"
                                               "  { name = \"fx\" path = \"" SANDPIPE_SOURCE_ROOT
                                               "/plugins-py/examples/gain.py\" mode = \"pipelined\" blocks = 1"
                                               " params = { gain = 0.5 } }\n"));
@@ -273,7 +278,7 @@ TEST_F(SourcesSinksNode, SourceChainPublishesItsLatencyAndProps) {
 
 TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed) {
   // pw-play plays a signal whose every frame is unique (L = (n % 4096 + 1) / 4096,
-  // R = -(n / 4096 + 1) / 64); the chain halves it and capture_sink.py writes it to a file.
+  // R = -(n / 4096 + 1) / 64); the chain halves it and record_sink.py writes it to a file.
   const std::string name = "sandpipe-it-sink";
   const fs::path cap = work_ / "cap.f32";
   auto node =
@@ -281,7 +286,7 @@ TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed
                                     "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
                                     "  { name = \"rec\" path = \"" +
                                         fixtures +
-                                        "capture_sink.py\" mode = \"sync\" allow-writes = true"
+                                        "record_sink.py\" mode = \"sync\" allow-writes = true"
                                         " params = { path = \"" +
                                         cap.string() + "\" } }\n"));
   ASSERT_FALSE(HasFailure());
@@ -322,10 +327,9 @@ TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed
   expect_linked("srcsink-play", name);
   ASSERT_FALSE(HasFailure()) << read_text(work_ / "play.err");
   ASSERT_EQ(player.wait_exit(120s), std::optional<int>(0)) << read_text(work_ / "play.err");
-  // The node's exit stops the sandbox, which closes the file (capture_sink's stop()).
+  // The node's exit stops the sandbox, which closes the file (record_sink's stop()).
   stop_node(*node, name);
-  EXPECT_NE(read_text(work_ / (name + ".err")).find("capture_sink:"), std::string::npos)
-      << read_text(work_ / (name + ".err"));
+  expect_one_lifecycle(read_text(work_ / (name + ".err")), "record_sink");
 
   std::ifstream in(cap, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -363,7 +367,7 @@ TEST_F(SourcesSinksNode, SinkModeRefusesASourceChain) {
   const fs::path conf = work_ / "m.conf";
   std::ofstream(conf) << "node.name = \"" << name
                       << "\"\nmode = \"sink\"\nplugins = [ { name = \"tone\" path = \"" << fixtures
-                      << "tone_source.py\" } ]\n";
+                      << "counter_source.py\" } ]\n";
   Child node({SANDPIPE_EXE, "run", conf.string()}, work_ / "m.out", work_ / "m.err");
   EXPECT_EQ(node.wait_exit(120s), std::optional<int>(2)) << read_text(work_ / "m.err");
   EXPECT_NE(read_text(work_ / "m.err").find("starts with a source"), std::string::npos)

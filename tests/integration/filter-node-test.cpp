@@ -344,6 +344,28 @@ TEST_F(FilterNode, RunsAnEarlierApiProcessorAndSetsItsParameterLive) {
   }
 }
 
+TEST_F(FilterNode, EarlierApiLoadErrorFailsTheSlotAndStatusSaysWhy) {
+  // initialize() returns False: the node still starts (the slot falls back per its on-failure)
+  // and `sandpipe status` names the file and the reason.
+  const std::string name = "sandpipe-it-earlier-bad";
+  const std::string plugin =
+      std::string(SANDPIPE_SOURCE_ROOT) + "/tests/host/fixtures/earlier-api/bad/initialize_false.py";
+  auto node = start_node(name, write_config(name, "  { name = \"bad\" path = \"" + plugin +
+                                                      "\" mode = \"sync\" }\n" + gain_plugin(0.5)));
+  ASSERT_FALSE(HasFailure());
+  std::string status;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        status = run_command(std::string(SANDPIPE_EXE) + " status " + name + " 2>&1").first;
+        return status.find("initialize() returned False") != std::string::npos;
+      },
+      startup_timeout))
+      << status << read_text(work_ / (name + ".err"));
+  EXPECT_NE(status.find("initialize_false.py"), std::string::npos) << status;
+  EXPECT_EQ(node_slot_status(node_status_file(name), "bad").text("state"), "failed") << status;
+  stop_node(*node, name);
+}
+
 TEST_F(FilterNode, KeepsPlayingWhenASandboxIsKilledAndRestartsIt) {
   // A live graph, a Python slot, and its sandbox SIGKILLed from outside while audio flows: the
   // node keeps running, the supervisor restarts the sandbox (status file), and the probe sees

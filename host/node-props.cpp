@@ -77,8 +77,12 @@ void NodeProps::attach(const Chain& chain) {
     const Processor& slot = *slots[s];
     std::vector<ParamDescription> descs;
     bool native = true;
+    // An earlier-API plugin's "default" is what its get_parameter() answered after the config's
+    // values were set: the current value, which the published Props start from.
+    bool read_back = false;
     if (const auto* sandboxed = dynamic_cast<const SandboxProcessor*>(&slot)) {
       native = false;
+      read_back = sandboxed->info().api == "legacy";
       for (const auto& p : sandboxed->info().params) descs.push_back(from_python(p));
     } else {
       descs = slot.describe_params();
@@ -92,7 +96,7 @@ void NodeProps::attach(const Chain& chain) {
       e.native = native;
       e.desc = std::move(descs[i]);
       e.value = e.desc.default_value;
-      if (spec != nullptr) {
+      if (spec != nullptr && !read_back) {
         for (const auto& setting : spec->params) {
           if (setting.key != e.desc.key) continue;
           std::string error;

@@ -1116,7 +1116,9 @@ std::string describe_python_plugin(const std::filesystem::path& file) {
   out << "File:        " << absolute.string() << "\n";
   if (info.api == "legacy") {
     out << "API:         earlier API " << info.role << " (create_plugin(), the earlier pipeline's "
-        << (info.role == "source" ? "AudioSourcePlugin" : info.role == "sink" ? "AudioSinkPlugin" : "AudioProcessorPlugin")
+        << (info.role == "source" ? "AudioSourcePlugin"
+            : info.role == "sink" ? "AudioSinkPlugin"
+                                  : "AudioProcessorPlugin")
         << ")\n";
   } else {
     out << "API:         sdk " << info.role << " (sandpipe.Plugin subclass)\n";
@@ -1129,7 +1131,8 @@ std::string describe_python_plugin(const std::filesystem::path& file) {
   out << "Runtime:     Python " << info.python_version << ", numpy " << info.numpy_version << "\n";
   const bool earlier = info.api == "legacy";
   if (info.params.empty()) {
-    out << (earlier ? "Parameters:  none it answers with get_parameter(); every key in the config's params = { ... }\n"
+    out << (earlier ? "Parameters:  none it answers with get_parameter(); every key in the config's params = "
+                      "{ ... }\n"
                       "             reaches set_parameter() as a string and is published as SLOT:KEY\n"
                     : "Parameters:  none\n");
     return out.str();

@@ -32,7 +32,8 @@ struct Outcome {
 };
 
 Outcome run_sandpipe(const std::string& args) {
-  auto [output, status] = sandpipe::integration::run_command(std::string(SANDPIPE_EXE) + " " + args + " 2>&1");
+  auto [output, status] =
+      sandpipe::integration::run_command(std::string(SANDPIPE_EXE) + " " + args + " 2>&1");
   return {status, std::move(output)};
 }
 
@@ -146,7 +147,8 @@ TEST_P(EarlierApi, ProcessorRendersExactlyWithItsLatencyCompensated) {
   const auto got = read_wav(dir_.path() / "out.wav");
   ASSERT_EQ(got.size(), static_cast<std::size_t>(frames * 2));
   for (std::size_t i = 0; i < got.size(); ++i)
-    ASSERT_EQ(got[i], input_sample(static_cast<int>(i / 2), static_cast<int>(i % 2)) * 0.5F) << "sample " << i;
+    ASSERT_EQ(got[i], input_sample(static_cast<int>(i / 2), static_cast<int>(i % 2)) * 0.5F)
+        << "sample " << i;
   const auto seen = events(out.output, "trim_gain");
   expect_base(seen);
   expect_lifecycle(seen, {"initialize", "set_sample_rate 48000", "set_channels 2", "set_parameter gain=0.5",
@@ -180,7 +182,8 @@ TEST_P(EarlierApi, SourceRendersItsCounterExactly) {
   ASSERT_EQ(got.size(), static_cast<std::size_t>(frames * 2));
   for (int n = 0; n < frames; ++n)
     for (int c = 0; c < 2; ++c)
-      ASSERT_EQ(got[static_cast<std::size_t>(n * 2 + c)], static_cast<float>((c + 1) * (n % 300 + 1)) / 4096.0F)
+      ASSERT_EQ(got[static_cast<std::size_t>(n * 2 + c)],
+                static_cast<float>((c + 1) * (n % 300 + 1)) / 4096.0F)
           << "frame " << n << " channel " << c;
   const auto seen = events(out.output, "counter_source");
   expect_base(seen);
@@ -196,7 +199,8 @@ TEST_P(EarlierApi, SinkRecordsExactlyWhatReachesIt) {
   const fs::path rec = dir_.path() / "rec.f32";
   const auto conf = config("{ name = \"trim\" path = \"" + (plugins_ / "examples/trim_gain.py").string() +
                            "\" mode = \"sync\" params = { gain = 0.5 } }\n"
-                           "{ name = \"rec\" path = \"" + (plugins_ / "record_sink.py").string() +
+                           "{ name = \"rec\" path = \"" +
+                           (plugins_ / "record_sink.py").string() +
                            "\" allow-writes = true params = { path = \"" + rec.string() + "\" } }\n");
   const auto out = render(conf, " --block 256");
   ASSERT_EQ(out.status, 0) << out.output;
@@ -235,18 +239,21 @@ TEST_P(EarlierApi, InspectSaysWhichApiAndStartsNothing) {
     const auto out = run_sandpipe("inspect " + (plugins_ / c.file).string());
     ASSERT_EQ(out.status, 0) << out.output;
     EXPECT_NE(out.output.find("API:         " + c.api), std::string::npos) << out.output;
-    for (const auto& p : c.params) EXPECT_NE(out.output.find("  " + p + " "), std::string::npos) << p << out.output;
+    for (const auto& p : c.params)
+      EXPECT_NE(out.output.find("  " + p + " "), std::string::npos) << p << out.output;
     const auto seen = events(out.output, c.tag);
     ASSERT_EQ(seen.size(), 1U) << "inspect ran more than create_plugin():\n" << out.output;
     EXPECT_EQ(seen.front().rfind("created", 0), 0U) << out.output;
   }
-  const auto sdk = run_sandpipe("inspect " + std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py");
+  const auto sdk =
+      run_sandpipe("inspect " + std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py");
   EXPECT_EQ(sdk.status, 0) << sdk.output;
   EXPECT_NE(sdk.output.find("API:         sdk processor"), std::string::npos) << sdk.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, EarlierApi, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "OwnBasePlugin" : "SandpipesBasePlugin"; });
+INSTANTIATE_TEST_SUITE_P(Layouts, EarlierApi, ::testing::Values(false, true), [](const auto& info) {
+  return info.param ? "OwnBasePlugin" : "SandpipesBasePlugin";
+});
 
 TEST(EarlierApiBadInput, EachIsALoadErrorNamingTheFileAndTheProblem) {
   struct Case {
@@ -256,7 +263,8 @@ TEST(EarlierApiBadInput, EachIsALoadErrorNamingTheFileAndTheProblem) {
   const Case cases[] = {
       {"no_plugin.py", {"no subclass of sandpipe.Plugin and no create_plugin()"}},
       {"factory_raises.py",
-       {"create_plugin() raised: RuntimeError: no licence key found", "Traceback", "factory_raises.py\", line 5"}},
+       {"create_plugin() raised: RuntimeError: no licence key found", "Traceback",
+        "factory_raises.py\", line 5"}},
       {"factory_junk.py", {"create_plugin() returned a processor (HalfAPlugin) without initialize()"}},
       {"info_junk.py", {"get_info() returned dict", "not a PluginInfo"}},
       {"initialize_false.py", {"initialize() returned False", "initialize_false: no device"}},

@@ -303,10 +303,10 @@ TEST_F(FilterNode, RunsAnEarlierApiProcessorAndSetsItsParameterLive) {
       fs::copy_file(fixtures / "own-base/base_plugin.py", plugins / "base_plugin.py");
     }
     const std::string gain = own_base ? "\"0.5\"" : "0.5";
-    auto node = start_node(name, write_config(name, "  { name = \"fx\" path = \"" +
-                                                        (plugins / "examples/trim_gain.py").string() +
-                                                        "\" mode = \"sync\" params = { gain = " + gain +
-                                                        " delay = 48 } }\n"));
+    auto node = start_node(
+        name,
+        write_config(name, "  { name = \"fx\" path = \"" + (plugins / "examples/trim_gain.py").string() +
+                               "\" mode = \"sync\" params = { gain = " + gain + " delay = 48 } }\n"));
     ASSERT_FALSE(HasFailure());
     // The value get_parameter() reads back is published, typed as the config gave it.
     const Json published = props_param(find_node(pw_dump(), name), "fx:gain");
@@ -327,7 +327,8 @@ TEST_F(FilterNode, RunsAnEarlierApiProcessorAndSetsItsParameterLive) {
         startup_timeout))
         << read_text(work_ / (name + ".err"));
     (void)run_probe(name, {"--frames", "4800"});  // the change reaches the sandbox meanwhile
-    expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 48, /*allow_dry=*/true);
+    expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 48,
+                 /*allow_dry=*/true);
     stop_node(*node, name);
 
     const std::string err = read_text(work_ / (name + ".err"));

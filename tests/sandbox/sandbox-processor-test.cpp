@@ -231,8 +231,7 @@ TEST(SandboxProcessor, LatencyDelaysTheDrySignal) {
 }
 
 TEST(SandboxProcessor, LegacyGainRunsUnmodified) {
-  auto proc =
-      start_one(python_spec("lg", earlier_api_examples() / "legacy_gain.py", {{"gain_db", -6.0, 1}}));
+  auto proc = start_one(python_spec("lg", earlier_api_examples() / "legacy_gain.py", {{"gain_db", -6.0, 1}}));
   EXPECT_EQ(proc->info().api, "legacy");
   EXPECT_EQ(proc->info().name, "Legacy Gain");
   ASSERT_EQ(proc->info().params.size(), 1u);

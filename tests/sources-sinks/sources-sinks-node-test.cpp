@@ -69,7 +69,8 @@ void expect_one_lifecycle(const std::string& log, const std::string& tag, const 
                                : std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py";
   EXPECT_NE(log.find(tag + ": created, base_plugin from " + base + "\n"), std::string::npos) << log;
   std::size_t starts = 0;
-  for (auto at = log.find(tag + ": start\n"); at != std::string::npos; at = log.find(tag + ": start\n", at + 1))
+  for (auto at = log.find(tag + ": start\n"); at != std::string::npos;
+       at = log.find(tag + ": start\n", at + 1))
     ++starts;
   EXPECT_EQ(starts, 1U) << log;
   const auto stop = log.find(tag + ": stop\n");
@@ -169,7 +170,6 @@ class SourcesSinksNode : public ::testing::Test {
         << run_command("wpctl status 2>&1").first;
   }
 
-
   /// The source test, with the plugins in `fixtures` (a folder path ending in "/").
   void check_source_chain(const std::string& fixtures, const std::string& name) {
     // counter_source's counter (frame n: L = ((n % 1000) + 1) / 4096, R = 2 L), halved by a native gain.
@@ -247,14 +247,14 @@ class SourcesSinksNode : public ::testing::Test {
     // pw-play plays a signal whose every frame is unique (L = (n % 4096 + 1) / 4096,
     // R = -(n / 4096 + 1) / 64); the chain halves it and record_sink.py writes it to a file.
     const fs::path cap = work_ / "cap.f32";
-    auto node =
-        start_node(name, write_config(name,
-                                      "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
-                                      "  { name = \"rec\" path = \"" +
-                                          fixtures +
-                                          "record_sink.py\" mode = \"sync\" allow-writes = true"
-                                          " params = { path = \"" +
-                                          cap.string() + "\" } }\n"));
+    auto node = start_node(
+        name, write_config(name,
+                           "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
+                           "  { name = \"rec\" path = \"" +
+                               fixtures +
+                               "record_sink.py\" mode = \"sync\" allow-writes = true"
+                               " params = { path = \"" +
+                               cap.string() + "\" } }\n"));
     ASSERT_FALSE(HasFailure());
     expect_shape(name, "Audio/Sink",
                  {"input:playback_FL", "input:playback_FR", "output:monitor_FL", "output:monitor_FR"});
@@ -310,7 +310,8 @@ class SourcesSinksNode : public ::testing::Test {
       const float k = got[i] * 8192.0F;
       const float b = -got[i + 1] * 128.0F;
       if (k != std::floor(k) || b != std::floor(b) || k < 1 || k > 4096 || b < 1) {
-        if (++invalid <= 5) ADD_FAILURE() << "captured frame " << i / 2 << ": " << got[i] << ", " << got[i + 1];
+        if (++invalid <= 5)
+          ADD_FAILURE() << "captured frame " << i / 2 << ": " << got[i] << ", " << got[i + 1];
         continue;
       }
       const long n = (static_cast<long>(b) - 1) * 4096 + static_cast<long>(k) - 1;

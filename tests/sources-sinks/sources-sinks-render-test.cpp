@@ -244,8 +244,8 @@ ChainOptions offline_options() {
 
 TEST_F(SourcesSinks, ChainShapeIsExposed) {
   const auto source =
-      parse_config(R"(plugins = [ { name = "t" path = ")" + legacy_dir + R"(counter_source.py" } ])", "t.conf",
-                   SANDPIPE_SOURCE_ROOT);
+      parse_config(R"(plugins = [ { name = "t" path = ")" + legacy_dir + R"(counter_source.py" } ])",
+                   "t.conf", SANDPIPE_SOURCE_ROOT);
   const Chain a(source, 48000.0, 256, offline_options());
   EXPECT_TRUE(a.has_source());
   EXPECT_FALSE(a.has_sink());

@@ -21,7 +21,8 @@
 $import "/capnp/c++.capnp".namespace("sandpipe::schema");
 
 # 2: preload (a sandbox of version 1 would take it for a bad load)
-const protocolVersion :UInt32 = 2;
+# 3: load.inspect (a sandbox of version 2 would start a plugin it was only asked to describe)
+const protocolVersion :UInt32 = 3;
 
 struct ParamValue {
   union {

@@ -586,8 +586,15 @@ class LegacySession(Session):
                 pass
             raise
         self.started = True
-        self.latency = self._latency()
-        self._params = self._describe_params()
+        try:
+            self.latency = self._latency()
+            self._params = self._describe_params()
+        except BaseException:
+            try:
+                self.shutdown()  # started: stop() and shutdown() before the load error
+            except BaseException:  # noqa: B036 - the load error is what is reported
+                pass
+            raise
         if self.role == "source":
             self.process = _source_process(self._read_audio)
         elif self.role == "sink":
@@ -705,11 +712,19 @@ class LegacySession(Session):
         back now, else the config's value."""
         out: List[Dict[str, Any]] = []
         for key, value in self.config_params:
-            kind = "boolean" if isinstance(value, bool) else "number" if _as_number(value) is not None and not isinstance(value, str) else "text"
+            if isinstance(value, bool):
+                kind = "boolean"
+            elif isinstance(value, str) or _as_number(value) is None:
+                kind = "text"
+            else:
+                kind = "number"
             out.append(self._param(key, kind, self._current(key), value))
         for key in self._discover():
             answer = self._current(key) or ""
-            kind = "boolean" if answer.lower() in ("true", "false") else "number" if _as_number(answer) is not None else "text"
+            if answer.lower() in ("true", "false"):
+                kind = "boolean"
+            else:
+                kind = "number" if _as_number(answer) is not None else "text"
             out.append(self._param(key, kind, answer, answer))
         return out
 

@@ -285,4 +285,16 @@ TEST(EarlierApiBadInput, EachIsALoadErrorNamingTheFileAndTheProblem) {
   }
 }
 
+
+
+TEST(EarlierApiBasePlugin, MatchesTheSpecNameForName) {
+  // Sandpipe's base_plugin (plugins-py/) checked by check_base_plugin.py: every name, enum
+  // member and value, signature, default and abstract method of the earlier API.
+  const auto [out, status] = sandpipe::integration::run_command(
+      "/usr/bin/python3 " + (fixtures / "check_base_plugin.py").string() + " " + SANDPIPE_SOURCE_ROOT +
+      "/plugins-py 2>&1");
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_EQ(out, "ok\n");
+}
+
 }  // namespace

@@ -405,6 +405,7 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
           ++process_errors;
           last_process_error =
               "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+          if (first_process_error.empty()) first_process_error = last_process_error;
           emit(SandboxLogLevel::error, "exception in process(): " + r.message);
           if (!r.traceback.empty()) emit(SandboxLogLevel::error, r.traceback);
           return;

@@ -160,8 +160,8 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
   for (const SlotStatus& st : report.slots) {
     const SlotCounters& c = st.counters;
     const std::uint64_t missing = blocks_not_processed(st);
-    summary << "  " << st.name << ": blocks " << c.blocks << ", not processed " << missing << ", deadline misses "
-            << c.deadline_misses << ", bypassed " << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks;
+    summary << "  " << st.name << ": blocks " << c.blocks << ", deadline misses " << c.deadline_misses << ", bypassed "
+            << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks << ", not processed " << missing;
     if (st.kind == "python") {
       summary << ", exceptions " << st.exceptions << ", restarts " << st.restarts << " (crashes " << st.crashes
               << ", hangs " << st.hangs << "), state " << to_string(st.state);

@@ -118,7 +118,9 @@ if ! poll 60 node_up; then
   die "node $node_name did not appear"
 fi
 poll 60 grep -q ready "$work/sandpipe.log" || true
-echo "Node:   $node_name (pid $node_pid): $(grep -m1 'ready' "$work/sandpipe.log" | sed 's/^sandpipe: //')"
+# (Its latency is printed below, as PipeWire publishes it while the signal plays: at start-up the
+# graph's quantum is not settled yet.)
+echo "Node:   $node_name (pid $node_pid): $(grep -m1 'ready' "$work/sandpipe.log" | sed -e 's/^sandpipe: //' -e 's/, latency [0-9]* frames//')"
 echo
 
 # measure NAME PROBE-ARGS…: plays and captures; reads the node's latency while it runs.
@@ -214,9 +216,10 @@ count = {k: v.count(k) for k in "gdxwszn"}
 lost = r["position_gaps"] + r["missing_cycles"] + count["s"] + count["z"]
 print(f"Fault: SIGKILL to the sandbox of `{slot}` (pid {pid}) while the noise played "
       f"({r['cycles']} cycles of {r['quanta'][0]['quantum'] if r['quanta'] else '?'} frames captured).")
-print(f"  the plugin was restarted in {float(restart_ms):.1f} ms (pid {new_pid}), its state restored;")
-print(f"  {fell_back} blocks fell back to the slot's dry input (the node's count); the probe heard "
-      f"{count['d']} cycles at the dry level and {count['x']} crossfade ramps, "
+print(f"  the plugin was restarted in {float(restart_ms):.1f} ms (new sandbox pid {new_pid});")
+blocks = "1 block" if fell_back == "1" else f"{fell_back} blocks"
+print(f"  {blocks} of the slot fell back to its dry input (the node's count); the probe heard "
+      f"{count['d']} whole cycles at the dry level and {count['x']} cycles with a crossfade to or from it, "
       f"{r['dry_frames']} dry frames in all;")
 shifted = count["w"] + count["n"]
 ok = r.get("ok") and lost == 0 and shifted == 0 and str(r["delay_frames"]) == steady_delay

@@ -207,9 +207,12 @@ if [[ -n "$py_slot" ]]; then
   probe_pid=""
   sleep 1.2 # the status is rewritten every second: the counters after the last block
   fell_back=$(($(status_field "$py_slot" bypassed_blocks) - fell_back))
-  "$py" - "$work" "$py_slot" "$pid" "$new_pid" "$restart_ms" "$fell_back" "$(cat "$work/noise.json" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["delay_frames"])')" <<'EOF'
+  overruns=$("$sandpipe" status "$node_name" --json 2>/dev/null |
+    "$py" -c 'import json,sys; print(json.load(sys.stdin).get("timing", {}).get("overruns", "?"))' || echo "?")
+  steady_delay=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["delay_frames"])' "$work/noise.json")
+  "$py" - "$work" "$py_slot" "$pid" "$new_pid" "$restart_ms" "$fell_back" "$steady_delay" "$overruns" <<'EOF'
 import json, sys
-work, slot, pid, new_pid, restart_ms, fell_back, steady_delay = sys.argv[1:]
+work, slot, pid, new_pid, restart_ms, fell_back, steady_delay, overruns = sys.argv[1:]
 r = json.load(open(f"{work}/fault.json"))
 v = r.get("verdicts", "")
 count = {k: v.count(k) for k in "gdxwszn"}
@@ -221,13 +224,15 @@ blocks = "1 block" if fell_back == "1" else f"{fell_back} blocks"
 print(f"  {blocks} of the slot fell back to its dry input (the node's count); the probe heard "
       f"{count['d']} whole cycles at the dry level and {count['x']} cycles with a crossfade to or from it, "
       f"{r['dry_frames']} dry frames in all;")
-shifted = count["w"] + count["n"]
+shifted = count["w"]  # "n": wrong next to an xrun, the graph's (counted as lost above)
 ok = r.get("ok") and lost == 0 and shifted == 0 and str(r["delay_frames"]) == steady_delay
 if lost == 0:
     print(f"  no sample was lost: every cycle's position follows the last (0 gaps, 0 silent or stale buffers);")
 else:
     print(f"  LOST: {r['position_gaps']} position gaps, {r['missing_cycles']} cycles without buffers, "
-          f"{count['z']} silent and {count['s']} stale cycles (the graph's xruns)")
+          f"{count['z']} silent and {count['s']} stale cycles: the graph's xruns; the node overran "
+          f"{overruns} of its cycles since it started (an xrun without an overrun is the machine's: "
+          f"a stalled CPU, not a late plugin)")
 if shifted == 0 and str(r["delay_frames"]) == steady_delay:
     print(f"  no sample was shifted: every frame is the input {r['delay_frames']} frames earlier (as before "
           f"the kill) at the chain's gain, at the dry level, or on a ramp between the two at its own position.")

@@ -216,7 +216,7 @@ work, slot, pid, new_pid, restart_ms, fell_back, steady_delay, overruns = sys.ar
 r = json.load(open(f"{work}/fault.json"))
 v = r.get("verdicts", "")
 count = {k: v.count(k) for k in "gdxwszn"}
-lost = r["position_gaps"] + r["missing_cycles"] + count["s"] + count["z"]
+lost = r["position_gaps"] + r["missing_cycles"] + count["s"] + count["z"] + count["n"]
 print(f"Fault: SIGKILL to the sandbox of `{slot}` (pid {pid}) while the noise played "
       f"({r['cycles']} cycles of {r['quanta'][0]['quantum'] if r['quanta'] else '?'} frames captured).")
 print(f"  the plugin was restarted in {float(restart_ms):.1f} ms (new sandbox pid {new_pid});")
@@ -230,7 +230,7 @@ if lost == 0:
     print(f"  no sample was lost: every cycle's position follows the last (0 gaps, 0 silent or stale buffers);")
 else:
     print(f"  LOST: {r['position_gaps']} position gaps, {r['missing_cycles']} cycles without buffers, "
-          f"{count['z']} silent and {count['s']} stale cycles: the graph's xruns; the node overran "
+          f"{count['z']} silent, {count['s']} stale and {count['n']} garbled cycles: the graph's xruns; the node overran "
           f"{overruns} of its cycles since it started (an xrun without an overrun is the machine's: "
           f"a stalled CPU, not a late plugin)")
 if shifted == 0 and str(r["delay_frames"]) == steady_delay:

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -130,6 +131,23 @@ TEST_F(Cli, RenderExitsOneWhenAPluginFailsSomeBlocksAndStillWritesTheWholeFile) 
       run_sandpipe("render " + conf.string() + " " + in.string() + " " + out_path.string() + " --allow-bypass");
   EXPECT_EQ(allowed.status, 0) << allowed.output;
   EXPECT_NE(allowed.output.find("NOT PROCESSED: 3 of 10 blocks"), std::string::npos) << allowed.output;
+}
+
+TEST_F(Cli, RenderExitsOneWhenANativePluginsOutputIsReplacedForNaN) {
+  // Every 4th block of the native fixture holds one NaN: the host plays the dry input instead.
+  if (!fs::exists(SANDPIPE_POISON_PLUGIN)) GTEST_SKIP() << "no " << SANDPIPE_POISON_PLUGIN;
+  const auto conf = write("chain.conf", std::string("plugins = [ { name = \"p\" path = \"") + SANDPIPE_POISON_PLUGIN +
+                                            "\" params = { period = 4 } } ]");
+  const auto in = write_wav("in.wav", std::vector<float>(2 * 8 * 512, 0.25F), 2);
+  const auto out = run_sandpipe("render " + conf.string() + " " + in.string() + " " + (dir_ / "out.wav").string());
+  EXPECT_EQ(out.status, 1) << out.output;
+  EXPECT_NE(out.output.find("NOT PROCESSED: 2 of 8 blocks of slot \"p\" came out dry; first error: its output held NaN"),
+            std::string::npos)
+      << out.output;
+  sf_count_t frames = 0;
+  const auto got = read_wav(dir_ / "out.wav", frames);
+  EXPECT_EQ(frames, 8 * 512);
+  for (const float v : got) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST_F(Cli, RenderExitsTwoForAPluginThatCannotLoad) {

@@ -301,12 +301,18 @@ int run_cli(int argc, char** argv) {
   RenderArgs render_args;
   CLI::App* render = add_command(app, "render", "Run CHAIN.conf offline over IN.wav into OUT.wav", render_footer);
   render->add_option("CHAIN.conf", chain, "the chain config")->required();
-  render->add_option("FILES", render_args.files, "IN.wav OUT.wav, or OUT.wav alone with --frames")->required();
-  render->add_option("--block", render_args.block, "the block size every plugin sees, 1..8192 (default 512)");
+  render->add_option("IN.wav OUT.wav", render_args.files, "the input and output files, or OUT.wav alone with --frames")
+      ->required()
+      ->type_name("");
+  render->add_option("--block", render_args.block, "the block size every plugin sees, 1..8192 (default 512)")
+      ->type_name("N");
   render->add_option("--timeout-ms", render_args.timeout_ms,
-                     "how long a Python plugin may take for one block before it is restarted (default 5000)");
-  render->add_option("--frames", render_args.frames, "frames to render without IN.wav (a source's chain)");
-  render->add_option("--rate", render_args.rate, "the rate with --frames, 8000..768000 Hz (default 48000)");
+                     "how long a Python plugin may take for one block before it is restarted (default 5000)")
+      ->type_name("MS");
+  render->add_option("--frames", render_args.frames, "frames to render without IN.wav (a source's chain)")
+      ->type_name("N");
+  render->add_option("--rate", render_args.rate, "the rate with --frames, 8000..768000 Hz (default 48000)")
+      ->type_name("HZ");
   render->add_flag("--allow-bypass", render_args.allow_bypass,
                    "accept blocks a plugin did not process, and plugins that cannot load: exit 0");
 
@@ -321,7 +327,7 @@ int run_cli(int argc, char** argv) {
   std::vector<std::string> set_words;
   CLI::App* set = add_command(app, "set", "Change parameters of a running node", set_footer);
   set->add_option("NODE", node, "the node's node.name")->required();
-  set->add_option("SLOT:PARAM VALUE", set_words, "one or more pairs, e.g. trim:gain 0.25")->required();
+  set->add_option("SLOT:PARAM VALUE", set_words, "one or more pairs, e.g. trim:gain 0.25")->required()->type_name("");
 
   bool json = false;
   CLI::App* status = add_command(app, "status", "Print the status of a running node", status_footer);
@@ -333,7 +339,8 @@ int run_cli(int argc, char** argv) {
   CLI::App* reload = add_command(app, "reload", "Hot-reload a Python slot of a running node", reload_footer);
   reload->add_option("NODE", node, "the node's node.name")->required();
   reload->add_option("SLOT", slot, "the slot's name in the config")->required();
-  reload->add_option("--timeout", timeout_s, "seconds to wait for the outcome, (0, 3600] (default 30)");
+  reload->add_option("--timeout", timeout_s, "seconds to wait for the outcome, (0, 3600] (default 30)")
+      ->type_name("S");
 
   CLI::App* help = app.add_subcommand("help", "Print this help");
 

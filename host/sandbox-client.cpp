@@ -1052,6 +1052,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
           r.info.numpy_version = proc.info_.numpy_version;
           proc.info_ = std::move(r.info);
           proc.set_latency(proc.info_.latency);
+          proc.count_passthrough_ = proc.info_.role == "processor";
           phase[i] = Phase::done;
         } else {
           phase[i] = Phase::failed;

@@ -301,6 +301,7 @@ std::string Supervisor::status_json() const {
       << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
       << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks
+      << ",\"passthrough_blocks\":" << s.counters.passthrough_blocks
       << ",\"recent_misses_ns\":" << times_json(s.counters.recent_miss_ns)
       << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
       << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"demotions\":" << s.demotions

@@ -133,6 +133,20 @@ TEST_F(Cli, RenderExitsOneWhenAPluginFailsSomeBlocksAndStillWritesTheWholeFile) 
   EXPECT_NE(allowed.output.find("NOT PROCESSED: 3 of 10 blocks"), std::string::npos) << allowed.output;
 }
 
+TEST_F(Cli, RenderCountsTheBlocksAPluginReturnedFalseFor) {
+  const auto conf = write("chain.conf", "plugins = [ { name = \"fx\" path = \"" +
+                                            (fixtures / "declines_some.py").string() + "\" } ]");
+  const auto in = write_wav("in.wav", std::vector<float>(2 * 6 * 512, 0.25F), 2);
+  const auto out = run_sandpipe("render " + conf.string() + " " + in.string() + " " + (dir_ / "out.wav").string());
+  EXPECT_EQ(out.status, 1) << out.output;
+  EXPECT_NE(out.output.find("returned False 2, not processed 2"), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("NOT PROCESSED: 2 of 6 blocks of slot \"fx\""), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("the plugin returned False for 2 blocks"), std::string::npos) << out.output;
+  sf_count_t frames = 0;
+  (void)read_wav(dir_ / "out.wav", frames);
+  EXPECT_EQ(frames, 6 * 512);
+}
+
 TEST_F(Cli, RenderExitsOneWhenANativePluginsOutputIsReplacedForNaN) {
   // Every 4th block of the native fixture holds one NaN: the host plays the dry input instead.
   if (!fs::exists(SANDPIPE_POISON_PLUGIN)) GTEST_SKIP() << "no " << SANDPIPE_POISON_PLUGIN;

@@ -38,8 +38,9 @@ std::string describe(const ParamValue& value) {
   return '"' + std::get<std::string>(value) + '"';
 }
 
-/// [main] A Props value pod as a ParamValue; nullopt for a type no parameter takes.
-std::optional<ParamValue> pod_value(const spa_pod* pod) {
+}  // namespace
+
+std::optional<ParamValue> param_value_from_pod(const spa_pod* pod) {
   if (float f = 0; spa_pod_get_float(pod, &f) >= 0) return static_cast<double>(f);
   if (double d = 0; spa_pod_get_double(pod, &d) >= 0) return d;
   if (std::int32_t i = 0; spa_pod_get_int(pod, &i) >= 0) return static_cast<double>(i);
@@ -48,6 +49,8 @@ std::optional<ParamValue> pod_value(const spa_pod* pod) {
   if (const char* s = nullptr; spa_pod_get_string(pod, &s) >= 0 && s != nullptr) return std::string(s);
   return std::nullopt;
 }
+
+namespace {
 
 /// [main] A PythonParamInfo as the generic description.
 ParamDescription from_python(const PythonParamInfo& p) {
@@ -67,55 +70,8 @@ ParamDescription from_python(const PythonParamInfo& p) {
 
 }  // namespace
 
-NodeProps::NodeProps(const ChainConfig& config) : config_(config) {}
-NodeProps::~NodeProps() = default;
-
-void NodeProps::attach(const Chain& chain) {
-  entries_.clear();
-  const auto& slots = chain.slots();
-  for (std::uint32_t s = 0; s < slots.size(); ++s) {
-    const Processor& slot = *slots[s];
-    std::vector<ParamDescription> descs;
-    bool native = true;
-    // An earlier-API plugin's "default" is what its get_parameter() answered after the config's
-    // values were set: the current value, which the published Props start from.
-    bool read_back = false;
-    if (const auto* sandboxed = dynamic_cast<const SandboxProcessor*>(&slot)) {
-      native = false;
-      read_back = sandboxed->info().api == "legacy";
-      for (const auto& p : sandboxed->info().params) descs.push_back(from_python(p));
-    } else {
-      descs = slot.describe_params();
-    }
-    const PluginSpec* spec = s < config_.plugins.size() ? &config_.plugins[s] : nullptr;
-    for (std::uint32_t i = 0; i < descs.size(); ++i) {
-      Entry e;
-      e.name = std::string(slot.name()) + ":" + descs[i].key;
-      e.slot = s;
-      e.index = i;
-      e.native = native;
-      e.desc = std::move(descs[i]);
-      e.value = e.desc.default_value;
-      if (spec != nullptr && !read_back) {
-        for (const auto& setting : spec->params) {
-          if (setting.key != e.desc.key) continue;
-          std::string error;
-          std::string note;
-          if (auto v = normalise(e, setting.value, error, note)) e.value = *v;
-        }
-      }
-      // A choice's default may be given by name: keep the index form.
-      std::string error;
-      std::string note;
-      if (auto v = normalise(e, e.value, error, note)) e.value = *v;
-      entries_.push_back(std::move(e));
-    }
-  }
-}
-
-std::optional<ParamValue> NodeProps::normalise(const Entry& entry, const ParamValue& requested, std::string& error,
-                                               std::string& note) {
-  const ParamDescription& d = entry.desc;
+std::optional<ParamValue> normalise_param_value(const ParamDescription& d, const ParamValue& requested,
+                                               std::string& error, std::string& note) {
   const auto* number = std::get_if<double>(&requested);
   const auto* flag = std::get_if<bool>(&requested);
   const auto* text = std::get_if<std::string>(&requested);
@@ -164,6 +120,60 @@ std::optional<ParamValue> NodeProps::normalise(const Entry& entry, const ParamVa
   return v;
 }
 
+std::string unknown_param_error(const std::vector<std::string>& known) {
+  std::string names;
+  for (const auto& n : known) names += (names.empty() ? "" : ", ") + n;
+  return "unknown parameter (known: " + (names.empty() ? std::string("none") : names) + ")";
+}
+
+std::string describe_param_value(const ParamValue& value) { return describe(value); }
+
+NodeProps::NodeProps(const ChainConfig& config) : config_(config) {}
+NodeProps::~NodeProps() = default;
+
+void NodeProps::attach(const Chain& chain) {
+  entries_.clear();
+  const auto& slots = chain.slots();
+  for (std::uint32_t s = 0; s < slots.size(); ++s) {
+    const Processor& slot = *slots[s];
+    std::vector<ParamDescription> descs;
+    bool native = true;
+    // An earlier-API plugin's "default" is what its get_parameter() answered after the config's
+    // values were set: the current value, which the published Props start from.
+    bool read_back = false;
+    if (const auto* sandboxed = dynamic_cast<const SandboxProcessor*>(&slot)) {
+      native = false;
+      read_back = sandboxed->info().api == "legacy";
+      for (const auto& p : sandboxed->info().params) descs.push_back(from_python(p));
+    } else {
+      descs = slot.describe_params();
+    }
+    const PluginSpec* spec = s < config_.plugins.size() ? &config_.plugins[s] : nullptr;
+    for (std::uint32_t i = 0; i < descs.size(); ++i) {
+      Entry e;
+      e.name = std::string(slot.name()) + ":" + descs[i].key;
+      e.slot = s;
+      e.index = i;
+      e.native = native;
+      e.desc = std::move(descs[i]);
+      e.value = e.desc.default_value;
+      if (spec != nullptr && !read_back) {
+        for (const auto& setting : spec->params) {
+          if (setting.key != e.desc.key) continue;
+          std::string error;
+          std::string note;
+          if (auto v = normalise_param_value(e.desc, setting.value, error, note)) e.value = *v;
+        }
+      }
+      // A choice's default may be given by name: keep the index form.
+      std::string error;
+      std::string note;
+      if (auto v = normalise_param_value(e.desc, e.value, error, note)) e.value = *v;
+      entries_.push_back(std::move(e));
+    }
+  }
+}
+
 void NodeProps::remember(const Entry& entry) {
   if (entry.slot >= config_.plugins.size()) return;
   ParamValue stored = entry.value;
@@ -186,14 +196,14 @@ std::optional<std::string> NodeProps::apply_one(const std::string& name, const P
                                                 ParamQueue& queue) {
   const auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.name == name; });
   if (it == entries_.end()) {
-    std::string known;
-    for (const auto& e : entries_) known += (known.empty() ? "" : ", ") + e.name;
-    return "unknown parameter (known: " + (known.empty() ? "none" : known) + ")";
+    std::vector<std::string> known;
+    for (const auto& e : entries_) known.push_back(e.name);
+    return unknown_param_error(known);
   }
   Entry& entry = *it;
   std::string error;
   std::string note;
-  const auto normalised = normalise(entry, value, error, note);
+  const auto normalised = normalise_param_value(entry.desc, value, error, note);
   if (!normalised) return error;
   if (!note.empty()) std::fprintf(stderr, "sandpipe: \"%s\": %s\n", name.c_str(), note.c_str());
 
@@ -250,7 +260,7 @@ std::uint32_t NodeProps::apply(const spa_pod* props, Chain& chain, ParamQueue& q
     // A stream's adapter shares the params list ("channelmix.normalize", "resample.quality"):
     // ours are always SLOT:PARAM.
     if (std::string_view(name).find(':') == std::string_view::npos) continue;
-    const auto value = pod_value(value_pod);
+    const auto value = param_value_from_pod(value_pod);
     if (!value) {
       std::fprintf(stderr, "sandpipe: cannot set \"%s\": the value must be a number, boolean or string\n", name);
       continue;

@@ -80,15 +80,29 @@ class NodeProps {
     ParamValue value;  ///< normalised: double for number/integer/choice, bool, or string (text)
   };
 
-  /// [main] The value `requested` becomes for `entry` (clamped, rounded, a choice name → index),
-  /// or an error naming the problem. `note` gets a warning when the value was clamped.
-  [[nodiscard]] static std::optional<ParamValue> normalise(const Entry& entry, const ParamValue& requested,
-                                                           std::string& error, std::string& note);
   void remember(const Entry& entry);
 
   ChainConfig config_;
   std::vector<Entry> entries_;
 };
+
+/// [any] The value `requested` becomes for a parameter described by `desc` (clamped, rounded, a
+/// choice name → its index), or nullopt and `error` naming the problem (a wrong type, no such
+/// choice). `note` says when a number was clamped. The node validates every live change with
+/// it, and `sandpipe set` validates against the node's PropInfo with it before sending.
+[[nodiscard]] std::optional<ParamValue> normalise_param_value(const ParamDescription& desc,
+                                                              const ParamValue& requested, std::string& error,
+                                                              std::string& note);
+
+/// [any] A Props value pod as a ParamValue (float, double, int, long → number); nullopt for a
+/// type no parameter takes.
+[[nodiscard]] std::optional<ParamValue> param_value_from_pod(const spa_pod* pod);
+
+/// [any] The refusal of a name the node does not have, listing the ones it has.
+[[nodiscard]] std::string unknown_param_error(const std::vector<std::string>& known);
+
+/// [any] `value` as a config or command line would write it: 0.25, true, "lowpass".
+[[nodiscard]] std::string describe_param_value(const ParamValue& value);
 
 /// [main] A node's Props handler: applies the "SLOT:PARAM" pairs of `param` (NodeProps::apply)
 /// and, if a value changed, hands the new Props pod to `publish` (the node's update_params).

@@ -25,6 +25,7 @@ struct SlotCounters {
   std::uint64_t deadline_misses = 0;
   std::uint64_t bypassed_blocks = 0;
   std::uint64_t sanitized_blocks = 0;  ///< NaN/Inf replaced by the dry signal
+  std::uint64_t passthrough_blocks = 0;  ///< a processor returned False: passed on unprocessed
   /// When the last deadline misses happened (CLOCK_MONOTONIC ns; 0: not yet): miss number n
   /// (from 0) at [n % recent_misses]. Lines misses up with other clocks (a soak's stall watch).
   static constexpr std::size_t recent_misses = 32;

@@ -159,8 +159,11 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
                       chain.supervisor().restart_times_ms(), false};
   for (const SlotStatus& st : report.slots) {
     const SlotCounters& c = st.counters;
-    summary << "  " << st.name << ": blocks " << c.blocks << ", deadline misses " << c.deadline_misses
-            << ", bypassed " << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks;
+    const std::uint64_t missing = blocks_not_processed(st);
+    summary << "  " << st.name << ": blocks " << c.blocks << ", deadline misses " << c.deadline_misses << ", bypassed "
+            << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks;
+    if (c.passthrough_blocks > 0) summary << ", returned False " << c.passthrough_blocks;
+    summary << ", not processed " << missing;
     if (st.kind == "python") {
       summary << ", exceptions " << st.exceptions << ", restarts " << st.restarts << " (crashes " << st.crashes
               << ", hangs " << st.hangs << "), state " << to_string(st.state);
@@ -170,11 +173,39 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
     if (st.state == SlotState::failed || st.state == SlotState::bypassed) {
       report.degraded = true;
       summary << "    " << (st.on_failure == OnFailure::mute ? "MUTED" : "BYPASSED") << ": " << st.last_error << "\n";
-    } else if (!st.last_error.empty()) {
+    }
+    if (missing > 0) {
+      // What a user needs to fix it: which slot, how much, and the first thing that went wrong
+      // (later errors are often its consequences); its traceback when it had one.
+      std::string first = st.first_error;
+      if (first.empty() && c.sanitized_blocks > 0) first = "its output held NaN or Inf (the dry input was used)";
+      if (first.empty() && c.passthrough_blocks > 0)
+        first = "the plugin returned False for " + std::to_string(c.passthrough_blocks) +
+                " blocks (they passed on unprocessed)";
+      if (first.empty()) first = "no error reported (the blocks were late or the plugin was down)";
+      for (std::size_t at = first.find('\n'); at != std::string::npos; at = first.find('\n', at + 7))
+        first.replace(at, 1, "\n      ");  // the traceback, indented under its slot
+      while (!first.empty() && (first.back() == ' ' || first.back() == '\n')) first.pop_back();
+      summary << "    NOT PROCESSED: " << missing << " of " << c.blocks << " blocks of slot \"" << st.name << "\" came out "
+              << (st.on_failure == OnFailure::mute ? "muted" : "dry") << "; first error: " << first << "\n";
+    } else if (!st.last_error.empty() && st.state != SlotState::failed && st.state != SlotState::bypassed) {
       summary << "    last error: " << st.last_error.substr(0, st.last_error.find('\n')) << "\n";
     }
   }
   return report;
+}
+
+std::uint64_t blocks_not_processed(const SlotStatus& slot) noexcept {
+  // A sandboxed slot counts every block with a dry or muted frame (a sanitized block is one);
+  // a native slot replaces a NaN/Inf block with the dry input and counts it as sanitized.
+  // A block a processor returned False for left it as the dry signal too, by its own choice.
+  return std::max(slot.counters.bypassed_blocks, slot.counters.sanitized_blocks) + slot.counters.passthrough_blocks;
+}
+
+std::uint64_t blocks_not_processed(const RenderReport& report) noexcept {
+  std::uint64_t total = 0;
+  for (const SlotStatus& slot : report.slots) total += blocks_not_processed(slot);
+  return total;
 }
 
 }  // namespace sandpipe::host

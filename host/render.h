@@ -39,9 +39,16 @@ struct RenderReport {
   std::vector<SlotStatus> slots;     ///< every slot at the end: counters, restarts, errors
   std::vector<double> restart_ms;    ///< death noticed → new sandbox handed over, per restart
   /// Some Python slot was given up on (failed or bypassed for good): parts of the output are
-  /// dry beyond the blocks a fault hit. `sandpipe render` then exits 1 unless --allow-bypass.
+  /// dry beyond the blocks a fault hit.
   bool degraded = false;
 };
+
+/// [any] Blocks of `slot` whose output is not its plugin's: dry or muted (an exception, a block
+/// the plugin returned False for, a crash, a hang, a deadline miss, a plugin down or given up
+/// on) or replaced because it held NaN/Inf.
+[[nodiscard]] std::uint64_t blocks_not_processed(const SlotStatus& slot) noexcept;
+/// [any] The sum over every slot of `report`: `sandpipe render` exits 0 only when it is 0.
+[[nodiscard]] std::uint64_t blocks_not_processed(const RenderReport& report) noexcept;
 
 /// A file that cannot be read or written. `what()` names the file and the reason.
 class RenderError : public std::runtime_error {

@@ -405,6 +405,7 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
           ++process_errors;
           last_process_error =
               "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+          if (first_process_error.empty()) first_process_error = last_process_error;
           emit(SandboxLogLevel::error, "exception in process(): " + r.message);
           if (!r.traceback.empty()) emit(SandboxLogLevel::error, r.traceback);
           return;
@@ -1052,6 +1053,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
           r.info.numpy_version = proc.info_.numpy_version;
           proc.info_ = std::move(r.info);
           proc.set_latency(proc.info_.latency);
+          proc.count_passthrough_ = proc.info_.role == "processor";
           phase[i] = Phase::done;
         } else {
           phase[i] = Phase::failed;

@@ -410,6 +410,10 @@ class SandboxProcessor final : public Processor {
   RecentTimes<SlotCounters::recent_misses> recent_miss_ns_;
   std::atomic<std::uint64_t> bypassed_blocks_{0};
   std::atomic<std::uint64_t> sanitized_blocks_{0};
+  /// Blocks a processor returned False for (passed on unprocessed). A sink's blocks always
+  /// pass on that way, so only a processor counts them (set before the RT side runs).
+  std::atomic<std::uint64_t> passthrough_blocks_{0};
+  bool count_passthrough_ = false;
 };
 
 }  // namespace sandpipe::host

@@ -150,6 +150,7 @@ struct SandboxProcessor::Control {
   std::vector<std::pair<ParamSetting, std::optional<std::string>>> param_results;
   std::uint64_t process_errors = 0;  ///< exceptions in process() reported (rate-limited by the sandbox)
   std::string last_process_error;    ///< the last one, with its traceback when it came with one
+  std::string first_process_error;   ///< the first one, with its traceback
 
   void emit(SandboxLogLevel level, std::string_view text) const;
   /// Sends one message, waiting at most until `deadline` for socket space; wakes the sandbox.

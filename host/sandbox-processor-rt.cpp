@@ -55,6 +55,7 @@ SlotCounters SandboxProcessor::counters() const noexcept {
   c.deadline_misses = deadline_misses_.load(std::memory_order_relaxed);
   c.bypassed_blocks = bypassed_blocks_.load(std::memory_order_relaxed);
   c.sanitized_blocks = sanitized_blocks_.load(std::memory_order_relaxed);
+  c.passthrough_blocks = passthrough_blocks_.load(std::memory_order_relaxed);
   c.recent_miss_ns = recent_miss_ns_.snapshot();
   return c;
 }
@@ -188,6 +189,7 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
       break;
     case shm::CompletionStatus::passthrough:
       // The plugin's own choice (not a bypass): the dry signal, tagged as processed.
+      if (count_passthrough_) bump(passthrough_blocks_);  // not processed, all the same
       for (std::uint32_t i = 0; i < n; ++i) {
         const std::uint64_t p = first + i;
         const std::size_t idx = p & ring_mask_;

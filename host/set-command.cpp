@@ -1,6 +1,8 @@
 // `sandpipe set`: a small PipeWire client that finds a node by name and sends it Props.
 #include "host/set-command.h"
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -8,13 +10,106 @@
 #include <memory>
 #include <string_view>
 #include <system_error>
+#include <thread>
+
+#include <spa/pod/iter.h>
+#include <spa/pod/parser.h>
 
 #include <pipewire/pipewire.h>
 #include <spa/param/props.h>
 #include <spa/pod/builder.h>
 
+#include "host/node-props.h"
+
 namespace sandpipe::host {
 namespace {
+
+/// [main] A PropInfo pod of a "SLOT:PARAM" parameter (`params = true`) as the description the
+/// node validates against: its kind from the type pod (Bool → boolean, String → text, Int with
+/// labels → choice, Int → integer, Float → number), the range, the choice names.
+std::optional<ParamDescription> read_prop_info(const spa_pod* pod) {
+  if (!spa_pod_is_object_type(pod, SPA_TYPE_OBJECT_PropInfo)) return std::nullopt;
+  const auto* obj = reinterpret_cast<const spa_pod_object*>(pod);
+  const spa_pod_prop* name_prop = spa_pod_object_find_prop(obj, nullptr, SPA_PROP_INFO_name);
+  const spa_pod_prop* type_prop = spa_pod_object_find_prop(obj, nullptr, SPA_PROP_INFO_type);
+  const spa_pod_prop* params_prop = spa_pod_object_find_prop(obj, nullptr, SPA_PROP_INFO_params);
+  const spa_pod_prop* labels_prop = spa_pod_object_find_prop(obj, nullptr, SPA_PROP_INFO_labels);
+  const char* name = nullptr;
+  bool is_param = false;
+  if (name_prop == nullptr || type_prop == nullptr || params_prop == nullptr ||
+      spa_pod_get_string(&name_prop->value, &name) < 0 || name == nullptr ||
+      spa_pod_get_bool(&params_prop->value, &is_param) < 0 || !is_param)
+    return std::nullopt;
+  ParamDescription d;
+  d.key = name;
+  std::uint32_t n_values = 0;
+  std::uint32_t choice = SPA_CHOICE_None;
+  const spa_pod* value = spa_pod_get_values(&type_prop->value, &n_values, &choice);
+  const bool range = choice == SPA_CHOICE_Range && n_values >= 3;
+  if (spa_pod_is_bool(value)) {
+    d.kind = "boolean";
+  } else if (spa_pod_is_string(value)) {
+    d.kind = "text";
+  } else if (spa_pod_is_int(value)) {
+    d.kind = labels_prop != nullptr ? "choice" : "integer";
+    const auto* v = static_cast<const std::int32_t*>(SPA_POD_BODY_CONST(value));
+    if (range) {
+      d.min = v[1];
+      d.max = v[2];
+    }
+  } else if (spa_pod_is_float(value)) {
+    d.kind = "number";
+    const auto* v = static_cast<const float*>(SPA_POD_BODY_CONST(value));
+    if (range) {
+      d.min = v[1];
+      d.max = v[2];
+    }
+  } else {
+    return std::nullopt;
+  }
+  if (labels_prop != nullptr && spa_pod_is_struct(&labels_prop->value)) {
+    spa_pod_parser parser{};
+    spa_pod_frame frame{};
+    spa_pod_parser_pod(&parser, &labels_prop->value);
+    if (spa_pod_parser_push_struct(&parser, &frame) >= 0) {
+      std::int32_t index = 0;
+      const char* label = nullptr;
+      while (spa_pod_parser_get_int(&parser, &index) >= 0 && spa_pod_parser_get_string(&parser, &label) >= 0 &&
+             label != nullptr)
+        d.choices.emplace_back(label);
+    }
+  }
+  return d;
+}
+
+/// [main] The "SLOT:PARAM" values of a Props pod (its `params` struct) into `out`.
+void read_props(const spa_pod* pod, std::vector<std::pair<std::string, ParamValue>>& out) {
+  if (!spa_pod_is_object_type(pod, SPA_TYPE_OBJECT_Props)) return;
+  const spa_pod_prop* prop =
+      spa_pod_object_find_prop(reinterpret_cast<const spa_pod_object*>(pod), nullptr, SPA_PROP_params);
+  if (prop == nullptr || !spa_pod_is_struct(&prop->value)) return;
+  spa_pod_parser parser{};
+  spa_pod_frame frame{};
+  spa_pod_parser_pod(&parser, &prop->value);
+  if (spa_pod_parser_push_struct(&parser, &frame) < 0) return;
+  for (;;) {
+    const char* name = nullptr;
+    spa_pod* value = nullptr;
+    if (spa_pod_parser_get_string(&parser, &name) < 0 || name == nullptr ||
+        spa_pod_parser_get_pod(&parser, &value) < 0 || value == nullptr)
+      break;
+    if (auto v = param_value_from_pod(value)) out.emplace_back(name, std::move(*v));
+  }
+}
+
+/// [any] Whether the node's published `have` is the normalised value `want` (numbers as the
+/// float or int the node publishes).
+bool same_value(const ParamValue& have, const ParamValue& want) {
+  const auto* a = std::get_if<double>(&have);
+  const auto* b = std::get_if<double>(&want);
+  if (a != nullptr && b != nullptr) return std::fabs(*a - *b) <= 1e-6 * std::max(1.0, std::fabs(*b));
+  return have == want;
+}
 
 struct Session {
   pw_main_loop* loop = nullptr;
@@ -26,6 +121,8 @@ struct Session {
   int pending = 0;
   int error = 0;
   std::string error_message;
+  std::vector<ParamDescription> infos;               ///< the node's PropInfo ("SLOT:PARAM" keys)
+  std::vector<std::pair<std::string, ParamValue>> props;  ///< the node's Props, as last read
 
   static void on_global(void* data, std::uint32_t id, std::uint32_t /*permissions*/, const char* type,
                         std::uint32_t /*version*/, const spa_dict* props) {
@@ -50,6 +147,19 @@ struct Session {
     if (id == PW_ID_CORE) pw_main_loop_quit(self->loop);
   }
 
+  static void on_param(void* data, int /*seq*/, std::uint32_t id, std::uint32_t /*index*/, std::uint32_t /*next*/,
+                       const spa_pod* param) {
+    auto* self = static_cast<Session*>(data);
+    if (param == nullptr) return;
+    if (id == SPA_PARAM_PropInfo) {
+      // A stream's adapter publishes its own ("channelmix.normalize"): ours are SLOT:PARAM.
+      auto info = read_prop_info(param);
+      if (info && info->key.find(':') != std::string::npos) self->infos.push_back(std::move(*info));
+    } else if (id == SPA_PARAM_Props) {
+      read_props(param, self->props);
+    }
+  }
+
   /// [main] Runs the loop until the daemon answered everything sent so far.
   void round_trip() {
     pending = pw_core_sync(core, PW_ID_CORE, pending);
@@ -68,7 +178,124 @@ void add_value(spa_pod_builder& b, const ParamValue& value) {
   }
 }
 
-int run(const std::string& node_name, const std::vector<std::pair<std::string, ParamValue>>& params) {
+/// [main] Reads `node`'s PropInfo and Props, validates `params` against them, sends the ones it
+/// takes and reads Props back until they hold them. Returns the exit status.
+int set_on_node(Session& s, pw_node* node, const std::string& node_name,
+                const std::vector<std::pair<std::string, std::string>>& params,
+                std::chrono::milliseconds confirm_timeout) {
+  static constexpr pw_node_events node_events = [] {
+    pw_node_events e{};
+    e.version = PW_VERSION_NODE_EVENTS;
+    e.param = &Session::on_param;
+    return e;
+  }();
+  spa_hook node_hook{};
+  pw_node_add_listener(node, &node_hook, &node_events, &s);
+  pw_node_enum_params(node, 0, SPA_PARAM_PropInfo, 0, UINT32_MAX, nullptr);
+  pw_node_enum_params(node, 0, SPA_PARAM_Props, 0, UINT32_MAX, nullptr);
+  s.round_trip();
+  const std::string who = "node \"" + node_name + "\" (id " + std::to_string(s.node_id) + ")";
+
+  // Validate as the node does; send only what it takes.
+  int status = 0;
+  std::vector<std::pair<std::string, ParamValue>> sent;     // as given (the node clamps itself)
+  std::vector<std::pair<std::string, ParamValue>> expected;  // as the node will publish it
+  for (const auto& [name, text] : params) {
+    const auto info = std::find_if(s.infos.begin(), s.infos.end(),
+                                   [&](const ParamDescription& d) { return d.key == name; });
+    if (info == s.infos.end()) {
+      std::vector<std::string> known;
+      for (const auto& d : s.infos) known.push_back(d.key);
+      std::fprintf(stderr, "sandpipe: %s refused \"%s\": %s\n", who.c_str(), name.c_str(),
+                   unknown_param_error(known).c_str());
+      status = 1;
+      continue;
+    }
+    // A text parameter takes the words as written ("0.5" stays a string).
+    const ParamValue value = info->kind == "text" ? ParamValue{text} : parse_cli_value(text);
+    std::string error;
+    std::string note;
+    const auto normalised = normalise_param_value(*info, value, error, note);
+    if (!normalised) {
+      std::fprintf(stderr, "sandpipe: %s refused \"%s\": %s\n", who.c_str(), name.c_str(), error.c_str());
+      status = 1;
+      continue;
+    }
+    if (!note.empty()) std::fprintf(stderr, "sandpipe: note: \"%s\": %s\n", name.c_str(), note.c_str());
+    sent.emplace_back(name, value);
+    expected.emplace_back(name, *normalised);
+  }
+  if (sent.empty() || s.error != 0) {
+    if (s.error != 0) std::fprintf(stderr, "sandpipe: PipeWire error: %s\n", s.error_message.c_str());
+    spa_hook_remove(&node_hook);
+    return 1;
+  }
+
+  std::vector<std::uint8_t> buffer(1024);
+  for (const auto& [name, value] : sent) {
+    buffer.resize(buffer.size() + 64 + name.size() +
+                  (std::holds_alternative<std::string>(value) ? std::get<std::string>(value).size() : 0));
+  }
+  spa_pod_builder b{};
+  spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
+  spa_pod_frame outer{};
+  spa_pod_frame list{};
+  spa_pod_builder_push_object(&b, &outer, SPA_TYPE_OBJECT_Props, SPA_PARAM_Props);
+  spa_pod_builder_prop(&b, SPA_PROP_params, 0);
+  spa_pod_builder_push_struct(&b, &list);
+  for (const auto& [name, value] : sent) {
+    spa_pod_builder_string(&b, name.c_str());
+    add_value(b, value);
+  }
+  spa_pod_builder_pop(&b, &list);
+  const auto* pod = static_cast<const spa_pod*>(spa_pod_builder_pop(&b, &outer));
+  pw_node_set_param(node, SPA_PARAM_Props, 0, pod);
+  s.round_trip();
+  if (s.error != 0) {
+    std::fprintf(stderr, "sandpipe: %s refused the Props: %s\n", who.c_str(), s.error_message.c_str());
+    spa_hook_remove(&node_hook);
+    return 1;
+  }
+
+  // The node applies Props on its own main loop: read them back until they hold every value.
+  const auto deadline = std::chrono::steady_clock::now() + confirm_timeout;
+  std::vector<bool> taken(expected.size(), false);
+  for (;;) {
+    s.props.clear();
+    pw_node_enum_params(node, 0, SPA_PARAM_Props, 0, UINT32_MAX, nullptr);
+    s.round_trip();
+    bool all = true;
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      const auto it = std::find_if(s.props.begin(), s.props.end(),
+                                   [&](const auto& p) { return p.first == expected[i].first; });
+      // A name given twice ends with its last value: only that one can be read back.
+      const bool superseded = std::any_of(expected.begin() + static_cast<std::ptrdiff_t>(i) + 1, expected.end(),
+                                          [&](const auto& later) { return later.first == expected[i].first; });
+      taken[i] = superseded || (it != s.props.end() && same_value(it->second, expected[i].second));
+      all = all && taken[i];
+    }
+    if (all || s.error != 0 || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    if (taken[i]) {
+      // Clamped numbers as the node holds them; choice names as given.
+      const ParamValue& shown =
+          std::holds_alternative<std::string>(sent[i].second) ? sent[i].second : expected[i].second;
+      std::printf("%s = %s\n", expected[i].first.c_str(), describe_param_value(shown).c_str());
+    } else {
+      std::fprintf(stderr, "sandpipe: %s did not take \"%s\" = %s within %.1f s (its log says why)\n", who.c_str(),
+                   expected[i].first.c_str(), describe_param_value(sent[i].second).c_str(),
+                   static_cast<double>(confirm_timeout.count()) / 1000.0);
+      status = 1;
+    }
+  }
+  spa_hook_remove(&node_hook);
+  return status;
+}
+
+int run(const std::string& node_name, const std::vector<std::pair<std::string, std::string>>& params,
+        std::chrono::milliseconds confirm_timeout) {
   std::unique_ptr<pw_main_loop, decltype(&pw_main_loop_destroy)> loop(pw_main_loop_new(nullptr),
                                                                        &pw_main_loop_destroy);
   if (!loop) {
@@ -135,34 +362,7 @@ int run(const std::string& node_name, const std::vector<std::pair<std::string, P
       std::fprintf(stderr, "sandpipe: cannot bind node %u\n", s.node_id);
       status = 1;
     } else {
-      std::vector<std::uint8_t> buffer(1024);
-      for (const auto& [name, value] : params) {
-        buffer.resize(buffer.size() + 64 + name.size() +
-                      (std::holds_alternative<std::string>(value) ? std::get<std::string>(value).size() : 0));
-      }
-      spa_pod_builder b{};
-      spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
-      spa_pod_frame outer{};
-      spa_pod_frame list{};
-      spa_pod_builder_push_object(&b, &outer, SPA_TYPE_OBJECT_Props, SPA_PARAM_Props);
-      spa_pod_builder_prop(&b, SPA_PROP_params, 0);
-      spa_pod_builder_push_struct(&b, &list);
-      for (const auto& [name, value] : params) {
-        spa_pod_builder_string(&b, name.c_str());
-        add_value(b, value);
-      }
-      spa_pod_builder_pop(&b, &list);
-      const auto* pod = static_cast<const spa_pod*>(spa_pod_builder_pop(&b, &outer));
-      pw_node_set_param(node, SPA_PARAM_Props, 0, pod);
-      s.round_trip();
-      if (s.error != 0) {
-        std::fprintf(stderr, "sandpipe: node \"%s\" (id %u) refused the Props: %s\n", node_name.c_str(),
-                     s.node_id, s.error_message.c_str());
-        status = 1;
-      } else {
-        std::fprintf(stderr, "sandpipe: sent %zu parameter(s) to node \"%s\" (id %u); its log says whether each was accepted\n",
-                     params.size(), node_name.c_str(), s.node_id);
-      }
+      status = set_on_node(s, node, node_name, params, confirm_timeout);
       pw_proxy_destroy(reinterpret_cast<pw_proxy*>(node));
     }
   }
@@ -185,11 +385,12 @@ ParamValue parse_cli_value(const std::string& text) {
   return text;
 }
 
-int set_node_params(const std::string& node_name, const std::vector<std::pair<std::string, ParamValue>>& params) {
+int set_node_params(const std::string& node_name, const std::vector<std::pair<std::string, std::string>>& params,
+                    std::chrono::milliseconds confirm_timeout) {
   pw_init(nullptr, nullptr);
   int status = 1;
   try {
-    status = run(node_name, params);
+    status = run(node_name, params, confirm_timeout);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sandpipe: %s\n", e.what());
   }

@@ -110,6 +110,7 @@ struct Supervisor::Watch {
   std::uint64_t crashes = 0;
   std::uint64_t hangs = 0;
   std::string last_error;
+  std::string first_error;  ///< the first last_error (render's summary names it)
   pid_t pid = -1;
   double last_restart_ms = 0.0;
   double max_restart_ms = 0.0;
@@ -187,6 +188,7 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
         if (w->current->phase == Control::Phase::failed) {
           w->state = SlotState::failed;
           w->last_error = w->current->failure;
+          w->first_error = w->last_error;
           w->pid = -1;
         }
       } else {
@@ -258,6 +260,7 @@ std::vector<SlotStatus> Supervisor::status() const {
     s.demotions = w->demotions;
     s.demoted = w->current != nullptr && w->current->demoted;
     s.last_error = w->last_error;
+    s.first_error = w->first_error;
     s.pid = w->pid;
     s.last_restart_ms = w->last_restart_ms;
     s.max_restart_ms = w->max_restart_ms;
@@ -298,6 +301,7 @@ std::string Supervisor::status_json() const {
       << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
       << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks
+      << ",\"passthrough_blocks\":" << s.counters.passthrough_blocks
       << ",\"recent_misses_ns\":" << times_json(s.counters.recent_miss_ns)
       << ",\"exceptions\":" << s.exceptions << ",\"restarts\":" << s.restarts << ",\"reloads\":" << s.reloads
       << ",\"crashes\":" << s.crashes << ",\"hangs\":" << s.hangs << ",\"demotions\":" << s.demotions
@@ -683,6 +687,8 @@ bool Supervisor::tick(Clock::time_point now) {
       if (c.process_errors != w.process_errors_seen) {
         w.process_errors_seen = c.process_errors;
         w.last_error = c.last_process_error;
+        // Repeats of an error come without their traceback: the first keeps it.
+        if (w.first_error.empty()) w.first_error = c.first_process_error;
       }
       if (auto stats = c.take_async_stats()) w.exceptions_now = stats->exceptions;
       w.exceptions_now = std::max(w.exceptions_now, c.process_errors);  // reports arrive first
@@ -885,6 +891,7 @@ bool Supervisor::tick(Clock::time_point now) {
         w.next_spare = now + std::chrono::seconds(5);
       }
     }
+    if (w.first_error.empty()) w.first_error = w.last_error;
   }
   // refresh(): ask every running sandbox for its stats, done once none is outstanding.
   if (refresh_wanted_ > refresh_asked_) {

@@ -65,6 +65,7 @@ struct SlotStatus {
   std::uint64_t demotions = 0;
   bool demoted = false;
   std::string last_error;        ///< the last failure, with a traceback when there was one
+  std::string first_error;       ///< the first failure, with a traceback when there was one
   pid_t pid = -1;                ///< the sandbox running now (-1: none)
   double last_restart_ms = 0.0;  ///< death noticed → new sandbox handed to the RT side
   double max_restart_ms = 0.0;

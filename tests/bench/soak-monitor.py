@@ -162,14 +162,14 @@ def children(pid):
 
 
 def sandpipe_status(exe, node):
-    """Totals from `sandpipe status NODE` (JSON; key=value text also read): "deadline-misses"
+    """Totals from `sandpipe status NODE --json`: "deadline-misses"
     and "restarts" summed over the slots, and "miss-times": (ns, slot, pipeline blocks) of the
     recent misses each slot reports with their times, "overrun-times": when the node's recent
     overruns ended; None when the command fails."""
     if not exe:
         return None
     try:
-        r = subprocess.run([exe, "status", node], capture_output=True, text=True, timeout=3)
+        r = subprocess.run([exe, "status", node, "--json"], capture_output=True, text=True, timeout=3)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if r.returncode != 0:

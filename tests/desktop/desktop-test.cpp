@@ -301,9 +301,33 @@ TEST_F(Desktop, RefusesUnknownNamesAndWrongTypesAndClampsRanges) {
   const std::string name = "desk-refuse";
   auto node = start_node(name, write_config(name, "", gain_and_lowpass));
   ASSERT_FALSE(HasFailure());
+  // `sandpipe set` validates against the node's PropInfo as the node does: it prints each
+  // refusal and exits 1, sends what the node takes, and reads it back.
   auto [status, out] = sandpipe_set(name + " nope:x 1 lp:type bogus trim:gain 99 trim:mute yes");
-  EXPECT_EQ(status, 0) << out;  // delivered; the node judges each value
-  EXPECT_TRUE(poll_until([&] { return log_has(name, "set trim:gain = 16"); }, timeout)) << read_text(log_of(name));
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("refused \"nope:x\": unknown parameter (known: trim:gain, trim:mute, lp:type"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("refused \"lp:type\": expects one of: lowpass, highpass"), std::string::npos) << out;
+  EXPECT_NE(out.find("note: \"trim:gain\": 99 is out of range [0, 16], clamped to 16"), std::string::npos) << out;
+  EXPECT_NE(out.find("refused \"trim:mute\": expects true or false, got \"yes\""), std::string::npos) << out;
+  EXPECT_NE(out.find("trim:gain = 16"), std::string::npos) << out;
+  EXPECT_TRUE(log_has(name, "set trim:gain = 16")) << read_text(log_of(name));
+  EXPECT_EQ(published(name, "lp:type"), "Int 0");
+  EXPECT_EQ(published(name, "trim:gain"), "Float 16.000000");
+
+  // Every value taken (a choice by name, a clamped one with a note): exit 0.
+  auto [ok_status, ok_out] = sandpipe_set(name + " lp:type highpass trim:gain -3");
+  EXPECT_EQ(ok_status, 0) << ok_out;
+  EXPECT_NE(ok_out.find("lp:type = \"highpass\""), std::string::npos) << ok_out;
+  EXPECT_NE(ok_out.find("clamped to 0"), std::string::npos) << ok_out;
+  EXPECT_EQ(published(name, "lp:type"), "Int 1");
+
+  // pw-cli set-param reaches the node's own validation: the same words, in its log.
+  const auto id = static_cast<long>(node_id(pw_dump(), name));
+  run_command("pw-cli set-param " + std::to_string(id) +
+              " Props '{ params = [ \"nope:x\" 1 \"lp:type\" \"bogus\" \"trim:mute\" \"yes\" \"trim:gain\" 99 ] }' 2>&1");
+  EXPECT_TRUE(poll_until([&] { return published(name, "trim:gain") == "Float 16.000000"; }, timeout));
   const std::string log = read_text(log_of(name));
   EXPECT_NE(log.find("cannot set \"nope:x\": unknown parameter (known: trim:gain, trim:mute, lp:type"),
             std::string::npos)
@@ -311,7 +335,16 @@ TEST_F(Desktop, RefusesUnknownNamesAndWrongTypesAndClampsRanges) {
   EXPECT_NE(log.find("cannot set \"lp:type\": expects one of: lowpass, highpass"), std::string::npos) << log;
   EXPECT_NE(log.find("\"trim:gain\": 99 is out of range [0, 16], clamped to 16"), std::string::npos) << log;
   EXPECT_NE(log.find("cannot set \"trim:mute\": expects true or false, got \"yes\""), std::string::npos) << log;
-  EXPECT_EQ(published(name, "lp:type"), "Int 0");
+
+  // The status of the same node, for people and for programs.
+  auto [table, table_status] = run_command(std::string(SANDPIPE_EXE) + " status " + name + " 2>&1");
+  EXPECT_EQ(table_status, 0) << table;
+  EXPECT_NE(table.find("trim"), std::string::npos) << table;
+  auto [json, json_status] = run_command(std::string(SANDPIPE_EXE) + " status " + name + " --json 2>&1");
+  EXPECT_EQ(json_status, 0) << json;
+  const Json parsed = Json::parse(json);
+  EXPECT_EQ(parsed["slots"].arr().size(), 2U) << json;
+  EXPECT_EQ(parsed["slots"].arr()[0].text("name"), "trim") << json;
 
   auto [missing_status, missing_out] = sandpipe_set("no-such-node trim:gain 1");
   EXPECT_EQ(missing_status, 1);

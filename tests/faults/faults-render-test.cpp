@@ -160,6 +160,8 @@ void expect_only(const RenderRun& r, const std::set<std::uint32_t>& dry) {
     }
   }
   for (const float v : r.out) ASSERT_NE(v, pwned) << "a forbidden action succeeded";
+  // What `sandpipe render` counts (and exits 1 for): exactly the blocks that came out dry.
+  EXPECT_EQ(blocks_not_processed(r.report), dry.size()) << r.summary;
 }
 
 const SlotStatus& slot(const RenderRun& r) { return r.report.slots.at(0); }

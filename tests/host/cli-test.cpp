@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -20,9 +21,10 @@ struct Outcome {
   std::string output;  ///< stdout and stderr together
 };
 
-/// Runs the sandpipe binary with `args` through the shell; collects its output and exit status.
-Outcome run_sandpipe(const std::string& args) {
-  const std::string command = std::string(SANDPIPE_EXE) + " " + args + " 2>&1";
+/// Runs the sandpipe binary with `args` through the shell (after the `env` assignments);
+/// collects its output and exit status.
+Outcome run_sandpipe(const std::string& args, const std::string& env = "") {
+  const std::string command = env + " " + std::string(SANDPIPE_EXE) + " " + args + " 2>&1";
   Outcome outcome;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return outcome;
@@ -45,8 +47,196 @@ class Cli : public ::testing::Test {
     std::ofstream(dir_ / name) << text;
     return dir_ / name;
   }
+  /// Writes `samples` (interleaved, `channels`) as a float WAV at 48 kHz.
+  fs::path write_wav(const std::string& name, const std::vector<float>& samples, int channels) {
+    SF_INFO info{};
+    info.samplerate = 48000;
+    info.channels = channels;
+    info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+    SNDFILE* f = sf_open((dir_ / name).c_str(), SFM_WRITE, &info);
+    EXPECT_NE(f, nullptr);
+    if (f != nullptr) {
+      sf_writef_float(f, samples.data(), static_cast<sf_count_t>(samples.size() / static_cast<std::size_t>(channels)));
+      sf_close(f);
+    }
+    return dir_ / name;
+  }
+  /// The frames of a WAV file (interleaved); `frames` gets their count (-1: unreadable).
+  static std::vector<float> read_wav(const fs::path& path, sf_count_t& frames) {
+    SF_INFO info{};
+    SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+    frames = -1;
+    if (f == nullptr) return {};
+    std::vector<float> out(static_cast<std::size_t>(info.frames * info.channels));
+    frames = sf_readf_float(f, out.data(), info.frames);
+    sf_close(f);
+    return out;
+  }
   fs::path dir_;
 };
+
+/// Our own executable's fixtures: tests/host/fixtures in the source tree.
+const fs::path fixtures = fs::path(SANDPIPE_SOURCE_ROOT) / "tests" / "host" / "fixtures";
+
+TEST_F(Cli, EveryCommandAnswersHelp) {
+  for (const std::string command : {"run", "render", "check", "inspect", "set", "status", "reload"}) {
+    for (const std::string flag : {" --help", " -h"}) {
+      const auto out = run_sandpipe(command + flag);
+      EXPECT_EQ(out.status, 0) << command << flag << ": " << out.output;
+      EXPECT_NE(out.output.find("sandpipe " + command), std::string::npos) << command << ": " << out.output;
+      EXPECT_NE(out.output.find("Exit status:"), std::string::npos) << command << ": " << out.output;
+      EXPECT_EQ(out.output.find("no node"), std::string::npos) << command << ": " << out.output;
+    }
+  }
+  // Also after the arguments: `status NODE --help` is help, not a node named --help.
+  const auto status = run_sandpipe("status some-node --help");
+  EXPECT_EQ(status.status, 0) << status.output;
+  EXPECT_NE(status.output.find("--json"), std::string::npos) << status.output;
+  const auto version = run_sandpipe("--version");
+  EXPECT_EQ(version.status, 0);
+  EXPECT_EQ(version.output.rfind("sandpipe ", 0), 0U) << version.output;
+  EXPECT_EQ(run_sandpipe("").status, 2);
+  EXPECT_EQ(run_sandpipe("help").status, 0);
+}
+
+TEST_F(Cli, RenderExitsOneWhenAPluginFailsSomeBlocksAndStillWritesTheWholeFile) {
+  // 10 blocks of 512; the plugin raises in blocks 3, 6 and 9 (those come out dry), halves the rest.
+  const auto conf = write("chain.conf", "plugins = [ { name = \"fx\" path = \"" +
+                                            (fixtures / "every_third_fails.py").string() + "\" } ]");
+  std::vector<float> samples(2 * 5120);
+  for (std::size_t i = 0; i < samples.size(); ++i) samples[i] = 0.001F * static_cast<float>(i % 500);
+  const auto in = write_wav("in.wav", samples, 2);
+  const auto out_path = dir_ / "out.wav";
+  const auto out = run_sandpipe("render " + conf.string() + " " + in.string() + " " + out_path.string());
+  EXPECT_EQ(out.status, 1) << out.output;
+  EXPECT_NE(out.output.find("NOT PROCESSED: 3 of 10 blocks of slot \"fx\""), std::string::npos) << out.output;
+  // The first error, with its traceback down to the line that raised.
+  EXPECT_NE(out.output.find("block 3 is not for me"), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("Traceback"), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("in refuse"), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("3 blocks were not processed"), std::string::npos) << out.output;
+
+  sf_count_t frames = 0;
+  const auto got = read_wav(out_path, frames);
+  ASSERT_EQ(frames, 5120) << "the whole file is written";
+  // Each block after its first 64 frames (the wet/dry ramp): halved, or dry where it failed.
+  for (std::size_t block = 0; block < 10; ++block) {
+    const bool failed = (block + 1) % 3 == 0;
+    for (std::size_t i = (block * 512 + 64) * 2; i < (block + 1) * 512 * 2; ++i)
+      ASSERT_EQ(got[i], failed ? samples[i] : samples[i] * 0.5F) << "block " << block << ", sample " << i;
+  }
+
+  // --allow-bypass accepts it: exit 0, the summary still says so.
+  const auto allowed =
+      run_sandpipe("render " + conf.string() + " " + in.string() + " " + out_path.string() + " --allow-bypass");
+  EXPECT_EQ(allowed.status, 0) << allowed.output;
+  EXPECT_NE(allowed.output.find("NOT PROCESSED: 3 of 10 blocks"), std::string::npos) << allowed.output;
+}
+
+TEST_F(Cli, RenderCountsTheBlocksAPluginReturnedFalseFor) {
+  const auto conf = write("chain.conf", "plugins = [ { name = \"fx\" path = \"" +
+                                            (fixtures / "declines_some.py").string() + "\" } ]");
+  const auto in = write_wav("in.wav", std::vector<float>(2 * 6 * 512, 0.25F), 2);
+  const auto out = run_sandpipe("render " + conf.string() + " " + in.string() + " " + (dir_ / "out.wav").string());
+  EXPECT_EQ(out.status, 1) << out.output;
+  EXPECT_NE(out.output.find("returned False 2, not processed 2"), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("NOT PROCESSED: 2 of 6 blocks of slot \"fx\""), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("the plugin returned False for 2 blocks"), std::string::npos) << out.output;
+  sf_count_t frames = 0;
+  (void)read_wav(dir_ / "out.wav", frames);
+  EXPECT_EQ(frames, 6 * 512);
+}
+
+TEST_F(Cli, RenderExitsOneWhenANativePluginsOutputIsReplacedForNaN) {
+  // Every 4th block of the native fixture holds one NaN: the host plays the dry input instead.
+  if (!fs::exists(SANDPIPE_POISON_PLUGIN)) GTEST_SKIP() << "no " << SANDPIPE_POISON_PLUGIN;
+  const auto conf = write("chain.conf", std::string("plugins = [ { name = \"p\" path = \"") + SANDPIPE_POISON_PLUGIN +
+                                            "\" params = { period = 4 } } ]");
+  const auto in = write_wav("in.wav", std::vector<float>(2 * 8 * 512, 0.25F), 2);
+  const auto out = run_sandpipe("render " + conf.string() + " " + in.string() + " " + (dir_ / "out.wav").string());
+  EXPECT_EQ(out.status, 1) << out.output;
+  EXPECT_NE(out.output.find("NOT PROCESSED: 2 of 8 blocks of slot \"p\" came out dry; first error: its output held NaN"),
+            std::string::npos)
+      << out.output;
+  sf_count_t frames = 0;
+  const auto got = read_wav(dir_ / "out.wav", frames);
+  EXPECT_EQ(frames, 8 * 512);
+  for (const float v : got) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST_F(Cli, RenderExitsTwoForAPluginThatCannotLoad) {
+  write("broken.py", "def oops(:\n");
+  const auto conf = write("chain.conf", R"(plugins = [ { name = "fx" path = "broken.py" } ])");
+  const auto in = write_wav("in.wav", std::vector<float>(2 * 1024, 0.25F), 2);
+  const auto out = run_sandpipe("render " + conf.string() + " " + in.string() + " " + (dir_ / "out.wav").string());
+  EXPECT_EQ(out.status, 2) << out.output;
+  EXPECT_NE(out.output.find("broken.py"), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("SyntaxError"), std::string::npos) << out.output;
+  // With --allow-bypass the slot passes audio: the file is written, exit 0.
+  const auto allowed = run_sandpipe("render " + conf.string() + " " + in.string() + " " +
+                                    (dir_ / "out.wav").string() + " --allow-bypass");
+  EXPECT_EQ(allowed.status, 0) << allowed.output;
+  EXPECT_NE(allowed.output.find("NOT PROCESSED: 2 of 2 blocks"), std::string::npos) << allowed.output;
+}
+
+TEST_F(Cli, SetRefusesBadUsageWithTwoAndAMissingDaemonWithOne) {
+  for (const char* args : {"set", "set node", "set node trim:gain", "set node gain 1", "set node :gain 1",
+                           "set node trim: 1", "set node trim:gain 1 lp:freq"}) {
+    const auto out = run_sandpipe(args);
+    EXPECT_EQ(out.status, 2) << args << ": " << out.output;
+  }
+  // A negative value is a value, not an option; with no daemon there: exit 1, said why.
+  const auto out = run_sandpipe("set node trim:gain -0.5", "PIPEWIRE_REMOTE=sandpipe-cli-test-nobody");
+  EXPECT_EQ(out.status, 1) << out.output;
+  EXPECT_NE(out.output.find("cannot connect to PipeWire"), std::string::npos) << out.output;
+}
+
+/// `sandpipe status` reads $XDG_RUNTIME_DIR/sandpipe/NODE.status (the live tests read a real
+/// node's): one for a live pid (this test's) and one for a dead one.
+TEST_F(Cli, StatusPrintsATableOrJsonAndExitsOneForANodeThatIsNotRunning) {
+  fs::create_directories(dir_ / "sandpipe");
+  const std::string env = "XDG_RUNTIME_DIR=" + dir_.string();
+  const auto status_json = [](long pid) {
+    return "{\"node\":\"n\",\"pid\":" + std::to_string(pid) +
+           ",\"instance\":\"x\",\"time\":0,\"timing\":{\"cycles\":10,\"overruns\":0,\"longest_cycle_us\":90},"
+           "\"slots\":[{\"name\":\"trim\",\"kind\":\"native\",\"state\":\"running\",\"blocks\":10,"
+           "\"bypassed_blocks\":0,\"deadline_misses\":0,\"exceptions\":0,\"restarts\":0,\"mode\":\"\","
+           "\"latency_frames\":0,\"pid\":-1,\"last_error\":\"\"},"
+           "{\"name\":\"fx\",\"kind\":\"python\",\"state\":\"restarting\",\"blocks\":10,"
+           "\"bypassed_blocks\":3,\"deadline_misses\":1,\"exceptions\":2,\"restarts\":1,\"mode\":\"auto\","
+           "\"latency_frames\":512,\"pid\":1234,\"last_error\":\"sandbox killed by SIGKILL\\nmore\"}]}\n";
+  };
+  const std::string live = status_json(static_cast<long>(::getpid()));
+  std::ofstream(dir_ / "sandpipe" / "n.status") << live;
+
+  const auto json = run_sandpipe("status n --json", env);
+  EXPECT_EQ(json.status, 0) << json.output;
+  EXPECT_EQ(json.output, live);
+
+  const auto table = run_sandpipe("status n", env);
+  EXPECT_EQ(table.status, 0) << table.output;
+  for (const char* text : {"slot", "state", "dry", "misses", "restarts", "latency", "trim", "native", "fx",
+                           "python", "restarting", "1234", "fx: last error: sandbox killed by SIGKILL"})
+    EXPECT_NE(table.output.find(text), std::string::npos) << text << "\n" << table.output;
+  EXPECT_EQ(table.output.find("more"), std::string::npos) << "the table shows the first line\n" << table.output;
+
+  // A node that died without removing its file; a node that never ran; a file that is not JSON.
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  std::ofstream(dir_ / "sandpipe" / "dead.status") << status_json(static_cast<long>(child));
+  std::ofstream(dir_ / "sandpipe" / "junk.status") << "{ not json";
+  for (const char* node : {"dead", "never", "junk"}) {
+    for (const char* flag : {"", " --json"}) {
+      const auto out = run_sandpipe(std::string("status ") + node + flag, env);
+      EXPECT_EQ(out.status, 1) << node << flag << ": " << out.output;
+      EXPECT_NE(out.output.find(node), std::string::npos) << out.output;
+    }
+  }
+  EXPECT_EQ(run_sandpipe("status", env).status, 2);
+  EXPECT_EQ(run_sandpipe("status a b", env).status, 2);
+}
 
 TEST_F(Cli, HelpDescribesEveryCommand) {
   const auto out = run_sandpipe("--help");
@@ -93,13 +283,27 @@ TEST_F(Cli, MalformedConfigExitsTwoWithFileAndLine) {
   }
 }
 
-TEST_F(Cli, BadPluginParamExitsTwoBeforeStarting) {
-  const auto conf = write("chain.conf", R"(plugins = [ { name = "g" path = "builtin:gain" params = { gian = 1 } } ])");
-  const auto out = run_sandpipe("check " + conf.string());
-  EXPECT_EQ(out.status, 0) << "check parses only: " << out.output;
-  const auto run = run_sandpipe("run " + conf.string());
-  EXPECT_EQ(run.status, 2) << run.output;
-  EXPECT_NE(run.output.find("\"gian\""), std::string::npos) << run.output;
+TEST_F(Cli, CheckRefusesNativeParamsAsRunAndRenderDo) {
+  write_wav("in.wav", std::vector<float>(2 * 512, 0.25F), 2);
+  // A bad name, a wrong type, a value out of range: the same message, exit 2, from all three.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"gian = 1", "unknown parameter \"gian\"; valid: gain"},
+      {"gain = \"loud\"", "parameter \"gain\" expects a number in [0, 16], got \"loud\""},
+      {"gain = 99", "parameter \"gain\" = 99 is out of range [0, 16]"},
+  };
+  for (const auto& [params, message] : cases) {
+    const auto conf = write("chain.conf", "plugins = [ { name = \"g\" path = \"builtin:gain\" params = { " + params + " } } ]");
+    for (const std::string command : {"check ", "run ", "render "}) {
+      const auto out = run_sandpipe(command + conf.string() +
+                                    (command == "render " ? " " + (dir_ / "in.wav").string() + " " + (dir_ / "out.wav").string() : ""));
+      EXPECT_EQ(out.status, 2) << command << params << ": " << out.output;
+      EXPECT_NE(out.output.find("plugin \"g\" (builtin:gain): " + message), std::string::npos)
+          << command << params << ": " << out.output;
+    }
+  }
+  const auto good = write("good.conf", R"(plugins = [ { name = "g" path = "builtin:gain" params = { gain = 2 } } ])");
+  const auto out = run_sandpipe("check " + good.string());
+  EXPECT_EQ(out.status, 0) << out.output;
 }
 
 TEST_F(Cli, RenderHalvesEverySampleThroughTheBinary) {

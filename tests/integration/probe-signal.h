@@ -128,11 +128,13 @@ struct Report {
 /// [any] Compares what came back with what was sent. `captured[ch]` holds the frames of all
 /// `cycles`; `expected_gain` (if > 0) is what errors are measured against, else the fitted
 /// gain; delays 0..`max_delay` are searched. `second_gain` (if > 0): the node may switch to
-/// that gain (a plugin reloaded with another one): frames at it count as good too.
+/// that gain (a plugin reloaded with another one): frames at it count as good too. `dry_gain`:
+/// what a bypassed slot leaves (1: the input itself; 0.5 when another slot of the chain halves
+/// it): frames at it are dry, and crossfades run between it and the reference gain.
 inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& positions,
                       const std::vector<std::vector<float>>& captured,
                       const std::vector<CapturedCycle>& cycles, double expected_gain, std::uint32_t max_delay,
-                      double tolerance = 1e-6, double second_gain = 0) {
+                      double tolerance = 1e-6, double second_gain = 0, double dry_gain = 1.0) {
   Report rep;
   rep.cycles = cycles.size();
   const std::size_t n_ch = captured.size();
@@ -242,17 +244,18 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     const auto plain = [&](std::uint64_t j) {
       bool is_dry = true, is_wet = true;
       for (std::size_t ch = 0; ch < n_ch; ++ch) {
-        const double x = ref_of[ch][j];
+        const double x = dry_gain * ref_of[ch][j];
         is_dry = is_dry && std::fabs(captured[ch][j] - x) <= tolerance;
-        is_wet = is_wet && std::fabs(captured[ch][j] - g * x) <= tolerance;
+        is_wet = is_wet && std::fabs(captured[ch][j] - g * ref_of[ch][j]) <= tolerance;
       }
       return is_dry || is_wet;
     };
     const auto between = [&](std::uint64_t j) {
       for (std::size_t ch = 0; ch < n_ch; ++ch) {
-        const double x = ref_of[ch][j];
+        const double x = dry_gain * ref_of[ch][j];
         const double y = captured[ch][j];
-        if (!std::isfinite(y) || y < std::min(x, g * x) - tolerance || y > std::max(x, g * x) + tolerance) {
+        const double w = g * ref_of[ch][j];
+        if (!std::isfinite(y) || y < std::min(x, w) - tolerance || y > std::max(x, w) + tolerance) {
           return false;
         }
       }
@@ -261,10 +264,10 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     const auto straight = [&](std::uint64_t a, std::uint64_t b) {  // residual against dry is linear
       if (b - a < 3) return true;                                  // too short to tell
       for (std::size_t ch = 0; ch < n_ch; ++ch) {
-        const double r0 = captured[ch][a] - ref_of[ch][a];
-        const double step = (captured[ch][a + 1] - ref_of[ch][a + 1]) - r0;
+        const double r0 = captured[ch][a] - dry_gain * ref_of[ch][a];
+        const double step = (captured[ch][a + 1] - dry_gain * ref_of[ch][a + 1]) - r0;
         for (std::uint64_t j = a; j < b; ++j) {
-          const double r = captured[ch][j] - ref_of[ch][j];
+          const double r = captured[ch][j] - dry_gain * ref_of[ch][j];
           if (!std::isfinite(r) || std::fabs(r - (r0 + step * static_cast<double>(j - a))) > 1e-5)
             return false;
         }
@@ -324,9 +327,9 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
     if (off.empty()) {
       continue;  // at the second gain, or partly at each
     }
-    if (g != 1.0 && second_gain != 1.0) {
+    if (g != dry_gain && second_gain != dry_gain) {
       rep.dry_frames += static_cast<std::uint64_t>(
-          std::count_if(off.begin(), off.end(), [&](std::uint64_t j) { return frame_matches(j, 0, 1.0); }));
+          std::count_if(off.begin(), off.end(), [&](std::uint64_t j) { return frame_matches(j, 0, dry_gain); }));
     }
     const auto all_off = [&](const auto& pred) { return std::all_of(off.begin(), off.end(), pred); };
     const bool silent = all_off([&](std::uint64_t j) {
@@ -338,7 +341,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
       return out_zero && !in_zero;
     });
     const bool dry =
-        !silent && g != 1.0 && all_off([&](std::uint64_t j) { return frame_matches(j, 0, 1.0); });
+        !silent && g != dry_gain && all_off([&](std::uint64_t j) { return frame_matches(j, 0, dry_gain); });
     std::int64_t shift = 0;
     if (!silent && !dry && !off.empty()) {
       // A buffer of another cycle at either gain (a graph xrun after a reload's switch).

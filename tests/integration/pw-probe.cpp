@@ -50,6 +50,8 @@ errors.
   --settle-cycles N    cycles to skip after the links are active (default 8)
   --expect-gain G      measure errors against G (default: the fitted gain)
   --second-gain G      frames at gain G count as good too (a plugin reloaded with another gain)
+  --dry-gain G         what a bypassed slot leaves (default 1: the input itself; 0.5 when another
+                       slot of the chain halves it): frames at G are dry, crossfades run from it
   --cycle-times        also report each cycle's clock.nsec (CLOCK_MONOTONIC) as "cycle_nsec",
                        to line cycles up with other clocks (a test's stall watch)
   --max-delay N        longest delay searched, frames (default 8192)
@@ -72,6 +74,7 @@ struct Options {
   std::uint32_t settle_cycles = 8;
   double expect_gain = 0;
   double second_gain = 0;
+  double dry_gain = 1.0;
   std::uint32_t max_delay = 8192;
   double timeout_s = 20;
   std::string name = "sandpipe-probe";
@@ -122,6 +125,8 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.expect_gain = std::strtod(value(), nullptr);
     } else if (arg == "--second-gain") {
       o.second_gain = std::strtod(value(), nullptr);
+    } else if (arg == "--dry-gain") {
+      o.dry_gain = std::strtod(value(), nullptr);
     } else if (arg == "--max-delay") {
       o.max_delay = static_cast<std::uint32_t>(std::strtoul(value(), nullptr, 10));
     } else if (arg == "--cycle-times") {
@@ -791,7 +796,7 @@ int Probe::run() {
       captured.emplace_back(ch.begin(), ch.begin() + static_cast<long>(frames));
     }
     rep = analyze(opts_.signal, positions_, captured, cycles, opts_.expect_gain, opts_.max_delay, 1e-6,
-                  opts_.second_gain);
+                  opts_.second_gain, opts_.dry_gain);
   }
   const std::string json = report_json(rep ? &*rep : nullptr);
   if (opts_.json_path.empty()) {

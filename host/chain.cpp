@@ -169,12 +169,22 @@ void Chain::apply_schedule(bool initial) {
           report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
         }
         HistogramCounts measured = sched.calibration;
-        const HistogramCounts running = proc.histogram().snapshot();
-        for (std::size_t b = 0; b < histogram_buckets; ++b) measured.counts[b] += running.counts[b];
+        measured.merge(proc.histogram().snapshot());
         sched.decision = choose_mode(measured, budget);
         proc.set_pipeline(sched.decision.blocks, block_frames_);
         spent_ns += std::uint64_t{proc.pipeline_blocks()} * budget.period_ns;
+        // A block longer than the slot may wait for, seen by the calibration, is said in so many
+        // words (the p99.9 of 128 blocks is their longest, but one slow block reads as a rate).
+        const std::uint64_t longest = sched.calibration.max_ns;
+        const bool over = longest > budget.share_ns;
+        if (over)
+          sched.decision.why += "; calibration saw a block of " + format_ms(longest) +
+                                ", longer than the slot's budget of " + format_ms(budget.share_ns);
         report(sched.name, "scheduler: " + sched.decision.why);
+        if (over && initial)
+          report(sched.name, "scheduler: WARNING: one calibration block took " + format_ms(longest) +
+                                 ", longer than the slot's budget of " + format_ms(budget.share_ns) + " per " +
+                                 format_ms(budget.period_ns) + " block: a block that slow misses its deadline");
         if (!sched.decision.fits) report(sched.name, "scheduler: WARNING: the plugin is too slow for latency.max-ms");
         break;
       }

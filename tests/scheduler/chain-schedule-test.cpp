@@ -277,6 +277,37 @@ TEST(ChainSchedule, NothingFitsIsSaidInTheLogAndTheStatus) {
       << status;
 }
 
+TEST(ChainSchedule, ACalibrationBlockOf150MsIsReportedAsMeasuredAndSaidToBeOverBudget) {
+  // Issue 18: slow.py sleeps 150 ms in one block of the burst (block 12: after the 8 untimed
+  // warm-up blocks), the others take nothing. The log said "p99.9 18446744073709.55 ms".
+  ChainConfig config;
+  config.latency_max_ms = 20.0;
+  config.plugins = {py("slow", "slow.py", {{"delay_ms", 150.0, 1}, {"only_block", 12.0, 1}, {"gain", 1.0, 1}},
+                       SlotMode::auto_select)};
+  std::vector<std::string> log;
+  ChainOptions o = options(32, 512);
+  o.log = [&](std::string_view slot, std::string_view line) {
+    log.push_back(std::string(slot) + ": " + std::string(line));
+  };
+  Chain chain(config, 48000.0, 512, o);
+  const host::SlotSchedule& s = chain.schedules().at(0);
+  ASSERT_EQ(s.calibration.total(), 32U);
+  EXPECT_GE(s.calibration.max_ns, 150'000'000U);
+  EXPECT_LT(s.calibration.max_ns, 2'000'000'000U);  // the calibration's own limit per block
+  EXPECT_EQ(s.decision.p999_ns, s.calibration.max_ns) << s.decision.why;  // of 32, the longest
+  std::string all;
+  for (const auto& line : log) all += line + "\n";
+  EXPECT_EQ(all.find("18446744073709"), std::string::npos) << all;
+  EXPECT_NE(all.find("slow: scheduler: p99.9 " + host::format_ms(s.calibration.max_ns)), std::string::npos) << all;
+  EXPECT_NE(all.find("slow: scheduler: WARNING: one calibration block took " + host::format_ms(s.calibration.max_ns) +
+                     ", longer than the slot's budget of 8.00 ms"),
+            std::string::npos)
+      << all;
+  const std::string status = chain.supervisor().status_json();
+  EXPECT_NE(status.find("calibration saw a block of " + host::format_ms(s.calibration.max_ns)), std::string::npos)
+      << status;
+}
+
 TEST(ChainSchedule, CalibrationLeavesTheAutoSlotsPluginInItsInitialState) {
   // scramble ∘ scramble is the identity only if both keystreams start at the same sample. The
   // sync descrambler "dec" is never calibrated; the auto scrambler "enc" after it is timed by a

@@ -185,9 +185,10 @@ void Chain::apply_schedule(bool initial) {
           const std::uint32_t k = proc.pipeline_blocks();
           const bool absorbed = longest <= std::uint64_t{k} * budget.period_ns + budget.share_ns;
           report(sched.name, std::string("scheduler: ") + (absorbed ? "" : "WARNING: ") +
-                                 "a calibration block took " + format_ms(longest) + ", longer than the slot's budget of " +
-                                 format_ms(budget.share_ns) + " per " + format_ms(budget.period_ns) + " block: " +
-                                 (absorbed ? "the pipeline over " + std::to_string(k) + " blocks absorbs it"
+                                 "a calibration block took " + format_ms(longest) +
+                                 ", longer than the slot's budget of " + format_ms(budget.share_ns) +
+                                 " per " + format_ms(budget.period_ns) + " block: " +
+                                 (absorbed ? "the pipeline over " + std::to_string(k) + (k == 1 ? " block" : " blocks") + " absorbs it"
                                            : "a block that slow misses its deadline"));
         }
         if (!sched.decision.fits) report(sched.name, "scheduler: WARNING: the plugin is too slow for latency.max-ms");
@@ -214,7 +215,8 @@ void Chain::calibrate_on_stand_in(std::size_t i, SlotSchedule& sched) {
   }
   const std::string error = stand_in->load_preloaded(std::chrono::seconds(30));
   if (!error.empty()) {
-    report(sched.name, "scheduler: the calibration's stand-in did not load (" + error + "); measuring while running");
+    report(sched.name,
+           "scheduler: the calibration's stand-in did not load (" + error + "); measuring while running");
     return;
   }
   if (!stand_in->calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration))

@@ -13,9 +13,9 @@
 
 #include "host/chain.h"
 #include "host/config.h"
+#include "host/cycle-timing.h"
 #include "host/param-queue.h"
 #include "host/pipewire-session.h"
-#include "host/cycle-timing.h"
 
 struct pw_loop;
 struct spa_io_position;

@@ -924,7 +924,9 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   if (!options.preload_only.empty() && options.preload_only.size() != specs.size()) {
     throw std::invalid_argument("SandboxOptions::preload_only: one per spec or none");
   }
-  const auto preload_only = [&](std::size_t i) { return !options.preload_only.empty() && options.preload_only[i]; };
+  const auto preload_only = [&](std::size_t i) {
+    return !options.preload_only.empty() && options.preload_only[i];
+  };
   const std::filesystem::path exe =
       options.sandbox_executable.empty() ? default_sandbox_executable() : options.sandbox_executable;
   if (::access(exe.c_str(), X_OK) != 0) {

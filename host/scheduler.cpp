@@ -89,8 +89,8 @@ ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& bud
   // cycle adds a wake-up and cold caches (8 slots at 64 frames whose p99.9 was just under their
   // share missed in bursts until the review pipelined them).
   if (d.p999_ns + d.p999_ns / sync_headroom_divisor <= budget.share_ns) {
-    d.why =
-        "p99.9 " + format_ms(d.p999_ns) + " fits the slot's share " + format_ms(budget.share_ns) + " with headroom: sync";
+    d.why = "p99.9 " + format_ms(d.p999_ns) + " fits the slot's share " + format_ms(budget.share_ns) +
+            " with headroom: sync";
     return d;
   }
   const std::uint32_t max_blocks = budget.max_blocks < 1 ? 1 : budget.max_blocks;
@@ -98,8 +98,9 @@ ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& bud
     if (k * budget.period_ns > budget.max_latency_ns) break;
     if (d.p999_ns <= k * budget.period_ns + budget.share_ns) {
       d.blocks = k;
-      d.why = "p99.9 " + format_ms(d.p999_ns) + " exceeds the share " + format_ms(budget.share_ns) + ": pipelined over " +
-              std::to_string(k) + " block" + (k == 1 ? "" : "s") + " (" + format_ms(k * budget.period_ns) + ")";
+      d.why = "p99.9 " + format_ms(d.p999_ns) + " exceeds the share " + format_ms(budget.share_ns) +
+              ": pipelined over " + std::to_string(k) + " block" + (k == 1 ? "" : "s") + " (" +
+              format_ms(k * budget.period_ns) + ")";
       return d;
     }
   }
@@ -108,8 +109,8 @@ ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& bud
   if (k > max_blocks) k = max_blocks;
   d.blocks = static_cast<std::uint32_t>(k);
   d.fits = false;
-  d.why = "p99.9 " + format_ms(d.p999_ns) + " fits no pipeline within latency.max-ms " + format_ms(budget.max_latency_ns) +
-          " (period " + format_ms(budget.period_ns) + "): running " +
+  d.why = "p99.9 " + format_ms(d.p999_ns) + " fits no pipeline within latency.max-ms " +
+          format_ms(budget.max_latency_ns) + " (period " + format_ms(budget.period_ns) + "): running " +
           (k == 0 ? std::string("sync") : "over " + std::to_string(k) + " blocks") +
           ", deadline misses expected and counted";
   return d;

@@ -302,13 +302,16 @@ TEST(ChainSchedule, ACalibrationBlockOf150MsIsReportedAsMeasuredAndSaidToBeOverB
   std::string all;
   for (const auto& line : log) all += line + "\n";
   EXPECT_EQ(all.find("18446744073709"), std::string::npos) << all;
-  EXPECT_NE(all.find("slow: scheduler: p99.9 " + host::format_ms(s.calibration.max_ns)), std::string::npos) << all;
-  EXPECT_NE(all.find("slow: scheduler: WARNING: a calibration block took " + host::format_ms(s.calibration.max_ns) +
-                     ", longer than the slot's budget of 8.00 ms per 10.67 ms block: a block that slow misses"),
-            std::string::npos)
+  EXPECT_NE(all.find("slow: scheduler: p99.9 " + host::format_ms(s.calibration.max_ns)), std::string::npos)
+      << all;
+  EXPECT_NE(
+      all.find("slow: scheduler: WARNING: a calibration block took " + host::format_ms(s.calibration.max_ns) +
+               ", longer than the slot's budget of 8.00 ms per 10.67 ms block: a block that slow misses"),
+      std::string::npos)
       << all;
   const std::string status = chain.supervisor().status_json();
-  EXPECT_NE(status.find("calibration saw a block of " + host::format_ms(s.calibration.max_ns)), std::string::npos)
+  EXPECT_NE(status.find("calibration saw a block of " + host::format_ms(s.calibration.max_ns)),
+            std::string::npos)
       << status;
 }
 
@@ -381,7 +384,8 @@ TEST(ChainSchedule, AnEarlierApiPluginsLifecycleRunsOnceWithCalibrationAndASpare
   // shutdown.
   ChainConfig config;
   config.channels = 2;
-  PluginSpec spec = python_spec("life", std::filesystem::path(SANDPIPE_SCHEDULER_FIXTURES) / "lifecycle_print.py");
+  PluginSpec spec =
+      python_spec("life", std::filesystem::path(SANDPIPE_SCHEDULER_FIXTURES) / "lifecycle_print.py");
   spec.mode = SlotMode::auto_select;
   config.plugins = {spec};
   std::mutex mutex;

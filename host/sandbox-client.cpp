@@ -1016,8 +1016,9 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     }
     if (preload_only(i)) {
       // Hello and preload only: the plugin's module is imported, the plugin not made.
-      if (c.send(hello_msg, deadline)) c.send_preload();
-      if (c.phase == Control::Phase::failed || c.gone()) {
+      const bool sent = c.send(hello_msg, deadline);
+      if (sent) c.send_preload();
+      if (!sent || c.phase == Control::Phase::failed) {
         phase[i] = Phase::failed;
         failure[i] = c.gone_reason();
       }

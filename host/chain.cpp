@@ -2,6 +2,7 @@
 #include "host/chain.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <span>
 #include <string>
@@ -35,7 +36,11 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   // plugin and params, started with the others and stopped after the burst. The slot's own
   // plugin then meets the first real sample in its initial state (a cipher's keystream, a
   // delay line, a block counter are not advanced by the burst). A plugin that may write files
-  // gets none: a second instance could touch them (it then measures while running).
+  // gets none: a second instance could touch them (it then measures while running). The
+  // stand-in only imports the module at first (preload): it makes the plugin once the slot's
+  // own sandbox has said which API it is, and only for an SDK plugin, whose prepare() has no
+  // effects outside it. An earlier-API plugin's initialize()/start()/stop()/shutdown() open
+  // files, devices, sessions: they run once, in the slot's own sandbox (docs/architecture.md).
   std::vector<std::size_t> stand_in_of;  // python index → index of its stand-in in python_specs
   if (options_.calibration_blocks > 0) {
     for (std::size_t i = 0; i < python_count; ++i) {
@@ -52,6 +57,8 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     sandbox_options.keep_failed = !options_.offline || options_.allow_bypass;  // never fatal live
     sandbox_options.rt_priority = options_.sandbox_rt_priority;
     if (options_.supervision.log) sandbox_options.log = options_.supervision.log;
+    sandbox_options.preload_only.assign(python_specs.size(), false);
+    for (std::size_t i = python_count; i < python_specs.size(); ++i) sandbox_options.preload_only[i] = true;
     sandboxed = start_sandbox_processors(std::span<const PluginSpec>(python_specs), sample_rate, channels_,
                                          max_frames_, sandbox_options);
   }
@@ -160,21 +167,30 @@ void Chain::apply_schedule(bool initial) {
         proc.set_pipeline(sched.blocks, block_frames_);
         break;
       case SlotMode::auto_select: {
-        // A source's or sink's calibration blocks would be heard or recorded: it measures while running.
-        const bool endpoint = proc.info().role == "source" || proc.info().role == "sink";
-        SandboxProcessor* stand_in = i < stand_ins_.size() ? stand_ins_[i].get() : nullptr;
-        if (initial && !endpoint && stand_in != nullptr &&
-            !stand_in->calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL,
-                                 sched.calibration)) {
-          report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
-        }
+        if (initial) calibrate_on_stand_in(i, sched);
         HistogramCounts measured = sched.calibration;
-        const HistogramCounts running = proc.histogram().snapshot();
-        for (std::size_t b = 0; b < histogram_buckets; ++b) measured.counts[b] += running.counts[b];
+        measured.merge(proc.histogram().snapshot());
         sched.decision = choose_mode(measured, budget);
         proc.set_pipeline(sched.decision.blocks, block_frames_);
         spent_ns += std::uint64_t{proc.pipeline_blocks()} * budget.period_ns;
+        // A block longer than the slot may wait for, seen by the calibration, is said in so many
+        // words (the p99.9 of 128 blocks is their longest, but one slow block reads as a rate).
+        const std::uint64_t longest = sched.calibration.max_ns;
+        const bool over = longest > budget.share_ns;
+        if (over)
+          sched.decision.why += "; calibration saw a block of " + format_ms(longest) +
+                                ", longer than the slot's budget of " + format_ms(budget.share_ns);
         report(sched.name, "scheduler: " + sched.decision.why);
+        if (over && initial) {
+          const std::uint32_t k = proc.pipeline_blocks();
+          const bool absorbed = longest <= std::uint64_t{k} * budget.period_ns + budget.share_ns;
+          report(sched.name, std::string("scheduler: ") + (absorbed ? "" : "WARNING: ") +
+                                 "a calibration block took " + format_ms(longest) +
+                                 ", longer than the slot's budget of " + format_ms(budget.share_ns) +
+                                 " per " + format_ms(budget.period_ns) + " block: " +
+                                 (absorbed ? "the pipeline over " + std::to_string(k) + (k == 1 ? " block" : " blocks") + " absorbs it"
+                                           : "a block that slow misses its deadline"));
+        }
         if (!sched.decision.fits) report(sched.name, "scheduler: WARNING: the plugin is too slow for latency.max-ms");
         break;
       }
@@ -182,6 +198,29 @@ void Chain::apply_schedule(bool initial) {
     sched.blocks = proc.pipeline_blocks();
     sched.latency_frames = proc.pipeline_frames();
   }
+}
+
+void Chain::calibrate_on_stand_in(std::size_t i, SlotSchedule& sched) {
+  SandboxProcessor& proc = *sandboxes_[i];
+  SandboxProcessor* stand_in = i < stand_ins_.size() ? stand_ins_[i].get() : nullptr;
+  if (stand_in == nullptr) return;
+  // A source's or sink's calibration blocks would be heard or recorded: it measures while running.
+  if (proc.info().role == "source" || proc.info().role == "sink") return;
+  if (proc.info().api != "sdk") {
+    if (proc.info().api == "legacy")
+      report(sched.name,
+             "scheduler: no calibration burst for an earlier-API plugin (its initialize()/start() run "
+             "once, in the slot's own sandbox); measuring while running");
+    return;
+  }
+  const std::string error = stand_in->load_preloaded(std::chrono::seconds(30));
+  if (!error.empty()) {
+    report(sched.name,
+           "scheduler: the calibration's stand-in did not load (" + error + "); measuring while running");
+    return;
+  }
+  if (!stand_in->calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration))
+    report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
 }
 
 bool Chain::set_block_frames(std::uint32_t block_frames) {

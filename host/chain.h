@@ -29,8 +29,8 @@ struct ChainOptions {
   std::uint32_t block_frames = 0;
   /// Blocks of silence timed at start-up through a stand-in of each `auto` sandbox (the same
   /// plugin and params in a second sandbox, stopped afterwards, so the slot's own plugin state
-  /// is untouched). 0: no calibration, the slot starts sync and decides from what it measures
-  /// while running.
+  /// is untouched). Only SDK processors get one: an earlier-API plugin's lifecycle runs once.
+  /// 0: no calibration, the slot starts sync and decides from what it measures while running.
   std::uint32_t calibration_blocks = 128;
   /// Share of a period the whole chain may use (the node's budget: 75 %).
   double budget_fraction = 0.75;
@@ -125,6 +125,10 @@ class Chain {
   void check_roles(const ChainConfig& config);
   /// [main] Sets every Python slot's pipeline for block_frames_ (auto: choose_mode).
   void apply_schedule(bool initial);
+  /// [main] At start-up: times the burst of auto slot `i` on its stand-in into
+  /// `sched.calibration`, if it has one and its plugin may run twice (an SDK processor: the
+  /// stand-in makes it only now); else leaves it empty (measured while running) and says why.
+  void calibrate_on_stand_in(std::size_t i, SlotSchedule& sched);
   void report(std::string_view slot, std::string_view line) const;
   /// [main] Hands every Python slot's schedule to the supervisor (the status shows it).
   void publish_schedules() const;

@@ -172,20 +172,6 @@ void request_schedule_rt(RtState& st, std::uint32_t quantum) noexcept {
   pw_loop_invoke(st.main_loop, st.on_schedule_request, 0, nullptr, 0, false, st.rebuild_request_data);
 }
 
-/// [rt] The cycle that started at `start_ns` had its output ready at `ready_ns`: the longest
-/// so far, and an overrun when that is past its period.
-void note_cycle_time_rt(NodeCounters& c, std::uint64_t start_ns, std::uint64_t quantum, std::uint32_t rate,
-                        std::uint64_t ready_ns) noexcept {
-  if (start_ns == 0 || rate == 0 || ready_ns < start_ns) return;
-  const std::uint64_t took = ready_ns - start_ns;
-  if (took > c.longest_cycle_ns.load(std::memory_order_relaxed))
-    c.longest_cycle_ns.store(took, std::memory_order_relaxed);
-  if (took <= quantum * nsec_per_sec / rate) return;
-  const std::uint64_t n = c.overruns.load(std::memory_order_relaxed);
-  c.recent_overrun_ns.note_rt(n, ready_ns);
-  c.overruns.store(n + 1, std::memory_order_relaxed);
-}
-
 }  // namespace
 
 std::uint64_t cycle_deadline_ns(std::uint64_t cycle_start_ns, std::uint64_t frames, std::uint32_t rate,
@@ -260,8 +246,7 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
   const std::uint64_t deadline = cycle_deadline_ns(cycle_start_ns, quantum, rate, monotonic_now_ns());
   chain->process_rt(in.data(), out.data(), frames, deadline);
   buffers.set_frames_out(frames);
-  st.counters.cycles.fetch_add(1, std::memory_order_relaxed);
-  note_cycle_time_rt(st.counters, cycle_start_ns, quantum, rate, monotonic_now_ns());
+  st.counters.timing.note_cycle_rt(cycle_start_ns, quantum, rate, monotonic_now_ns());
 }
 
 }  // namespace sandpipe::host::detail

@@ -120,6 +120,8 @@ class FilterNode final : public GraphNode {
   }
 
   ~FilterNode() override {
+    // The status no longer reads rt_ (destroyed before the chain's supervisor thread stops).
+    chain_->supervisor().set_node_status({});
     // The filter goes first: after pw_filter_destroy no process callback runs, so the chain
     // (destroyed after, as a member declared earlier) is no longer in use.
     state_hook_.remove();
@@ -170,16 +172,15 @@ class FilterNode final : public GraphNode {
   void print_counters() const override {
     const auto& c = rt_.counters;
     std::fprintf(stderr,
-                 "sandpipe: cycles=%llu oversized=%llu missing-buffers=%llu partial=%llu no-chain=%llu "
-                 "rate-mismatch=%llu rebuilds=%u overruns=%llu longest-cycle-us=%llu\n",
-                 static_cast<unsigned long long>(c.cycles.load(std::memory_order_relaxed)),
+                 "sandpipe: %s oversized=%llu missing-buffers=%llu partial=%llu no-chain=%llu "
+                 "rate-mismatch=%llu rebuilds=%u\n",
+                 c.timing.exit_fields().c_str(),
                  static_cast<unsigned long long>(c.oversized_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.missing_buffers.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.partial_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.no_chain_cycles.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.rate_mismatch_cycles.load(std::memory_order_relaxed)),
-                 rebuilds_, static_cast<unsigned long long>(c.overruns.load(std::memory_order_relaxed)),
-                 static_cast<unsigned long long>(c.longest_cycle_ns.load(std::memory_order_relaxed) / 1000));
+                 rebuilds_);
     print_slot_counters(*chain_);
   }
 
@@ -258,16 +259,7 @@ class FilterNode final : public GraphNode {
 
   /// [main] The data thread's cycle timing goes into the chain's status (overruns with their
   /// times: what a test or a soak lines up with the machine's stalls).
-  void publish_timing() {
-    chain_->supervisor().set_node_status([this] {
-      const auto& c = rt_.counters;
-      return "\"cycles\":" + std::to_string(c.cycles.load(std::memory_order_relaxed)) +
-             ",\"overruns\":" + std::to_string(c.overruns.load(std::memory_order_relaxed)) +
-             ",\"longest_cycle_us\":" +
-             std::to_string(c.longest_cycle_ns.load(std::memory_order_relaxed) / 1000) +
-             ",\"recent_overruns_ns\":" + times_json(c.recent_overrun_ns.snapshot());
-    });
-  }
+  void publish_timing() { publish_cycle_timing(*chain_, rt_.counters.timing); }
 
   /// [rt] Runs on the data loop: installs the chain pointer passed in `data`.
   static int do_swap_chain(spa_loop* /*loop*/, bool /*async*/, std::uint32_t /*seq*/, const void* data,

@@ -13,9 +13,9 @@
 
 #include "host/chain.h"
 #include "host/config.h"
+#include "host/cycle-timing.h"
 #include "host/param-queue.h"
 #include "host/pipewire-session.h"
-#include "host/recent-times.h"
 
 struct pw_loop;
 struct spa_io_position;
@@ -66,19 +66,12 @@ inline constexpr std::uint64_t min_budget_ns = 250'000;
 /// What the data thread counts instead of logging. Written by the data thread only
 /// (relaxed increments), read by the main thread.
 struct NodeCounters {
-  std::atomic<std::uint64_t> cycles{0};                ///< process callbacks that ran the chain
+  CycleTiming timing;                                  ///< cycles that ran the chain, overruns
   std::atomic<std::uint64_t> oversized_cycles{0};      ///< quantum > max_quantum or the buffers: silence
   std::atomic<std::uint64_t> missing_buffers{0};       ///< cycles skipped: no output port had a buffer
   std::atomic<std::uint64_t> partial_cycles{0};        ///< some ports unlinked: silence in, output dropped
   std::atomic<std::uint64_t> no_chain_cycles{0};       ///< cycles before a chain was swapped in
   std::atomic<std::uint64_t> rate_mismatch_cycles{0};  ///< chain built for another rate (rebuild pending)
-  /// Cycles whose output was ready only after the cycle's period had passed since it started
-  /// (the graph cannot have made it), and when the last ones ended (CLOCK_MONOTONIC ns; overrun
-  /// n, from 0, at [n % recent_overruns]): a test or soak lines them up with the machine's stalls.
-  std::atomic<std::uint64_t> overruns{0};
-  static constexpr std::size_t recent_overruns = 256;
-  RecentTimes<recent_overruns> recent_overrun_ns;
-  std::atomic<std::uint64_t> longest_cycle_ns{0};  ///< cycle start → output ready, the longest
 };
 
 /// Everything the process callback touches. Built and sized on the main thread before

@@ -791,6 +791,24 @@ SandboxProcessor::~SandboxProcessor() {
   control_.reset();
 }
 
+std::string SandboxProcessor::load_preloaded(std::chrono::milliseconds timeout) {
+  if (!control_ || control_->phase != Control::Phase::ready) return "not a sandbox waiting for its load";
+  Control& c = *control_;
+  const auto deadline = Clock::now() + timeout;
+  c.send_load({});
+  while (c.phase == Control::Phase::loading) {
+    pollfd pfd{c.sock.get(), POLLIN, 0};
+    const int ms = remaining_ms(deadline);
+    if (ms == 0) return "no answer to its load within " + std::to_string(timeout.count()) + " ms";
+    if (::poll(&pfd, 1, ms) < 0 && errno != EINTR) return std::string("poll: ") + std::strerror(errno);
+    c.advance();
+  }
+  if (c.phase != Control::Phase::loaded) return c.failure.empty() ? c.gone_reason() : c.failure;
+  info_ = c.info;
+  set_latency(info_.latency);
+  return {};
+}
+
 pid_t SandboxProcessor::pid() const noexcept { return control_ ? control_->pid : -1; }
 int SandboxProcessor::control_fd() const noexcept { return control_ ? control_->sock.get() : -1; }
 
@@ -904,6 +922,12 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   if (!options.states.empty() && options.states.size() != specs.size()) {
     throw std::invalid_argument("SandboxOptions::states: one per spec or none");
   }
+  if (!options.preload_only.empty() && options.preload_only.size() != specs.size()) {
+    throw std::invalid_argument("SandboxOptions::preload_only: one per spec or none");
+  }
+  const auto preload_only = [&](std::size_t i) {
+    return !options.preload_only.empty() && options.preload_only[i];
+  };
   const std::filesystem::path exe =
       options.sandbox_executable.empty() ? default_sandbox_executable() : options.sandbox_executable;
   if (::access(exe.c_str(), X_OK) != 0) {
@@ -992,7 +1016,15 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
       load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(st.data()), st.size()));
     }
     load.setInspect(options.inspect);
-    if (!c.send(hello_msg, deadline) || !c.send(load_msg, deadline)) {
+    if (preload_only(i)) {
+      // Hello and preload only: the plugin's module is imported, the plugin not made.
+      const bool sent = c.send(hello_msg, deadline);
+      if (sent) c.send_preload();
+      if (!sent || c.phase == Control::Phase::failed) {
+        phase[i] = Phase::failed;
+        failure[i] = c.gone_reason();
+      }
+    } else if (!c.send(hello_msg, deadline) || !c.send(load_msg, deadline)) {
       phase[i] = Phase::failed;
       failure[i] = c.gone_reason();
     }
@@ -1046,7 +1078,9 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
           } else {
             proc.info_.python_version = r.python_version;
             proc.info_.numpy_version = r.numpy_version;
-            phase[i] = Phase::load;
+            c.python_version = r.python_version;
+            c.numpy_version = r.numpy_version;
+            phase[i] = preload_only(i) ? Phase::done : Phase::load;
           }
         } else if (phase[i] == Phase::load && r.kind == Reply::Kind::loaded) {
           r.info.python_version = proc.info_.python_version;
@@ -1070,7 +1104,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   std::string errors;
   for (std::size_t i = 0; i < procs.size(); ++i) {
     Control& c = *procs[i]->control_;
-    if (phase[i] == Phase::done) c.phase = Control::Phase::loaded;
+    if (phase[i] == Phase::done) c.phase = preload_only(i) ? Control::Phase::ready : Control::Phase::loaded;
     if (phase[i] != Phase::failed) continue;
     std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file.string() + "): " + failure[i];
     while (!error.empty() && error.back() == '\n') error.pop_back();

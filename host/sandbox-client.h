@@ -86,6 +86,11 @@ struct SandboxOptions {
   /// what it is, but runs none of its lifecycle (no prepare, initialize or start). Such a
   /// processor must not be run.
   bool inspect = false;
+  /// Empty, or one entry per spec: true starts that sandbox and has it import the plugin's
+  /// module (`preload`, as a spare does) without loading the plugin: nothing of the plugin but
+  /// its module's top level runs until SandboxProcessor::load_preloaded() (a calibration
+  /// stand-in, loaded only once the chain knows it may run a second instance).
+  std::vector<bool> preload_only;
 };
 
 /// A parameter as the plugin declared it (validated on receipt).
@@ -167,8 +172,12 @@ class SandboxProcessor final : public Processor {
                          const ProcessContext& ctx) noexcept override;
   [[nodiscard]] SlotCounters counters() const noexcept override;
 
-  /// [any] What the plugin reported when it loaded.
+  /// [any] What the plugin reported when it loaded (empty while only preloaded).
   [[nodiscard]] const PythonPluginInfo& info() const noexcept { return info_; }
+  /// [main] Loads the plugin of a sandbox started with SandboxOptions::preload_only (its params,
+  /// no state), waiting at most `timeout`. Returns an empty string once loaded, else why not
+  /// (the sandbox is then of no use). Before the RT side runs.
+  [[nodiscard]] std::string load_preloaded(std::chrono::milliseconds timeout);
   /// [any] The sandbox's process id (as the host sees it).
   [[nodiscard]] pid_t pid() const noexcept;
   /// [any] False once the sandbox broke the protocol or was seen to exit: blocks go dry.

@@ -4,7 +4,6 @@
 #include <bit>
 #include <cmath>
 #include <cstdio>
-#include <limits>
 
 namespace sandpipe::host {
 
@@ -13,13 +12,13 @@ namespace {
 constexpr unsigned base_shift = 10;  // bucket 0 starts at 2^10 ns
 constexpr unsigned sub_bits = 3;     // eighth-octaves
 
-std::string ms(std::uint64_t ns) {
+}  // namespace
+
+std::string format_ms(std::uint64_t ns) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f ms", static_cast<double>(ns) / 1e6);
   return buf;
 }
-
-}  // namespace
 
 std::size_t histogram_bucket(std::uint64_t ns) noexcept {
   if (ns < (std::uint64_t{1} << base_shift)) return 0;
@@ -30,7 +29,7 @@ std::size_t histogram_bucket(std::uint64_t ns) noexcept {
 }
 
 std::uint64_t histogram_bucket_upper_ns(std::size_t i) noexcept {
-  if (i + 1 >= histogram_buckets) return std::numeric_limits<std::uint64_t>::max();
+  if (i >= histogram_buckets) i = histogram_buckets - 1;
   const std::size_t octave = i >> sub_bits;
   const std::uint64_t sub = i & ((1U << sub_bits) - 1);
   // lower edge = 2^(base+octave) × (8 + sub) / 8; upper = the next one.
@@ -43,23 +42,31 @@ std::uint64_t HistogramCounts::total() const noexcept {
   return n;
 }
 
+void HistogramCounts::merge(const HistogramCounts& other) noexcept {
+  for (std::size_t i = 0; i < histogram_buckets; ++i) counts[i] += other.counts[i];
+  if (other.max_ns > max_ns) max_ns = other.max_ns;
+}
+
 std::uint64_t HistogramCounts::quantile_ns(double q) const noexcept {
   const std::uint64_t n = total();
   if (n == 0) return 0;
   auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(n)));
   if (rank < 1) rank = 1;
   std::uint64_t seen = 0;
-  for (std::size_t i = 0; i < histogram_buckets; ++i) {
+  std::size_t i = 0;
+  for (; i + 1 < histogram_buckets; ++i) {
     seen += counts[i];
-    if (seen >= rank) return histogram_bucket_upper_ns(i);
+    if (seen >= rank) break;
   }
-  return histogram_bucket_upper_ns(histogram_buckets - 1);
+  // In the bucket of the longest duration, that duration is the bound: exact, not an edge.
+  return max_ns != 0 && histogram_bucket(max_ns) == i ? max_ns : histogram_bucket_upper_ns(i);
 }
 
 HistogramCounts HistogramCounts::since(const HistogramCounts& earlier) const noexcept {
   HistogramCounts d;
   for (std::size_t i = 0; i < histogram_buckets; ++i)
     d.counts[i] = counts[i] >= earlier.counts[i] ? counts[i] - earlier.counts[i] : 0;
+  d.max_ns = d.total() == 0 ? 0 : max_ns;
   return d;
 }
 
@@ -67,6 +74,7 @@ HistogramCounts LatencyHistogram::snapshot() const noexcept {
   HistogramCounts s;
   for (std::size_t i = 0; i < histogram_buckets; ++i)
     s.counts[i] = counts_[i].load(std::memory_order_relaxed);
+  s.max_ns = max_ns_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -81,8 +89,8 @@ ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& bud
   // cycle adds a wake-up and cold caches (8 slots at 64 frames whose p99.9 was just under their
   // share missed in bursts until the review pipelined them).
   if (d.p999_ns + d.p999_ns / sync_headroom_divisor <= budget.share_ns) {
-    d.why =
-        "p99.9 " + ms(d.p999_ns) + " fits the slot's share " + ms(budget.share_ns) + " with headroom: sync";
+    d.why = "p99.9 " + format_ms(d.p999_ns) + " fits the slot's share " + format_ms(budget.share_ns) +
+            " with headroom: sync";
     return d;
   }
   const std::uint32_t max_blocks = budget.max_blocks < 1 ? 1 : budget.max_blocks;
@@ -90,8 +98,9 @@ ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& bud
     if (k * budget.period_ns > budget.max_latency_ns) break;
     if (d.p999_ns <= k * budget.period_ns + budget.share_ns) {
       d.blocks = k;
-      d.why = "p99.9 " + ms(d.p999_ns) + " exceeds the share " + ms(budget.share_ns) + ": pipelined over " +
-              std::to_string(k) + " block" + (k == 1 ? "" : "s") + " (" + ms(k * budget.period_ns) + ")";
+      d.why = "p99.9 " + format_ms(d.p999_ns) + " exceeds the share " + format_ms(budget.share_ns) +
+              ": pipelined over " + std::to_string(k) + " block" + (k == 1 ? "" : "s") + " (" +
+              format_ms(k * budget.period_ns) + ")";
       return d;
     }
   }
@@ -100,8 +109,8 @@ ModeDecision choose_mode(const HistogramCounts& histogram, const SlotBudget& bud
   if (k > max_blocks) k = max_blocks;
   d.blocks = static_cast<std::uint32_t>(k);
   d.fits = false;
-  d.why = "p99.9 " + ms(d.p999_ns) + " fits no pipeline within latency.max-ms " + ms(budget.max_latency_ns) +
-          " (period " + ms(budget.period_ns) + "): running " +
+  d.why = "p99.9 " + format_ms(d.p999_ns) + " fits no pipeline within latency.max-ms " +
+          format_ms(budget.max_latency_ns) + " (period " + format_ms(budget.period_ns) + "): running " +
           (k == 0 ? std::string("sync") : "over " + std::to_string(k) + " blocks") +
           ", deadline misses expected and counted";
   return d;

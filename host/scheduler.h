@@ -10,24 +10,38 @@
 
 namespace sandpipe::host {
 
-/// Completion-time buckets: eighth-octaves from 1024 ns (12.5 % wide), the last one open-ended
-/// (≥ ~60 ms). Bucket 0 also takes everything below 1024 ns.
-inline constexpr std::size_t histogram_buckets = 128;
+/// Completion-time buckets: eighth-octaves from 1024 ns (12.5 % wide) up to 2^42 ns (73 min),
+/// far past the longest block anything waits for (timeout-ms ≤ 10 s, the calibration's 2 s).
+/// Bucket 0 also takes everything below 1024 ns, the last one everything above its lower edge.
+inline constexpr std::size_t histogram_buckets = 256;
+
+/// [any] "12.34 ms": how the scheduler writes a duration in its log lines and status.
+[[nodiscard]] std::string format_ms(std::uint64_t ns);
 
 /// [any] The bucket a duration falls into.
 [[nodiscard]] std::size_t histogram_bucket(std::uint64_t ns) noexcept;
-/// [any] The upper edge of bucket `i` in ns (UINT64_MAX for the last, open-ended one).
+/// [any] The upper edge of bucket `i` in ns (never more than 2^42 ns: no sentinel).
 [[nodiscard]] std::uint64_t histogram_bucket_upper_ns(std::size_t i) noexcept;
 
-/// Plain counts per bucket (a snapshot, or a window: the difference of two snapshots).
+/// Plain counts per bucket (a snapshot, or a window: the difference of two snapshots), and the
+/// longest duration counted.
 struct HistogramCounts {
   std::array<std::uint64_t, histogram_buckets> counts{};
+  /// The longest duration added (a window: the longest of the later snapshot, which may lie
+  /// before the window; still an upper bound of everything in it).
+  std::uint64_t max_ns = 0;
 
   /// [any] Adds one duration.
-  void add(std::uint64_t ns) noexcept { ++counts[histogram_bucket(ns)]; }
+  void add(std::uint64_t ns) noexcept {
+    ++counts[histogram_bucket(ns)];
+    if (ns > max_ns) max_ns = ns;
+  }
+  /// [any] Adds every count of `other` (and its longest duration).
+  void merge(const HistogramCounts& other) noexcept;
   [[nodiscard]] std::uint64_t total() const noexcept;
-  /// [any] Upper edge of the bucket holding quantile `q` (0 < q ≤ 1): a conservative value (at
-  /// most 12.5 % above the true one). 0 when empty.
+  /// [any] Upper edge of the bucket holding quantile `q` (0 < q ≤ 1), but never more than the
+  /// longest duration counted: a conservative value (at most 12.5 % above the true one), exact
+  /// when the quantile is the longest (p99.9 of fewer than 1000 samples). 0 when empty.
   [[nodiscard]] std::uint64_t quantile_ns(double q) const noexcept;
   /// [any] Counts of `this` minus `earlier` (a window between two snapshots).
   [[nodiscard]] HistogramCounts since(const HistogramCounts& earlier) const noexcept;
@@ -37,16 +51,18 @@ struct HistogramCounts {
 /// (snapshot). Counters are relaxed atomics: a snapshot may be a few counts behind.
 class LatencyHistogram {
  public:
-  /// [rt] Counts one duration: two relaxed loads and stores, no read-modify-write.
+  /// [rt] Counts one duration: relaxed loads and stores, no read-modify-write.
   void record_rt(std::uint64_t ns) noexcept {
     auto& c = counts_[histogram_bucket(ns)];
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (ns > max_ns_.load(std::memory_order_relaxed)) max_ns_.store(ns, std::memory_order_relaxed);
   }
   /// [any]
   [[nodiscard]] HistogramCounts snapshot() const noexcept;
 
  private:
   std::array<std::atomic<std::uint64_t>, histogram_buckets> counts_{};
+  std::atomic<std::uint64_t> max_ns_{0};
 };
 
 /// What choose_mode() decided for one sandboxed slot.

@@ -51,6 +51,9 @@ void request_schedule_rt(StreamRtState& st, std::uint32_t quantum) noexcept {
 /// [rt] One cycle: the captured buffer (or silence, for a source chain) → chain → the playback
 /// buffer (or the discard area, for a sink chain).
 void run_cycle_rt(StreamRtState& st) noexcept {
+  // Read now: a driver that starts the next cycle while this one overran rewrites it.
+  const spa_io_position* position = st.position;
+  const std::uint64_t cycle_start_ns = position != nullptr ? position->clock.nsec : 0;
   pw_buffer* in = st.capture != nullptr ? pw_stream_dequeue_buffer(st.capture) : nullptr;
   pw_buffer* out = st.playback != nullptr ? pw_stream_dequeue_buffer(st.playback) : nullptr;
   const auto requeue = [&] {
@@ -99,15 +102,14 @@ void run_cycle_rt(StreamRtState& st) noexcept {
       dst[ch] = out != nullptr ? static_cast<float*>(out->buffer->datas[ch].data)
                                : st.discard.data() + std::size_t{ch} * max_quantum;
     }
-    const spa_io_position* position = st.position;
     const std::uint64_t quantum = position != nullptr ? position->clock.duration : 0;
     if (quantum != 0 && quantum <= max_quantum && quantum != st.chain_quantum.load(std::memory_order_relaxed))
       request_schedule_rt(st, static_cast<std::uint32_t>(quantum));
     drain_param_changes_rt(st.param_changes, *st.chain);
     const std::uint64_t now = now_ns();
-    const std::uint64_t start = position != nullptr ? position->clock.nsec : now;
+    const std::uint64_t start = cycle_start_ns != 0 ? cycle_start_ns : now;
     st.chain->process_rt(src.data(), dst.data(), frames, cycle_deadline_ns(start, frames, st.rate, now));
-    st.counters.cycles.fetch_add(1, std::memory_order_relaxed);
+    st.counters.timing.note_cycle_rt(cycle_start_ns, frames, st.rate, now_ns());
   }
 
   for (std::uint32_t ch = 0; out != nullptr && ch < st.channels; ++ch) {

@@ -77,6 +77,7 @@ class StreamNode final : public GraphNode {
       : config_(config), loop_(env.main_loop), rate_(env.rate), props_(config), chain_(std::move(chain)) {
     shape_ = shape_of(config, *chain_);
     props_.attach(*chain_);
+    publish_cycle_timing(*chain_, rt_.counters.timing);
 
     const std::string& name = config.node_name;
     const std::string description = config.node_description.empty() ? name : config.node_description;
@@ -134,6 +135,8 @@ class StreamNode final : public GraphNode {
   }
 
   ~StreamNode() override {
+    // The status no longer reads rt_ (destroyed before the chain's supervisor thread stops).
+    chain_->supervisor().set_node_status({});
     // Streams first: after pw_stream_destroy no process callback runs, then the chain goes.
     review_timer_.reset();
     capture_rt_hook_.remove();
@@ -198,8 +201,8 @@ class StreamNode final : public GraphNode {
   /// [main] What the data thread counted, one line, then one line per slot.
   void print_counters() const override {
     const auto& c = rt_.counters;
-    std::fprintf(stderr, "sandpipe: cycles=%llu no-output-buffer=%llu no-input=%llu oversized=%llu\n",
-                 static_cast<unsigned long long>(c.cycles.load(std::memory_order_relaxed)),
+    std::fprintf(stderr, "sandpipe: %s no-output-buffer=%llu no-input=%llu oversized=%llu\n",
+                 c.timing.exit_fields().c_str(),
                  static_cast<unsigned long long>(c.no_output_buffer.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.no_input_buffer.load(std::memory_order_relaxed)),
                  static_cast<unsigned long long>(c.oversized.load(std::memory_order_relaxed)));

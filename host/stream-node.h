@@ -34,6 +34,7 @@
 
 #include "host/chain.h"
 #include "host/config.h"
+#include "host/cycle-timing.h"
 #include "host/param-queue.h"
 #include "host/pipewire-session.h"
 
@@ -55,7 +56,7 @@ namespace detail {
 
 /// What the streams' data thread counts (relaxed; written by the data thread only).
 struct StreamCounters {
-  std::atomic<std::uint64_t> cycles{0};            ///< cycles that ran the chain
+  CycleTiming timing;                              ///< cycles that ran the chain, overruns
   std::atomic<std::uint64_t> no_output_buffer{0};  ///< playback had no buffer: nothing to do
   std::atomic<std::uint64_t> no_input_buffer{0};   ///< nothing captured: silence in (or, sink: skipped)
   std::atomic<std::uint64_t> oversized{0};         ///< more frames than max_quantum: silence out

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -24,7 +25,8 @@ HistogramCounts repeated(std::uint64_t ns, std::uint64_t n) {
 }
 
 TEST(HistogramBucket, UpperEdgeIsAboveTheValueAndWithinAnEighthOctave) {
-  for (std::uint64_t ns : {1'100ULL, 5'000ULL, 99'999ULL, 1'000'000ULL, 5'123'456ULL, 30'000'000ULL}) {
+  for (std::uint64_t ns : {1'100ULL, 5'000ULL, 99'999ULL, 1'000'000ULL, 5'123'456ULL, 30'000'000ULL,
+                           150'000'000ULL, 10'000'000'000ULL}) {
     const std::uint64_t upper = histogram_bucket_upper_ns(histogram_bucket(ns));
     EXPECT_GT(upper, ns);
     EXPECT_LE(upper, ns + ns / 8 + 1) << ns;
@@ -34,8 +36,32 @@ TEST(HistogramBucket, UpperEdgeIsAboveTheValueAndWithinAnEighthOctave) {
 TEST(HistogramBucket, SmallAndHugeValuesLandInTheEndBuckets) {
   EXPECT_EQ(histogram_bucket(0), 0U);
   EXPECT_EQ(histogram_bucket(1023), 0U);
-  EXPECT_EQ(histogram_bucket(60ULL * 1'000'000'000), histogram_buckets - 1);
-  EXPECT_EQ(histogram_bucket_upper_ns(histogram_buckets - 1), std::numeric_limits<std::uint64_t>::max());
+  EXPECT_LT(histogram_bucket(60ULL * 1'000'000'000), histogram_buckets - 1);  // a minute is still measured
+  EXPECT_EQ(histogram_bucket(std::numeric_limits<std::uint64_t>::max()), histogram_buckets - 1);
+  EXPECT_EQ(histogram_bucket_upper_ns(histogram_buckets - 1), std::uint64_t{1} << 42);
+}
+
+TEST(HistogramCounts, ABlockUpToTheWatchdogsLimitIsReportedAsMeasured) {
+  // Issue 18: one 150 ms block in a calibration burst was logged as p99.9 18446744073709.55 ms
+  // (UINT64_MAX ns, the open-ended last bucket's edge). Any time up to timeout-ms' 10 s limit
+  // (and the calibration's 2 s per block) must come out as it was measured.
+  for (const std::uint64_t slow : {61 * ms, 150 * ms, 999 * ms, 2'000 * ms, 10'000 * ms}) {
+    HistogramCounts h = repeated(1 * ms, 127);
+    h.add(slow);  // of 128, the p99.9 is the longest
+    EXPECT_EQ(h.quantile_ns(0.999), slow) << slow;
+    EXPECT_EQ(h.quantile_ns(1.0), slow) << slow;
+    EXPECT_EQ(h.max_ns, slow);
+    const ModeDecision d = choose_mode(h, {10'666'666, 8'000'000, 20 * ms, 14});
+    EXPECT_EQ(d.p999_ns, slow);
+    EXPECT_EQ(d.why.find("18446744073709"), std::string::npos) << d.why;
+    char text[32];
+    std::snprintf(text, sizeof text, "p99.9 %.2f ms", static_cast<double>(slow) / 1e6);
+    EXPECT_NE(d.why.find(text), std::string::npos) << d.why;
+  }
+  LatencyHistogram live;
+  live.record_rt(1 * ms);
+  live.record_rt(150 * ms);
+  EXPECT_EQ(live.snapshot().quantile_ns(0.999), 150 * ms);
 }
 
 TEST(HistogramCounts, QuantileIgnoresTheRareOutlierBelowP999) {

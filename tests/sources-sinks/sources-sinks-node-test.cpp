@@ -350,6 +350,60 @@ TEST_F(SourcesSinksNode, SourceChainWithItsOwnBasePluginWorksAlike) {
   check_source_chain(own_base_fixtures(), "sandpipe-it-source-own");
 }
 
+/// The number after ` key=` in the node's exit line that starts with `sandpipe: cycles=`, or
+/// nullopt if the line or the key is missing.
+std::optional<std::uint64_t> exit_counter(const std::string& log, const std::string& key) {
+  const auto line = log.find("sandpipe: cycles=");
+  if (line == std::string::npos) return std::nullopt;
+  const std::string text = log.substr(line, log.find('\n', line) - line);
+  const std::string field = (key == "cycles" ? ": " : " ") + key + "=";
+  const auto at = text.find(field);
+  if (at == std::string::npos) return std::nullopt;
+  return std::stoull(text.substr(at + field.size()));
+}
+
+TEST_F(SourcesSinksNode, SourceChainsExitSummaryCountsWhatItProcessed) {
+  // Issue 18: a Python source recorded by `pw-record --target NODE` for two seconds, the node
+  // stopped with SIGTERM, printed cycles=0 … blocks=0 at exit while `sandpipe status` showed
+  // blocks=462. The exit line counts the cycles that ran the chain and the overruns (as the
+  // filter node's does), the status has the same "timing", and neither is behind the other.
+  const std::string name = "sandpipe-it-source-summary";
+  auto node = start_node(name, write_config(name, "  { name = \"tone\" path = \"" + fixtures +
+                                                      "tone_source.py\" params = { period = 1000 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  const fs::path rec = work_ / "rec.wav";
+  Child recorder({"timeout", "-s", "TERM", "2", "pw-record", "--target", name, "-P",
+                  "{ node.name = \"srcsink-summary-rec\" }", "--rate", "48000", "--channels", "2", "--format",
+                  "f32", rec.string()},
+                 work_ / "rec.out", work_ / "rec.err");
+  ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value()) << read_text(work_ / "rec.err");
+
+  // What `sandpipe status` says while the node runs (the recording has stopped: it stands).
+  const auto [status_text, status_rc] = run_command(std::string(SANDPIPE_EXE) + " status " + name + " 2>&1");
+  ASSERT_EQ(status_rc, 0) << status_text;
+  const Json status = Json::parse(status_text);
+  const Json& timing = status["timing"];
+  ASSERT_TRUE(timing["cycles"].is_number()) << "no timing in the status: " << status_text;
+  EXPECT_TRUE(timing["overruns"].is_number()) << status_text;
+  EXPECT_TRUE(timing["longest_cycle_us"].is_number()) << status_text;
+  EXPECT_TRUE(timing["recent_overruns_ns"].is_array()) << status_text;
+  double status_blocks = 0;
+  for (const Json& s : status["slots"].arr())
+    if (s.text("name") == "tone") status_blocks = s["blocks"].num();
+  EXPECT_GT(status_blocks, 0) << "pw-record pulled nothing: " << status_text;
+
+  stop_node(*node, name);
+  const std::string log = read_text(work_ / (name + ".err"));
+  const auto cycles = exit_counter(log, "cycles");
+  ASSERT_TRUE(cycles.has_value()) << log;
+  EXPECT_GE(static_cast<double>(*cycles), timing["cycles"].num()) << log;
+  EXPECT_GT(*cycles, 0U) << log;
+  EXPECT_TRUE(exit_counter(log, "overruns").has_value()) << log;
+  EXPECT_TRUE(exit_counter(log, "longest-cycle-us").has_value()) << log;
+  EXPECT_GT(*exit_counter(log, "longest-cycle-us"), 0U) << log;
+  EXPECT_GE(static_cast<double>(slot_counter(log, "tone", "blocks")), status_blocks) << log;
+}
+
 TEST_F(SourcesSinksNode, SourceChainPublishesItsLatencyAndProps) {
   // A pipelined Python gain after the source: L = 1 block = the graph's quantum (512) once the
   // node has seen a cycle (it starts prepared for PipeWire's default 1024).

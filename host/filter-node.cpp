@@ -119,7 +119,8 @@ class FilterNode final : public GraphNode {
     }
     // What earlier-API plugins read back after a live change arrives on the supervisor's
     // thread, which only signals this event: Props are republished here, on the main loop.
-    read_back_event_ = std::make_unique<LoopSource>(main, pw_loop_add_event(main, &FilterNode::on_read_back, this));
+    read_back_event_ =
+        std::make_unique<LoopSource>(main, pw_loop_add_event(main, &FilterNode::on_read_back, this));
     listen_read_backs();
   }
 
@@ -277,7 +278,8 @@ class FilterNode final : public GraphNode {
   static void on_read_back(void* data, std::uint64_t /*count*/) {
     auto* self = static_cast<FilterNode*>(data);
     if (self->closing_) return;
-    apply_read_backs(self->props_, *self->chain_, [self](const spa_pod* props) { self->publish_props(props); });
+    apply_read_backs(self->props_, *self->chain_,
+                     [self](const spa_pod* props) { self->publish_props(props); });
   }
 
   /// [main] The data thread's cycle timing goes into the chain's status (overruns with their

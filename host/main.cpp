@@ -344,7 +344,8 @@ int run_cli(int argc, char** argv) {
   check->add_option("CHAIN.conf", chain, "the chain config")->required();
 
   std::string plugin;
-  CLI::App* inspect = add_command(app, "inspect", "Describe PLUGIN.py (construct it in a sandbox, start nothing)", inspect_footer);
+  CLI::App* inspect = add_command(
+      app, "inspect", "Describe PLUGIN.py (construct it in a sandbox, start nothing)", inspect_footer);
   inspect->add_option("PLUGIN.py", plugin, "a Python plugin file")->required();
 
   std::string node;

@@ -250,7 +250,8 @@ bool NodeProps::take_read_backs(const Chain& chain) {
     std::string note;
     auto value = normalise_param_value(it->desc, read_back.value, error, note);
     if (!value || *value == it->value) continue;
-    std::fprintf(stderr, "sandpipe: set %s = %s (what the plugin reads back)\n", it->name.c_str(), describe(*value).c_str());
+    std::fprintf(stderr, "sandpipe: set %s = %s (what the plugin reads back)\n", it->name.c_str(),
+                 describe(*value).c_str());
     it->value = std::move(*value);
     remember(*it);
     changed = true;

@@ -280,8 +280,8 @@ int set_on_node(Session& s, pw_node* node, const std::string& node_name,
       if (it != s.props.end() && !same_value(it->second, expected[i].second) && was != before.end() &&
           !same_value(it->second, was->second))
         read_back[i] = it->second;
-      taken[i] = superseded || read_back[i] ||
-                 (it != s.props.end() && same_value(it->second, expected[i].second));
+      taken[i] =
+          superseded || read_back[i] || (it != s.props.end() && same_value(it->second, expected[i].second));
       all = all && taken[i];
     }
     if (all || s.error != 0 || std::chrono::steady_clock::now() >= deadline) break;

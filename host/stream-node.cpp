@@ -353,8 +353,9 @@ class StreamNode final : public GraphNode {
   static void on_read_back(void* data, std::uint64_t /*count*/) {
     auto* self = static_cast<StreamNode*>(data);
     if (self->closing_) return;
-    apply_read_backs(self->props_, *self->chain_,
-                     [self](const spa_pod* props) { pw_stream_update_params(self->props_stream(), &props, 1); });
+    apply_read_backs(self->props_, *self->chain_, [self](const spa_pod* props) {
+      pw_stream_update_params(self->props_stream(), &props, 1);
+    });
   }
 
   static void on_capture_io_changed(void* data, std::uint32_t id, void* area, std::uint32_t size) {

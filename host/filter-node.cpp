@@ -117,11 +117,17 @@ class FilterNode final : public GraphNode {
       timespec interval{static_cast<time_t>(detail::schedule_review_ns / 1'000'000'000U), 0};
       pw_loop_update_timer(main, review_timer_->get(), &interval, &interval, false);
     }
+    // What earlier-API plugins read back after a live change arrives on the supervisor's
+    // thread, which only signals this event: Props are republished here, on the main loop.
+    read_back_event_ =
+        std::make_unique<LoopSource>(main, pw_loop_add_event(main, &FilterNode::on_read_back, this));
+    listen_read_backs();
   }
 
   ~FilterNode() override {
     // The status no longer reads rt_ (destroyed before the chain's supervisor thread stops).
     chain_->supervisor().set_node_status({});
+    chain_->supervisor().set_read_back_listener({});
     // The filter goes first: after pw_filter_destroy no process callback runs, so the chain
     // (destroyed after, as a member declared earlier) is no longer in use.
     state_hook_.remove();
@@ -255,6 +261,26 @@ class FilterNode final : public GraphNode {
     std::swap(chain_, next);
     // `next` now holds the old chain, which the data thread no longer sees.
     publish_timing();
+    listen_read_backs();
+  }
+
+  /// [main] The chain's supervisor signals read_back_event_ when a plugin read a value back.
+  void listen_read_backs() {
+    spa_source* event = read_back_event_ ? read_back_event_->get() : nullptr;
+    if (event == nullptr) return;
+    pw_loop* main = pw_main_loop_get_loop(main_loop_);
+    chain_->supervisor().set_read_back_listener([main, event] { pw_loop_signal_event(main, event); });
+  }
+
+  /// [main] Publishes the node's Props (the live values) after a change.
+  void publish_props(const spa_pod* props) { pw_filter_update_params(filter_.get(), nullptr, &props, 1); }
+
+  /// [main] read_back_event_: Props take what the plugins read back (NodeProps::take_read_backs).
+  static void on_read_back(void* data, std::uint64_t /*count*/) {
+    auto* self = static_cast<FilterNode*>(data);
+    if (self->closing_) return;
+    apply_read_backs(self->props_, *self->chain_,
+                     [self](const spa_pod* props) { self->publish_props(props); });
   }
 
   /// [main] The data thread's cycle timing goes into the chain's status (overruns with their
@@ -355,9 +381,8 @@ class FilterNode final : public GraphNode {
     if (port_data != nullptr || id != SPA_PARAM_Props || param == nullptr) {
       return;
     }
-    apply_props(param, self->props_, *self->chain_, self->rt_.param_changes, [self](const spa_pod* props) {
-      pw_filter_update_params(self->filter_.get(), nullptr, &props, 1);
-    });
+    apply_props(param, self->props_, *self->chain_, self->rt_.param_changes,
+                [self](const spa_pod* props) { self->publish_props(props); });
   }
 
   static void on_state_changed(void* data, pw_filter_state /*old*/, pw_filter_state state,
@@ -400,6 +425,7 @@ class FilterNode final : public GraphNode {
   bool closing_ = false;
   std::thread::id main_thread_ = std::this_thread::get_id();  ///< for the debug thread checks
   std::unique_ptr<LoopSource> review_timer_;                  ///< the scheduler's periodic review
+  std::unique_ptr<LoopSource> read_back_event_;               ///< signalled by the supervisor
 };
 
 }  // namespace

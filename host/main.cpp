@@ -112,16 +112,24 @@ the summary still names them.
 
 constexpr std::string_view check_footer = R"(
 Parses the config, detects every plugin's type and loads every native plugin to check its
-params (names, types, ranges) with the same function `run` and `render` use. Python plugins
-are not started (`sandpipe inspect` does that).
+params (names, types, ranges) with the same function `run` and `render` use. Each Python
+plugin is loaded in a sandbox the way `sandpipe inspect` loads it: its file is imported and the
+plugin constructed (the earlier API: create_plugin() and get_info(); the SDK: the class, with
+the config's params checked against its declared ones), but none of its lifecycle runs. So a
+file with no plugin in it, a create_plugin() that raises or returns something without the
+methods its role needs, or a get_info() that returns junk fails here; an initialize() or start()
+that returns False only shows when the plugin runs (`render`, `run`).
 
 Exit status: 0 the config is valid; 2 it is not (the message names the file, line, plugin and
-problem).
+problem; for a Python plugin, the file, what is missing and the plugin's traceback).
 )";
 
 constexpr std::string_view inspect_footer = R"(
-Loads a Python plugin in a sandbox and prints what was detected: API (Sandpipe SDK or the
-earlier create_plugin() API), name, parameters with ranges, latency.
+Imports a Python plugin file in a sandbox and prints what was detected: API (Sandpipe SDK or
+the earlier create_plugin() API), name, parameters with ranges, latency. Of the plugin it runs
+only what describes it: for the earlier API create_plugin() and get_info() (get_type() and
+get_parameter() when it has them), none of initialize(), start() or the rest of its lifecycle;
+for the SDK the class's construction, not prepare(). A recording sink opens nothing.
 
 Exit status: 0 loaded; 1 the sandbox could not be started; 2 the plugin cannot load (the
 error and its traceback are printed).
@@ -133,7 +141,8 @@ it Props, as `pw-cli set-param ID Props '{ params = [ "trim:gain" 0.25 ] }'` doe
 number, true/false, or a choice name ("lowpass"). The node's PropInfo says what each
 parameter takes: a value it refuses (an unknown name, a wrong type) is printed with the
 reason and not sent; out-of-range numbers are clamped, with a note. Then the node's Props are
-read back until they hold every value sent.
+read back until they hold every value sent, or another one: an earlier-API plugin's Props show
+what its get_parameter() reads back, which is printed beside the value sent.
 List the parameters with `pw-cli enum-params ID PropInfo` (current values: Props).
 
 Exit status: 0 every value was taken (clamped ones with a note); 1 the node refused a value,
@@ -199,8 +208,23 @@ void check_native_plugins(const ChainConfig& config) {
       (void)sandpipe::host::make_native_processor(spec, 48000.0, config.channels, 512);
 }
 
+/// [main] Loads every Python plugin of `config` in its own sandbox as `sandpipe inspect` does
+/// (SandboxOptions::inspect: imported and constructed with the config's params, no lifecycle
+/// run), all in parallel, and drops them. Throws PluginError naming each file that cannot load,
+/// what is missing and the plugin's traceback.
+void check_python_plugins(const ChainConfig& config) {
+  std::vector<sandpipe::host::PluginSpec> specs;
+  for (const auto& spec : config.plugins)
+    if (spec.kind == sandpipe::host::PluginKind::python) specs.push_back(spec);
+  if (specs.empty()) return;
+  sandpipe::host::SandboxOptions options;
+  options.inspect = true;
+  (void)sandpipe::host::start_sandbox_processors(specs, 48000.0, config.channels, 512, options);
+}
+
 int cmd_check(const ChainConfig& config) {
   check_native_plugins(config);
+  check_python_plugins(config);
   std::cout << "node " << config.node_name << ", " << config.channels << " channels, "
             << config.plugins.size() << " plugins\n";
   for (const auto& plugin : config.plugins) {
@@ -320,7 +344,8 @@ int run_cli(int argc, char** argv) {
   check->add_option("CHAIN.conf", chain, "the chain config")->required();
 
   std::string plugin;
-  CLI::App* inspect = add_command(app, "inspect", "Load PLUGIN.py in a sandbox and print what it is", inspect_footer);
+  CLI::App* inspect = add_command(
+      app, "inspect", "Describe PLUGIN.py (construct it in a sandbox, start nothing)", inspect_footer);
   inspect->add_option("PLUGIN.py", plugin, "a Python plugin file")->required();
 
   std::string node;

@@ -18,6 +18,7 @@
 #include <spa/pod/parser.h>
 
 #include "host/sandbox-client.h"
+#include "host/supervisor.h"
 
 namespace sandpipe::host {
 namespace {
@@ -155,6 +156,7 @@ void NodeProps::attach(const Chain& chain) {
       e.slot = s;
       e.index = i;
       e.native = native;
+      e.read_back = read_back;
       e.desc = std::move(descs[i]);
       e.value = e.desc.default_value;
       if (spec != nullptr && !read_back) {
@@ -229,10 +231,32 @@ std::optional<std::string> NodeProps::apply_one(const std::string& name, const P
     } catch (const PluginError& e) {
       return e.what();
     }
+    if (entry.read_back) return std::nullopt;  // its value is what the plugin reads back
   }
   entry.value = *normalised;
   remember(entry);
   return std::nullopt;
+}
+
+bool NodeProps::take_read_backs(const Chain& chain) {
+  bool changed = false;
+  for (auto& read_back : chain.supervisor().take_read_backs()) {
+    const auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) {
+      return !e.native && e.desc.key == read_back.key && e.slot < chain.slots().size() &&
+             chain.slots()[e.slot].get() == read_back.slot;
+    });
+    if (it == entries_.end()) continue;
+    std::string error;
+    std::string note;
+    auto value = normalise_param_value(it->desc, read_back.value, error, note);
+    if (!value || *value == it->value) continue;
+    std::fprintf(stderr, "sandpipe: set %s = %s (what the plugin reads back)\n", it->name.c_str(),
+                 describe(*value).c_str());
+    it->value = std::move(*value);
+    remember(*it);
+    changed = true;
+  }
+  return changed;
 }
 
 std::uint32_t NodeProps::apply(const spa_pod* props, Chain& chain, ParamQueue& queue) {
@@ -270,6 +294,10 @@ std::uint32_t NodeProps::apply(const spa_pod* props, Chain& chain, ParamQueue& q
       continue;
     }
     const auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.name == name; });
+    if (it->read_back) {
+      std::fprintf(stderr, "sandpipe: sent %s to the plugin (Props show what it reads back)\n", name);
+      continue;
+    }
     std::string shown = describe(it->value);
     if (it->desc.kind == "choice") shown = it->desc.choices.at(static_cast<std::size_t>(std::get<double>(it->value)));
     std::fprintf(stderr, "sandpipe: set %s = %s\n", name, shown.c_str());
@@ -377,17 +405,33 @@ std::vector<const spa_pod*> NodeProps::build_params(spa_pod_builder& b) const {
   return pods;
 }
 
+namespace {
+
+/// [main] Builds the Props pod of `props` and hands it to `publish`.
+void publish_props(const NodeProps& props, const std::function<void(const spa_pod*)>& publish) {
+  std::vector<std::uint8_t> buffer(props.pod_bytes());
+  spa_pod_builder b{};
+  spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
+  publish(props.build_props(b));
+}
+
+}  // namespace
+
 void apply_props(const spa_pod* param, NodeProps& props, Chain& chain, ParamQueue& queue,
                  const std::function<void(const spa_pod*)>& publish) noexcept {
   try {
-    if (props.apply(param, chain, queue) > 0) {
-      std::vector<std::uint8_t> buffer(props.pod_bytes());
-      spa_pod_builder b{};
-      spa_pod_builder_init(&b, buffer.data(), static_cast<std::uint32_t>(buffer.size()));
-      publish(props.build_props(b));
-    }
+    if (props.apply(param, chain, queue) > 0) publish_props(props, publish);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sandpipe: cannot apply Props: %s\n", e.what());
+  }
+}
+
+void apply_read_backs(NodeProps& props, const Chain& chain,
+                      const std::function<void(const spa_pod*)>& publish) noexcept {
+  try {
+    if (props.take_read_backs(chain)) publish_props(props, publish);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sandpipe: cannot publish Props: %s\n", e.what());
   }
 }
 

@@ -60,12 +60,18 @@ class NodeProps {
   /// `sandpipe set`): a native slot's change is pushed to `queue`, a Python slot's is sent to its
   /// sandbox. Each refused pair (unknown name, wrong type, no answer) is logged with the reason
   /// on stderr; others apply. Props without `params` (e.g. a volume) are ignored. Returns the
-  /// number of parameters whose value changed (republish Props if > 0).
+  /// number of parameters whose value changed (republish Props if > 0); an earlier-API slot's
+  /// change is not among them: its value changes when the plugin reads it back.
   std::uint32_t apply(const spa_pod* props, Chain& chain, ParamQueue& queue);
 
   /// [main] Applies one change given as text (tests, tools). Returns the error, or nullopt.
   std::optional<std::string> apply_one(const std::string& name, const ParamValue& value, Chain& chain,
                                        ParamQueue& queue);
+
+  /// [main] Takes what earlier-API plugins read back after live changes (the supervisor's
+  /// take_read_backs()) as the current values of their parameters: Props publish what the plugin
+  /// holds, not what was sent. Returns true if a value changed (republish Props).
+  bool take_read_backs(const Chain& chain);
 
   /// [main] Number of parameters.
   [[nodiscard]] std::size_t size() const noexcept { return entries_.size(); }
@@ -76,6 +82,9 @@ class NodeProps {
     std::uint32_t slot = 0;
     std::uint32_t index = 0;  ///< native: the slot's parameter index
     bool native = false;
+    /// An earlier-API plugin's: a live change is published once the plugin has read it back
+    /// (take_read_backs), not when it is sent.
+    bool read_back = false;
     ParamDescription desc;
     ParamValue value;  ///< normalised: double for number/integer/choice, bool, or string (text)
   };
@@ -109,6 +118,12 @@ class NodeProps {
 /// Logs what fails on stderr; never throws.
 void apply_props(const spa_pod* param, NodeProps& props, Chain& chain, ParamQueue& queue,
                  const std::function<void(const spa_pod*)>& publish) noexcept;
+
+/// [main] A node's handler for the supervisor's read-back signal: takes what earlier-API plugins
+/// read back (NodeProps::take_read_backs) and, if a value changed, hands the new Props pod to
+/// `publish`. Logs what fails on stderr; never throws.
+void apply_read_backs(NodeProps& props, const Chain& chain,
+                      const std::function<void(const spa_pod*)>& publish) noexcept;
 
 /// [rt] Applies at most `max_changes` queued changes to `chain` (a bound, so a flood of
 /// set-params cannot stretch one cycle). Changes for a slot or index the chain does not have

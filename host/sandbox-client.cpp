@@ -434,6 +434,12 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
         r.kind = Reply::Kind::param_set;
         r.key = clean(msg.getParamSet().getKey(), 128);
         r.latency = msg.getParamSet().getLatencyFrames();
+        if (msg.getParamSet().hasReadBack()) {
+          const auto v = msg.getParamSet().getReadBack();
+          if (v.isNumber() && std::isfinite(v.getNumber())) r.read_back = v.getNumber();
+          if (v.isBoolean()) r.read_back = v.getBoolean();
+          if (v.isText()) r.read_back = clean(v.getText(), 4096);
+        }
         break;
       }
       case SandboxMessage::STATE: {
@@ -466,7 +472,7 @@ void SandboxProcessor::Control::decode(const kj::Array<capnp::word>& words) {
         std::optional<std::string> refusal;
         if (r.kind == Reply::Kind::error)
           refusal = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
-        param_results.emplace_back(std::move(setting), std::move(refusal));
+        param_results.push_back({std::move(setting), std::move(refusal), std::move(r.read_back)});
       }
       return;
     }

@@ -59,6 +59,7 @@ struct Reply {
   PythonPluginInfo info;
   std::string key;
   std::uint32_t latency = 0;
+  std::optional<ParamValue> read_back;  ///< paramSet: what get_parameter(key) answers now
   std::vector<std::byte> state;
   SandboxStats stats;
   schema::SandboxMessage::Phase phase = schema::SandboxMessage::Phase::HANDSHAKE;
@@ -146,8 +147,14 @@ struct SandboxProcessor::Control {
   std::optional<std::vector<std::byte>> async_state;
   std::optional<SandboxStats> async_stats;
   std::deque<ParamSetting> async_params;  ///< setParams sent, answers outstanding (in order)
-  /// Answered setParams: nullopt = accepted, else the plugin's refusal.
-  std::vector<std::pair<ParamSetting, std::optional<std::string>>> param_results;
+  /// An answered setParam: accepted (no refusal) with what the plugin reads back, if anything,
+  /// or the plugin's refusal.
+  struct ParamResult {
+    ParamSetting setting;
+    std::optional<std::string> refusal;
+    std::optional<ParamValue> read_back;
+  };
+  std::vector<ParamResult> param_results;
   std::uint64_t process_errors = 0;  ///< exceptions in process() reported (rate-limited by the sandbox)
   std::string last_process_error;    ///< the last one, with its traceback when it came with one
   std::string first_process_error;   ///< the first one, with its traceback

@@ -257,9 +257,12 @@ int set_on_node(Session& s, pw_node* node, const std::string& node_name,
     return 1;
   }
 
-  // The node applies Props on its own main loop: read them back until they hold every value.
+  // The node applies Props on its own main loop: read them back until they hold every value, or
+  // (an earlier-API plugin, whose Props publish what its get_parameter() reads back) a new one.
+  const auto before = s.props;
   const auto deadline = std::chrono::steady_clock::now() + confirm_timeout;
   std::vector<bool> taken(expected.size(), false);
+  std::vector<std::optional<ParamValue>> read_back(expected.size());
   for (;;) {
     s.props.clear();
     pw_node_enum_params(node, 0, SPA_PARAM_Props, 0, UINT32_MAX, nullptr);
@@ -271,14 +274,24 @@ int set_on_node(Session& s, pw_node* node, const std::string& node_name,
       // A name given twice ends with its last value: only that one can be read back.
       const bool superseded = std::any_of(expected.begin() + static_cast<std::ptrdiff_t>(i) + 1, expected.end(),
                                           [&](const auto& later) { return later.first == expected[i].first; });
-      taken[i] = superseded || (it != s.props.end() && same_value(it->second, expected[i].second));
+      const auto was = std::find_if(before.begin(), before.end(),
+                                    [&](const auto& p) { return p.first == expected[i].first; });
+      read_back[i].reset();
+      if (it != s.props.end() && !same_value(it->second, expected[i].second) && was != before.end() &&
+          !same_value(it->second, was->second))
+        read_back[i] = it->second;
+      taken[i] =
+          superseded || read_back[i] || (it != s.props.end() && same_value(it->second, expected[i].second));
       all = all && taken[i];
     }
     if (all || s.error != 0 || std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (std::size_t i = 0; i < expected.size(); ++i) {
-    if (taken[i]) {
+    if (taken[i] && read_back[i]) {
+      std::printf("%s = %s (what the plugin reads back; sent %s)\n", expected[i].first.c_str(),
+                  describe_param_value(*read_back[i]).c_str(), describe_param_value(sent[i].second).c_str());
+    } else if (taken[i]) {
       // Clamped numbers as the node holds them; choice names as given.
       const ParamValue& shown =
           std::holds_alternative<std::string>(sent[i].second) ? sent[i].second : expected[i].second;

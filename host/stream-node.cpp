@@ -132,11 +132,20 @@ class StreamNode final : public GraphNode {
       timespec interval{static_cast<time_t>(schedule_review_ns / 1'000'000'000U), 0};
       pw_loop_update_timer(rt_.main_loop, review_timer_->get(), &interval, &interval, false);
     }
+    // What earlier-API plugins read back after a live change (see FilterNode): the supervisor's
+    // thread signals this event, Props are republished on the main loop.
+    read_back_event_ = std::make_unique<LoopSource>(
+        rt_.main_loop, pw_loop_add_event(rt_.main_loop, &StreamNode::on_read_back, this));
+    if (spa_source* event = read_back_event_->get(); event != nullptr) {
+      chain_->supervisor().set_read_back_listener(
+          [main = rt_.main_loop, event] { pw_loop_signal_event(main, event); });
+    }
   }
 
   ~StreamNode() override {
     // The status no longer reads rt_ (destroyed before the chain's supervisor thread stops).
     chain_->supervisor().set_node_status({});
+    chain_->supervisor().set_read_back_listener({});
     // Streams first: after pw_stream_destroy no process callback runs, then the chain goes.
     review_timer_.reset();
     capture_rt_hook_.remove();
@@ -343,6 +352,15 @@ class StreamNode final : public GraphNode {
                 [this](const spa_pod* props) { pw_stream_update_params(props_stream(), &props, 1); });
   }
 
+  /// [main] read_back_event_: Props take what the plugins read back (NodeProps::take_read_backs).
+  static void on_read_back(void* data, std::uint64_t /*count*/) {
+    auto* self = static_cast<StreamNode*>(data);
+    if (self->closing_) return;
+    apply_read_backs(self->props_, *self->chain_, [self](const spa_pod* props) {
+      pw_stream_update_params(self->props_stream(), &props, 1);
+    });
+  }
+
   static void on_capture_io_changed(void* data, std::uint32_t id, void* area, std::uint32_t size) {
     auto* self = static_cast<StreamNode*>(data);
     if (self->playback_ == nullptr) self->set_position(id, area, size);  // a sink chain runs on capture
@@ -386,6 +404,7 @@ class StreamNode final : public GraphNode {
   Hook capture_hook_;
   Hook playback_hook_;
   std::unique_ptr<LoopSource> review_timer_;
+  std::unique_ptr<LoopSource> read_back_event_;  ///< signalled by the supervisor
   int failure_ = 0;
   bool announced_ = false;
   bool closing_ = false;

@@ -279,6 +279,16 @@ void Supervisor::set_node_status(std::function<std::string()> fn) {
   node_status_ = std::move(fn);
 }
 
+std::vector<Supervisor::ReadBack> Supervisor::take_read_backs() {
+  std::lock_guard lock(mutex_);
+  return std::exchange(read_backs_, {});
+}
+
+void Supervisor::set_read_back_listener(std::function<void()> fn) {
+  std::lock_guard lock(mutex_);
+  read_back_listener_ = std::move(fn);
+}
+
 std::string Supervisor::status_json() const {
   const auto slots = status();
   std::string node;
@@ -696,7 +706,12 @@ bool Supervisor::tick(Clock::time_point now) {
         w.saved_state = std::move(*state);
         w.reload_state_fresh = w.reload_wanted;
       }
-      for (auto& [setting, refusal] : c.param_results) {
+      bool read_back = false;
+      for (auto& [setting, refusal, value] : c.param_results) {
+        if (value) {
+          read_backs_.push_back({&proc, setting.key, *value});
+          read_back = true;
+        }
         if (refusal) {
           options_.log(w.name, SandboxLogLevel::error, "set " + setting.key + " refused: " + *refusal);
           continue;
@@ -711,6 +726,7 @@ bool Supervisor::tick(Clock::time_point now) {
         w.last_poll = Clock::time_point{};  // the state after a change: ask for it now
       }
       c.param_results.clear();
+      if (read_back && read_back_listener_) read_back_listener_();
 
       std::string reason;
       bool hang = false;

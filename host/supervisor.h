@@ -137,6 +137,19 @@ class Supervisor {
   /// Returns an error only when the slot is not running a plugin.
   std::optional<std::string> set_param(const SandboxProcessor& slot, const ParamSetting& setting);
 
+  /// What an earlier-API plugin's get_parameter(key) answered after a live change of `key`
+  /// was accepted: the value the node publishes for SLOT:KEY (it may differ from the one sent).
+  struct ReadBack {
+    const SandboxProcessor* slot = nullptr;
+    std::string key;
+    ParamValue value;
+  };
+  /// [any] The read-backs that arrived since the last call, oldest first.
+  [[nodiscard]] std::vector<ReadBack> take_read_backs();
+  /// [main] `fn` is called on the supervisor's thread whenever a read-back arrives; it must only
+  /// wake the node's main loop (which then calls take_read_backs()). Empty: none.
+  void set_read_back_listener(std::function<void()> fn);
+
   /// [main] What the scheduler decided for `slot` (Chain calls it after every decision), for
   /// the status: its configured mode, whether it fits latency.max-ms, and why.
   void set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits, std::string why);
@@ -187,6 +200,8 @@ class Supervisor {
   std::uint64_t refresh_done_ = 0;    ///< answered up to this call
   std::string instance_token_;
   std::function<std::string()> node_status_;  ///< guarded by mutex_
+  std::vector<ReadBack> read_backs_;          ///< guarded by mutex_
+  std::function<void()> read_back_listener_;  ///< guarded by mutex_
   std::thread thread_;
 };
 

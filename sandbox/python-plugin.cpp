@@ -361,15 +361,25 @@ BlockResult PythonPlugin::process(std::uint32_t slot, std::uint32_t frames) noex
   }
 }
 
-std::variant<std::uint32_t, PythonError> PythonPlugin::set_param(const std::string& key, const ParamValue& value) {
+std::variant<PythonPlugin::ParamSet, PythonError> PythonPlugin::set_param(const std::string& key,
+                                                                          const ParamValue& value) {
   Impl& im = *impl_;
   if (!im.session) return PythonError{"no plugin loaded", {}};
   Ref result(PyObject_CallMethod(im.session.get(), "set_param", "s#N", key.data(),
                                  static_cast<Py_ssize_t>(key.size()), to_python(value)));
   if (!result) return take_exception(im.format_error.get());
-  const long latency = PyLong_AsLong(result.get());
+  ParamSet out;
+  PyObject* latency = result.get();
+  // The glue's own answer: an int, or (an earlier-API plugin) (latency, read-back or None).
+  if (PyTuple_Check(result.get()) && PyTuple_GET_SIZE(result.get()) == 2) {
+    latency = PyTuple_GET_ITEM(result.get(), 0);
+    PyObject* read_back = PyTuple_GET_ITEM(result.get(), 1);
+    if (read_back != Py_None) out.read_back = from_python(read_back);
+  }
+  const long frames = PyLong_AsLong(latency);
   if (PyErr_Occurred()) return take_exception(im.format_error.get());
-  return static_cast<std::uint32_t>(latency);
+  out.latency = static_cast<std::uint32_t>(frames);
+  return out;
 }
 
 std::variant<std::vector<std::byte>, PythonError> PythonPlugin::get_state() {

@@ -103,8 +103,14 @@ class PythonPlugin {
   BlockResult process(std::uint32_t slot, std::uint32_t frames) noexcept;
   [[nodiscard]] const PythonError& last_error() const noexcept { return last_error_; }
 
-  /// Applies a live parameter change; returns the plugin's latency afterwards.
-  std::variant<std::uint32_t, PythonError> set_param(const std::string& key, const ParamValue& value);
+  /// What a live parameter change left: the plugin's latency, and what an earlier-API plugin's
+  /// get_parameter() answers for the key now (nullopt: nothing, or an SDK plugin).
+  struct ParamSet {
+    std::uint32_t latency = 0;
+    std::optional<ParamValue> read_back;
+  };
+  /// Applies a live parameter change.
+  std::variant<ParamSet, PythonError> set_param(const std::string& key, const ParamValue& value);
   std::variant<std::vector<std::byte>, PythonError> get_state();
   /// Calls the plugin's stop/shutdown hooks (legacy) and flushes its output.
   void shutdown() noexcept;

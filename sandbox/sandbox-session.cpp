@@ -306,9 +306,11 @@ void Session::handle(const Frame& frame) {
                    false);
         return;
       }
+      const auto& done = std::get<PythonPlugin::ParamSet>(result);
       auto reply = out.initParamSet();
       reply.setKey(key);
-      reply.setLatencyFrames(std::get<std::uint32_t>(result));
+      reply.setLatencyFrames(done.latency);
+      if (done.read_back) set_param_value(reply.initReadBack(), *done.read_back);
       break;
     }
     case schema::HostMessage::GET_STATE: {

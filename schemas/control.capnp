@@ -117,6 +117,8 @@ struct SandboxMessage {
     paramSet :group {
       key @7 :Text;
       latencyFrames @8 :UInt32;       # a parameter may change the plugin's latency
+      readBack @23 :ParamValue;       # what an earlier-API plugin's get_parameter(key) answers
+                                      # after the change (unset: nothing); the node publishes it
     }
     state @9 :Data;
     stats :group {

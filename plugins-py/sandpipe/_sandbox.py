@@ -17,7 +17,9 @@ The sandbox calls, on its one processing thread:
   what leaves it), anything else -> ``session.accept(block, result)``. A source's ``process``
   fills the block and returns True; a sink's reads it and returns False (the block goes on as it
   came in). ``session.info()["role"]`` says which.
-* ``session.set_param``, ``session.get_state``, ``session.shutdown`` between blocks.
+* ``session.set_param``, ``session.get_state``, ``session.shutdown`` between blocks;
+  ``set_param`` returns the plugin's latency, or (an earlier-API plugin) ``(latency, read_back)``
+  with what ``get_parameter`` answers after the change, which the node publishes.
 * ``format_error(exc)`` -> ``(message, traceback)`` for anything that raised.
 """
 
@@ -800,12 +802,19 @@ class LegacySession(Session):
             "params": self._params,
         }
 
-    def set_param(self, key: str, value: Any) -> int:
+    def set_param(self, key: str, value: Any) -> Tuple[int, Any]:
+        """(latency, read-back): the read-back is what get_parameter(key) answers now, typed as the
+        parameter is published (number, boolean or text); the value sent if it answers nothing
+        (or, for a number, no number)."""
         text = _earlier_text(value)
         if self.obj.set_parameter(key, text) is False:
             raise ParamError(f"the plugin refused {key} = {text!r} (set_parameter returned False)")
         self.latency = self._latency()
-        return self.latency
+        current = self._current(key)
+        kind = next((p["kind"] for p in self._params if p["key"] == key), "text")
+        if current is None or (kind == "number" and _as_number(current) is None):
+            return self.latency, value
+        return self.latency, self._param(key, kind, current, value)["default"]
 
     def shutdown(self) -> None:
         """``stop()`` then ``shutdown()``, each called even if the other raised."""

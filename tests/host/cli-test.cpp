@@ -261,7 +261,7 @@ TEST_F(Cli, ReloadNeedsANodeAndASlot) {
 }
 
 TEST_F(Cli, CheckShowsDetectedTypes) {
-  write("fx.py", "");
+  write("fx.py", "import sandpipe\n\nclass Fx(sandpipe.Plugin):\n    def process(self, block):\n        pass\n");
   const auto conf = write("chain.conf", R"(plugins = [
     { name = "trim" path = "builtin:gain" }
     { name = "fx" path = "fx.py" }
@@ -270,6 +270,34 @@ TEST_F(Cli, CheckShowsDetectedTypes) {
   EXPECT_EQ(out.status, 0) << out.output;
   EXPECT_NE(out.output.find("trim: native (built-in)"), std::string::npos) << out.output;
   EXPECT_NE(out.output.find("fx: python (sandboxed)"), std::string::npos) << out.output;
+}
+
+TEST_F(Cli, CheckExitsTwoForAPythonPluginThatCannotLoad) {
+  // tests/host/fixtures/earlier-api/bad: each file breaks the plugin one way.
+  const fs::path bad = fixtures / "earlier-api" / "bad";
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"no_plugin.py", {"no plugin found", "no create_plugin() function"}},
+      {"factory_raises.py", {"create_plugin() raised", "RuntimeError: no licence key found", "Traceback"}},
+      {"factory_junk.py", {"create_plugin() returned a processor (HalfAPlugin) without initialize(), start()"}},
+      {"info_junk.py", {"get_info() returned dict", "not a PluginInfo"}},
+  };
+  for (const auto& [file, needles] : cases) {
+    const auto conf = write("chain.conf", "plugins = [ { name = \"trim\" path = \"builtin:gain\" }\n"
+                                          "  { name = \"fx\" path = \"" + (bad / file).string() + "\" } ]");
+    const auto out = run_sandpipe("check " + conf.string());
+    EXPECT_EQ(out.status, 2) << file << ": " << out.output;
+    EXPECT_NE(out.output.find("python plugin \"fx\" (" + (bad / file).string() + "): "), std::string::npos)
+        << file << ": " << out.output;
+    for (const auto& needle : needles) EXPECT_NE(out.output.find(needle), std::string::npos) << file << ": " << out.output;
+  }
+  // initialize() or start() returning False shows only when the plugin runs: check runs neither.
+  for (const std::string file : {"initialize_false.py", "start_false.py"}) {
+    const auto conf = write("chain.conf", "plugins = [ { name = \"fx\" path = \"" + (bad / file).string() + "\" } ]");
+    const auto out = run_sandpipe("check " + conf.string());
+    EXPECT_EQ(out.status, 0) << file << ": " << out.output;
+    EXPECT_EQ(out.output.find(": initialize"), std::string::npos) << file << ": " << out.output;
+    EXPECT_EQ(out.output.find(": start"), std::string::npos) << file << ": " << out.output;
+  }
 }
 
 TEST_F(Cli, MalformedConfigExitsTwoWithFileAndLine) {

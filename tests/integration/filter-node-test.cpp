@@ -291,7 +291,9 @@ TEST_F(FilterNode, RunsAnEarlierApiProcessorAndSetsItsParameterLive) {
   // 48-frame delay it reports as latency, in both layouts: the folder in place (Sandpipe's
   // base_plugin) with a numeric gain, and a copy that ships its own base_plugin.py with the gain
   // as a string (a text Prop). A `sandpipe set` reaches its set_parameter() and changes the
-  // audio; its lifecycle runs once, and stop()/shutdown() come at the node's exit.
+  // audio; a value the plugin stores otherwise (it caps the gain at 2) is published as its
+  // get_parameter() reads it back, not as sent; its lifecycle runs once, and stop()/shutdown()
+  // come at the node's exit.
   const fs::path fixtures = fs::path(SANDPIPE_SOURCE_ROOT) / "tests/host/fixtures/earlier-api";
   for (const bool own_base : {false, true}) {
     SCOPED_TRACE(own_base ? "own base_plugin.py" : "Sandpipe's base_plugin");
@@ -329,10 +331,27 @@ TEST_F(FilterNode, RunsAnEarlierApiProcessorAndSetsItsParameterLive) {
     (void)run_probe(name, {"--frames", "4800"});  // the change reaches the sandbox meanwhile
     expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 48,
                  /*allow_dry=*/true);
+
+    // 8 is sent, the plugin stores 2: Props (and `sandpipe set`) show 2.
+    std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " set " + name + " fx:gain 8 2>&1");
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_NE(out.find(own_base ? "fx:gain = \"2\" (what the plugin reads back; sent \"8\")"
+                                : "fx:gain = 2 (what the plugin reads back; sent 8)"),
+              std::string::npos)
+        << out;
+    Json held;
+    EXPECT_TRUE(poll_until(
+        [&] {
+          held = props_param(find_node(pw_dump(), name), "fx:gain");
+          return own_base ? held.is_string() && held.str() == "2" : held.is_number() && held.num() == 2.0;
+        },
+        startup_timeout))
+        << read_text(work_ / (name + ".err"));
     stop_node(*node, name);
 
     const std::string err = read_text(work_ / (name + ".err"));
     EXPECT_NE(err.find("trim_gain: set_parameter gain=0.25"), std::string::npos) << err;
+    EXPECT_NE(err.find("trim_gain: set_parameter gain=8"), std::string::npos) << err;
     EXPECT_EQ(occurrences(err, "trim_gain: created"), 1U) << "a spare made an instance:\n" << err;
     EXPECT_EQ(occurrences(err, "trim_gain: start\n"), 1U) << err;
     const auto stop = err.find("trim_gain: stop\n");

@@ -73,10 +73,9 @@ float max_level_linear(double max_level_db) noexcept {
   return linear >= static_cast<double>(FLT_MAX) ? FLT_MAX : static_cast<float>(linear);
 }
 
-OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api) {
+OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api, std::string_view role) {
   if (spec.on_failure_given || spec.kind != PluginKind::python) return spec.on_failure;
-  if (api == "legacy") return OnFailure::mute;
-  if (!api.empty()) return OnFailure::bypass;
+  if (!api.empty()) return api == "legacy" && role == "processor" ? OnFailure::mute : OnFailure::bypass;
   // Never loaded (its api is unknown): fail closed for a file that defines create_plugin().
   std::ifstream in(spec.resolved.empty() ? std::filesystem::path(spec.path) : spec.resolved);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -310,8 +309,8 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       spec.bit_exact = value.text == "true";
     } else if (name == "max-level") {
       spec.max_level_db = reader.number_value(value, name);
-      if (spec.max_level_db < 0.0 || spec.max_level_db > 800.0)
-        reader.fail(value.line, "max-level must be between 0 and 800 (dBFS; 771 and above: only NaN and Inf)");
+      if (spec.max_level_db < -200.0 || spec.max_level_db > 800.0)
+        reader.fail(value.line, "max-level must be between -200 and 800 (dBFS; 771 and above: only NaN and Inf)");
       max_level_line = value.line;
     } else if (name == "timeout-ms") {
       spec.timeout_ms = reader.number_value(value, name);

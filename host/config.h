@@ -131,10 +131,11 @@ class ConfigError : public std::runtime_error {
 [[nodiscard]] ChainConfig load_config(const std::filesystem::path& file);
 
 /// [main] What a slot outputs for blocks its plugin did not process: `on-failure` if the entry
-/// gives it, else `mute` for a plugin of the earlier Python API (`api` "legacy", as its load
-/// reply says; empty when it never loaded: then the file is read for a `create_plugin`), else
-/// `bypass`.
-[[nodiscard]] OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api);
+/// gives it, else `mute` for a processor of the earlier Python API (`api` "legacy" and `role`
+/// "processor", as its load reply says; `api` empty when it never loaded: then the file is read
+/// for a `create_plugin`), else `bypass`.
+[[nodiscard]] OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api,
+                                             std::string_view role);
 
 /// [main] Channel position names for a channel count: FL FR for 2, MONO for 1, FL FR FC LFE … up to 8.
 [[nodiscard]] std::vector<std::string> channel_positions(std::uint32_t channels);

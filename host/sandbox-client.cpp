@@ -1074,7 +1074,11 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     Control& c = *procs[i]->control_;
     if (phase[i] == Phase::done) c.phase = Control::Phase::loaded;
     // Earlier-API processors fail closed unless their entry says otherwise.
-    procs[i]->set_on_failure(effective_on_failure(specs[i], phase[i] == Phase::done ? procs[i]->info_.api : ""));
+    const bool loaded = phase[i] == Phase::done;
+    procs[i]->set_on_failure(
+        effective_on_failure(specs[i], loaded ? procs[i]->info_.api : "", loaded ? procs[i]->info_.role : ""));
+    // A sink passes what it received on (its `passthrough`): that is its output, not a bypass.
+    procs[i]->sink_ = loaded && procs[i]->info_.role == "sink";
     if (phase[i] != Phase::failed) continue;
     std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file.string() + "): " + failure[i];
     while (!error.empty() && error.back() == '\n') error.pop_back();

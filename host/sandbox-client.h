@@ -384,6 +384,7 @@ class SandboxProcessor final : public Processor {
   std::atomic<std::uint32_t> pipeline_frames_{0};
   std::uint32_t crossfade_frames_ = 64;
   OnFailure on_failure_ = OnFailure::bypass;
+  bool sink_ = false;  ///< the plugin is a sink: its passthrough is its output, in every policy
   bool bit_exact_ = false;
   float max_level_ = 63.0957F;  ///< max_level_linear(default_max_level_db)
   LatencyHistogram histogram_;

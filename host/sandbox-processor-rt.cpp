@@ -192,7 +192,7 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
     case shm::CompletionStatus::passthrough:
       // Fail-closed: the plugin did not process this block, so nothing of it leaves (untagged:
       // zeros when read).
-      if (on_failure_ == OnFailure::mute) return true;
+      if (on_failure_ == OnFailure::mute && !sink_) return true;
       // Otherwise the plugin's own choice (not a bypass): the dry signal, tagged as processed.
       for (std::uint32_t i = 0; i < n; ++i) {
         const std::uint64_t p = first + i;

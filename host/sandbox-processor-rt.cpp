@@ -393,10 +393,12 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
         offset_left_ = wet_dry_frames;
         fade_in_left_ = 0;
       }
-      // No offset: the fallback itself, exactly (an offset of 0 × NaN would not be).
+      // No offset (none left, or a step of 0): the fallback itself, exactly (x + 0 is not x for
+      // a signalling NaN or -0).
       const float og = offset_left_ > 0 ? static_cast<float>(offset_left_) * ramp : 0.0F;
       for (std::uint32_t ch = 0; ch < channels_; ++ch)
-        out[ch][i] = offset_left_ > 0 ? fallback_rt(ch, p) + offset_[ch] * og : fallback_rt(ch, p);
+        out[ch][i] = offset_left_ > 0 && offset_[ch] != 0.0F ? fallback_rt(ch, p) + offset_[ch] * og
+                                                             : fallback_rt(ch, p);
     }
     if (offset_left_ > 0) --offset_left_;
     if (handover_ && p >= handover_from_ && incoming_.tag[idx] == p) {

@@ -119,5 +119,75 @@ TEST(BitExact, SandboxKeepsDenormalsForABitExactSlotOnly) {
   EXPECT_EQ(differing(in, run_chain(conf(""), in)), in.size()) << "a default sandbox flushes denormals";
 }
 
+// ---- the encrypted-voice cipher (plugins-py/examples/voice_cipher.py) ----------------------
+
+/// Planar 15-bit audio (multiples of 2^-14 in [-1, 1), what the cipher carries exactly), with
+/// FAULT_MARKER (0.875) as the first sample of each block in `marked`.
+std::vector<std::uint32_t> voice(const std::vector<std::uint32_t>& marked = {}) {
+  std::vector<std::uint32_t> x(std::size_t{channels} * block * blocks);
+  std::uint32_t s = 7;
+  for (auto& v : x) {
+    s = s * 1664525U + 1013904223U;
+    v = std::bit_cast<std::uint32_t>(static_cast<float>(static_cast<int>(s >> 18) - 8192) / 16384.0F);
+  }
+  for (const std::uint32_t b : marked) x[std::size_t{b} * block] = std::bit_cast<std::uint32_t>(0.875F);
+  return x;
+}
+
+std::string voice_chain(const std::string& tx_params) {
+  return "channels = 2\nplugins = [\n"
+         "  { name = \"tx\" path = \"tests/host/fixtures/voice_tx.py\" mode = \"sync\" on-failure = \"mute\" "
+         "bit-exact = true params = { key = \"k\" " + tx_params + " } }\n"
+         "  { name = \"rx\" path = \"tests/host/fixtures/voice_rx.py\" mode = \"sync\" on-failure = \"mute\" "
+         "bit-exact = true params = { key = \"k\" } }\n]\n";
+}
+
+TEST(VoiceCipher, ScramblerThenDescramblerGivesTheInputBitForBit) {
+  const auto in = voice();
+  EXPECT_EQ(differing(in, run_chain(voice_chain(""), in)), 0U);
+}
+
+TEST(VoiceCipher, CiphertextIsNeverPlaintextNorAFragileFloat) {
+  const auto in = voice();
+  const auto out = run_chain(
+      "channels = 2\nplugins = [ { name = \"tx\" path = \"tests/host/fixtures/voice_tx.py\" mode = \"sync\" "
+      "bit-exact = true params = { key = \"k\" } } ]\n",
+      in);
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const float c = std::bit_cast<float>(out[i]);
+    same += out[i] == in[i] ? 1 : 0;
+    // An odd multiple of 2^-15 inside (-1, 1): normal, non-zero, exact as a 16-bit integer.
+    ASSERT_TRUE(c > -1.0F && c < 1.0F && c != 0.0F) << i << ": " << c;
+    const float n = c * 32768.0F;
+    ASSERT_EQ(n, static_cast<float>(static_cast<int>(n))) << i;
+    ASSERT_NE(static_cast<int>(n) % 2, 0) << i;
+  }
+  EXPECT_LT(same, out.size() / 1000) << "ciphertext equal to the plaintext";
+}
+
+/// A TX failure of each kind: its block reaches RX as zeros and comes out as silence (never the
+/// plaintext); RX is back in step two samples into the next block.
+void expect_silent_gap(const std::string& fault) {
+  const auto in = voice({4});
+  const auto out = run_chain(voice_chain("fault = \"" + fault + "\""), in);
+  const std::size_t line = std::size_t{block} * blocks;
+  for (std::uint32_t ch = 0; ch < channels; ++ch) {
+    for (std::uint32_t b = 0; b < blocks; ++b) {
+      for (std::uint32_t f = 0; f < block; ++f) {
+        const std::size_t i = ch * line + std::size_t{b} * block + f;
+        if (b == 4) {
+          ASSERT_EQ(out[i], 0U) << fault << ": ch " << ch << " block 4 frame " << f;
+        } else if (!(b == 5 && f < 2)) {
+          ASSERT_EQ(out[i], in[i]) << fault << ": ch " << ch << " block " << b << " frame " << f;
+        }
+      }
+    }
+  }
+}
+
+TEST(VoiceCipher, ExceptionInTheScramblerIsSilenceAtTheOtherEnd) { expect_silent_gap("raise"); }
+TEST(VoiceCipher, FalseFromTheScramblerIsSilenceAtTheOtherEnd) { expect_silent_gap("false"); }
+
 }  // namespace
 }  // namespace sandpipe::host

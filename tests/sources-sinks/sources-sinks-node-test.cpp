@@ -372,12 +372,13 @@ TEST_F(SourcesSinksNode, SinkModeRefusesASourceChain) {
 
 // ---- mode = "source": a virtual microphone (issue 14) ----------------------------------------
 
-/// Frames of `wav` (2 channels, float) that are 0.5 × the ramp source with `period` (L = 0.5 ×
-/// ((n % period) + 1) / 4096, R = 2 L), and of those how many follow their predecessor.
+/// Frames of `wav` (2 channels, float) that are `gain` × the ramp source with `period` (L =
+/// gain × ((n % period) + 1) / 4096, R = 2 L, exact), and of those how many follow their
+/// predecessor; `runs`: runs of non-zero frames.
 struct RampCheck {
-  std::size_t frames = 0, nonzero = 0, valid = 0, in_sequence = 0;
+  std::size_t frames = 0, nonzero = 0, valid = 0, in_sequence = 0, runs = 0;
 };
-RampCheck check_halved_ramp(const fs::path& wav, long period) {
+RampCheck check_halved_ramp(const fs::path& wav, long period, float gain = 0.5F) {
   RampCheck c;
   SF_INFO info{};
   SNDFILE* f = sf_open(wav.c_str(), SFM_READ, &info);
@@ -391,11 +392,12 @@ RampCheck check_halved_ramp(const fs::path& wav, long period) {
     const float l = data[2 * i];
     const float r = data[2 * i + 1];
     if (l == 0.0F && r == 0.0F) {
-      previous = -1;
+      previous = -2;
       continue;
     }
+    if (previous == -2 || i == 0) ++c.runs;
     ++c.nonzero;
-    const float k = l * 8192.0F;
+    const float k = l * (4096.0F / gain);
     if (k != std::floor(k) || k < 1 || k > static_cast<float>(period) || r != 2 * l) {
       previous = -1;
       continue;
@@ -475,6 +477,62 @@ TEST_F(SourcesSinksNode, VirtualMicCapturesTheDefaultInputAndFollowsIt) {
   stop_node(*node, name);
   stop_node(*mic_b, "srcsink-mic-b");
   stop_node(*mic_a, "srcsink-mic-a");
+}
+
+TEST_F(SourcesSinksNode, TxIntoRxGivesTheInputBackBitExactly) {
+  // docs/encrypted-voice.md through the live graph: a test microphone (the ramp, on the cipher's
+  // 15-bit grid) is the default input; TX (mode = "source", the scrambler, fail-closed and
+  // bit-exact) captures it; its output is linked into RX (mode = "sink", the descrambler), whose
+  // output WirePlumber plays on the null sink; the sink's monitor is recorded. What comes out
+  // is the microphone's signal bit for bit, but for RX's first two samples after each gap
+  // (self-synchronisation) and the silence of lost cycles.
+  const std::string root = std::string(SANDPIPE_SOURCE_ROOT);
+  auto mic = start_node("srcsink-vmic", write_config("srcsink-vmic", "  { name = \"ramp\" path = \"" + root +
+                                                                    "/tests/sources-sinks/fixtures/sdk/ramp_source.py\" "
+                                                                    "mode = \"sync\" params = { period = 1000 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  const double mic_id = node_id(pw_dump(), "srcsink-vmic");
+  ASSERT_EQ(run_command("wpctl set-default " + std::to_string(static_cast<long>(mic_id)) + " 2>&1").second, 0);
+
+  const auto voice_node = [&](const std::string& name, const std::string& mode, const std::string& plugin) {
+    const fs::path conf = work_ / (name + ".conf");
+    std::ofstream(conf) << "node.name = \"" << name << "\"\nmode = \"" << mode << "\"\nchannels = 2\nplugins = [\n"
+                        << "  { name = \"c\" path = \"" << root << "/tests/host/fixtures/" << plugin
+                        << "\" mode = \"sync\" on-failure = \"mute\" bit-exact = true params = { key = \"k\" } }\n]\n";
+    return start_node(name, conf);
+  };
+  auto tx = voice_node("sandpipe-it-tx", "source", "voice_tx.py");
+  auto rx = voice_node("sandpipe-it-rx", "sink", "voice_rx.py");
+  ASSERT_FALSE(HasFailure());
+  expect_linked("srcsink-vmic", "sandpipe-it-tx.input");
+  for (const char* ch : {"FL", "FR"}) {
+    const auto [out, status] = run_command(std::string("pw-link sandpipe-it-tx:capture_") + ch +
+                                           " sandpipe-it-rx:playback_" + ch + " 2>&1");
+    ASSERT_EQ(status, 0) << out << run_command("pw-link -o -i 2>&1").first;
+  }
+  expect_linked("sandpipe-it-rx.output", "sandpipe-test-sink");
+
+  const fs::path rec = work_ / "rx.wav";
+  Child recorder({"pw-record", "--target", "sandpipe-test-sink", "-P",
+                  "{ node.name = \"srcsink-rxrec\" stream.capture.sink = true }", "--rate", "48000", "--channels",
+                  "2", "--format", "f32", rec.string()},
+                 work_ / "rxrec.out", work_ / "rxrec.err");
+  expect_linked("sandpipe-test-sink", "srcsink-rxrec");
+  constexpr std::uintmax_t want_frames = 48000;
+  ASSERT_TRUE(poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
+      << "pw-record got too little: " << read_text(work_ / "rxrec.err");
+  recorder.signal(SIGINT);
+  ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
+
+  const RampCheck c = check_halved_ramp(rec, 1000, 1.0F);
+  EXPECT_GE(c.nonzero, want_frames / 2) << "mostly silence";
+  EXPECT_LE(c.nonzero - c.valid, 2 * c.runs) << c.runs << " runs of sound: frames that are not the "
+                                              << "microphone's signal beyond RX's 2 frames of resync per run";
+  EXPECT_GE(2 * c.in_sequence, c.nonzero) << "mostly out of sequence";
+
+  stop_node(*rx, "sandpipe-it-rx");
+  stop_node(*tx, "sandpipe-it-tx");
+  stop_node(*mic, "srcsink-vmic");
 }
 
 }  // namespace

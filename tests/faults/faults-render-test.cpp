@@ -454,7 +454,7 @@ TEST(FailClosedRender, CrashGivesZerosForItsBlockOnly) { expect_fail_closed("seg
 TEST(FailClosedRender, HangGivesZerosForItsBlockOnly) { expect_fail_closed("hang", "", {3, 9}, "", 300.0); }
 TEST(FailClosedRender, ExceptionGivesZerosForItsBlockOnly) { expect_fail_closed("raise", "", {3, 9}); }
 TEST(FailClosedRender, FalseFromProcessGivesZerosNotTheHalfDoneBlock) {
-  expect_fail_closed("false", "", {3, 9});
+  expect_fail_closed("refuse", "", {3, 9});
 }
 TEST(FailClosedRender, NanGivesZeros) { expect_fail_closed("nan", "", {3, 9}); }
 TEST(FailClosedRender, BeyondMaxLevelGivesZeros) { expect_fail_closed("huge", "", {3, 9}); }
@@ -486,7 +486,7 @@ TEST(FailClosedRender, GivenUpSlotStaysSilentAndSaysSo) {
 TEST(FailClosedRender, BypassStillGivesTheDryBlock) {
   // The contrast: without mute the same False block is the dry input (the test above can fail).
   Log log;
-  const RenderRun r = render(conf_for("false", "", ""), {3}, log);
+  const RenderRun r = render(conf_for("refuse", "", ""), {3}, log);
   expect_only(r, {3});
 }
 

@@ -77,8 +77,12 @@ void NodeProps::attach(const Chain& chain) {
     const Processor& slot = *slots[s];
     std::vector<ParamDescription> descs;
     bool native = true;
+    // An earlier-API plugin's "default" is what its get_parameter() answered after the config's
+    // values were set: the current value, which the published Props start from.
+    bool read_back = false;
     if (const auto* sandboxed = dynamic_cast<const SandboxProcessor*>(&slot)) {
       native = false;
+      read_back = sandboxed->info().api == "legacy";
       for (const auto& p : sandboxed->info().params) descs.push_back(from_python(p));
     } else {
       descs = slot.describe_params();
@@ -92,7 +96,7 @@ void NodeProps::attach(const Chain& chain) {
       e.native = native;
       e.desc = std::move(descs[i]);
       e.value = e.desc.default_value;
-      if (spec != nullptr) {
+      if (spec != nullptr && !read_back) {
         for (const auto& setting : spec->params) {
           if (setting.key != e.desc.key) continue;
           std::string error;
@@ -137,7 +141,11 @@ std::optional<ParamValue> NodeProps::normalise(const Entry& entry, const ParamVa
     return std::nullopt;
   }
   if (d.kind == "text") {
+    // Any scalar is text: `sandpipe set NODE fx:key 0.5` or `true` parses as a number or a
+    // boolean, and pw-cli sends whatever the user typed.
     if (text != nullptr) return *text;
+    if (flag != nullptr) return std::string(*flag ? "true" : "false");
+    if (number != nullptr && std::isfinite(*number)) return format_number(*number);
     error = "expects a string, got " + describe(requested);
     return std::nullopt;
   }

@@ -995,6 +995,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
       const auto& st = options.states[i];
       load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(st.data()), st.size()));
     }
+    load.setInspect(options.inspect);
     if (!c.send(hello_msg, deadline) || !c.send(load_msg, deadline)) {
       phase[i] = Phase::failed;
       failure[i] = c.gone_reason();
@@ -1119,34 +1120,50 @@ std::string describe_python_plugin(const std::filesystem::path& file) {
   spec.path = file.string();
   spec.kind = PluginKind::python;
   spec.resolved = absolute;
-  auto procs = start_sandbox_processors(std::span<const PluginSpec>(&spec, 1), 48000.0, 2, 512);
+  SandboxOptions options;
+  options.inspect = true;
+  auto procs = start_sandbox_processors(std::span<const PluginSpec>(&spec, 1), 48000.0, 2, 512, options);
   const PythonPluginInfo& info = procs.front()->info();
 
   std::ostringstream out;
   out << "File:        " << absolute.string() << "\n";
-  out << "API:         " << info.api
-      << (info.api == "legacy" ? " (create_plugin(), the earlier pipeline's API)"
-                               : " (sandpipe.Plugin subclass)")
-      << "\n";
+  if (info.api == "legacy") {
+    out << "API:         earlier API " << info.role << " (create_plugin(), the earlier pipeline's "
+        << (info.role == "source" ? "AudioSourcePlugin"
+            : info.role == "sink" ? "AudioSinkPlugin"
+                                  : "AudioProcessorPlugin")
+        << ")\n";
+  } else {
+    out << "API:         sdk " << info.role << " (sandpipe.Plugin subclass)\n";
+  }
   out << "Name:        " << info.name << "\n";
   out << "Version:     " << (info.version.empty() ? "-" : info.version) << "\n";
   if (!info.description.empty()) out << "Description: " << info.description << "\n";
   out << "Role:        " << info.role << "\n";
   out << "Latency:     " << info.latency << " frames\n";
   out << "Runtime:     Python " << info.python_version << ", numpy " << info.numpy_version << "\n";
+  const bool earlier = info.api == "legacy";
   if (info.params.empty()) {
-    out << "Parameters:  none\n";
+    out << (earlier ? "Parameters:  none it answers with get_parameter(); every key in the config's params = "
+                      "{ ... }\n"
+                      "             reaches set_parameter() as a string and is published as SLOT:KEY\n"
+                    : "Parameters:  none\n");
     return out.str();
   }
-  out << "Parameters:\n";
+  // The earlier API declares no parameters: what is listed are the keys the plugin answers with
+  // get_parameter() (from its attributes), with the value it answered.
+  out << (earlier ? "Parameters (keys it answers with get_parameter(); any config key is accepted too):\n"
+                  : "Parameters:\n");
   std::size_t key_width = 0;
   for (const auto& p : info.params) key_width = std::max(key_width, p.key.size());
   for (const auto& p : info.params) {
     std::string line = "  " + p.key + std::string(key_width - p.key.size() + 2, ' ');
     std::string kind = p.kind;
     kind.resize(std::max<std::size_t>(kind.size(), 8), ' ');
-    line += kind + " default " + format_value(p.default_value);
-    if (p.kind == "number" || p.kind == "integer") {
+    line += kind + (earlier ? " now " : " default ") + format_value(p.default_value);
+    if (earlier) {
+      // unbounded: the plugin's set_parameter() decides
+    } else if (p.kind == "number" || p.kind == "integer") {
       line += ", range " + format_value(p.min) + " .. " + format_value(p.max);
     } else if (p.kind == "choice") {
       line += ", one of:";

@@ -40,9 +40,10 @@ namespace sandpipe::host {
                                                                       std::uint32_t channels,
                                                                       std::uint32_t max_frames);
 
-/// [main] Runs a sandbox, loads `file` at 48000 Hz, 2 channels, 512 frames and returns a
-/// human-readable multi-line description: detected API (sdk/legacy), name, version, params
-/// with ranges/defaults, latency. Throws PluginError. (`sandpipe inspect FILE`.)
+/// [main] Runs a sandbox that constructs the plugin of `file` without starting it
+/// (SandboxOptions::inspect) and returns a human-readable multi-line description: detected API
+/// (the SDK, or the earlier pipeline's with processor/source/sink), name, version, params with
+/// ranges/defaults, latency. Throws PluginError. (`sandpipe inspect FILE`.)
 [[nodiscard]] std::string describe_python_plugin(const std::filesystem::path& file);
 
 enum class SandboxLogLevel : std::uint8_t { debug, info, warning, error };
@@ -81,6 +82,10 @@ struct SandboxOptions {
   /// A plugin that fails to load does not throw: its processor is returned with a dead link
   /// (dry or mute for good) and the error kept for the supervisor's status (`sandpipe run`).
   bool keep_failed = false;
+  /// Load only to describe the plugin (`sandpipe inspect`): the sandbox constructs it and asks
+  /// what it is, but runs none of its lifecycle (no prepare, initialize or start). Such a
+  /// processor must not be run.
+  bool inspect = false;
 };
 
 /// A parameter as the plugin declared it (validated on receipt).

@@ -1,162 +1,190 @@
-"""The earlier pipeline's plugin API, kept so its plugins run in Sandpipe unmodified.
+"""The earlier pipeline's plugin API (``base_plugin``), so its plugins run in Sandpipe unmodified.
 
-A legacy plugin module defines ``create_plugin()`` returning an ``AudioProcessorPlugin``
-(usually a subclass of the one below) and does::
+Written from the interface those plugins use (/work/shared/earlier-python-api.md): names, enum
+values, signatures and defaults are the earlier SDK's. Sandpipe itself never relies on these
+classes: it drives a plugin by what its object does (a plugin folder may ship its own
+``base_plugin.py``, found first on its ``sys.path``), and this module is only what a plugin copied
+without one imports. How Sandpipe calls a plugin, in order, is in docs/plugin-guide-python.md
+("Plugins of the earlier pipeline").
 
-    from base_plugin import AudioProcessorPlugin, PluginInfo, PluginType, PluginState, AudioBuffer
-
-The sandbox always puts this file's directory on ``sys.path``, so that import works wherever the
-plugin file lives. Lifecycle as Sandpipe drives it (on the sandbox's processing thread)::
-
-    plugin = create_plugin()
-    plugin.set_sample_rate(rate); plugin.set_channel_count(channels)
-    plugin.initialize()              # False -> the plugin fails to load
-    plugin.set_parameter(key, value) # each value from the config, as a string
-    plugin.start()
-    plugin.process_audio(buffer)     # per block; False -> the block passes through unchanged
-    plugin.stop(); plugin.shutdown()
-
-A ``PluginType.SOURCE`` plugin implements ``read_audio(buffer)`` instead (fill ``buffer.data``;
-False -> silence) and may only come first in a chain; a ``PluginType.SINK`` plugin implements
-``write_audio(buffer)`` (read ``buffer.data``; the block goes on unchanged) and may only come last.
-
-New plugins should use the ``sandpipe`` SDK instead (typed parameters, state, latency).
+Nothing here keeps state of its own after ``__init__``: a plugin's attributes (``self.state``,
+``self.sample_rate``, ``self.channels``, ...) are the plugin's.
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Callable
+
+import numpy as np
 
 __all__ = [
     "PluginType",
     "PluginState",
     "PluginInfo",
     "AudioBuffer",
+    "AudioSourceCallback",
+    "BasePlugin",
     "AudioProcessorPlugin",
+    "AudioSourcePlugin",
+    "AudioSinkPlugin",
 ]
 
 
 class PluginType(enum.Enum):
-    """What a plugin does with audio. Sandpipe runs PROCESSOR, EFFECT and ANALYZER plugins in a
-    chain slot; an ANALYZER normally returns False from ``process_audio`` (audio unchanged).
-    A SOURCE (``read_audio``) starts a chain, a SINK (``write_audio``) ends one."""
-
-    PROCESSOR = "processor"
-    EFFECT = "effect"
-    ANALYZER = "analyzer"
-    SOURCE = "source"
-    SINK = "sink"
+    AUDIO_SOURCE = "AudioSource"
+    AUDIO_SINK = "AudioSink"
+    PROCESSOR = "Processor"
 
 
 class PluginState(enum.Enum):
-    UNINITIALIZED = "uninitialized"
-    INITIALIZED = "initialized"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    ERROR = "error"
+    UNLOADED = "Unloaded"
+    LOADED = "Loaded"
+    INITIALIZED = "Initialized"
+    RUNNING = "Running"
+    ERROR = "Error"
 
 
-@dataclass
 class PluginInfo:
-    """Describes a plugin.
+    """What ``get_info()`` returns. ``plugin_type`` is stored as ``type``."""
 
-    ``parameters`` maps a parameter name either to its default value (``{"gain": "1.0"}``) or to
-    a description dict with any of ``default``, ``min``, ``max``, ``type`` (``"float"``,
-    ``"int"``, ``"bool"``, ``"choice"``, ``"string"``), ``choices``, ``unit`` and
-    ``description``.
-    """
+    def __init__(self, name, version, author, description, plugin_type, api_version=1):
+        self.name = name
+        self.version = version
+        self.author = author
+        self.description = description
+        self.type = plugin_type
+        self.api_version = api_version
 
-    name: str
-    version: str = "1.0.0"
-    description: str = ""
-    author: str = ""
-    plugin_type: PluginType = PluginType.PROCESSOR
-    parameters: Dict[str, Any] = field(default_factory=dict)
-    input_channels: int = 2
-    output_channels: int = 2
-    latency: int = 0
+    def __repr__(self) -> str:
+        return (
+            f"PluginInfo(name={self.name!r}, version={self.version!r}, author={self.author!r}, "
+            f"description={self.description!r}, plugin_type={self.type!r}, api_version={self.api_version!r})"
+        )
 
 
-@dataclass
 class AudioBuffer:
-    """One block of audio: ``data`` is float32 of shape ``(channels, frames)``.
+    """One block: ``data`` is float32 of shape ``(channels, frames)``, changed in place."""
 
-    Plugins process ``data`` in place. ``timestamp`` is the block's start in seconds since the
-    stream started.
-    """
+    def __init__(self, channels, frame_count):
+        self.data = np.zeros((int(channels), int(frame_count)), dtype=np.float32)
 
-    data: Any
-    sample_rate: int = 48000
-    channels: int = 2
-    frames: int = 0
-    timestamp: float = 0.0
+    def get_channel_data(self, channel):
+        return self.data[channel]
+
+    def get_frame_count(self):
+        return self.data.shape[1]
+
+    def get_channel_count(self):
+        return self.data.shape[0]
+
+    def clear(self):
+        self.data.fill(0.0)
+
+    def copy_from(self, other):
+        np.copyto(self.data, other.data, casting="unsafe")
 
 
-class AudioProcessorPlugin(ABC):
-    """Base class of the earlier API. Subclasses implement ``get_info`` and, by their
-    ``plugin_type``, ``process_audio``, ``read_audio`` (SOURCE) or ``write_audio`` (SINK);
-    everything else has a working default."""
+AudioSourceCallback = Callable[[AudioBuffer], None]
 
-    def __init__(self) -> None:
-        self.state = PluginState.UNINITIALIZED
-        self.sample_rate = 48000
-        self.channel_count = 2
-        self.parameters: Dict[str, str] = {}
+
+class BasePlugin(ABC):
+    def __init__(self):
+        self.state = PluginState.UNLOADED
 
     @abstractmethod
-    def get_info(self) -> PluginInfo:
-        """Returns the plugin's description."""
+    def initialize(self) -> bool: ...
 
-    def process_audio(self, buffer: AudioBuffer) -> bool:
-        """Processes ``buffer.data`` in place. Returns False to leave the block unchanged."""
-        raise NotImplementedError(f"{type(self).__name__}.process_audio() is not implemented")
+    @abstractmethod
+    def shutdown(self): ...
 
-    def read_audio(self, buffer: AudioBuffer) -> bool:
-        """SOURCE plugins: fills ``buffer.data`` (zeroed before the call) in place. Returns False
-        if nothing was produced (the block is silence)."""
-        raise NotImplementedError(f"{type(self).__name__}.read_audio() is not implemented")
+    @abstractmethod
+    def start(self) -> bool: ...
 
-    def write_audio(self, buffer: AudioBuffer) -> bool:
-        """SINK plugins: consumes ``buffer.data`` (only valid during the call: copy what you keep).
-        The block goes on unchanged whatever this returns."""
-        raise NotImplementedError(f"{type(self).__name__}.write_audio() is not implemented")
+    @abstractmethod
+    def stop(self): ...
 
-    def initialize(self) -> bool:
-        """Prepares the plugin after rate and channels are known. False means failure."""
-        for key, spec in self.get_info().parameters.items():
-            default = spec.get("default") if isinstance(spec, dict) else spec
-            if default is not None and key not in self.parameters:
-                self.parameters[key] = str(default)
-        self.state = PluginState.INITIALIZED
-        return True
+    @abstractmethod
+    def get_info(self) -> PluginInfo: ...
 
-    def start(self) -> bool:
-        self.state = PluginState.RUNNING
-        return True
+    @abstractmethod
+    def get_type(self) -> PluginType: ...
 
-    def stop(self) -> bool:
-        self.state = PluginState.STOPPED
-        return True
+    @abstractmethod
+    def set_parameter(self, key: str, value: str): ...
 
-    def shutdown(self) -> None:
-        self.state = PluginState.UNINITIALIZED
+    @abstractmethod
+    def get_parameter(self, key: str) -> str: ...
 
-    def set_sample_rate(self, rate: int) -> None:
-        self.sample_rate = int(rate)
-
-    def set_channel_count(self, count: int) -> None:
-        self.channel_count = int(count)
-
-    def set_parameter(self, key: str, value: str) -> bool:
-        """Stores a parameter (values are strings). Returns False for an unknown key."""
-        self.parameters[key] = value
-        return True
-
-    def get_parameter(self, key: str) -> Optional[str]:
-        return self.parameters.get(key)
-
-    def get_state(self) -> PluginState:
+    def get_state(self):
         return self.state
+
+
+class _AudioPlugin(BasePlugin):
+    """What processors, sources and sinks share: the rate and channel pairs."""
+
+    @abstractmethod
+    def get_sample_rate(self): ...
+
+    @abstractmethod
+    def get_channel_count(self): ...
+
+    @abstractmethod
+    def set_sample_rate(self, rate): ...
+
+    @abstractmethod
+    def set_channel_count(self, channels): ...
+
+    def get_channels(self):
+        return self.get_channel_count()
+
+    def set_channels(self, channels):
+        self.set_channel_count(channels)
+
+
+class AudioProcessorPlugin(_AudioPlugin):
+    def get_type(self) -> PluginType:
+        return PluginType.PROCESSOR
+
+    @abstractmethod
+    def process_audio(self, buffer) -> bool: ...
+
+    def get_processing_latency(self) -> float:
+        """Seconds of algorithmic latency."""
+        return 0.0
+
+
+class AudioSourcePlugin(_AudioPlugin):
+    def get_type(self) -> PluginType:
+        return PluginType.AUDIO_SOURCE
+
+    @abstractmethod
+    def set_audio_callback(self, callback): ...
+
+    @abstractmethod
+    def read_audio(self, buffer) -> bool: ...
+
+    def get_buffer_size(self):
+        return 512
+
+    def set_buffer_size(self, size):
+        pass
+
+
+class AudioSinkPlugin(_AudioPlugin):
+    def get_type(self) -> PluginType:
+        return PluginType.AUDIO_SINK
+
+    @abstractmethod
+    def write_audio(self, buffer) -> bool: ...
+
+    @abstractmethod
+    def get_buffer_size(self): ...
+
+    @abstractmethod
+    def set_buffer_size(self, size): ...
+
+    @abstractmethod
+    def get_available_space(self) -> int:
+        """Frames it can take now."""

@@ -272,8 +272,9 @@ std::optional<PythonError> PythonPlugin::load(const LoadRequest& request, Plugin
                                       static_cast<Py_ssize_t>(request.state.size())));
   Ref path(PyUnicode_DecodeFSDefault(request.path.c_str()));
   if (!state || !path) return error();
-  im.session = Ref(PyObject_CallMethod(im.glue.get(), "load", "OdIIOO", path.get(), request.sample_rate,
-                                       request.channels, request.max_frames, params.get(), state.get()));
+  im.session = Ref(PyObject_CallMethod(im.glue.get(), "load", "OdIIOOO", path.get(), request.sample_rate,
+                                       request.channels, request.max_frames, params.get(), state.get(),
+                                       request.inspect ? Py_True : Py_False));
   if (!im.session) return error();
   im.process = Ref(PyObject_GetAttrString(im.session.get(), "process"));
   im.accept = Ref(PyObject_GetAttrString(im.session.get(), "accept"));

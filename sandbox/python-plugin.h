@@ -54,6 +54,8 @@ struct LoadRequest {
   std::uint32_t max_frames = 512;
   std::vector<std::pair<std::string, ParamValue>> params;
   std::vector<std::byte> state;
+  /// Construct and describe only (`sandpipe inspect`): none of the plugin's lifecycle runs.
+  bool inspect = false;
 };
 
 enum class BlockResult : std::uint8_t { processed, passthrough, failed };
@@ -81,12 +83,14 @@ class PythonPlugin {
   [[nodiscard]] std::string numpy_version() const;
 
   /// Imports the plugin file ahead of its load (a spare sandbox) and keeps the module: a load of
-  /// the same path, with the file unchanged since, only instantiates it. False when the import
+  /// the same path, with the file unchanged since, only instantiates it. Nothing but the module's
+  /// top level runs: no instance, no lifecycle call until the load. False when the import
   /// failed: nothing is kept, the load imports again and reports the error.
   bool preload(const std::string& path) noexcept;
 
-  /// Imports the plugin file (or takes the preloaded module), detects its API, prepares it and
-  /// applies the params and state.
+  /// Imports the plugin file (or takes the preloaded module), detects its API and runs its
+  /// lifecycle up to the first block (docs/architecture.md, "What a plugin sees"); with
+  /// `request.inspect` only constructs and describes it.
   std::optional<PythonError> load(const LoadRequest& request, PluginDescription& out);
 
   /// Builds the (channels, frames) float32 views on `slots[i]` (channel c at

@@ -201,6 +201,7 @@ bool Session::load() {
   const auto state = load.getState();
   request.state.assign(reinterpret_cast<const std::byte*>(state.begin()),
                        reinterpret_cast<const std::byte*>(state.end()));
+  request.inspect = load.getInspect();
   if (request.channels != geometry.channels || request.max_frames == 0 ||
       request.max_frames > geometry.max_frames || !std::isfinite(request.sample_rate) ||
       request.sample_rate <= 0.0) {

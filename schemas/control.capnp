@@ -21,7 +21,8 @@
 $import "/capnp/c++.capnp".namespace("sandpipe::schema");
 
 # 2: preload (a sandbox of version 1 would take it for a bad load)
-const protocolVersion :UInt32 = 2;
+# 3: load.inspect (a sandbox of version 2 would start a plugin it was only asked to describe)
+const protocolVersion :UInt32 = 3;
 
 struct ParamValue {
   union {
@@ -91,6 +92,8 @@ struct HostMessage {
       maxFrames @7 :UInt32;
       params @8 :List(ParamSetting);  # from the config, applied before the first block
       state @9 :Data;                 # from a previous instance's getState (restart), may be empty
+      inspect @15 :Bool;              # only construct the plugin and describe it (`sandpipe
+                                      # inspect`): no prepare/initialize/start, no block follows
     }
     setParam @10 :ParamSetting;
     getState @11 :Void;

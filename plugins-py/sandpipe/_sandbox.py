@@ -4,14 +4,19 @@ The sandbox calls, on its one processing thread:
 
 * ``install_stdio(log)`` once: ``sys.stdout``/``sys.stderr`` become line writers that call
   ``log(stream, line)`` (1 = stdout, 2 = stderr); the sandbox sends each line to the host.
-* ``preload(path)`` at most once, before ``load`` (a spare sandbox): imports the file ahead of time.
-* ``load(path, rate, channels, max_frames, params, state)`` -> a ``Session``: imports the file
-  (or takes the preloaded module if the file still has the contents it was imported from), tells
-  the two plugin APIs apart, prepares the plugin and applies the params.
+* ``preload(path)`` at most once, before ``load`` (a spare sandbox): imports the file ahead of
+  time and runs nothing of the plugin but its module's top level (no instance is made: a spare
+  that never takes over has no side effects beyond the import).
+* ``load(path, rate, channels, max_frames, params, state, inspect)`` -> a ``Session``: imports
+  the file (or takes the preloaded module if the file still has the contents it was imported
+  from), tells the two plugin APIs apart by behaviour, and runs the plugin's lifecycle up to its
+  first block. With ``inspect`` it only makes the instance and asks what it is (``sandpipe
+  inspect``): no ``prepare``/``initialize``/``start``, so a recording sink opens nothing.
 * per block ``session.process(block)``; its result is interpreted in C++: None or True ->
-  processed, False -> pass the block through, anything else -> ``session.accept(block, result)``.
-  A source's ``process`` fills the block and returns True; a sink's consumes it and returns
-  False (the block passes on unchanged). ``session.info()["role"]`` says which.
+  processed, False -> not processed by the plugin (``passthrough``: the slot's on-failure decides
+  what leaves it), anything else -> ``session.accept(block, result)``. A source's ``process``
+  fills the block and returns True; a sink's reads it and returns False (the block goes on as it
+  came in). ``session.info()["role"]`` says which.
 * ``session.set_param``, ``session.get_state``, ``session.shutdown`` between blocks.
 * ``format_error(exc)`` -> ``(message, traceback)`` for anything that raised.
 """
@@ -120,7 +125,11 @@ def format_error(exc: BaseException) -> Tuple[str, str]:
     and importlib's frames so it starts at the plugin's own code."""
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, LoadError):
-        return str(exc), ""
+        if exc.__cause__ is None:
+            return str(exc), ""
+        # A plugin call during the load raised: say which, then the plugin's own error.
+        cause, tb = format_error(exc.__cause__)
+        return f"{exc}: {cause}", tb
     try:
         te = traceback.TracebackException.from_exception(exc)
         frames = [f for f in te.stack if not _is_glue_frame(f.filename)]
@@ -144,11 +153,13 @@ def _import_file(path: str) -> Tuple[Any, bytes]:
         raise LoadError(f"{path}: no such file")
     with open(path, "rb") as f:
         source = f.read()
-    # The plugin's own folder, right after the SDK, so a plugin split over files imports its
-    # siblings (the plugin guide promises it).
+    # The plugin's own folder first, so a plugin split over files imports its siblings, and a
+    # folder that ships its own base_plugin.py gets that one, not Sandpipe's (which stays on
+    # the path after it, for a plugin copied without one).
     folder = os.path.dirname(path)
-    if folder not in sys.path:
-        sys.path.insert(1, folder)
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "sandpipe_plugin"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -231,12 +242,13 @@ def load(
     max_frames: int,
     params: Sequence[Tuple[str, Any]],
     state: bytes,
+    inspect: bool = False,
 ) -> "Session":
     module = _take_preloaded(path)
     preloaded = module is not None
     if module is None:
         module, _ = _import_file(path)
-    session = _instantiate(module, path, rate, channels, max_frames, params, state)
+    session = _instantiate(module, path, rate, channels, max_frames, params, state, inspect)
     session.preloaded = preloaded
     return session
 
@@ -249,20 +261,21 @@ def _instantiate(
     max_frames: int,
     params: Sequence[Tuple[str, Any]],
     state: bytes,
+    inspect: bool = False,
 ) -> "Session":
     factory = getattr(module, "create_plugin", None)
     if callable(factory):
-        obj = factory()
+        obj = _calling(path, "create_plugin()", factory)
         if isinstance(obj, Plugin):
-            return SdkSession(obj, rate, channels, max_frames, params, state)
-        return LegacySession(obj, path, rate, channels, max_frames, params)
+            return SdkSession(obj, rate, channels, max_frames, params, state, inspect)
+        return LegacySession(obj, module, path, rate, channels, max_frames, params, inspect)
     cls = _sdk_class(module, path)
     if cls is None:
         raise LoadError(
-            f"{path}: no plugin found: define one subclass of sandpipe.Plugin "
-            "(or, for the earlier API, a create_plugin() function)"
+            f"{path}: no plugin found: the file defines no subclass of sandpipe.Plugin "
+            "and no create_plugin() function (the earlier pipeline's API)"
         )
-    return SdkSession(cls(), rate, channels, max_frames, params, state)
+    return SdkSession(cls(), rate, channels, max_frames, params, state, inspect)
 
 
 def _check_latency(value: Any) -> int:
@@ -293,7 +306,8 @@ def _source_process(produce: Callable[[Any], Any]) -> Callable[[np.ndarray], boo
 
 
 def _sink_process(consume: Callable[[Any], Any]) -> Callable[[np.ndarray], bool]:
-    """``process`` for a sink: the block is read, and passes on unchanged (False)."""
+    """``process`` for a sink: the block is read, and passes on unchanged (False: the host
+    outputs the block as it came in, whatever the sink did to the shared copy)."""
 
     def process(block: np.ndarray) -> bool:
         consume(block)
@@ -340,6 +354,7 @@ class SdkSession(Session):
         max_frames: int,
         params: Sequence[Tuple[str, Any]],
         state: bytes,
+        inspect: bool = False,
     ) -> None:
         self.plugin = plugin
         cls = type(plugin)
@@ -349,11 +364,14 @@ class SdkSession(Session):
             if key not in self.declared:
                 raise ParamError(self._unknown(key))
             given[key] = self.declared[key].coerce(value, key)
-        plugin.prepare(rate, channels, max_frames)
-        for key, param in self.declared.items():
-            plugin.set_param(key, given.get(key, param.default))
-        if state:
-            plugin.set_state(bytes(state))
+        if not inspect:
+            # The SDK's lifecycle: prepare() is its initialize()/start(), then the parameters and
+            # the state of a restarted instance. An inspection constructs the class only.
+            plugin.prepare(rate, channels, max_frames)
+            for key, param in self.declared.items():
+                plugin.set_param(key, given.get(key, param.default))
+            if state:
+                plugin.set_state(bytes(state))
         self.latency = _check_latency(plugin.latency)
         self.role = str(getattr(cls, "role", "processor"))
         if self.role not in _PLUGIN_ROLES:
@@ -414,28 +432,38 @@ class SdkSession(Session):
 
 
 # --------------------------------------------------------------------------------------------
-# the earlier API
+# the earlier pipeline's API (/work/shared/earlier-python-api.md; docs/plugin-guide-python.md,
+# "Plugins of the earlier pipeline"). The plugin object is judged by what it does, never by
+# isinstance against a base_plugin: a folder may ship its own base_plugin.py.
 
-_LEGACY_KINDS = {
-    "float": "number",
-    "double": "number",
-    "number": "number",
-    "int": "integer",
-    "integer": "integer",
-    "bool": "boolean",
-    "boolean": "boolean",
-    "choice": "choice",
-    "enum": "choice",
-    "str": "text",
-    "string": "text",
-    "text": "text",
+# get_type().value / get_info().type.value -> the slot's role.
+_EARLIER_ROLES = {"audiosource": "source", "audiosink": "sink", "processor": "processor"}
+
+# Called on every plugin whatever its role (set_channels or set_channel_count: either will do).
+_EARLIER_METHODS = ("get_info", "initialize", "start", "stop", "shutdown", "set_parameter", "get_parameter",
+                    "set_sample_rate")
+_EARLIER_ROLE_METHODS = {
+    "processor": ("process_audio",),
+    "source": ("read_audio",),
+    "sink": ("get_available_space", "write_audio"),
 }
 
-_ROLES = {"source": "source", "sink": "sink", "generator": "source"}
+# Attributes a plugin keeps for its lifecycle, not parameters (see _discover_params).
+_NOT_PARAMS = frozenset(("state", "sample_rate", "channels", "channel_count", "buffer_size", "frame_count"))
+_MAX_DISCOVERED = 64
 
 
-def _legacy_text(value: Any) -> str:
-    """Config values reach legacy plugins as strings, written the way a person would."""
+def _earlier_role(value: Any) -> Optional[str]:
+    """"processor" / "source" / "sink" for a PluginType member (any enum whose value is the
+    earlier API's, or the bare string), None for anything else."""
+    raw = getattr(value, "value", value)
+    if not isinstance(raw, str):
+        return None
+    return _EARLIER_ROLES.get(raw.replace("_", "").lower())
+
+
+def _earlier_text(value: Any) -> str:
+    """Values reach set_parameter as strings, written the way a person would."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -455,114 +483,313 @@ def _as_number(value: Any) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
+def _calling(path: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` during the load: anything it raises becomes a LoadError naming the file
+    and the call, with the plugin's traceback (format_error shows the cause's)."""
+    try:
+        return fn(*args)
+    except BaseException as exc:  # noqa: B036 - a plugin may raise anything, even SystemExit
+        raise LoadError(f"{path}: {what} raised") from exc
+
+
+class _BlockBuffer:
+    """What ``process_audio``/``read_audio``/``write_audio`` get when the plugin's own
+    ``AudioBuffer`` cannot wrap the shared block: every member of the earlier API's
+    ``AudioBuffer``, over the block itself (no copy)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, block: np.ndarray) -> None:
+        self.data = block
+
+    def get_channel_data(self, channel: int) -> np.ndarray:
+        return self.data[channel]
+
+    def get_frame_count(self) -> int:
+        return int(self.data.shape[1])
+
+    def get_channel_count(self) -> int:
+        return int(self.data.shape[0])
+
+    def clear(self) -> None:
+        self.data.fill(0.0)
+
+    def copy_from(self, other: Any) -> None:
+        np.copyto(self.data, other.data, casting="unsafe")
+
+
+_BUFFER_MEMBERS = ("get_channel_data", "get_frame_count", "get_channel_count", "clear", "copy_from")
+
+
+def _wrap_block(buffer_type: Any, block: np.ndarray) -> Any:
+    """An AudioBuffer whose ``data`` is `block`: the plugin's own class (the one its
+    ``base_plugin`` defines, so its methods and isinstance checks hold) when it can be built as
+    ``AudioBuffer(channels, frame_count)`` and given the block as ``data``, else _BlockBuffer."""
+    if isinstance(buffer_type, type):
+        try:
+            buffer = buffer_type(block.shape[0], block.shape[1])
+            buffer.data = block
+            if buffer.data is block and all(callable(getattr(buffer, m, None)) for m in _BUFFER_MEMBERS):
+                return buffer
+        except Exception:  # noqa: BLE001 - not a buffer we can use: ours will do
+            pass
+    return _BlockBuffer(block)
+
+
 class LegacySession(Session):
+    """Drives an earlier-API plugin in the earlier host's order: ``create_plugin()`` (done by the
+    caller) → ``get_info()``/``get_type()`` → ``initialize()`` → ``set_sample_rate`` /
+    ``set_channels`` (sources and sinks: ``set_buffer_size``) → ``set_parameter`` per config
+    key → ``start()`` → per block ``process_audio`` | ``read_audio`` | ``get_available_space``
+    + ``write_audio`` → ``stop()``, ``shutdown()``. With ``inspect`` it stops after
+    ``get_info()``/``get_type()`` (and ``get_parameter`` to list parameters)."""
+
     api = "legacy"
 
     def __init__(
         self,
         obj: Any,
+        module: Any,
         path: str,
         rate: float,
         channels: int,
         max_frames: int,
         params: Sequence[Tuple[str, Any]],
+        inspect: bool = False,
     ) -> None:
-        if not callable(getattr(obj, "get_info", None)):
-            raise LoadError(f"{path}: create_plugin() returned a {type(obj).__name__} without get_info()")
         self.obj = obj
+        self.path = path
         self.rate = rate
-        self.channels = channels
-        self.position = 0
+        self.started = False
         self._buffers: Dict[int, Tuple[Any, np.ndarray]] = {}
-        self._buffer_type = self._find_buffer_type()
-        self._call("set_sample_rate", int(rate) if float(rate).is_integer() else rate)
-        self._call("set_channel_count", channels)
-        if self._call("initialize") is False:
-            raise LoadError(f"{path}: initialize() returned False")
-        self.plugin_info = obj.get_info()
-        ptype = getattr(self.plugin_info, "plugin_type", None)
-        self.role = _ROLES.get(str(getattr(ptype, "value", ptype) or "").lower(), "processor")
-        method = {"source": "read_audio", "sink": "write_audio"}.get(self.role, "process_audio")
-        base = getattr(sys.modules.get("base_plugin"), "AudioProcessorPlugin", None)
-        inherited = base is not None and getattr(type(obj), method, None) is getattr(base, method, None)
-        if inherited or not callable(getattr(obj, method, None)):
-            raise LoadError(f"{path}: create_plugin() returned a {self.role} {type(obj).__name__} without {method}()")
+        base = sys.modules.get("base_plugin")
+        self._buffer_type = getattr(module, "AudioBuffer", None) or getattr(base, "AudioBuffer", None)
+        self.plugin_info = self._read_info()
+        self.role = self._read_role()
+        self._check_methods()
+        self.config_params = [(str(k), v) for k, v in params]
+        self.latency = 0
+        if inspect:
+            self._params = self._describe_params()
+            return
+        if _calling(path, "initialize()", obj.initialize) is False:
+            raise LoadError(f"{path}: initialize() returned False: the plugin failed to load")
+        try:
+            self._prepare(channels, max_frames)
+            if _calling(path, "start()", obj.start) is False:
+                raise LoadError(f"{path}: start() returned False: the plugin cannot run")
+        except BaseException:
+            # Initialised but never started: give it its shutdown() (what it opened is released).
+            try:
+                obj.shutdown()
+            except BaseException:  # noqa: B036 - the load error is what is reported
+                pass
+            raise
+        self.started = True
+        try:
+            self.latency = self._latency()
+            self._params = self._describe_params()
+        except BaseException:
+            try:
+                self.shutdown()  # started: stop() and shutdown() before the load error
+            except BaseException:  # noqa: B036 - the load error is what is reported
+                pass
+            raise
         if self.role == "source":
-            self.process = _source_process(self._legacy_call(obj.read_audio))
+            self.process = _source_process(self._read_audio)
         elif self.role == "sink":
-            self.process = _sink_process(self._legacy_call(obj.write_audio))
-        for key, value in params:
-            self.set_param(key, value)
-        if self._call("start") is False:
-            raise LoadError(f"{path}: start() returned False")
-        self.latency = self._latency()
+            self.process = _sink_process(self._write_audio)
 
-    def _call(self, method: str, *args: Any) -> Any:
-        fn = getattr(self.obj, method, None)
-        return fn(*args) if callable(fn) else None
+    # --- load ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _find_buffer_type() -> Any:
-        module = sys.modules.get("base_plugin")
-        return getattr(module, "AudioBuffer", None)
+    def _read_info(self) -> Any:
+        get_info = getattr(self.obj, "get_info", None)
+        if not callable(get_info):
+            raise LoadError(
+                f"{self.path}: create_plugin() returned a {type(self.obj).__name__}, which has no get_info() "
+                "(an earlier-API plugin is an AudioProcessorPlugin, AudioSourcePlugin or AudioSinkPlugin)"
+            )
+        info = _calling(self.path, "get_info()", get_info)
+        missing = [a for a in ("name", "type") if not hasattr(info, a)]
+        if missing:
+            raise LoadError(
+                f"{self.path}: get_info() returned {type(info).__name__} {info!r:.80}, not a PluginInfo "
+                f"(no {' or '.join(missing)}; expected PluginInfo(name, version, author, description, plugin_type))"
+            )
+        return info
+
+    def _read_role(self) -> str:
+        get_type = getattr(self.obj, "get_type", None)
+        if callable(get_type):
+            ptype, source = _calling(self.path, "get_type()", get_type), "get_type()"
+        else:
+            ptype, source = getattr(self.plugin_info, "type", None), "get_info().type"
+        role = _earlier_role(ptype)
+        if role is None:
+            raise LoadError(
+                f"{self.path}: {source} is {ptype!r}, not a PluginType "
+                "(AUDIO_SOURCE = 'AudioSource', AUDIO_SINK = 'AudioSink' or PROCESSOR = 'Processor')"
+            )
+        return role
+
+    def _check_methods(self) -> None:
+        needed = list(_EARLIER_METHODS) + list(_EARLIER_ROLE_METHODS[self.role])
+        missing = [m for m in needed if not callable(getattr(self.obj, m, None))]
+        if not callable(getattr(self.obj, "set_channels", None)) and not callable(
+            getattr(self.obj, "set_channel_count", None)
+        ):
+            missing.append("set_channels")
+        if missing:
+            raise LoadError(
+                f"{self.path}: create_plugin() returned a {self.role} ({type(self.obj).__name__}) without "
+                + ", ".join(f"{m}()" for m in missing)
+            )
+
+    def _prepare(self, channels: int, max_frames: int) -> None:
+        obj, path = self.obj, self.path
+        rate = int(self.rate) if float(self.rate).is_integer() else self.rate
+        _calling(path, f"set_sample_rate({rate})", obj.set_sample_rate, rate)
+        set_channels = getattr(obj, "set_channels", None)
+        if not callable(set_channels):
+            set_channels = obj.set_channel_count
+        _calling(path, f"set_channels({channels})", set_channels, channels)
+        set_buffer_size = getattr(obj, "set_buffer_size", None)
+        if self.role != "processor" and callable(set_buffer_size):
+            _calling(path, f"set_buffer_size({max_frames})", set_buffer_size, max_frames)
+        for key, value in self.config_params:
+            text = _earlier_text(value)
+            if _calling(path, f"set_parameter({key!r}, {text!r})", obj.set_parameter, key, text) is False:
+                raise LoadError(f"{path}: set_parameter({key!r}, {text!r}) returned False: the plugin refused it")
 
     def _latency(self) -> int:
-        getter = getattr(self.obj, "get_latency", None)
-        value = getter() if callable(getter) else getattr(self.plugin_info, "latency", 0)
-        return _check_latency(value or 0)
+        getter = getattr(self.obj, "get_processing_latency", None)
+        seconds = getter() if callable(getter) else 0.0
+        value = _as_number(seconds)
+        if value is None or value < 0:
+            raise LoadError(f"{self.path}: get_processing_latency() returned {seconds!r}, not seconds >= 0")
+        return _check_latency(int(round(value * self.rate)))
 
-    def _make_buffer(self, block: np.ndarray) -> Any:
-        channels, frames = block.shape
-        if self._buffer_type is not None:
-            try:
-                return self._buffer_type(
-                    data=block, sample_rate=int(self.rate), channels=channels, frames=frames, timestamp=0.0
-                )
-            except TypeError:
-                pass
-        from base_plugin import AudioBuffer  # ours, always importable in the sandbox
+    # --- parameters ---------------------------------------------------------------------------
 
-        return AudioBuffer(data=block, sample_rate=int(self.rate), channels=channels, frames=frames)
+    def _current(self, key: str) -> Optional[str]:
+        """get_parameter(key) if it answers a non-empty string."""
+        try:
+            value = self.obj.get_parameter(key)
+        except Exception:  # noqa: BLE001 - a key it does not know
+            return None
+        return value if isinstance(value, str) and value != "" else None
+
+    def _discover(self) -> List[str]:
+        """Keys the config does not give that the plugin answers with get_parameter(): its public
+        attributes and the string keys of its dict attributes (``self.gain``,
+        ``self.params = {"gain": "1.0"}``), lifecycle attributes left out."""
+        given = {k for k, _ in self.config_params}
+        candidates: List[str] = []
+        for name, value in list(vars(self.obj).items()) if hasattr(self.obj, "__dict__") else []:
+            if isinstance(value, dict):
+                candidates.extend(k for k in value if isinstance(k, str))
+            elif not callable(value):
+                candidates.append(name)
+        found: List[str] = []
+        for key in candidates:
+            if (
+                key in given
+                or key in found
+                or key in _NOT_PARAMS
+                or key.startswith("_")
+                or not key.isidentifier()
+                or self._current(key) is None
+            ):
+                continue
+            found.append(key)
+            if len(found) >= _MAX_DISCOVERED:
+                break
+        return found
+
+    def _describe_params(self) -> List[Dict[str, Any]]:
+        """Each config key typed by its config value (number, boolean or text) and each key the
+        plugin answers, typed by its answer; the default shown is what get_parameter() reads
+        back now, else the config's value."""
+        out: List[Dict[str, Any]] = []
+        for key, value in self.config_params:
+            if isinstance(value, bool):
+                kind = "boolean"
+            elif isinstance(value, str) or _as_number(value) is None:
+                kind = "text"
+            else:
+                kind = "number"
+            out.append(self._param(key, kind, self._current(key), value))
+        for key in self._discover():
+            answer = self._current(key) or ""
+            if answer.lower() in ("true", "false"):
+                kind = "boolean"
+            else:
+                kind = "number" if _as_number(answer) is not None else "text"
+            out.append(self._param(key, kind, answer, answer))
+        return out
+
+    @staticmethod
+    def _param(key: str, kind: str, current: Optional[str], given: Any) -> Dict[str, Any]:
+        if kind == "number":
+            default: Any = _as_number(current)
+            if default is None:
+                default = _as_number(given) or 0.0
+        elif kind == "boolean":
+            text = current if current is not None else _earlier_text(given)
+            default = text.strip().lower() in ("true", "1", "on", "yes")
+        else:
+            default = current if current is not None else _earlier_text(given)
+        return {
+            "key": key,
+            "label": key,
+            "unit": "",
+            "kind": kind,
+            "min": -math.inf,
+            "max": math.inf,
+            "default": default,
+            "choices": [],
+        }
+
+    # --- blocks -------------------------------------------------------------------------------
 
     def _buffer_for(self, block: np.ndarray) -> Any:
-        # One buffer object per cached view: nothing is built per block but the timestamp float.
+        # One buffer per cached view of the shared segment: nothing is built per block.
         entry = self._buffers.get(id(block))
         if entry is None or entry[1] is not block:
-            entry = (self._make_buffer(block), block)
+            entry = (_wrap_block(self._buffer_type, block), block)
             self._buffers[id(block)] = entry
-        buffer = entry[0]
-        buffer.data = block
-        buffer.timestamp = self.position / self.rate
-        self.position += block.shape[1]
-        return buffer
+        return entry[0]
 
-    def _legacy_call(self, method: Callable[[Any], Any]) -> Callable[[np.ndarray], Any]:
-        """``read_audio`` / ``write_audio`` on the block wrapped in an AudioBuffer; the result
-        as the plugin returned it, None turned into True (no return statement: it worked)."""
-
-        def call(block: np.ndarray) -> Any:
-            buffer = self._buffer_for(block)
-            result = method(buffer)
-            if buffer.data is not block:
-                self.accept(block, buffer.data)
-            return True if result is None else bool(result)
-
-        return call
+    def _take_back(self, buffer: Any, block: np.ndarray) -> None:
+        """A plugin that assigned a new array to ``buffer.data`` (``buffer.data = y``) gets it
+        copied into the block, and the buffer points at the block again for the next call."""
+        if buffer.data is not block:
+            data, buffer.data = buffer.data, block
+            self.accept(block, data)
 
     def process(self, block: np.ndarray) -> bool:
         buffer = self._buffer_for(block)
         result = self.obj.process_audio(buffer)
-        if buffer.data is not block:
-            # Some old plugins assigned a new array instead of writing in place.
-            self.accept(block, buffer.data)
-        # None (no return statement) counts as processed; only an explicit falsy value passes.
+        self._take_back(buffer, block)
+        # False: not processed (the slot's on-failure decides what leaves it). No return
+        # statement (None) counts as processed.
         return result is None or bool(result)
+
+    def _read_audio(self, block: np.ndarray) -> Any:
+        buffer = self._buffer_for(block)
+        result = self.obj.read_audio(buffer)
+        self._take_back(buffer, block)
+        return True if result is None else bool(result)  # False: no audio this block (silence)
+
+    def _write_audio(self, block: np.ndarray) -> Any:
+        buffer = self._buffer_for(block)
+        self.obj.get_available_space()
+        return self.obj.write_audio(buffer)
+
+    # --- between blocks -----------------------------------------------------------------------
 
     def info(self) -> Dict[str, Any]:
         pi = self.plugin_info
-        params = []
-        for key, spec in dict(getattr(pi, "parameters", {}) or {}).items():
-            params.append(self._param_info(str(key), spec))
         return {
             "api": "legacy",
             "name": str(getattr(pi, "name", "") or type(self.obj).__name__),
@@ -570,53 +797,29 @@ class LegacySession(Session):
             "description": str(getattr(pi, "description", "") or ""),
             "role": self.role,
             "latency": self.latency,
-            "params": params,
+            "params": self._params,
         }
-
-    @staticmethod
-    def _param_info(key: str, spec: Any) -> Dict[str, Any]:
-        if not isinstance(spec, dict):
-            spec = {"default": spec}
-        default = spec.get("default", "")
-        kind = _LEGACY_KINDS.get(str(spec.get("type", "")).lower())
-        if kind is None:
-            if isinstance(default, bool):
-                kind = "boolean"
-            elif spec.get("choices"):
-                kind = "choice"
-            elif _as_number(default) is not None:
-                kind = "number"
-            else:
-                kind = "text"
-        info: Dict[str, Any] = {
-            "key": key,
-            "label": str(spec.get("label", spec.get("description", key)) or key),
-            "unit": str(spec.get("unit", "") or ""),
-            "kind": kind,
-            "min": -math.inf,
-            "max": math.inf,
-            "default": str(default),
-            "choices": [str(c) for c in spec.get("choices", []) or []],
-        }
-        if kind in ("number", "integer"):
-            lo, hi, d = _as_number(spec.get("min")), _as_number(spec.get("max")), _as_number(default)
-            info["min"] = lo if lo is not None else -math.inf
-            info["max"] = hi if hi is not None else math.inf
-            info["default"] = d if d is not None else 0.0
-        elif kind == "boolean":
-            info["default"] = str(default).lower() in ("true", "1", "on", "yes")
-        return info
 
     def set_param(self, key: str, value: Any) -> int:
-        text = _legacy_text(value)
+        text = _earlier_text(value)
         if self.obj.set_parameter(key, text) is False:
-            raise ParamError(f"the plugin refused {key} = {text!r}")
+            raise ParamError(f"the plugin refused {key} = {text!r} (set_parameter returned False)")
         self.latency = self._latency()
         return self.latency
 
     def shutdown(self) -> None:
-        self._call("stop")
-        self._call("shutdown")
+        """``stop()`` then ``shutdown()``, each called even if the other raised."""
+        if not self.started:
+            return
+        self.started = False
+        errors: List[BaseException] = []
+        for method in (self.obj.stop, self.obj.shutdown):
+            try:
+                method()
+            except BaseException as exc:  # noqa: B036 - the other call still runs
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 __all__ = ["install_stdio", "flush_stdio", "format_error", "load", "LoadError", "Session", "sandpipe"]

@@ -134,7 +134,7 @@ TEST_F(RenderPython, PythonBiquadMatchesTheNativeBiquad) {
 
 TEST_F(RenderPython, LegacyPluginRunsUnmodifiedWithStringParams) {
   const auto out = render(R"(plugins = [
-      { name = "old" path = "tests/sandbox/fixtures/legacy/plugins/legacy_gain.py" params = { gain_db = "-6" } } ])");
+      { name = "old" path = "tests/host/fixtures/earlier-api/plugins_py/examples/legacy_gain.py" params = { gain_db = "-6" } } ])");
   ASSERT_EQ(out.size(), input_.size());
   const float g = static_cast<float>(std::pow(10.0, -6.0 / 20.0));
   for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], input_[i] * g) << i;

@@ -279,6 +279,94 @@ TEST_F(FilterNode, RunsAPythonSlotThroughItsSandbox) {
   EXPECT_NE(err.find("slot py: blocks="), std::string::npos) << err;
 }
 
+/// How often `line` occurs in `text`.
+std::size_t occurrences(const std::string& text, const std::string& line) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(line); at != std::string::npos; at = text.find(line, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(FilterNode, RunsAnEarlierApiProcessorAndSetsItsParameterLive) {
+  // trim_gain.py, written for the earlier pipeline (tests/host/fixtures/earlier-api): gain and a
+  // 48-frame delay it reports as latency, in both layouts: the folder in place (Sandpipe's
+  // base_plugin) with a numeric gain, and a copy that ships its own base_plugin.py with the gain
+  // as a string (a text Prop). A `sandpipe set` reaches its set_parameter() and changes the
+  // audio; its lifecycle runs once, and stop()/shutdown() come at the node's exit.
+  const fs::path fixtures = fs::path(SANDPIPE_SOURCE_ROOT) / "tests/host/fixtures/earlier-api";
+  for (const bool own_base : {false, true}) {
+    SCOPED_TRACE(own_base ? "own base_plugin.py" : "Sandpipe's base_plugin");
+    const std::string name = own_base ? "sandpipe-it-earlier-own" : "sandpipe-it-earlier";
+    fs::path plugins = fixtures / "plugins_py";
+    if (own_base) {
+      plugins = work_ / "plugins_py";
+      fs::copy(fixtures / "plugins_py", plugins, fs::copy_options::recursive);
+      fs::copy_file(fixtures / "own-base/base_plugin.py", plugins / "base_plugin.py");
+    }
+    const std::string gain = own_base ? "\"0.5\"" : "0.5";
+    auto node = start_node(
+        name,
+        write_config(name, "  { name = \"fx\" path = \"" + (plugins / "examples/trim_gain.py").string() +
+                               "\" mode = \"sync\" params = { gain = " + gain + " delay = 48 } }\n"));
+    ASSERT_FALSE(HasFailure());
+    // The value get_parameter() reads back is published, typed as the config gave it.
+    const Json published = props_param(find_node(pw_dump(), name), "fx:gain");
+    if (own_base) {
+      EXPECT_TRUE(published.is_string() && published.str() == "0.5") << read_text(work_ / (name + ".err"));
+    } else {
+      EXPECT_TRUE(published.is_number() && published.num() == 0.5) << read_text(work_ / (name + ".err"));
+    }
+    expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"}), 0.5, 48, /*allow_dry=*/true);
+
+    auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " fx:gain 0.25 2>&1");
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_TRUE(poll_until(
+        [&] {
+          const Json v = props_param(find_node(pw_dump(), name), "fx:gain");
+          return own_base ? v.is_string() && v.str() == "0.25" : v.is_number() && v.num() == 0.25;
+        },
+        startup_timeout))
+        << read_text(work_ / (name + ".err"));
+    (void)run_probe(name, {"--frames", "4800"});  // the change reaches the sandbox meanwhile
+    expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 48,
+                 /*allow_dry=*/true);
+    stop_node(*node, name);
+
+    const std::string err = read_text(work_ / (name + ".err"));
+    EXPECT_NE(err.find("trim_gain: set_parameter gain=0.25"), std::string::npos) << err;
+    EXPECT_EQ(occurrences(err, "trim_gain: created"), 1U) << "a spare made an instance:\n" << err;
+    EXPECT_EQ(occurrences(err, "trim_gain: start\n"), 1U) << err;
+    const auto stop = err.find("trim_gain: stop\n");
+    ASSERT_NE(stop, std::string::npos) << err;
+    EXPECT_NE(err.find("trim_gain: shutdown\n", stop), std::string::npos) << err;
+    EXPECT_NE(err.find("trim_gain: created, base_plugin from " +
+                       (own_base ? plugins.string() : std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py")),
+              std::string::npos)
+        << err;
+  }
+}
+
+TEST_F(FilterNode, EarlierApiLoadErrorFailsTheSlotAndStatusSaysWhy) {
+  // initialize() returns False: the node still starts (the slot falls back per its on-failure)
+  // and `sandpipe status` names the file and the reason.
+  const std::string name = "sandpipe-it-earlier-bad";
+  const std::string plugin =
+      std::string(SANDPIPE_SOURCE_ROOT) + "/tests/host/fixtures/earlier-api/bad/initialize_false.py";
+  auto node = start_node(name, write_config(name, "  { name = \"bad\" path = \"" + plugin +
+                                                      "\" mode = \"sync\" }\n" + gain_plugin(0.5)));
+  ASSERT_FALSE(HasFailure());
+  std::string status;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        status = run_command(std::string(SANDPIPE_EXE) + " status " + name + " 2>&1").first;
+        return status.find("initialize() returned False") != std::string::npos;
+      },
+      startup_timeout))
+      << status << read_text(work_ / (name + ".err"));
+  EXPECT_NE(status.find("initialize_false.py"), std::string::npos) << status;
+  EXPECT_EQ(node_slot_status(node_status_file(name), "bad").text("state"), "failed") << status;
+  stop_node(*node, name);
+}
+
 TEST_F(FilterNode, KeepsPlayingWhenASandboxIsKilledAndRestartsIt) {
   // A live graph, a Python slot, and its sandbox SIGKILLed from outside while audio flows: the
   // node keeps running, the supervisor restarts the sandbox (status file), and the probe sees

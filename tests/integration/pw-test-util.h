@@ -200,6 +200,21 @@ inline double node_id(const Json& dump, const std::string& name) {
 }
 
 /// Number of links from node `from` to node `to` (by name).
+/// The published value of the node's Props parameter `name` ("SLOT:PARAM"): a number, a
+/// string (a text parameter) or a boolean; null if the node does not publish it.
+inline Json props_param(const Json& node, const std::string& name) {
+  const Json& props = node["info"]["params"]["Props"];
+  if (!props.is_array()) return {};
+  for (const Json& p : props.arr()) {
+    const Json& params = p["params"];
+    if (!params.is_array()) continue;
+    const auto& list = params.arr();
+    for (std::size_t i = 0; i + 1 < list.size(); i += 2)
+      if (list[i].is_string() && list[i].str() == name) return list[i + 1];
+  }
+  return {};
+}
+
 inline int links_between(const Json& dump, const std::string& from, const std::string& to) {
   const double a = node_id(dump, from);
   const double b = node_id(dump, to);

@@ -68,8 +68,8 @@ TEST(SandboxClient, ConfigParamOutOfRangeFailsTheLoad) {
 
 TEST(SandboxClient, LegacyPluginRefusingAParamFailsTheLoad) {
   const std::string what =
-      load_error(python_spec("lg", fixtures_dir() / "legacy/plugins/legacy_gain.py", {{"gain_db", 99.0, 3}}));
-  EXPECT_TRUE(contains(what, "refused gain_db = '99'")) << what;
+      load_error(python_spec("lg", earlier_api_examples() / "legacy_gain.py", {{"gain_db", 99.0, 3}}));
+  EXPECT_TRUE(contains(what, "set_parameter('gain_db', '99') returned False")) << what;
 }
 
 TEST(SandboxClient, OneFailureNamesOnlyThatPlugin) {
@@ -90,7 +90,7 @@ TEST(SandboxClient, OneFailureNamesOnlyThatPlugin) {
 TEST(SandboxClient, StartSandboxesReturnsOneProcessorPerSpecInOrder) {
   const PluginSpec specs[] = {python_spec("one", examples_dir() / "gain.py"),
                               python_spec("two", fixtures_dir() / "misc/delay.py"),
-                              python_spec("three", fixtures_dir() / "legacy/plugins/legacy_gain.py")};
+                              python_spec("three", earlier_api_examples() / "legacy_gain.py")};
   auto procs = host::start_sandboxes(specs, 44100.0, 1, 256);
   ASSERT_EQ(procs.size(), 3u);
   EXPECT_EQ(procs[0]->name(), "one");
@@ -120,10 +120,11 @@ TEST(SandboxClient, PluginImportsAModuleFromItsOwnFolder) {
 }
 
 TEST(SandboxClient, DescribeDetectsLegacyPlugin) {
-  const std::string text = host::describe_python_plugin(fixtures_dir() / "legacy/plugins/legacy_gain.py");
-  EXPECT_TRUE(contains(text, "API:         legacy")) << text;
+  const std::string text = host::describe_python_plugin(earlier_api_examples() / "legacy_gain.py");
+  EXPECT_TRUE(contains(text, "API:         earlier API processor")) << text;
   EXPECT_TRUE(contains(text, "Name:        Legacy Gain")) << text;
-  EXPECT_TRUE(contains(text, "gain_db  number   default 0, range -60 .. 24")) << text;
+  // The earlier API declares no parameters: what the plugin answers with get_parameter().
+  EXPECT_TRUE(contains(text, "gain_db  number   now 0")) << text;
 }
 
 TEST(SandboxClient, DescribeThrowsPluginError) {

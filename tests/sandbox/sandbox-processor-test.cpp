@@ -231,13 +231,12 @@ TEST(SandboxProcessor, LatencyDelaysTheDrySignal) {
 }
 
 TEST(SandboxProcessor, LegacyGainRunsUnmodified) {
-  auto proc =
-      start_one(python_spec("lg", fixtures_dir() / "legacy/plugins/legacy_gain.py", {{"gain_db", -6.0, 1}}));
+  auto proc = start_one(python_spec("lg", earlier_api_examples() / "legacy_gain.py", {{"gain_db", -6.0, 1}}));
   EXPECT_EQ(proc->info().api, "legacy");
   EXPECT_EQ(proc->info().name, "Legacy Gain");
   ASSERT_EQ(proc->info().params.size(), 1u);
-  EXPECT_EQ(proc->info().params[0].kind, "number");
-  EXPECT_EQ(proc->info().params[0].min, -60.0);
+  EXPECT_EQ(proc->info().params[0].key, "gain_db");
+  EXPECT_EQ(proc->info().params[0].kind, "number");  // the config gives a number
   const Signal in = test_signal(channels, total);
   const auto blocks = block_sizes(total, max_frames);
   const BlockRun run = run_blocks(*proc, in, blocks);
@@ -247,7 +246,7 @@ TEST(SandboxProcessor, LegacyGainRunsUnmodified) {
 }
 
 TEST(SandboxProcessor, LegacyGateMatchesReferenceAndPassesThroughWhenDisabled) {
-  auto proc = start_one(python_spec("gate", fixtures_dir() / "legacy/plugins/legacy_gate.py",
+  auto proc = start_one(python_spec("gate", earlier_api_examples() / "legacy_gate.py",
                                     {{"threshold_db", -30.0, 1}, {"floor_db", -60.0, 1}}));
   const Signal in = test_signal(channels, total);
   const auto blocks = block_sizes(total, max_frames);

@@ -35,6 +35,10 @@ inline std::filesystem::path examples_dir() {
   return std::filesystem::path(SANDPIPE_SOURCE_ROOT) / "plugins-py/examples";
 }
 inline std::filesystem::path fixtures_dir() { return SANDPIPE_SANDBOX_FIXTURES; }
+/// The earlier pipeline's processors the host tests use too (tests/host/fixtures/earlier-api).
+inline std::filesystem::path earlier_api_examples() {
+  return fixtures_dir() / "../../host/fixtures/earlier-api/plugins_py/examples";
+}
 
 inline PluginSpec python_spec(const std::string& name, const std::filesystem::path& file,
                               std::vector<ParamSetting> params = {}) {

@@ -28,7 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string legacy_dir =
-    std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/legacy/plugins/";
+    std::string(SANDPIPE_SOURCE_ROOT) + "/tests/host/fixtures/earlier-api/plugins_py/";
 const std::string sdk_dir = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/sdk/";
 
 /// The counter the fixtures produce: frame n, channel c (interleaved).
@@ -86,7 +86,7 @@ class SourcesSinks : public ::testing::Test {
     return out;
   }
 
-  /// What capture_sink.py wrote: raw little-endian float32, interleaved.
+  /// What record_sink.py wrote: raw little-endian float32, interleaved.
   [[nodiscard]] std::vector<float> captured(const fs::path& p) const {
     std::ifstream in(p, std::ios::binary);
     std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -96,7 +96,7 @@ class SourcesSinks : public ::testing::Test {
   }
 
   [[nodiscard]] std::string capture_plugin(const fs::path& file, bool allow_writes = true) const {
-    return R"({ name = "rec" path = ")" + legacy_dir + R"(capture_sink.py")" +
+    return R"({ name = "rec" path = ")" + legacy_dir + R"(record_sink.py")" +
            (allow_writes ? " allow-writes = true" : "") + R"( params = { path = ")" + file.string() +
            R"(" } })";
   }
@@ -114,7 +114,7 @@ TEST_F(SourcesSinks, LegacySourceRendersItsCounterWithoutAnInputFile) {
   options.sample_rate = 44100;
   const auto out = render(R"(channels = 2
       plugins = [ { name = "tone" path = ")" +
-                              legacy_dir + R"(tone_source.py" params = { period = 300 } } ])",
+                              legacy_dir + R"(counter_source.py" params = { period = 300 } } ])",
                           {}, options);
   ASSERT_EQ(out_info_.frames, 5000);
   EXPECT_EQ(out_info_.samplerate, 44100);
@@ -130,7 +130,7 @@ TEST_F(SourcesSinks, SourceChainIgnoresTheInputSamplesButTakesItsShape) {
   const auto in = write_input(3, 32000, 1234);
   const auto out = render(R"(plugins = [
       { name = "tone" path = ")" +
-                              legacy_dir + R"(tone_source.py" params = { period = 1000 } }
+                              legacy_dir + R"(counter_source.py" params = { period = 1000 } }
       { name = "trim" path = "builtin:gain" params = { gain = 0.5 } } ])",
                           in);
   ASSERT_EQ(out_info_.frames, 1234);
@@ -156,7 +156,7 @@ TEST_F(SourcesSinks, SdkSourceFillsEveryBlockSizeAndFalseIsSilence) {
 }
 
 TEST_F(SourcesSinks, LegacySinkReceivesExactlyWhatOutWavHolds) {
-  // gain 0.5 → capture_sink: the sink's file and OUT.wav are both the halved input.
+  // gain 0.5 → record_sink: the sink's file and OUT.wav are both the halved input.
   const auto in = write_input(2, 48000, 7000);
   const fs::path cap = dir_ / "cap.f32";
   const auto out = render(R"(plugins = [ { name = "trim" path = "builtin:gain" params = { gain = 0.5 } }
@@ -177,7 +177,7 @@ TEST_F(SourcesSinks, SourceToSinkChainRecordsTheSourceThroughTheMiddle) {
   const fs::path cap = dir_ / "cap.f32";
   const auto out = render(R"(channels = 2 plugins = [
       { name = "tone" path = ")" +
-                              legacy_dir + R"(tone_source.py" params = { period = 777 } }
+                              legacy_dir + R"(counter_source.py" params = { period = 777 } }
       { name = "trim" path = "builtin:gain" params = { gain = 0.25 } }
       )" + capture_plugin(cap) +
                               " ]",
@@ -214,7 +214,7 @@ TEST_F(SourcesSinks, SourceNotFirstIsAPluginErrorNamingIt) {
   try {
     render(R"(plugins = [ { name = "trim" path = "builtin:gain" }
         { name = "late-tone" path = ")" +
-               legacy_dir + R"(tone_source.py" } ])",
+               legacy_dir + R"(counter_source.py" } ])",
            in);
     FAIL() << "expected a PluginError";
   } catch (const PluginError& e) {
@@ -244,8 +244,8 @@ ChainOptions offline_options() {
 
 TEST_F(SourcesSinks, ChainShapeIsExposed) {
   const auto source =
-      parse_config(R"(plugins = [ { name = "t" path = ")" + legacy_dir + R"(tone_source.py" } ])", "t.conf",
-                   SANDPIPE_SOURCE_ROOT);
+      parse_config(R"(plugins = [ { name = "t" path = ")" + legacy_dir + R"(counter_source.py" } ])",
+                   "t.conf", SANDPIPE_SOURCE_ROOT);
   const Chain a(source, 48000.0, 256, offline_options());
   EXPECT_TRUE(a.has_source());
   EXPECT_FALSE(a.has_sink());
@@ -300,7 +300,7 @@ TEST(SourcesSinksCli, RendersASourceChainWithFramesAndRate) {
   ASSERT_NE(mkdtemp(templ.data()), nullptr);
   const fs::path dir = templ;
   std::ofstream(dir / "src.conf") << "channels = 1\nplugins = [ { name = \"tone\" path = \"" << legacy_dir
-                                  << "tone_source.py\" params = { period = 50 } } ]\n";
+                                  << "counter_source.py\" params = { period = 50 } } ]\n";
   const std::string cmd = std::string(SANDPIPE_EXE) + " render " + (dir / "src.conf").string() + " " +
                           (dir / "out.wav").string() + " --frames 999 --rate 22050 2>&1";
   const int status = std::system(cmd.c_str());  // NOLINT(concurrency-mt-unsafe): single-threaded test

@@ -13,6 +13,7 @@
 
 #include "host/chain.h"
 #include "host/config.h"
+#include "host/sandbox-client.h"
 
 namespace sandpipe::host {
 namespace {
@@ -188,6 +189,28 @@ void expect_silent_gap(const std::string& fault) {
 
 TEST(VoiceCipher, ExceptionInTheScramblerIsSilenceAtTheOtherEnd) { expect_silent_gap("raise"); }
 TEST(VoiceCipher, FalseFromTheScramblerIsSilenceAtTheOtherEnd) { expect_silent_gap("false"); }
+
+TEST(VoiceCipher, TheEarlierApiExamplesRoundTripAndFailClosedByDefault) {
+  // plugins-py/examples/voice_scrambler.py and voice_descrambler.py as the users' setup runs
+  // them (docs/examples/tx.conf, rx.conf), but without on-failure: the earlier API's default.
+  const std::string conf =
+      "channels = 2\nplugins = [\n"
+      "  { name = \"tx\" path = \"plugins-py/examples/voice_scrambler.py\" mode = \"sync\" bit-exact = true }\n"
+      "  { name = \"rx\" path = \"plugins-py/examples/voice_descrambler.py\" mode = \"sync\" bit-exact = true }\n]\n";
+  const auto in = voice();
+  EXPECT_EQ(differing(in, run_chain(conf, in)), 0U);
+  ChainOptions options;
+  options.offline = true;
+  options.calibration_blocks = 0;
+  const Chain chain(parse_config(conf, "voice.conf", SANDPIPE_SOURCE_ROOT), 48000.0, block, options);
+  for (const auto& slot : chain.slots()) {
+    const auto* sandbox = dynamic_cast<const SandboxProcessor*>(slot.get());
+    ASSERT_NE(sandbox, nullptr);
+    EXPECT_EQ(sandbox->info().api, "legacy");
+    EXPECT_EQ(sandbox->on_failure(), OnFailure::mute) << slot->name();
+  }
+  for (const auto& st : chain.supervisor().status()) EXPECT_EQ(st.on_failure, OnFailure::mute) << st.name;
+}
 
 }  // namespace
 }  // namespace sandpipe::host

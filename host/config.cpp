@@ -74,7 +74,9 @@ float max_level_linear(double max_level_db) noexcept {
 }
 
 OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api, std::string_view role) {
-  if (spec.on_failure_given || spec.kind != PluginKind::python) return spec.on_failure;
+  // Only the default `bypass` gives way to fail-closed; `mute` set any way stays.
+  if (spec.on_failure_given || spec.on_failure != OnFailure::bypass || spec.kind != PluginKind::python)
+    return spec.on_failure;
   if (!api.empty()) return api == "legacy" && role == "processor" ? OnFailure::mute : OnFailure::bypass;
   // Never loaded (its api is unknown): fail closed for a file that defines create_plugin().
   std::ifstream in(spec.resolved.empty() ? std::filesystem::path(spec.path) : spec.resolved);

@@ -6,9 +6,11 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cfloat>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <string_view>
@@ -54,7 +56,33 @@ std::vector<std::string> channel_positions(std::uint32_t channels) {
   return names;
 }
 
-std::string_view to_string(NodeMode mode) noexcept { return mode == NodeMode::sink ? "sink" : "filter"; }
+std::string_view to_string(NodeMode mode) noexcept {
+  switch (mode) {
+    case NodeMode::sink:
+      return "sink";
+    case NodeMode::source:
+      return "source";
+    case NodeMode::filter:
+      break;
+  }
+  return "filter";
+}
+
+float max_level_linear(double max_level_db) noexcept {
+  const double linear = std::pow(10.0, max_level_db / 20.0);
+  return linear >= static_cast<double>(FLT_MAX) ? FLT_MAX : static_cast<float>(linear);
+}
+
+OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api, std::string_view role) {
+  // Only the default `bypass` gives way to fail-closed; `mute` set any way stays.
+  if (spec.on_failure_given || spec.on_failure != OnFailure::bypass || spec.kind != PluginKind::python)
+    return spec.on_failure;
+  if (!api.empty()) return api == "legacy" && role == "processor" ? OnFailure::mute : OnFailure::bypass;
+  // Never loaded (its api is unknown): fail closed for a file that defines create_plugin().
+  std::ifstream in(spec.resolved.empty() ? std::filesystem::path(spec.path) : spec.resolved);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.find("def create_plugin") != std::string::npos ? OnFailure::mute : OnFailure::bypass;
+}
 
 namespace {
 
@@ -255,6 +283,7 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   int allow_writes_line = 0;
   int wake_lead_line = 0;
   int reload_line = 0;
+  int max_level_line = 0;
   spa_json it{};
   reader.enter(parent, it);
   while (auto key = reader.next(it)) {
@@ -275,6 +304,16 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     } else if (name == "on-failure") {
       spec.on_failure = reader.choice_value(
           value, name, {std::pair{"bypass"sv, OnFailure::bypass}, {"mute"sv, OnFailure::mute}});
+      spec.on_failure_given = true;
+    } else if (name == "bit-exact") {
+      if (value.is_quoted() || (value.text != "true" && value.text != "false"))
+        reader.fail(value.line, "bit-exact must be true or false");
+      spec.bit_exact = value.text == "true";
+    } else if (name == "max-level") {
+      spec.max_level_db = reader.number_value(value, name);
+      if (spec.max_level_db < -200.0 || spec.max_level_db > 800.0)
+        reader.fail(value.line, "max-level must be between -200 and 800 (dBFS; 771 and above: only NaN and Inf)");
+      max_level_line = value.line;
     } else if (name == "timeout-ms") {
       spec.timeout_ms = reader.number_value(value, name);
       if (spec.timeout_ms < 0.0 || spec.timeout_ms > 10000.0)
@@ -315,14 +354,16 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       allow_writes_line = value.line;
     } else {
       reader.fail(key->line, "unknown plugin key \"" + name +
-                                 "\" (known: name, path, params, on-failure, timeout-ms, memory-mb, "
-                                 "allow-writes, reload, mode, blocks, wake-lead-us)");
+                                 "\" (known: name, path, params, on-failure, bit-exact, max-level, timeout-ms, "
+                                 "memory-mb, allow-writes, reload, mode, blocks, wake-lead-us)");
     }
   }
   if (!have_name) reader.fail(open.line, "plugin entry has no name");
   if (!have_path) reader.fail(open.line, "plugin \"" + spec.name + "\" has no path");
   // Params are parsed before we know the kind only syntactically; their meaning is the plugin's.
   detect_kind(reader, spec, base_dir, path_line);
+  if (spec.bit_exact && max_level_line != 0)
+    reader.fail(max_level_line, "max-level does not apply to a bit-exact slot (its output is never checked)");
   if (blocks_line != 0 && spec.mode != SlotMode::pipelined)
     reader.fail(blocks_line, "blocks applies to mode = \"pipelined\" only");
   if (spec.mode == SlotMode::pipelined && spec.blocks == 0) spec.blocks = 1;
@@ -363,6 +404,7 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
   }
 
   bool have_channels = false;
+  int target_line = 0;
   std::vector<std::string> seen_keys;
   while (auto key = reader.next(top)) {
     if (key->is_container())
@@ -387,7 +429,11 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       have_channels = true;
     } else if (name == "mode") {
       config.mode = reader.choice_value(
-          value, name, {std::pair{"filter"sv, NodeMode::filter}, {"sink"sv, NodeMode::sink}});
+          value, name,
+          {std::pair{"filter"sv, NodeMode::filter}, {"sink"sv, NodeMode::sink}, {"source"sv, NodeMode::source}});
+    } else if (name == "target") {
+      config.target = reader.string_value(value, name);
+      target_line = value.line;
     } else if (name == "latency.max-ms") {
       config.latency_max_ms = reader.number_value(value, name);
       if (config.latency_max_ms < 1.0 || config.latency_max_ms > 1000.0)
@@ -415,10 +461,12 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       }
     } else {
       reader.fail(key->line, "unknown key \"" + name +
-                                 "\" (known: node.name, node.description, channels, mode, latency.max-ms, "
+                                 "\" (known: node.name, node.description, channels, mode, target, latency.max-ms, "
                                  "restart.max, restart.window-s, plugins)");
     }
   }
+  if (target_line != 0 && config.mode == NodeMode::filter)
+    reader.fail(target_line, "target applies to mode = \"sink\" or \"source\" (a filter node is patched by hand)");
   (void)have_channels;
   if (config.node_description.empty()) config.node_description = config.node_name;
   return config;

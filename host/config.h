@@ -46,6 +46,13 @@ enum class SlotMode : std::uint8_t {
 /// Deepest pipeline a slot supports (`blocks`): 16 shared-memory slots minus 2.
 inline constexpr std::uint32_t max_pipeline_blocks = 14;
 
+/// The default `max-level` (dBFS): ≈ 63.1 full scale.
+inline constexpr double default_max_level_db = 36.0;
+
+/// The linear ceiling of `max_level_db`: the largest |sample| a guard lets through (FLT_MAX and
+/// above: only NaN and Inf are caught).
+[[nodiscard]] float max_level_linear(double max_level_db) noexcept;
+
 struct PluginSpec {
   std::string name;  ///< unique within the chain, used as "NAME:PARAM"
   std::string path;  ///< as written
@@ -53,6 +60,16 @@ struct PluginSpec {
   std::filesystem::path resolved;  ///< absolute file path (empty for builtins until loaded)
   std::vector<ParamSetting> params;
   OnFailure on_failure = OnFailure::bypass;
+  /// `on-failure` was written in the entry. When it was not, a Python plugin of the earlier API
+  /// (`create_plugin()`, which refused to pass unprocessed audio) gets `mute`
+  /// (effective_on_failure), every other plugin `bypass`.
+  bool on_failure_given = false;
+  /// `bit-exact = true`: the plugin's output passes with every float bit pattern unchanged (no
+  /// NaN or level guard, no ramp, no flush-to-zero in its sandbox). docs/encrypted-voice.md.
+  bool bit_exact = false;
+  /// `max-level` in dBFS: a sample beyond ±10^(max_level_db / 20) counts as a failed block, as
+  /// NaN and Inf do (never in a bit-exact slot).
+  double max_level_db = default_max_level_db;
   double timeout_ms = 0.0;                ///< 0: derived from the cycle's budget
   SlotMode mode = SlotMode::auto_select;  ///< Python plugins only
   std::uint32_t blocks = 0;  ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
@@ -76,6 +93,8 @@ enum class NodeMode : std::uint8_t {
   filter,  ///< an `Audio/Filter` with input and output ports, patched by hand (qpwgraph, pw-link)
   sink,    ///< a virtual output device (`Audio/Sink`) whose processed audio the session manager
            ///< plays on the default device, like module-filter-chain's capture/playback pair
+  source,  ///< a virtual microphone (`Audio/Source`): captures the default input device (or
+           ///< `target`), runs the chain, and is recorded by applications
 };
 
 [[nodiscard]] std::string_view to_string(NodeMode mode) noexcept;
@@ -85,7 +104,10 @@ struct ChainConfig {
   std::string node_name = "sandpipe";
   std::string node_description;      ///< defaults to node_name
   std::uint32_t channels = 2;        ///< 1..8, ports named after audio.position
-  NodeMode mode = NodeMode::filter;  ///< `mode = "filter" | "sink"`
+  NodeMode mode = NodeMode::filter;  ///< `mode = "filter" | "sink" | "source"`
+  /// sink / source mode: the device the node's device-side stream links to (`target.object`:
+  /// a node.name or serial); empty = the default device, followed when it changes.
+  std::string target;
   double latency_max_ms = 20.0;      ///< the scheduler's latency budget (`latency.max-ms`)
   /// A Python slot that crashes (or hangs) this many times within `restart_window_s` seconds
   /// is given up on: it stays bypassed (`restart.max`, `restart.window-s`).
@@ -107,6 +129,13 @@ class ConfigError : public std::runtime_error {
 
 /// [main] Reads and parses a config file. Throws ConfigError.
 [[nodiscard]] ChainConfig load_config(const std::filesystem::path& file);
+
+/// [main] What a slot outputs for blocks its plugin did not process: `on-failure` if the entry
+/// gives it, else `mute` for a processor of the earlier Python API (`api` "legacy" and `role`
+/// "processor", as its load reply says; `api` empty when it never loaded: then the file is read
+/// for a `create_plugin`), else `bypass`.
+[[nodiscard]] OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api,
+                                             std::string_view role);
 
 /// [main] Channel position names for a channel count: FL FR for 2, MONO for 1, FL FR FC LFE … up to 8.
 [[nodiscard]] std::vector<std::string> channel_positions(std::uint32_t channels);

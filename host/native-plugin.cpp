@@ -279,6 +279,13 @@ class NativeProcessor final : public Processor {
         latency_(latency),
         dry_history_(static_cast<std::size_t>(channels) * latency_, 0.0f) {}
 
+  /// [main] PluginSpec::on_failure, bit_exact and max-level. Before running.
+  void set_output_policy(OnFailure on_failure, bool bit_exact, float max_level) noexcept {
+    on_failure_ = on_failure;
+    bit_exact_ = bit_exact;
+    max_level_ = max_level;
+  }
+
   NativeProcessor(const NativeProcessor&) = delete;
   NativeProcessor& operator=(const NativeProcessor&) = delete;
   NativeProcessor(NativeProcessor&&) = delete;
@@ -292,7 +299,9 @@ class NativeProcessor final : public Processor {
   /// [any] The plugin's latency, read once its configured parameters were applied.
   [[nodiscard]] std::uint32_t latency_frames() const noexcept override { return latency_; }
 
-  /// [rt] Runs the plugin; output holding NaN or Inf is replaced by the latency-aligned dry input.
+  /// [rt] Runs the plugin; output holding NaN or a sample beyond max-level (Inf too) is replaced
+  /// by the latency-aligned dry input (zeros with on-failure = "mute"); a bit-exact slot's
+  /// output is never judged.
   BlockStatus process_rt(const float* const* in, float* const* out, std::uint32_t frames,
                          const ProcessContext& ctx) noexcept override;
 
@@ -344,8 +353,8 @@ class NativeProcessor final : public Processor {
   }
 
  private:
-  /// [rt] Whether every sample of the block is finite.
-  [[nodiscard]] bool output_finite_rt(const float* const* out, std::uint32_t frames) const noexcept;
+  /// [rt] Whether every sample of the block is a number within ±max_level_.
+  [[nodiscard]] bool output_within_rt(const float* const* out, std::uint32_t frames) const noexcept;
   /// [rt] Writes the input delayed by the plugin's latency into `out`.
   void write_dry_rt(const float* const* in, float* const* out, std::uint32_t frames) const noexcept;
   /// [rt] Keeps the last `latency_` input frames for write_dry_rt.
@@ -366,6 +375,9 @@ class NativeProcessor final : public Processor {
   std::uint32_t dry_pos_ = 0;
   std::atomic<std::uint64_t> blocks_{0};
   std::atomic<std::uint64_t> sanitized_blocks_{0};
+  OnFailure on_failure_ = OnFailure::bypass;
+  bool bit_exact_ = false;
+  float max_level_ = FLT_MAX;
 };
 
 // ---- real-time part ---------------------------------------------------------------------------
@@ -380,27 +392,31 @@ BlockStatus NativeProcessor::process_rt(const float* const* in, float* const* ou
   }
   desc_.process(instance_.get(), in, out, frames);
   bump_rt(blocks_);
-  const bool finite = output_finite_rt(out, frames);
-  if (!finite) {
-    write_dry_rt(in, out, frames);
+  const bool good = bit_exact_ || output_within_rt(out, frames);
+  if (!good) {
+    if (on_failure_ == OnFailure::mute) {
+      for (std::uint32_t c = 0; c < channels_; ++c) std::memset(out[c], 0, sizeof(float) * frames);
+    } else {
+      write_dry_rt(in, out, frames);
+    }
     bump_rt(sanitized_blocks_);
   }
   if (latency_ > 0) remember_input_rt(in, frames);
-  return finite ? BlockStatus::processed : BlockStatus::bypassed;
+  if (good) return BlockStatus::processed;
+  return on_failure_ == OnFailure::mute ? BlockStatus::muted : BlockStatus::bypassed;
 }
 
-bool NativeProcessor::output_finite_rt(const float* const* out, std::uint32_t frames) const noexcept {
-  // Exponent bits all set means Inf or NaN; testing bits stays correct under -ffast-math.
-  constexpr std::uint32_t exponent_mask = 0x7f800000u;
-  std::uint32_t non_finite = 0;
+bool NativeProcessor::output_within_rt(const float* const* out, std::uint32_t frames) const noexcept {
+  // On the bits, so it stays correct under -ffast-math: |x| as an integer orders like |x| as a
+  // float for every number, and every NaN is above Inf, which is above every ceiling.
+  const std::uint32_t limit = std::bit_cast<std::uint32_t>(max_level_);
+  std::uint32_t beyond = 0;
   for (std::uint32_t c = 0; c < channels_; ++c) {
     const float* y = out[c];
-    for (std::uint32_t n = 0; n < frames; ++n) {
-      non_finite |=
-          static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(y[n]) & exponent_mask) == exponent_mask);
-    }
+    for (std::uint32_t n = 0; n < frames; ++n)
+      beyond |= static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(y[n]) & 0x7fffffffu) > limit);
   }
-  return non_finite == 0;
+  return beyond == 0;
 }
 
 void NativeProcessor::write_dry_rt(const float* const* in, float* const* out,
@@ -525,8 +541,10 @@ std::unique_ptr<Processor> make_native_processor(const PluginSpec& spec, double 
     error.fail("reports a latency of " + std::to_string(latency) + " frames, more than " +
                detail::format_number(detail::max_latency_seconds) + " s");
   }
-  return std::make_unique<detail::NativeProcessor>(spec.name, std::move(library), desc, std::move(instance),
-                                                   channels, max_frames, latency);
+  auto processor = std::make_unique<detail::NativeProcessor>(spec.name, std::move(library), desc,
+                                                             std::move(instance), channels, max_frames, latency);
+  processor->set_output_policy(spec.on_failure, spec.bit_exact, max_level_linear(spec.max_level_db));
+  return processor;
 }
 
 }  // namespace sandpipe::host

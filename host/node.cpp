@@ -10,7 +10,7 @@ namespace sandpipe::host {
 int run_node(const ChainConfig& config) {
   return run_with_pipewire([&config](const PipeWireEnv& env) {
     std::unique_ptr<Chain> chain = make_live_chain(config, static_cast<double>(env.rate), 0);
-    if (config.mode == NodeMode::sink || chain->has_source() || chain->has_sink())
+    if (config.mode != NodeMode::filter || chain->has_source() || chain->has_sink())
       return make_stream_node(config, env, std::move(chain));
     return make_filter_node(config, env, std::move(chain));
   });

@@ -617,6 +617,8 @@ pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
                              const_cast<char*>(lead_s.c_str()),   nullptr};
   if (launch.allow_writes)
     argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>("1")});
+  if (launch.keep_denormals)
+    argv.insert(argv.end() - 1, {const_cast<char*>("--keep-denormals"), const_cast<char*>("1")});
   pid_t pid = -1;
   std::vector<std::string> env_strings = sandbox_environment();
   std::vector<char*> envp;
@@ -958,7 +960,9 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     }
     std::unique_ptr<SandboxProcessor> proc(
         new SandboxProcessor(spec.name, std::make_unique<SandboxLink>(std::move(*segment), 1), max_frames));
-    proc->set_on_failure(spec.on_failure);
+    proc->set_on_failure(spec.on_failure);  // until the load says which API it is
+    proc->set_bit_exact(spec.bit_exact);
+    proc->set_max_level(max_level_linear(spec.max_level_db));
     if (options.host_spin_ns) proc->link_for_main().endpoint.set_spin_ns(*options.host_spin_ns);
     Control& c = *proc->control_;
     c.name = spec.name;
@@ -985,6 +989,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     c.launch.allow_writes = spec.allow_writes;
     c.launch.rt_priority = options.rt_priority;
     c.launch.wake_lead_us = spec.wake_lead_us;
+    c.launch.keep_denormals = spec.bit_exact;
     c.params = spec.params;
     c.notify_endpoint = &proc->link_for_main().endpoint;
     c.pid = spawn_sandbox(c.launch, child_end.get(), proc->link_for_main().segment.fd());
@@ -1093,7 +1098,6 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
           r.info.numpy_version = proc.info_.numpy_version;
           proc.info_ = std::move(r.info);
           proc.set_latency(proc.info_.latency);
-          proc.count_passthrough_ = proc.info_.role == "processor";
           phase[i] = Phase::done;
         } else {
           phase[i] = Phase::failed;
@@ -1111,6 +1115,12 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   for (std::size_t i = 0; i < procs.size(); ++i) {
     Control& c = *procs[i]->control_;
     if (phase[i] == Phase::done) c.phase = preload_only(i) ? Control::Phase::ready : Control::Phase::loaded;
+    // Earlier-API processors fail closed unless their entry says otherwise.
+    const bool loaded = phase[i] == Phase::done;
+    procs[i]->set_on_failure(
+        effective_on_failure(specs[i], loaded ? procs[i]->info_.api : "", loaded ? procs[i]->info_.role : ""));
+    // A sink passes what it received on (its `passthrough`): that is its output, not a bypass.
+    procs[i]->sink_ = loaded && procs[i]->info_.role == "sink";
     if (phase[i] != Phase::failed) continue;
     std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file.string() + "): " + failure[i];
     while (!error.empty() && error.back() == '\n') error.pop_back();
@@ -1120,7 +1130,9 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
       c.failure = error;
       c.kill_and_reap();
       procs[i]->mark_link_dead();
-      c.emit(SandboxLogLevel::error, "cannot load, the slot is bypassed: " + error);
+      c.emit(SandboxLogLevel::error, std::string("cannot load, the slot is ") +
+                                         (procs[i]->on_failure() == OnFailure::mute ? "muted" : "bypassed") +
+                                         ": " + error);
       continue;
     }
     if (!errors.empty()) errors += "\n";

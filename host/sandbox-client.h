@@ -257,8 +257,20 @@ class SandboxProcessor final : public Processor {
   bool calibrate(std::uint32_t blocks, std::uint32_t frames, std::uint64_t timeout_ns, HistogramCounts& out);
   /// [main] Frames of a wet↔dry ramp (default 64; 0 switches hard). Before running.
   void set_crossfade_frames(std::uint32_t frames) noexcept { crossfade_frames_ = frames; }
-  /// [main] What to output for positions without processed audio (PluginSpec::on_failure).
+  /// [main] What to output for positions without processed audio (effective_on_failure()).
+  /// `mute` is fail-closed: such positions are exact zeros, the plugin's own passthrough
+  /// (`False` from an earlier-API process_audio) too, and no ramp blends the dry signal in: the
+  /// switches between processed output and zeros are hard. Before running.
   void set_on_failure(OnFailure policy) noexcept { on_failure_ = policy; }
+  [[nodiscard]] OnFailure on_failure() const noexcept { return on_failure_; }
+  /// [main] PluginSpec::bit_exact: processed output passes with its bit patterns unchanged (no
+  /// NaN/level guard, no ramp of any kind: a reload switches at one frame, a depth change jumps).
+  /// Before running; the sandbox's flush-to-zero is SandboxLaunch::keep_denormals.
+  void set_bit_exact(bool bit_exact) noexcept { bit_exact_ = bit_exact; }
+  [[nodiscard]] bool bit_exact() const noexcept { return bit_exact_; }
+  /// [main] The guard's ceiling (max_level_linear(PluginSpec::max_level_db)): a block with a
+  /// sample beyond ± it, or NaN, is not processed output. Before running.
+  void set_max_level(float ceiling) noexcept { max_level_ = ceiling; }
 
   /// [main] The control socket: poll it for input on the main loop and call service_control().
   [[nodiscard]] int control_fd() const noexcept;
@@ -386,6 +398,9 @@ class SandboxProcessor final : public Processor {
   std::atomic<std::uint32_t> pipeline_frames_{0};
   std::uint32_t crossfade_frames_ = 64;
   OnFailure on_failure_ = OnFailure::bypass;
+  bool sink_ = false;  ///< the plugin is a sink: its passthrough is its output, in every policy
+  bool bit_exact_ = false;
+  float max_level_ = 63.0957F;  ///< max_level_linear(default_max_level_db)
   LatencyHistogram histogram_;
 
   // RT state (the data thread only).
@@ -420,9 +435,8 @@ class SandboxProcessor final : public Processor {
   std::atomic<std::uint64_t> bypassed_blocks_{0};
   std::atomic<std::uint64_t> sanitized_blocks_{0};
   /// Blocks a processor returned False for (passed on unprocessed). A sink's blocks always
-  /// pass on that way, so only a processor counts them (set before the RT side runs).
+  /// pass on that way, so they do not count (sink_).
   std::atomic<std::uint64_t> passthrough_blocks_{0};
-  bool count_passthrough_ = false;
 };
 
 }  // namespace sandpipe::host

@@ -84,6 +84,7 @@ struct SandboxLaunch {
   bool allow_writes = false;       ///< PluginSpec::allow_writes: --allow-writes for the sandbox
   int rt_priority = 0;             ///< SandboxOptions::rt_priority
   std::uint32_t wake_lead_us = 0;  ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
+  bool keep_denormals = false;     ///< PluginSpec::bit_exact: --keep-denormals (no FTZ/DAZ)
 };
 
 /// "exited with status 1", "killed by signal SIGSEGV", ...

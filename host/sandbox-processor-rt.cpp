@@ -17,10 +17,11 @@ void bump(std::atomic<std::uint64_t>& counter) noexcept {
   counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-/// True if no sample of `x` is NaN or ±Inf (one pass, no early exit: it vectorises).
-bool all_finite(const float* x, std::size_t n) noexcept {
+/// True if no sample of `x` is NaN or beyond ±`ceiling` (Inf is; one pass, no early exit: it
+/// vectorises).
+bool all_within(const float* x, std::size_t n, float ceiling) noexcept {
   bool bad = false;
-  for (std::size_t i = 0; i < n; ++i) bad |= !(std::fabs(x[i]) <= std::numeric_limits<float>::max());
+  for (std::size_t i = 0; i < n; ++i) bad |= !(std::fabs(x[i]) <= ceiling);
   return !bad;
 }
 
@@ -131,14 +132,16 @@ void SandboxProcessor::adopt_rt() noexcept {
       // A reload crossfades from a running link; before the first block, during a retime or
       // without ramps it switches like a restart.
       const bool crossfade = next->swap == LinkSwap::reload && live_rt(lane_, links_.rt) &&
-                             in_pos_ != position_base && retime_left_ == 0 && crossfade_frames_ > 0;
+                             in_pos_ != position_base && retime_left_ == 0 &&
+                             (crossfade_frames_ > 0 || bit_exact_);
       if (crossfade) {
         links_.incoming = next;
         clear_jobs(incoming_);
         incoming_.usable = true;
         handover_ = true;
         handover_from_ = in_pos_ - latency_;  // the wet position of its first job
-        handover_left_ = crossfade_frames_;
+        // Bit-exact: no blend; the new version's output takes over at one frame.
+        handover_left_ = bit_exact_ ? 1 : crossfade_frames_;
         handing_over_.store(true, std::memory_order_release);
       } else {
         switch_link_rt(next);
@@ -147,7 +150,7 @@ void SandboxProcessor::adopt_rt() noexcept {
   }
   const std::uint32_t pf = pipeline_frames_.load(std::memory_order_relaxed);
   if (pf != active_pipeline_frames_ && !handover_) {
-    if (in_pos_ == position_base || crossfade_frames_ == 0) {
+    if (in_pos_ == position_base || crossfade_frames_ == 0 || bit_exact_) {
       active_pipeline_frames_ = pf;  // not running yet (or hard switches): nothing to fade
     } else {
       retime_old_frames_ = active_pipeline_frames_;
@@ -188,8 +191,12 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
     case shm::CompletionStatus::processed:
       break;
     case shm::CompletionStatus::passthrough:
-      // The plugin's own choice (not a bypass): the dry signal, tagged as processed.
-      if (count_passthrough_) bump(passthrough_blocks_);  // not processed, all the same
+      // Fail-closed: the plugin did not process this block, so nothing of it leaves (untagged:
+      // zeros when read).
+      if (on_failure_ == OnFailure::mute && !sink_) return true;
+      // Otherwise the plugin's own choice (not a bypass): the dry signal, tagged as processed,
+      // and counted as not processed all the same (a sink's passthrough is its output).
+      if (!sink_) bump(passthrough_blocks_);
       for (std::uint32_t i = 0; i < n; ++i) {
         const std::uint64_t p = first + i;
         const std::size_t idx = p & ring_mask_;
@@ -203,9 +210,10 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
       return false;
   }
 
-  // Copy out, then refuse NaN/Inf in our copy (the sandbox may still write its slot; what we
-  // check is what we play): `!(|x| <= max)` is also true for NaN. Tags are written only after
-  // every channel passed, so a bad block is read as dry.
+  // Copy out, then refuse NaN and samples beyond max-level in our copy (the sandbox may still
+  // write its slot; what we check is what we play): `!(|x| <= max)` is also true for NaN. Tags
+  // are written only after every channel passed, so a bad block is read as dry (or zeros). A
+  // bit-exact slot's output is never judged: NaN, Inf and denormal patterns are its content.
   bool bad = false;
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
     const float* src = link.endpoint.channel_rt(done.slot, ch);
@@ -213,7 +221,7 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
     float* line = lane.wet.data() + ch * cap;
     for_each_ring_run(ring_mask_, first, n, [&](std::size_t cell, std::size_t offset, std::size_t len) {
       std::memcpy(line + cell, src + skip + offset, len * sizeof(float));
-      bad |= !all_finite(line + cell, len);
+      if (!bit_exact_) bad |= !all_within(line + cell, len, max_level_);
     });
   }
   if (bad) {
@@ -346,6 +354,11 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
     return 0;
   }
   const float ramp = crossfade_frames_ > 0 ? 1.0F / static_cast<float>(crossfade_frames_) : 1.0F;
+  // Fail-closed and bit-exact slots switch hard between processed output and the fallback: a
+  // fade-in from zeros or dry, or a step decaying onto them, would be neither the plugin's
+  // output nor the fallback (and, with bypass, a blend of dry audio).
+  const std::uint32_t wet_dry_frames =
+      on_failure_ == OnFailure::mute || bit_exact_ ? 0U : crossfade_frames_;
   // During a retime the old timeline reads `first + delta`; delta = new L − old L (may be < 0).
   const std::int64_t delta =
       static_cast<std::int64_t>(active_pipeline_frames_) - static_cast<std::int64_t>(retime_old_frames_);
@@ -361,7 +374,7 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
     bool wet = lane_.tag[idx] == p;
     const float offset_gain = offset_left_ > 0 ? static_cast<float>(offset_left_) * ramp : 0.0F;
     if (wet) {
-      if (!prev_wet_) fade_in_left_ = crossfade_frames_;  // a run of processed frames after dry ones
+      if (!prev_wet_) fade_in_left_ = wet_dry_frames;  // a run of processed frames after dry ones
       const float g = 1.0F - static_cast<float>(fade_in_left_) * ramp;
       for (std::uint32_t ch = 0; ch < channels_; ++ch) {
         const float w = lane_.wet[ch * cap + idx];
@@ -380,11 +393,15 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
         // step instead: start from the last output and let the difference to the dry signal
         // decay over the ramp.
         for (std::uint32_t ch = 0; ch < channels_; ++ch) offset_[ch] = last_out_[ch] - fallback_rt(ch, p - 1);
-        offset_left_ = crossfade_frames_;
+        offset_left_ = wet_dry_frames;
         fade_in_left_ = 0;
       }
+      // No offset (none left, or a step of 0): the fallback itself, exactly (x + 0 is not x for
+      // a signalling NaN or -0).
       const float og = offset_left_ > 0 ? static_cast<float>(offset_left_) * ramp : 0.0F;
-      for (std::uint32_t ch = 0; ch < channels_; ++ch) out[ch][i] = fallback_rt(ch, p) + offset_[ch] * og;
+      for (std::uint32_t ch = 0; ch < channels_; ++ch)
+        out[ch][i] = offset_left_ > 0 && offset_[ch] != 0.0F ? fallback_rt(ch, p) + offset_[ch] * og
+                                                             : fallback_rt(ch, p);
     }
     if (offset_left_ > 0) --offset_left_;
     if (handover_ && p >= handover_from_ && incoming_.tag[idx] == p) {
@@ -392,8 +409,10 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
       // the new one has processed audio; the last frame is the new version's alone.
       --handover_left_;
       const float g = 1.0F - static_cast<float>(handover_left_) * ramp;
-      for (std::uint32_t ch = 0; ch < channels_; ++ch)
-        out[ch][i] += g * (incoming_.wet[ch * cap + idx] - out[ch][i]);
+      for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+        const float w = incoming_.wet[ch * cap + idx];
+        out[ch][i] = handover_left_ == 0 ? w : out[ch][i] + g * (w - out[ch][i]);  // the last: exactly new
+      }
       if (handover_left_ == 0) {
         finish_handover_rt();
         wet = true;  // the output is the new version's wet signal now

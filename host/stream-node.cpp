@@ -45,18 +45,18 @@ std::uint32_t spa_position(const std::string& name) noexcept {
 }
 
 /// Which streams a chain becomes (see stream-node.h).
-enum class Shape : std::uint8_t { virtual_sink, source, sink };
+enum class Shape : std::uint8_t { virtual_sink, virtual_source, source, sink };
 
 /// [main] The shape for `chain` under `config`; throws PluginError naming why none fits.
 Shape shape_of(const ChainConfig& config, const Chain& chain) {
-  if (config.mode == NodeMode::sink) {
+  if (config.mode == NodeMode::sink || config.mode == NodeMode::source) {
+    const std::string mode(to_string(config.mode));
     if (chain.has_source() || chain.has_sink()) {
-      throw PluginError(
-          std::string("mode = \"sink\" runs a processing chain, not one that ") +
-          (chain.has_source() ? "starts with a source" : "ends with a sink") +
-          " plugin (without mode = \"sink\" the node is then an Audio/Source or Audio/Sink itself)");
+      throw PluginError("mode = \"" + mode + "\" runs a processing chain, not one that " +
+                        (chain.has_source() ? "starts with a source" : "ends with a sink") + " plugin (without mode = \"" +
+                        mode + "\" the node is then an Audio/Source or Audio/Sink itself)");
     }
-    return Shape::virtual_sink;
+    return config.mode == NodeMode::sink ? Shape::virtual_sink : Shape::virtual_source;
   }
   if (chain.has_source() && chain.has_sink()) {
     throw PluginError(
@@ -81,18 +81,23 @@ class StreamNode final : public GraphNode {
 
     const std::string& name = config.node_name;
     const std::string description = config.node_description.empty() ? name : config.node_description;
-    if (shape_ != Shape::source) {
+    if (shape_ == Shape::virtual_source) {
+      // The device side: captures the default input (or `target`), passive, so the microphone
+      // runs only while something records from NODE.
       capture_.reset(pw_stream_new(env.core, (name + " input").c_str(),
-                                   stream_props(Shape::sink, name, description, "Audio/Sink")));
-      if (!capture_) throw std::runtime_error("pw_stream_new (sink): " + errno_message(errno));
+                                   stream_props(name + ".input", description + " input", "Stream/Input/Audio", true)));
+    } else if (shape_ != Shape::source) {
+      capture_.reset(pw_stream_new(env.core, (name + " input").c_str(),
+                                   stream_props(name, description, "Audio/Sink", false)));
     }
+    if (shape_ != Shape::source && !capture_)
+      throw std::runtime_error("pw_stream_new (input): " + errno_message(errno));
     if (shape_ == Shape::virtual_sink) {
       playback_.reset(pw_stream_new(env.core, (name + " output").c_str(),
-                                    stream_props(Shape::virtual_sink, name + ".output",
-                                                 description + " output", "Stream/Output/Audio")));
-    } else if (shape_ == Shape::source) {
+                                    stream_props(name + ".output", description + " output", "Stream/Output/Audio", true)));
+    } else if (shape_ == Shape::source || shape_ == Shape::virtual_source) {
       playback_.reset(pw_stream_new(env.core, (name + " output").c_str(),
-                                    stream_props(Shape::source, name, description, "Audio/Source")));
+                                    stream_props(name, description, "Audio/Source", false)));
     }
     if (shape_ != Shape::sink && !playback_)
       throw std::runtime_error("pw_stream_new (output): " + errno_message(errno));
@@ -188,7 +193,7 @@ class StreamNode final : public GraphNode {
         for (const spa_pod* p : props_.build_params(b)) params.push_back(p);
       const bool input = stream == capture_.get();
       // The pair's playback is driven by the capture's cycle (trigger), as in filter-chain.
-      const auto stream_flags = shape_ == Shape::virtual_sink && !input
+      const auto stream_flags = paired() && !input
                                     ? static_cast<pw_stream_flags>(flags | PW_STREAM_FLAG_TRIGGER)
                                     : flags;
       const int res =
@@ -219,28 +224,39 @@ class StreamNode final : public GraphNode {
   }
 
  private:
-  /// [main] Properties of one stream. `role`: Shape::sink for NODE as a sink (the capture
-  /// stream), Shape::source for NODE as a source, Shape::virtual_sink for the pair's output.
-  [[nodiscard]] pw_properties* stream_props(Shape role, const std::string& node_name,
-                                            const std::string& description, const char* media_class) const {
+  /// [main] Properties of one stream. `device_side`: the pair's stream that WirePlumber links
+  /// to a device (the virtual sink's output, the virtual source's input), passive and aimed at
+  /// `target` when the config names one.
+  [[nodiscard]] pw_properties* stream_props(const std::string& node_name, const std::string& description,
+                                            const char* media_class, bool device_side) const {
     pw_properties* p = pw_properties_new(
         PW_KEY_NODE_NAME, node_name.c_str(), PW_KEY_NODE_DESCRIPTION, description.c_str(), PW_KEY_MEDIA_NAME,
         description.c_str(), PW_KEY_MEDIA_CLASS, media_class, "resample.prefill", "true", nullptr);
-    if (p != nullptr && shape_ == Shape::virtual_sink) {
+    if (p != nullptr && paired()) {
       // One group (one driver, one cycle); the link group keeps WirePlumber from linking the
-      // output back into the sink.
+      // pair's streams to each other (the output back into the sink, the source into its input).
       const std::string group = "sandpipe-" + config_.node_name;
       pw_properties_set(p, PW_KEY_NODE_GROUP, group.c_str());
       pw_properties_set(p, PW_KEY_NODE_LINK_GROUP, group.c_str());
       pw_properties_set(p, PW_KEY_NODE_VIRTUAL, "true");
-      if (role == Shape::virtual_sink) pw_properties_set(p, PW_KEY_NODE_PASSIVE, "true");
+      if (device_side) {
+        pw_properties_set(p, PW_KEY_NODE_PASSIVE, "true");
+        // Without a target WirePlumber links the default device and moves the link when the
+        // default changes.
+        if (!config_.target.empty()) pw_properties_set(p, PW_KEY_TARGET_OBJECT, config_.target.c_str());
+      }
     }
     return p;
   }
 
+  /// [main] Two streams in one group: a virtual sink or a virtual source.
+  [[nodiscard]] bool paired() const noexcept {
+    return shape_ == Shape::virtual_sink || shape_ == Shape::virtual_source;
+  }
+
   /// [main] The stream that is NODE (its Props, its name in the graph).
   [[nodiscard]] pw_stream* props_stream() const noexcept {
-    return shape_ == Shape::source ? playback_.get() : capture_.get();
+    return shape_ == Shape::source || shape_ == Shape::virtual_source ? playback_.get() : capture_.get();
   }
 
   /// [main] The port Latency of `stream`: the chain's latency on top of what the graph reported
@@ -314,14 +330,18 @@ class StreamNode final : public GraphNode {
     } else if (state == PW_STREAM_STATE_PAUSED && !self->announced_ &&
                pw_stream_get_node_id(node) != SPA_ID_INVALID) {
       self->announced_ = true;
-      const char* what = self->shape_ == Shape::source ? "source" : "sink";
-      std::fprintf(
-          stderr, "sandpipe: %s \"%s\" (id %u) ready, %u channels, chain at %u Hz, latency %u frames%s%s%s\n",
-          what, self->config_.node_name.c_str(), pw_stream_get_node_id(node), self->config_.channels,
-          self->rate_, self->chain_->latency_frames(),
-          self->shape_ == Shape::virtual_sink ? "; output stream \"" : "",
-          self->shape_ == Shape::virtual_sink ? self->config_.node_name.c_str() : "",
-          self->shape_ == Shape::virtual_sink ? ".output\"" : "");
+      const bool as_source = self->shape_ == Shape::source || self->shape_ == Shape::virtual_source;
+      const char* pair = self->shape_ == Shape::virtual_sink     ? "; output stream \""
+                         : self->shape_ == Shape::virtual_source ? "; input stream \""
+                                                                 : "";
+      const char* suffix = self->shape_ == Shape::virtual_sink     ? ".output\""
+                           : self->shape_ == Shape::virtual_source ? ".input\""
+                                                                   : "";
+      std::fprintf(stderr,
+                   "sandpipe: %s \"%s\" (id %u) ready, %u channels, chain at %u Hz, latency %u frames%s%s%s\n",
+                   as_source ? "source" : "sink", self->config_.node_name.c_str(), pw_stream_get_node_id(node),
+                   self->config_.channels, self->rate_, self->chain_->latency_frames(), pair,
+                   self->paired() ? self->config_.node_name.c_str() : "", suffix);
     }
   }
 
@@ -340,7 +360,7 @@ class StreamNode final : public GraphNode {
       // the chain's latency to it. pw_stream dropped our own Latency when it stored this one:
       // publish again.
       spa_latency_info info{};
-      if (param != nullptr && spa_latency_parse(param, &info) >= 0 && shape_ == Shape::virtual_sink) {
+      if (param != nullptr && spa_latency_parse(param, &info) >= 0 && paired()) {
         if (capture && info.direction == SPA_DIRECTION_OUTPUT) upstream_ = info;
         if (!capture && info.direction == SPA_DIRECTION_INPUT) downstream_ = info;
       }

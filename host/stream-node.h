@@ -11,6 +11,13 @@
 //   process takes both buffers and runs the chain between them. node.link-group keeps
 //   WirePlumber from linking the output back into the sink.
 //
+//   mode = "source" (a processing chain as a virtual microphone), the mirror image:
+//     NODE.input   (Stream/Input/Audio, passive)     ← WirePlumber links the default source
+//                                                      (or `target`) to it, and moves it
+//     NODE         (Audio/Source, the playback stream) → applications record from it
+//   Again the capture stream's process triggers the playback stream, whose process runs the
+//   chain; the Props live on NODE.
+//
 //   a chain that starts with a source plugin:  NODE (Audio/Source, one playback stream)
 //     ← `pw-record --target NODE`, or any recorder once it is the default source
 //   a chain that ends with a sink plugin:      NODE (Audio/Sink, one capture stream)

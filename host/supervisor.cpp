@@ -53,6 +53,13 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+/// What the slot passes on now: "processed" while its plugin runs (or is being restarted), or,
+/// once given up on (or never loaded), "silent" (on-failure = "mute") or "dry".
+std::string_view slot_output(const SlotStatus& s) noexcept {
+  if (s.state != SlotState::failed && s.state != SlotState::bypassed) return "processed";
+  return s.on_failure == OnFailure::mute ? "silent" : "dry";
+}
+
 std::string json_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);
@@ -308,6 +315,7 @@ std::string Supervisor::status_json() const {
                   s.last_restart_ms, s.max_restart_ms);
     j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind
       << "\",\"state\":\"" << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure)
+      << "\",\"output\":\"" << slot_output(s)
       << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
       << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks
@@ -779,7 +787,7 @@ bool Supervisor::tick(Clock::time_point now) {
                        reason + "; " + std::to_string(w.failures.size()) + " failures within " +
                            std::to_string(options_.restart_window.count() / 1000) +
                            " s: giving up, the slot stays " +
-                           (w.slot.on_failure == OnFailure::mute ? "muted" : "bypassed"));
+                           (w.slot.on_failure == OnFailure::mute ? "muted (silent)" : "bypassed"));
         } else {
           w.state = SlotState::restarting;
           w.next_attempt = now + backoff(w.failures.size());
@@ -844,7 +852,8 @@ bool Supervisor::tick(Clock::time_point now) {
           if (w.failures.size() > options_.max_restarts) {
             w.state = SlotState::bypassed;
             options_.log(w.name, SandboxLogLevel::error,
-                         w.last_error + "; giving up, the slot stays bypassed");
+                         w.last_error + "; giving up, the slot stays " +
+                             (w.slot.on_failure == OnFailure::mute ? "muted (silent)" : "bypassed"));
           } else {
             w.next_attempt = now + backoff(w.failures.size());
             options_.log(w.name, SandboxLogLevel::error, w.last_error + "; trying again");
@@ -954,7 +963,8 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
     s.processor = slots[i].get();
     s.sandbox = dynamic_cast<SandboxProcessor*>(slots[i].get());
     if (i < config.plugins.size()) {
-      s.on_failure = config.plugins[i].on_failure;
+      // A sandbox knows its effective policy (an earlier-API plugin defaults to mute).
+      s.on_failure = s.sandbox != nullptr ? s.sandbox->on_failure() : config.plugins[i].on_failure;
       s.timeout_ms = config.plugins[i].timeout_ms;
       s.reload = config.plugins[i].reload && !offline;
     }

@@ -1,7 +1,7 @@
 // sandpipe-sandbox: runs one Python plugin for a Sandpipe host.
 //
 //   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]
-//   [--allow-writes 0|1]
+//   [--allow-writes 0|1] [--wake-lead-us US] [--keep-denormals 0|1]
 //
 // Started by the host only (host/sandbox-client.cpp): N is this end of the control socketpair,
 // M the memfd of the shared segment, P the host's pid (to notice a host that died before
@@ -35,6 +35,7 @@ struct Args {
   long parent_pid = -1;
   long memory_mb = 0;
   bool allow_writes = false;
+  bool keep_denormals = false;
   std::uint64_t wake_lead_ns = sandpipe::shm::SandboxEndpoint::default_lead_ns;
   std::filesystem::path python_dir;
 };
@@ -59,6 +60,8 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.memory_mb = n;
     } else if (flag == "--allow-writes" && (value == "0" || value == "1")) {
       args.allow_writes = value == "1";
+    } else if (flag == "--keep-denormals" && (value == "0" || value == "1")) {
+      args.keep_denormals = value == "1";
     } else if (flag == "--wake-lead-us" && parse_int(value, n) && n >= 0 && n <= 1'000'000) {
       args.wake_lead_ns = static_cast<std::uint64_t>(n) * 1000U;
     } else if (flag == "--python-dir") {
@@ -107,7 +110,7 @@ int main(int argc, char** argv) {
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,
                  "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] "
-                 "[--memory-mb MB] [--allow-writes 0|1] [--wake-lead-us US]\n"
+                 "[--memory-mb MB] [--allow-writes 0|1] [--wake-lead-us US] [--keep-denormals 0|1]\n"
                  "(started by the sandpipe host; not meant to be run by hand)\n");
     return 64;
   }
@@ -142,7 +145,7 @@ int main(int argc, char** argv) {
     sandpipe::sandbox::Session session(
         control, segment,
         {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.allow_writes,
-         args.wake_lead_ns});
+         args.wake_lead_ns, args.keep_denormals});
     code = session.run();
   }
   // NOTE: no interpreter finalisation and no static destructors: plugin threads or C

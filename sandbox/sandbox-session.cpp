@@ -162,8 +162,9 @@ bool Session::confine() {
   if (!seccomp_available()) {
     send_log(2, "sandpipe-sandbox was built without libseccomp: the plugin runs without a syscall filter");
   }
-  // The plugin sees one floating-point environment from its import on.
-  flush_denormals();
+  // The plugin sees one floating-point environment from its import on; a bit-exact slot keeps
+  // denormals (DAZ would read a denormal input as zero in any arithmetic the plugin does).
+  if (!config_.keep_denormals) flush_denormals();
   confined_ = true;
   return true;
 }

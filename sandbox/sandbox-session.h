@@ -19,6 +19,9 @@ struct SessionConfig {
   std::filesystem::path sdk_dir;  ///< plugins-py: sandpipe/ and base_plugin.py
   bool allow_writes = false;      ///< --allow-writes: the syscall filter lets files be written
   std::uint64_t wake_lead_ns = shm::SandboxEndpoint::default_lead_ns;  ///< --wake-lead-us
+  /// --keep-denormals (a bit-exact slot): no flush-to-zero / denormals-are-zero, so denormal
+  /// patterns reach the plugin and leave it as they are.
+  bool keep_denormals = false;
 };
 
 /// Runs on the sandbox's one thread. Holds the GIL except while waiting for work, so Python

@@ -1,11 +1,13 @@
 // builtin:gain — a linear gain with a mute switch, through the public plugin ABI only.
 //
 // Parameters: `gain` (linear, 0..16, default 1) and `mute` (boolean, default false).
-// A steady gain is one multiplication per sample, so 0.5 halves every sample bit-exactly. A change
+// A steady gain is one multiplication per sample, so 0.5 halves every sample bit-exactly; a gain of
+// exactly 1 copies, keeping every bit pattern (NaN payloads, denormals). A change
 // made while running is ramped linearly across the next block so that it does not click.
 #include <sandpipe/plugin.h>
 
 #include <cstdint>
+#include <cstring>
 #include <new>
 
 namespace sandpipe::builtins {
@@ -53,6 +55,13 @@ void process(sandpipe_instance* instance, const float* const* in, float* const* 
   Gain& g = *as_gain(instance);
   g.started = true;
   const float target = g.target();
+  if (g.current == target && target == 1.0f) {
+    // Unity: a copy, so every bit pattern passes (x * 1 would quiet a signalling NaN, and flush
+    // a denormal on a thread with flush-to-zero): a bit-exact slot's output survives it.
+    for (std::uint32_t c = 0; c < g.channels; ++c)
+      if (out[c] != in[c]) std::memcpy(out[c], in[c], sizeof(float) * frames);
+    return;
+  }
   if (g.current == target) {
     for (std::uint32_t c = 0; c < g.channels; ++c) {
       const float* x = in[c];

@@ -507,5 +507,63 @@ TEST_F(FaultLive, MalformedControlMessage) {
   run_fault({"garbage", "", "", Outcome::restart, "crashes", 1, "protocol", true, 3});
 }
 
+// ---- fail-closed (on-failure = "mute"): the processed cycle or silence, never the input ---------
+
+TEST_F(FaultLive, FailClosedNeverPassesTheInput) {
+  // The faulty slot alone, fail-closed, in a live graph; a raise, a False after half the block
+  // ("refuse"),
+  // a crash and a hang one after the other. The probe's signal must come back processed (× 0.5)
+  // or as silence, never as the dry input, not even one frame of a cycle, never a fade.
+  const std::string name = "sandpipe-fl-fail-closed";
+  const fs::path conf = work_ / "chain.conf";
+  std::ofstream(conf) << "node.name = \"" << name << "\"\nchannels = 2\nrestart.window-s = 1\nplugins = [\n"
+                      << "  { name = \"f\" path = \"" << SANDPIPE_FAULT_FIXTURES << "/faulty.py\" mode = \"sync\" "
+                      << "on-failure = \"mute\" params = { fault = \"raise\" } }\n]\n";
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  ASSERT_NE(runtime, nullptr);
+  node_status_ = fs::path(runtime) / "sandpipe" / (name + ".status");
+  const fs::path node_err = work_ / "node.err";
+  Child node({SANDPIPE_EXE, "run", conf.string()}, work_ / "node.out", node_err);
+  ASSERT_TRUE(poll_until([&] { return !node.running() || slot().text("state") == "running"; }, limit))
+      << read_text(node_err);
+  Child probe({PW_PROBE_EXE, "--target", name, "--frames", "0", "--max-seconds", "60", "--expect-gain", "0.5",
+               "--json", (work_ / "probe.json").string(), "--status", (work_ / "probe-status.json").string(),
+               "--name", "probe-fail-closed"},
+              work_ / "probe.out", work_ / "probe.err");
+  ASSERT_TRUE(poll_until([&] { return probe_value("frames") >= settle_frames; }, limit)) << read_text(work_ / "probe.err");
+  int trigger = 0;
+  for (const char* fault : {"raise", "refuse", "segfault", "hang"}) {
+    const double before = slot_num("blocks");
+    auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " f:fault " + fault + " f:trigger " +
+                                     std::to_string(++trigger) + " 2>&1");
+    ASSERT_EQ(status, 0) << out;
+    // Recovered: running again, and a second of blocks later.
+    ASSERT_TRUE(poll_until([&] { return slot().text("state") == "running" && slot_num("blocks") > before + 100; },
+                           limit))
+        << fault << read_text(node_status_) << read_text(node_err);
+  }
+  const double frames_now = probe_value("frames");
+  ASSERT_TRUE(poll_until([&] { return probe_value("frames") >= frames_now + settle_frames; }, limit));
+  probe.signal(SIGTERM);
+  ASSERT_EQ(probe.wait_exit(60s), std::optional<int>(0)) << read_text(work_ / "probe.err");
+  const Json rep = Json::parse(read_text(work_ / "probe.json"));
+  const std::string v = rep.text("verdicts");
+  EXPECT_EQ(rep["dry_frames"].num(), 0) << "frames of the unprocessed input came out: " << v;
+  EXPECT_EQ(std::count(v.begin(), v.end(), 'd') + std::count(v.begin(), v.end(), 'x'), 0) << v;
+  // A fade between processed output and silence would be a wrong cycle (next to the silent one:
+  // 'n'); allow two such next to the machine's own xruns.
+  EXPECT_EQ(std::count(v.begin(), v.end(), 'w'), 0) << v;
+  EXPECT_LE(std::count(v.begin(), v.end(), 'n'), 2) << v;
+  EXPECT_GE(std::count(v.begin(), v.end(), 'z'), 4) << "a silent cycle per fault: " << v;
+  EXPECT_EQ(rep["delay_frames"].num(), 0.0) << "the timeline shifted";
+  const Json s = slot();
+  EXPECT_GE(s["exceptions"].num(), 1) << read_text(node_status_);
+  EXPECT_EQ(s["crashes"].num(), 1) << read_text(node_status_);
+  EXPECT_EQ(s["hangs"].num(), 1) << read_text(node_status_);
+  EXPECT_EQ(s.text("output"), "processed");
+  node.signal(SIGTERM);
+  EXPECT_EQ(node.wait_exit(limit), std::optional<int>(0)) << read_text(node_err);
+}
+
 }  // namespace
 }  // namespace sandpipe::integration

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -107,7 +108,7 @@ std::string conf_for(const std::string& fault, const std::string& extra_keys, co
 }
 
 RenderRun render(const std::string& conf_text, const std::set<std::uint32_t>& marked, Log& log,
-                 bool allow_bypass = false, double timeout_ms = 5000.0) {
+                 bool allow_bypass = false, double timeout_ms = 5000.0, std::uint32_t crossfade = 0) {
   TempDir dir("faults");
   RenderRun run;
   run.in = make_input(marked);
@@ -115,7 +116,7 @@ RenderRun render(const std::string& conf_text, const std::set<std::uint32_t>& ma
   const ChainConfig config = parse_config(conf_text, "faults.conf", fixtures());
   RenderOptions options;
   options.block_frames = block;
-  options.crossfade_frames = 0;
+  options.crossfade_frames = crossfade;
   options.timeout_ms = timeout_ms;
   options.allow_bypass = allow_bypass;
   options.log = [&log](std::string_view plugin, SandboxLogLevel, std::string_view line) {
@@ -410,6 +411,85 @@ TEST(FaultRender, MuteOnFailureGivesSilenceForTheFaultyBlock) {
       EXPECT_TRUE(wet_block(r, b)) << b;
     }
   }
+}
+
+
+// ---- fail-closed slots (on-failure = "mute"): the processed block, or exact zeros ----------
+
+/// Block b of `out` is all exact zeros (+0.0, bit for bit).
+bool zero_block(const RenderRun& r, std::uint32_t b) {
+  const std::size_t at = std::size_t{b} * block * channels;
+  for (std::size_t i = 0; i < std::size_t{block} * channels; ++i)
+    if (std::bit_cast<std::uint32_t>(r.out[at + i]) != 0U) return false;
+  return true;
+}
+
+/// Block b of `out` is, bit for bit, the input × 0.5.
+bool exact_wet_block(const RenderRun& r, std::uint32_t b) {
+  const std::size_t at = std::size_t{b} * block * channels;
+  for (std::size_t i = 0; i < std::size_t{block} * channels; ++i)
+    if (std::bit_cast<std::uint32_t>(r.out[at + i]) != std::bit_cast<std::uint32_t>(r.in[at + i] * 0.5F))
+      return false;
+  return true;
+}
+
+/// With the usual 64-frame ramps on: zeros exactly on `silent`, the processed block exactly
+/// everywhere else, and no frame anywhere equal to its input (the plaintext).
+void expect_fail_closed(const std::string& fault, const std::string& keys, const std::set<std::uint32_t>& silent,
+                        const std::string& top = "", double timeout_ms = 5000.0) {
+  Log log;
+  const RenderRun r = render(conf_for(fault, "on-failure = \"mute\" " + keys, "", top), {3, 9}, log, false,
+                             timeout_ms, /*crossfade=*/64);
+  ASSERT_EQ(r.out.size(), r.in.size()) << r.summary;
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (silent.count(b) != 0) {
+      EXPECT_TRUE(zero_block(r, b)) << fault << ": block " << b << " should be exact zeros\n" << r.summary;
+    } else {
+      EXPECT_TRUE(exact_wet_block(r, b)) << fault << ": block " << b << " should be processed\n" << r.summary;
+    }
+  }
+  for (std::size_t i = 0; i < r.out.size(); ++i)
+    ASSERT_FALSE(r.in[i] != 0.0F && r.out[i] == r.in[i]) << fault << ": frame " << i / channels << " is dry";
+}
+
+TEST(FailClosedRender, CrashGivesZerosForItsBlockOnly) { expect_fail_closed("segfault", "", {3, 9}); }
+TEST(FailClosedRender, HangGivesZerosForItsBlockOnly) { expect_fail_closed("hang", "", {3, 9}, "", 300.0); }
+TEST(FailClosedRender, ExceptionGivesZerosForItsBlockOnly) { expect_fail_closed("raise", "", {3, 9}); }
+TEST(FailClosedRender, FalseFromProcessGivesZerosNotTheHalfDoneBlock) {
+  expect_fail_closed("refuse", "", {3, 9});
+}
+TEST(FailClosedRender, NanGivesZeros) { expect_fail_closed("nan", "", {3, 9}); }
+TEST(FailClosedRender, BeyondMaxLevelGivesZeros) { expect_fail_closed("huge", "", {3, 9}); }
+TEST(FailClosedRender, BeyondALowerMaxLevelGivesZeros) {
+  // max-level = -12 dBFS (0.251): the processed noise (within ±0.2) passes; the marked block's
+  // first sample, 0.875 × 0.5, does not, so that block is silent.
+  Log log;
+  const RenderRun r = render(conf_for("none", "on-failure = \"mute\" max-level = -12", ""), {3}, log);
+  for (std::uint32_t b = 0; b < blocks; ++b)
+    EXPECT_TRUE(b == 3 ? zero_block(r, b) : exact_wet_block(r, b)) << b << "\n" << r.summary;
+  EXPECT_EQ(slot(r).counters.sanitized_blocks, 1U);
+}
+TEST(FailClosedRender, GivenUpSlotStaysSilentAndSaysSo) {
+  // restart.max = 0: the first crash gives the slot up; from there on it is silent, never dry.
+  Log log;
+  const RenderRun r = render(conf_for("segfault", "on-failure = \"mute\"", "", "restart.max = 0"), {3}, log,
+                             /*allow_bypass=*/false, 5000.0, 64);
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (b < 3) {
+      EXPECT_TRUE(exact_wet_block(r, b)) << b;
+    } else {
+      EXPECT_TRUE(zero_block(r, b)) << b << "\n" << r.summary;
+    }
+  }
+  EXPECT_EQ(slot(r).state, SlotState::bypassed);
+  EXPECT_NE(r.summary.find("MUTED"), std::string::npos) << r.summary;
+  EXPECT_NE(log.all().find("giving up, the slot stays muted (silent)"), std::string::npos) << log.all();
+}
+TEST(FailClosedRender, BypassStillGivesTheDryBlock) {
+  // The contrast: without mute the same False block is the dry input (the test above can fail).
+  Log log;
+  const RenderRun r = render(conf_for("refuse", "", ""), {3}, log);
+  expect_only(r, {3});
 }
 
 }  // namespace

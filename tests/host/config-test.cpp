@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cfloat>
+
 #include <fstream>
 #include <unistd.h>
 
@@ -95,6 +97,50 @@ TEST_F(ConfigDir, DetectsEachPluginType) {
   EXPECT_EQ(config.plugins[1].kind, PluginKind::python);
   EXPECT_EQ(config.plugins[1].resolved, fs::canonical(dir_ / "effect.py"));
   EXPECT_EQ(config.plugins[2].kind, PluginKind::native_library);
+}
+
+TEST_F(ConfigDir, FailClosedBitExactAndVirtualMicKeys) {
+  std::ofstream(dir_ / "legacy.py") << "def create_plugin():\n    return None\n";
+  const auto config = parse(R"(mode = "source" target = "alsa_input.usb-mic"
+    plugins = [
+      { name = "a" path = "effect.py" on-failure = "mute" bit-exact = true }
+      { name = "b" path = "builtin:gain" max-level = -6 }
+      { name = "c" path = "effect.py" }
+      { name = "d" path = "legacy.py" }
+    ])");
+  EXPECT_EQ(config.mode, NodeMode::source);
+  EXPECT_EQ(config.target, "alsa_input.usb-mic");
+  ASSERT_EQ(config.plugins.size(), 4U);
+  EXPECT_TRUE(config.plugins[0].bit_exact);
+  EXPECT_TRUE(config.plugins[0].on_failure_given);
+  EXPECT_EQ(config.plugins[1].max_level_db, -6.0);
+  EXPECT_FLOAT_EQ(max_level_linear(config.plugins[1].max_level_db), 0.50118723F);
+  EXPECT_EQ(max_level_linear(default_max_level_db), max_level_linear(36.0));
+  EXPECT_EQ(max_level_linear(800.0), FLT_MAX);
+  // The default policy: mute for an earlier-API processor (as loaded, or by its file when it
+  // never loaded), bypass for an SDK plugin or a sink, whatever the entry says wins.
+  EXPECT_EQ(effective_on_failure(config.plugins[2], "sdk", "processor"), OnFailure::bypass);
+  EXPECT_EQ(effective_on_failure(config.plugins[2], "legacy", "processor"), OnFailure::mute);
+  EXPECT_EQ(effective_on_failure(config.plugins[2], "legacy", "sink"), OnFailure::bypass);
+  EXPECT_EQ(effective_on_failure(config.plugins[2], "", ""), OnFailure::bypass);
+  EXPECT_EQ(effective_on_failure(config.plugins[3], "", ""), OnFailure::mute);
+  EXPECT_EQ(effective_on_failure(config.plugins[0], "sdk", "processor"), OnFailure::mute);
+  PluginSpec given = config.plugins[3];
+  given.on_failure = OnFailure::bypass;
+  given.on_failure_given = true;
+  EXPECT_EQ(effective_on_failure(given, "legacy", "processor"), OnFailure::bypass);
+}
+
+TEST_F(ConfigDir, FailClosedBitExactAndVirtualMicErrors) {
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" path = \"effect.py\" bit-exact = yes } ]")
+                .find("bit-exact must be true or false"),
+            std::string::npos);
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" path = \"effect.py\" max-level = 900 } ]").find("max-level must be"),
+            std::string::npos);
+  const auto both = error_of("plugins = [\n { name = \"a\" path = \"effect.py\" bit-exact = true\n max-level = 6 } ]");
+  EXPECT_NE(both.find("chain.conf:3: max-level does not apply to a bit-exact slot"), std::string::npos) << both;
+  EXPECT_NE(error_of("target = \"x\"").find("target applies to mode = \"sink\" or \"source\""), std::string::npos);
+  EXPECT_NE(error_of("mode = \"mic\"").find("mode must be \"filter\", \"sink\" or \"source\""), std::string::npos);
 }
 
 TEST_F(ConfigDir, UnknownTopLevelKeyNamesFileAndLine) {

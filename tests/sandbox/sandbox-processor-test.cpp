@@ -245,7 +245,7 @@ TEST(SandboxProcessor, LegacyGainRunsUnmodified) {
   EXPECT_TRUE(bit_equal(run.out, ref)) << max_abs_diff(run.out, ref);
 }
 
-TEST(SandboxProcessor, LegacyGateMatchesReferenceAndPassesThroughWhenDisabled) {
+TEST(SandboxProcessor, LegacyGateMatchesReferenceAndIsSilentWhenDisabled) {
   auto proc = start_one(python_spec("gate", earlier_api_examples() / "legacy_gate.py",
                                     {{"threshold_db", -30.0, 1}, {"floor_db", -60.0, 1}}));
   const Signal in = test_signal(channels, total);
@@ -256,18 +256,34 @@ TEST(SandboxProcessor, LegacyGateMatchesReferenceAndPassesThroughWhenDisabled) {
   EXPECT_LT(max_abs_diff(run.out, ref), 1e-7);
   EXPECT_GT(max_abs_diff(run.out, in), 1e-4);  // the quiet stretch was gated
 
+  // Disabled, it returns False: "not processed". An earlier-API processor is fail-closed by
+  // default (docs/encrypted-voice.md): exact zeros.
   ASSERT_EQ(proc->set_param({"enabled", false, 0}), std::nullopt);  // reaches it as "false"
   const BlockRun off = run_blocks(*proc, in, blocks);
-  for (auto s : off.statuses) EXPECT_EQ(s, BlockStatus::processed);  // the plugin's choice: no bypass
-  EXPECT_TRUE(bit_equal(off.out, in));
-  EXPECT_EQ(proc->counters().bypassed_blocks, 0u);
+  for (auto s : off.statuses) EXPECT_EQ(s, BlockStatus::muted);
+  EXPECT_TRUE(bit_equal(off.out, Signal(in.channels, in.frames)));
+
+  // With on-failure = "bypass" in its entry, False passes the block on as the plugin asked.
+  auto spec = python_spec("gate", earlier_api_examples() / "legacy_gate.py",
+                          {{"threshold_db", -30.0, 1}, {"floor_db", -60.0, 1}, {"enabled", false, 1}});
+  spec.on_failure = host::OnFailure::bypass;
+  spec.on_failure_given = true;
+  auto passing = start_one(spec);
+  const BlockRun passed = run_blocks(*passing, in, blocks);
+  for (auto s : passed.statuses) EXPECT_EQ(s, BlockStatus::processed);  // the plugin's choice: no bypass
+  EXPECT_TRUE(bit_equal(passed.out, in));
+  EXPECT_EQ(passing->counters().bypassed_blocks, 0u);
 }
 
 TEST(SandboxProcessor, PassthroughOutputsUntouchedInput) {
-  auto proc = start_one(python_spec("scribble", fixtures_dir() / "misc/scribble_passthrough.py"));
+  // An earlier-API plugin: with on-failure = "bypass" False passes the untouched input on; by
+  // default (fail-closed) the block is exact zeros, neither the input nor its scribbles.
+  auto spec = python_spec("scribble", fixtures_dir() / "misc/scribble_passthrough.py");
   const Signal in = test_signal(channels, 1024);
-  const BlockRun run = run_blocks(*proc, in, {512, 512});
-  EXPECT_TRUE(bit_equal(run.out, in));
+  EXPECT_TRUE(bit_equal(run_blocks(*start_one(spec), in, {512, 512}).out, Signal(channels, 1024)));
+  spec.on_failure = host::OnFailure::bypass;
+  spec.on_failure_given = true;
+  EXPECT_TRUE(bit_equal(run_blocks(*start_one(spec), in, {512, 512}).out, in));
 }
 
 TEST(SandboxProcessor, ExceptionInProcessGivesDryAndIsLogged) {

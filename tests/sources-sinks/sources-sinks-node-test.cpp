@@ -461,5 +461,172 @@ TEST_F(SourcesSinksNode, SinkModeRefusesASourceChain) {
       << read_text(work_ / "m.err");
 }
 
+// ---- mode = "source": a virtual microphone (issue 14) ----------------------------------------
+
+/// Frames of `wav` (2 channels, float) that are `gain` × the ramp source with `period` (L =
+/// gain × ((n % period) + 1) / 4096, R = 2 L, exact), and of those how many follow their
+/// predecessor; `runs`: runs of non-zero frames.
+struct RampCheck {
+  std::size_t frames = 0, nonzero = 0, valid = 0, in_sequence = 0, runs = 0;
+};
+RampCheck check_halved_ramp(const fs::path& wav, long period, float gain = 0.5F) {
+  RampCheck c;
+  SF_INFO info{};
+  SNDFILE* f = sf_open(wav.c_str(), SFM_READ, &info);
+  if (f == nullptr || info.channels != 2) return c;
+  std::vector<float> data(static_cast<std::size_t>(info.frames) * 2);
+  sf_readf_float(f, data.data(), info.frames);
+  sf_close(f);
+  c.frames = static_cast<std::size_t>(info.frames);
+  long previous = -1;
+  for (std::size_t i = 0; i < c.frames; ++i) {
+    const float l = data[2 * i];
+    const float r = data[2 * i + 1];
+    if (l == 0.0F && r == 0.0F) {
+      previous = -2;
+      continue;
+    }
+    if (previous == -2 || i == 0) ++c.runs;
+    ++c.nonzero;
+    const float k = l * (4096.0F / gain);
+    if (k != std::floor(k) || k < 1 || k > static_cast<float>(period) || r != 2 * l) {
+      previous = -1;
+      continue;
+    }
+    ++c.valid;
+    const long value = static_cast<long>(k);
+    if (previous >= 0 && value == previous % period + 1) ++c.in_sequence;
+    previous = value;
+  }
+  return c;
+}
+
+TEST_F(SourcesSinksNode, VirtualMicCapturesTheDefaultInputAndFollowsIt) {
+  // Two test microphones (source chains of ramp_source.py, periods 1000 and 500); the first is
+  // the default input. The node, mode = "source" with a native gain of 0.5, must capture it,
+  // be listed as a source, and give pw-record the halved ramp; then follow the default to the
+  // second microphone. The microphones are fail-closed: a block their sandbox misses on a
+  // loaded machine is exact silence (skipped here), not a ramp from and to silence.
+  const std::string sdk = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/sources-sinks/fixtures/sdk/";
+  auto mic = [&](const std::string& name, int period) {
+    return start_node(name, write_config(name, "  { name = \"ramp\" path = \"" + sdk +
+                                                   "ramp_source.py\" mode = \"sync\" on-failure = \"mute\" "
+                                                   "params = { period = " +
+                                                   std::to_string(period) + " } }\n"));
+  };
+  auto mic_a = mic("srcsink-mic-a", 1000);
+  auto mic_b = mic("srcsink-mic-b", 500);
+  ASSERT_FALSE(HasFailure());
+  const auto set_default = [](const std::string& name) {
+    const double id = node_id(pw_dump(), name);
+    ASSERT_GE(id, 0);
+    const auto [out, status] = run_command("wpctl set-default " + std::to_string(static_cast<long>(id)) + " 2>&1");
+    ASSERT_EQ(status, 0) << out;
+  };
+  set_default("srcsink-mic-a");
+
+  const std::string name = "sandpipe-it-vmic";
+  const fs::path conf = work_ / "vmic.conf";
+  std::ofstream(conf) << "node.name = \"" << name << "\"\nmode = \"source\"\nchannels = 2\nplugins = [\n"
+                      << "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n]\n";
+  auto node = start_node(name, conf);
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(find_node(pw_dump(), name)["info"]["props"].text("media.class"), "Audio/Source");
+  expect_listed(name, "Sources:");
+
+  const auto record = [&](const std::string& file) {
+    const fs::path rec = work_ / file;
+    Child recorder({"pw-record", "--target", name, "-P", "{ node.name = \"srcsink-vrec\" }", "--rate", "48000",
+                    "--channels", "2", "--format", "f32", rec.string()},
+                   work_ / (file + ".out"), work_ / (file + ".err"));
+    expect_linked(name, "srcsink-vrec");
+    constexpr std::uintmax_t want_frames = 24000;
+    EXPECT_TRUE(
+        poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
+        << "pw-record got too little: " << read_text(work_ / (file + ".err"));
+    recorder.signal(SIGINT);
+    EXPECT_TRUE(recorder.wait_exit(startup_timeout).has_value());
+    return rec;
+  };
+
+  // Captured from the default input, processed, recorded.
+  expect_linked("srcsink-mic-a", name + ".input");
+  RampCheck a = check_halved_ramp(record("a.wav"), 1000);
+  EXPECT_GE(a.nonzero, 12000U) << "mostly silence";
+  EXPECT_EQ(a.valid, a.nonzero) << "frames that are not the first microphone's ramp, halved";
+  EXPECT_GE(2 * a.in_sequence, a.nonzero) << "mostly out of sequence";
+
+  // The default input changes: the node follows it.
+  set_default("srcsink-mic-b");
+  EXPECT_TRUE(poll_until([&] { return links_between(pw_dump(), "srcsink-mic-b", name + ".input") >= 2; },
+                         startup_timeout))
+      << "the node's input did not move to the new default source";
+  EXPECT_TRUE(poll_until([&] { return links_between(pw_dump(), "srcsink-mic-a", name + ".input") == 0; },
+                         startup_timeout));
+  RampCheck b = check_halved_ramp(record("b.wav"), 500);
+  EXPECT_GE(b.nonzero, 12000U) << "mostly silence";
+  EXPECT_EQ(b.valid, b.nonzero) << "frames that are not the second microphone's ramp, halved";
+
+  stop_node(*node, name);
+  stop_node(*mic_b, "srcsink-mic-b");
+  stop_node(*mic_a, "srcsink-mic-a");
+}
+
+TEST_F(SourcesSinksNode, TxIntoRxGivesTheInputBackBitExactly) {
+  // docs/encrypted-voice.md through the live graph: a test microphone (the ramp, on the cipher's
+  // 15-bit grid) is the default input; TX (mode = "source", the scrambler, fail-closed and
+  // bit-exact) captures it; its output is linked into RX (mode = "sink", the descrambler), whose
+  // output WirePlumber plays on the null sink; the sink's monitor is recorded. What comes out
+  // is the microphone's signal bit for bit, but for RX's first two samples after each gap
+  // (self-synchronisation) and the silence of lost cycles.
+  const std::string root = std::string(SANDPIPE_SOURCE_ROOT);
+  auto mic = start_node("srcsink-vmic", write_config("srcsink-vmic", "  { name = \"ramp\" path = \"" + root +
+                                                                    "/tests/sources-sinks/fixtures/sdk/ramp_source.py\" "
+                                                                    "mode = \"sync\" params = { period = 1000 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  const double mic_id = node_id(pw_dump(), "srcsink-vmic");
+  ASSERT_EQ(run_command("wpctl set-default " + std::to_string(static_cast<long>(mic_id)) + " 2>&1").second, 0);
+
+  const auto voice_node = [&](const std::string& name, const std::string& mode, const std::string& plugin) {
+    const fs::path conf = work_ / (name + ".conf");
+    std::ofstream(conf) << "node.name = \"" << name << "\"\nmode = \"" << mode << "\"\nchannels = 2\nplugins = [\n"
+                        << "  { name = \"c\" path = \"" << root << "/tests/host/fixtures/" << plugin
+                        << "\" mode = \"sync\" on-failure = \"mute\" bit-exact = true params = { key = \"k\" } }\n]\n";
+    return start_node(name, conf);
+  };
+  auto tx = voice_node("sandpipe-it-tx", "source", "voice_tx.py");
+  auto rx = voice_node("sandpipe-it-rx", "sink", "voice_rx.py");
+  ASSERT_FALSE(HasFailure());
+  expect_linked("srcsink-vmic", "sandpipe-it-tx.input");
+  for (const char* ch : {"FL", "FR"}) {
+    const auto [out, status] = run_command(std::string("pw-link sandpipe-it-tx:capture_") + ch +
+                                           " sandpipe-it-rx:playback_" + ch + " 2>&1");
+    ASSERT_EQ(status, 0) << out << run_command("pw-link -o -i 2>&1").first;
+  }
+  expect_linked("sandpipe-it-rx.output", "sandpipe-test-sink");
+
+  const fs::path rec = work_ / "rx.wav";
+  Child recorder({"pw-record", "--target", "sandpipe-test-sink", "-P",
+                  "{ node.name = \"srcsink-rxrec\" stream.capture.sink = true }", "--rate", "48000", "--channels",
+                  "2", "--format", "f32", rec.string()},
+                 work_ / "rxrec.out", work_ / "rxrec.err");
+  expect_linked("sandpipe-test-sink", "srcsink-rxrec");
+  constexpr std::uintmax_t want_frames = 48000;
+  ASSERT_TRUE(poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
+      << "pw-record got too little: " << read_text(work_ / "rxrec.err");
+  recorder.signal(SIGINT);
+  ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
+
+  const RampCheck c = check_halved_ramp(rec, 1000, 1.0F);
+  EXPECT_GE(c.nonzero, want_frames / 2) << "mostly silence";
+  EXPECT_LE(c.nonzero - c.valid, 2 * c.runs) << c.runs << " runs of sound: frames that are not the "
+                                              << "microphone's signal beyond RX's 2 frames of resync per run";
+  EXPECT_GE(2 * c.in_sequence, c.nonzero) << "mostly out of sequence";
+
+  stop_node(*rx, "sandpipe-it-rx");
+  stop_node(*tx, "sandpipe-it-tx");
+  stop_node(*mic, "srcsink-vmic");
+}
+
 }  // namespace
 }  // namespace sandpipe::integration

@@ -151,17 +151,20 @@ bool Session::handshake() {
   return true;
 }
 
-bool Session::confine() {
+bool Session::confine(const std::string& path) {
   if (confined_) return true;
-  // The plugin file is the untrusted part: the syscall filter goes in before it is imported.
-  if (auto problem = install_syscall_filter(::getpid(), config_.allow_writes)) {
-    send_error(static_cast<int>(SandboxMessage::Phase::LOAD),
-               "cannot install the syscall filter: " + *problem, {}, false);
+  // The plugin file is the untrusted part: every wall goes up before it is imported.
+  ConfinementPolicy policy;
+  policy.self = ::getpid();
+  policy.read_only = {std::filesystem::path(path).parent_path(), config_.sdk_dir};
+  policy.writable = config_.writable;
+  ConfinementReport report;
+  if (auto problem = sandbox::confine(policy, report)) {
+    send_error(static_cast<int>(SandboxMessage::Phase::LOAD), "cannot confine the sandbox: " + *problem, {},
+               false);
     return false;
   }
-  if (!seccomp_available()) {
-    send_log(2, "sandpipe-sandbox was built without libseccomp: the plugin runs without a syscall filter");
-  }
+  for (const std::string& missing : report.missing) send_log(2, "confinement layer missing: " + missing);
   // The plugin sees one floating-point environment from its import on.
   flush_denormals();
   confined_ = true;
@@ -174,7 +177,7 @@ bool Session::load() {
   if (frame->reader().getRoot<schema::HostMessage>().which() == schema::HostMessage::PRELOAD) {
     // A spare: import the plugin now, under the same confinement as the load, then wait for it.
     // A failed import is forgotten here; the load imports again and reports the error.
-    if (!confine()) return false;
+    if (!confine(text(frame->reader().getRoot<schema::HostMessage>().getPreload()))) return false;
     // What the import left is collected and frozen now, so the load's collection scans only
     // what the plugin's instance adds (scipy's heap took 13 ms to walk at the load).
     if (python_->preload(text(frame->reader().getRoot<schema::HostMessage>().getPreload())))
@@ -207,7 +210,7 @@ bool Session::load() {
     return false;
   }
 
-  if (!confine()) return false;
+  if (!confine(request.path)) return false;
   PluginDescription info;
   if (auto error = python_->load(request, info)) {
     python_->shutdown();  // flushes what the plugin printed before failing

@@ -93,6 +93,16 @@ TEST_F(Cli, MalformedConfigExitsTwoWithFileAndLine) {
   }
 }
 
+TEST_F(Cli, OversizedConfigExitsTwo) {
+  const auto conf = write("huge.conf", "node.description = \"" + std::string(5 << 20, 'x') + "\"\n");
+  const auto out = run_sandpipe("check " + conf.string());
+  EXPECT_EQ(out.status, 2) << out.output;
+  EXPECT_NE(out.output.find("huge.conf: the config is " + std::to_string(fs::file_size(conf)) +
+                            " bytes, more than the 4 MiB a config may have"),
+            std::string::npos)
+      << out.output;
+}
+
 TEST_F(Cli, BadPluginParamExitsTwoBeforeStarting) {
   const auto conf = write("chain.conf", R"(plugins = [ { name = "g" path = "builtin:gain" params = { gian = 1 } } ])");
   const auto out = run_sandpipe("check " + conf.string());

@@ -281,7 +281,7 @@ TEST_F(SourcesSinksNode, SinkChainIsAnAudioSinkAndCaptureSinkRecordsWhatIsPlayed
                                     "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
                                     "  { name = \"rec\" path = \"" +
                                         fixtures +
-                                        "capture_sink.py\" mode = \"sync\" allow-writes = true"
+                                        "capture_sink.py\" mode = \"sync\" allow-writes = \"" + work_.string() + "\""
                                         " params = { path = \"" +
                                         cap.string() + "\" } }\n"));
   ASSERT_FALSE(HasFailure());

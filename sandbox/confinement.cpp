@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
-#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -10,7 +9,6 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -55,40 +53,6 @@ bool write_file(const char* path, std::string_view text) {
 
 /// The uid and gid the plugin has inside its user namespace: not root there either.
 constexpr unsigned inside_id = 1000;
-
-/// The PID namespace's init: a copy of this process that runs no plugin code (it was made before
-/// the plugin is imported and only makes raw syscalls). It ends when this process ends (it
-/// watches a pidfd of it: a pipe's end could be kept open by whatever the plugin forks, and the
-/// death signal did not reach an init in tests), and with it, by the kernel's rule, everything
-/// in the namespace: whatever the plugin could fork lives there.
-[[noreturn]] void pid_namespace_init(int sandbox_pidfd) {
-  ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  // Nothing of the sandbox's but the pidfd: not the control socket, not the segment.
-  if (sandbox_pidfd > 0) ::syscall(SYS_close_range, 0U, static_cast<unsigned>(sandbox_pidfd) - 1, 0U);
-  ::syscall(SYS_close_range, static_cast<unsigned>(sandbox_pidfd) + 1, ~0U, 0U);
-  for (;;) {
-    pollfd pfd{sandbox_pidfd, POLLIN, 0};
-    const long ready = ::syscall(SYS_poll, &pfd, 1, 1000);
-    if (ready > 0) ::syscall(SYS_exit_group, 0);  // the sandbox has exited
-    while (::syscall(SYS_wait4, -1, nullptr, WNOHANG, nullptr) > 0) {
-    }
-  }
-}
-
-/// Forks the PID namespace's init (the caller stays outside the namespace; its children are in it).
-std::optional<std::string> start_pid_namespace_init() {
-  const int self = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
-  if (self < 0) return errno_text("pidfd_open", errno);
-  // Raw clone: no atfork handlers of the libraries already loaded run in the copy.
-  const long pid = ::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
-  if (pid < 0) {
-    ::close(self);
-    return errno_text("clone of the namespace's init", errno);
-  }
-  if (pid == 0) pid_namespace_init(self);
-  ::close(self);
-  return std::nullopt;
-}
 
 /// Builds the view under `root` (a fresh tmpfs) from the old root at `old`.
 class View {
@@ -197,8 +161,9 @@ std::optional<std::string> build_file_system_view(const ConfinementPolicy& polic
   step(view.bind("/dev/random"));
   // Its own process directory only (/proc/self resolves to it in the old root).
   step(view.bind("/proc/self"));
-  for (const fs::path& dir : policy.read_only) step(view.bind(dir));
+  // The private /tmp before the folders: a plugin kept under /tmp stays visible on top of it.
   step(view.tmpfs("/tmp", "mode=1777,size=16m"));
+  for (const fs::path& dir : policy.read_only) step(view.bind(dir));
   if (!policy.writable.empty()) step(view.bind(policy.writable, true));
   if (problem) return problem;
 
@@ -213,7 +178,7 @@ std::optional<std::string> build_file_system_view(const ConfinementPolicy& polic
   return std::nullopt;
 }
 
-/// New mount, network (loopback only, down), IPC, UTS and PID namespaces and the file-system
+/// New mount, network (loopback only, down), IPC and UTS namespaces and the file-system
 /// view. A user's sandbox gets a user namespace too, with an unprivileged id inside (1000) that is
 /// the user's outside. A root sandbox makes them with its own capabilities instead (mapping root
 /// into a user namespace needs CAP_SETFCAP in the parent, which the namespace's own process no
@@ -223,7 +188,12 @@ std::optional<std::string> enter_namespaces(const ConfinementPolicy& policy, boo
   const uid_t uid = ::geteuid();
   const gid_t gid = ::getegid();
   const bool as_root = uid == 0;
-  const int flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID | (as_root ? 0 : CLONE_NEWUSER);
+  // NOTE: no PID namespace: unshare(CLONE_NEWPID) leaves this process outside it, and the
+  // kernel then refuses its threads (clone with CLONE_THREAD: EINVAL), which CPython and plugins
+  // need. A sandbox that lives inside its own PID namespace needs its parent to make it (the host
+  // or a zygote cloning with CLONE_NEWPID); until then seccomp (no fork, no clearing the death
+  // signal) is what keeps anything from outliving the host.
+  const int flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | (as_root ? 0 : CLONE_NEWUSER);
   if (::unshare(flags) != 0) {
     available = false;
     return errno_text("unshare", errno);
@@ -236,7 +206,6 @@ std::optional<std::string> enter_namespaces(const ConfinementPolicy& policy, boo
     if (!write_file("/proc/self/gid_map", std::to_string(inside_id) + " " + std::to_string(gid) + " 1"))
       return errno_text("gid_map", errno);
   }
-  if (auto problem = start_pid_namespace_init()) return problem;
   if (auto problem = build_file_system_view(policy)) return problem;
   (void)::sethostname("sandpipe", 8);
   return std::nullopt;

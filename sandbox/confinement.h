@@ -1,5 +1,5 @@
 // What a sandbox may do: resource limits at start, then, before the plugin loads, the walls
-// applied by confine(): namespaces (user, mount, network, PID, IPC, UTS) with a file-system view
+// applied by confine(): namespaces (user, mount, network, IPC, UTS) with a file-system view
 // of only what the plugin needs, Landlock, and the seccomp allow-list (syscall-policy.cpp).
 // The plugin file is the untrusted part: every wall is in place before it is imported.
 // docs/reliability.md has the threat model, layer by layer.
@@ -43,8 +43,7 @@ struct ConfinementReport {
 };
 
 /// Applies every wall to the calling process, in order: namespaces and the private file-system
-/// view (with a tiny PID-namespace init that dies with this process, so nothing it could fork
-/// outlives it), every capability dropped, Landlock, the seccomp allow-list. Meant for a
+/// view, every capability dropped, Landlock, the seccomp allow-list. Meant for a
 /// single-threaded process that has not run plugin code: the sandbox after its interpreter
 /// start, or a zygote's child right after fork. A layer the kernel does not offer is reported in
 /// `missing` and the rest still apply; a layer that is offered but fails to apply is an error

@@ -6,6 +6,7 @@
 #include <kj/exception.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -159,12 +160,16 @@ bool Session::confine(const std::string& path) {
   policy.read_only = {std::filesystem::path(path).parent_path(), config_.sdk_dir};
   policy.writable = config_.writable;
   ConfinementReport report;
+  const std::uint64_t t0 = shm::now_ns();
   if (auto problem = sandbox::confine(policy, report)) {
     send_error(static_cast<int>(SandboxMessage::Phase::LOAD), "cannot confine the sandbox: " + *problem, {},
                false);
     return false;
   }
   for (const std::string& missing : report.missing) send_log(2, "confinement layer missing: " + missing);
+  // SANDPIPE_CONFINE_TIMING (benchmarks): what the walls cost this sandbox's start-up.
+  if (std::getenv("SANDPIPE_CONFINE_TIMING") != nullptr)
+    send_log(2, "confined in " + std::to_string((shm::now_ns() - t0) / 1000) + " us");
   // The plugin sees one floating-point environment from its import on.
   flush_denormals();
   confined_ = true;

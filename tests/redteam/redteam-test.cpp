@@ -154,7 +154,8 @@ class RedTeam : public ::testing::Test {
 
   /// Renders with `fixture` in one sync slot and checks that the host went on untouched: block
   /// `attacked` dry (the attack raised), every other block exactly halved, no block moved.
-  void render_attack(const std::string& fixture, const std::string& target = "", int port = 0) {
+  void render_attack(const std::string& fixture, const std::string& target = "", int port = 0,
+                     double timeout_ms = 5000.0) {
     SCOPED_TRACE(fixture);
     const std::vector<float> in = make_input();
     write_wav(dir_.path() / "in.wav", in);
@@ -165,7 +166,7 @@ class RedTeam : public ::testing::Test {
     RenderOptions options;
     options.block_frames = block;
     options.crossfade_frames = 0;
-    options.timeout_ms = 5000.0;
+    options.timeout_ms = timeout_ms;
     options.log = [this](std::string_view, SandboxLogLevel, std::string_view line) {
       log_ += std::string(line) + "\n";
     };
@@ -336,6 +337,18 @@ TEST_F(RedTeam, KernelInterfacesAreClosed) {
 }
 
 TEST_F(RedTeam, SyscallsNewerThanTheListFailWithEnosys) { render_attack("new_syscalls.py"); }
+
+/// A sandbox scribbling over its ring indices for 30 s is ended within its 1 s timeout (here the
+/// RT side sees the corrupt ring first; the watchdog, which now checks the indices against the
+/// host's own submit count, is the backstop), so the render ends long before the scribbling would.
+TEST_F(RedTeam, ScribbledIndicesDoNotDelayTheWatchdog) {
+  const auto t0 = std::chrono::steady_clock::now();
+  render_attack("scribble_rings.py", "", 30, 1000.0);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ redteam ] render with a 30 s scribbler and timeout-ms 1000 took %.1f s\n", s);
+  EXPECT_LT(s, 15.0) << log_;
+  EXPECT_NE(log_.find("restart"), std::string::npos) << log_;
+}
 
 /// The `sandpipe` binary renders with outlive_host.py (death signal cleared, SIGTERM ignored, a
 /// fork tried): SIGKILL it mid-render; every pid the plugin printed is gone within a second.

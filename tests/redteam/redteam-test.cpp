@@ -155,12 +155,12 @@ class RedTeam : public ::testing::Test {
   /// Renders with `fixture` in one sync slot and checks that the host went on untouched: block
   /// `attacked` dry (the attack raised), every other block exactly halved, no block moved.
   void render_attack(const std::string& fixture, const std::string& target = "", int port = 0,
-                     double timeout_ms = 5000.0) {
+                     double timeout_ms = 5000.0, const std::string& keys = "") {
     SCOPED_TRACE(fixture);
     const std::vector<float> in = make_input();
     write_wav(dir_.path() / "in.wav", in);
     const std::string conf = "plugins = [ { name = \"h\" mode = \"sync\" path = \"" +
-                             (fixtures() / fixture).string() + "\" params = { target = \"" + target +
+                             (fixtures() / fixture).string() + "\" " + keys + " params = { target = \"" + target +
                              "\" port = " + std::to_string(port) + " } } ]\n";
     const ChainConfig config = parse_config(conf, "redteam.conf", fixtures());
     RenderOptions options;
@@ -303,6 +303,16 @@ TEST_F(RedTeam, SecretsAreNotReadable) {
       }
     }
   }
+}
+
+TEST_F(RedTeam, AllowWritesOpensOneDirectoryOnly) {
+  const fs::path allowed = dir_.path() / "allowed";
+  fs::create_directories(allowed);
+  const fs::path outside = fixtures() / "written-by-plugin";
+  render_attack("write_outside.py", allowed.string(), 0, 5000.0, "allow-writes = \"" + allowed.string() + "\"");
+  EXPECT_TRUE(fs::exists(allowed / "inside"));
+  EXPECT_FALSE(fs::exists(outside));
+  fs::remove(outside);
 }
 
 TEST_F(RedTeam, NoNewProcessOrProgram) {

@@ -44,7 +44,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   std::vector<std::size_t> stand_in_of;  // python index → index of its stand-in in python_specs
   if (options_.calibration_blocks > 0) {
     for (std::size_t i = 0; i < python_count; ++i) {
-      if (python_specs[i].mode != SlotMode::auto_select || python_specs[i].allow_writes) continue;
+      if (python_specs[i].mode != SlotMode::auto_select || !python_specs[i].allow_writes.empty()) continue;
       stand_in_of.resize(python_count, 0);
       stand_in_of[i] = python_specs.size();
       python_specs.push_back(python_specs[i]);

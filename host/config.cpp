@@ -14,6 +14,8 @@
 #include <optional>
 #include <sstream>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "host/spa-json.h"
@@ -103,10 +105,20 @@ class Reader {
  public:
   Reader(std::string_view text, std::string file) : text_(text), file_(std::move(file)) {}
 
+  /// Tokens come in text order, so the count of newlines goes on from the last one asked for:
+  /// linear in the text over a whole parse (counting from the start each time made a config of
+  /// 40 000 keys take 9 s).
   [[nodiscard]] int line_of(const char* p) const {
-    const auto offset = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, p - text_.data()));
-    return 1 +
-           static_cast<int>(std::count(text_.begin(), text_.begin() + std::min(offset, text_.size()), '\n'));
+    const auto offset =
+        std::min(static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, p - text_.data())), text_.size());
+    if (offset < counted_to_) {  // backwards (a container's start): count again from the top
+      counted_to_ = 0;
+      counted_lines_ = 0;
+    }
+    counted_lines_ += static_cast<int>(std::count(text_.begin() + static_cast<std::ptrdiff_t>(counted_to_),
+                                                  text_.begin() + static_cast<std::ptrdiff_t>(offset), '\n'));
+    counted_to_ = offset;
+    return 1 + counted_lines_;
   }
 
   [[noreturn]] void fail(int line, const std::string& message) const {
@@ -199,6 +211,8 @@ class Reader {
  private:
   std::string_view text_;
   std::string file_;
+  mutable std::size_t counted_to_ = 0;  ///< line_of: newlines before here are in counted_lines_
+  mutable int counted_lines_ = 0;
 };
 
 bool ends_with(std::string_view text, std::string_view suffix) {
@@ -258,13 +272,13 @@ void parse_params(const Reader& reader, spa_json& parent, const Token& open, Plu
     reader.fail(open.line, "plugin \"" + spec.name + "\": params must be an object { key = value }");
   spa_json it{};
   reader.enter(parent, it);
+  std::unordered_set<std::string> seen;  // a list scan per key was quadratic (700 000 params: minutes)
   while (auto key = reader.next(it)) {
     const auto name = reader.unquote(*key);
     if (key->is_container() || !valid_name(name))
       reader.fail(key->line, "bad parameter name " + std::string(key->text.substr(0, 40)));
     const auto value = reader.value_of(it, *key);
-    for (const auto& existing : spec.params)
-      if (existing.key == name) reader.fail(key->line, "parameter \"" + name + "\" given twice");
+    if (!seen.insert(name).second) reader.fail(key->line, "parameter \"" + name + "\" given twice");
     spec.params.push_back(ParamSetting{name, reader.param_value(value, name), key->line});
   }
 }
@@ -348,10 +362,21 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
       spec.reload = value.text == "true";
       reload_line = value.line;
     } else if (name == "allow-writes") {
-      if (value.is_quoted() || (value.text != "true" && value.text != "false"))
-        reader.fail(value.line, "allow-writes must be true or false");
-      spec.allow_writes = value.text == "true";
       allow_writes_line = value.line;
+      if (!value.is_quoted() && value.text == "false") continue;
+      if (!value.is_quoted())
+        reader.fail(value.line,
+                    "allow-writes must name the one directory the plugin may write in, e.g. allow-writes = "
+                    "\"/home/me/recordings\" (or false)");
+      std::filesystem::path dir(reader.unquote(value));
+      if (dir.is_relative()) dir = base_dir / dir;
+      std::error_code ec;
+      dir = std::filesystem::weakly_canonical(dir, ec);
+      if (ec || !std::filesystem::is_directory(dir, ec))
+        reader.fail(value.line, "allow-writes: " + dir.string() + " is not a directory");
+      if (dir == dir.root_path())
+        reader.fail(value.line, "allow-writes: the whole file system cannot be the writable directory");
+      spec.allow_writes = dir;
     } else {
       reader.fail(key->line, "unknown plugin key \"" + name +
                                  "\" (known: name, path, params, on-failure, bit-exact, max-level, timeout-ms, "
@@ -384,7 +409,11 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
 
 ChainConfig parse_config(std::string_view text, const std::filesystem::path& file_for_messages,
                          const std::filesystem::path& base_dir) {
-  const Reader reader(text, file_for_messages.empty() ? std::string("<config>") : file_for_messages.string());
+  const std::string where = file_for_messages.empty() ? std::string("<config>") : file_for_messages.string();
+  if (text.size() > max_config_bytes)
+    throw ConfigError(where + ": the config is " + std::to_string(text.size()) + " bytes, more than the " +
+                      std::to_string(max_config_bytes >> 20) + " MiB a config may have");
+  const Reader reader(text, where);
   ChainConfig config;
   config.file = file_for_messages;
 
@@ -405,14 +434,13 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
 
   bool have_channels = false;
   int target_line = 0;
-  std::vector<std::string> seen_keys;
+  std::unordered_set<std::string> seen_keys;
+  std::unordered_map<std::string, int> plugin_lines;  // name → line of its entry
   while (auto key = reader.next(top)) {
     if (key->is_container())
       reader.fail(key->line, "expected a key, found a " + std::string(key->is_object() ? "{" : "["));
     const auto name = reader.unquote(*key);
-    if (std::find(seen_keys.begin(), seen_keys.end(), name) != seen_keys.end())
-      reader.fail(key->line, "\"" + name + "\" given twice");
-    seen_keys.push_back(name);
+    if (!seen_keys.insert(name).second) reader.fail(key->line, "\"" + name + "\" given twice");
     const auto value = reader.value_of(top, *key);
     if (name == "node.name") {
       config.node_name = reader.string_value(value, name);
@@ -453,10 +481,9 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       reader.enter(top, list);
       while (auto entry = reader.next(list)) {
         auto spec = parse_plugin(reader, list, *entry, base_dir);
-        for (const auto& other : config.plugins)
-          if (other.name == spec.name)
-            reader.fail(spec.line, "plugin name \"" + spec.name + "\" is already used on line " +
-                                       std::to_string(other.line));
+        if (const auto [at, fresh] = plugin_lines.emplace(spec.name, spec.line); !fresh)
+          reader.fail(spec.line, "plugin name \"" + spec.name + "\" is already used on line " +
+                                     std::to_string(at->second));
         config.plugins.push_back(std::move(spec));
       }
     } else {
@@ -475,10 +502,16 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
 ChainConfig load_config(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw ConfigError(file.string() + ": cannot open: " + std::strerror(errno));
+  // Refused before it is read whole: a huge file (or /dev/zero) costs no memory.
+  std::error_code ec;
+  if (const auto size = std::filesystem::file_size(file, ec); !ec && size > max_config_bytes) {
+    throw ConfigError(file.string() + ": the config is " + std::to_string(size) + " bytes, more than the " +
+                      std::to_string(max_config_bytes >> 20) + " MiB a config may have");
+  }
   std::ostringstream text;
   text << in.rdbuf();
   auto base = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
-  std::error_code ec;
+  ec.clear();
   base = std::filesystem::absolute(base, ec);
   return parse_config(text.str(), file, base);
 }

@@ -45,6 +45,9 @@ enum class SlotMode : std::uint8_t {
 
 /// Deepest pipeline a slot supports (`blocks`): 16 shared-memory slots minus 2.
 inline constexpr std::uint32_t max_pipeline_blocks = 14;
+/// The largest config accepted, in bytes (docs/config.md). A chain's config is a few KiB; the
+/// limit keeps a runaway generated file from taking the node's memory and start-up time.
+inline constexpr std::size_t max_config_bytes = std::size_t{4} << 20;
 
 /// The default `max-level` (dBFS): ≈ 63.1 full scale.
 inline constexpr double default_max_level_db = 36.0;
@@ -75,9 +78,9 @@ struct PluginSpec {
   std::uint32_t blocks = 0;  ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
   /// Python plugins: the sandbox's address-space limit (RLIMIT_AS) in MiB; 0 = none.
   std::uint32_t memory_mb = 2048;
-  /// Python plugins (`allow-writes`): the sandbox may open files for writing and change the
-  /// file system (a sink that records); everything else stays confined.
-  bool allow_writes = false;
+  /// Python plugins (`allow-writes = "DIR"`): the one directory (absolute, existing) the sandbox
+  /// may write in, e.g. a sink's recordings; empty: no writing anywhere.
+  std::filesystem::path allow_writes{};
   /// Python only: how long before a job is due its sandbox stops sleeping and spins
   /// (SandboxEndpoint anticipation); 0 (the default) = sleep until woken.
   std::uint32_t wake_lead_us = 0;

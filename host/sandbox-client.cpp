@@ -615,8 +615,9 @@ pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
                              const_cast<char*>(parent_s.c_str()), const_cast<char*>("--memory-mb"),
                              const_cast<char*>(memory_s.c_str()), const_cast<char*>("--wake-lead-us"),
                              const_cast<char*>(lead_s.c_str()),   nullptr};
-  if (launch.allow_writes)
-    argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>("1")});
+  const std::string writable_s = launch.allow_writes.string();
+  if (!launch.allow_writes.empty())
+    argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>(writable_s.c_str())});
   if (launch.keep_denormals)
     argv.insert(argv.end() - 1, {const_cast<char*>("--keep-denormals"), const_cast<char*>("1")});
   pid_t pid = -1;

@@ -81,7 +81,7 @@ struct SandboxLaunch {
   SandboxLogFn log = log_to_stderr;
   std::chrono::milliseconds request_timeout{10'000};
   std::chrono::milliseconds shutdown_timeout{2'000};
-  bool allow_writes = false;       ///< PluginSpec::allow_writes: --allow-writes for the sandbox
+  std::filesystem::path allow_writes{};  ///< PluginSpec::allow_writes: --allow-writes DIR for the sandbox
   int rt_priority = 0;             ///< SandboxOptions::rt_priority
   std::uint32_t wake_lead_us = 0;  ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
   bool keep_denormals = false;     ///< PluginSpec::bit_exact: --keep-denormals (no FTZ/DAZ)

@@ -18,6 +18,7 @@
 #include <system_error>
 #include <utility>
 
+#include "host/confinement-probe.h"
 #include "host/sandbox-instance.h"
 
 namespace sandpipe::host {
@@ -208,6 +209,17 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
     std::random_device rd;
     instance_token_ = std::to_string(::getpid()) + "-" + std::to_string(rd());
   }
+  if (any_python) {
+    // Once per node: which walls its sandboxes get here, and which they do not (and why).
+    const ConfinementLayers layers = probe_confinement();
+    confinement_json_ = confinement_json(layers);
+    std::string in_force;
+    for (const auto& l : layers.in_force) in_force += (in_force.empty() ? "" : ", ") + l;
+    options_.log("supervisor", SandboxLogLevel::info,
+                 "sandbox confinement: " + (in_force.empty() ? std::string("none") : in_force));
+    for (const auto& m : layers.missing)
+      options_.log("supervisor", SandboxLogLevel::warning, "sandbox confinement layer missing: " + m);
+  }
   if (!any_python && options_.status_file.empty()) return;
   if (!options_.request_socket.empty()) {
     try {
@@ -307,6 +319,7 @@ std::string Supervisor::status_json() const {
   j << "{\"node\":\"" << json_escape(options_.node_name) << "\",\"pid\":" << ::getpid() << ",\"instance\":\""
     << instance_token_ << "\",\"time\":" << std::time(nullptr);
   if (!node.empty()) j << ",\"timing\":{" << node << "}";
+  if (!confinement_json_.empty()) j << ",\"confinement\":" << confinement_json_;
   j << ",\"slots\":[";
   for (std::size_t i = 0; i < slots.size(); ++i) {
     const SlotStatus& s = slots[i];
@@ -681,6 +694,7 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
   w.pid = w.current->pid;
   w.reloads += 1;
   w.progress_at = now;
+  w.answered_hint = 0;  // the new endpoint counts from zero
   w.last_poll = now;
   w.process_errors_seen = w.current->process_errors;
   w.switch_generation = w.current->generation;
@@ -743,9 +757,16 @@ bool Supervisor::tick(Clock::time_point now) {
       const bool adopted = proc.active_generation() == c.generation;
       const std::uint64_t age = adopted ? proc.oldest_outstanding_age_ns(monotonic_ns()) : 0;
       if (c.notify_endpoint != nullptr) {
+        // The sandbox's claims count only when they fit the host's own count of submitted jobs:
+        // a sandbox scribbling over its ring indices cannot hold the watchdog off (it did, 4 s for
+        // a 1 s timeout), so the timeout runs from the host's own submit time (`age`).
         const std::uint32_t answered = c.notify_endpoint->answered_hint();
-        if (answered != w.answered_hint || c.notify_endpoint->sandbox_idle_hint()) w.progress_at = now;
-        w.answered_hint = answered;
+        const std::uint32_t submitted = c.notify_endpoint->submitted_count();
+        const bool plausible = answered - w.answered_hint <= submitted - w.answered_hint;
+        if (plausible && (answered != w.answered_hint || answered == submitted)) {
+          w.progress_at = now;
+          w.answered_hint = answered;
+        }
       } else {
         w.progress_at = now;
       }
@@ -871,6 +892,7 @@ bool Supervisor::tick(Clock::time_point now) {
           w.max_restart_ms = std::max(w.max_restart_ms, ms);
           w.last_poll = now;
           w.progress_at = now;  // the watchdog's clock starts again with this sandbox
+          w.answered_hint = 0;
           w.process_errors_seen = w.current->process_errors;
           restart_ms_.push_back(ms);
           state_changed = true;

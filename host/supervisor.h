@@ -199,6 +199,7 @@ class Supervisor {
   std::uint64_t refresh_asked_ = 0;   ///< the call the stats requests in flight are for
   std::uint64_t refresh_done_ = 0;    ///< answered up to this call
   std::string instance_token_;
+  std::string confinement_json_;  ///< the sandboxes' walls on this machine (set once, before the thread)
   std::function<std::string()> node_status_;  ///< guarded by mutex_
   std::vector<ReadBack> read_backs_;          ///< guarded by mutex_
   std::function<void()> read_back_listener_;  ///< guarded by mutex_

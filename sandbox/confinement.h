@@ -1,13 +1,17 @@
-// What a sandbox may do: resource limits at start, a seccomp filter before the plugin loads.
-// The plugin file is the untrusted part: everything below is in place before it is imported.
-// docs/reliability.md lists exactly what is allowed and what is refused.
+// What a sandbox may do: resource limits at start, then, before the plugin loads, the walls
+// applied by confine(): namespaces (user, mount, network, IPC, UTS) with a file-system view
+// of only what the plugin needs, Landlock, and the seccomp allow-list (syscall-policy.cpp).
+// The plugin file is the untrusted part: every wall is in place before it is imported.
+// docs/reliability.md has the threat model, layer by layer.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace sandpipe::sandbox {
 
@@ -20,11 +24,35 @@ struct Limits {
 /// and (when running as root) every capability dropped. Returns what failed, if anything.
 [[nodiscard]] std::optional<std::string> apply_process_limits(const Limits& limits);
 
-/// Installs the seccomp filter (see confinement.cpp for the list). After the interpreter and
-/// numpy are initialised (their start-up opens, threads and mappings are done), before the
-/// plugin is imported. `self` is this process's pid (signals only to itself). `allow_writes`
-/// (config `allow-writes`, for sinks that record) leaves out the file-system rules. Returns what
-/// failed, if anything; nullopt also when built without libseccomp (see seccomp_available()).
+/// What one sandbox's walls let through.
+struct ConfinementPolicy {
+  pid_t self = 0;  ///< this process's pid: signals only to itself
+  /// Folders shown read-only (the plugin's, the SDK's; the system's libraries and Python are
+  /// always shown). Paths stay the same inside.
+  std::vector<std::filesystem::path> read_only;
+  /// `allow-writes`: the one directory the plugin may write in (empty: none).
+  std::filesystem::path writable;
+};
+
+/// The layers in force after confine(), and what could not be had (with why).
+struct ConfinementReport {
+  bool seccomp = false;
+  bool namespaces = false;
+  bool landlock = false;
+  std::vector<std::string> missing;  ///< "landlock: not in this kernel" ...
+};
+
+/// Applies every wall to the calling process, in order: namespaces and the private file-system
+/// view, every capability dropped, Landlock, the seccomp allow-list. Meant for a
+/// single-threaded process that has not run plugin code: the sandbox after its interpreter
+/// start, or a zygote's child right after fork. A layer the kernel does not offer is reported in
+/// `missing` and the rest still apply; a layer that is offered but fails to apply is an error
+/// (returned as the string; the plugin must not load then).
+[[nodiscard]] std::optional<std::string> confine(const ConfinementPolicy& policy, ConfinementReport& report);
+
+/// The seccomp allow-list alone (syscall-policy.cpp): EPERM for every syscall not listed,
+/// ENOSYS for numbers newer than the list. Returns what failed, if anything; nullopt also when
+/// built without libseccomp (see seccomp_available()).
 [[nodiscard]] std::optional<std::string> install_syscall_filter(pid_t self, bool allow_writes = false);
 
 /// False when this sandbox was built without libseccomp (the host logs a warning).

@@ -1,12 +1,13 @@
 // sandpipe-sandbox: runs one Python plugin for a Sandpipe host.
 //
 //   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]
-//   [--allow-writes 0|1] [--wake-lead-us US] [--keep-denormals 0|1]
+//   [--allow-writes DIR] [--wake-lead-us US] [--keep-denormals 0|1]
 //
 // Started by the host only (host/sandbox-client.cpp): N is this end of the control socketpair,
 // M the memfd of the shared segment, P the host's pid (to notice a host that died before
 // PR_SET_PDEATHSIG was armed), MB the address-space limit (0: none).
-// Confinement (sandbox/confinement.h): limits at start, the syscall filter before the plugin.
+// Confinement (sandbox/confinement.h): limits at start; namespaces, Landlock and the syscall
+// allow-list before the plugin is imported (Session::confine).
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -34,7 +35,7 @@ struct Args {
   int shm_fd = -1;
   long parent_pid = -1;
   long memory_mb = 0;
-  bool allow_writes = false;
+  std::filesystem::path writable;
   bool keep_denormals = false;
   std::uint64_t wake_lead_ns = sandpipe::shm::SandboxEndpoint::default_lead_ns;
   std::filesystem::path python_dir;
@@ -58,8 +59,8 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.parent_pid = n;
     } else if (flag == "--memory-mb" && parse_int(value, n) && n >= 0) {
       args.memory_mb = n;
-    } else if (flag == "--allow-writes" && (value == "0" || value == "1")) {
-      args.allow_writes = value == "1";
+    } else if (flag == "--allow-writes" && value.starts_with('/')) {
+      args.writable = std::string(value);
     } else if (flag == "--keep-denormals" && (value == "0" || value == "1")) {
       args.keep_denormals = value == "1";
     } else if (flag == "--wake-lead-us" && parse_int(value, n) && n >= 0 && n <= 1'000'000) {
@@ -110,7 +111,7 @@ int main(int argc, char** argv) {
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,
                  "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] "
-                 "[--memory-mb MB] [--allow-writes 0|1] [--wake-lead-us US] [--keep-denormals 0|1]\n"
+                 "[--memory-mb MB] [--allow-writes DIR] [--wake-lead-us US] [--keep-denormals 0|1]\n"
                  "(started by the sandpipe host; not meant to be run by hand)\n");
     return 64;
   }
@@ -144,7 +145,7 @@ int main(int argc, char** argv) {
   {
     sandpipe::sandbox::Session session(
         control, segment,
-        {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.allow_writes,
+        {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.writable,
          args.wake_lead_ns, args.keep_denormals});
     code = session.run();
   }

@@ -6,6 +6,7 @@
 #include <kj/exception.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -151,17 +152,24 @@ bool Session::handshake() {
   return true;
 }
 
-bool Session::confine() {
+bool Session::confine(const std::string& path) {
   if (confined_) return true;
-  // The plugin file is the untrusted part: the syscall filter goes in before it is imported.
-  if (auto problem = install_syscall_filter(::getpid(), config_.allow_writes)) {
-    send_error(static_cast<int>(SandboxMessage::Phase::LOAD),
-               "cannot install the syscall filter: " + *problem, {}, false);
+  // The plugin file is the untrusted part: every wall goes up before it is imported.
+  ConfinementPolicy policy;
+  policy.self = ::getpid();
+  policy.read_only = {std::filesystem::path(path).parent_path(), config_.sdk_dir};
+  policy.writable = config_.writable;
+  ConfinementReport report;
+  const std::uint64_t t0 = shm::now_ns();
+  if (auto problem = sandbox::confine(policy, report)) {
+    send_error(static_cast<int>(SandboxMessage::Phase::LOAD), "cannot confine the sandbox: " + *problem, {},
+               false);
     return false;
   }
-  if (!seccomp_available()) {
-    send_log(2, "sandpipe-sandbox was built without libseccomp: the plugin runs without a syscall filter");
-  }
+  for (const std::string& missing : report.missing) send_log(2, "confinement layer missing: " + missing);
+  // SANDPIPE_CONFINE_TIMING (benchmarks): what the walls cost this sandbox's start-up.
+  if (std::getenv("SANDPIPE_CONFINE_TIMING") != nullptr)
+    send_log(2, "confined in " + std::to_string((shm::now_ns() - t0) / 1000) + " us");
   // The plugin sees one floating-point environment from its import on; a bit-exact slot keeps
   // denormals (DAZ would read a denormal input as zero in any arithmetic the plugin does).
   if (!config_.keep_denormals) flush_denormals();
@@ -175,7 +183,7 @@ bool Session::load() {
   if (frame->reader().getRoot<schema::HostMessage>().which() == schema::HostMessage::PRELOAD) {
     // A spare: import the plugin now, under the same confinement as the load, then wait for it.
     // A failed import is forgotten here; the load imports again and reports the error.
-    if (!confine()) return false;
+    if (!confine(text(frame->reader().getRoot<schema::HostMessage>().getPreload()))) return false;
     // What the import left is collected and frozen now, so the load's collection scans only
     // what the plugin's instance adds (scipy's heap took 13 ms to walk at the load).
     if (python_->preload(text(frame->reader().getRoot<schema::HostMessage>().getPreload())))
@@ -209,7 +217,7 @@ bool Session::load() {
     return false;
   }
 
-  if (!confine()) return false;
+  if (!confine(request.path)) return false;
   PluginDescription info;
   if (auto error = python_->load(request, info)) {
     python_->shutdown();  // flushes what the plugin printed before failing

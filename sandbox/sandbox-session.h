@@ -17,7 +17,7 @@ namespace sandpipe::sandbox {
 struct SessionConfig {
   std::filesystem::path program;  ///< this executable (the interpreter's program name)
   std::filesystem::path sdk_dir;  ///< plugins-py: sandpipe/ and base_plugin.py
-  bool allow_writes = false;      ///< --allow-writes: the syscall filter lets files be written
+  std::filesystem::path writable;  ///< --allow-writes DIR: the one directory the plugin may write in
   std::uint64_t wake_lead_ns = shm::SandboxEndpoint::default_lead_ns;  ///< --wake-lead-us
   /// --keep-denormals (a bit-exact slot): no flush-to-zero / denormals-are-zero, so denormal
   /// patterns reach the plugin and leave it as they are.
@@ -47,8 +47,9 @@ class Session {
  private:
   bool handshake();
   bool load();
-  /// Installs the syscall filter (once, before any plugin code runs); false after reporting why.
-  bool confine();
+  /// Applies the confinement (once, before any plugin code runs) for the plugin file `path`;
+  /// false after reporting why.
+  bool confine(const std::string& path);
   void serve();
   void run_job(const shm::Job& job);
   void drain_control();

@@ -59,6 +59,7 @@ bool HostEndpoint::submit_rt(const Job& request) noexcept {
   }
   in_flight_jobs_[submitted_ & (geometry_.slot_count - 1)] = job;  // with its stamp
   ++submitted_;
+  submitted_shared_.value.store(submitted_, std::memory_order_relaxed);
   jobs_.wake_consumer();
   return true;
 }

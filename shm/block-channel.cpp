@@ -200,7 +200,11 @@ SandboxEndpoint::Anticipation SandboxEndpoint::anticipation() const noexcept {
 std::uint32_t HostEndpoint::answered_hint() const noexcept { return completions_.producer_write_hint(); }
 
 bool HostEndpoint::sandbox_idle_hint() const noexcept {
-  return jobs_.published_write_index() == completions_.producer_write_hint();
+  return submitted_count() == completions_.producer_write_hint();
+}
+
+std::uint32_t HostEndpoint::submitted_count() const noexcept {
+  return submitted_shared_.value.load(std::memory_order_relaxed);
 }
 
 }  // namespace sandpipe::shm

@@ -119,10 +119,14 @@ class HostEndpoint {
   [[nodiscard]] std::size_t channel_stride() const noexcept;
   /// [rt] Jobs submitted whose completion has not been popped yet (0..slot_count).
   [[nodiscard]] std::uint32_t in_flight() const noexcept;
-  /// [any] True when the sandbox has published a completion for every job pushed so far, whether
-  /// or not the RT side collected them yet (it may not have been called: a paused graph). For the
-  /// hang watchdog only: read from shared memory, it is a hint the sandbox could fake.
+  /// [any] True when the sandbox claims a completion for every job pushed so far, whether or
+  /// not the RT side collected them yet (it may not have been called: a paused graph). For the
+  /// hang watchdog only: the claim is read from shared memory, the count it is compared with is
+  /// the host's own (submitted_count()).
   [[nodiscard]] bool sandbox_idle_hint() const noexcept;
+  /// [any] How many jobs the host has submitted on this endpoint (free-running), from its own
+  /// memory, never from the segment: what the watchdog checks the sandbox's claims against.
+  [[nodiscard]] std::uint32_t submitted_count() const noexcept;
   /// [any] How many blocks the sandbox claims to have answered so far (free-running). Moves as
   /// long as the sandbox makes progress: the hang watchdog's other input. A hint, as above.
   [[nodiscard]] std::uint32_t answered_hint() const noexcept;
@@ -158,6 +162,19 @@ class HostEndpoint {
   const std::atomic<bool>* abort_ = nullptr;     // host-private; see set_abort_flag()
   std::array<Job, max_slots> in_flight_jobs_{};  // indexed by sequence number mod slot_count
   std::uint32_t submitted_ = 0;
+  /// submitted_ for other threads (relaxed copy; movable, unlike a bare std::atomic).
+  struct SharedCount {
+    std::atomic<std::uint32_t> value{0};
+    SharedCount() = default;
+    SharedCount(const SharedCount&) = delete;
+    SharedCount& operator=(const SharedCount&) = delete;
+    SharedCount(SharedCount&& o) noexcept : value(o.value.load(std::memory_order_relaxed)) {}
+    SharedCount& operator=(SharedCount&& o) noexcept {
+      value.store(o.value.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      return *this;
+    }
+    ~SharedCount() = default;
+  } submitted_shared_;
   std::uint32_t completed_ = 0;
   std::uint64_t spin_ns_ = default_spin_ns;
   std::uint32_t spin_misses_ = 0;

@@ -334,6 +334,16 @@ TEST_F(Cli, CheckRefusesNativeParamsAsRunAndRenderDo) {
   EXPECT_EQ(out.status, 0) << out.output;
 }
 
+TEST_F(Cli, OversizedConfigExitsTwo) {
+  const auto conf = write("huge.conf", "node.description = \"" + std::string(5 << 20, 'x') + "\"\n");
+  const auto out = run_sandpipe("check " + conf.string());
+  EXPECT_EQ(out.status, 2) << out.output;
+  EXPECT_NE(out.output.find("huge.conf: the config is " + std::to_string(fs::file_size(conf)) +
+                            " bytes, more than the 4 MiB a config may have"),
+            std::string::npos)
+      << out.output;
+}
+
 TEST_F(Cli, RenderHalvesEverySampleThroughTheBinary) {
   const auto conf = write("chain.conf", R"(plugins = [ { name = "trim" path = "builtin:gain" params = { gain = 0.5 } } ])");
   std::vector<float> samples(2 * 3000);

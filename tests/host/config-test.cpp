@@ -4,7 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cfloat>
-
+#include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <unistd.h>
 
@@ -201,6 +202,28 @@ TEST_F(ConfigDir, SyntaxErrorsAreReported) {
   EXPECT_NE(error_of("plugins = [ { name = \"a\" ").find("chain.conf:1:"), std::string::npos);
   EXPECT_NE(error_of("node.name = \"unterminated\n").find("chain.conf:"), std::string::npos);
   EXPECT_NE(error_of("node.name").find("has no value"), std::string::npos);
+}
+
+TEST_F(ConfigDir, ConfigOverTheSizeLimitIsRefused) {
+  const std::string big = "node.description = \"" + std::string(max_config_bytes, 'x') + "\"";
+  EXPECT_NE(error_of(big).find("more than the 4 MiB a config may have"), std::string::npos);
+}
+
+/// Not a timed test: prints what a 40 000-parameter parse costs (it took 9.4 s while the parser
+/// counted lines from the top for each token and scanned the params for duplicates).
+TEST_F(ConfigDir, ManyParametersParseOnceEach) {
+  std::string text = "plugins = [ { name = \"big\" path = \"effect.py\" params = {\n";
+  for (int i = 0; i < 40'000; ++i) text += "  p" + std::to_string(i) + " = " + std::to_string(i) + "\n";
+  text += "} } ]\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  const ChainConfig config = parse(text);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(config.plugins.at(0).params.size(), 40'000U);
+  EXPECT_EQ(config.plugins.at(0).params.back().line, 40'001);
+  std::printf("[ config ] 40000 parameters (%zu bytes) parsed in %.1f ms\n", text.size(), ms);
+  std::string twice = text;
+  twice.insert(twice.rfind("} } ]"), "  p7 = 1\n");
+  EXPECT_NE(error_of(twice).find("chain.conf:40002: parameter \"p7\" given twice"), std::string::npos);
 }
 
 TEST(LoadConfig, MissingConfigFileIsAnError) {

@@ -201,7 +201,8 @@ TEST_P(EarlierApi, SinkRecordsExactlyWhatReachesIt) {
                            "\" mode = \"sync\" params = { gain = 0.5 } }\n"
                            "{ name = \"rec\" path = \"" +
                            (plugins_ / "record_sink.py").string() +
-                           "\" allow-writes = true params = { path = \"" + rec.string() + "\" } }\n");
+                           "\" allow-writes = \"" + dir_.path().string() + "\" params = { path = \"" + rec.string() +
+                           "\" } }\n");
   const auto out = render(conf, " --block 256");
   ASSERT_EQ(out.status, 0) << out.output;
   std::ifstream in(rec, std::ios::binary);

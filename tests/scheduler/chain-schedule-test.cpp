@@ -428,7 +428,7 @@ TEST(ChainSchedule, APluginThatMayWriteFilesGetsNoStandIn) {
   // (and no stand-in); it starts sync and measures while running.
   ChainConfig config;
   PluginSpec spec = py("rec", "gain.py", {{"gain", 0.5, 1}}, SlotMode::auto_select);
-  spec.allow_writes = true;
+  spec.allow_writes = "/tmp";
   config.plugins = {spec};
   Chain chain(config, 48000.0, 512, options(16, 512));
   EXPECT_EQ(chain.schedules().at(0).calibration.total(), 0U);

@@ -252,7 +252,7 @@ class SourcesSinksNode : public ::testing::Test {
                            "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
                            "  { name = \"rec\" path = \"" +
                                fixtures +
-                               "record_sink.py\" mode = \"sync\" allow-writes = true"
+                               "record_sink.py\" mode = \"sync\" allow-writes = \"" + work_.string() + "\""
                                " params = { path = \"" +
                                cap.string() + "\" } }\n"));
     ASSERT_FALSE(HasFailure());

@@ -97,7 +97,7 @@ class SourcesSinks : public ::testing::Test {
 
   [[nodiscard]] std::string capture_plugin(const fs::path& file, bool allow_writes = true) const {
     return R"({ name = "rec" path = ")" + legacy_dir + R"(record_sink.py")" +
-           (allow_writes ? " allow-writes = true" : "") + R"( params = { path = ")" + file.string() +
+           (allow_writes ? " allow-writes = \"" + file.parent_path().string() + "\"" : "") + R"( params = { path = ")" + file.string() +
            R"(" } })";
   }
 
@@ -195,7 +195,7 @@ TEST_F(SourcesSinks, SdkSinkSeesTheBlockAndCannotChangeIt) {
   const fs::path npy = dir_ / "got.npy";
   const auto out =
       render(R"(plugins = [ { name = "sum" path = ")" + sdk_dir +
-                 R"(sum_sink.py" allow-writes = true params = { path = ")" + npy.string() + R"(" } } ])",
+                 R"(sum_sink.py" allow-writes = ")" + dir_.string() + R"(" params = { path = ")" + npy.string() + R"(" } } ])",
              in);
   EXPECT_EQ(out, input_);
   // The .npy holds (2, 2000) float32 after a header; its data is planar.
@@ -279,18 +279,23 @@ TEST_F(SourcesSinks, RenderWithoutInputNeedsASource) {
   EXPECT_THROW(render(R"(plugins = [ { name = "g" path = "builtin:gain" } ])", {}, options), RenderError);
 }
 
-TEST(SourcesSinksConfig, AllowWritesIsAPythonOnlyBoolean) {
+TEST(SourcesSinksConfig, AllowWritesIsAPythonOnlyDirectory) {
   const std::string py = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
-  auto c = parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = true } ])",
+  auto c = parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = "/tmp" } ])",
                         "a.conf", "/");
-  EXPECT_TRUE(c.plugins.at(0).allow_writes);
+  EXPECT_EQ(c.plugins.at(0).allow_writes, fs::path("/tmp"));
   c = parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" } ])", "a.conf", "/");
-  EXPECT_FALSE(c.plugins.at(0).allow_writes);
-  EXPECT_THROW(
-      (void)parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = "yes" } ])",
-                         "a.conf", "/"),
-      ConfigError);
-  EXPECT_THROW((void)parse_config(R"(plugins = [ { name = "g" path = "builtin:gain" allow-writes = true } ])",
+  EXPECT_TRUE(c.plugins.at(0).allow_writes.empty());
+  c = parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = false } ])", "a.conf", "/");
+  EXPECT_TRUE(c.plugins.at(0).allow_writes.empty());
+  for (const char* bad : {"\"/nonexistent-dir\"", "true", "\"/\""}) {
+    EXPECT_THROW((void)parse_config(R"(plugins = [ { name = "p" path = ")" + py + R"(" allow-writes = )" + bad +
+                                        " } ])",
+                                    "a.conf", "/"),
+                 ConfigError)
+        << bad;
+  }
+  EXPECT_THROW((void)parse_config(R"(plugins = [ { name = "g" path = "builtin:gain" allow-writes = "/tmp" } ])",
                                   "a.conf", "/"),
                ConfigError);
 }

@@ -1,0 +1,74 @@
+#include "host/confinement-probe.h"
+
+#include <sched.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace sandpipe::host {
+namespace {
+
+/// The namespaces a sandbox enters (sandbox/confinement.cpp), tried in a throw-away child.
+std::string namespaces_problem() {
+  const pid_t pid = ::fork();
+  if (pid < 0) return std::string("cannot probe: fork: ") + std::strerror(errno);
+  if (pid == 0) {
+    constexpr int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+    ::_exit(::unshare(flags) == 0 ? 0 : (errno & 0x7f) + 1);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
+  const int err = WIFEXITED(status) ? WEXITSTATUS(status) - 1 : EPERM;
+  return std::string("user namespaces refused by this kernel (") + std::strerror(err) + ")";
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20) out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+ConfinementLayers probe_confinement() {
+  ConfinementLayers layers;
+#if SANDPIPE_HAVE_SECCOMP
+  layers.in_force.emplace_back("seccomp");
+#else
+  layers.missing.emplace_back("seccomp: sandpipe-sandbox was built without libseccomp");
+#endif
+  if (std::getenv("SANDPIPE_CONFINE_NO_NAMESPACES") != nullptr) {
+    layers.missing.emplace_back("namespaces: turned off (SANDPIPE_CONFINE_NO_NAMESPACES)");
+  } else if (const std::string problem = namespaces_problem(); !problem.empty()) {
+    layers.missing.push_back("namespaces: " + problem);
+  } else {
+    layers.in_force.emplace_back("namespaces");
+  }
+  if (std::getenv("SANDPIPE_CONFINE_NO_LANDLOCK") != nullptr) {
+    layers.missing.emplace_back("landlock: turned off (SANDPIPE_CONFINE_NO_LANDLOCK)");
+  } else if (const long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, 1U); abi < 1) {
+    layers.missing.emplace_back(std::string("landlock: not available (") + std::strerror(errno) + ")");
+  } else {
+    layers.in_force.push_back("landlock");
+  }
+  return layers;
+}
+
+std::string confinement_json(const ConfinementLayers& layers) {
+  std::string j = "{\"layers\":[";
+  for (std::size_t i = 0; i < layers.in_force.size(); ++i) j += (i ? "," : "") + json_string(layers.in_force[i]);
+  j += "],\"missing\":[";
+  for (std::size_t i = 0; i < layers.missing.size(); ++i) j += (i ? "," : "") + json_string(layers.missing[i]);
+  return j + "]}";
+}
+
+}  // namespace sandpipe::host

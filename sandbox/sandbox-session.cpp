@@ -157,14 +157,15 @@ bool Session::confine(const std::string& path) {
   // The plugin file is the untrusted part: every wall goes up before it is imported.
   ConfinementPolicy policy;
   policy.self = ::getpid();
+  // As the plugin names it (the import resolves that path inside the new root).
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();
   policy.read_only = {folder, config_.sdk_dir};
-  // The earlier pipeline's layout: processors in examples/ put the folder above on sys.path for
-  // its base_plugin.py and helper packages. That folder is visible too, when it holds one.
-  std::error_code ec;
-  if (folder.has_parent_path() && folder.parent_path() != folder.root_path() &&
-      std::filesystem::is_regular_file(folder.parent_path() / "base_plugin.py", ec))
-    policy.read_only.insert(policy.read_only.begin(), folder.parent_path());  // before what it holds
+  // The earlier pipeline's layout: processors in examples/ put the folder above theirs on
+  // sys.path (its base_plugin.py, helper packages, sibling plugins), so that folder is visible
+  // read-only too, unless it is the root or a top-level folder such as /home.
+  const std::filesystem::path above = folder.lexically_normal().parent_path();
+  if (std::distance(above.begin(), above.end()) >= 3)  // "/", "a", "b": /a/b and deeper
+    policy.read_only.insert(policy.read_only.begin(), above);  // before the folder it holds
   policy.writable = config_.writable;
   ConfinementReport report;
   const std::uint64_t t0 = shm::now_ns();

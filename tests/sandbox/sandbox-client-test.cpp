@@ -149,7 +149,7 @@ TEST(SandboxClient, StubbornPluginIsKilledAfterShutdownTimeout) {
   options.shutdown_timeout = std::chrono::milliseconds(300);
   pid_t pid = -1;
   {
-    auto proc = start_one(python_spec("stubborn", fixtures_dir() / "broken/ignores_shutdown.py"), 2, 512, options);
+    auto proc = start_one(python_spec("stubborn", earlier_api_examples().parent_path().parent_path() / "bad/ignores_shutdown.py"), 2, 512, options);
     pid = proc->pid();
   }
   EXPECT_EQ(::kill(pid, 0), -1);

@@ -278,7 +278,7 @@ TEST(SandboxProcessor, LegacyGateMatchesReferenceAndIsSilentWhenDisabled) {
 TEST(SandboxProcessor, PassthroughOutputsUntouchedInput) {
   // An earlier-API plugin: with on-failure = "bypass" False passes the untouched input on; by
   // default (fail-closed) the block is exact zeros, neither the input nor its scribbles.
-  auto spec = python_spec("scribble", fixtures_dir() / "misc/scribble_passthrough.py");
+  auto spec = python_spec("scribble", earlier_api_examples().parent_path().parent_path() / "bad/scribble_passthrough.py");
   const Signal in = test_signal(channels, 1024);
   EXPECT_TRUE(bit_equal(run_blocks(*start_one(spec), in, {512, 512}).out, Signal(channels, 1024)));
   spec.on_failure = host::OnFailure::bypass;

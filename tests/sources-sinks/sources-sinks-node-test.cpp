@@ -115,7 +115,8 @@ class SourcesSinksNode : public ::testing::Test {
 
   void SetUp() override {
     ASSERT_TRUE(session_error_.empty()) << session_error_;
-    work_ = make_test_dir("sandpipe-srcsink-it", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    work_ =
+        make_test_dir("sandpipe-srcsink-it", ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
   void TearDown() override { finish_test_dir(work_, HasFailure()); }
 
@@ -248,13 +249,14 @@ class SourcesSinksNode : public ::testing::Test {
     // R = -(n / 4096 + 1) / 64); the chain halves it and record_sink.py writes it to a file.
     const fs::path cap = work_ / "cap.f32";
     auto node = start_node(
-        name, write_config(name,
-                           "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
-                           "  { name = \"rec\" path = \"" +
-                               fixtures +
-                               "record_sink.py\" mode = \"sync\" allow-writes = \"" + work_.string() + "\""
-                               " params = { path = \"" +
-                               cap.string() + "\" } }\n"));
+        name,
+        write_config(name,
+                     "  { name = \"trim\" path = \"builtin:gain\" params = { gain = 0.5 } }\n"
+                     "  { name = \"rec\" path = \"" +
+                         fixtures + "record_sink.py\" mode = \"sync\" allow-writes = \"" + work_.string() +
+                         "\""
+                         " params = { path = \"" +
+                         cap.string() + "\" } }\n"));
     ASSERT_FALSE(HasFailure());
     expect_shape(name, "Audio/Sink",
                  {"input:playback_FL", "input:playback_FR", "output:monitor_FL", "output:monitor_FR"});
@@ -520,7 +522,8 @@ TEST_F(SourcesSinksNode, VirtualMicCapturesTheDefaultInputAndFollowsIt) {
   const auto set_default = [](const std::string& name) {
     const double id = node_id(pw_dump(), name);
     ASSERT_GE(id, 0);
-    const auto [out, status] = run_command("wpctl set-default " + std::to_string(static_cast<long>(id)) + " 2>&1");
+    const auto [out, status] =
+        run_command("wpctl set-default " + std::to_string(static_cast<long>(id)) + " 2>&1");
     ASSERT_EQ(status, 0) << out;
   };
   set_default("srcsink-mic-a");
@@ -536,8 +539,8 @@ TEST_F(SourcesSinksNode, VirtualMicCapturesTheDefaultInputAndFollowsIt) {
 
   const auto record = [&](const std::string& file) {
     const fs::path rec = work_ / file;
-    Child recorder({"pw-record", "--target", name, "-P", "{ node.name = \"srcsink-vrec\" }", "--rate", "48000",
-                    "--channels", "2", "--format", "f32", rec.string()},
+    Child recorder({"pw-record", "--target", name, "-P", "{ node.name = \"srcsink-vrec\" }", "--rate",
+                    "48000", "--channels", "2", "--format", "f32", rec.string()},
                    work_ / (file + ".out"), work_ / (file + ".err"));
     expect_linked(name, "srcsink-vrec");
     constexpr std::uintmax_t want_frames = 24000;
@@ -572,6 +575,63 @@ TEST_F(SourcesSinksNode, VirtualMicCapturesTheDefaultInputAndFollowsIt) {
   stop_node(*mic_a, "srcsink-mic-a");
 }
 
+TEST_F(SourcesSinksNode, BitExactSourcePassesNanInfAndDenormalPatternsThroughItsPorts) {
+  // A bit-exact source chain (pattern_source.py: a frame counter on the left, NaNs with payloads,
+  // signalling NaNs, +-Inf, denormals and -0 on the right) recorded as f32 through the node's
+  // output ports: every recorded frame is, bit for bit, the frame the plugin wrote.
+  const std::string name = "sandpipe-it-bits";
+  auto node = start_node(name, write_config(name, "  { name = \"bits\" path = \"" SANDPIPE_SOURCE_ROOT
+                                                  "/tests/sources-sinks/fixtures/sdk/pattern_source.py\" "
+                                                  "mode = \"sync\" bit-exact = true }\n"));
+  ASSERT_FALSE(HasFailure());
+  const fs::path rec = work_ / "bits.wav";
+  Child recorder({"pw-record", "--target", name, "-P", "{ node.name = \"srcsink-bits\" }", "--rate", "48000",
+                  "--channels", "2", "--format", "f32", rec.string()},
+                 work_ / "bits.out", work_ / "bits.err");
+  expect_linked(name, "srcsink-bits");
+  constexpr std::uintmax_t want_frames = 24000;
+  ASSERT_TRUE(
+      poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
+      << "pw-record got too little: " << read_text(work_ / "bits.err");
+  recorder.signal(SIGINT);
+  ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
+  stop_node(*node, name);
+
+  SF_INFO info{};
+  SNDFILE* f = sf_open(rec.c_str(), SFM_READ, &info);
+  ASSERT_NE(f, nullptr) << sf_strerror(nullptr);
+  std::vector<float> data(static_cast<std::size_t>(info.frames) * 2);
+  ASSERT_EQ(sf_readf_float(f, data.data(), info.frames), info.frames);
+  sf_close(f);
+  // The patterns of pattern_source.py, by index.
+  const auto pattern = [](std::uint32_t i) -> std::uint32_t {
+    const std::array<std::uint32_t, 8> kinds = {
+        0x7FC00000U | i, 0x7F800000U | (i + 1), 0x7F800000U, 0xFF800000U,
+        i + 1,           0x80000000U | (i + 1), 0x80000000U, 0x3F800000U + i};
+    return kinds[i % 8];
+  };
+  std::size_t frames = 0, wrong = 0, specials = 0;
+  for (std::size_t k = 0; k + 1 < data.size(); k += 2) {
+    const float counter = data[k] * 4096.0F;
+    if (data[k] == 0.0F) continue;  // before the stream, or a lost cycle
+    std::uint32_t got = 0;
+    std::memcpy(&got, &data[k + 1], sizeof got);
+    const auto n = static_cast<std::uint32_t>(counter) - 1;  // n % 4096
+    const std::uint32_t want = pattern(n % 64);
+    ++frames;
+    if (counter != std::floor(counter) || counter < 1 || counter > 4096 || got != want) {
+      if (++wrong <= 5)
+        ADD_FAILURE() << "recorded frame " << k / 2 << ": counter " << counter << ", right 0x" << std::hex
+                      << got << " where the plugin wrote 0x" << want;
+      continue;
+    }
+    if (!std::isnormal(data[k + 1])) ++specials;
+  }
+  EXPECT_GE(frames, want_frames / 2) << "mostly silence";
+  EXPECT_EQ(wrong, 0U);
+  EXPECT_GE(8 * specials, 6 * frames) << "the patterns did not reach the recording as NaN/Inf/denormal/zero";
+}
+
 TEST_F(SourcesSinksNode, TxIntoRxGivesTheInputBackBitExactly) {
   // docs/encrypted-voice.md through the live graph: a test microphone (the ramp, on the cipher's
   // 15-bit grid) is the default input; TX (mode = "source", the scrambler, fail-closed and
@@ -580,18 +640,21 @@ TEST_F(SourcesSinksNode, TxIntoRxGivesTheInputBackBitExactly) {
   // is the microphone's signal bit for bit, but for RX's first two samples after each gap
   // (self-synchronisation) and the silence of lost cycles.
   const std::string root = std::string(SANDPIPE_SOURCE_ROOT);
-  auto mic = start_node("srcsink-vmic", write_config("srcsink-vmic", "  { name = \"ramp\" path = \"" + root +
-                                                                    "/tests/sources-sinks/fixtures/sdk/ramp_source.py\" "
-                                                                    "mode = \"sync\" params = { period = 1000 } }\n"));
+  auto mic = start_node("srcsink-vmic",
+                        write_config("srcsink-vmic", "  { name = \"ramp\" path = \"" + root +
+                                                         "/tests/sources-sinks/fixtures/sdk/ramp_source.py\" "
+                                                         "mode = \"sync\" params = { period = 1000 } }\n"));
   ASSERT_FALSE(HasFailure());
   const double mic_id = node_id(pw_dump(), "srcsink-vmic");
-  ASSERT_EQ(run_command("wpctl set-default " + std::to_string(static_cast<long>(mic_id)) + " 2>&1").second, 0);
+  ASSERT_EQ(run_command("wpctl set-default " + std::to_string(static_cast<long>(mic_id)) + " 2>&1").second,
+            0);
 
   const auto voice_node = [&](const std::string& name, const std::string& mode, const std::string& plugin) {
     const fs::path conf = work_ / (name + ".conf");
-    std::ofstream(conf) << "node.name = \"" << name << "\"\nmode = \"" << mode << "\"\nchannels = 2\nplugins = [\n"
-                        << "  { name = \"c\" path = \"" << root << "/tests/host/fixtures/" << plugin
-                        << "\" mode = \"sync\" on-failure = \"mute\" bit-exact = true params = { key = \"k\" } }\n]\n";
+    std::ofstream(conf)
+        << "node.name = \"" << name << "\"\nmode = \"" << mode << "\"\nchannels = 2\nplugins = [\n"
+        << "  { name = \"c\" path = \"" << root << "/tests/host/fixtures/" << plugin
+        << "\" mode = \"sync\" on-failure = \"mute\" bit-exact = true params = { key = \"k\" } }\n]\n";
     return start_node(name, conf);
   };
   auto tx = voice_node("sandpipe-it-tx", "source", "voice_tx.py");
@@ -607,12 +670,13 @@ TEST_F(SourcesSinksNode, TxIntoRxGivesTheInputBackBitExactly) {
 
   const fs::path rec = work_ / "rx.wav";
   Child recorder({"pw-record", "--target", "sandpipe-test-sink", "-P",
-                  "{ node.name = \"srcsink-rxrec\" stream.capture.sink = true }", "--rate", "48000", "--channels",
-                  "2", "--format", "f32", rec.string()},
+                  "{ node.name = \"srcsink-rxrec\" stream.capture.sink = true }", "--rate", "48000",
+                  "--channels", "2", "--format", "f32", rec.string()},
                  work_ / "rxrec.out", work_ / "rxrec.err");
   expect_linked("sandpipe-test-sink", "srcsink-rxrec");
   constexpr std::uintmax_t want_frames = 48000;
-  ASSERT_TRUE(poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
+  ASSERT_TRUE(
+      poll_until([&] { return fs::exists(rec) && fs::file_size(rec) > 4096 + want_frames * 8; }, 120s))
       << "pw-record got too little: " << read_text(work_ / "rxrec.err");
   recorder.signal(SIGINT);
   ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value());
@@ -620,7 +684,7 @@ TEST_F(SourcesSinksNode, TxIntoRxGivesTheInputBackBitExactly) {
   const RampCheck c = check_halved_ramp(rec, 1000, 1.0F);
   EXPECT_GE(c.nonzero, want_frames / 2) << "mostly silence";
   EXPECT_LE(c.nonzero - c.valid, 2 * c.runs) << c.runs << " runs of sound: frames that are not the "
-                                              << "microphone's signal beyond RX's 2 frames of resync per run";
+                                             << "microphone's signal beyond RX's 2 frames of resync per run";
   EXPECT_GE(2 * c.in_sequence, c.nonzero) << "mostly out of sequence";
 
   stop_node(*rx, "sandpipe-it-rx");

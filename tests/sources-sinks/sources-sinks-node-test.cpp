@@ -371,7 +371,7 @@ TEST_F(SourcesSinksNode, SourceChainsExitSummaryCountsWhatItProcessed) {
   // filter node's does), the status has the same "timing", and neither is behind the other.
   const std::string name = "sandpipe-it-source-summary";
   auto node = start_node(name, write_config(name, "  { name = \"tone\" path = \"" + fixtures +
-                                                      "tone_source.py\" params = { period = 1000 } }\n"));
+                                                      "counter_source.py\" params = { period = 1000 } }\n"));
   ASSERT_FALSE(HasFailure());
   const fs::path rec = work_ / "rec.wav";
   Child recorder({"timeout", "-s", "TERM", "2", "pw-record", "--target", name, "-P",
@@ -381,7 +381,8 @@ TEST_F(SourcesSinksNode, SourceChainsExitSummaryCountsWhatItProcessed) {
   ASSERT_TRUE(recorder.wait_exit(startup_timeout).has_value()) << read_text(work_ / "rec.err");
 
   // What `sandpipe status` says while the node runs (the recording has stopped: it stands).
-  const auto [status_text, status_rc] = run_command(std::string(SANDPIPE_EXE) + " status " + name + " 2>&1");
+  const auto [status_text, status_rc] =
+      run_command(std::string(SANDPIPE_EXE) + " status --json " + name + " 2>&1");
   ASSERT_EQ(status_rc, 0) << status_text;
   const Json status = Json::parse(status_text);
   const Json& timing = status["timing"];

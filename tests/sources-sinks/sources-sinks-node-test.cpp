@@ -639,12 +639,15 @@ TEST_F(SourcesSinksNode, TxIntoRxGivesTheInputBackBitExactly) {
   // bit-exact) captures it; its output is linked into RX (mode = "sink", the descrambler), whose
   // output WirePlumber plays on the null sink; the sink's monitor is recorded. What comes out
   // is the microphone's signal bit for bit, but for RX's first two samples after each gap
-  // (self-synchronisation) and the silence of lost cycles.
+  // (self-synchronisation) and the silence of lost cycles. The microphone is fail-closed like
+  // VirtualMic's: a block its sandbox misses on a loaded machine is then exact silence, not a
+  // fade from the ramp to silence (off the cipher's grid, so not given back bit for bit).
   const std::string root = std::string(SANDPIPE_SOURCE_ROOT);
   auto mic = start_node("srcsink-vmic",
                         write_config("srcsink-vmic", "  { name = \"ramp\" path = \"" + root +
                                                          "/tests/sources-sinks/fixtures/sdk/ramp_source.py\" "
-                                                         "mode = \"sync\" params = { period = 1000 } }\n"));
+                                                         "mode = \"sync\" on-failure = \"mute\" "
+                                                         "params = { period = 1000 } }\n"));
   ASSERT_FALSE(HasFailure());
   const double mic_id = node_id(pw_dump(), "srcsink-vmic");
   ASSERT_EQ(run_command("wpctl set-default " + std::to_string(static_cast<long>(mic_id)) + " 2>&1").second,

@@ -115,7 +115,8 @@ struct Report {
   std::int64_t delay_frames = -1;  ///< -1: not found
   bool delay_reliable = false;     ///< false for a tone (periodic) or too little data
   double correlation = 0;          ///< normalised cross-correlation at the delay
-  // The rest is over the good and wrong cycles (lost and bypassed ones are only counted).
+  // The rest is over the good and wrong cycles (lost, bypassed and crossfading ones are only
+  // counted).
   double gain = 0, gain_db = -999;  ///< least squares and RMS ratio, all channels
   double reference_gain = 0;        ///< what errors are measured against (expected or fitted)
   double max_abs_error = 0, rms_error = 0;
@@ -425,6 +426,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
       case CycleVerdict::wrong:
         ++rep.wrong_cycles;
         ++qr.wrong_cycles;
+        if (crossfade[c]) continue;  // a ramp into or out of bypass: counted, not measured
         break;
       case CycleVerdict::xrun_adjacent:
         ++rep.xrun_adjacent_cycles;

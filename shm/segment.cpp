@@ -28,7 +28,10 @@ class MemfdMappable {
  public:
   explicit MemfdMappable(int fd) noexcept : fd_(fd) {}
   [[nodiscard]] bip::mapping_handle_t get_mapping_handle() const noexcept {
-    return bip::ipcdetail::mapping_handle_from_file_handle(fd_);
+    bip::mapping_handle_t handle{};  // the public POSIX handle type: an fd, not a System V id
+    handle.handle = fd_;
+    handle.is_xsi = false;
+    return handle;
   }
   [[nodiscard]] bip::mode_t get_mode() const noexcept { return bip::read_write; }
 

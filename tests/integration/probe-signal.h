@@ -394,6 +394,12 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
   std::map<std::uint32_t, std::size_t> quantum_index;
   std::vector<double> num(n_ch, 0.0), den(n_ch, 0.0), osq(n_ch, 0.0), esq(n_ch, 0.0);
   std::size_t used = 0;
+  // A ramp into or out of bypass is counted, not measured, like the bypassed cycles around it;
+  // unless there is nothing else to measure (a capture that only ever saw the slot fail).
+  bool measure_ramps = true;
+  for (std::size_t c = 0; c < cycles.size(); ++c)
+    if (verdict[c] == CycleVerdict::good || (verdict[c] == CycleVerdict::wrong && !crossfade[c]))
+      measure_ramps = false;
   rep.verdicts.reserve(cycles.size());
   for (std::size_t c = 0; c < cycles.size(); ++c) {
     const CapturedCycle& cy = cycles[c];
@@ -426,7 +432,7 @@ inline Report analyze(const SignalSpec& spec, const std::vector<std::string>& po
       case CycleVerdict::wrong:
         ++rep.wrong_cycles;
         ++qr.wrong_cycles;
-        if (crossfade[c]) continue;  // a ramp into or out of bypass: counted, not measured
+        if (crossfade[c] && !measure_ramps) continue;  // counted, not measured
         break;
       case CycleVerdict::xrun_adjacent:
         ++rep.xrun_adjacent_cycles;

@@ -122,8 +122,8 @@ SANDPIPE_CHILD_CODE int spawner_main(void* arg) {
   auto& shared = *static_cast<Shared*>(arg);
   int init_pidfd = -1;
   const int ns = CLONE_NEWPID | (shared.user_namespace ? CLONE_NEWUSER : 0);
-  const pid_t init = ::clone(init_main, shared.init_stack_top, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | ns | SIGCHLD,
-                             &shared, &init_pidfd);
+  const pid_t init = ::clone(init_main, shared.init_stack_top,
+                             CLONE_VM | CLONE_VFORK | CLONE_PIDFD | ns | SIGCHLD, &shared, &init_pidfd);
   if (init < 0 || shared.error != 0) {
     if (init < 0) shared.error = errno;
     shared.unavailable = true;
@@ -141,7 +141,8 @@ SANDPIPE_CHILD_CODE int spawner_main(void* arg) {
     shared.unavailable = true;
     ::_exit(1);
   }
-  const pid_t sandbox = ::clone(sandbox_main, shared.sandbox_stack_top, CLONE_VM | CLONE_VFORK | CLONE_PARENT, &shared);
+  const pid_t sandbox =
+      ::clone(sandbox_main, shared.sandbox_stack_top, CLONE_VM | CLONE_VFORK | CLONE_PARENT, &shared);
   if (sandbox < 0) {
     shared.error = errno;
     ::_exit(1);
@@ -180,7 +181,8 @@ PidNamespaceResult spawn_in_pid_namespace(const PidNamespaceSpawn& spawn, pid_t&
   std::string init_s = spawn.init_executable;
   char* init_argv[] = {init_s.data(), host_s.data(), ready_s.data(), nullptr};
   shared.init_argv = init_argv;
-  void* stacks = ::mmap(nullptr, 3 * stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  void* stacks =
+      ::mmap(nullptr, 3 * stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   pid_t spawner = -1;
   int spawner_error = 0;
   if (stacks != MAP_FAILED) {

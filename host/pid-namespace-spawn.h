@@ -26,8 +26,8 @@ struct PidNamespaceSpawn {
   const char* executable = nullptr;  ///< the sandbox
   char* const* argv = nullptr;
   char* const* envp = nullptr;
-  std::span<const int> keep_fds;   ///< inherited by the sandbox (everything else is CLOEXEC)
-  std::string init_executable;     ///< sandpipe-pid-init
+  std::span<const int> keep_fds;  ///< inherited by the sandbox (everything else is CLOEXEC)
+  std::string init_executable;    ///< sandpipe-pid-init
 };
 
 /// What spawn_in_pid_namespace did.
@@ -42,6 +42,7 @@ enum class PidNamespaceResult : std::uint8_t {
 /// (and, when not root, a user namespace owning it, where the caller's uid is 0), in its own
 /// process group, with default signal handling and an empty signal mask. Async-signal-safe
 /// between the clones (no allocation, no lock).
-[[nodiscard]] PidNamespaceResult spawn_in_pid_namespace(const PidNamespaceSpawn& spawn, pid_t& pid, int& error);
+[[nodiscard]] PidNamespaceResult spawn_in_pid_namespace(const PidNamespaceSpawn& spawn, pid_t& pid,
+                                                        int& error);
 
 }  // namespace sandpipe::host

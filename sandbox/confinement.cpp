@@ -4,19 +4,19 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sched.h>
+#include <sys/fsuid.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/fsuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
 #include <cerrno>
-#include <cstdio>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
@@ -110,7 +110,8 @@ class View {
     if (fs::is_symlink(source, ec)) {
       const fs::path to = fs::read_symlink(source, ec);
       if (ec) return "readlink " + path.string() + ": " + ec.message();
-      if (::symlink(to.c_str(), (root_ + path.string()).c_str()) != 0) return errno_text("symlink " + path.string(), errno);
+      if (::symlink(to.c_str(), (root_ + path.string()).c_str()) != 0)
+        return errno_text("symlink " + path.string(), errno);
       return std::nullopt;
     }
     return bind(path, false, true);
@@ -145,12 +146,14 @@ class View {
 std::optional<std::string> build_file_system_view(const ConfinementPolicy& policy) {
   // Keep our mounts to ourselves, then stage on a tmpfs over /tmp: pivoting into it leaves the
   // old root reachable at /oldroot (sources for the binds) until the final pivot drops it.
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return errno_text("make / private", errno);
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return errno_text("make / private", errno);
   if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") != 0)
     return errno_text("tmpfs for the new root", errno);
   if (::mkdir("/tmp/newroot", 0755) != 0 || ::mkdir("/tmp/oldroot", 0755) != 0)
     return errno_text("mkdir in the staging tmpfs", errno);
-  if (::syscall(SYS_pivot_root, "/tmp", "/tmp/oldroot") != 0) return errno_text("pivot_root (staging)", errno);
+  if (::syscall(SYS_pivot_root, "/tmp", "/tmp/oldroot") != 0)
+    return errno_text("pivot_root (staging)", errno);
   if (::chdir("/") != 0) return errno_text("chdir /", errno);
   if (::mount("tmpfs", "/newroot", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") != 0)
     return errno_text("tmpfs for the new root", errno);
@@ -161,7 +164,8 @@ std::optional<std::string> build_file_system_view(const ConfinementPolicy& polic
     if (!problem && p) problem = std::move(p);
   };
   step(view.bind("/usr"));
-  for (const char* top : {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}) step(view.link_or_bind(top));
+  for (const char* top : {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"})
+    step(view.link_or_bind(top));
   for (const char* file : {"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/alternatives"})
     step(view.bind(file, false, true));
   step(view.bind("/dev/null", true));
@@ -267,7 +271,8 @@ std::optional<std::string> become_nobody(const ConfinementPolicy& policy, std::s
   (void)::setfsuid(0);
   (void)::setfsgid(0);
   if (!unreadable.empty()) {
-    why_not = "unprivileged uid: nobody (65534) cannot use " + unreadable + "; running as uid 0 without capabilities";
+    why_not = "unprivileged uid: nobody (65534) cannot use " + unreadable +
+              "; running as uid 0 without capabilities";
     return std::nullopt;
   }
   if (::setresgid(nobody, nobody, nobody) != 0) return errno_text("setresgid", errno);
@@ -345,7 +350,8 @@ std::optional<std::string> restrict_with_landlock(const ConfinementPolicy& polic
       return;
     }
     struct stat st {};
-    if (::fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode)) access &= ll_execute | ll_write_file | ll_read_file | ll_truncate | ll_ioctl_dev;
+    if (::fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode))
+      access &= ll_execute | ll_write_file | ll_read_file | ll_truncate | ll_ioctl_dev;
     LandlockPathBeneathAttr rule;
     rule.allowed_access = access & all_fs;
     rule.parent_fd = fd;
@@ -354,8 +360,8 @@ std::optional<std::string> restrict_with_landlock(const ConfinementPolicy& polic
     ::close(fd);
   };
   const std::uint64_t read = ll_execute | ll_read_file | ll_read_dir;
-  for (const char* path : {"/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/alternatives",
-                           "/proc/self", "/dev/zero", "/dev/urandom", "/dev/random"})
+  for (const char* path : {"/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime",
+                           "/etc/alternatives", "/proc/self", "/dev/zero", "/dev/urandom", "/dev/random"})
     allow(path, read, true);
   allow("/dev/null", ll_read_file | ll_write_file | ll_truncate, true);
   for (const fs::path& dir : policy.read_only) allow(dir, read, false);
@@ -410,7 +416,8 @@ std::optional<std::string> confine(const ConfinementPolicy& policy, ConfinementR
   if (::getppid() == 0) {
     report.pid_namespace = true;
   } else {
-    report.missing.emplace_back("pid namespace: not started in one (the kernel refused it, or it was turned off)");
+    report.missing.emplace_back(
+        "pid namespace: not started in one (the kernel refused it, or it was turned off)");
   }
   if (root) {
     if (auto problem = drop_bounding_set()) return problem;

@@ -41,8 +41,8 @@ struct ConfinementReport {
   bool seccomp = false;
   bool namespaces = false;
   bool landlock = false;
-  bool pid_namespace = false;  ///< started in its own PID namespace (by the host, or a zygote)
-  bool unprivileged = false;   ///< not the machine's root: nobody (65534), or a user's own uid
+  bool pid_namespace = false;        ///< started in its own PID namespace (by the host, or a zygote)
+  bool unprivileged = false;         ///< not the machine's root: nobody (65534), or a user's own uid
   std::vector<std::string> missing;  ///< "landlock: not in this kernel" ...
 };
 

@@ -328,6 +328,58 @@ TEST_F(RedTeam, NoSignalReachesTheHostOrAnyoneElse) {
   render_attack("kill_all.py");
 }
 
+/// A root host's plugin runs as nobody: not uid or gid 0, /etc/shadow unreadable, also with the
+/// namespaces and Landlock turned off (only the uid stands in the way then).
+TEST_F(RedTeam, PluginRunsAsAnUnprivilegedUid) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the host is not root: the sandbox has the user's uid";
+  render_attack("identity.py");
+  EXPECT_NE(log_.find("identity uid=65534 euid=65534 gid=65534 egid=65534 groups=[]"), std::string::npos)
+      << log_;
+  log_.clear();
+  ::setenv("SANDPIPE_CONFINE_NO_NAMESPACES", "1", 1);
+  ::setenv("SANDPIPE_CONFINE_NO_LANDLOCK", "1", 1);
+  render_attack("identity.py");
+  ::unsetenv("SANDPIPE_CONFINE_NO_NAMESPACES");
+  ::unsetenv("SANDPIPE_CONFINE_NO_LANDLOCK");
+  EXPECT_NE(log_.find("identity uid=65534"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("Permission denied"), std::string::npos) << log_;
+}
+
+/// A plugin whose folder nobody cannot read (mkdtemp's 0700, as root) still runs, as uid 0
+/// without capabilities, and the log says that layer is missing.
+TEST_F(RedTeam, AnUnreadableFolderKeepsUidZeroAndSaysSo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the host is not root";
+  const TempDir folder("redteam-private");
+  ASSERT_EQ(fs::status(folder.path()).permissions() & fs::perms::others_exec, fs::perms::none);
+  for (const char* file : {"hostile.py", "identity.py"})
+    fs::copy_file(fixtures() / file, folder.path() / file);
+  const std::vector<float> in = make_input();
+  write_wav(dir_.path() / "in.wav", in);
+  const ChainConfig config = parse_config("plugins = [ { name = \"h\" mode = \"sync\" path = \"" +
+                                              (folder.path() / "identity.py").string() + "\" } ]\n",
+                                          "redteam.conf", folder.path());
+  RenderOptions options;
+  options.block_frames = block;
+  options.crossfade_frames = 0;
+  options.log = [this](std::string_view, SandboxLogLevel, std::string_view line) {
+    log_ += std::string(line) + "\n";
+  };
+  std::ostringstream summary;
+  (void)render_file(config, dir_.path() / "in.wav", dir_.path() / "out.wav", options, summary);
+  EXPECT_EQ(read_wav(dir_.path() / "out.wav").size(), in.size()) << summary.str() << log_;
+  EXPECT_NE(log_.find("identity uid=0"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("unprivileged uid: nobody (65534) cannot use " + folder.path().string()),
+            std::string::npos)
+      << log_;
+}
+
+/// In its own PID namespace: the plugin is pid 2 there, its parent (the host) is out of sight,
+/// and no signal reaches the host or everyone (-1).
+TEST_F(RedTeam, PluginSeesNoHostProcess) {
+  render_attack("see_host.py", std::to_string(::getpid()));
+  EXPECT_NE(log_.find("namespace pid=2 ppid=0"), std::string::npos) << log_;
+}
+
 TEST_F(RedTeam, HostMemoryIsOutOfReach) {
   render_attack("ptrace_host.py", std::to_string(::getpid()));
   render_attack("proc_mem.py", std::to_string(::getpid()));
@@ -361,13 +413,15 @@ TEST_F(RedTeam, ScribbledIndicesDoNotDelayTheWatchdog) {
 }
 
 /// The `sandpipe` binary renders with outlive_host.py (death signal cleared, SIGTERM ignored, a
-/// fork tried): SIGKILL it mid-render; every pid the plugin printed is gone within a second.
+/// fork tried, then hung in process() under a 10 s timeout): SIGKILL the host while it hangs;
+/// every process of the sandbox is gone within a second. Without the PID namespace and with the
+/// sandbox's own death signal removed (main.cpp), the hung plugin outlives the host: this fails.
 TEST_F(RedTeam, NothingOutlivesAKilledHost) {
   std::vector<float> in(std::size_t{48000} * 30 * channels, 0.1F);  // ~1900 blocks of 10 ms each
   write_wav(dir_.path() / "in.wav", in);
   const fs::path conf = dir_.path() / "outlive.conf";
   std::ofstream(conf) << "plugins = [ { name = \"h\" mode = \"sync\" path = \""
-                      << (fixtures() / "outlive_host.py").string() << "\" } ]\n";
+                      << (fixtures() / "outlive_host.py").string() << "\" timeout-ms = 10000 } ]\n";
   int err[2];
   ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);
   const pid_t host = ::fork();
@@ -382,15 +436,10 @@ TEST_F(RedTeam, NothingOutlivesAKilledHost) {
   std::set<pid_t> printed;  // what the plugin said (inside a PID namespace: its own numbering)
   std::string output;
   const std::regex pid_line("outlive pid=([0-9]+)\n");
-  // Reads what the host and the plugin wrote until the plugin's pid showed, then 300 ms more (a
-  // forked child prints its own).
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  bool extended = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!printed.empty() && !extended) {
-      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
-      extended = true;
-    }
+  // Reads what the host and the plugin wrote until the plugin hangs (a forked child would have
+  // printed its pid by then).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline && output.find("outlive hanging") == std::string::npos) {
     pollfd pfd{err[0], POLLIN, 0};
     if (::poll(&pfd, 1, 50) < 0) break;
     if ((pfd.revents & (POLLIN | POLLHUP)) == 0) continue;
@@ -402,6 +451,7 @@ TEST_F(RedTeam, NothingOutlivesAKilledHost) {
       printed.insert(static_cast<pid_t>(std::stoi((*it)[1].str())));
   }
   ASSERT_FALSE(printed.empty()) << output;
+  ASSERT_NE(output.find("outlive hanging"), std::string::npos) << output;
   // The pids a plugin prints inside a PID namespace are not ours: watch every descendant of
   // the host as this test sees them (the sandbox, its namespace's init, whatever it forked).
   const std::set<pid_t> pids = descendants(host);

@@ -1,6 +1,8 @@
-// What a sandbox may do: resource limits at start, then, before the plugin loads, the walls
-// applied by confine(): namespaces (user, mount, network, IPC, UTS) with a file-system view
-// of only what the plugin needs, Landlock, and the seccomp allow-list (syscall-policy.cpp).
+// What a sandbox may do: its own PID namespace from its start (made by the host:
+// host/pid-namespace-spawn.h), resource limits at start, then, before the plugin loads, the
+// walls applied by confine(): namespaces (user, mount, network, IPC, UTS) with a file-system
+// view of only what the plugin needs, nobody's uid instead of root's, Landlock, and the seccomp
+// allow-list (syscall-policy.cpp).
 // The plugin file is the untrusted part: every wall is in place before it is imported.
 // docs/reliability.md has the threat model, layer by layer.
 #pragma once

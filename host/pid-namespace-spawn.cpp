@@ -68,14 +68,16 @@ SANDPIPE_CHILD_CODE bool write_proc(pid_t pid, const char* file, const char* tex
   return ok;
 }
 
+/// Writes "1000 <outside> 1": the caller's id is 1000 in the new user namespace, as in the one
+/// a user's sandbox makes for itself (sandbox/confinement.cpp), where it maps 1000 to 1000.
 SANDPIPE_CHILD_CODE bool write_id_map(pid_t pid, const char* file, unsigned long outside) {
-  char line[40];
+  char line[48];
   char* text = format_unsigned(line + sizeof line - 2, outside);  // room for " 1"
   line[sizeof line - 3] = ' ';
   line[sizeof line - 2] = '1';
   line[sizeof line - 1] = '\0';
   *--text = ' ';
-  *--text = '0';
+  for (const char digit : {'0', '0', '0', '1'}) *--text = digit;
   return write_proc(pid, file, text);
 }
 
@@ -115,7 +117,9 @@ SANDPIPE_CHILD_CODE int sandbox_main(void* arg) {
   return 127;
 }
 
-/// The spawner: makes the init (in a new PID namespace, and user namespace when not root),
+/// The spawner: makes the init (in a new PID namespace, and a user namespace owning it when
+/// not root: the sandbox is uid 1000 there, without capabilities after its exec, and makes its
+/// own user namespace inside for its mounts, as it does without this one),
 /// joins its namespaces for its next child, makes the sandbox there as a child of the host's
 /// thread (CLONE_PARENT), tells the init, and exits, leaving the init to whoever reaps orphans.
 SANDPIPE_CHILD_CODE int spawner_main(void* arg) {

@@ -39,7 +39,7 @@ enum class PidNamespaceResult : std::uint8_t {
 };
 
 /// [main] Starts `spawn.executable` as a child of the calling thread, in a new PID namespace
-/// (and, when not root, a user namespace owning it, where the caller's uid is 0), in its own
+/// (and, when not root, a user namespace owning it, where the caller's ids are 1000), in its own
 /// process group, with default signal handling and an empty signal mask. Async-signal-safe
 /// between the clones (no allocation, no lock).
 [[nodiscard]] PidNamespaceResult spawn_in_pid_namespace(const PidNamespaceSpawn& spawn, pid_t& pid,

@@ -234,9 +234,8 @@ std::optional<std::string> enter_namespaces(const ConfinementPolicy& policy, boo
 /// The plugin's uid and gid when the host runs as the machine's root.
 constexpr uid_t nobody = 65534;
 
-/// True for the machine's root (uid 0 of the initial user namespace), false for a user, and for
-/// uid 0 of a user namespace mapped to a user (what a user's host makes: see
-/// host/pid-namespace-spawn.h), who is that user outside.
+/// True for the machine's root (uid 0 of the initial user namespace); false for a user, and
+/// for uid 0 of a user namespace mapped to a user, who is that user outside.
 bool machine_root() {
   if (::geteuid() != 0) return false;
   const int fd = ::open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);

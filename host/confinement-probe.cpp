@@ -12,12 +12,13 @@
 namespace sandpipe::host {
 namespace {
 
-/// The namespaces a sandbox enters (sandbox/confinement.cpp), tried in a throw-away child.
+/// The namespaces a sandbox enters (sandbox/confinement.cpp) and the PID namespace the host
+/// starts it in (pid-namespace-spawn.h), tried in a throw-away child.
 std::string namespaces_problem() {
   const pid_t pid = ::fork();
   if (pid < 0) return std::string("cannot probe: fork: ") + std::strerror(errno);
   if (pid == 0) {
-    constexpr int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+    constexpr int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID;
     ::_exit(::unshare(flags) == 0 ? 0 : (errno & 0x7f) + 1);
   }
   int status = 0;
@@ -52,6 +53,8 @@ ConfinementLayers probe_confinement() {
     layers.missing.push_back("namespaces: " + problem);
   } else {
     layers.in_force.emplace_back("namespaces");
+    if (std::getenv("SANDPIPE_CONFINE_NO_PID_NAMESPACE") != nullptr)
+      layers.missing.emplace_back("pid namespace: turned off (SANDPIPE_CONFINE_NO_PID_NAMESPACE)");
   }
   if (std::getenv("SANDPIPE_CONFINE_NO_LANDLOCK") != nullptr) {
     layers.missing.emplace_back("landlock: turned off (SANDPIPE_CONFINE_NO_LANDLOCK)");

@@ -13,7 +13,8 @@ struct ConfinementLayers {
 };
 
 /// [main] Asks the kernel (a short-lived child tries the namespaces; Landlock reports its ABI).
-/// Honours SANDPIPE_CONFINE_NO_NAMESPACES / SANDPIPE_CONFINE_NO_LANDLOCK as the sandbox does.
+/// Honours SANDPIPE_CONFINE_NO_NAMESPACES / SANDPIPE_CONFINE_NO_LANDLOCK as the sandbox does,
+/// and SANDPIPE_CONFINE_NO_PID_NAMESPACE as the host's spawn does.
 [[nodiscard]] ConfinementLayers probe_confinement();
 
 /// [any] The layers as the status JSON's "confinement" object.

@@ -25,6 +25,7 @@
 #include <system_error>
 #include <utility>
 
+#include "host/pid-namespace-spawn.h"
 #include "host/sandbox-instance.h"
 #include "host/supervisor.h"
 #include "schemas/control.capnp.h"
@@ -625,7 +626,13 @@ pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
   std::vector<char*> envp;
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
-  const int rc = ::posix_spawn(&pid, exe_s.c_str(), &actions, &attr, argv.data(), envp.data());
+  // In its own PID namespace where the kernel allows (host/pid-namespace-spawn.h), else as before.
+  const int keep[] = {sock, shm};
+  int rc = 0;
+  const PidNamespaceSpawn in_namespace{exe_s.c_str(), argv.data(), envp.data(), keep,
+                                       (launch.executable.parent_path() / "sandpipe-pid-init").string()};
+  if (spawn_in_pid_namespace(in_namespace, pid, rc) == PidNamespaceResult::unavailable)
+    rc = ::posix_spawn(&pid, exe_s.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw PluginError("cannot start " + exe_s + ": " + std::strerror(rc));

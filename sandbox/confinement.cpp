@@ -1,8 +1,10 @@
 #include "sandbox/confinement.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/capability.h>
 #include <sched.h>
+#include <sys/fsuid.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -14,6 +16,7 @@
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
@@ -25,14 +28,20 @@ namespace fs = std::filesystem;
 
 std::string errno_text(const std::string& what, int err) { return what + ": " + std::strerror(err); }
 
-/// Drops every capability (effective, permitted, inheritable) and the bounding set: as root
-/// before the namespaces, and again inside them (a new user namespace starts with all of its
-/// own).
-std::optional<std::string> drop_capabilities() {
+/// Empties the bounding set (needs CAP_SETPCAP: before the uid changes; EPERM once it is gone).
+std::optional<std::string> drop_bounding_set() {
   for (int cap = 0; cap <= 63; ++cap) {
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL && errno != EPERM)
       return errno_text("PR_CAPBSET_DROP", errno);
   }
+  return std::nullopt;
+}
+
+/// Drops every capability (effective, permitted, inheritable) and the bounding set: as root
+/// before the namespaces, and again inside them (a new user namespace starts with all of its
+/// own).
+std::optional<std::string> drop_capabilities() {
+  if (auto problem = drop_bounding_set()) return problem;
   __user_cap_header_struct header{};
   header.version = _LINUX_CAPABILITY_VERSION_3;
   header.pid = 0;
@@ -101,7 +110,8 @@ class View {
     if (fs::is_symlink(source, ec)) {
       const fs::path to = fs::read_symlink(source, ec);
       if (ec) return "readlink " + path.string() + ": " + ec.message();
-      if (::symlink(to.c_str(), (root_ + path.string()).c_str()) != 0) return errno_text("symlink " + path.string(), errno);
+      if (::symlink(to.c_str(), (root_ + path.string()).c_str()) != 0)
+        return errno_text("symlink " + path.string(), errno);
       return std::nullopt;
     }
     return bind(path, false, true);
@@ -136,12 +146,14 @@ class View {
 std::optional<std::string> build_file_system_view(const ConfinementPolicy& policy) {
   // Keep our mounts to ourselves, then stage on a tmpfs over /tmp: pivoting into it leaves the
   // old root reachable at /oldroot (sources for the binds) until the final pivot drops it.
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return errno_text("make / private", errno);
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return errno_text("make / private", errno);
   if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") != 0)
     return errno_text("tmpfs for the new root", errno);
   if (::mkdir("/tmp/newroot", 0755) != 0 || ::mkdir("/tmp/oldroot", 0755) != 0)
     return errno_text("mkdir in the staging tmpfs", errno);
-  if (::syscall(SYS_pivot_root, "/tmp", "/tmp/oldroot") != 0) return errno_text("pivot_root (staging)", errno);
+  if (::syscall(SYS_pivot_root, "/tmp", "/tmp/oldroot") != 0)
+    return errno_text("pivot_root (staging)", errno);
   if (::chdir("/") != 0) return errno_text("chdir /", errno);
   if (::mount("tmpfs", "/newroot", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") != 0)
     return errno_text("tmpfs for the new root", errno);
@@ -152,7 +164,8 @@ std::optional<std::string> build_file_system_view(const ConfinementPolicy& polic
     if (!problem && p) problem = std::move(p);
   };
   step(view.bind("/usr"));
-  for (const char* top : {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}) step(view.link_or_bind(top));
+  for (const char* top : {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"})
+    step(view.link_or_bind(top));
   for (const char* file : {"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/alternatives"})
     step(view.bind(file, false, true));
   step(view.bind("/dev/null", true));
@@ -213,6 +226,60 @@ std::optional<std::string> enter_namespaces(const ConfinementPolicy& policy, boo
   }
   if (auto problem = build_file_system_view(policy)) return problem;
   (void)::sethostname("sandpipe", 8);
+  return std::nullopt;
+}
+
+// ---- Identity ---------------------------------------------------------------------------------
+
+/// The plugin's uid and gid when the host runs as the machine's root.
+constexpr uid_t nobody = 65534;
+
+/// True for the machine's root (uid 0 of the initial user namespace); false for a user, and
+/// for uid 0 of a user namespace mapped to a user, who is that user outside.
+bool machine_root() {
+  if (::geteuid() != 0) return false;
+  const int fd = ::open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  char text[128] = {};
+  const ssize_t n = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  unsigned long inside = 1;
+  unsigned long outside = 1;
+  return n <= 0 || (std::sscanf(text, "%lu %lu", &inside, &outside) == 2 && inside == 0 && outside == 0);
+}
+
+/// The machine's root becomes nobody (65534, no supplementary groups) once the mounts are made,
+/// so that even without the mount namespace nothing of root's (/etc/shadow) is readable. Only if
+/// nobody can read the plugin, its folders and (read-write) the allow-writes directory: a folder
+/// made by root with mode 0700 (mkdtemp) would hide the plugin from it. Then `why_not` says so
+/// and the sandbox stays uid 0 without capabilities. Checked with the file-system ids alone,
+/// which go back to 0 after the check.
+std::optional<std::string> become_nobody(const ConfinementPolicy& policy, std::string& why_not) {
+  if (::setgroups(0, nullptr) != 0) return errno_text("setgroups", errno);
+  (void)::setfsgid(nobody);
+  (void)::setfsuid(nobody);
+  auto denied = [](const fs::path& path, int mode) {
+    return !path.empty() && ::faccessat(AT_FDCWD, path.c_str(), mode, AT_EACCESS) != 0;
+  };
+  std::string unreadable;
+  for (const fs::path& dir : policy.read_only)
+    if (unreadable.empty() && denied(dir, R_OK | X_OK)) unreadable = dir.string();
+  if (unreadable.empty() && denied(policy.plugin, R_OK)) unreadable = policy.plugin.string();
+  if (unreadable.empty() && denied(policy.writable, R_OK | W_OK | X_OK))
+    unreadable = policy.writable.string() + " (allow-writes)";
+  (void)::setfsuid(0);
+  (void)::setfsgid(0);
+  if (!unreadable.empty()) {
+    why_not = "unprivileged uid: nobody (65534) cannot use " + unreadable +
+              "; running as uid 0 without capabilities";
+    return std::nullopt;
+  }
+  if (::setresgid(nobody, nobody, nobody) != 0) return errno_text("setresgid", errno);
+  if (::setresuid(nobody, nobody, nobody) != 0) return errno_text("setresuid", errno);
+  // A uid change leaves the process not dumpable, which makes its /proc/self root's: the plugin
+  // could no longer list its own descriptors. Dumpable again: only another process of nobody's
+  // could then ptrace it, and none inside a sandbox can (seccomp, PID namespace).
+  (void)::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
   return std::nullopt;
 }
 
@@ -282,7 +349,8 @@ std::optional<std::string> restrict_with_landlock(const ConfinementPolicy& polic
       return;
     }
     struct stat st {};
-    if (::fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode)) access &= ll_execute | ll_write_file | ll_read_file | ll_truncate | ll_ioctl_dev;
+    if (::fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode))
+      access &= ll_execute | ll_write_file | ll_read_file | ll_truncate | ll_ioctl_dev;
     LandlockPathBeneathAttr rule;
     rule.allowed_access = access & all_fs;
     rule.parent_fd = fd;
@@ -291,8 +359,8 @@ std::optional<std::string> restrict_with_landlock(const ConfinementPolicy& polic
     ::close(fd);
   };
   const std::uint64_t read = ll_execute | ll_read_file | ll_read_dir;
-  for (const char* path : {"/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/alternatives",
-                           "/proc/self", "/dev/zero", "/dev/urandom", "/dev/random"})
+  for (const char* path : {"/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime",
+                           "/etc/alternatives", "/proc/self", "/dev/zero", "/dev/urandom", "/dev/random"})
     allow(path, read, true);
   allow("/dev/null", ll_read_file | ll_write_file | ll_truncate, true);
   for (const fs::path& dir : policy.read_only) allow(dir, read, false);
@@ -332,6 +400,7 @@ std::optional<std::string> confine(const ConfinementPolicy& policy, ConfinementR
   // "layer missing" path, and a way out on systems where they misbehave).
   const bool skip_ns = std::getenv("SANDPIPE_CONFINE_NO_NAMESPACES") != nullptr;
   const bool skip_landlock = std::getenv("SANDPIPE_CONFINE_NO_LANDLOCK") != nullptr;
+  const bool root = machine_root();  // asked before the view hides /proc/self/uid_map's meaning
   bool available = false;
   if (skip_ns) {
     report.missing.emplace_back("namespaces: turned off (SANDPIPE_CONFINE_NO_NAMESPACES)");
@@ -341,8 +410,25 @@ std::optional<std::string> confine(const ConfinementPolicy& policy, ConfinementR
   } else {
     report.namespaces = true;
   }
+  // The host makes the PID namespace (a process cannot enter one itself); getppid() is 0 when
+  // the parent is outside this process's namespace.
+  if (::getppid() == 0) {
+    report.pid_namespace = true;
+  } else {
+    report.missing.emplace_back(
+        "pid namespace: not started in one (the kernel refused it, or it was turned off)");
+  }
+  if (root) {
+    if (auto problem = drop_bounding_set()) return problem;
+    std::string why_not;
+    if (auto problem = become_nobody(policy, why_not)) return "identity: " + *problem;
+    report.unprivileged = why_not.empty();
+    if (!why_not.empty()) report.missing.push_back(std::move(why_not));
+  } else {
+    report.unprivileged = true;
+  }
   // Root's capabilities, or the user namespace's own: none from here on.
-  if (report.namespaces || ::geteuid() == 0) {
+  if (report.namespaces || ::geteuid() == 0 || root) {
     if (auto problem = drop_capabilities()) return problem;
   }
   if (skip_landlock) {

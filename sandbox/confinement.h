@@ -1,6 +1,8 @@
-// What a sandbox may do: resource limits at start, then, before the plugin loads, the walls
-// applied by confine(): namespaces (user, mount, network, IPC, UTS) with a file-system view
-// of only what the plugin needs, Landlock, and the seccomp allow-list (syscall-policy.cpp).
+// What a sandbox may do: its own PID namespace from its start (made by the host:
+// host/pid-namespace-spawn.h), resource limits at start, then, before the plugin loads, the
+// walls applied by confine(): namespaces (user, mount, network, IPC, UTS) with a file-system
+// view of only what the plugin needs, nobody's uid instead of root's, Landlock, and the seccomp
+// allow-list (syscall-policy.cpp).
 // The plugin file is the untrusted part: every wall is in place before it is imported.
 // docs/reliability.md has the threat model, layer by layer.
 #pragma once
@@ -32,6 +34,8 @@ struct ConfinementPolicy {
   std::vector<std::filesystem::path> read_only;
   /// `allow-writes`: the one directory the plugin may write in (empty: none).
   std::filesystem::path writable;
+  /// The plugin's file: a root sandbox runs as nobody only if nobody can read it (and the folders).
+  std::filesystem::path plugin;
 };
 
 /// The layers in force after confine(), and what could not be had (with why).
@@ -39,11 +43,16 @@ struct ConfinementReport {
   bool seccomp = false;
   bool namespaces = false;
   bool landlock = false;
+  bool pid_namespace = false;        ///< started in its own PID namespace (by the host, or a zygote)
+  bool unprivileged = false;         ///< not the machine's root: nobody (65534), or a user's own uid
   std::vector<std::string> missing;  ///< "landlock: not in this kernel" ...
 };
 
 /// Applies every wall to the calling process, in order: namespaces and the private file-system
-/// view, every capability dropped, Landlock, the seccomp allow-list. Meant for a
+/// view, the machine's root becoming nobody (65534), every capability dropped, Landlock, the
+/// seccomp allow-list. The PID namespace cannot be entered here (a process only puts its
+/// children in a new one): whoever starts the sandbox makes it (host/pid-namespace-spawn.h; a
+/// zygote forks its children the same way) and this only reports it. Meant for a
 /// single-threaded process that has not run plugin code: the sandbox after its interpreter
 /// start, or a zygote's child right after fork. A layer the kernel does not offer is reported in
 /// `missing` and the rest still apply; a layer that is offered but fails to apply is an error

@@ -120,7 +120,10 @@ int main(int argc, char** argv) {
   // Timed waits end on time: the default 50 µs slack would swallow the anticipation's lead
   // (SandboxEndpoint). Real-time threads have none anyway; this is for a sandbox that is not.
   (void)::prctl(PR_SET_TIMERSLACK, 1UL);
-  if (args.parent_pid > 0 && ::getppid() != static_cast<pid_t>(args.parent_pid)) return 71;
+  // getppid() is 0 in the sandbox's own PID namespace (the host is outside it); there the
+  // namespace's init watches the host through a pidfd instead (sandbox/pid-init.cpp).
+  const pid_t parent = ::getppid();
+  if (args.parent_pid > 0 && parent != 0 && parent != static_cast<pid_t>(args.parent_pid)) return 71;
   // Whatever C code writes to fd 1 goes to stderr: the host's stdout may carry audio.
   ::dup2(STDERR_FILENO, STDOUT_FILENO);
   close_other_fds(args.control_fd, args.shm_fd);

@@ -167,6 +167,7 @@ bool Session::confine(const std::string& path) {
   if (std::distance(above.begin(), above.end()) >= 3)  // "/", "a", "b": /a/b and deeper
     policy.read_only.insert(policy.read_only.begin(), above);  // before the folder it holds
   policy.writable = config_.writable;
+  policy.plugin = path;
   ConfinementReport report;
   const std::uint64_t t0 = shm::now_ns();
   if (auto problem = sandbox::confine(policy, report)) {

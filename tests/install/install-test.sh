@@ -24,6 +24,7 @@ lib=$dest$libdir
 
 check "bin/sandpipe is executable" test -x "$root/bin/sandpipe"
 check "the sandbox binary is in libexec" test -x "$root/libexec/sandpipe-sandbox"
+check "the PID namespace's init beside it" test -x "$root/libexec/sandpipe-pid-init"
 for p in gain biquad delay; do
   check "built-in $p.so in LIBDIR/sandpipe/plugins" test -f "$lib/sandpipe/plugins/$p.so"
 done

@@ -6,6 +6,7 @@
 // test SIGKILLs in the middle of a render.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -47,7 +48,7 @@ constexpr std::uint32_t block = 256;
 constexpr std::uint32_t blocks = 12;
 constexpr std::uint32_t frames = block * blocks;
 constexpr std::uint32_t attacked = 5;  // the marked block
-constexpr float marker = 0.875F;        // hostile.py MARKER
+constexpr float marker = 0.875F;       // hostile.py MARKER
 
 fs::path fixtures() { return SANDPIPE_REDTEAM_FIXTURES; }
 
@@ -136,6 +137,27 @@ std::set<pid_t> descendants(pid_t root) {
   return found;
 }
 
+/// Starts the `sandpipe` binary rendering `dir`/in.wav with `conf` (as uid/gid 65534 when
+/// `as_nobody`); its stdout and stderr go to the returned pipe's read end, `out`.
+pid_t start_render(const fs::path& conf, const fs::path& dir, int& out, bool as_nobody = false) {
+  int pipe[2];
+  if (::pipe2(pipe, O_CLOEXEC) != 0) return -1;
+  const pid_t host = ::fork();
+  if (host == 0) {
+    ::dup2(pipe[1], STDERR_FILENO);
+    ::dup2(pipe[1], STDOUT_FILENO);
+    if (as_nobody && (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+                      ::setresuid(65534, 65534, 65534) != 0))
+      ::_exit(126);
+    ::execl(SANDPIPE_EXE, SANDPIPE_EXE, "render", conf.c_str(), (dir / "in.wav").c_str(),
+            (dir / "out.wav").c_str(), "--block", "256", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(pipe[1]);
+  out = pipe[0];
+  return host;
+}
+
 class RedTeam : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -160,8 +182,8 @@ class RedTeam : public ::testing::Test {
     const std::vector<float> in = make_input();
     write_wav(dir_.path() / "in.wav", in);
     const std::string conf = "plugins = [ { name = \"h\" mode = \"sync\" path = \"" +
-                             (fixtures() / fixture).string() + "\" " + keys + " params = { target = \"" + target +
-                             "\" port = " + std::to_string(port) + " } } ]\n";
+                             (fixtures() / fixture).string() + "\" " + keys + " params = { target = \"" +
+                             target + "\" port = " + std::to_string(port) + " } } ]\n";
     const ChainConfig config = parse_config(conf, "redteam.conf", fixtures());
     RenderOptions options;
     options.block_frames = block;
@@ -181,8 +203,9 @@ class RedTeam : public ::testing::Test {
         const float want = b == attacked ? in[i] : in[i] * 0.5F;
         exact = exact && out[i] == want;
       }
-      EXPECT_TRUE(exact) << "block " << b << (b == attacked ? " (attacked) is not dry: the attack got through"
-                                                             : " is not exactly halved")
+      EXPECT_TRUE(exact) << "block " << b
+                         << (b == attacked ? " (attacked) is not dry: the attack got through"
+                                           : " is not exactly halved")
                          << "\n"
                          << summary.str() << log_;
     }
@@ -225,11 +248,13 @@ class TcpListener {
 /// An AF_UNIX datagram socket bound at `path` that reports whether anything arrived.
 class UnixListener {
  public:
-  explicit UnixListener(const fs::path& path) : fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) {
+  explicit UnixListener(const fs::path& path)
+      : fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("unix listener");
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      throw std::runtime_error("unix listener");
     ::chmod(path.c_str(), 0777);
   }
   ~UnixListener() { ::close(fd_); }
@@ -309,7 +334,8 @@ TEST_F(RedTeam, AllowWritesOpensOneDirectoryOnly) {
   const fs::path allowed = dir_.path() / "allowed";
   fs::create_directories(allowed);
   const fs::path outside = fixtures() / "written-by-plugin";
-  render_attack("write_outside.py", allowed.string(), 0, 5000.0, "allow-writes = \"" + allowed.string() + "\"");
+  render_attack("write_outside.py", allowed.string(), 0, 5000.0,
+                "allow-writes = \"" + allowed.string() + "\"");
   EXPECT_TRUE(fs::exists(allowed / "inside"));
   EXPECT_FALSE(fs::exists(outside));
   fs::remove(outside);
@@ -328,6 +354,89 @@ TEST_F(RedTeam, NoSignalReachesTheHostOrAnyoneElse) {
   render_attack("kill_all.py");
 }
 
+/// A root host's plugin runs as nobody: not uid or gid 0, /etc/shadow unreadable, also with the
+/// namespaces and Landlock turned off (only the uid stands in the way then).
+TEST_F(RedTeam, PluginRunsAsAnUnprivilegedUid) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the host is not root: the sandbox has the user's uid";
+  render_attack("identity.py");
+  EXPECT_NE(log_.find("identity uid=65534 euid=65534 gid=65534 egid=65534 groups=[]"), std::string::npos)
+      << log_;
+  log_.clear();
+  ::setenv("SANDPIPE_CONFINE_NO_NAMESPACES", "1", 1);
+  ::setenv("SANDPIPE_CONFINE_NO_LANDLOCK", "1", 1);
+  render_attack("identity.py");
+  ::unsetenv("SANDPIPE_CONFINE_NO_NAMESPACES");
+  ::unsetenv("SANDPIPE_CONFINE_NO_LANDLOCK");
+  EXPECT_NE(log_.find("identity uid=65534"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("Permission denied"), std::string::npos) << log_;
+}
+
+/// A plugin whose folder nobody cannot read (mkdtemp's 0700, as root) still runs, as uid 0
+/// without capabilities, and the log says that layer is missing.
+TEST_F(RedTeam, AnUnreadableFolderKeepsUidZeroAndSaysSo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the host is not root";
+  const TempDir folder("redteam-private");
+  ASSERT_EQ(fs::status(folder.path()).permissions() & fs::perms::others_exec, fs::perms::none);
+  for (const char* file : {"hostile.py", "identity.py"})
+    fs::copy_file(fixtures() / file, folder.path() / file);
+  const std::vector<float> in = make_input();
+  write_wav(dir_.path() / "in.wav", in);
+  const ChainConfig config = parse_config("plugins = [ { name = \"h\" mode = \"sync\" path = \"" +
+                                              (folder.path() / "identity.py").string() + "\" } ]\n",
+                                          "redteam.conf", folder.path());
+  RenderOptions options;
+  options.block_frames = block;
+  options.crossfade_frames = 0;
+  options.log = [this](std::string_view, SandboxLogLevel, std::string_view line) {
+    log_ += std::string(line) + "\n";
+  };
+  std::ostringstream summary;
+  (void)render_file(config, dir_.path() / "in.wav", dir_.path() / "out.wav", options, summary);
+  EXPECT_EQ(read_wav(dir_.path() / "out.wav").size(), in.size()) << summary.str() << log_;
+  EXPECT_NE(log_.find("identity uid=0"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("unprivileged uid: nobody (65534) cannot use " + folder.path().string()),
+            std::string::npos)
+      << log_;
+}
+
+/// In its own PID namespace: the plugin is pid 2 there, its parent (the host) is out of sight,
+/// and no signal reaches the host or everyone (-1).
+TEST_F(RedTeam, PluginSeesNoHostProcess) {
+  render_attack("see_host.py", std::to_string(::getpid()));
+  EXPECT_NE(log_.find("namespace pid=2 ppid=0"), std::string::npos) << log_;
+}
+
+/// A user's node (the `sandpipe` binary run as uid 65534 here) gets the PID namespace too: the
+/// host makes it inside a user namespace of its own, and the plugin is pid 2 there, uid 1000.
+TEST_F(RedTeam, AUsersSandboxHasItsOwnPidNamespaceToo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to start the node as another user";
+  std::ifstream max_ns("/proc/sys/user/max_user_namespaces");
+  int max = 0;
+  if (!(max_ns >> max) || max == 0) GTEST_SKIP() << "no user namespaces in this kernel";
+  fs::permissions(dir_.path(), fs::perms::all);
+  write_wav(dir_.path() / "in.wav", make_input());
+  const fs::path conf = dir_.path() / "user.conf";
+  std::ofstream(conf) << "plugins = [ { name = \"h\" mode = \"sync\" path = \""
+                      << (fixtures() / "see_host.py").string() << "\" params = { target = \"" << ::getpid()
+                      << "\" } } ]\n";
+  int out = -1;
+  const pid_t host = start_render(conf, dir_.path(), out, true);
+  ASSERT_GT(host, 0);
+  std::string output;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(out, buf, sizeof buf)) > 0;) output.append(buf, static_cast<std::size_t>(n));
+  ::close(out);
+  int status = 0;
+  ::waitpid(host, &status, 0);
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) {  // the namespace's init came to us (subreaper)
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 126 && WEXITSTATUS(status) != 127) << output;
+  EXPECT_NE(output.find("rendered"), std::string::npos) << output;
+  EXPECT_NE(output.find("namespace pid=2 ppid=0"), std::string::npos) << output;
+  EXPECT_EQ(output.find("layer missing"), std::string::npos) << output;
+  EXPECT_EQ(urg_received.load(), 0);
+}
+
 TEST_F(RedTeam, HostMemoryIsOutOfReach) {
   render_attack("ptrace_host.py", std::to_string(::getpid()));
   render_attack("proc_mem.py", std::to_string(::getpid()));
@@ -341,8 +450,8 @@ TEST_F(RedTeam, HostMemoryIsOutOfReach) {
 }
 
 TEST_F(RedTeam, KernelInterfacesAreClosed) {
-  for (const char* fixture : {"mount.py", "unshare.py", "bpf.py", "perf_event_open.py", "userfaultfd.py",
-                              "keyctl.py", "prctl.py"})
+  for (const char* fixture :
+       {"mount.py", "unshare.py", "bpf.py", "perf_event_open.py", "userfaultfd.py", "keyctl.py", "prctl.py"})
     render_attack(fixture);
 }
 
@@ -361,47 +470,37 @@ TEST_F(RedTeam, ScribbledIndicesDoNotDelayTheWatchdog) {
 }
 
 /// The `sandpipe` binary renders with outlive_host.py (death signal cleared, SIGTERM ignored, a
-/// fork tried): SIGKILL it mid-render; every pid the plugin printed is gone within a second.
+/// fork tried, then hung in process() under a 10 s timeout): SIGKILL the host while it hangs;
+/// every process of the sandbox is gone within a second. Without the PID namespace and with the
+/// sandbox's own death signal removed (main.cpp), the hung plugin outlives the host: this fails.
 TEST_F(RedTeam, NothingOutlivesAKilledHost) {
   std::vector<float> in(std::size_t{48000} * 30 * channels, 0.1F);  // ~1900 blocks of 10 ms each
   write_wav(dir_.path() / "in.wav", in);
   const fs::path conf = dir_.path() / "outlive.conf";
   std::ofstream(conf) << "plugins = [ { name = \"h\" mode = \"sync\" path = \""
-                      << (fixtures() / "outlive_host.py").string() << "\" } ]\n";
-  int err[2];
-  ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);
-  const pid_t host = ::fork();
-  if (host == 0) {
-    ::dup2(err[1], STDERR_FILENO);
-    ::dup2(err[1], STDOUT_FILENO);
-    ::execl(SANDPIPE_EXE, SANDPIPE_EXE, "render", conf.c_str(), (dir_.path() / "in.wav").c_str(),
-            (dir_.path() / "out.wav").c_str(), "--block", "256", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(err[1]);
+                      << (fixtures() / "outlive_host.py").string() << "\" timeout-ms = 10000 } ]\n";
+  int err = -1;
+  const pid_t host = start_render(conf, dir_.path(), err);
+  ASSERT_GT(host, 0);
   std::set<pid_t> printed;  // what the plugin said (inside a PID namespace: its own numbering)
   std::string output;
   const std::regex pid_line("outlive pid=([0-9]+)\n");
-  // Reads what the host and the plugin wrote until the plugin's pid showed, then 300 ms more (a
-  // forked child prints its own).
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  bool extended = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!printed.empty() && !extended) {
-      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
-      extended = true;
-    }
-    pollfd pfd{err[0], POLLIN, 0};
+  // Reads what the host and the plugin wrote until the plugin hangs (a forked child would have
+  // printed its pid by then).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline && output.find("outlive hanging") == std::string::npos) {
+    pollfd pfd{err, POLLIN, 0};
     if (::poll(&pfd, 1, 50) < 0) break;
     if ((pfd.revents & (POLLIN | POLLHUP)) == 0) continue;
     char buf[4096];
-    const ssize_t n = ::read(err[0], buf, sizeof buf);
+    const ssize_t n = ::read(err, buf, sizeof buf);
     if (n <= 0) break;
     output.append(buf, static_cast<std::size_t>(n));
     for (std::sregex_iterator it(output.begin(), output.end(), pid_line), end; it != end; ++it)
       printed.insert(static_cast<pid_t>(std::stoi((*it)[1].str())));
   }
   ASSERT_FALSE(printed.empty()) << output;
+  ASSERT_NE(output.find("outlive hanging"), std::string::npos) << output;
   // The pids a plugin prints inside a PID namespace are not ours: watch every descendant of
   // the host as this test sees them (the sandbox, its namespace's init, whatever it forked).
   const std::set<pid_t> pids = descendants(host);
@@ -414,7 +513,8 @@ TEST_F(RedTeam, NothingOutlivesAKilledHost) {
   while (!alive.empty() && std::chrono::steady_clock::now() - killed_at < std::chrono::seconds(1)) {
     while (::waitpid(-1, nullptr, WNOHANG) > 0) {  // orphans came to us (subreaper): reap them
     }
-    for (auto it = alive.begin(); it != alive.end();) it = ::kill(*it, 0) != 0 ? alive.erase(it) : std::next(it);
+    for (auto it = alive.begin(); it != alive.end();)
+      it = ::kill(*it, 0) != 0 ? alive.erase(it) : std::next(it);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   const double ms =
@@ -422,7 +522,7 @@ TEST_F(RedTeam, NothingOutlivesAKilledHost) {
   std::printf("[ redteam ] %zu sandbox process(es) gone %.0f ms after the host's SIGKILL\n", pids.size(), ms);
   EXPECT_TRUE(alive.empty()) << "still running 1 s after the host died: " << *alive.begin() << "\n" << output;
   for (const pid_t pid : alive) ::kill(pid, SIGKILL);
-  ::close(err[0]);
+  ::close(err);
   while (::waitpid(-1, nullptr, WNOHANG) > 0) {
   }
 }

@@ -1,6 +1,7 @@
 // A Python slot through a real sandbox process: examples against independent references,
 // both plugin APIs, deadlines, failures and the control requests.
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 
 #include "sandbox-test-util.h"
 
@@ -331,6 +333,28 @@ TEST(SandboxProcessor, RunsInAnotherProcess) {
   ASSERT_FALSE(ec);
   EXPECT_EQ(exe.filename(), "sandpipe-sandbox");
   EXPECT_FALSE(proc->info().python_version.empty());
+}
+
+/// The sandbox lives in its own PID namespace (pid 2 there) yet is the host's own child: the
+/// real-time priority the host sets on its pid reaches the process that runs the plugin.
+TEST(SandboxProcessor, RealTimePriorityReachesThePluginInItsPidNamespace) {
+  host::SandboxOptions options;
+  options.rt_priority = 11;
+  auto proc = start_one(python_spec("gain", examples_dir() / "gain.py"), channels, max_frames, options);
+  const Signal in = test_signal(channels, 256);
+  EXPECT_EQ(run_blocks(*proc, in, {256}).statuses[0], BlockStatus::processed);
+  std::ifstream status("/proc/" + std::to_string(proc->pid()) + "/status");
+  std::string line;
+  std::string nspid;
+  while (std::getline(status, line))
+    if (line.starts_with("NSpid:")) nspid = line;
+  EXPECT_EQ(nspid, "NSpid:\t" + std::to_string(proc->pid()) + "\t2");
+  const int policy = ::sched_getscheduler(proc->pid());
+  if (policy == SCHED_OTHER && ::geteuid() != 0) GTEST_SKIP() << "no permission for SCHED_FIFO here";
+  EXPECT_EQ(policy & ~SCHED_RESET_ON_FORK, SCHED_FIFO);
+  sched_param param{};
+  ASSERT_EQ(::sched_getparam(proc->pid(), &param), 0);
+  EXPECT_EQ(param.sched_priority, 11);
 }
 
 TEST(SandboxProcessor, SetParamTakesEffectOnNextBlock) {

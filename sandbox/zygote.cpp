@@ -137,6 +137,7 @@ bool receive(int fd, Request& out, std::string& problem) {
   // The death signal is not inherited: re-arm it, then make sure the host did not die before.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != host) std::_Exit(71);
   (void)::prctl(PR_SET_TIMERSLACK, 1UL);
+  (void)::prctl(PR_SET_NAME, "sandpipe-sandbox");  // the name a spawned one has (ps, top)
   (void)::setpgid(0, 0);  // as posix_spawn's POSIX_SPAWN_SETPGROUP: a Ctrl-C reaches the host only
   sigset_t none;
   sigemptyset(&none);
@@ -187,6 +188,7 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
     return 64;
   }
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != args.parent_pid) return 71;
+  (void)::prctl(PR_SET_NAME, "sandpipe-zygote");
   ::dup2(STDERR_FILENO, STDOUT_FILENO);
   std::signal(SIGPIPE, SIG_IGN);
   const int fd = args.control_fd;

@@ -125,8 +125,8 @@ void measure(std::uint32_t n, const ScaleSettings& s, InProcessPython& python,
   StartupRow start;
   start.plugins = n;
   auto start_chain = [&](bool zygote, Startup& out) {
-    host::ChainConfig config =
-        chain_config(scale_channels, repeated_entries(n, gain_py, " mode = \"sync\"" + std::string(python_timeout)));
+    host::ChainConfig config = chain_config(
+        scale_channels, repeated_entries(n, gain_py, " mode = \"sync\"" + std::string(python_timeout)));
     config.sandbox_zygote = zygote;
     const std::uint64_t t0 = now_ns();
     auto runner = std::make_shared<ChainRunner>(config, scale_frames[0], scale_max_frames);
@@ -200,11 +200,12 @@ nlohmann::json report_json(const ScaleSettings& s, const std::vector<StartupRow>
   // The top-level keys are the default path (the zygote); "spawn" the same without it.
   auto fields = [](const Startup& st) {
     const double per = st.memory.sandboxes != 0 ? 1.0 / static_cast<double>(st.memory.sandboxes) : 0.0;
-    return nlohmann::json{{"first_block_s", st.first_block_s},
-                          {"first_block_processed", st.processed},
-                          {"sandboxes", st.memory.sandboxes},
-                          {"rss_kb_per_sandbox", static_cast<double>(st.memory.rss_kb) * per},
-                          {"private_dirty_kb_per_sandbox", static_cast<double>(st.memory.private_dirty_kb) * per}};
+    return nlohmann::json{
+        {"first_block_s", st.first_block_s},
+        {"first_block_processed", st.processed},
+        {"sandboxes", st.memory.sandboxes},
+        {"rss_kb_per_sandbox", static_cast<double>(st.memory.rss_kb) * per},
+        {"private_dirty_kb_per_sandbox", static_cast<double>(st.memory.private_dirty_kb) * per}};
   };
   for (const auto& r : startups) {
     nlohmann::json row = fields(r.zygote);
@@ -228,24 +229,28 @@ nlohmann::json report_json(const ScaleSettings& s, const std::vector<StartupRow>
 }
 
 void print_tables(const std::vector<StartupRow>& startups, const std::vector<CostRow>& costs) {
-  std::printf("\nStart-up of N Python plugins (each its own sandbox) to the first processed block, "
-              "spawned vs forked from the zygote\n\n");
-  std::printf("| %4s | %9s | %9s | %9s | %13s | %13s | %13s | %13s |\n"
-              "|------|-----------|-----------|-----------|---------------|---------------|---------------|------"
-              "---------|\n",
-              "N", "spawn s", "zygote s", "processed", "RSS spawn MiB", "RSS zygote", "dirty spawn", "dirty zygote");
+  std::printf(
+      "\nStart-up of N Python plugins (each its own sandbox) to the first processed block, "
+      "spawned vs forked from the zygote\n\n");
+  std::printf(
+      "| %4s | %9s | %9s | %9s | %13s | %13s | %13s | %13s |\n"
+      "|------|-----------|-----------|-----------|---------------|---------------|---------------|------"
+      "---------|\n",
+      "N", "spawn s", "zygote s", "processed", "RSS spawn MiB", "RSS zygote", "dirty spawn", "dirty zygote");
   auto per_mib = [](const SandboxMemory& m, std::uint64_t kb) {
     return m.sandboxes != 0 ? static_cast<double>(kb) / static_cast<double>(m.sandboxes) / 1024.0 : 0.0;
   };
   for (const auto& r : startups) {
-    std::printf("| %4u | %9.3f | %9.3f | %9s | %13.1f | %13.1f | %13.1f | %13.1f |\n", r.plugins,
-                r.spawn.first_block_s, r.zygote.first_block_s,
-                r.spawn.processed && r.zygote.processed ? "yes" : "NO", per_mib(r.spawn.memory, r.spawn.memory.rss_kb),
-                per_mib(r.zygote.memory, r.zygote.memory.rss_kb), per_mib(r.spawn.memory, r.spawn.memory.private_dirty_kb),
-                per_mib(r.zygote.memory, r.zygote.memory.private_dirty_kb));
+    std::printf(
+        "| %4u | %9.3f | %9.3f | %9s | %13.1f | %13.1f | %13.1f | %13.1f |\n", r.plugins,
+        r.spawn.first_block_s, r.zygote.first_block_s, r.spawn.processed && r.zygote.processed ? "yes" : "NO",
+        per_mib(r.spawn.memory, r.spawn.memory.rss_kb), per_mib(r.zygote.memory, r.zygote.memory.rss_kb),
+        per_mib(r.spawn.memory, r.spawn.memory.private_dirty_kb),
+        per_mib(r.zygote.memory, r.zygote.memory.private_dirty_kb));
   }
-  std::printf("(per sandbox; dirty = Private_Dirty: pages the zygote's children share copy-on-write are not "
-              "private)\n");
+  std::printf(
+      "(per sandbox; dirty = Private_Dirty: pages the zygote's children share copy-on-write are not "
+      "private)\n");
   std::printf(
       "\nCost per block (p50 us, %u ch) of N gains, and per added plugin (slope from N = 1); grouped: %s\n\n",
       scale_channels, grouped_why.data());

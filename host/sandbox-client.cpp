@@ -590,7 +590,8 @@ namespace {
 pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
   // ZYGOTE (issue 17): forked by the node's zygote when it has one (host/zygote.h); if that
   // fails, spawned as below.
-  if (const pid_t pid = launch.zygote != nullptr ? fork_from_zygote(launch, sock, shm) : -1; pid > 0) return pid;
+  if (const pid_t pid = launch.zygote != nullptr ? fork_from_zygote(launch, sock, shm) : -1; pid > 0)
+    return pid;
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);

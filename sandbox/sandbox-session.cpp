@@ -78,7 +78,10 @@ Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig co
 
 Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig config,
                  std::unique_ptr<PythonPlugin> python)
-    : control_(control), segment_(segment), endpoint_(segment), config_(std::move(config)),
+    : control_(control),
+      segment_(segment),
+      endpoint_(segment),
+      config_(std::move(config)),
       python_(std::move(python)) {
   endpoint_.set_lead_ns(config_.wake_lead_ns);
   if (python_) {

@@ -150,8 +150,10 @@ bool Zygote::dead() {
     pollfd pfd{pidfd_, POLLIN, 0};
     return ::poll(&pfd, 1, 0) > 0;
   }
-  int status = 0;
-  return ::waitpid(pid_, &status, WNOHANG | WNOWAIT) == pid_;  // NOTE: no pidfd (old kernel)
+  // NOTE: no pidfd (old kernel): asked without reaping (the caller reaps and reads the status).
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == pid_;
 }
 
 void Zygote::stop(std::chrono::milliseconds grace) {

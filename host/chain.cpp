@@ -1,5 +1,6 @@
 // Building a chain: native slots in-process, Python slots in sandboxes started together.
 #include "host/chain.h"
+#include "host/zygote.h"  // ZYGOTE (issue 17)
 
 #include <algorithm>
 #include <chrono>
@@ -56,6 +57,19 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     sandbox_options.slot_count = shm::max_slots;
     sandbox_options.keep_failed = !options_.offline || options_.allow_bypass;  // never fatal live
     sandbox_options.rt_priority = options_.sandbox_rt_priority;
+    // ZYGOTE (issue 17): one per chain, the node's for its life (render: the run's).
+    if (config.sandbox_zygote) {
+      try {
+        // The supervisor's log: a zygote restart is logged from whichever thread forks.
+        SandboxLogFn log = options_.supervision.log ? options_.supervision.log : SandboxLogFn(log_to_stderr);
+        zygote_ = std::make_unique<Zygote>(std::filesystem::path{}, [log](std::string_view line) {
+          log("zygote", SandboxLogLevel::warning, line);
+        });
+      } catch (const std::exception& e) {
+        report("zygote", std::string(e.what()) + "; every sandbox starts on its own");
+      }
+    }
+    sandbox_options.zygote = zygote_.get();
     if (options_.supervision.log) sandbox_options.log = options_.supervision.log;
     sandbox_options.preload_only.assign(python_specs.size(), false);
     for (std::size_t i = python_count; i < python_specs.size(); ++i) sandbox_options.preload_only[i] = true;

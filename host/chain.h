@@ -17,6 +17,7 @@
 namespace sandpipe::host {
 
 class SandboxProcessor;
+class Zygote;
 
 /// Below PipeWire's data threads (module-rt's default 88): a sandbox must not preempt the
 /// thread that waits for it, but ordinary processes must not preempt the sandbox.
@@ -133,6 +134,9 @@ class Chain {
   /// [main] Hands every Python slot's schedule to the supervisor (the status shows it).
   void publish_schedules() const;
 
+  /// ZYGOTE (issue 17): forks this chain's sandboxes, restarts and spares (null with
+  /// `sandbox.zygote = false`, or no Python slot). First: it outlives every slot holding it.
+  std::unique_ptr<Zygote> zygote_;
   ChainOptions options_;
   double latency_max_ms_ = 20.0;
   std::uint32_t block_frames_ = 0;

@@ -466,6 +466,10 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       config.latency_max_ms = reader.number_value(value, name);
       if (config.latency_max_ms < 1.0 || config.latency_max_ms > 1000.0)
         reader.fail(value.line, "latency.max-ms must be between 1 and 1000");
+    } else if (name == "sandbox.zygote") {
+      if (value.is_quoted() || (value.text != "true" && value.text != "false"))
+        reader.fail(value.line, "sandbox.zygote must be true or false");
+      config.sandbox_zygote = value.text == "true";
     } else if (name == "restart.max") {
       const double n = reader.number_value(value, name);
       if (n < 0 || n > 1000 || n != std::floor(n))
@@ -489,7 +493,7 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
     } else {
       reader.fail(key->line, "unknown key \"" + name +
                                  "\" (known: node.name, node.description, channels, mode, target, latency.max-ms, "
-                                 "restart.max, restart.window-s, plugins)");
+                                 "sandbox.zygote, restart.max, restart.window-s, plugins)");
     }
   }
   if (target_line != 0 && config.mode == NodeMode::filter)

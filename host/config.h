@@ -116,6 +116,9 @@ struct ChainConfig {
   /// is given up on: it stays bypassed (`restart.max`, `restart.window-s`).
   std::uint32_t restart_max = 5;
   double restart_window_s = 60.0;
+  /// Python sandboxes are forked from one pre-initialised zygote per node (host/zygote.h)
+  /// instead of each starting its own interpreter (`sandbox.zygote`).
+  bool sandbox_zygote = true;
   std::vector<PluginSpec> plugins;
 };
 

@@ -28,6 +28,7 @@
 #include "host/pid-namespace-spawn.h"
 #include "host/sandbox-instance.h"
 #include "host/supervisor.h"
+#include "host/zygote.h"  // ZYGOTE (issue 17)
 #include "schemas/control.capnp.h"
 
 extern char** environ;  // NOLINT: POSIX
@@ -553,7 +554,7 @@ std::string SandboxProcessor::Control::gone_reason() {
   return "sandbox did not answer in time";
 }
 
-namespace {
+namespace detail {  // ZYGOTE (issue 17): host/zygote.cpp uses these two
 
 std::filesystem::path default_sandbox_executable() {
   std::error_code ec;
@@ -584,7 +585,14 @@ std::vector<std::string> sandbox_environment() {
   return env;
 }
 
+}  // namespace detail
+namespace {
+
 pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
+  // ZYGOTE (issue 17): forked by the node's zygote when it has one (host/zygote.h); if that
+  // fails, spawned as below.
+  if (const pid_t pid = launch.zygote != nullptr ? fork_from_zygote(launch, sock, shm) : -1; pid > 0)
+    return pid;
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
@@ -622,7 +630,7 @@ pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
   if (launch.keep_denormals)
     argv.insert(argv.end() - 1, {const_cast<char*>("--keep-denormals"), const_cast<char*>("1")});
   pid_t pid = -1;
-  std::vector<std::string> env_strings = sandbox_environment();
+  std::vector<std::string> env_strings = detail::sandbox_environment();
   std::vector<char*> envp;
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -945,7 +953,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     return !options.preload_only.empty() && options.preload_only[i];
   };
   const std::filesystem::path exe =
-      options.sandbox_executable.empty() ? default_sandbox_executable() : options.sandbox_executable;
+      options.sandbox_executable.empty() ? detail::default_sandbox_executable() : options.sandbox_executable;
   if (::access(exe.c_str(), X_OK) != 0) {
     throw PluginError("python plugins need " + exe.string() + ", which is missing or not executable");
   }
@@ -998,6 +1006,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     c.launch.rt_priority = options.rt_priority;
     c.launch.wake_lead_us = spec.wake_lead_us;
     c.launch.keep_denormals = spec.bit_exact;
+    c.launch.zygote = options.zygote;  // ZYGOTE (issue 17)
     c.params = spec.params;
     c.notify_endpoint = &proc->link_for_main().endpoint;
     c.pid = spawn_sandbox(c.launch, child_end.get(), proc->link_for_main().segment.fd());

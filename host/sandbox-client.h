@@ -31,6 +31,8 @@
 
 namespace sandpipe::host {
 
+class Zygote;  // host/zygote.h
+
 /// [main] Spawns one sandbox per spec (all started before any is waited for, so several plugins
 /// load in parallel), performs the hello/version/layout handshake, loads each plugin with its
 /// params, and returns one Processor per spec in the same order. Throws PluginError naming the
@@ -91,6 +93,9 @@ struct SandboxOptions {
   /// its module's top level runs until SandboxProcessor::load_preloaded() (a calibration
   /// stand-in, loaded only once the chain knows it may run a second instance).
   std::vector<bool> preload_only;
+  /// Forks every sandbox (and its restarts and spares) from this zygote (host/zygote.h); null:
+  /// each one is spawned and imports everything itself. Must outlive the processors.
+  Zygote* zygote = nullptr;
 };
 
 /// A parameter as the plugin declared it (validated on receipt).

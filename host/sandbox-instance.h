@@ -85,6 +85,7 @@ struct SandboxLaunch {
   int rt_priority = 0;             ///< SandboxOptions::rt_priority
   std::uint32_t wake_lead_us = 0;  ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
   bool keep_denormals = false;     ///< PluginSpec::bit_exact: --keep-denormals (no FTZ/DAZ)
+  Zygote* zygote = nullptr;        ///< ZYGOTE (issue 17): SandboxOptions::zygote
 };
 
 /// "exited with status 1", "killed by signal SIGSEGV", ...

@@ -26,6 +26,7 @@
 #include "sandbox/confinement.h"
 #include "sandbox/control-socket.h"
 #include "sandbox/sandbox-session.h"
+#include "sandbox/zygote.h"
 #include "shm/segment.h"
 
 namespace {
@@ -107,6 +108,10 @@ std::filesystem::path default_python_dir(const std::filesystem::path& self) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "--zygote") {  // sandbox/zygote.h
+    const std::filesystem::path self = self_path();
+    return sandpipe::sandbox::run_zygote(argc - 2, argv + 2, self, default_python_dir(self));
+  }
   Args args;
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,

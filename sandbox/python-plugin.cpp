@@ -236,6 +236,25 @@ PythonPlugin::~PythonPlugin() {
   if (impl_ && Py_IsInitialized() != 0) impl_->drop_views();
 }
 
+void PythonPlugin::set_log(LogFn log) { impl_->log = std::move(log); }
+
+void PythonPlugin::before_fork() noexcept { PyOS_BeforeFork(); }
+
+void PythonPlugin::after_fork_parent() noexcept { PyOS_AfterFork_Parent(); }
+
+void PythonPlugin::after_fork_child() noexcept {
+  PyOS_AfterFork_Child();
+  // numpy seeds its global RandomState once, at import: every child of a zygote would draw the
+  // same "random" numbers. Fresh entropy, as a freshly started interpreter has.
+  Ref random(PyImport_ImportModule("numpy.random"));
+  Ref seeded(random ? PyObject_CallMethod(random.get(), "seed", nullptr) : nullptr);
+  // The zygote froze its heap with the collector off; a fresh sandbox collects as usual until
+  // its load freezes the heap again.
+  Ref gc(PyImport_ImportModule("gc"));
+  Ref enabled(gc ? PyObject_CallMethod(gc.get(), "enable", nullptr) : nullptr);
+  PyErr_Clear();
+}
+
 std::string PythonPlugin::python_version() const {
   std::string v = Py_GetVersion();
   return v.substr(0, v.find(' '));

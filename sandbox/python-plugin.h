@@ -79,6 +79,18 @@ class PythonPlugin {
   PythonPlugin(PythonPlugin&&) = delete;
   PythonPlugin& operator=(PythonPlugin&&) = delete;
 
+  /// Where the plugin's output goes from now on (a zygote's child takes over the interpreter
+  /// the zygote made, whose output went to the zygote's stderr).
+  void set_log(LogFn log);
+
+  /// Around a fork of this process (sandbox/zygote.cpp): before_fork() in the parent, then
+  /// after_fork_parent() there and after_fork_child() in the child, which also reseeds what
+  /// would otherwise repeat in every child (numpy's global random state; `random` reseeds
+  /// itself through its fork hook). Same thread, GIL held.
+  static void before_fork() noexcept;
+  static void after_fork_parent() noexcept;
+  static void after_fork_child() noexcept;
+
   [[nodiscard]] std::string python_version() const;
   [[nodiscard]] std::string numpy_version() const;
 

@@ -76,6 +76,21 @@ Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig co
   }
 }
 
+Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig config,
+                 std::unique_ptr<PythonPlugin> python)
+    : control_(control),
+      segment_(segment),
+      endpoint_(segment),
+      config_(std::move(config)),
+      python_(std::move(python)) {
+  endpoint_.set_lead_ns(config_.wake_lead_ns);
+  if (python_) {
+    python_->set_log([this](int stream, std::string_view line) { send_log(stream, line); });
+  } else {
+    init_error_ = "no Python interpreter";
+  }
+}
+
 Session::~Session() = default;
 
 void Session::report_early_error(ControlSocket& control, const std::string& message) {

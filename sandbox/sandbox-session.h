@@ -30,6 +30,9 @@ struct SessionConfig {
 class Session {
  public:
   Session(ControlSocket& control, shm::Segment& segment, SessionConfig config);
+  /// With the interpreter already made (a zygote's child: sandbox/zygote.h).
+  Session(ControlSocket& control, shm::Segment& segment, SessionConfig config,
+          std::unique_ptr<PythonPlugin> python);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

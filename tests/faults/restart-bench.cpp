@@ -2,7 +2,9 @@
 // ready each time (the running case). Prints death → new sandbox handed to the RT side
 // (p50/max, ms) and checks that only the marked blocks came out dry. A measurement, not a test.
 // `restart-bench scipy` uses scipy_faulty.py instead of faulty.py (the same plugin behind an
-// `import scipy.signal`: what a spare's preload of the module saves).
+// `import scipy.signal`: what a spare's preload of the module saves). `spawn` (after it, or
+// alone): every sandbox spawned on its own (sandbox.zygote = false) instead of forked from the
+// zygote.
 #include <sndfile.h>
 #include <stdlib.h>
 
@@ -19,14 +21,20 @@
 
 int main(int argc, char** argv) {
   using namespace sandpipe::host;
-  const std::string variant = argc > 1 ? argv[1] : "";
-  if (argc > 2 || (!variant.empty() && variant != "scipy")) {
-    std::fprintf(stderr, "usage: restart-bench [scipy]\n");
-    return 2;
+  bool scipy = false;
+  bool spawn = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg != "scipy" && arg != "spawn") {
+      std::fprintf(stderr, "usage: restart-bench [scipy] [spawn]\n");
+      return 2;
+    }
+    (arg == "scipy" ? scipy : spawn) = true;
   }
-  const char* fixture = variant == "scipy" ? "scipy_faulty.py" : "faulty.py";
+  const char* fixture = scipy ? "scipy_faulty.py" : "faulty.py";
   constexpr int restarts = 24;
-  constexpr int spacing = 12;  // blocks between faults (× pace 0.1 s: the spare is ready, the 1 s window has no backoff left)
+  constexpr int spacing =
+      12;  // blocks between faults (× pace 0.1 s: the spare is ready, the 1 s window has no backoff left)
   constexpr std::uint32_t block = 256;
   const std::uint32_t frames = block * spacing * (restarts + 1);
   std::string dir_pattern = (std::filesystem::temp_directory_path() / "sandpipe-restart-XXXXXX").string();
@@ -43,6 +51,7 @@ int main(int argc, char** argv) {
   sf_close(f);
 
   const std::string conf =
+      std::string(spawn ? "sandbox.zygote = false\n" : "") +
       "channels = 1\nrestart.max = 1000\nrestart.window-s = 1\nplugins = [ { name = \"f\" mode = \"sync\" "
       "path = \"" +
       (std::filesystem::path(SANDPIPE_FAULT_FIXTURES) / fixture).string() +
@@ -52,7 +61,8 @@ int main(int argc, char** argv) {
   options.crossfade_frames = 0;
   options.log = [](std::string_view, SandboxLogLevel, std::string_view) {};
   std::ostringstream summary;
-  const auto report = render_file(parse_config(conf, "bench.conf", dir), dir / "in.wav", dir / "out.wav", options, summary);
+  const auto report =
+      render_file(parse_config(conf, "bench.conf", dir), dir / "in.wav", dir / "out.wav", options, summary);
   std::vector<float> y(frames);
   f = sf_open((dir / "out.wav").c_str(), SFM_READ, &info);
   sf_readf_float(f, y.data(), frames);
@@ -75,10 +85,11 @@ int main(int argc, char** argv) {
   std::sort(t.begin(), t.end());
   const double p50 = t.empty() ? 0 : t[t.size() / 2];
   const double max = t.empty() ? 0 : t.back();
-  std::printf("{\"restarts\": %zu, \"restart_ms_p50\": %.1f, \"restart_ms_max\": %.1f, \"dry_blocks\": %llu, "
-              "\"marked_blocks\": %d, \"blocks_wrong\": %llu, \"frames_out\": %llu, \"frames_in\": %u}\n",
-              t.size(), p50, max, static_cast<unsigned long long>(dry_blocks), restarts,
-              static_cast<unsigned long long>(bad), static_cast<unsigned long long>(report.frames), frames);
+  std::printf(
+      "{\"restarts\": %zu, \"restart_ms_p50\": %.1f, \"restart_ms_max\": %.1f, \"dry_blocks\": %llu, "
+      "\"marked_blocks\": %d, \"blocks_wrong\": %llu, \"frames_out\": %llu, \"frames_in\": %u}\n",
+      t.size(), p50, max, static_cast<unsigned long long>(dry_blocks), restarts,
+      static_cast<unsigned long long>(bad), static_cast<unsigned long long>(report.frames), frames);
   std::cout << summary.str();
   return (t.size() == restarts && bad == 0 && report.frames == frames) ? 0 : 1;
 }

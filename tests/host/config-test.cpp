@@ -85,6 +85,15 @@ TEST_F(ConfigDir, DefaultsWhenKeysAreAbsent) {
   EXPECT_EQ(config.channels, 2U);
   EXPECT_TRUE(config.plugins.empty());
   EXPECT_EQ(config.latency_max_ms, 20.0);
+  EXPECT_TRUE(config.sandbox_zygote);
+}
+
+TEST_F(ConfigDir, SandboxZygoteIsABoolean) {
+  EXPECT_FALSE(parse("sandbox.zygote = false").sandbox_zygote);
+  EXPECT_TRUE(parse("sandbox.zygote = true").sandbox_zygote);
+  EXPECT_NE(error_of("sandbox.zygote = \"no\"").find("chain.conf:1: sandbox.zygote must be true or false"),
+            std::string::npos)
+      << error_of("sandbox.zygote = \"no\"");
 }
 
 TEST_F(ConfigDir, DetectsEachPluginType) {

@@ -117,8 +117,9 @@ struct ChainConfig {
   std::uint32_t restart_max = 5;
   double restart_window_s = 60.0;
   /// Python sandboxes are forked from one pre-initialised zygote per node (host/zygote.h)
-  /// instead of each starting its own interpreter (`sandbox.zygote`).
-  bool sandbox_zygote = true;
+  /// instead of each starting its own interpreter (`sandbox.zygote`). Off by default: a forked
+  /// sandbox is not in a PID namespace of its own (docs/config.md).
+  bool sandbox_zygote = false;
   std::vector<PluginSpec> plugins;
 };
 

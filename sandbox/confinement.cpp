@@ -416,7 +416,8 @@ std::optional<std::string> confine(const ConfinementPolicy& policy, ConfinementR
     report.pid_namespace = true;
   } else {
     report.missing.emplace_back(
-        "pid namespace: not started in one (the kernel refused it, or it was turned off)");
+        "pid namespace: not started in one (the kernel refused it, it was turned off, or the sandbox "
+        "was forked by the zygote: sandbox.zygote = true)");
   }
   if (root) {
     if (auto problem = drop_bounding_set()) return problem;

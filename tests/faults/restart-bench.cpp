@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   sf_close(f);
 
   const std::string conf =
-      std::string(spawn ? "sandbox.zygote = false\n" : "") +
+      std::string(spawn ? "sandbox.zygote = false\n" : "sandbox.zygote = true\n") +
       "channels = 1\nrestart.max = 1000\nrestart.window-s = 1\nplugins = [ { name = \"f\" mode = \"sync\" "
       "path = \"" +
       (std::filesystem::path(SANDPIPE_FAULT_FIXTURES) / fixture).string() +

@@ -256,7 +256,7 @@ TEST(ZygoteRender, AKilledZygoteIsReplacedAndRunningSandboxesKeepRunning) {
     }
   };
   // A gain of 1 (runs on, must not notice) before the probe, which is killed at block 7.
-  const std::string conf = "plugins = [\n  { name = \"g\" mode = \"sync\" path = \"" + gain().string() +
+  const std::string conf = "sandbox.zygote = true\nplugins = [\n  { name = \"g\" mode = \"sync\" path = \"" + gain().string() +
                            "\" params = { gain = 1.0 } }\n  { name = \"p\" mode = \"sync\" path = \"" +
                            probe().string() + "\" }\n]\n";
   const RenderRun run = render(conf, {7}, log);

@@ -295,6 +295,8 @@ class SandboxProcessor final : public Processor {
 
   SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link, std::uint32_t max_frames);
 
+  /// [main] The control conversation while no Supervisor took it over; throws PluginError after.
+  [[nodiscard]] Control& own_control() const;
   /// [main] Takes the first link and sizes the RT core (from the constructor).
   void init_rt(std::unique_ptr<SandboxLink> link);
   /// [main] Sizes the rings once the plugin's latency is known.

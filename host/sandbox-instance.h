@@ -19,38 +19,21 @@
 #include <vector>
 
 #include <capnp/message.h>
+#include <kj/io.h>
 
 #include "host/sandbox-client.h"
 #include "host/sandbox-link.h"
+#include "schemas/control-channel.h"
 #include "schemas/control.capnp.h"
 
 namespace sandpipe::host {
 
 namespace detail {
 
-/// An owned file descriptor.
-class UniqueFd {
- public:
-  UniqueFd() noexcept = default;
-  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  ~UniqueFd() { reset(); }
-  void reset(int fd = -1) noexcept;
-  [[nodiscard]] int get() const noexcept { return fd_; }
-
- private:
-  int fd_ = -1;
-};
-
 /// One message from a sandbox, decoded and validated; logs never become a Reply.
 struct Reply {
   enum class Kind : std::uint8_t { hello, loaded, param_set, state, stats, error } kind = Kind::error;
+  std::uint32_t request_id = 0;  ///< the request it answers (0: none)
   std::uint32_t protocol_version = 0;
   std::uint32_t shm_layout_version = 0;
   std::uint32_t shm_header_size = 0;
@@ -82,10 +65,14 @@ struct SandboxLaunch {
   std::chrono::milliseconds request_timeout{10'000};
   std::chrono::milliseconds shutdown_timeout{2'000};
   std::filesystem::path allow_writes{};  ///< PluginSpec::allow_writes: --allow-writes DIR for the sandbox
-  int rt_priority = 0;             ///< SandboxOptions::rt_priority
-  std::uint32_t wake_lead_us = 0;  ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
-  bool keep_denormals = false;     ///< PluginSpec::bit_exact: --keep-denormals (no FTZ/DAZ)
+  int rt_priority = 0;                   ///< SandboxOptions::rt_priority
+  std::uint32_t wake_lead_us = 0;        ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
+  bool keep_denormals = false;           ///< PluginSpec::bit_exact: --keep-denormals (no FTZ/DAZ)
 };
+
+/// [any] The sandbox executable this binary uses: the build tree's when it runs from the build
+/// tree, the installed one otherwise.
+[[nodiscard]] std::filesystem::path default_sandbox_executable();
 
 /// "exited with status 1", "killed by signal SIGSEGV", ...
 [[nodiscard]] std::string describe_exit(int wait_status);
@@ -100,7 +87,7 @@ struct SandboxProcessor::Control {
   /// hello sent → ready (hello answered: a spare) → loading (load sent) → loaded; failed: the
   /// sandbox answered with an error (the plugin did not load) or broke the handshake.
   enum class Phase : std::uint8_t { hello, ready, loading, loaded, failed };
-  /// Requests whose answers are collected later (take_async_*), never waited for.
+  /// What may be asked of a loaded sandbox: set a parameter, get its state, get its counters.
   enum class Async : std::uint8_t { state, stats, param };
 
   /// Creates a segment and its link, spawns the sandbox with them and sends hello.
@@ -122,8 +109,8 @@ struct SandboxProcessor::Control {
   std::chrono::milliseconds request_timeout{};
   std::chrono::milliseconds shutdown_timeout{};
 
-  detail::UniqueFd sock;
-  detail::UniqueFd pidfd;
+  std::unique_ptr<schema::ControlChannel> channel;
+  kj::AutoCloseFd pidfd;
   pid_t pid = -1;
   bool reaped = false;
   int exit_status = 0;
@@ -139,15 +126,21 @@ struct SandboxProcessor::Control {
   std::string python_version;
   std::string numpy_version;
 
-  std::vector<unsigned char> rx;
-  std::deque<detail::Reply> replies;
+  std::deque<detail::Reply> replies;  ///< answers to the handshake and to request(), in arrival order
   bool eof = false;
-  std::string protocol_error;    ///< set once the sandbox sent something unreadable
-  std::uint32_t unanswered = 0;  ///< requests that timed out: their replies are skipped
-  std::deque<Async> async_outstanding;
+  std::string protocol_error;  ///< set once the sandbox sent something unreadable
+  std::uint32_t next_request_id = 1;
+  std::uint32_t hello_id = 0;  ///< the hello's request id
+  std::uint32_t load_id = 0;   ///< the load's request id (0: not sent)
+  /// Requests whose answers are filed when they arrive (take_async_*), never waited for.
+  struct Outstanding {
+    std::uint32_t id = 0;
+    Async kind = Async::state;
+    ParamSetting setting;  ///< Async::param
+  };
+  std::deque<Outstanding> async_outstanding;
   std::optional<std::vector<std::byte>> async_state;
   std::optional<SandboxStats> async_stats;
-  std::deque<ParamSetting> async_params;  ///< setParams sent, answers outstanding (in order)
   /// An answered setParam: accepted (no refusal) with what the plugin reads back, if anything,
   /// or the plugin's refusal.
   struct ParamResult {
@@ -161,14 +154,24 @@ struct SandboxProcessor::Control {
   std::string first_process_error;   ///< the first one, with its traceback
 
   void emit(SandboxLogLevel level, std::string_view text) const;
-  /// Sends one message, waiting at most until `deadline` for socket space; wakes the sandbox.
-  bool send(capnp::MessageBuilder& message, Clock::time_point deadline);
-  /// Reads what is there without blocking and decodes every complete frame.
+  /// Gives `message` the next request id and sends it, waiting at most until `deadline` for
+  /// socket space. Returns the id, or 0 if it could not be sent.
+  std::uint32_t send(capnp::MessageBuilder& message, Clock::time_point deadline);
+  /// Sends a setParam (`setting`), getState or getStats; wakes the sandbox. The id, or 0.
+  std::uint32_t send_request(Async kind, const ParamSetting* setting, Clock::time_point deadline);
+  /// Reads what is there without blocking and decodes every complete message.
   void pump();
-  void decode_frames();
-  void decode(const kj::Array<capnp::word>& words);
-  /// Waits for the next reply (logs are delivered meanwhile). nullopt: timeout, EOF, breach.
-  std::optional<detail::Reply> wait_reply(Clock::time_point deadline);
+  void decode(schema::ReceivedMessage& message);
+  /// Waits for the answer to request `id` (logs are delivered meanwhile, other answers dropped).
+  /// nullopt: timeout, EOF, breach.
+  std::optional<detail::Reply> wait_reply(std::uint32_t id, Clock::time_point deadline);
+  /// send_request, then wait_reply: a synchronous request of a loaded sandbox. nullopt: not
+  /// sent or not answered (gone_reason() says why).
+  std::optional<detail::Reply> request(Async kind, const ParamSetting* setting, Clock::time_point deadline);
+  /// [main] The control socket's fd (-1: none).
+  [[nodiscard]] int control_fd() const noexcept { return channel ? channel->fd() : -1; }
+  /// True while an asynchronous request of `kind` is unanswered.
+  [[nodiscard]] bool awaiting(Async kind) const noexcept;
   /// True once the child has exited and was reaped (waits at most until `deadline`).
   bool wait_exit(Clock::time_point deadline);
   /// Non-blocking: true (and reaped) once the child has exited.
@@ -182,8 +185,9 @@ struct SandboxProcessor::Control {
   /// Asks the sandbox to import the plugin file now, ahead of the load (a spare); no answer. A
   /// failed send leaves the phase failed.
   void send_preload();
-  /// Sends the load (params, `state`): phase loading. A failed send leaves the phase failed.
-  void send_load(const std::vector<std::byte>& state);
+  /// Sends the load (params, `state`; `inspect`: describe only): phase loading. A failed send
+  /// leaves the phase failed.
+  void send_load(const std::vector<std::byte>& state, bool inspect = false);
   /// Non-blocking: pump, then move the phase on with what arrived; files async answers.
   void advance();
   /// Sends getState / getStats unless one is already outstanding.

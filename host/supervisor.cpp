@@ -328,8 +328,8 @@ std::string Supervisor::status_json() const {
                   s.last_restart_ms, s.max_restart_ms);
     j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind
       << "\",\"state\":\"" << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure)
-      << "\",\"output\":\"" << slot_output(s)
-      << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
+      << "\",\"output\":\"" << slot_output(s) << "\",\"blocks\":" << s.counters.blocks
+      << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
       << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks
       << ",\"passthrough_blocks\":" << s.counters.passthrough_blocks
@@ -457,7 +457,7 @@ void Supervisor::run() {
     for (const auto& w : watches_) {
       for (Control* c : {w->current.get(), w->spare.get(), w->pending.get(), w->reloading.get()}) {
         if (c == nullptr) continue;
-        if (!c->eof && c->protocol_error.empty()) fds.push_back({c->sock.get(), POLLIN, 0});
+        if (!c->eof && c->protocol_error.empty()) fds.push_back({c->control_fd(), POLLIN, 0});
         if (!c->reaped && c->pidfd.get() >= 0) fds.push_back({c->pidfd.get(), POLLIN, 0});
       }
     }
@@ -951,8 +951,7 @@ bool Supervisor::tick(Clock::time_point now) {
     bool outstanding = false;
     for (auto& w : watches_) {
       if (!w->python || w->state != SlotState::running || !w->current) continue;
-      for (const auto a : w->current->async_outstanding)
-        outstanding = outstanding || a == Control::Async::stats;
+      outstanding = outstanding || w->current->awaiting(Control::Async::stats);
     }
     if (!outstanding) refresh_done_ = refresh_asked_;
   }

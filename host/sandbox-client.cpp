@@ -1,6 +1,6 @@
 // Main-thread side of Python plugins: starting sandboxes for a chain, the synchronous requests
 // of an unsupervised slot, `sandpipe inspect`. One sandbox's process and conversation is
-// SandboxProcessor::Control (host/sandbox-instance.{h,cpp}).
+// SandboxInstance (host/sandbox-instance.{h,cpp}).
 #include "host/sandbox-client.h"
 
 #include <poll.h>
@@ -63,54 +63,53 @@ SandboxProcessor::SandboxProcessor(std::string name, std::unique_ptr<SandboxLink
 }
 
 SandboxProcessor::~SandboxProcessor() {
-  // Control's destructor: `shutdown`, a bounded wait, SIGKILL, reap. Null when a Supervisor
+  // SandboxInstance's destructor: `shutdown`, a bounded wait, SIGKILL, reap. Null when a Supervisor
   // took the conversation over (it stops its sandboxes itself).
-  control_.reset();
+  instance_.reset();
 }
 
 std::string SandboxProcessor::load_preloaded(std::chrono::milliseconds timeout) {
-  if (!control_ || control_->phase != Control::Phase::ready) return "not a sandbox waiting for its load";
-  Control& c = *control_;
-  const auto deadline = Clock::now() + timeout;
+  if (!instance_ || instance_->phase() != SandboxInstance::Phase::ready)
+    return "not a sandbox waiting for its load";
+  SandboxInstance& c = *instance_;
   c.send_load({});
-  while (c.phase == Control::Phase::loading) {
-    const int ms = remaining_ms(deadline);
-    if (ms == 0) return "no answer to its load within " + std::to_string(timeout.count()) + " ms";
-    c.channel->wait_readable(ms);
-    c.advance();
+  if (std::string why = c.wait_loaded(Clock::now() + timeout); !why.empty()) {
+    return c.phase() == SandboxInstance::Phase::failed
+               ? why
+               : "no answer to its load within " + std::to_string(timeout.count()) + " ms";
   }
-  if (c.phase != Control::Phase::loaded) return c.failure.empty() ? c.gone_reason() : c.failure;
-  info_ = c.info;
+  info_ = c.info();
   set_latency(info_.latency);
   return {};
 }
 
-pid_t SandboxProcessor::pid() const noexcept { return control_ ? control_->pid : -1; }
-int SandboxProcessor::control_fd() const noexcept { return control_ ? control_->control_fd() : -1; }
+pid_t SandboxProcessor::pid() const noexcept { return instance_ ? instance_->pid() : -1; }
+int SandboxProcessor::control_fd() const noexcept { return instance_ ? instance_->control_fd() : -1; }
 
 bool SandboxProcessor::service_control() {
-  if (!control_) return usable();
-  Control& c = *control_;
+  if (!instance_) return usable();
+  SandboxInstance& c = *instance_;
   c.pump();
-  c.replies.clear();  // nothing was asked: whatever is here is stray
-  if ((c.eof || !c.protocol_error.empty()) && usable()) {
+  c.discard_replies();  // nothing was asked: whatever is here is stray
+  if ((c.eof() || !c.protocol_error().empty()) && usable()) {
     usable_.store(false, std::memory_order_relaxed);
     c.emit(SandboxLogLevel::error, c.gone_reason() + "; its slot passes audio through from now on");
   }
   return usable();
 }
 
-SandboxProcessor::Control& SandboxProcessor::own_control() const {
-  if (!control_) throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
-  return *control_;
+SandboxInstance& SandboxProcessor::own_instance() const {
+  if (!instance_) throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
+  return *instance_;
 }
 
 std::optional<std::string> SandboxProcessor::set_param(const ParamSetting& setting) {
   // Supervised: the change goes through the supervisor thread (kept for restarts); the plugin's
   // answer arrives later and a refusal is logged then.
-  if (!control_ && supervisor_ != nullptr) return supervisor_->set_param(*this, setting);
-  Control& c = own_control();
-  auto reply = c.request(Control::Async::param, &setting, Clock::now() + c.request_timeout);
+  if (!instance_ && supervisor_ != nullptr) return supervisor_->set_param(*this, setting);
+  SandboxInstance& c = own_instance();
+  auto reply =
+      c.request(SandboxInstance::Request::param, &setting, Clock::now() + c.launch().request_timeout);
   if (!reply) throw PluginError(name_ + ": setting " + setting.key + ": " + c.gone_reason());
   if (reply->kind == Reply::Kind::error) {
     return reply->message + (reply->traceback.empty() ? "" : "\n" + reply->traceback);
@@ -127,8 +126,8 @@ std::optional<std::string> SandboxProcessor::set_param(const ParamSetting& setti
 }
 
 std::vector<std::byte> SandboxProcessor::get_state() {
-  Control& c = own_control();
-  auto reply = c.request(Control::Async::state, nullptr, Clock::now() + c.request_timeout);
+  SandboxInstance& c = own_instance();
+  auto reply = c.request(SandboxInstance::Request::state, nullptr, Clock::now() + c.launch().request_timeout);
   if (!reply) throw PluginError(name_ + ": get_state: " + c.gone_reason());
   if (reply->kind == Reply::Kind::error)
     throw PluginError(name_ + ": get_state: " + reply->message + "\n" + reply->traceback);
@@ -137,8 +136,8 @@ std::vector<std::byte> SandboxProcessor::get_state() {
 }
 
 SandboxStats SandboxProcessor::stats() {
-  Control& c = own_control();
-  auto reply = c.request(Control::Async::stats, nullptr, Clock::now() + c.request_timeout);
+  SandboxInstance& c = own_instance();
+  auto reply = c.request(SandboxInstance::Request::stats, nullptr, Clock::now() + c.launch().request_timeout);
   if (!reply) throw PluginError(name_ + ": stats: " + c.gone_reason());
   if (reply->kind != Reply::Kind::stats) throw PluginError(name_ + ": unexpected answer to getStats");
   return reply->stats;
@@ -161,7 +160,6 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
                                                                         std::uint32_t channels,
                                                                         std::uint32_t max_frames,
                                                                         const SandboxOptions& options) {
-  using Control = SandboxProcessor::Control;
   if (!(sample_rate > 0.0 && sample_rate <= 1'000'000.0))
     throw PluginError("python plugins: bad sample rate");
   if (channels < 1 || channels > shm::max_channels)
@@ -212,20 +210,20 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     launch.rt_priority = options.rt_priority;
     launch.wake_lead_us = spec.wake_lead_us;
     launch.keep_denormals = spec.bit_exact;
-    std::unique_ptr<Control> control = Control::spawn(launch, 1);
-    control->params = spec.params;
-    // The first link is the processor's from the start; the endpoint Control notifies stays the
+    std::unique_ptr<SandboxInstance> instance = SandboxInstance::spawn(launch, 1);
+    instance->set_params(spec.params);
+    // The first link is the processor's from the start; the endpoint the instance notifies stays the
     // same object.
     std::unique_ptr<SandboxProcessor> proc(
-        new SandboxProcessor(spec.name, std::move(control->link), max_frames));
-    proc->control_ = std::move(control);
+        new SandboxProcessor(spec.name, instance->take_link(), max_frames));
+    proc->instance_ = std::move(instance);
     proc->set_on_failure(spec.on_failure);  // until the load says which API it is
     proc->set_bit_exact(spec.bit_exact);
     proc->set_max_level(max_level_linear(spec.max_level_db));
     procs.push_back(std::move(proc));
   }
   for (std::size_t i = 0; i < procs.size(); ++i) {
-    Control& c = *procs[i]->control_;
+    SandboxInstance& c = *procs[i]->instance_;
     if (preload_only(i)) {
       c.send_preload();  // hello and preload only: the module is imported, the plugin not made
     } else {
@@ -234,24 +232,22 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   }
 
   // 2. Wait for every answer, whichever comes first.
-  const auto waiting = [](const Control& c) {
-    return c.phase == Control::Phase::hello || c.phase == Control::Phase::loading ||
-           (c.phase == Control::Phase::ready && c.load_sent);
+  const auto waiting = [](const SandboxInstance& c) {
+    return c.phase() == SandboxInstance::Phase::hello || c.phase() == SandboxInstance::Phase::loading;
   };
   for (;;) {
     std::vector<pollfd> pfds;
-    std::vector<Control*> polled;
+    std::vector<SandboxInstance*> polled;
     for (auto& proc : procs) {
-      if (!waiting(*proc->control_)) continue;
-      pfds.push_back({proc->control_->control_fd(), POLLIN, 0});
-      polled.push_back(proc->control_.get());
+      if (!waiting(*proc->instance_)) continue;
+      pfds.push_back({proc->instance_->control_fd(), POLLIN, 0});
+      polled.push_back(proc->instance_.get());
     }
     if (pfds.empty()) break;
     const int ms = remaining_ms(deadline);
     if (ms == 0) {
-      for (Control* c : polled) {
-        c->phase = Control::Phase::failed;
-        c->failure = "no answer within " + std::to_string(options.start_timeout.count() / 1000) + " s";
+      for (SandboxInstance* c : polled) {
+        c->fail("no answer within " + std::to_string(options.start_timeout.count() / 1000) + " s");
       }
       break;
     }
@@ -266,12 +262,12 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   std::string errors;
   for (std::size_t i = 0; i < procs.size(); ++i) {
     SandboxProcessor& proc = *procs[i];
-    Control& c = *proc.control_;
-    const bool loaded = c.phase == Control::Phase::loaded;
-    proc.info_.python_version = c.python_version;
-    proc.info_.numpy_version = c.numpy_version;
+    SandboxInstance& c = *proc.instance_;
+    const bool loaded = c.phase() == SandboxInstance::Phase::loaded;
+    proc.info_.python_version = c.python_version();
+    proc.info_.numpy_version = c.numpy_version();
     if (loaded) {
-      proc.info_ = c.info;
+      proc.info_ = c.info();
       proc.set_latency(proc.info_.latency);
     }
     // Earlier-API processors fail closed unless their entry says otherwise.
@@ -279,12 +275,12 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
         effective_on_failure(specs[i], loaded ? proc.info_.api : "", loaded ? proc.info_.role : ""));
     // A sink passes what it received on (its `passthrough`): that is its output, not a bypass.
     proc.sink_ = loaded && proc.info_.role == "sink";
-    if (c.phase != Control::Phase::failed) continue;
-    std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file.string() + "): " + c.failure;
+    if (c.phase() != SandboxInstance::Phase::failed) continue;
+    std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file().string() + "): " + c.failure();
     while (!error.empty() && error.back() == '\n') error.pop_back();
     if (options.keep_failed) {
       // Never fatal: the slot stays dry (or mute) for good; the error is logged and kept.
-      c.failure = error;
+      c.fail(error);
       c.kill_and_reap();
       proc.mark_link_dead();
       c.emit(SandboxLogLevel::error, std::string("cannot load, the slot is ") +

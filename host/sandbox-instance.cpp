@@ -2,11 +2,8 @@
 // hello/preload/load handshake, requests matched to their answers by id, teardown.
 #include "host/sandbox-instance.h"
 
-#include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -19,18 +16,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <set>
-#include <sstream>
 #include <system_error>
 #include <utility>
 
 #include "schemas/control.capnp.h"
 #include "schemas/param-value.h"
-
-extern char** environ;  // NOLINT: POSIX
 
 namespace sandpipe::host {
 namespace {
@@ -76,27 +69,6 @@ std::string clean(std::string_view in, std::size_t max, bool multiline) {
 
 std::string clean(capnp::Text::Reader t, std::size_t max, bool multiline = false) {
   return clean(std::string_view(t.begin(), t.size()), max, multiline);
-}
-
-std::string describe_exit_impl(int status) {
-  if (WIFEXITED(status)) {
-    switch (WEXITSTATUS(status)) {
-      case 2:
-        return "exited after failing to load (status 2)";
-      case 3:
-        return "exited after a failed handshake (status 3)";
-      case 71:
-        return "exited: its parent was gone before it started (status 71)";
-      default:
-        return "exited with status " + std::to_string(WEXITSTATUS(status));
-    }
-  }
-  if (WIFSIGNALED(status)) {
-    const char* sig = ::sigabbrev_np(WTERMSIG(status));
-    return std::string("killed by signal SIG") +
-           (sig != nullptr ? sig : std::to_string(WTERMSIG(status)).c_str());
-  }
-  return "stopped";
 }
 
 /// Validates a plugin description; returns what is wrong, or nothing.
@@ -192,77 +164,68 @@ std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPlug
 
 }  // namespace
 
-std::string describe_exit(int wait_status) { return describe_exit_impl(wait_status); }
-
-void set_sandbox_priority(pid_t pid, int priority) {
-  if (pid <= 0) return;
-  sched_param param{};
-  param.sched_priority = priority > 0 ? priority : 0;
-  (void)::sched_setscheduler(pid, (priority > 0 ? SCHED_FIFO : SCHED_OTHER) | SCHED_RESET_ON_FORK, &param);
-}
-
-SandboxProcessor::Control::~Control() {
-  if (pid <= 0 || reaped) return;
-  if (!protocol_error.empty() || phase != Phase::loaded) {
+SandboxInstance::~SandboxInstance() {
+  if (pid_ <= 0 || reaped_) return;
+  if (!protocol_error_.empty() || phase_ != Phase::loaded) {
     kill_and_reap();  // broke the protocol, or never ran a plugin: nothing to shut down cleanly
     return;
   }
-  const auto deadline = Clock::now() + shutdown_timeout;
-  if (!eof) {
+  const auto deadline = Clock::now() + launch_.shutdown_timeout;
+  if (!eof_) {
     capnp::MallocMessageBuilder msg;
     msg.initRoot<schema::HostMessage>().setShutdown();
-    if (send(msg, deadline) && notify_endpoint != nullptr) notify_endpoint->notify_control();
+    if (send(msg, deadline) && notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
   }
   // Deliver what the plugin prints while shutting down, until the sandbox exits.
-  while (!reaped && Clock::now() < deadline) {
-    // A closed socket would report POLLHUP forever: then only the pidfd is watched.
-    pollfd pfds[2] = {{eof ? -1 : control_fd(), POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+  while (!reaped_ && Clock::now() < deadline) {
+    // A closed socket would report POLLHUP forever: then only the pidfd_ is watched.
+    pollfd pfds[2] = {{eof_ ? -1 : control_fd(), POLLIN, 0}, {pidfd_.get(), POLLIN, 0}};
     const int ms = remaining_ms(deadline);
-    const int ready = ::poll(pfds, 2, pidfd.get() >= 0 ? ms : (ms < 5 ? ms : 5));
+    const int ready = ::poll(pfds, 2, pidfd_.get() >= 0 ? ms : (ms < 5 ? ms : 5));
     if (ready > 0 && (pfds[0].revents & (POLLIN | POLLHUP)) != 0) pump();
     wait_exit(Clock::now());
   }
-  if (!reaped) {
-    emit(SandboxLogLevel::warning,
-         "sandbox did not exit within " + std::to_string(shutdown_timeout.count()) + " ms; killing it");
+  if (!reaped_) {
+    emit(SandboxLogLevel::warning, "sandbox did not exit within " +
+                                       std::to_string(launch_.shutdown_timeout.count()) + " ms; killing it");
     kill_and_reap();
   }
 }
 
-void SandboxProcessor::Control::emit(SandboxLogLevel level, std::string_view text) const {
+void SandboxInstance::emit(SandboxLogLevel level, std::string_view text) const {
   // One call per line: a sink may prefix each.
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t nl = text.find('\n', start);
     const std::string_view line = text.substr(start, nl == std::string_view::npos ? nl : nl - start);
-    if (!line.empty() || nl != std::string_view::npos) log(name, level, line);
+    if (!line.empty() || nl != std::string_view::npos) log_(launch_.name, level, line);
     if (nl == std::string_view::npos) break;
     start = nl + 1;
     if (start == text.size()) break;
   }
 }
 
-std::uint32_t SandboxProcessor::Control::send(capnp::MessageBuilder& message, Clock::time_point deadline) {
-  const std::uint32_t id = next_request_id++;
+std::uint32_t SandboxInstance::send(capnp::MessageBuilder& message, Clock::time_point deadline) {
+  const std::uint32_t id = next_request_id_++;
   message.getRoot<schema::HostMessage>().setRequestId(id);
-  if (channel->send(message, remaining_ms(deadline))) return id;
-  if (channel->closed() && channel->breach().empty()) eof = true;  // EPIPE / ECONNRESET: gone
+  if (channel_->send(message, remaining_ms(deadline))) return id;
+  if (channel_->closed() && channel_->breach().empty()) eof_ = true;  // EPIPE / ECONNRESET: gone
   return 0;
 }
 
-void SandboxProcessor::Control::pump() {
-  if (!protocol_error.empty()) return;
-  channel->flush_now();  // what an earlier send left queued
-  while (protocol_error.empty()) {
-    auto message = channel->poll();
+void SandboxInstance::pump() {
+  if (!protocol_error_.empty()) return;
+  channel_->flush_now();  // what an earlier send left queued
+  while (protocol_error_.empty()) {
+    auto message = channel_->poll();
     if (!message) break;
     decode(*message);
   }
-  if (protocol_error.empty() && !channel->breach().empty()) protocol_error = channel->breach();
-  if (channel->closed() && channel->breach().empty()) eof = true;
+  if (protocol_error_.empty() && !channel_->breach().empty()) protocol_error_ = channel_->breach();
+  if (channel_->closed() && channel_->breach().empty()) eof_ = true;
 }
 
-void SandboxProcessor::Control::decode(schema::ReceivedMessage& message) {
+void SandboxInstance::decode(schema::ReceivedMessage& message) {
   try {
     const auto msg = message.root<SandboxMessage>();
     Reply r;
@@ -284,7 +247,7 @@ void SandboxProcessor::Control::decode(schema::ReceivedMessage& message) {
           default:
             break;
         }
-        log(name, level, clean(log_msg.getText(), max_line));
+        log_(launch_.name, level, clean(log_msg.getText(), max_line));
         return;
       }
       case SandboxMessage::ERROR: {
@@ -296,10 +259,10 @@ void SandboxProcessor::Control::decode(schema::ReceivedMessage& message) {
         if (r.phase == SandboxMessage::Phase::PROCESS) {
           // Not an answer to anything: the plugin raised in process(); the block went dry.
           // The sandbox sends each new message with its traceback, repeats as a count.
-          ++process_errors;
-          last_process_error =
+          ++process_errors_;
+          last_process_error_ =
               "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
-          if (first_process_error.empty()) first_process_error = last_process_error;
+          if (first_process_error_.empty()) first_process_error_ = last_process_error_;
           emit(SandboxLogLevel::error, "exception in process(): " + r.message);
           if (!r.traceback.empty()) emit(SandboxLogLevel::error, r.traceback);
           return;
@@ -319,7 +282,7 @@ void SandboxProcessor::Control::decode(schema::ReceivedMessage& message) {
       case SandboxMessage::LOADED: {
         r.kind = Reply::Kind::loaded;
         if (auto problem = decode_info(msg.getLoaded(), r.info)) {
-          protocol_error = "invalid plugin description: " + *problem;
+          protocol_error_ = "invalid plugin description: " + *problem;
           return;
         }
         break;
@@ -351,347 +314,273 @@ void SandboxProcessor::Control::decode(schema::ReceivedMessage& message) {
         break;
       }
       default:
-        protocol_error = "unknown message";
+        protocol_error_ = "unknown message";
         return;
     }
-    const auto pending = std::find_if(async_outstanding.begin(), async_outstanding.end(),
+    const auto pending = std::find_if(async_outstanding_.begin(), async_outstanding_.end(),
                                       [&](const Outstanding& o) { return o.id == r.request_id; });
-    if (r.request_id != 0 && pending != async_outstanding.end()) {
-      // The answer to a request nobody waits for: filed for take_async_*() / param_results.
+    if (r.request_id != 0 && pending != async_outstanding_.end()) {
+      // The answer to a request nobody waits for: filed for take_async_*() / param_results_.
       Outstanding asked = std::move(*pending);
-      async_outstanding.erase(pending);
-      if (asked.kind == Async::state && r.kind == Reply::Kind::state) async_state = std::move(r.state);
-      if (asked.kind == Async::stats && r.kind == Reply::Kind::stats) async_stats = r.stats;
-      if (asked.kind == Async::param) {
+      async_outstanding_.erase(pending);
+      if (asked.kind == Request::state && r.kind == Reply::Kind::state) async_state_ = std::move(r.state);
+      if (asked.kind == Request::stats && r.kind == Reply::Kind::stats) async_stats_ = r.stats;
+      if (asked.kind == Request::param) {
         std::optional<std::string> refusal;
         if (r.kind == Reply::Kind::error)
           refusal = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
-        param_results.push_back({std::move(asked.setting), std::move(refusal), std::move(r.read_back)});
+        param_results_.push_back({std::move(asked.setting), std::move(refusal), std::move(r.read_back)});
       }
       return;
     }
-    replies.push_back(std::move(r));
+    replies_.push_back(std::move(r));
   } catch (const kj::Exception& e) {
-    protocol_error = std::string("malformed message: ") + e.getDescription().cStr();
+    protocol_error_ = std::string("malformed message: ") + e.getDescription().cStr();
   }
 }
 
-std::optional<Reply> SandboxProcessor::Control::wait_reply(std::uint32_t id, Clock::time_point deadline) {
+std::optional<Reply> SandboxInstance::wait_reply(std::uint32_t id, Clock::time_point deadline) {
   for (;;) {
-    while (!replies.empty()) {
-      Reply r = std::move(replies.front());
-      replies.pop_front();
+    while (!replies_.empty()) {
+      Reply r = std::move(replies_.front());
+      replies_.pop_front();
       if (r.request_id == id) return r;  // else the late answer to a request that timed out
     }
-    if (eof || !protocol_error.empty()) return std::nullopt;
+    if (eof_ || !protocol_error_.empty()) return std::nullopt;
     const int ms = remaining_ms(deadline);
     if (ms == 0) return std::nullopt;
-    if (channel->wait_readable(ms)) pump();
+    if (channel_->wait_readable(ms)) pump();
   }
 }
 
-std::uint32_t SandboxProcessor::Control::send_request(Async kind, const ParamSetting* setting,
-                                                      Clock::time_point deadline) {
+std::uint32_t SandboxInstance::send_request(Request kind, const ParamSetting* setting,
+                                            Clock::time_point deadline) {
   capnp::MallocMessageBuilder msg;
   auto root = msg.initRoot<schema::HostMessage>();
-  if (kind == Async::param) {
+  if (kind == Request::param) {
     auto p = root.initSetParam();
     p.setKey(setting->key);
     schema::set_param_value(p.initValue(), setting->value);
-  } else if (kind == Async::state) {
+  } else if (kind == Request::state) {
     root.setGetState();
   } else {
     root.setGetStats();
   }
   const std::uint32_t id = send(msg, deadline);
-  if (id != 0 && notify_endpoint != nullptr) notify_endpoint->notify_control();
+  if (id != 0 && notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
   return id;
 }
 
-std::optional<Reply> SandboxProcessor::Control::request(Async kind, const ParamSetting* setting,
-                                                        Clock::time_point deadline) {
+std::optional<Reply> SandboxInstance::request(Request kind, const ParamSetting* setting,
+                                              Clock::time_point deadline) {
   const std::uint32_t id = send_request(kind, setting, deadline);
   if (id == 0) return std::nullopt;
   return wait_reply(id, deadline);
 }
 
-bool SandboxProcessor::Control::awaiting(Async kind) const noexcept {
-  return std::any_of(async_outstanding.begin(), async_outstanding.end(),
+bool SandboxInstance::awaiting(Request kind) const noexcept {
+  return std::any_of(async_outstanding_.begin(), async_outstanding_.end(),
                      [&](const Outstanding& o) { return o.kind == kind; });
 }
 
 /// True once the child has exited and was reaped (waits at most until `deadline`).
-bool SandboxProcessor::Control::wait_exit(Clock::time_point deadline) {
-  while (!reaped) {
+bool SandboxInstance::wait_exit(Clock::time_point deadline) {
+  while (!reaped_) {
     int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) {
-      reaped = true;
-      exit_status = status;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      reaped_ = true;
+      exit_status_ = status;
       break;
     }
-    if (r < 0 && errno != EINTR) {  // not our child any more (someone else reaped it)
-      reaped = true;
+    if (r < 0 && errno != EINTR) {  // not our child any more (someone else reaped_ it)
+      reaped_ = true;
       break;
     }
     const int ms = remaining_ms(deadline);
     if (ms == 0) return false;
-    if (pidfd.get() >= 0) {
-      pollfd pfd{pidfd.get(), POLLIN, 0};
+    if (pidfd_.get() >= 0) {
+      pollfd pfd{pidfd_.get(), POLLIN, 0};
       ::poll(&pfd, 1, ms);
     } else {
-      ::poll(nullptr, 0, ms < 5 ? ms : 5);  // NOTE: no pidfd (old kernel): short naps
+      ::poll(nullptr, 0, ms < 5 ? ms : 5);  // NOTE: no pidfd_ (old kernel): short naps
     }
   }
   return true;
 }
 
-void SandboxProcessor::Control::kill_and_reap() {
-  if (reaped || pid <= 0) return;
-  ::kill(pid, SIGKILL);
+void SandboxInstance::kill_and_reap() {
+  if (reaped_ || pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
-  reaped = true;
-  exit_status = status;
+  reaped_ = true;
+  exit_status_ = status;
 }
 
 /// Why the sandbox stopped talking, for error messages.
-std::string SandboxProcessor::Control::gone_reason() {
-  if (!protocol_error.empty()) return "broke the control protocol (" + protocol_error + ")";
-  if (eof) {
+std::string SandboxInstance::gone_reason() {
+  if (!protocol_error_.empty()) return "broke the control protocol (" + protocol_error_ + ")";
+  if (eof_) {
     wait_exit(Clock::now() + std::chrono::seconds(2));
-    if (reaped) return "sandbox " + describe_exit_impl(exit_status);
+    if (reaped_) return "sandbox " + describe_exit(exit_status_);
     return "sandbox closed its control socket";
   }
   return "sandbox did not answer in time";
 }
 
-namespace {
-
-/// Starts the sandbox with `sock` and `shm` inherited (everything else of ours is CLOEXEC).
-/// Own process group: a Ctrl-C in the terminal reaches the host, which shuts sandboxes down.
-/// The sandbox's whole environment: nothing of the host's (tokens, session addresses, paths)
-/// leaks into the plugin, but SANDPIPE_* (test doubles, debugging) and the sanitizers' options.
-/// One BLAS thread: a plugin shares the machine with the audio thread.
-std::vector<std::string> sandbox_environment() {
-  std::vector<std::string> env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "OPENBLAS_NUM_THREADS=1",
-                                  "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"};
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    const std::string_view var(*e);
-    if (var.starts_with("SANDPIPE_") || var.starts_with("ASAN_OPTIONS=") ||
-        var.starts_with("UBSAN_OPTIONS=") || var.starts_with("LSAN_OPTIONS=")) {
-      env.emplace_back(var);
-    }
-  }
-  return env;
-}
-
-pid_t spawn_sandbox(const SandboxLaunch& launch, int sock, int shm) {
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
-  // dup2 of an fd onto itself clears FD_CLOEXEC in the child only (glibc >= 2.29).
-  posix_spawn_file_actions_adddup2(&actions, sock, sock);
-  posix_spawn_file_actions_adddup2(&actions, shm, shm);
-  sigset_t none;
-  sigset_t defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM}) {
-    sigaddset(&defaults, sig);
-  }
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-
-  const std::string exe_s = launch.executable.string();
-  const std::string sock_s = std::to_string(sock);
-  const std::string shm_s = std::to_string(shm);
-  const std::string parent_s = std::to_string(::getpid());
-  const std::string memory_s = std::to_string(launch.memory_mb);
-  const std::string lead_s = std::to_string(launch.wake_lead_us);
-  std::vector<char*> argv = {const_cast<char*>(exe_s.c_str()),    const_cast<char*>("--control-fd"),
-                             const_cast<char*>(sock_s.c_str()),   const_cast<char*>("--shm-fd"),
-                             const_cast<char*>(shm_s.c_str()),    const_cast<char*>("--parent-pid"),
-                             const_cast<char*>(parent_s.c_str()), const_cast<char*>("--memory-mb"),
-                             const_cast<char*>(memory_s.c_str()), const_cast<char*>("--wake-lead-us"),
-                             const_cast<char*>(lead_s.c_str()),   nullptr};
-  const std::string writable_s = launch.allow_writes.string();
-  if (!launch.allow_writes.empty())
-    argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>(writable_s.c_str())});
-  if (launch.keep_denormals)
-    argv.insert(argv.end() - 1, {const_cast<char*>("--keep-denormals"), const_cast<char*>("1")});
-  pid_t pid = -1;
-  std::vector<std::string> env_strings = sandbox_environment();
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const int rc = ::posix_spawn(&pid, exe_s.c_str(), &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) throw PluginError("cannot start " + exe_s + ": " + std::strerror(rc));
-  // The sandbox computes what the RT thread waits for: give it real-time scheduling too, below
-  // PipeWire's data threads. A runaway plugin loses it (Supervisor) and is killed by the hang
-  // watchdog.
-  if (launch.rt_priority > 0) set_sandbox_priority(pid, launch.rt_priority);
-  return pid;
-}
-
-}  // namespace
-
-std::filesystem::path default_sandbox_executable() {
-  std::error_code ec;
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-  const std::string root = SANDPIPE_BUILD_ROOT;
-  if (!ec && self.size() > root.size() && self.compare(0, root.size(), root) == 0 &&
-      self[root.size()] == '/') {
-    return SANDPIPE_SANDBOX_BUILD_PATH;
-  }
-  return SANDPIPE_SANDBOX_INSTALL_PATH;
-}
-
-std::unique_ptr<SandboxProcessor::Control> SandboxProcessor::Control::spawn(const SandboxLaunch& launch,
-                                                                            std::uint64_t generation) {
+std::unique_ptr<SandboxInstance> SandboxInstance::spawn(const SandboxLaunch& launch,
+                                                        std::uint64_t generation) {
   std::optional<shm::Segment> segment;
   try {
     segment.emplace(shm::Segment::create(launch.geometry));
   } catch (const std::exception& e) {
     throw PluginError("python plugin \"" + launch.name + "\": shared memory: " + e.what());
   }
-  auto c = std::make_unique<Control>();
-  c->link = std::make_unique<SandboxLink>(std::move(*segment), generation);
-  if (launch.host_spin_ns) c->link->endpoint.set_spin_ns(*launch.host_spin_ns);
-  c->notify_endpoint = &c->link->endpoint;
-  c->generation = generation;
-  c->launch = launch;
-  c->name = launch.name;
-  c->file = launch.file;
-  c->log = launch.log ? launch.log : SandboxLogFn(log_to_stderr);
-  c->request_timeout = launch.request_timeout;
-  c->shutdown_timeout = launch.shutdown_timeout;
+  std::unique_ptr<SandboxInstance> c(new SandboxInstance());
+  c->link_ = std::make_unique<SandboxLink>(std::move(*segment), generation);
+  if (launch.host_spin_ns) c->link_->endpoint.set_spin_ns(*launch.host_spin_ns);
+  c->notify_endpoint_ = &c->link_->endpoint;
+  c->generation_ = generation;
+  c->launch_ = launch;
+  c->log_ = launch.log ? launch.log : SandboxLogFn(log_to_stderr);
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
     throw PluginError(std::string("python plugins: socketpair: ") + std::strerror(errno));
   }
-  c->channel = std::make_unique<schema::ControlChannel>(kj::AutoCloseFd(pair[0]),
-                                                        schema::ChannelLimits::from_sandbox());
+  c->channel_ = std::make_unique<schema::ControlChannel>(kj::AutoCloseFd(pair[0]),
+                                                         schema::ChannelLimits::from_sandbox());
   const kj::AutoCloseFd child_end(pair[1]);
-  c->pid = spawn_sandbox(launch, child_end.get(), c->link->segment.fd());
-  c->pidfd = kj::AutoCloseFd(static_cast<int>(::syscall(SYS_pidfd_open, c->pid, 0)));
+  c->pid_ = spawn_sandbox_process(launch, child_end.get(), c->link_->segment.fd());
+  c->pidfd_ = kj::AutoCloseFd(static_cast<int>(::syscall(SYS_pidfd_open, c->pid_, 0)));
 
   capnp::MallocMessageBuilder hello_msg;
   auto hello = hello_msg.initRoot<schema::HostMessage>().initHello();
   hello.setProtocolVersion(schema::PROTOCOL_VERSION);
   hello.setShmLayoutVersion(shm::layout_version);
   hello.setShmHeaderSize(shm::Segment::header_size());
-  c->hello_id = c->send(hello_msg, Clock::now() + c->request_timeout);
-  if (c->hello_id == 0) {
-    c->phase = Phase::failed;
-    c->failure = c->gone_reason();
+  c->hello_id_ = c->send(hello_msg, Clock::now() + c->launch_.request_timeout);
+  if (c->hello_id_ == 0) {
+    c->phase_ = Phase::failed;
+    c->failure_ = c->gone_reason();
   }
   return c;
 }
 
-void SandboxProcessor::Control::send_preload() {
-  if (phase == Phase::failed || load_sent) return;
+void SandboxInstance::send_preload() {
+  if (phase_ == Phase::failed || load_sent_) return;
   capnp::MallocMessageBuilder msg;
-  msg.initRoot<schema::HostMessage>().setPreload(file.string());
-  if (send(msg, Clock::now() + request_timeout) == 0) {
-    phase = Phase::failed;
-    failure = gone_reason();
+  msg.initRoot<schema::HostMessage>().setPreload(launch_.file.string());
+  if (send(msg, Clock::now() + launch_.request_timeout) == 0) {
+    phase_ = Phase::failed;
+    failure_ = gone_reason();
   }
 }
 
-void SandboxProcessor::Control::send_load(const std::vector<std::byte>& state, bool inspect) {
-  if (phase == Phase::failed) return;
+void SandboxInstance::send_load(const std::vector<std::byte>& state, bool inspect) {
+  if (phase_ == Phase::failed) return;
   capnp::MallocMessageBuilder load_msg;
   auto load = load_msg.initRoot<schema::HostMessage>().initLoad();
-  load.setPath(file.string());
-  load.setInstanceName(name);
-  load.setSampleRate(launch.sample_rate);
-  load.setChannels(launch.geometry.channels);
-  load.setMaxFrames(launch.geometry.max_frames);
-  auto out = load.initParams(static_cast<unsigned>(params.size()));
-  for (unsigned k = 0; k < params.size(); ++k) {
-    out[k].setKey(params[k].key);
-    schema::set_param_value(out[k].initValue(), params[k].value);
+  load.setPath(launch_.file.string());
+  load.setInstanceName(launch_.name);
+  load.setSampleRate(launch_.sample_rate);
+  load.setChannels(launch_.geometry.channels);
+  load.setMaxFrames(launch_.geometry.max_frames);
+  auto out = load.initParams(static_cast<unsigned>(params_.size()));
+  for (unsigned k = 0; k < params_.size(); ++k) {
+    out[k].setKey(params_[k].key);
+    schema::set_param_value(out[k].initValue(), params_[k].value);
   }
   if (!state.empty())
     load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(state.data()), state.size()));
   load.setInspect(inspect);
-  load_id = send(load_msg, Clock::now() + request_timeout);
-  if (load_id == 0) {
-    phase = Phase::failed;
-    failure = gone_reason();
+  load_id_ = send(load_msg, Clock::now() + launch_.request_timeout);
+  if (load_id_ == 0) {
+    phase_ = Phase::failed;
+    failure_ = gone_reason();
     return;
   }
-  if (phase == Phase::ready) phase = Phase::loading;
-  load_sent = true;
+  if (phase_ == Phase::ready) phase_ = Phase::loading;
+  load_sent_ = true;
 }
 
-void SandboxProcessor::Control::advance() {
+std::string SandboxInstance::wait_loaded(Clock::time_point deadline) {
+  while (phase_ == Phase::hello || phase_ == Phase::loading) {
+    const int ms = remaining_ms(deadline);
+    if (ms == 0) return "no answer to its load in time";
+    channel_->wait_readable(ms);
+    advance();
+  }
+  if (phase_ != Phase::loaded) return failure_.empty() ? gone_reason() : failure_;
+  return {};
+}
+
+void SandboxInstance::fail(std::string why) {
+  phase_ = Phase::failed;
+  failure_ = std::move(why);
+}
+
+void SandboxInstance::advance() {
   pump();
-  while (!replies.empty() && phase != Phase::failed) {
-    Reply r = std::move(replies.front());
-    replies.pop_front();
+  while (!replies_.empty() && phase_ != Phase::failed) {
+    Reply r = std::move(replies_.front());
+    replies_.pop_front();
     // An error answers the handshake request it names (or none: the sandbox could not read it).
-    const bool for_handshake = r.request_id == 0 || r.request_id == hello_id || r.request_id == load_id;
-    if (r.kind == Reply::Kind::error && phase != Phase::loaded && for_handshake) {
-      phase = Phase::failed;
-      failure = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
-    } else if (phase == Phase::hello && r.kind == Reply::Kind::hello) {
+    const bool for_handshake = r.request_id == 0 || r.request_id == hello_id_ || r.request_id == load_id_;
+    if (r.kind == Reply::Kind::error && phase_ != Phase::loaded && for_handshake) {
+      phase_ = Phase::failed;
+      failure_ = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+    } else if (phase_ == Phase::hello && r.kind == Reply::Kind::hello) {
       // The versions first: a sandbox of another protocol may not know request ids.
       if (r.protocol_version != schema::PROTOCOL_VERSION || r.shm_layout_version != shm::layout_version ||
           r.shm_header_size != shm::Segment::header_size()) {
-        phase = Phase::failed;
-        failure = "version mismatch: sandbox speaks protocol " + std::to_string(r.protocol_version) +
-                  " / shm layout " + std::to_string(r.shm_layout_version) + " (" +
-                  std::to_string(r.shm_header_size) + "-byte header), host " +
-                  std::to_string(schema::PROTOCOL_VERSION) + " / " + std::to_string(shm::layout_version) +
-                  " (" + std::to_string(shm::Segment::header_size()) +
-                  "); install matching sandpipe and sandpipe-sandbox";
-      } else if (r.request_id != hello_id) {
-        phase = Phase::failed;
-        failure = "unexpected message during the handshake";
+        phase_ = Phase::failed;
+        failure_ = "version mismatch: sandbox speaks protocol " + std::to_string(r.protocol_version) +
+                   " / shm layout " + std::to_string(r.shm_layout_version) + " (" +
+                   std::to_string(r.shm_header_size) + "-byte header), host " +
+                   std::to_string(schema::PROTOCOL_VERSION) + " / " + std::to_string(shm::layout_version) +
+                   " (" + std::to_string(shm::Segment::header_size()) +
+                   "); install matching sandpipe and sandpipe-sandbox";
+      } else if (r.request_id != hello_id_) {
+        phase_ = Phase::failed;
+        failure_ = "unexpected message during the handshake";
       } else {
-        python_version = r.python_version;
-        numpy_version = r.numpy_version;
-        phase = load_sent ? Phase::loading : Phase::ready;
+        python_version_ = r.python_version;
+        numpy_version_ = r.numpy_version;
+        phase_ = load_sent_ ? Phase::loading : Phase::ready;
       }
-    } else if (phase == Phase::loading && r.kind == Reply::Kind::loaded && r.request_id == load_id) {
-      info = std::move(r.info);
-      info.python_version = python_version;
-      info.numpy_version = numpy_version;
-      phase = Phase::loaded;
-    } else if (phase != Phase::loaded) {
-      phase = Phase::failed;
-      failure = "unexpected message during the handshake";
+    } else if (phase_ == Phase::loading && r.kind == Reply::Kind::loaded && r.request_id == load_id_) {
+      info_ = std::move(r.info);
+      info_.python_version = python_version_;
+      info_.numpy_version = numpy_version_;
+      phase_ = Phase::loaded;
+    } else if (phase_ != Phase::loaded) {
+      phase_ = Phase::failed;
+      failure_ = "unexpected message during the handshake";
     }
-    // Once loaded, stray replies (to nothing asked) are dropped.
+    // Once loaded, stray replies_ (to nothing asked) are dropped.
   }
-  if ((phase == Phase::hello || phase == Phase::ready || phase == Phase::loading) && gone()) {
-    phase = Phase::failed;
-    failure = gone_reason();
+  if ((phase_ == Phase::hello || phase_ == Phase::ready || phase_ == Phase::loading) && gone()) {
+    phase_ = Phase::failed;
+    failure_ = gone_reason();
   }
 }
 
-bool SandboxProcessor::Control::request_set_param(const ParamSetting& setting) {
-  if (phase != Phase::loaded || gone()) return false;
+bool SandboxInstance::request_set_param(const ParamSetting& setting) {
+  if (phase_ != Phase::loaded || gone()) return false;
   const std::uint32_t id =
-      send_request(Async::param, &setting, Clock::now() + std::chrono::milliseconds(100));
+      send_request(Request::param, &setting, Clock::now() + std::chrono::milliseconds(100));
   if (id == 0) return false;
-  async_outstanding.push_back({id, Async::param, setting});
+  async_outstanding_.push_back({id, Request::param, setting});
   return true;
 }
 
-void SandboxProcessor::Control::request_async(Async kind) {
-  if (phase != Phase::loaded || gone() || awaiting(kind)) return;
+void SandboxInstance::request_async(Request kind) {
+  if (phase_ != Phase::loaded || gone() || awaiting(kind)) return;
   // A full socket means a sandbox that does not read: the watchdog deals with that.
   const std::uint32_t id = send_request(kind, nullptr, Clock::now());
-  if (id != 0) async_outstanding.push_back({id, kind, {}});
+  if (id != 0) async_outstanding_.push_back({id, kind, {}});
 }
 
 }  // namespace sandpipe::host

@@ -176,7 +176,7 @@ class Supervisor {
   void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
   /// Takes the real-time priority of `w`'s sandbox `c` away while it is busy in one block too
   /// long (`age_ns`: the oldest block it owes), and gives it back once it answers.
-  void demote_while_stuck(Watch& w, SandboxProcessor::Control& c, std::uint64_t age_ns,
+  void demote_while_stuck(Watch& w, SandboxInstance& c, std::uint64_t age_ns,
                           std::chrono::steady_clock::time_point now, bool& state_changed);
   /// Starts a reload of `w` now: asks the running version for its state first.
   void begin_reload(Watch& w, std::chrono::steady_clock::time_point now);

@@ -231,6 +231,7 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
   }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  publish_given_up();  // slots whose plugin did not load
   thread_ = std::thread([this] { run(); });
 }
 
@@ -347,24 +348,54 @@ std::string Supervisor::status_json() const {
 }
 
 std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, const ParamSetting& setting) {
-  std::lock_guard lock(mutex_);
-  for (auto& w : watches_) {
-    if (w->slot.sandbox != &slot) continue;
-    if (w->state == SlotState::failed || w->state == SlotState::bypassed)
-      return w->name + " is " + std::string(to_string(w->state)) + ": " + w->last_error;
-    if (w->state == SlotState::running && w->current && w->current->request_set_param(setting))
-      return std::nullopt;
-    // Restarting (or the socket is full): the next sandbox loads with it.
-    auto it = std::find_if(w->params.begin(), w->params.end(),
-                           [&](const ParamSetting& p) { return p.key == setting.key; });
-    if (it != w->params.end()) {
-      it->value = setting.value;
-    } else {
-      w->params.push_back(setting);
-    }
-    return std::nullopt;
+  // The main thread never touches a sandbox, nor waits for the supervisor's tick: the change is
+  // queued under a short lock and the supervisor thread woken to send it (apply_params()).
+  const bool supervised = std::any_of(watches_.begin(), watches_.end(),
+                                      [&](const auto& w) { return w->python && w->slot.sandbox == &slot; });
+  if (!supervised) return std::string("not a supervised slot");
+  {
+    std::lock_guard lock(inbox_mutex_);
+    for (const auto& [given_up, why] : given_up_)
+      if (given_up == &slot) return why;
+    param_inbox_.push_back({&slot, setting});
   }
-  return std::string("not a supervised slot");
+  const std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+  return std::nullopt;
+}
+
+void Supervisor::apply_params() {
+  std::vector<ParamRequest> inbox;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    inbox.swap(param_inbox_);
+  }
+  for (const auto& [slot, setting] : inbox) {
+    for (auto& w : watches_) {
+      if (w->slot.sandbox != slot || w->state == SlotState::failed || w->state == SlotState::bypassed)
+        continue;
+      if (w->state == SlotState::running && w->current && w->current->request_set_param(setting)) continue;
+      // Restarting (or the socket is full): the next sandbox loads with it.
+      auto it = std::find_if(w->params.begin(), w->params.end(),
+                             [&](const ParamSetting& p) { return p.key == setting.key; });
+      if (it != w->params.end()) {
+        it->value = setting.value;
+      } else {
+        w->params.push_back(setting);
+      }
+    }
+  }
+}
+
+void Supervisor::publish_given_up() {
+  std::vector<std::pair<const SandboxProcessor*, std::string>> given_up;
+  for (const auto& w : watches_) {
+    if (w->python && (w->state == SlotState::failed || w->state == SlotState::bypassed))
+      given_up.emplace_back(w->slot.sandbox,
+                            w->name + " is " + std::string(to_string(w->state)) + ": " + w->last_error);
+  }
+  std::lock_guard lock(inbox_mutex_);
+  given_up_.swap(given_up);
 }
 
 void Supervisor::set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits,
@@ -476,7 +507,9 @@ void Supervisor::run() {
       stop = stop_;
       if (!stop && requests_)
         for (const auto& request : requests_->service()) handle_request(request, now);
+      if (!stop) apply_params();
       if (!stop) dirty = tick(now);
+      if (!stop) publish_given_up();
     }
     changed_.notify_all();
     if (stop) break;

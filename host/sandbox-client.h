@@ -135,6 +135,7 @@ struct SandboxStats {
   std::uint64_t gc_collections = 0;
 };
 
+class SandboxInstance;  // one sandbox process and its conversation (host/sandbox-instance.h)
 class SandboxProcessor;
 class Supervisor;
 
@@ -160,8 +161,6 @@ class Supervisor;
 /// Slots the sandbox may still write are never reused until their completion came back.
 class SandboxProcessor final : public Processor {
  public:
-  struct Control;  // main-thread state (sockets, child process), defined in sandbox-client.cpp
-
   /// [main] Terminates the sandbox: `shutdown`, a bounded wait, then SIGKILL; reaps it.
   ~SandboxProcessor() override;
 
@@ -292,7 +291,7 @@ class SandboxProcessor final : public Processor {
   [[nodiscard]] SandboxStats stats();
 
  private:
-  friend class Supervisor;  // takes control_ over (host/supervisor.h)
+  friend class Supervisor;  // takes instance_ over (host/supervisor.h)
   friend std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::span<const PluginSpec>,
                                                                                  double, std::uint32_t,
                                                                                  std::uint32_t,
@@ -300,6 +299,8 @@ class SandboxProcessor final : public Processor {
 
   SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link, std::uint32_t max_frames);
 
+  /// [main] The sandbox while no Supervisor took it over; throws PluginError after.
+  [[nodiscard]] SandboxInstance& own_instance() const;
   /// [main] Takes the first link and sizes the RT core (from the constructor).
   void init_rt(std::unique_ptr<SandboxLink> link);
   /// [main] Sizes the rings once the plugin's latency is known.
@@ -371,8 +372,8 @@ class SandboxProcessor final : public Processor {
   std::uint32_t latency_ = 0;  ///< the plugin's own latency (frames)
   std::uint32_t channels_;
   std::uint32_t max_frames_;
-  std::unique_ptr<Control> control_;  ///< null once a Supervisor took the conversation over
-  Supervisor* supervisor_ = nullptr;  ///< set by that Supervisor ([main]); set_param goes through it
+  std::unique_ptr<SandboxInstance> instance_;  ///< null once a Supervisor took it over
+  Supervisor* supervisor_ = nullptr;           ///< set by that Supervisor ([main]); set_param goes through it
 
   /// The links of this slot, owned here (the destructor frees them). `rt` is the RT side's;
   /// `offered` goes main → RT; `retired` RT → main; `graveyard` waits one collect before it is

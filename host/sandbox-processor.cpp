@@ -1,5 +1,6 @@
 // Main-thread side of SandboxProcessor's RT core: sizing the rings, handing links over (restarts),
-// the pipeline depth, calibration. The control conversation is in sandbox-client.cpp.
+// the pipeline depth, calibration. The sandbox process and its control conversation are
+// SandboxInstance (sandbox-instance.h).
 #include <algorithm>
 #include <bit>
 #include <stdexcept>

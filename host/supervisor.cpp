@@ -24,7 +24,6 @@
 namespace sandpipe::host {
 
 using Clock = std::chrono::steady_clock;
-using Control = SandboxProcessor::Control;
 
 std::string_view to_string(SlotState state) noexcept {
   switch (state) {
@@ -127,9 +126,9 @@ struct Supervisor::Watch {
   std::string schedule;
 
   // The supervisor thread's.
-  std::unique_ptr<Control> current;             ///< the sandbox the RT side uses
-  std::unique_ptr<Control> spare;               ///< interpreter ready, waiting for a load
-  std::unique_ptr<Control> pending;             ///< loading, to replace `current`
+  std::unique_ptr<SandboxInstance> current;     ///< the sandbox the RT side uses
+  std::unique_ptr<SandboxInstance> spare;       ///< interpreter ready, waiting for a load
+  std::unique_ptr<SandboxInstance> pending;     ///< loading, to replace `current`
   std::unique_ptr<SandboxLink> unclaimed_link;  ///< loaded, not yet accepted by replace_link
   SandboxLaunch launch;
   std::vector<ParamSetting> params;
@@ -154,10 +153,10 @@ struct Supervisor::Watch {
   Clock::time_point reload_asked{};
   bool reload_wanted = false;
   bool reload_state_fresh = false;
-  std::unique_ptr<Control> reloading;
+  std::unique_ptr<SandboxInstance> reloading;
   /// The version a reload replaced: it may still be answering the block the RT side waits for,
   /// so it is stopped a little later (never talked to again: its link may be gone).
-  std::unique_ptr<Control> retiring;
+  std::unique_ptr<SandboxInstance> retiring;
   shm::HostEndpoint* retiring_endpoint = nullptr;  ///< its notify_endpoint, should it come back
   /// `sandpipe reload` requests waiting for this slot's reload to end, and the new version's
   /// generation while the RT side hands over to it (the answer waits for that).
@@ -181,21 +180,21 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
       if (s.reload) {
         std::error_code ec;
         w->file_time = std::filesystem::last_write_time(
-            s.sandbox->control_ ? s.sandbox->control_->launch.file : std::filesystem::path{}, ec);
+            s.sandbox->instance_ ? s.sandbox->instance_->file() : std::filesystem::path{}, ec);
       }
       w->hang_timeout = s.timeout_ms > 0.0
                             ? std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_ms))
                             : options_.default_hang_timeout;
       // The supervisor takes the conversation over: from now on only its thread talks to it.
-      w->current = std::move(s.sandbox->control_);
+      w->current = std::move(s.sandbox->instance_);
       s.sandbox->supervisor_ = this;
       if (w->current) {
-        w->launch = w->current->launch;
-        w->params = w->current->params;
-        w->pid = w->current->pid;
-        if (w->current->phase == Control::Phase::failed) {
+        w->launch = w->current->launch();
+        w->params = w->current->params();
+        w->pid = w->current->pid();
+        if (w->current->phase() == SandboxInstance::Phase::failed) {
           w->state = SlotState::failed;
-          w->last_error = w->current->failure;
+          w->last_error = w->current->failure();
           w->first_error = w->last_error;
           w->pid = -1;
         }
@@ -232,6 +231,7 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
   }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  publish_given_up();  // slots whose plugin did not load
   thread_ = std::thread([this] { run(); });
 }
 
@@ -277,7 +277,7 @@ std::vector<SlotStatus> Supervisor::status() const {
     s.crashes = w->crashes;
     s.hangs = w->hangs;
     s.demotions = w->demotions;
-    s.demoted = w->current != nullptr && w->current->demoted;
+    s.demoted = w->current != nullptr && w->current->demoted();
     s.last_error = w->last_error;
     s.first_error = w->first_error;
     s.pid = w->pid;
@@ -328,8 +328,8 @@ std::string Supervisor::status_json() const {
                   s.last_restart_ms, s.max_restart_ms);
     j << (i ? "," : "") << "{\"name\":\"" << json_escape(s.name) << "\",\"kind\":\"" << s.kind
       << "\",\"state\":\"" << to_string(s.state) << "\",\"on_failure\":\"" << to_string(s.on_failure)
-      << "\",\"output\":\"" << slot_output(s)
-      << "\",\"blocks\":" << s.counters.blocks << ",\"deadline_misses\":" << s.counters.deadline_misses
+      << "\",\"output\":\"" << slot_output(s) << "\",\"blocks\":" << s.counters.blocks
+      << ",\"deadline_misses\":" << s.counters.deadline_misses
       << ",\"bypassed_blocks\":" << s.counters.bypassed_blocks
       << ",\"sanitized_blocks\":" << s.counters.sanitized_blocks
       << ",\"passthrough_blocks\":" << s.counters.passthrough_blocks
@@ -348,24 +348,54 @@ std::string Supervisor::status_json() const {
 }
 
 std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, const ParamSetting& setting) {
-  std::lock_guard lock(mutex_);
-  for (auto& w : watches_) {
-    if (w->slot.sandbox != &slot) continue;
-    if (w->state == SlotState::failed || w->state == SlotState::bypassed)
-      return w->name + " is " + std::string(to_string(w->state)) + ": " + w->last_error;
-    if (w->state == SlotState::running && w->current && w->current->request_set_param(setting))
-      return std::nullopt;
-    // Restarting (or the socket is full): the next sandbox loads with it.
-    auto it = std::find_if(w->params.begin(), w->params.end(),
-                           [&](const ParamSetting& p) { return p.key == setting.key; });
-    if (it != w->params.end()) {
-      it->value = setting.value;
-    } else {
-      w->params.push_back(setting);
-    }
-    return std::nullopt;
+  // The main thread never touches a sandbox, nor waits for the supervisor's tick: the change is
+  // queued under a short lock and the supervisor thread woken to send it (apply_params()).
+  const bool supervised = std::any_of(watches_.begin(), watches_.end(),
+                                      [&](const auto& w) { return w->python && w->slot.sandbox == &slot; });
+  if (!supervised) return std::string("not a supervised slot");
+  {
+    std::lock_guard lock(inbox_mutex_);
+    for (const auto& [given_up, why] : given_up_)
+      if (given_up == &slot) return why;
+    param_inbox_.push_back({&slot, setting});
   }
-  return std::string("not a supervised slot");
+  const std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+  return std::nullopt;
+}
+
+void Supervisor::apply_params() {
+  std::vector<ParamRequest> inbox;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    inbox.swap(param_inbox_);
+  }
+  for (const auto& [slot, setting] : inbox) {
+    for (auto& w : watches_) {
+      if (w->slot.sandbox != slot || w->state == SlotState::failed || w->state == SlotState::bypassed)
+        continue;
+      if (w->state == SlotState::running && w->current && w->current->request_set_param(setting)) continue;
+      // Restarting (or the socket is full): the next sandbox loads with it.
+      auto it = std::find_if(w->params.begin(), w->params.end(),
+                             [&](const ParamSetting& p) { return p.key == setting.key; });
+      if (it != w->params.end()) {
+        it->value = setting.value;
+      } else {
+        w->params.push_back(setting);
+      }
+    }
+  }
+}
+
+void Supervisor::publish_given_up() {
+  std::vector<std::pair<const SandboxProcessor*, std::string>> given_up;
+  for (const auto& w : watches_) {
+    if (w->python && (w->state == SlotState::failed || w->state == SlotState::bypassed))
+      given_up.emplace_back(w->slot.sandbox,
+                            w->name + " is " + std::string(to_string(w->state)) + ": " + w->last_error);
+  }
+  std::lock_guard lock(inbox_mutex_);
+  given_up_.swap(given_up);
 }
 
 void Supervisor::set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits,
@@ -398,7 +428,7 @@ bool Supervisor::settled_locked() const {
     if (!w->python) continue;
     if (w->state == SlotState::starting || w->state == SlotState::restarting) return false;
     if (w->state == SlotState::running && w->current && w->slot.sandbox->link_failed() &&
-        w->slot.sandbox->active_generation() == w->current->generation) {
+        w->slot.sandbox->active_generation() == w->current->generation()) {
       return false;  // broken, not dealt with yet
     }
   }
@@ -431,10 +461,10 @@ void Supervisor::write_status_file() {
 namespace {
 
 /// Spawns a sandbox for a restart or a spare; nullptr (and the reason in `error`) on failure.
-std::unique_ptr<Control> spawn_instance(const SandboxLaunch& launch, std::uint64_t generation,
-                                        std::string& error) {
+std::unique_ptr<SandboxInstance> spawn_instance(const SandboxLaunch& launch, std::uint64_t generation,
+                                                std::string& error) {
   try {
-    return Control::spawn(launch, generation);
+    return SandboxInstance::spawn(launch, generation);
   } catch (const std::exception& e) {
     error = e.what();
     return nullptr;
@@ -455,10 +485,10 @@ void Supervisor::run() {
     std::vector<pollfd> fds;
     fds.push_back({wake_fd_, POLLIN, 0});
     for (const auto& w : watches_) {
-      for (Control* c : {w->current.get(), w->spare.get(), w->pending.get(), w->reloading.get()}) {
+      for (SandboxInstance* c : {w->current.get(), w->spare.get(), w->pending.get(), w->reloading.get()}) {
         if (c == nullptr) continue;
-        if (!c->eof && c->protocol_error.empty()) fds.push_back({c->sock.get(), POLLIN, 0});
-        if (!c->reaped && c->pidfd.get() >= 0) fds.push_back({c->pidfd.get(), POLLIN, 0});
+        if (!c->eof() && c->protocol_error().empty()) fds.push_back({c->control_fd(), POLLIN, 0});
+        if (!c->reaped() && c->pidfd() >= 0) fds.push_back({c->pidfd(), POLLIN, 0});
       }
     }
     if (requests_)
@@ -477,7 +507,9 @@ void Supervisor::run() {
       stop = stop_;
       if (!stop && requests_)
         for (const auto& request : requests_->service()) handle_request(request, now);
+      if (!stop) apply_params();
       if (!stop) dirty = tick(now);
+      if (!stop) publish_given_up();
     }
     changed_.notify_all();
     if (stop) break;
@@ -515,7 +547,7 @@ void Supervisor::begin_reload(Watch& w, Clock::time_point now) {
   w.reload_wanted = true;
   w.reload_state_fresh = false;
   w.reload_asked = now;
-  w.current->request_async(Control::Async::state);
+  w.current->request_async(SandboxInstance::Request::state);
 }
 
 void Supervisor::handle_request(const RequestServer::Request& request, Clock::time_point now) {
@@ -560,32 +592,32 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
   if (!w.reload_wanted) begin_reload(w, now);  // else one is about to load: it reads the file now
 }
 
-void Supervisor::demote_while_stuck(Watch& w, Control& c, std::uint64_t age_ns, Clock::time_point now,
+void Supervisor::demote_while_stuck(Watch& w, SandboxInstance& c, std::uint64_t age_ns, Clock::time_point now,
                                     bool& state_changed) {
   if (w.launch.rt_priority <= 0) return;
   const auto limit = std::min<std::chrono::milliseconds>(w.hang_timeout / 2, max_realtime_stall);
   const bool stuck = age_ns > static_cast<std::uint64_t>(std::chrono::nanoseconds(limit).count()) &&
                      now - w.progress_at > limit;
-  if (stuck == c.demoted) return;
+  if (stuck == c.demoted()) return;
   if (stuck) {
-    set_sandbox_priority(c.pid, 0);
+    set_sandbox_priority(c.pid(), 0);
     ++w.demotions;
     options_.log(w.name, SandboxLogLevel::warning,
                  "busy in one block for over " + std::to_string(limit.count()) +
                      " ms: runs without real-time priority until it answers (the hang watchdog ends it at " +
                      std::to_string(w.hang_timeout.count()) + " ms)");
   } else {
-    set_sandbox_priority(c.pid, w.launch.rt_priority);
+    set_sandbox_priority(c.pid(), w.launch.rt_priority);
     options_.log(w.name, SandboxLogLevel::info, "answering again: real-time priority restored");
   }
-  c.demoted = stuck;
+  c.set_demoted(stuck);
   state_changed = true;
 }
 
 void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_changed) {
   SandboxProcessor& proc = *w.slot.sandbox;
   // The version a reload replaced goes once the RT side let go of its link.
-  if (w.retiring && !proc.handing_over() && proc.active_generation() != w.retiring->generation) {
+  if (w.retiring && !proc.handing_over() && proc.active_generation() != w.retiring->generation()) {
     w.retiring->kill_and_reap();
     w.retiring.reset();
   }
@@ -631,7 +663,7 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     std::string error;
     // The spare imported the file when it started; the sandbox imports it again if it changed
     // since (it compares the contents), so the reload runs the new code either way.
-    if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
+    if (w.spare && !w.spare->gone() && w.spare->phase() != SandboxInstance::Phase::failed) {
       w.reloading = std::move(w.spare);
     } else {
       w.reloading = spawn_instance(w.launch, w.next_generation++, error);
@@ -643,18 +675,19 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
       state_changed = true;
       return;
     }
-    w.reloading->params = w.params;
+    w.reloading->set_params(w.params);
     w.reloading->send_load(w.saved_state);
   }
   if (!w.reloading) return;
-  Control& r = *w.reloading;
+  SandboxInstance& r = *w.reloading;
   r.advance();
   std::string refusal;
-  if (r.phase == Control::Phase::failed || r.gone()) {
-    refusal = r.phase == Control::Phase::failed ? r.failure : "sandbox " + r.gone_reason();
-  } else if (r.phase == Control::Phase::loaded && r.info.latency != proc.plugin_latency_frames()) {
+  if (r.phase() == SandboxInstance::Phase::failed || r.gone()) {
+    refusal = r.phase() == SandboxInstance::Phase::failed ? r.failure() : "sandbox " + r.gone_reason();
+  } else if (r.phase() == SandboxInstance::Phase::loaded &&
+             r.info().latency != proc.plugin_latency_frames()) {
     // The output is aligned for the slot's latency: another one would shift it.
-    refusal = "the new version reports a latency of " + std::to_string(r.info.latency) +
+    refusal = "the new version reports a latency of " + std::to_string(r.info().latency) +
               " frames, the running one " + std::to_string(proc.plugin_latency_frames()) +
               " (a reload cannot change it: restart the node)";
   }
@@ -667,7 +700,7 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     state_changed = true;
     return;
   }
-  if (r.phase != Control::Phase::loaded) return;
+  if (r.phase() != SandboxInstance::Phase::loaded) return;
   if (w.retiring) {
     // The previous version is not taken in yet. Handing over: that takes a few blocks, wait.
     // Still only offered (the graph does not run the node): take it back, it never played.
@@ -680,24 +713,25 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
     w.current.reset();  // before its link: it points into the link's endpoint
     back.reset();
     w.current = std::move(w.retiring);
-    w.current->notify_endpoint = std::exchange(w.retiring_endpoint, nullptr);
+    w.current->set_notify_endpoint(std::exchange(w.retiring_endpoint, nullptr));
     w.reloads -= 1;
-    w.pid = w.current->pid;
+    w.pid = w.current->pid();
   }
   proc.collect_retired_links();
-  if (!proc.replace_link(std::move(r.link), LinkSwap::reload)) return;  // an offer still pending: next tick
+  if (!proc.replace_link(r.take_link(), LinkSwap::reload)) return;  // an offer still pending: next tick
   // The RT side takes the new version in at its next block: both run until it crossfades from
   // the old one's output to the new one's; the old one is stopped once it let go of its link.
   w.retiring = std::move(w.current);
-  w.retiring_endpoint = std::exchange(w.retiring->notify_endpoint, nullptr);  // its link goes with the switch
+  w.retiring_endpoint = w.retiring->notify_endpoint();  // its link goes with the switch
+  w.retiring->set_notify_endpoint(nullptr);
   w.current = std::move(w.reloading);
-  w.pid = w.current->pid;
+  w.pid = w.current->pid();
   w.reloads += 1;
   w.progress_at = now;
   w.answered_hint = 0;  // the new endpoint counts from zero
   w.last_poll = now;
-  w.process_errors_seen = w.current->process_errors;
-  w.switch_generation = w.current->generation;
+  w.process_errors_seen = w.current->process_errors();
+  w.switch_generation = w.current->generation();
   w.switch_since = now;
   state_changed = true;
   options_.log(w.name, SandboxLogLevel::info,
@@ -714,22 +748,22 @@ bool Supervisor::tick(Clock::time_point now) {
 
     // ---- the sandbox in use -----------------------------------------------------------------
     if (w.state == SlotState::running && w.current) {
-      Control& c = *w.current;
+      SandboxInstance& c = *w.current;
       c.advance();
-      if (c.process_errors != w.process_errors_seen) {
-        w.process_errors_seen = c.process_errors;
-        w.last_error = c.last_process_error;
+      if (c.process_errors() != w.process_errors_seen) {
+        w.process_errors_seen = c.process_errors();
+        w.last_error = c.last_process_error();
         // Repeats of an error come without their traceback: the first keeps it.
-        if (w.first_error.empty()) w.first_error = c.first_process_error;
+        if (w.first_error.empty()) w.first_error = c.first_process_error();
       }
       if (auto stats = c.take_async_stats()) w.exceptions_now = stats->exceptions;
-      w.exceptions_now = std::max(w.exceptions_now, c.process_errors);  // reports arrive first
+      w.exceptions_now = std::max(w.exceptions_now, c.process_errors());  // reports arrive first
       if (auto state = c.take_async_state()) {
         w.saved_state = std::move(*state);
         w.reload_state_fresh = w.reload_wanted;
       }
       bool read_back = false;
-      for (auto& [setting, refusal, value] : c.param_results) {
+      for (auto& [setting, refusal, value] : c.take_param_results()) {
         if (value) {
           read_backs_.push_back({&proc, setting.key, *value});
           read_back = true;
@@ -747,21 +781,20 @@ bool Supervisor::tick(Clock::time_point now) {
         }
         w.last_poll = Clock::time_point{};  // the state after a change: ask for it now
       }
-      c.param_results.clear();
       if (read_back && read_back_listener_) read_back_listener_();
 
       std::string reason;
       bool hang = false;
       // The RT side's link state is this sandbox's only once it adopted its link (at its next
       // call after replace_link); until then it still describes the dead one.
-      const bool adopted = proc.active_generation() == c.generation;
+      const bool adopted = proc.active_generation() == c.generation();
       const std::uint64_t age = adopted ? proc.oldest_outstanding_age_ns(monotonic_ns()) : 0;
-      if (c.notify_endpoint != nullptr) {
+      if (c.notify_endpoint() != nullptr) {
         // The sandbox's claims count only when they fit the host's own count of submitted jobs:
         // a sandbox scribbling over its ring indices cannot hold the watchdog off (it did, 4 s for
         // a 1 s timeout), so the timeout runs from the host's own submit time (`age`).
-        const std::uint32_t answered = c.notify_endpoint->answered_hint();
-        const std::uint32_t submitted = c.notify_endpoint->submitted_count();
+        const std::uint32_t answered = c.notify_endpoint()->answered_hint();
+        const std::uint32_t submitted = c.notify_endpoint()->submitted_count();
         const bool plausible = answered - w.answered_hint <= submitted - w.answered_hint;
         if (plausible && (answered != w.answered_hint || answered == submitted)) {
           w.progress_at = now;
@@ -772,12 +805,12 @@ bool Supervisor::tick(Clock::time_point now) {
       }
       // A process that dies closes its socket as it exits: give the exit a moment to show, so
       // the reason names the signal or status rather than the EOF.
-      if (c.eof && !c.reaped) c.wait_exit(Clock::now() + std::chrono::milliseconds(50));
+      if (c.eof() && !c.reaped()) c.wait_exit(Clock::now() + std::chrono::milliseconds(50));
       if (c.poll_exit()) {
-        reason = "sandbox " + describe_exit(c.exit_status);
-      } else if (!c.protocol_error.empty()) {
-        reason = "broke the control protocol (" + c.protocol_error + ")";
-      } else if (c.eof) {
+        reason = "sandbox " + describe_exit(c.exit_status());
+      } else if (!c.protocol_error().empty()) {
+        reason = "broke the control protocol (" + c.protocol_error() + ")";
+      } else if (c.eof()) {
         reason = "closed its control socket";
       } else if (adopted && proc.link_failed()) {
         reason = "broke the block protocol on the shared segment (corrupt ring or completion)";
@@ -819,8 +852,8 @@ bool Supervisor::tick(Clock::time_point now) {
         if (now - w.last_poll >= options_.state_poll) {
           // The state restored after a crash, and the exception count, kept fresh while it runs.
           w.last_poll = now;
-          c.request_async(Control::Async::state);
-          c.request_async(Control::Async::stats);
+          c.request_async(SandboxInstance::Request::state);
+          c.request_async(SandboxInstance::Request::stats);
         }
       }
     }
@@ -832,17 +865,17 @@ bool Supervisor::tick(Clock::time_point now) {
     if (w.state == SlotState::restarting) {
       if (!w.pending && !w.unclaimed_link && now >= w.next_attempt) {
         std::string error;
-        if (w.spare && !w.spare->gone() && w.spare->phase != Control::Phase::failed) {
+        if (w.spare && !w.spare->gone() && w.spare->phase() != SandboxInstance::Phase::failed) {
           w.pending = std::move(w.spare);
           // Spares start at normal priority: their interpreter's start-up (numpy's import, a few
           // hundred ms of CPU) must not compete with the sandboxes serving audio meanwhile.
-          if (w.launch.rt_priority > 0) set_sandbox_priority(w.pending->pid, w.launch.rt_priority);
+          if (w.launch.rt_priority > 0) set_sandbox_priority(w.pending->pid(), w.launch.rt_priority);
         } else {
           w.spare.reset();
           w.pending = spawn_instance(w.launch, w.next_generation++, error);
         }
         if (w.pending) {
-          w.pending->params = w.params;
+          w.pending->set_params(w.params);
           w.pending->send_load(w.saved_state);
         } else {
           w.last_error = "cannot start a sandbox: " + error;
@@ -851,18 +884,19 @@ bool Supervisor::tick(Clock::time_point now) {
         }
       }
       if (w.pending) {
-        Control& p = *w.pending;
+        SandboxInstance& p = *w.pending;
         p.advance();
-        if (p.phase == Control::Phase::loaded) {
-          if (p.info.latency != proc.plugin_latency_frames()) {
+        if (p.phase() == SandboxInstance::Phase::loaded) {
+          if (p.info().latency != proc.plugin_latency_frames()) {
             options_.log(w.name, SandboxLogLevel::warning,
-                         "the restarted plugin reports a latency of " + std::to_string(p.info.latency) +
+                         "the restarted plugin reports a latency of " + std::to_string(p.info().latency) +
                              " frames; the slot keeps " + std::to_string(proc.plugin_latency_frames()));
           }
-          w.unclaimed_link = std::move(p.link);
+          w.unclaimed_link = p.take_link();
           w.current = std::move(w.pending);
-        } else if (p.phase == Control::Phase::failed || p.gone()) {
-          std::string why = p.phase == Control::Phase::failed ? p.failure : "sandbox " + p.gone_reason();
+        } else if (p.phase() == SandboxInstance::Phase::failed || p.gone()) {
+          std::string why =
+              p.phase() == SandboxInstance::Phase::failed ? p.failure() : "sandbox " + p.gone_reason();
           p.kill_and_reap();
           w.pending.reset();
           w.last_error = "restart failed: " + why;
@@ -887,22 +921,22 @@ bool Supervisor::tick(Clock::time_point now) {
           const double ms = ms_between(w.died_at, Clock::now());
           w.state = SlotState::running;
           w.restarts += 1;
-          w.pid = w.current->pid;
+          w.pid = w.current->pid();
           w.last_restart_ms = ms;
           w.max_restart_ms = std::max(w.max_restart_ms, ms);
           w.last_poll = now;
           w.progress_at = now;  // the watchdog's clock starts again with this sandbox
           w.answered_hint = 0;
-          w.process_errors_seen = w.current->process_errors;
+          w.process_errors_seen = w.current->process_errors();
           restart_ms_.push_back(ms);
           state_changed = true;
           char text[96];
           std::snprintf(text, sizeof text, "restarted (pid %d) in %.1f ms%s", static_cast<int>(w.pid), ms,
-                        w.current->info.preloaded ? ", module imported ahead" : "");
+                        w.current->info().preloaded ? ", module imported ahead" : "");
           options_.log(w.name, SandboxLogLevel::info, text);
         } else {
           // An earlier offer the RT side has not taken yet (the graph is paused): replace_link
-          // left the link with us; drop this sandbox and its link (the Control first: it points
+          // left the link with us; drop this sandbox and its link (the instance first: it points
           // into the link's endpoint) and try again later.
           w.current->kill_and_reap();
           w.current.reset();
@@ -915,10 +949,10 @@ bool Supervisor::tick(Clock::time_point now) {
     // ---- the spare ----------------------------------------------------------------------------
     if (w.spare) {
       w.spare->advance();
-      if (w.spare->gone() || w.spare->phase == Control::Phase::failed) {
+      if (w.spare->gone() || w.spare->phase() == SandboxInstance::Phase::failed) {
         options_.log(w.name, SandboxLogLevel::warning,
                      "spare sandbox failed: " +
-                         (w.spare->failure.empty() ? w.spare->gone_reason() : w.spare->failure));
+                         (w.spare->failure().empty() ? w.spare->gone_reason() : w.spare->failure()));
         w.spare->kill_and_reap();
         w.spare.reset();
         w.next_spare = now + std::chrono::seconds(5);
@@ -945,14 +979,13 @@ bool Supervisor::tick(Clock::time_point now) {
     refresh_asked_ = refresh_wanted_;
     for (auto& w : watches_)
       if (w->python && w->state == SlotState::running && w->current)
-        w->current->request_async(Control::Async::stats);
+        w->current->request_async(SandboxInstance::Request::stats);
   }
   if (refresh_asked_ > refresh_done_) {
     bool outstanding = false;
     for (auto& w : watches_) {
       if (!w->python || w->state != SlotState::running || !w->current) continue;
-      for (const auto a : w->current->async_outstanding)
-        outstanding = outstanding || a == Control::Async::stats;
+      outstanding = outstanding || w->current->awaiting(SandboxInstance::Request::stats);
     }
     if (!outstanding) refresh_done_ = refresh_asked_;
   }

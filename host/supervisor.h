@@ -28,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "host/config.h"
@@ -132,9 +133,11 @@ class Supervisor {
   /// on a slot given up on). Bounded by `timeout`; false if it ran out.
   bool wait_settled(std::chrono::milliseconds timeout = std::chrono::minutes(5));
 
-  /// [main] A live parameter change of a supervised Python slot: sent to the running sandbox
-  /// (its answer arrives later; a refusal is logged) and, once accepted, kept for restarts.
-  /// Returns an error only when the slot is not running a plugin.
+  /// [main] A live parameter change of a supervised Python slot: queued for the supervisor
+  /// thread, which sends it to the running sandbox (its answer arrives later; a refusal is
+  /// logged) and, once accepted, keeps it for restarts. Takes only a short lock: never waits
+  /// for process work. Returns an error only when the slot is not running a plugin (failed to
+  /// load, or given up on).
   std::optional<std::string> set_param(const SandboxProcessor& slot, const ParamSetting& setting);
 
   /// What an earlier-API plugin's get_parameter(key) answered after a live change of `key`
@@ -176,7 +179,7 @@ class Supervisor {
   void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
   /// Takes the real-time priority of `w`'s sandbox `c` away while it is busy in one block too
   /// long (`age_ns`: the oldest block it owes), and gives it back once it answers.
-  void demote_while_stuck(Watch& w, SandboxProcessor::Control& c, std::uint64_t age_ns,
+  void demote_while_stuck(Watch& w, SandboxInstance& c, std::uint64_t age_ns,
                           std::chrono::steady_clock::time_point now, bool& state_changed);
   /// Starts a reload of `w` now: asks the running version for its state first.
   void begin_reload(Watch& w, std::chrono::steady_clock::time_point now);
@@ -185,6 +188,11 @@ class Supervisor {
   /// A line from the request socket ("reload SLOT").
   void handle_request(const RequestServer::Request& request, std::chrono::steady_clock::time_point now);
   void write_status_file();
+  /// [supervisor thread, mutex_ held] Sends (or keeps for the next sandbox) the queued
+  /// set_param() changes.
+  void apply_params();
+  /// [supervisor thread, mutex_ held] Copies which slots set_param() must refuse, and why.
+  void publish_given_up();
   [[nodiscard]] bool settled_locked() const;
 
   SupervisorOptions options_;
@@ -203,6 +211,16 @@ class Supervisor {
   std::function<std::string()> node_status_;  ///< guarded by mutex_
   std::vector<ReadBack> read_backs_;          ///< guarded by mutex_
   std::function<void()> read_back_listener_;  ///< guarded by mutex_
+  /// A set_param() change on its way to the supervisor thread.
+  struct ParamRequest {
+    const SandboxProcessor* slot = nullptr;
+    ParamSetting setting;
+  };
+  /// Guards param_inbox_ and given_up_ only; held for a copy or a push, never across process
+  /// work (mutex_ is held across a whole tick).
+  mutable std::mutex inbox_mutex_;
+  std::vector<ParamRequest> param_inbox_;
+  std::vector<std::pair<const SandboxProcessor*, std::string>> given_up_;
   std::thread thread_;
 };
 

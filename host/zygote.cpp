@@ -14,7 +14,7 @@
 #include <stdexcept>
 #include <utility>
 
-#include "host/sandbox-instance.h"
+#include "host/sandbox-process.h"
 #include "schemas/zygote-protocol.h"
 
 namespace sandpipe::host {
@@ -58,7 +58,7 @@ bool read_reply(int sock, ZygoteReply& out, bool& eof) {
 }  // namespace
 
 Zygote::Zygote(std::filesystem::path executable, LogFn log)
-    : executable_(executable.empty() ? detail::default_sandbox_executable() : std::move(executable)),
+    : executable_(executable.empty() ? default_sandbox_executable() : std::move(executable)),
       log_(log ? std::move(log) : LogFn([](std::string_view line) {
         std::fprintf(stderr, "sandpipe: [zygote] %.*s\n", static_cast<int>(line.size()), line.data());
       })) {
@@ -110,7 +110,7 @@ void Zygote::start() {
                              const_cast<char*>("--parent-pid"),
                              const_cast<char*>(parent.c_str()),
                              nullptr};
-  std::vector<std::string> env = detail::sandbox_environment();
+  std::vector<std::string> env = sandbox_environment();
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);

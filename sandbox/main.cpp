@@ -24,7 +24,6 @@
 #include <variant>
 
 #include "sandbox/confinement.h"
-#include "sandbox/control-socket.h"
 #include "sandbox/sandbox-session.h"
 #include "sandbox/zygote.h"
 #include "shm/segment.h"
@@ -138,7 +137,8 @@ int main(int argc, char** argv) {
       sandpipe::sandbox::apply_process_limits({static_cast<std::uint64_t>(args.memory_mb)});
 
   const std::filesystem::path self = self_path();
-  sandpipe::sandbox::ControlSocket control(args.control_fd);
+  sandpipe::schema::ControlChannel control(kj::AutoCloseFd(args.control_fd),
+                                           sandpipe::schema::ChannelLimits::from_host());
   auto attached = sandpipe::shm::Segment::attach(args.shm_fd);
   if (auto* problem = std::get_if<std::string>(&attached)) {
     sandpipe::sandbox::Session::report_early_error(control, "shared memory: " + *problem);

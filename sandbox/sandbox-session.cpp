@@ -14,6 +14,7 @@
 #include "sandbox/confinement.h"
 #include "sandbox/fp-env.h"
 #include "schemas/control.capnp.h"
+#include "schemas/param-value.h"
 
 namespace sandpipe::sandbox {
 namespace {
@@ -21,6 +22,8 @@ namespace {
 using schema::SandboxMessage;
 
 constexpr int hello_timeout_ms = 30'000;
+/// How long a reply may wait for the host to read it.
+constexpr int reply_timeout_ms = 10'000;
 /// A spare sandbox (interpreter and numpy ready) waits for its load until the host needs it,
 /// or closes the socket, or dies (PR_SET_PDEATHSIG).
 constexpr int load_timeout_ms = -1;
@@ -44,16 +47,6 @@ ParamValue param_value(schema::ParamValue::Reader v) {
   return std::string{};
 }
 
-void set_param_value(schema::ParamValue::Builder b, const ParamValue& v) {
-  if (const auto* d = std::get_if<double>(&v)) {
-    b.setNumber(*d);
-  } else if (const auto* f = std::get_if<bool>(&v)) {
-    b.setBoolean(*f);
-  } else {
-    b.setText(std::get<std::string>(v));
-  }
-}
-
 schema::ParamInfo::Kind kind_of(const std::string& kind) {
   if (kind == "integer") return schema::ParamInfo::Kind::INTEGER;
   if (kind == "boolean") return schema::ParamInfo::Kind::BOOLEAN;
@@ -64,7 +57,7 @@ schema::ParamInfo::Kind kind_of(const std::string& kind) {
 
 }  // namespace
 
-Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig config)
+Session::Session(schema::ControlChannel& control, shm::Segment& segment, SessionConfig config)
     : control_(control), segment_(segment), endpoint_(segment), config_(std::move(config)) {
   endpoint_.set_lead_ns(config_.wake_lead_ns);
   try {
@@ -76,7 +69,7 @@ Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig co
   }
 }
 
-Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig config,
+Session::Session(schema::ControlChannel& control, shm::Segment& segment, SessionConfig config,
                  std::unique_ptr<PythonPlugin> python)
     : control_(control),
       segment_(segment),
@@ -93,7 +86,7 @@ Session::Session(ControlSocket& control, shm::Segment& segment, SessionConfig co
 
 Session::~Session() = default;
 
-void Session::report_early_error(ControlSocket& control, const std::string& message) {
+void Session::report_early_error(schema::ControlChannel& control, const std::string& message) {
   capnp::MallocMessageBuilder msg;
   auto error = msg.initRoot<SandboxMessage>().initError();
   error.setPhase(SandboxMessage::Phase::HANDSHAKE);
@@ -110,32 +103,38 @@ void Session::send_log(int stream, std::string_view line) {
   control_.send_lossy(msg);
 }
 
-void Session::send_error(int phase, const std::string& message, const std::string& traceback, bool lossy) {
+void Session::send_error(int phase, const std::string& message, const std::string& traceback, bool lossy,
+                         std::uint32_t request_id) {
   capnp::MallocMessageBuilder msg;
-  auto error = msg.initRoot<SandboxMessage>().initError();
+  auto root = msg.initRoot<SandboxMessage>();
+  root.setRequestId(request_id);
+  auto error = root.initError();
   error.setPhase(static_cast<SandboxMessage::Phase>(phase));
   error.setMessage(message);
   error.setTraceback(traceback);
   if (lossy) {
     control_.send_lossy(msg);
   } else {
-    control_.send(msg);
+    control_.send(msg, reply_timeout_ms);
   }
 }
 
 bool Session::handshake() {
   auto frame = control_.receive(hello_timeout_ms);
   if (!frame) return false;
-  auto reader = frame->reader();
-  auto host = reader.getRoot<schema::HostMessage>();
+  auto host = frame->root<schema::HostMessage>();
+  const std::uint32_t id = host.getRequestId();
   if (host.which() != schema::HostMessage::HELLO) {
-    send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), "expected hello from the host", {}, false);
+    send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), "expected hello from the host", {}, false,
+               id);
     return false;
   }
   const auto hello = host.getHello();
 
   capnp::MallocMessageBuilder msg;
-  auto reply = msg.initRoot<SandboxMessage>().initHello();
+  auto root = msg.initRoot<SandboxMessage>();
+  root.setRequestId(id);
+  auto reply = root.initHello();
   reply.setProtocolVersion(schema::PROTOCOL_VERSION);
   reply.setShmLayoutVersion(shm::layout_version);
   reply.setShmHeaderSize(shm::Segment::header_size());
@@ -144,7 +143,7 @@ bool Session::handshake() {
     reply.setPythonVersion(python_->python_version());
     reply.setNumpyVersion(python_->numpy_version());
   }
-  control_.send(msg);
+  control_.send(msg, reply_timeout_ms);
 
   std::string problem;
   if (hello.getProtocolVersion() != schema::PROTOCOL_VERSION) {
@@ -161,7 +160,7 @@ bool Session::handshake() {
     problem = init_error_;
   }
   if (!problem.empty()) {
-    send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), problem, {}, false);
+    send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), problem, {}, false, id);
     return false;
   }
   return true;
@@ -179,7 +178,7 @@ bool Session::confine(const std::string& path) {
   // sys.path (its base_plugin.py, helper packages, sibling plugins), so that folder is visible
   // read-only too, unless it is the root or a top-level folder such as /home.
   const std::filesystem::path above = folder.lexically_normal().parent_path();
-  if (std::distance(above.begin(), above.end()) >= 3)  // "/", "a", "b": /a/b and deeper
+  if (std::distance(above.begin(), above.end()) >= 3)          // "/", "a", "b": /a/b and deeper
     policy.read_only.insert(policy.read_only.begin(), above);  // before the folder it holds
   policy.writable = config_.writable;
   policy.plugin = path;
@@ -187,7 +186,7 @@ bool Session::confine(const std::string& path) {
   const std::uint64_t t0 = shm::now_ns();
   if (auto problem = sandbox::confine(policy, report)) {
     send_error(static_cast<int>(SandboxMessage::Phase::LOAD), "cannot confine the sandbox: " + *problem, {},
-               false);
+               false, load_id_);
     return false;
   }
   for (const std::string& missing : report.missing) send_log(2, "confinement layer missing: " + missing);
@@ -204,22 +203,22 @@ bool Session::confine(const std::string& path) {
 bool Session::load() {
   auto frame = control_.receive(load_timeout_ms);
   if (!frame) return false;
-  if (frame->reader().getRoot<schema::HostMessage>().which() == schema::HostMessage::PRELOAD) {
+  if (frame->root<schema::HostMessage>().which() == schema::HostMessage::PRELOAD) {
     // A spare: import the plugin now, under the same confinement as the load, then wait for it.
     // A failed import is forgotten here; the load imports again and reports the error.
-    if (!confine(text(frame->reader().getRoot<schema::HostMessage>().getPreload()))) return false;
+    const std::string path = text(frame->root<schema::HostMessage>().getPreload());
+    if (!confine(path)) return false;
     // What the import left is collected and frozen now, so the load's collection scans only
     // what the plugin's instance adds (scipy's heap took 13 ms to walk at the load).
-    if (python_->preload(text(frame->reader().getRoot<schema::HostMessage>().getPreload())))
-      python_->freeze_heap();
+    if (python_->preload(path)) python_->freeze_heap();
     frame = control_.receive(load_timeout_ms);
     if (!frame) return false;
   }
-  auto reader = frame->reader();
-  auto host = reader.getRoot<schema::HostMessage>();
+  auto host = frame->root<schema::HostMessage>();
+  const std::uint32_t id = host.getRequestId();
   const int phase = static_cast<int>(SandboxMessage::Phase::LOAD);
   if (host.which() != schema::HostMessage::LOAD) {
-    send_error(phase, "expected load from the host", {}, false);
+    send_error(phase, "expected load from the host", {}, false, id);
     return false;
   }
   const auto load = host.getLoad();
@@ -237,28 +236,32 @@ bool Session::load() {
   if (request.channels != geometry.channels || request.max_frames == 0 ||
       request.max_frames > geometry.max_frames || !std::isfinite(request.sample_rate) ||
       request.sample_rate <= 0.0) {
-    send_error(phase, "load request does not fit the shared segment (channels/max frames/rate)", {}, false);
+    send_error(phase, "load request does not fit the shared segment (channels/max frames/rate)", {}, false,
+               id);
     return false;
   }
 
+  load_id_ = id;  // confine() reports a failure as the load's answer
   if (!confine(request.path)) return false;
   PluginDescription info;
   if (auto error = python_->load(request, info)) {
     python_->shutdown();  // flushes what the plugin printed before failing
-    send_error(phase, error->message, error->traceback, false);
+    send_error(phase, error->message, error->traceback, false, id);
     return false;
   }
   std::vector<float*> slots;
   for (std::uint32_t s = 0; s < geometry.slot_count; ++s) slots.push_back(endpoint_.channel(s, 0));
   if (auto error =
           python_->bind_slots(slots, geometry.channels, request.max_frames, endpoint_.channel_stride())) {
-    send_error(phase, "cannot map the audio slots: " + error->message, error->traceback, false);
+    send_error(phase, "cannot map the audio slots: " + error->message, error->traceback, false, id);
     return false;
   }
   python_->freeze_heap();
 
   capnp::MallocMessageBuilder msg;
-  auto out = msg.initRoot<SandboxMessage>().initLoaded();
+  auto root = msg.initRoot<SandboxMessage>();
+  root.setRequestId(id);
+  auto out = root.initLoaded();
   out.setName(info.name);
   out.setVersion(info.version);
   out.setDescription(info.description);
@@ -278,11 +281,11 @@ bool Session::load() {
     p.setKind(kind_of(spec.kind));
     p.setMinValue(spec.min);
     p.setMaxValue(spec.max);
-    set_param_value(p.initDefault(), spec.default_value);
+    schema::set_param_value(p.initDefault(), spec.default_value);
     auto choices = p.initChoices(static_cast<unsigned>(spec.choices.size()));
     for (unsigned c = 0; c < spec.choices.size(); ++c) choices.set(c, spec.choices[c]);
   }
-  return control_.send(msg);
+  return control_.send(msg, reply_timeout_ms);
 }
 
 void Session::run_job(const shm::Job& job) {
@@ -324,11 +327,12 @@ void Session::run_job(const shm::Job& job) {
   if (python_->collect_if_needed(false)) ++stats_.gc_collections;
 }
 
-void Session::handle(const Frame& frame) {
-  auto reader = frame.reader();
-  auto host = reader.getRoot<schema::HostMessage>();
+void Session::handle(schema::ReceivedMessage& message) {
+  auto host = message.root<schema::HostMessage>();
+  const std::uint32_t id = host.getRequestId();
   capnp::MallocMessageBuilder msg;
   auto out = msg.initRoot<SandboxMessage>();
+  out.setRequestId(id);
   switch (host.which()) {
     case schema::HostMessage::SET_PARAM: {
       const auto setting = host.getSetParam();
@@ -336,20 +340,20 @@ void Session::handle(const Frame& frame) {
       auto result = python_->set_param(key, param_value(setting.getValue()));
       if (const auto* e = std::get_if<PythonError>(&result)) {
         send_error(static_cast<int>(SandboxMessage::Phase::SET_PARAM), key + ": " + e->message, e->traceback,
-                   false);
+                   false, id);
         return;
       }
       const auto& done = std::get<PythonPlugin::ParamSet>(result);
       auto reply = out.initParamSet();
       reply.setKey(key);
       reply.setLatencyFrames(done.latency);
-      if (done.read_back) set_param_value(reply.initReadBack(), *done.read_back);
+      if (done.read_back) schema::set_param_value(reply.initReadBack(), *done.read_back);
       break;
     }
     case schema::HostMessage::GET_STATE: {
       auto result = python_->get_state();
       if (const auto* e = std::get_if<PythonError>(&result)) {
-        send_error(static_cast<int>(SandboxMessage::Phase::STATE), e->message, e->traceback, false);
+        send_error(static_cast<int>(SandboxMessage::Phase::STATE), e->message, e->traceback, false, id);
         return;
       }
       const auto& bytes = std::get<std::vector<std::byte>>(result);
@@ -376,15 +380,15 @@ void Session::handle(const Frame& frame) {
     case schema::HostMessage::PRELOAD:
     default:
       send_error(static_cast<int>(SandboxMessage::Phase::HANDSHAKE), "unexpected message after loading", {},
-                 false);
+                 false, id);
       return;
   }
-  control_.send(msg);
+  control_.send(msg, reply_timeout_ms);
 }
 
 void Session::drain_control() {
   while (!shutdown_) {
-    auto frame = control_.receive(0);
+    auto frame = control_.poll();
     if (!frame) return;
     try {
       handle(*frame);

@@ -7,16 +7,16 @@
 #include <optional>
 #include <string>
 
-#include "sandbox/control-socket.h"
 #include "sandbox/python-plugin.h"
+#include "schemas/control-channel.h"
 #include "shm/block-channel.h"
 #include "shm/segment.h"
 
 namespace sandpipe::sandbox {
 
 struct SessionConfig {
-  std::filesystem::path program;  ///< this executable (the interpreter's program name)
-  std::filesystem::path sdk_dir;  ///< plugins-py: sandpipe/ and base_plugin.py
+  std::filesystem::path program;   ///< this executable (the interpreter's program name)
+  std::filesystem::path sdk_dir;   ///< plugins-py: sandpipe/ and base_plugin.py
   std::filesystem::path writable;  ///< --allow-writes DIR: the one directory the plugin may write in
   std::uint64_t wake_lead_ns = shm::SandboxEndpoint::default_lead_ns;  ///< --wake-lead-us
   /// --keep-denormals (a bit-exact slot): no flush-to-zero / denormals-are-zero, so denormal
@@ -29,9 +29,9 @@ struct SessionConfig {
 /// through the log hook, is only ever touched with the GIL held).
 class Session {
  public:
-  Session(ControlSocket& control, shm::Segment& segment, SessionConfig config);
+  Session(schema::ControlChannel& control, shm::Segment& segment, SessionConfig config);
   /// With the interpreter already made (a zygote's child: sandbox/zygote.h).
-  Session(ControlSocket& control, shm::Segment& segment, SessionConfig config,
+  Session(schema::ControlChannel& control, shm::Segment& segment, SessionConfig config,
           std::unique_ptr<PythonPlugin> python);
   ~Session();
   Session(const Session&) = delete;
@@ -45,7 +45,7 @@ class Session {
   int run();
 
   /// Sends an error before any handshake (e.g. the segment did not attach).
-  static void report_early_error(ControlSocket& control, const std::string& message);
+  static void report_early_error(schema::ControlChannel& control, const std::string& message);
 
  private:
   bool handshake();
@@ -56,11 +56,13 @@ class Session {
   void serve();
   void run_job(const shm::Job& job);
   void drain_control();
-  void handle(const Frame& frame);
+  void handle(schema::ReceivedMessage& message);
   void send_log(int stream, std::string_view line);
-  void send_error(int phase, const std::string& message, const std::string& traceback, bool lossy);
+  /// An error; `request_id` is the request it answers (0: none, an error in process()).
+  void send_error(int phase, const std::string& message, const std::string& traceback, bool lossy,
+                  std::uint32_t request_id = 0);
 
-  ControlSocket& control_;
+  schema::ControlChannel& control_;
   shm::Segment& segment_;
   shm::SandboxEndpoint endpoint_;
   SessionConfig config_;
@@ -68,6 +70,7 @@ class Session {
   std::string init_error_;
   bool shutdown_ = false;
   bool confined_ = false;
+  std::uint32_t load_id_ = 0;       ///< the load request's id, once it came
   std::string last_error_message_;  ///< of the last exception in process() reported in full
   std::uint64_t last_error_report_ns_ = 0;
   std::uint64_t repeated_errors_ = 0;  ///< repeats of it since then, not yet reported

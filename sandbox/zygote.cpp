@@ -20,7 +20,6 @@
 #include <variant>
 
 #include "sandbox/confinement.h"
-#include "sandbox/control-socket.h"
 #include "sandbox/python-plugin.h"
 #include "sandbox/sandbox-session.h"
 #include "schemas/zygote-protocol.h"
@@ -155,7 +154,7 @@ bool receive(int fd, Request& out, std::string& problem) {
   ::syscall(SYS_close_range, static_cast<unsigned>(child_shm_fd) + 1, ~0U, 0U);
 
   const auto limits_problem = apply_process_limits({request.fork.memory_mb});
-  ControlSocket control(child_control_fd);
+  schema::ControlChannel control(kj::AutoCloseFd(child_control_fd), schema::ChannelLimits::from_host());
   auto attached = shm::Segment::attach(child_shm_fd);
   std::string problem;
   if (auto* why = std::get_if<std::string>(&attached)) problem = "shared memory: " + *why;

@@ -1,7 +1,7 @@
 # The control channel between the host and one sandbox process.
 #
 # Framing: standard Cap'n Proto stream framing over a Unix socketpair (SOCK_STREAM), one message
-# per frame. The host sends HostMessage, the sandbox answers with SandboxMessage. Audio never
+# per frame, both ends through schemas/control-channel.h (which also holds the limits). The host sends HostMessage, the sandbox answers with SandboxMessage. Audio never
 # travels here: it goes through the shared-memory block channel (shm/block-channel.h).
 # The sandbox is untrusted: the host reads its messages with tight ReaderOptions (size and
 # traversal limits) and validates every field before use.
@@ -22,7 +22,8 @@ $import "/capnp/c++.capnp".namespace("sandpipe::schema");
 
 # 2: preload (a sandbox of version 1 would take it for a bad load)
 # 3: load.inspect (a sandbox of version 2 would start a plugin it was only asked to describe)
-const protocolVersion :UInt32 = 3;
+# 4: requestId in both directions: replies are matched to requests by id, not by order
+const protocolVersion :UInt32 = 4;
 
 struct ParamValue {
   union {
@@ -78,6 +79,7 @@ struct PluginInfo {
 }
 
 struct HostMessage {
+  requestId @16 :UInt32;              # echoed in the answer (0: none expected)
   union {
     hello :group {
       protocolVersion @0 :UInt32;
@@ -104,6 +106,7 @@ struct HostMessage {
 }
 
 struct SandboxMessage {
+  requestId @24 :UInt32;              # the request this answers (0: a log, an error in process())
   union {
     hello :group {
       protocolVersion @0 :UInt32;

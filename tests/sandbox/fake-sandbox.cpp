@@ -8,6 +8,7 @@
 #include <kj/io.h>
 
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -46,9 +47,10 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   kj::FdInputStream input(control);
+  std::uint32_t hello_id = 0;
   {
     capnp::InputStreamMessageReader hello_in(input);
-    (void)hello_in.getRoot<HostMessage>();
+    hello_id = hello_in.getRoot<HostMessage>().getRequestId();
   }
   if (mode == "garbage") {
     // One segment of 2^31 words: a frame no host may accept.
@@ -58,20 +60,26 @@ int main(int argc, char** argv) {
   }
   {
     capnp::MallocMessageBuilder msg;
-    auto hello = msg.initRoot<SandboxMessage>().initHello();
+    auto root = msg.initRoot<SandboxMessage>();
+    root.setRequestId(hello_id);
+    auto hello = root.initHello();
     hello.setProtocolVersion(mode == "version" ? 99 : sandpipe::schema::PROTOCOL_VERSION);
     hello.setShmLayoutVersion(sandpipe::shm::layout_version);
     hello.setShmHeaderSize(sandpipe::shm::Segment::header_size());
     hello.setPid(static_cast<int>(::getpid()));
     send(control, msg);
   }
+  std::uint32_t load_id = 0;
   for (;;) {  // a spare's preload comes before its load: no answer
     capnp::InputStreamMessageReader load_in(input);
+    load_id = load_in.getRoot<HostMessage>().getRequestId();
     if (load_in.getRoot<HostMessage>().which() != HostMessage::PRELOAD) break;
   }
   {
     capnp::MallocMessageBuilder msg;
-    auto loaded = msg.initRoot<SandboxMessage>().initLoaded();
+    auto root = msg.initRoot<SandboxMessage>();
+    root.setRequestId(load_id);
+    auto loaded = root.initLoaded();
     loaded.setName("Fake");
     if (mode == "bad-info") {
       auto p = loaded.initParams(1)[0];

@@ -3,7 +3,6 @@
 #include <array>
 #include <cmath>
 #include <cstring>
-#include <ctime>
 
 #include <pipewire/filter.h>
 #include <pipewire/loop.h>
@@ -11,18 +10,12 @@
 
 #include "host/filter-node.h"
 #include "host/node-props.h"
+#include "shm/clock.h"
 
 namespace sandpipe::host::detail {
 namespace {
 
 constexpr std::uint64_t nsec_per_sec = 1'000'000'000;
-
-/// [rt] CLOCK_MONOTONIC in ns; a vDSO read, not a system call.
-std::uint64_t monotonic_now_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * nsec_per_sec + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 /// The buffers of one cycle, dequeued from every port and queued back on destruction, so no
 /// early return can leave a port without its buffer.
@@ -243,10 +236,10 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
     in[ch] = buffers.in(ch);
     out[ch] = buffers.out(ch);
   }
-  const std::uint64_t deadline = cycle_deadline_ns(cycle_start_ns, quantum, rate, monotonic_now_ns());
+  const std::uint64_t deadline = cycle_deadline_ns(cycle_start_ns, quantum, rate, shm::now_ns());
   chain->process_rt(in.data(), out.data(), frames, deadline);
   buffers.set_frames_out(frames);
-  st.counters.timing.note_cycle_rt(cycle_start_ns, quantum, rate, monotonic_now_ns());
+  st.counters.timing.note_cycle_rt(cycle_start_ns, quantum, rate, shm::now_ns());
 }
 
 }  // namespace sandpipe::host::detail

@@ -30,15 +30,11 @@
 #include <vector>
 
 #include "sandbox/python-plugin.h"
+#include "shm/clock.h"
 
 namespace sandpipe::bench {
 
-/// CLOCK_MONOTONIC in ns (a vDSO call with the TSC clocksource).
-inline std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using shm::now_ns;
 
 /// Per-block times of one row, in microseconds.
 struct Stats {

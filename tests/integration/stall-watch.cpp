@@ -44,15 +44,15 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   using sandpipe::integration::StallWatch;
-  const std::uint64_t start = StallWatch::now_ns();
+  const std::uint64_t start = sandpipe::shm::now_ns();
   std::string out;
   {
     StallWatch watch{std::chrono::microseconds(threshold_us), std::chrono::microseconds(period_us)};
-    while (stop_requested == 0 && (seconds <= 0 || StallWatch::now_ns() - start < seconds * 1e9)) {
+    while (stop_requested == 0 && (seconds <= 0 || sandpipe::shm::now_ns() - start < seconds * 1e9)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     out = "{\"realtime\": " + std::string(watch.realtime() ? "true" : "false") +
-          ", \"seconds\": " + std::to_string((StallWatch::now_ns() - start) / 1e9) +
+          ", \"seconds\": " + std::to_string((sandpipe::shm::now_ns() - start) / 1e9) +
           ", \"threshold_us\": " + std::to_string(threshold_us) + ", \"stalls\": [";
     bool first = true;
     for (const auto& s : watch.stalls()) {

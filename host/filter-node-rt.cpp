@@ -152,19 +152,6 @@ void request_rebuild_rt(RtState& st, std::uint32_t rate) noexcept {
   pw_loop_invoke(st.main_loop, st.on_rebuild_request, 0, nullptr, 0, false, st.rebuild_request_data);
 }
 
-/// [rt] Asks the main thread, once per quantum change, to re-schedule the chain for `quantum`.
-void request_schedule_rt(RtState& st, std::uint32_t quantum) noexcept {
-  st.graph_quantum.store(quantum, std::memory_order_relaxed);
-  if (st.main_loop == nullptr || st.on_schedule_request == nullptr) {
-    return;
-  }
-  if (st.schedule_requested.exchange(true, std::memory_order_acq_rel)) {
-    return;  // one request in flight; the main thread reads the latest graph_quantum
-  }
-  // NOTE: as request_rebuild_rt(): a non-blocking eventfd write, once per quantum change.
-  pw_loop_invoke(st.main_loop, st.on_schedule_request, 0, nullptr, 0, false, st.rebuild_request_data);
-}
-
 }  // namespace
 
 std::uint64_t cycle_deadline_ns(std::uint64_t cycle_start_ns, std::uint64_t frames, std::uint32_t rate,
@@ -225,9 +212,9 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
       request_rebuild_rt(st, rate);
     }
   }
-  if (quantum != st.chain_quantum.load(std::memory_order_relaxed)) {
+  if (quantum != st.schedule.chain_quantum.load(std::memory_order_relaxed)) {
     // Pipelined slots add k × the quantum: the main thread re-schedules and re-reports.
-    request_schedule_rt(st, static_cast<std::uint32_t>(quantum));
+    request_schedule_rt(st.schedule, st.main_loop, static_cast<std::uint32_t>(quantum));
   }
 
   std::array<const float*, Chain::max_channels> in{};

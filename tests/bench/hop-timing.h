@@ -42,6 +42,16 @@ struct Stats {
   double p50 = 0, p99 = 0, p999 = 0, max = 0, mean = 0;
 };
 
+/// Adds `s` to the JSON object `row`: n, p50_us, p99_us, p999_us, max_us (in that order).
+template <typename Json>
+void put_stats(Json& row, const Stats& s) {
+  row["n"] = s.n;
+  row["p50_us"] = s.p50;
+  row["p99_us"] = s.p99;
+  row["p999_us"] = s.p999;
+  row["max_us"] = s.max;
+}
+
 /// Nearest-rank percentiles of `ns` (sorted in place).
 inline Stats summarize(std::vector<std::uint64_t>& ns) {
   Stats s;

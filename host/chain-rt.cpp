@@ -1,22 +1,11 @@
 // The chain's real-time walk: sub-blocks of at most max_frames, slot by slot, ping-pong buffers.
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 
 #include "host/chain.h"
+#include "shm/clock.h"
 
 namespace sandpipe::host {
-
-namespace {
-
-/// [rt] CLOCK_MONOTONIC in ns (vDSO, no syscall).
-std::uint64_t monotonic_now_rt() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-}  // namespace
 
 void Chain::process_rt(const float* const* in, float* const* out, std::uint32_t frames,
                        std::uint64_t deadline_ns) noexcept {
@@ -49,7 +38,7 @@ void Chain::process_block_rt(const float* const* in, float* const* out, std::uin
     if (remote_[i]) {
       // Each sandboxed slot gets an equal share of what is left, so one slow plugin cannot
       // starve the ones after it.
-      const std::uint64_t now = monotonic_now_rt();
+      const std::uint64_t now = shm::now_ns();
       ctx.deadline_ns = deadline_ns > now ? now + (deadline_ns - now) / remote_left : now;
       --remote_left;
     }

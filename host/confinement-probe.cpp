@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 namespace sandpipe::host {
 namespace {
 
@@ -27,15 +29,6 @@ std::string namespaces_problem() {
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
   const int err = WIFEXITED(status) ? WEXITSTATUS(status) - 1 : EPERM;
   return std::string("user namespaces refused by this kernel (") + std::strerror(err) + ")";
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20) out += c;
-  }
-  return out + "\"";
 }
 
 }  // namespace
@@ -67,11 +60,8 @@ ConfinementLayers probe_confinement() {
 }
 
 std::string confinement_json(const ConfinementLayers& layers) {
-  std::string j = "{\"layers\":[";
-  for (std::size_t i = 0; i < layers.in_force.size(); ++i) j += (i ? "," : "") + json_string(layers.in_force[i]);
-  j += "],\"missing\":[";
-  for (std::size_t i = 0; i < layers.missing.size(); ++i) j += (i ? "," : "") + json_string(layers.missing[i]);
-  return j + "]}";
+  const nlohmann::ordered_json j = {{"layers", layers.in_force}, {"missing", layers.missing}};
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace sandpipe::host

@@ -3,7 +3,6 @@
 #include <array>
 #include <cmath>
 #include <cstring>
-#include <ctime>
 
 #include <pipewire/filter.h>
 #include <pipewire/loop.h>
@@ -11,18 +10,12 @@
 
 #include "host/filter-node.h"
 #include "host/node-props.h"
+#include "shm/clock.h"
 
 namespace sandpipe::host::detail {
 namespace {
 
 constexpr std::uint64_t nsec_per_sec = 1'000'000'000;
-
-/// [rt] CLOCK_MONOTONIC in ns; a vDSO read, not a system call.
-std::uint64_t monotonic_now_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * nsec_per_sec + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 /// The buffers of one cycle, dequeued from every port and queued back on destruction, so no
 /// early return can leave a port without its buffer.
@@ -159,19 +152,6 @@ void request_rebuild_rt(RtState& st, std::uint32_t rate) noexcept {
   pw_loop_invoke(st.main_loop, st.on_rebuild_request, 0, nullptr, 0, false, st.rebuild_request_data);
 }
 
-/// [rt] Asks the main thread, once per quantum change, to re-schedule the chain for `quantum`.
-void request_schedule_rt(RtState& st, std::uint32_t quantum) noexcept {
-  st.graph_quantum.store(quantum, std::memory_order_relaxed);
-  if (st.main_loop == nullptr || st.on_schedule_request == nullptr) {
-    return;
-  }
-  if (st.schedule_requested.exchange(true, std::memory_order_acq_rel)) {
-    return;  // one request in flight; the main thread reads the latest graph_quantum
-  }
-  // NOTE: as request_rebuild_rt(): a non-blocking eventfd write, once per quantum change.
-  pw_loop_invoke(st.main_loop, st.on_schedule_request, 0, nullptr, 0, false, st.rebuild_request_data);
-}
-
 }  // namespace
 
 std::uint64_t cycle_deadline_ns(std::uint64_t cycle_start_ns, std::uint64_t frames, std::uint32_t rate,
@@ -232,9 +212,9 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
       request_rebuild_rt(st, rate);
     }
   }
-  if (quantum != st.chain_quantum.load(std::memory_order_relaxed)) {
+  if (quantum != st.schedule.chain_quantum.load(std::memory_order_relaxed)) {
     // Pipelined slots add k × the quantum: the main thread re-schedules and re-reports.
-    request_schedule_rt(st, static_cast<std::uint32_t>(quantum));
+    request_schedule_rt(st.schedule, st.main_loop, static_cast<std::uint32_t>(quantum));
   }
 
   std::array<const float*, Chain::max_channels> in{};
@@ -243,10 +223,10 @@ void on_process_rt(void* data, spa_io_position* position) noexcept {
     in[ch] = buffers.in(ch);
     out[ch] = buffers.out(ch);
   }
-  const std::uint64_t deadline = cycle_deadline_ns(cycle_start_ns, quantum, rate, monotonic_now_ns());
+  const std::uint64_t deadline = cycle_deadline_ns(cycle_start_ns, quantum, rate, shm::now_ns());
   chain->process_rt(in.data(), out.data(), frames, deadline);
   buffers.set_frames_out(frames);
-  st.counters.timing.note_cycle_rt(cycle_start_ns, quantum, rate, monotonic_now_ns());
+  st.counters.timing.note_cycle_rt(cycle_start_ns, quantum, rate, shm::now_ns());
 }
 
 }  // namespace sandpipe::host::detail

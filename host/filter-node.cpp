@@ -107,8 +107,9 @@ class FilterNode final : public GraphNode {
     rt_.main_loop = pw_main_loop_get_loop(main_loop_);
     rt_.on_rebuild_request = &FilterNode::on_rebuild_request;
     rt_.rebuild_request_data = this;
-    rt_.on_schedule_request = &FilterNode::on_schedule_request;
-    rt_.chain_quantum.store(chain_->block_frames(), std::memory_order_relaxed);
+    rt_.schedule.on_request = &FilterNode::on_schedule_request;
+    rt_.schedule.data = this;
+    rt_.schedule.chain_quantum.store(chain_->block_frames(), std::memory_order_relaxed);
 
     // The scheduler's review: auto slots with sustained deadline misses get deeper pipelines.
     pw_loop* main = pw_main_loop_get_loop(main_loop_);
@@ -318,7 +319,7 @@ class FilterNode final : public GraphNode {
         std::fprintf(stderr, "sandpipe: graph rate is %u Hz, rebuilding the chain (was %.0f Hz)\n", rate,
                      self->chain_->sample_rate());
         self->swap_chain(self->make_chain(static_cast<double>(rate)));
-        self->rt_.chain_quantum.store(self->chain_->block_frames(), std::memory_order_relaxed);
+        self->rt_.schedule.chain_quantum.store(self->chain_->block_frames(), std::memory_order_relaxed);
         ++self->rebuilds_;
         self->publish_latency();
       }
@@ -334,7 +335,8 @@ class FilterNode final : public GraphNode {
   /// [main] A chain for `rate`, its pipelined slots prepared for the graph's quantum as last
   /// seen (PipeWire's default before the first cycle).
   [[nodiscard]] std::unique_ptr<Chain> make_chain(double rate) const {
-    auto chain = make_live_chain(props_.config(), rate, rt_.graph_quantum.load(std::memory_order_relaxed));
+    auto chain =
+        make_live_chain(props_.config(), rate, rt_.schedule.graph_quantum.load(std::memory_order_relaxed));
     if (chain->has_source() || chain->has_sink()) {
       throw PluginError("a plugin became a source or sink: the node's ports cannot follow");
     }
@@ -357,10 +359,10 @@ class FilterNode final : public GraphNode {
     if (self->closing_) {
       return 0;
     }
-    const std::uint32_t quantum = self->rt_.graph_quantum.load(std::memory_order_relaxed);
+    const std::uint32_t quantum = self->rt_.schedule.graph_quantum.load(std::memory_order_relaxed);
     if (reschedule_live_chain(*self->chain_, quantum)) self->report_latency();
-    self->rt_.chain_quantum.store(quantum, std::memory_order_relaxed);
-    self->rt_.schedule_requested.store(false, std::memory_order_release);
+    self->rt_.schedule.chain_quantum.store(quantum, std::memory_order_relaxed);
+    self->rt_.schedule.requested.store(false, std::memory_order_release);
     return 0;
   }
 

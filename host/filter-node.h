@@ -16,6 +16,7 @@
 #include "host/cycle-timing.h"
 #include "host/param-queue.h"
 #include "host/pipewire-session.h"
+#include "host/schedule-request.h"
 
 struct pw_loop;
 struct spa_io_position;
@@ -108,14 +109,8 @@ struct RtState {
   spa_invoke_func_t on_rebuild_request = nullptr;
   void* rebuild_request_data = nullptr;
 
-  /// The graph's quantum as the data thread last saw it, and the quantum the chain's pipelined
-  /// latency was computed for (written by the main thread). When they differ the data thread
-  /// asks the main thread (once, merged like the rebuild request) to re-schedule the chain and
-  /// re-report its latency.
-  std::atomic<std::uint32_t> graph_quantum{0};
-  std::atomic<std::uint32_t> chain_quantum{0};
-  std::atomic<bool> schedule_requested{false};
-  spa_invoke_func_t on_schedule_request = nullptr;
+  /// Quantum changes: the main thread re-schedules the chain and re-reports its latency.
+  ScheduleRequest schedule;
 };
 
 /// [rt] The `pw_filter_events::process` callback; `data` is the RtState.

@@ -69,7 +69,7 @@ RequestServer::RequestServer(std::filesystem::path path) : path_(std::move(path)
   std::error_code ec;
   std::filesystem::create_directories(path_.parent_path(), ec);
   const sockaddr_un addr = address_of(path_);
-  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  listen_fd_ = kj::AutoCloseFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (listen_fd_ < 0) throw std::system_error(errno, std::generic_category(), "request socket");
   // A socket file left there is an older chain of this node (a rate change builds a new one
   // before the old one goes) or a crashed run: the newest takes the name.
@@ -79,28 +79,24 @@ RequestServer::RequestServer(std::filesystem::path path) : path_(std::move(path)
   ::umask(old_mask);
   if (rc != 0 || ::listen(listen_fd_, 8) != 0) {
     const int err = errno;
-    ::close(listen_fd_);
-    listen_fd_ = -1;
+    listen_fd_ = nullptr;
     throw std::system_error(err, std::generic_category(), "request socket " + path_.string());
   }
   inode_ = inode_of(path_);
 }
 
 RequestServer::~RequestServer() {
-  for (const Connection& c : connections_) ::close(c.fd);
-  if (listen_fd_ >= 0) ::close(listen_fd_);
   if (inode_ != 0 && inode_of(path_) == inode_) (void)::unlink(path_.c_str());
 }
 
 std::vector<int> RequestServer::fds() const {
-  std::vector<int> out{listen_fd_};
+  std::vector<int> out{listen_fd_.get()};
   for (const Connection& c : connections_)
-    if (!c.complete) out.push_back(c.fd);
+    if (!c.complete) out.push_back(c.fd.get());
   return out;
 }
 
 void RequestServer::close_connection(std::size_t index) {
-  ::close(connections_[index].fd);
   connections_.erase(connections_.begin() + static_cast<std::ptrdiff_t>(index));
 }
 
@@ -109,7 +105,7 @@ std::vector<RequestServer::Request> RequestServer::service() {
   for (;;) {
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) break;
-    connections_.push_back(Connection{fd, next_id_++, {}, false, now});
+    connections_.push_back(Connection{kj::AutoCloseFd(fd), next_id_++, {}, false, now});
   }
   std::vector<Request> done;
   for (std::size_t i = 0; i < connections_.size();) {
@@ -168,15 +164,11 @@ std::optional<RequestReply> send_node_request(std::string_view node_name, std::s
     error = "no node \"" + std::string(node_name) + "\" is running (no " + path.string() + ")";
     return std::nullopt;
   }
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const kj::AutoCloseFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd < 0) {
     error = std::string("socket: ") + std::strerror(errno);
     return std::nullopt;
   }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
   sockaddr_un addr{};
   try {
     addr = address_of(path);

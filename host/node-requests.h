@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include <kj/io.h>
+
 namespace sandpipe::host {
 
 /// [any] NODE's request socket: status_file_path(NODE) with ".sock" for ".status".
@@ -48,7 +50,7 @@ class RequestServer {
 
  private:
   struct Connection {
-    int fd = -1;
+    kj::AutoCloseFd fd;
     std::uint64_t id = 0;
     std::string buffer;
     bool complete = false;  ///< the line arrived: waiting for reply()
@@ -57,7 +59,7 @@ class RequestServer {
   void close_connection(std::size_t index);
 
   std::filesystem::path path_;
-  int listen_fd_ = -1;
+  kj::AutoCloseFd listen_fd_;
   std::uint64_t inode_ = 0;  ///< of the socket file we bound: only that one is removed
   std::uint64_t next_id_ = 1;
   std::vector<Connection> connections_;

@@ -3,8 +3,15 @@
 // into the chain: slot and parameter are indices the data thread checks again).
 #pragma once
 
+// SPA's C idioms (statement expressions, unused parameters) warn under C++20 -Wpedantic: silenced
+// for this header only, as host/spa-json.h does.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include <spa/utils/ringbuffer.h>
+#pragma GCC diagnostic pop
+
 #include <array>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -17,37 +24,43 @@ struct ParamChange {
   float value = 0.0F;
 };
 
-/// Two free-running indices, the modulo at the caller (as spa_ringbuffer). The producer is the
-/// main thread (NodeProps), the consumer the data thread (drain_param_changes_rt()).
+/// spa_ringbuffer's two free-running indices over a fixed array of changes, the modulo at the
+/// caller. The producer is the main thread (NodeProps), the consumer the data thread
+/// (drain_param_changes_rt()).
 class ParamQueue {
  public:
   static constexpr std::uint32_t capacity = 256;  // power of two
   static_assert((capacity & (capacity - 1)) == 0);
-  static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
   static_assert(std::is_trivially_copyable_v<ParamChange>);
+
+  ParamQueue() noexcept { spa_ringbuffer_init(&ring_); }
+  ParamQueue(const ParamQueue&) = delete;
+  ParamQueue& operator=(const ParamQueue&) = delete;
+  ParamQueue(ParamQueue&&) = delete;
+  ParamQueue& operator=(ParamQueue&&) = delete;
+  ~ParamQueue() = default;
 
   /// [main] Queues a change; false if the queue is full (the data thread is not running).
   bool push(const ParamChange& change) noexcept {
-    const std::uint32_t w = write_.load(std::memory_order_relaxed);
-    if (w - read_.load(std::memory_order_acquire) >= capacity) return false;
+    std::uint32_t w = 0;
+    if (spa_ringbuffer_get_write_index(&ring_, &w) >= static_cast<std::int32_t>(capacity)) return false;
     items_[w & (capacity - 1)] = change;
-    write_.store(w + 1, std::memory_order_release);
+    spa_ringbuffer_write_update(&ring_, static_cast<std::int32_t>(w + 1));
     return true;
   }
 
-  /// [rt] Takes the oldest change; false if there is none.
+  /// [rt] Takes the oldest change; false if there is none. No lock, no allocation, no syscall.
   bool pop(ParamChange& out) noexcept {
-    const std::uint32_t r = read_.load(std::memory_order_relaxed);
-    if (r == write_.load(std::memory_order_acquire)) return false;
+    std::uint32_t r = 0;
+    if (spa_ringbuffer_get_read_index(&ring_, &r) <= 0) return false;
     out = items_[r & (capacity - 1)];
-    read_.store(r + 1, std::memory_order_release);
+    spa_ringbuffer_read_update(&ring_, static_cast<std::int32_t>(r + 1));
     return true;
   }
 
  private:
   std::array<ParamChange, capacity> items_{};
-  alignas(64) std::atomic<std::uint32_t> write_{0};
-  alignas(64) std::atomic<std::uint32_t> read_{0};
+  spa_ringbuffer ring_{};
 };
 
 }  // namespace sandpipe::host

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 namespace sandpipe::host {
 
 /// CLOCK_MONOTONIC ns of the last N events (0: not yet): event n (from 0) at [n % N].
@@ -34,16 +36,19 @@ class RecentTimes {
   std::array<std::atomic<std::uint64_t>, N> at_{};
 };
 
-/// [any] The times that are set, in ring order, as a JSON array (`[t,t,...]`).
+/// [any] The times that are set, in ring order, as a JSON array.
+template <std::size_t N>
+nlohmann::json times_array(const EventTimes<N>& times) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const std::uint64_t t : times)
+    if (t != 0) a.push_back(t);
+  return a;
+}
+
+/// [any] times_array() as compact JSON text (`[t,t,...]`).
 template <std::size_t N>
 std::string times_json(const EventTimes<N>& times) {
-  std::string s = "[";
-  for (const std::uint64_t t : times) {
-    if (t == 0) continue;
-    if (s.size() > 1) s += ',';
-    s += std::to_string(t);
-  }
-  return s + "]";
+  return times_array(times).dump();
 }
 
 }  // namespace sandpipe::host

@@ -4,12 +4,12 @@
 #include <sndfile.h>
 
 #include <algorithm>
-#include <ctime>
 #include <memory>
 #include <ostream>
 #include <vector>
 
 #include "host/chain.h"
+#include "shm/clock.h"
 
 namespace sandpipe::host {
 
@@ -19,12 +19,6 @@ struct SndfileCloser {
   void operator()(SNDFILE* file) const noexcept { sf_close(file); }
 };
 using SndfilePtr = std::unique_ptr<SNDFILE, SndfileCloser>;
-
-std::uint64_t monotonic_now() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 /// Interleaved ↔ planar staging for one block.
 struct Block {
@@ -128,7 +122,7 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
       for (std::uint32_t i = 0; i < n; ++i)
         dst[i] = static_cast<sf_count_t>(i) < got ? staging.interleaved[std::size_t{i} * channels + ch] : 0.0F;
     }
-    chain.process_rt(staging.in_ptrs.data(), staging.out_ptrs.data(), n, monotonic_now() + timeout_ns);
+    chain.process_rt(staging.in_ptrs.data(), staging.out_ptrs.data(), n, shm::now_ns() + timeout_ns);
     if (!chain.supervisor().wait_settled()) {
       throw RenderError("a Python plugin could not be restarted within 5 minutes; giving up at frame " +
                         std::to_string(fed));

@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <ctime>
 
 #include <pipewire/loop.h>
 #include <pipewire/stream.h>
@@ -11,16 +10,10 @@
 #include "host/filter-node.h"
 #include "host/node-props.h"
 #include "host/stream-node.h"
+#include "shm/clock.h"
 
 namespace sandpipe::host::detail {
 namespace {
-
-/// [rt] CLOCK_MONOTONIC in ns (vDSO, no system call).
-std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 /// [rt] Frames a planar buffer holds in every one of its first `channels` datas (chunk size),
 /// or 0 if a data is missing.
@@ -35,17 +28,6 @@ std::uint32_t captured_frames(const pw_buffer* b, std::uint32_t channels) noexce
     frames = std::min(frames, size / static_cast<std::uint32_t>(sizeof(float)));
   }
   return frames;
-}
-
-/// [rt] Asks the main thread, once per quantum change, to re-schedule the chain for `quantum`.
-void request_schedule_rt(StreamRtState& st, std::uint32_t quantum) noexcept {
-  st.graph_quantum.store(quantum, std::memory_order_relaxed);
-  if (st.main_loop == nullptr || st.on_schedule_request == nullptr ||
-      st.schedule_requested.exchange(true, std::memory_order_acq_rel)) {
-    return;  // one request in flight; the main thread reads the latest graph_quantum
-  }
-  // NOTE: a non-blocking eventfd write waking the main loop, once per quantum change.
-  pw_loop_invoke(st.main_loop, st.on_schedule_request, 0, nullptr, 0, false, st.schedule_request_data);
 }
 
 /// [rt] One cycle: the captured buffer (or silence, for a source chain) → chain → the playback
@@ -103,13 +85,14 @@ void run_cycle_rt(StreamRtState& st) noexcept {
                                : st.discard.data() + std::size_t{ch} * max_quantum;
     }
     const std::uint64_t quantum = position != nullptr ? position->clock.duration : 0;
-    if (quantum != 0 && quantum <= max_quantum && quantum != st.chain_quantum.load(std::memory_order_relaxed))
-      request_schedule_rt(st, static_cast<std::uint32_t>(quantum));
+    if (quantum != 0 && quantum <= max_quantum &&
+        quantum != st.schedule.chain_quantum.load(std::memory_order_relaxed))
+      request_schedule_rt(st.schedule, st.main_loop, static_cast<std::uint32_t>(quantum));
     drain_param_changes_rt(st.param_changes, *st.chain);
-    const std::uint64_t now = now_ns();
+    const std::uint64_t now = shm::now_ns();
     const std::uint64_t start = cycle_start_ns != 0 ? cycle_start_ns : now;
     st.chain->process_rt(src.data(), dst.data(), frames, cycle_deadline_ns(start, frames, st.rate, now));
-    st.counters.timing.note_cycle_rt(cycle_start_ns, frames, st.rate, now_ns());
+    st.counters.timing.note_cycle_rt(cycle_start_ns, frames, st.rate, shm::now_ns());
   }
 
   for (std::uint32_t ch = 0; out != nullptr && ch < st.channels; ++ch) {

@@ -110,9 +110,9 @@ class StreamNode final : public GraphNode {
     rt_.silence.assign(max_quantum, 0.0F);
     rt_.discard.assign(std::size_t{config.channels} * max_quantum, 0.0F);
     rt_.main_loop = pw_main_loop_get_loop(loop_);
-    rt_.on_schedule_request = &StreamNode::on_schedule_request;
-    rt_.schedule_request_data = this;
-    rt_.chain_quantum.store(chain_->block_frames(), std::memory_order_relaxed);
+    rt_.schedule.on_request = &StreamNode::on_schedule_request;
+    rt_.schedule.data = this;
+    rt_.schedule.chain_quantum.store(chain_->block_frames(), std::memory_order_relaxed);
     data_loop_ = pw_data_loop_get_loop(pw_context_get_data_loop(pw_core_get_context(env.core)));
 
     static constexpr pw_stream_events capture_rt_events = rt_events(&detail::on_capture_process_rt);
@@ -289,10 +289,10 @@ class StreamNode final : public GraphNode {
                                  const void* /*data*/, std::size_t /*size*/, void* user_data) noexcept {
     auto* self = static_cast<StreamNode*>(user_data);
     if (self->closing_) return 0;
-    const std::uint32_t quantum = self->rt_.graph_quantum.load(std::memory_order_relaxed);
+    const std::uint32_t quantum = self->rt_.schedule.graph_quantum.load(std::memory_order_relaxed);
     if (reschedule_live_chain(*self->chain_, quantum)) self->latency_changed();
-    self->rt_.chain_quantum.store(quantum, std::memory_order_relaxed);
-    self->rt_.schedule_requested.store(false, std::memory_order_release);
+    self->rt_.schedule.chain_quantum.store(quantum, std::memory_order_relaxed);
+    self->rt_.schedule.requested.store(false, std::memory_order_release);
     return 0;
   }
 

@@ -44,6 +44,7 @@
 #include "host/cycle-timing.h"
 #include "host/param-queue.h"
 #include "host/pipewire-session.h"
+#include "host/schedule-request.h"
 
 struct pw_loop;
 struct pw_stream;
@@ -86,15 +87,10 @@ struct StreamRtState {
   /// The running stream's position (the driver's clock), written on the data loop only (as
   /// pw_stream does for its own copy); null until the stream is scheduled.
   spa_io_position* position = nullptr;
-  /// The graph's quantum as last seen and the block size the chain is scheduled for (written by
-  /// the main thread). When they differ the data thread asks the main thread, once (merged by
-  /// `schedule_requested`), to re-schedule the chain: pipelined slots take L = k × the quantum.
-  std::atomic<std::uint32_t> graph_quantum{0};
-  std::atomic<std::uint32_t> chain_quantum{0};
-  std::atomic<bool> schedule_requested{false};
+  /// Quantum changes: the main thread re-schedules the chain (pipelined slots take L = k × the
+  /// quantum) and re-reports its latency.
+  ScheduleRequest schedule;
   pw_loop* main_loop = nullptr;
-  spa_invoke_func_t on_schedule_request = nullptr;
-  void* schedule_request_data = nullptr;
 };
 
 /// [rt] The capture stream's process: with a playback stream, asks for its cycle; alone (a sink

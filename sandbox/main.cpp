@@ -12,15 +12,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
-#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <variant>
 
 #include "sandbox/confinement.h"
@@ -41,37 +42,50 @@ struct Args {
   std::filesystem::path python_dir;
 };
 
-bool parse_int(std::string_view s, long& out) {
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc{} && end == s.data() + s.size();
-}
-
-bool parse_args(int argc, char** argv, Args& args) {
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string_view flag = argv[i];
-    const std::string_view value = argv[i + 1];
-    long n = 0;
-    if (flag == "--control-fd" && parse_int(value, n) && n >= 3) {
-      args.control_fd = static_cast<int>(n);
-    } else if (flag == "--shm-fd" && parse_int(value, n) && n >= 3) {
-      args.shm_fd = static_cast<int>(n);
-    } else if (flag == "--parent-pid" && parse_int(value, n) && n > 0) {
-      args.parent_pid = n;
-    } else if (flag == "--memory-mb" && parse_int(value, n) && n >= 0) {
-      args.memory_mb = n;
-    } else if (flag == "--allow-writes" && value.starts_with('/')) {
-      args.writable = std::string(value);
-    } else if (flag == "--keep-denormals" && (value == "0" || value == "1")) {
-      args.keep_denormals = value == "1";
-    } else if (flag == "--wake-lead-us" && parse_int(value, n) && n >= 0 && n <= 1'000'000) {
-      args.wake_lead_ns = static_cast<std::uint64_t>(n) * 1000U;
-    } else if (flag == "--python-dir") {
-      args.python_dir = std::string(value);
-    } else {
-      return false;
-    }
+/// The host's arguments, checked by CLI11; nullopt (the reason printed on stderr) if they are
+/// not what the host passes. `--help` prints the usage and exits 0.
+std::optional<Args> parse_args(int argc, char** argv) {
+  Args args;
+  int keep_denormals = 0;
+  long wake_lead_us = static_cast<long>(args.wake_lead_ns / 1000U);
+  CLI::App app(
+      "Runs one Python plugin for a Sandpipe host (started by the sandpipe host; not meant to be run by "
+      "hand)",
+      "sandpipe-sandbox");
+  app.add_option("--control-fd", args.control_fd, "This end of the control socketpair")
+      ->required()
+      ->check(CLI::Range(3, std::numeric_limits<int>::max()));
+  app.add_option("--shm-fd", args.shm_fd, "The memfd of the shared segment")
+      ->required()
+      ->check(CLI::Range(3, std::numeric_limits<int>::max()));
+  app.add_option("--parent-pid", args.parent_pid, "The host's pid")->check(CLI::PositiveNumber);
+  app.add_option("--python-dir", args.python_dir, "The Sandpipe Python SDK");
+  app.add_option("--memory-mb", args.memory_mb, "Address-space limit in MB (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--allow-writes", args.writable, "An absolute directory the plugin may write to")
+      ->check(CLI::Validator(
+          [](const std::string& s) {
+            return s.starts_with('/') ? std::string() : "not an absolute path: " + s;
+          },
+          "ABSOLUTE DIR"));
+  app.add_option("--wake-lead-us", wake_lead_us, "How early the sandbox wakes before a job is due")
+      ->check(CLI::Range(0L, 1'000'000L));
+  app.add_option("--keep-denormals", keep_denormals, "1: leave denormal floats on")->check(CLI::Range(0, 1));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    std::_Exit(app.exit(e));
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "sandpipe-sandbox: %s\n%s", e.what(), app.help().c_str());
+    return std::nullopt;
   }
-  return argc % 2 == 1 && args.control_fd >= 0 && args.shm_fd >= 0 && args.control_fd != args.shm_fd;
+  if (args.control_fd == args.shm_fd) {
+    std::fprintf(stderr, "sandpipe-sandbox: --control-fd and --shm-fd must differ\n");
+    return std::nullopt;
+  }
+  args.keep_denormals = keep_denormals == 1;
+  args.wake_lead_ns = static_cast<std::uint64_t>(wake_lead_us) * 1000U;
+  return args;
 }
 
 /// Closes every descriptor but 0-2 and the two this process was given: nothing else of the
@@ -111,14 +125,9 @@ int main(int argc, char** argv) {
     const std::filesystem::path self = self_path();
     return sandpipe::sandbox::run_zygote(argc - 2, argv + 2, self, default_python_dir(self));
   }
-  Args args;
-  if (!parse_args(argc, argv, args)) {
-    std::fprintf(stderr,
-                 "usage: sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] "
-                 "[--memory-mb MB] [--allow-writes DIR] [--wake-lead-us US] [--keep-denormals 0|1]\n"
-                 "(started by the sandpipe host; not meant to be run by hand)\n");
-    return 64;
-  }
+  const std::optional<Args> parsed = parse_args(argc, argv);
+  if (!parsed) return 64;  // EX_USAGE: status 2 and 3 tell the host a load or handshake failed
+  const Args& args = *parsed;
   // Die with the host, and do not miss a host that died before this was armed.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return 70;
   // Timed waits end on time: the default 50 µs slack would swallow the anticipation's lead

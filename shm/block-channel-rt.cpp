@@ -1,7 +1,5 @@
 // HostEndpoint's real-time half: everything the host's audio thread calls per block.
 // No allocation, no lock, no syscall but FUTEX_WAKE and a FUTEX_WAIT bounded by the deadline.
-#include <time.h>
-
 #include <algorithm>
 #include <cassert>
 #include <thread>
@@ -11,12 +9,6 @@
 #include "shm/layout.h"
 
 namespace sandpipe::shm {
-
-std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 void HostEndpoint::check_rt_thread() noexcept {
 #ifndef NDEBUG

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "shm/clock.h"
 #include "shm/spsc-ring.h"
 
 namespace sandpipe::shm {
@@ -272,8 +273,5 @@ class SandboxEndpoint {
   std::uint64_t anticipated_ = 0;
   std::uint64_t caught_ = 0;
 };
-
-/// Monotonic clock in nanoseconds (CLOCK_MONOTONIC). [rt] vDSO, no syscall.
-[[nodiscard]] std::uint64_t now_ns() noexcept;
 
 }  // namespace sandpipe::shm

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <kj/io.h>
+
 #include <boost/interprocess/mapped_region.hpp>
 #include <cerrno>
 #include <cstring>
@@ -45,26 +47,6 @@ bip::mapped_region map_fd(int fd, std::size_t size) {
   return bip::mapped_region(MemfdMappable(fd), bip::read_write, 0, size, nullptr, MAP_POPULATE);
 }
 
-/// Closes an fd unless released (setup paths that throw or return early).
-class FdGuard {
- public:
-  explicit FdGuard(int fd) noexcept : fd_(fd) {}
-  FdGuard(const FdGuard&) = delete;
-  FdGuard& operator=(const FdGuard&) = delete;
-  FdGuard(FdGuard&&) = delete;
-  FdGuard& operator=(FdGuard&&) = delete;
-  ~FdGuard() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-  }
-  [[nodiscard]] int get() const noexcept { return fd_; }
-  int release() noexcept { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 [[noreturn]] void throw_errno(const char* what) {
   throw std::system_error(errno, std::system_category(), what);
 }
@@ -72,22 +54,18 @@ class FdGuard {
 }  // namespace
 
 struct Segment::Impl {
-  int fd = -1;
+  kj::AutoCloseFd fd;
   Geometry geometry;
   detail::Layout layout;
   bip::mapped_region region;
 
-  Impl(int fd_in, const Geometry& geometry_in, bip::mapped_region&& region_in) noexcept
-      : fd(fd_in), geometry(geometry_in), layout(detail::compute_layout(geometry_in)), region(std::move(region_in)) {}
+  Impl(kj::AutoCloseFd fd_in, const Geometry& geometry_in, bip::mapped_region&& region_in) noexcept
+      : fd(std::move(fd_in)), geometry(geometry_in), layout(detail::compute_layout(geometry_in)), region(std::move(region_in)) {}
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
   Impl(Impl&&) = delete;
   Impl& operator=(Impl&&) = delete;
-  ~Impl() {
-    if (fd >= 0) {
-      ::close(fd);
-    }
-  }
+  ~Impl() = default;
 };
 
 Segment::Segment(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
@@ -103,7 +81,7 @@ Segment Segment::create(const Geometry& geometry) {
   }
   const detail::Layout layout = detail::compute_layout(geometry);
 
-  FdGuard fd(::memfd_create("sandpipe-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  kj::AutoCloseFd fd(::memfd_create("sandpipe-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (fd.get() < 0) {
     throw_errno("memfd_create");
   }
@@ -143,13 +121,12 @@ Segment Segment::create(const Geometry& geometry) {
   new (base + layout.completions_control) RingControl{};
   new (base + layout.control) detail::ControlNotify{};
 
-  auto impl = std::make_unique<Impl>(fd.get(), geometry, std::move(region));
-  fd.release();  // now owned by impl
+  auto impl = std::make_unique<Impl>(std::move(fd), geometry, std::move(region));
   return Segment(std::move(impl));
 }
 
 std::variant<Segment, std::string> Segment::attach(int fd_in) {
-  FdGuard fd(fd_in);
+  kj::AutoCloseFd fd(fd_in);
   if (fd_in < 0) {
     return std::string("shm: invalid fd");
   }
@@ -206,12 +183,11 @@ std::variant<Segment, std::string> Segment::attach(int fd_in) {
     return "shm: segment truncated: " + std::to_string(file_size) + " bytes, header says " +
            std::to_string(layout.total_size);
   }
-  auto impl = std::make_unique<Impl>(fd.get(), geometry, std::move(region));
-  fd.release();  // now owned by impl
+  auto impl = std::make_unique<Impl>(std::move(fd), geometry, std::move(region));
   return Segment(std::move(impl));
 }
 
-int Segment::fd() const noexcept { return impl_->fd; }
+int Segment::fd() const noexcept { return impl_->fd.get(); }
 const Geometry& Segment::geometry() const noexcept { return impl_->geometry; }
 void* Segment::base() const noexcept { return impl_->region.get_address(); }
 std::size_t Segment::size_bytes() const noexcept { return impl_->layout.total_size; }

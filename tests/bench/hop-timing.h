@@ -30,21 +30,27 @@
 #include <vector>
 
 #include "sandbox/python-plugin.h"
+#include "shm/clock.h"
 
 namespace sandpipe::bench {
 
-/// CLOCK_MONOTONIC in ns (a vDSO call with the TSC clocksource).
-inline std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using shm::now_ns;
 
 /// Per-block times of one row, in microseconds.
 struct Stats {
   std::size_t n = 0;
   double p50 = 0, p99 = 0, p999 = 0, max = 0, mean = 0;
 };
+
+/// Adds `s` to the JSON object `row`: n, p50_us, p99_us, p999_us, max_us (in that order).
+template <typename Json>
+void put_stats(Json& row, const Stats& s) {
+  row["n"] = s.n;
+  row["p50_us"] = s.p50;
+  row["p99_us"] = s.p99;
+  row["p999_us"] = s.p999;
+  row["max_us"] = s.max;
+}
 
 /// Nearest-rank percentiles of `ns` (sorted in place).
 inline Stats summarize(std::vector<std::uint64_t>& ns) {

@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "host/chain.h"
 #include "host/config.h"
 #include "host/render.h"
@@ -391,19 +393,6 @@ std::string read_first_line(const char* path, std::string_view prefix = {}) {
   return {};
 }
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
 struct Ratio {
   std::uint32_t channels, frames;
   double p50, p999;            ///< python-gain-sandbox / futex
@@ -439,54 +428,62 @@ std::vector<Ratio> ratios(const Report& rep) {
 }
 
 std::string to_json(const Report& rep) {
-  std::ostringstream j;
-  j.precision(6);
-  j << "{\n  \"benchmark\": \"sandpipe-bench\",\n  \"schema\": 1,\n";
-  j << "  \"machine\": {\"cores\": " << rep.cores << ", \"cpu\": \"" << json_escape(rep.machine_cpu)
-    << "\", \"kernel\": \"" << json_escape(rep.kernel) << "\", \"loadavg_start\": \""
-    << json_escape(rep.load_start) << "\", \"loadavg_end\": \"" << json_escape(rep.load_end) << "\"},\n";
-  j << "  \"settings\": {\"quick\": " << (rep.options.quick ? "true" : "false")
-    << ", \"iterations\": " << rep.options.iterations << ", \"warmup\": " << rep.options.warmup
-    << ", \"chunk\": " << rep.options.chunk << ", \"pipelined_gap_us\": " << rep.options.pipelined_gap_us
-    << ", \"cycle_gap_us\": " << rep.options.cycle_gap_us << ", \"sample_rate\": " << sample_rate << "},\n";
-  j << "  \"pipelined\": {\"available\": " << (rep.pipelined.available ? "true" : "false") << ", \"why\": \""
-    << json_escape(rep.pipelined.why) << "\"},\n";
-  j << "  \"hop\": [\n";
-  for (std::size_t i = 0; i < rep.rows.size(); ++i) {
-    const auto& r = rep.rows[i];
-    j << "    {\"path\": \"" << r.path << "\", \"channels\": " << r.channels << ", \"frames\": " << r.frames
-      << ", \"n\": " << r.stats.n << ", \"p50_us\": " << r.stats.p50 << ", \"p99_us\": " << r.stats.p99
-      << ", \"p999_us\": " << r.stats.p999 << ", \"max_us\": " << r.stats.max
-      << ", \"mean_us\": " << r.stats.mean << ", \"deadline_misses\": " << r.counters.deadline_misses
-      << ", \"bypassed\": " << r.counters.bypassed_blocks << "}" << (i + 1 < rep.rows.size() ? ",\n" : "\n");
+  using nlohmann::ordered_json;
+  ordered_json j;
+  j["benchmark"] = "sandpipe-bench";
+  j["schema"] = 1;
+  j["machine"] = {{"cores", rep.cores},
+                  {"cpu", rep.machine_cpu},
+                  {"kernel", rep.kernel},
+                  {"loadavg_start", rep.load_start},
+                  {"loadavg_end", rep.load_end}};
+  j["settings"] = {{"quick", rep.options.quick},
+                   {"iterations", rep.options.iterations},
+                   {"warmup", rep.options.warmup},
+                   {"chunk", rep.options.chunk},
+                   {"pipelined_gap_us", rep.options.pipelined_gap_us},
+                   {"cycle_gap_us", rep.options.cycle_gap_us},
+                   {"sample_rate", sample_rate}};
+  j["pipelined"] = {{"available", rep.pipelined.available}, {"why", rep.pipelined.why}};
+  j["hop"] = ordered_json::array();
+  for (const auto& r : rep.rows) {
+    ordered_json row = {{"path", r.path}, {"channels", r.channels}, {"frames", r.frames}};
+    put_stats(row, r.stats);
+    row["mean_us"] = r.stats.mean;
+    row["deadline_misses"] = r.counters.deadline_misses;
+    row["bypassed"] = r.counters.bypassed_blocks;
+    j["hop"].push_back(std::move(row));
   }
-  j << "  ],\n  \"ratios\": [\n";
-  const auto rs = ratios(rep);
-  for (std::size_t i = 0; i < rs.size(); ++i)
-    j << "    {\"channels\": " << rs[i].channels << ", \"frames\": " << rs[i].frames
-      << ", \"sandbox_over_futex_p50\": " << rs[i].p50 << ", \"sandbox_over_futex_p999\": " << rs[i].p999
-      << ", \"sandbox_over_futex_spin_p50\": " << rs[i].spin_p50
-      << ", \"sandbox_over_futex_spin_p999\": " << rs[i].spin_p999 << "}"
-      << (i + 1 < rs.size() ? ",\n" : "\n");
-  j << "  ],\n";
+  j["ratios"] = ordered_json::array();
+  for (const auto& r : ratios(rep))
+    j["ratios"].push_back({{"channels", r.channels},
+                           {"frames", r.frames},
+                           {"sandbox_over_futex_p50", r.p50},
+                           {"sandbox_over_futex_p999", r.p999},
+                           {"sandbox_over_futex_spin_p50", r.spin_p50},
+                           {"sandbox_over_futex_spin_p999", r.spin_p999}});
   if (const Row* s = find_row(rep, "python-gain-sandbox", 2, 512)) {
-    j << "  \"seed_comparison\": {\"seed_ms_low\": " << seed_ms_low << ", \"seed_ms_high\": " << seed_ms_high
-      << ", \"channels\": 2, \"frames\": 512, \"sandbox_p50_us\": " << s->stats.p50
-      << ", \"sandbox_p999_us\": " << s->stats.p999
-      << ", \"cheaper_p50_low_x\": " << seed_ms_low * 1000 / s->stats.p50
-      << ", \"cheaper_p50_high_x\": " << seed_ms_high * 1000 / s->stats.p50
-      << ", \"cheaper_p999_low_x\": " << seed_ms_low * 1000 / s->stats.p999 << "},\n";
+    j["seed_comparison"] = {{"seed_ms_low", seed_ms_low},
+                            {"seed_ms_high", seed_ms_high},
+                            {"channels", 2},
+                            {"frames", 512},
+                            {"sandbox_p50_us", s->stats.p50},
+                            {"sandbox_p999_us", s->stats.p999},
+                            {"cheaper_p50_low_x", seed_ms_low * 1000 / s->stats.p50},
+                            {"cheaper_p50_high_x", seed_ms_high * 1000 / s->stats.p50},
+                            {"cheaper_p999_low_x", seed_ms_low * 1000 / s->stats.p999}};
   }
-  j << "  \"render\": [\n";
-  for (std::size_t i = 0; i < rep.renders.size(); ++i) {
-    const auto& r = rep.renders[i];
-    j << "    {\"path\": \"" << r.path << "\", \"channels\": 2, \"block\": " << r.block
-      << ", \"audio_s\": " << r.audio_s << ", \"wall_s\": " << r.wall_s
-      << ", \"x_realtime\": " << r.x_realtime << ", \"deadline_misses\": " << r.misses << "}"
-      << (i + 1 < rep.renders.size() ? ",\n" : "\n");
-  }
-  j << "  ]\n}\n";
-  return j.str();
+  j["render"] = ordered_json::array();
+  for (const auto& r : rep.renders)
+    j["render"].push_back({{"path", r.path},
+                           {"channels", 2},
+                           {"block", r.block},
+                           {"audio_s", r.audio_s},
+                           {"wall_s", r.wall_s},
+                           {"x_realtime", r.x_realtime},
+                           {"deadline_misses", r.misses}});
+  // /proc text (cpu model, kernel) is not always UTF-8: replace what is not.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 void print_table(const Report& rep) {

@@ -214,17 +214,13 @@ nlohmann::json report_json(const ScaleSettings& s, const std::vector<StartupRow>
     j["startup"].push_back(row);
   }
   j["cost"] = nlohmann::json::array();
-  for (const auto& r : costs)
-    j["cost"].push_back({{"path", r.path},
-                         {"plugins", r.plugins},
-                         {"frames", r.frames},
-                         {"n", r.stats.n},
-                         {"p50_us", r.stats.p50},
-                         {"p99_us", r.stats.p99},
-                         {"p999_us", r.stats.p999},
-                         {"max_us", r.stats.max},
-                         {"marginal_p50_us", marginal_us(costs, r)},
-                         {"fallbacks", r.misses}});
+  for (const auto& r : costs) {
+    nlohmann::json row = {{"path", r.path}, {"plugins", r.plugins}, {"frames", r.frames}};
+    put_stats(row, r.stats);
+    row["marginal_p50_us"] = marginal_us(costs, r);
+    row["fallbacks"] = r.misses;
+    j["cost"].push_back(std::move(row));
+  }
   return j;
 }
 

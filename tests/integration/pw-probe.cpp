@@ -27,6 +27,7 @@
 #include <pipewire/link.h>
 #include <pipewire/pipewire.h>
 #include <sndfile.h>
+#include <nlohmann/json.hpp>
 
 #include "probe-signal.h"
 
@@ -581,17 +582,16 @@ void Probe::write_status() const {
   for (std::size_t c = 0; c < n; ++c) {
     frames_by_quantum[shared_.cycles[c].frames] += shared_.cycles[c].frames;
   }
-  std::string s = "{\"capturing\": " + std::string(phase_ == Phase::capturing ? "true" : "false") +
-                  ", \"frames\": " + std::to_string(shared_.n_frames.load(std::memory_order_relaxed)) +
-                  ", \"cycles\": " + std::to_string(n) +
-                  ", \"quantum\": " + std::to_string(shared_.last_quantum.load(std::memory_order_relaxed)) +
-                  ", \"frames_by_quantum\": {";
-  bool first = true;
-  for (const auto& [q, f] : frames_by_quantum) {
-    s += (first ? "\"" : ", \"") + std::to_string(q) + "\": " + std::to_string(f);
-    first = false;
-  }
-  s += "}}\n";
+  nlohmann::ordered_json by_quantum = nlohmann::ordered_json::object();
+  for (const auto& [q, f] : frames_by_quantum) by_quantum[std::to_string(q)] = f;
+  const nlohmann::ordered_json status = {{"capturing", phase_ == Phase::capturing},
+                                         {"frames", shared_.n_frames.load(std::memory_order_relaxed)},
+                                         {"cycles", n},
+                                         {"quantum", shared_.last_quantum.load(std::memory_order_relaxed)},
+                                         {"frames_by_quantum", std::move(by_quantum)}};
+  // Indent 0: one member a line with ": " between key and value, which host/sandpipe-demo.sh
+  // greps for ("capturing": true) and seds ("frames": N).
+  const std::string s = status.dump(0) + "\n";
   // Replace atomically so a reader never sees half a file.
   const std::string tmp = opts_.status_path + ".tmp";
   {
@@ -601,107 +601,78 @@ void Probe::write_status() const {
   std::rename(tmp.c_str(), opts_.status_path.c_str());
 }
 
-std::string json_number(double v) {
-  if (!std::isfinite(v)) {
-    return "null";
-  }
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.9g", v);
-  return buf;
-}
-
 std::string Probe::report_json(const Report* rep) const {
-  std::string s = "{\n";
-  auto kv = [&](const std::string& k, const std::string& v, bool last = false) {
-    s += "  \"" + k + "\": " + v + (last ? "\n" : ",\n");
-  };
-  kv("ok", rep != nullptr && error_.empty() ? "true" : "false");
-  std::string err;
-  for (char c : error_) {
-    err += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-  }
-  kv("error", "\"" + err + "\"");
-  kv("target", "\"" + opts_.target + "\"");
-  kv("signal", opts_.signal.kind == SignalKind::noise ? "\"noise\"" : "\"tone\"");
-  kv("freq", json_number(opts_.signal.freq));
-  kv("amplitude", json_number(opts_.signal.amplitude));
-  kv("src_cycles", std::to_string(shared_.src_cycles.load()));
+  using nlohmann::ordered_json;
+  ordered_json j;  // non-finite numbers dump as null
+  j["ok"] = rep != nullptr && error_.empty();
+  j["error"] = error_;
+  j["target"] = opts_.target;
+  j["signal"] = opts_.signal.kind == SignalKind::noise ? "noise" : "tone";
+  j["freq"] = opts_.signal.freq;
+  j["amplitude"] = opts_.signal.amplitude;
+  j["src_cycles"] = shared_.src_cycles.load();
   if (rep == nullptr) {
-    kv("frames", "0", true);
-    return s + "}\n";
+    j["frames"] = 0;
+    return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
-  kv("rate", std::to_string(rep->rate));
-  kv("frames", std::to_string(rep->frames));
-  kv("cycles", std::to_string(rep->cycles));
-  kv("missing_cycles", std::to_string(rep->missing_cycles));
-  kv("silent_cycles", std::to_string(rep->silent_cycles));
-  kv("position_gaps", std::to_string(rep->position_gaps));
-  std::string gaps = "[";
-  for (std::size_t i = 0; i < rep->gap_cycles.size(); ++i)
-    gaps += (i ? ", " : "") + std::to_string(rep->gap_cycles[i]);
-  kv("gap_cycles", gaps + "]");
-  if (opts_.cycle_times) {
-    std::string times = "[";
-    for (std::size_t i = 0; i < rep->cycle_nsec.size(); ++i)
-      times += (i ? ", " : "") + std::to_string(rep->cycle_nsec[i]);
-    kv("cycle_nsec", times + "]");
-  }
-
-  kv("delay_frames", std::to_string(rep->delay_frames));
-  kv("delay_reliable", rep->delay_reliable ? "true" : "false");
-  kv("correlation", json_number(rep->correlation));
-  kv("gain", json_number(rep->gain));
-  kv("gain_db", json_number(rep->gain_db));
-  kv("reference_gain", json_number(rep->reference_gain));
-  kv("max_abs_error", json_number(rep->max_abs_error));
-  kv("rms_error", json_number(rep->rms_error));
-  kv("input_rms", json_number(rep->input_rms));
-  kv("input_peak", json_number(rep->input_peak));
-  kv("output_rms", json_number(rep->output_rms));
-  kv("output_peak", json_number(rep->output_peak));
-  std::string q = "[";
-  for (std::size_t i = 0; i < rep->quanta.size(); ++i) {
-    const QuantumReport& r = rep->quanta[i];
-    q += std::string(i ? ", " : "") + "{\"quantum\": " + std::to_string(r.quantum) +
-         ", \"cycles\": " + std::to_string(r.cycles) + ", \"frames\": " + std::to_string(r.frames) +
-         ", \"stale_cycles\": " + std::to_string(r.stale_cycles) +
-         ", \"silent_cycles\": " + std::to_string(r.silent_cycles) +
-         ", \"dry_cycles\": " + std::to_string(r.dry_cycles) +
-         ", \"wrong_cycles\": " + std::to_string(r.wrong_cycles) +
-         ", \"max_abs_error\": " + json_number(r.max_abs_error) + "}";
-  }
-  kv("quanta", q + "]");
-  kv("good_cycles", std::to_string(rep->good_cycles));
-  kv("stale_cycles", std::to_string(rep->stale_cycles));
-  kv("dry_cycles", std::to_string(rep->dry_cycles));
-  kv("dry_frames", std::to_string(rep->dry_frames));
-  kv("wrong_cycles", std::to_string(rep->wrong_cycles));
-  kv("crossfade_cycles", std::to_string(rep->crossfade_cycles));
-  kv("xrun_adjacent_cycles", std::to_string(rep->xrun_adjacent_cycles));
-  kv("verdicts", "\"" + rep->verdicts + "\"");
-  std::string b = "[";
-  for (std::size_t i = 0; i < rep->first_bad.size(); ++i) {
-    const BadCycle& r = rep->first_bad[i];
-    b += std::string(i ? ", " : "") + "{\"index\": " + std::to_string(r.index) +
-         ", \"position\": " + std::to_string(r.position) + ", \"frames\": " + std::to_string(r.frames) +
-         ", \"previous_end\": " + std::to_string(r.previous_end) +
-         ", \"max_abs_error\": " + json_number(r.max_abs_error) +
-         ", \"matched_shift\": " + std::to_string(r.matched_shift) +
-         ", \"off_frames\": " + std::to_string(r.off_frames) + ", \"dry\": " + (r.dry ? "true" : "false") +
-         "}";
-  }
-  kv("first_bad_cycles", b + "]");
-  std::string c = "[";
-  for (std::size_t i = 0; i < rep->channels.size(); ++i) {
-    const ChannelReport& r = rep->channels[i];
-    c += std::string(i ? ", " : "") + "{\"position\": \"" + r.position +
-         "\", \"gain\": " + json_number(r.gain) + ", \"input_rms\": " + json_number(r.input_rms) +
-         ", \"output_rms\": " + json_number(r.output_rms) + ", \"input_peak\": " + json_number(r.input_peak) +
-         ", \"output_peak\": " + json_number(r.output_peak) +
-         ", \"max_abs_error\": " + json_number(r.max_abs_error) + "}";
-  }
-  kv("channels", c + "]", true);
-  return s + "}\n";
+  j["rate"] = rep->rate;
+  j["frames"] = rep->frames;
+  j["cycles"] = rep->cycles;
+  j["missing_cycles"] = rep->missing_cycles;
+  j["silent_cycles"] = rep->silent_cycles;
+  j["position_gaps"] = rep->position_gaps;
+  j["gap_cycles"] = rep->gap_cycles;
+  if (opts_.cycle_times) j["cycle_nsec"] = rep->cycle_nsec;
+  j["delay_frames"] = rep->delay_frames;
+  j["delay_reliable"] = rep->delay_reliable;
+  j["correlation"] = rep->correlation;
+  j["gain"] = rep->gain;
+  j["gain_db"] = rep->gain_db;
+  j["reference_gain"] = rep->reference_gain;
+  j["max_abs_error"] = rep->max_abs_error;
+  j["rms_error"] = rep->rms_error;
+  j["input_rms"] = rep->input_rms;
+  j["input_peak"] = rep->input_peak;
+  j["output_rms"] = rep->output_rms;
+  j["output_peak"] = rep->output_peak;
+  j["quanta"] = ordered_json::array();
+  for (const QuantumReport& r : rep->quanta)
+    j["quanta"].push_back({{"quantum", r.quantum},
+                           {"cycles", r.cycles},
+                           {"frames", r.frames},
+                           {"stale_cycles", r.stale_cycles},
+                           {"silent_cycles", r.silent_cycles},
+                           {"dry_cycles", r.dry_cycles},
+                           {"wrong_cycles", r.wrong_cycles},
+                           {"max_abs_error", r.max_abs_error}});
+  j["good_cycles"] = rep->good_cycles;
+  j["stale_cycles"] = rep->stale_cycles;
+  j["dry_cycles"] = rep->dry_cycles;
+  j["dry_frames"] = rep->dry_frames;
+  j["wrong_cycles"] = rep->wrong_cycles;
+  j["crossfade_cycles"] = rep->crossfade_cycles;
+  j["xrun_adjacent_cycles"] = rep->xrun_adjacent_cycles;
+  j["verdicts"] = rep->verdicts;
+  j["first_bad_cycles"] = ordered_json::array();
+  for (const BadCycle& r : rep->first_bad)
+    j["first_bad_cycles"].push_back({{"index", r.index},
+                                     {"position", r.position},
+                                     {"frames", r.frames},
+                                     {"previous_end", r.previous_end},
+                                     {"max_abs_error", r.max_abs_error},
+                                     {"matched_shift", r.matched_shift},
+                                     {"off_frames", r.off_frames},
+                                     {"dry", r.dry}});
+  j["channels"] = ordered_json::array();
+  for (const ChannelReport& r : rep->channels)
+    j["channels"].push_back({{"position", r.position},
+                             {"gain", r.gain},
+                             {"input_rms", r.input_rms},
+                             {"output_rms", r.output_rms},
+                             {"input_peak", r.input_peak},
+                             {"output_peak", r.output_peak},
+                             {"max_abs_error", r.max_abs_error}});
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 void Probe::write_wav() const {

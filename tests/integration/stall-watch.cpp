@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "stall-watch.h"
 
 namespace {
@@ -44,23 +46,19 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   using sandpipe::integration::StallWatch;
-  const std::uint64_t start = StallWatch::now_ns();
+  const std::uint64_t start = sandpipe::shm::now_ns();
   std::string out;
   {
     StallWatch watch{std::chrono::microseconds(threshold_us), std::chrono::microseconds(period_us)};
-    while (stop_requested == 0 && (seconds <= 0 || StallWatch::now_ns() - start < seconds * 1e9)) {
+    while (stop_requested == 0 && (seconds <= 0 || sandpipe::shm::now_ns() - start < seconds * 1e9)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    out = "{\"realtime\": " + std::string(watch.realtime() ? "true" : "false") +
-          ", \"seconds\": " + std::to_string((StallWatch::now_ns() - start) / 1e9) +
-          ", \"threshold_us\": " + std::to_string(threshold_us) + ", \"stalls\": [";
-    bool first = true;
-    for (const auto& s : watch.stalls()) {
-      out += (first ? "" : ", ") + std::string("[") + std::to_string(s.begin_ns) + ", " +
-             std::to_string(s.end_ns) + ", " + std::to_string(s.cpu) + "]";
-      first = false;
-    }
-    out += "]}\n";
+    nlohmann::ordered_json report = {{"realtime", watch.realtime()},
+                                     {"seconds", static_cast<double>(sandpipe::shm::now_ns() - start) / 1e9},
+                                     {"threshold_us", threshold_us},
+                                     {"stalls", nlohmann::ordered_json::array()}};
+    for (const auto& s : watch.stalls()) report["stalls"].push_back({s.begin_ns, s.end_ns, s.cpu});
+    out = report.dump() + "\n";
   }
   if (json_path.empty()) {
     std::fputs(out.c_str(), stdout);

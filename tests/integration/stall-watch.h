@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "shm/clock.h"
+
 namespace sandpipe::integration {
 
 /// A span in which one CPU ran no real-time thread for longer than the watch's threshold:
@@ -71,12 +73,6 @@ class StallWatch {
   /// Whether every watcher got its real-time priority.
   bool realtime() const { return !priority_refused_.load(); }
 
-  static std::uint64_t now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-  }
-
  private:
   void watch(int cpu, int priority) {
     cpu_set_t one;
@@ -86,13 +82,13 @@ class StallWatch {
     sched_param sp{};
     sp.sched_priority = priority;
     if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) priority_refused_.store(true);
-    std::uint64_t last = now_ns();
+    std::uint64_t last = shm::now_ns();
     std::uint64_t deadline = last + period_ns_;
     while (!stop_.load(std::memory_order_relaxed)) {
       timespec ts{static_cast<time_t>(deadline / 1'000'000'000ULL),
                   static_cast<long>(deadline % 1'000'000'000ULL)};
       clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
-      const std::uint64_t woke = now_ns();
+      const std::uint64_t woke = shm::now_ns();
       if (woke > deadline + threshold_ns_) {
         std::lock_guard lock(mutex_);
         stalls_.push_back({last, woke, cpu});

@@ -16,6 +16,7 @@
 #include "host/render.h"
 #include "host/sandbox-client.h"
 #include "sandbox-test-util.h"
+#include "shm/clock.h"
 
 namespace sandpipe::sandbox_test {
 namespace {
@@ -59,12 +60,6 @@ float input_at(std::uint64_t n, std::uint32_t ch) {
   return static_cast<float>(static_cast<std::int32_t>(x >> 8) - (1 << 23)) / static_cast<float>(1 << 24);
 }
 
-std::uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
 void sleep_until(std::uint64_t t) {
   timespec ts{static_cast<time_t>(t / 1'000'000'000ULL), static_cast<long>(t % 1'000'000'000ULL)};
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) != 0) {
@@ -97,7 +92,7 @@ TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksOfChangingSize) {
     float* outs[2] = {out_buf.data(), out_buf.data() + 96};
     for (std::uint32_t ch = 0; ch < 2; ++ch)
       for (std::uint32_t i = 0; i < n; ++i) in_buf[ch * 96 + i] = input_at(pos + i, ch);
-    chain.process_rt(ins, outs, n, now_ns() + 10'000'000'000ULL);
+    chain.process_rt(ins, outs, n, shm::now_ns() + 10'000'000'000ULL);
     for (std::uint32_t ch = 0; ch < 2; ++ch)
       for (std::uint32_t i = 0; i < n; ++i) {
         const std::uint64_t p = pos + i;
@@ -162,7 +157,7 @@ TEST(ChainSchedule, ZeroDriftOverAHundredThousandBlocksWithAChangingQuantum) {
     ASSERT_EQ(latency, 3 * quantum + 64) << "block " << b;
     for (std::uint32_t ch = 0; ch < 2; ++ch)
       for (std::uint32_t i = 0; i < quantum; ++i) in_buf[ch * max_frames + i] = input_at(pos + i, ch);
-    chain.process_rt(ins, outs, quantum, now_ns() + 10'000'000'000ULL);
+    chain.process_rt(ins, outs, quantum, shm::now_ns() + 10'000'000'000ULL);
     for (std::uint32_t ch = 0; ch < 2; ++ch)
       for (std::uint32_t i = 0; i < quantum; ++i) {
         const std::uint64_t p = pos + i;
@@ -341,7 +336,7 @@ TEST(ChainSchedule, CalibrationLeavesTheAutoSlotsPluginInItsInitialState) {
   for (std::uint64_t pos = 0; pos < latency + 8 * frames; pos += frames) {
     for (std::uint32_t ch = 0; ch < 2; ++ch)
       for (std::uint32_t i = 0; i < frames; ++i) in_buf[ch * frames + i] = input_at(pos + i, ch);
-    chain.process_rt(ins, outs, frames, now_ns() + 10'000'000'000ULL);
+    chain.process_rt(ins, outs, frames, shm::now_ns() + 10'000'000'000ULL);
     for (std::uint32_t ch = 0; ch < 2; ++ch)
       for (std::uint32_t i = 0; i < frames; ++i) {
         const std::uint64_t p = pos + i;
@@ -404,14 +399,14 @@ TEST(ChainSchedule, AnEarlierApiPluginsLifecycleRunsOnceWithCalibrationAndASpare
     const float* ins[2] = {buf.data(), buf.data() + 512};
     std::vector<float> out(2 * 512);
     float* outs[2] = {out.data(), out.data() + 512};
-    for (int b = 0; b < 20; ++b) chain.process_rt(ins, outs, 512, now_ns() + 2'000'000'000ULL);
+    for (int b = 0; b < 20; ++b) chain.process_rt(ins, outs, 512, shm::now_ns() + 2'000'000'000ULL);
     // The spare: a second sandbox beside the slot's own (the stand-in is gone by now).
-    const std::uint64_t until = now_ns() + 30'000'000'000ULL;
-    while ((sandboxes = child_processes()) < 2 && now_ns() < until) {
-      chain.process_rt(ins, outs, 512, now_ns() + 2'000'000'000ULL);
-      sleep_until(now_ns() + 10'000'000);
+    const std::uint64_t until = shm::now_ns() + 30'000'000'000ULL;
+    while ((sandboxes = child_processes()) < 2 && shm::now_ns() < until) {
+      chain.process_rt(ins, outs, 512, shm::now_ns() + 2'000'000'000ULL);
+      sleep_until(shm::now_ns() + 10'000'000);
     }
-    for (int b = 0; b < 20; ++b) chain.process_rt(ins, outs, 512, now_ns() + 2'000'000'000ULL);
+    for (int b = 0; b < 20; ++b) chain.process_rt(ins, outs, 512, shm::now_ns() + 2'000'000'000ULL);
   }
   EXPECT_GE(sandboxes, 2U) << "no spare sandbox was started";
   const std::vector<std::string> want = {"life lifecycle: initialize", "life lifecycle: start",
@@ -455,7 +450,7 @@ std::uint64_t run_real_time(Chain& chain, std::uint32_t frames, std::uint64_t pe
   const float* ins[2] = {buf.data(), buf.data() + frames};
   std::vector<float> out(2 * frames);
   float* outs[2] = {out.data(), out.data() + frames};
-  std::uint64_t start = now_ns() + period_ns;
+  std::uint64_t start = shm::now_ns() + period_ns;
   for (std::uint32_t c = 0; c < cycles; ++c) {
     const std::uint64_t begin = start + c * period_ns;
     sleep_until(begin);  // pacing, like the graph's clock

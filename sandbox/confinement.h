@@ -1,5 +1,5 @@
 // What a sandbox may do: its own PID namespace from its start (made by the host:
-// host/pid-namespace-spawn.h), resource limits at start, then, before the plugin loads, the
+// host/python/pid-namespace-spawn.h), resource limits at start, then, before the plugin loads, the
 // walls applied by confine(): namespaces (user, mount, network, IPC, UTS) with a file-system
 // view of only what the plugin needs, nobody's uid instead of root's, Landlock, and the seccomp
 // allow-list (syscall-policy.cpp).
@@ -51,7 +51,7 @@ struct ConfinementReport {
 /// Applies every wall to the calling process, in order: namespaces and the private file-system
 /// view, the machine's root becoming nobody (65534), every capability dropped, Landlock, the
 /// seccomp allow-list. The PID namespace cannot be entered here (a process only puts its
-/// children in a new one): whoever starts the sandbox makes it (host/pid-namespace-spawn.h; a
+/// children in a new one): whoever starts the sandbox makes it (host/python/pid-namespace-spawn.h; a
 /// zygote forks its children the same way) and this only reports it. Meant for a
 /// single-threaded process that has not run plugin code: the sandbox after its interpreter
 /// start, or a zygote's child right after fork. A layer the kernel does not offer is reported in

@@ -3,7 +3,7 @@
 //   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]
 //   [--allow-writes DIR] [--wake-lead-us US] [--keep-denormals 0|1]
 //
-// Started by the host only (host/sandbox-client.cpp): N is this end of the control socketpair,
+// Started by the host only (host/python/sandbox-client.cpp): N is this end of the control socketpair,
 // M the memfd of the shared segment, P the host's pid (to notice a host that died before
 // PR_SET_PDEATHSIG was armed), MB the address-space limit (0: none).
 // Confinement (sandbox/confinement.h): limits at start; namespaces, Landlock and the syscall

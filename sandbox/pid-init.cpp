@@ -2,7 +2,7 @@
 //
 //   sandpipe-pid-init HOST_PIDFD READY_FD
 //
-// Started by the host (host/pid-namespace-spawn.cpp) before the sandbox, which joins this
+// Started by the host (host/python/pid-namespace-spawn.cpp) before the sandbox, which joins this
 // namespace as its pid 2 while staying the host's own child. HOST_PIDFD is a pidfd of the host
 // process; READY_FD the read end of a pipe whose writer sends one byte once the sandbox exists
 // (and closes it unsent if starting it failed). This process exits when the host or the sandbox

@@ -1,6 +1,6 @@
 // Zygote mode of the sandbox binary (`sandpipe-sandbox --zygote`): one process per node that
 // starts CPython and imports numpy and the SDK once, never runs plugin code, and forks a fresh
-// sandbox for each request of its host (schemas/zygote-protocol.h; host/zygote.h is the other
+// sandbox for each request of its host (schemas/zygote-protocol.h; host/python/zygote.h is the other
 // end). Each child then continues exactly as a freshly started sandbox: its own limits, hello,
 // load, confine() before the plugin is imported.
 #pragma once

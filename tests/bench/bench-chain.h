@@ -17,8 +17,8 @@
 #include <string_view>
 #include <vector>
 
-#include "host/chain.h"
-#include "host/config.h"
+#include "host/chain/chain.h"
+#include "host/config/config.h"
 #include "tests/bench/hop-timing.h"
 
 namespace sandpipe::bench {

@@ -40,7 +40,7 @@ while (($#)); do
   esac
 done
 [[ "$build" = /* ]] || build="$PWD/$build"
-sandpipe="$build/host/sandpipe"
+sandpipe="$build/host/cli/sandpipe"
 [[ -x "$sandpipe" ]] || die "no $sandpipe: build first"
 for tool in pw-cat pw-link pw-profiler sox; do command -v $tool >/dev/null || die "$tool not installed"; done
 out=${out:-/tmp/sandpipe-compare-fc-$(date +%Y%m%d-%H%M%S)}

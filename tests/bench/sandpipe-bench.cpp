@@ -23,9 +23,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "host/chain.h"
-#include "host/config.h"
-#include "host/render.h"
+#include "host/chain/chain.h"
+#include "host/config/config.h"
+#include "host/chain/render.h"
 #include "tests/bench/bench-chain.h"
 #include "tests/bench/hop-timing.h"
 #include "tests/bench/scale.h"

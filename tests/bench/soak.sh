@@ -66,7 +66,7 @@ while (($#)); do
 done
 [[ -n "$preset" ]] || usage
 [[ "$build" = /* ]] || build="$PWD/$build"
-sandpipe="$build/host/sandpipe"
+sandpipe="$build/host/cli/sandpipe"
 probe="$build/tests/integration/pw-probe"
 stall_watch="$build/tests/integration/stall-watch"
 [[ -x "$sandpipe" && -x "$probe" && -x "$stall_watch" ]] ||

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "host/config.h"
-#include "host/render.h"
+#include "host/config/config.h"
+#include "host/chain/render.h"
 
 int main(int argc, char** argv) {
   using namespace sandpipe::host;

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "host/chain.h"
-#include "host/config.h"
-#include "host/sandbox-client.h"
+#include "host/chain/chain.h"
+#include "host/config/config.h"
+#include "host/python/sandbox-client.h"
 
 namespace sandpipe::host {
 namespace {

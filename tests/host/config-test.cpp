@@ -1,5 +1,5 @@
 // Chain config: SPA-JSON syntax, type detection and errors that name file and line.
-#include "host/config.h"
+#include "host/config/config.h"
 
 #include <gtest/gtest.h>
 

@@ -4,7 +4,7 @@
 
 #include <thread>
 
-#include "host/param-queue.h"
+#include "host/node/param-queue.h"
 
 namespace sandpipe::host {
 namespace {

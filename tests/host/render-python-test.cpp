@@ -7,9 +7,9 @@
 #include <cmath>
 #include <sstream>
 
-#include "host/config.h"
-#include "host/processor.h"
-#include "host/render.h"
+#include "host/config/config.h"
+#include "host/slot/processor.h"
+#include "host/chain/render.h"
 
 namespace sandpipe::host {
 namespace {

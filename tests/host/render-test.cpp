@@ -1,6 +1,6 @@
 // Offline render through the real chain and the real built-in plugins: exact samples, exact
 // length, latency compensated for every block size.
-#include "host/render.h"
+#include "host/chain/render.h"
 
 #include <gtest/gtest.h>
 #include <sndfile.h>
@@ -10,8 +10,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "host/chain.h"
-#include "host/config.h"
+#include "host/chain/chain.h"
+#include "host/config/config.h"
 
 namespace sandpipe::host {
 namespace {

@@ -589,7 +589,7 @@ void Probe::write_status() const {
                                          {"cycles", n},
                                          {"quantum", shared_.last_quantum.load(std::memory_order_relaxed)},
                                          {"frames_by_quantum", std::move(by_quantum)}};
-  // Indent 0: one member a line with ": " between key and value, which host/sandpipe-demo.sh
+  // Indent 0: one member a line with ": " between key and value, which host/cli/sandpipe-demo.sh
   // greps for ("capturing": true) and seds ("frames": N).
   const std::string s = status.dump(0) + "\n";
   // Replace atomically so a reader never sees half a file.

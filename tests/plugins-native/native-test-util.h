@@ -15,9 +15,9 @@
 
 #include <sandpipe/plugin.h>
 
-#include "host/config.h"
-#include "host/native-plugin.h"
-#include "host/processor.h"
+#include "host/config/config.h"
+#include "host/slot/native-plugin.h"
+#include "host/slot/processor.h"
 
 namespace sandpipe::test {
 

@@ -34,8 +34,8 @@
 #include <vector>
 
 #include "../temp-dir.h"
-#include "host/config.h"
-#include "host/render.h"
+#include "host/config/config.h"
+#include "host/chain/render.h"
 
 namespace sandpipe::host {
 namespace {

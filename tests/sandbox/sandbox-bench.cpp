@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "host/sandbox-client.h"
+#include "host/python/sandbox-client.h"
 #include "tests/bench/hop-timing.h"
 
 namespace {

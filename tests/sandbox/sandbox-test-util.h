@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "../temp-dir.h"
-#include "host/sandbox-client.h"
+#include "host/python/sandbox-client.h"
 #include "shm/block-channel.h"
 
 extern char** environ;  // NOLINT: POSIX

@@ -1,4 +1,4 @@
-// The sandbox zygote (host/zygote.h, sandbox/zygote.h) through real renders: real zygote,
+// The sandbox zygote (host/python/zygote.h, sandbox/zygote.h) through real renders: real zygote,
 // real forked sandboxes, real shared memory. zygote_probe.py says at its load what a plugin can
 // tell about its process and interpreter; faults are a block marked with its MARKER (it waits to
 // be killed) and SIGKILLs from here.
@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "../temp-dir.h"
-#include "host/config.h"
-#include "host/render.h"
+#include "host/config/config.h"
+#include "host/chain/render.h"
 
 namespace sandpipe::host {
 namespace {

@@ -12,9 +12,9 @@
 #include <mutex>
 #include <sstream>
 
-#include "host/chain.h"
-#include "host/render.h"
-#include "host/sandbox-client.h"
+#include "host/chain/chain.h"
+#include "host/chain/render.h"
+#include "host/python/sandbox-client.h"
 #include "sandbox-test-util.h"
 #include "shm/clock.h"
 

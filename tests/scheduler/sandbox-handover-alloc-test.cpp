@@ -10,8 +10,8 @@
 
 #include "alloc-counting.h"
 #include "fake-sandbox-thread.h"
-#include "host/sandbox-client.h"
-#include "host/sandbox-link.h"
+#include "host/python/sandbox-client.h"
+#include "host/python/sandbox-link.h"
 #include "sandbox-test-util.h"
 
 namespace sandpipe::sandbox_test {

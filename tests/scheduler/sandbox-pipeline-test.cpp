@@ -13,8 +13,8 @@
 #include <variant>
 
 #include "fake-sandbox-thread.h"
-#include "host/sandbox-client.h"
-#include "host/sandbox-link.h"
+#include "host/python/sandbox-client.h"
+#include "host/python/sandbox-link.h"
 #include "sandbox-test-util.h"
 #include "shm/segment.h"
 

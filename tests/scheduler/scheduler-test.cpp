@@ -1,6 +1,6 @@
 // The scheduler's pure parts: histogram buckets and quantiles, choose_mode, the deepen rule, and
 // the config keys `mode` / `blocks`.
-#include "host/scheduler.h"
+#include "host/slot/scheduler.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 #include <limits>
 #include <string>
 
-#include "host/config.h"
+#include "host/config/config.h"
 
 namespace sandpipe::host {
 namespace {

@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "host/chain.h"
-#include "host/config.h"
-#include "host/processor.h"
-#include "host/render.h"
+#include "host/chain/chain.h"
+#include "host/config/config.h"
+#include "host/slot/processor.h"
+#include "host/chain/render.h"
 
 namespace sandpipe::host {
 namespace {

@@ -1,0 +1,150 @@
+// The chain config: PipeWire SPA-JSON, parsed with spa_json.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace sandpipe::host {
+
+/// What a plugin entry's `path` turned out to be.
+enum class PluginKind : std::uint8_t {
+  native_builtin,  ///< `builtin:NAME`, one of the .so built-ins shipped with Sandpipe
+  native_library,  ///< a third-party `*.so` implementing plugins-native/include/sandpipe/plugin.h
+  python,          ///< a `*.py` file, run in its own sandbox process
+};
+
+[[nodiscard]] std::string_view to_string(PluginKind kind) noexcept;
+
+/// A parameter value as written in the config: a number, a boolean or a string.
+using ParamValue = std::variant<double, bool, std::string>;
+
+struct ParamSetting {
+  std::string key;
+  ParamValue value;
+  int line = 0;  ///< 1-based line in the config file, for error messages
+};
+
+/// What to do with a slot's blocks while its plugin is down or late.
+enum class OnFailure : std::uint8_t { bypass, mute };
+
+[[nodiscard]] std::string_view to_string(OnFailure policy) noexcept;
+
+/// How a Python slot is scheduled (`mode`): see docs/architecture.md, "Scheduler".
+enum class SlotMode : std::uint8_t {
+  auto_select,  ///< measured at start-up (and while running): sync if it fits, else pipelined
+  sync,         ///< each block is waited for in its own cycle (no added latency)
+  pipelined,    ///< `blocks` blocks of added latency; the sandbox works while the host goes on
+};
+
+[[nodiscard]] std::string_view to_string(SlotMode mode) noexcept;
+
+/// Deepest pipeline a slot supports (`blocks`): 16 shared-memory slots minus 2.
+inline constexpr std::uint32_t max_pipeline_blocks = 14;
+/// The largest config accepted, in bytes (docs/config.md). A chain's config is a few KiB; the
+/// limit keeps a runaway generated file from taking the node's memory and start-up time.
+inline constexpr std::size_t max_config_bytes = std::size_t{4} << 20;
+
+/// The default `max-level` (dBFS): ≈ 63.1 full scale.
+inline constexpr double default_max_level_db = 36.0;
+
+/// The linear ceiling of `max_level_db`: the largest |sample| a guard lets through (FLT_MAX and
+/// above: only NaN and Inf are caught).
+[[nodiscard]] float max_level_linear(double max_level_db) noexcept;
+
+struct PluginSpec {
+  std::string name;  ///< unique within the chain, used as "NAME:PARAM"
+  std::string path;  ///< as written
+  PluginKind kind = PluginKind::native_builtin;
+  std::filesystem::path resolved;  ///< absolute file path (empty for builtins until loaded)
+  std::vector<ParamSetting> params;
+  OnFailure on_failure = OnFailure::bypass;
+  /// `on-failure` was written in the entry. When it was not, a Python plugin of the earlier API
+  /// (`create_plugin()`, which refused to pass unprocessed audio) gets `mute`
+  /// (effective_on_failure), every other plugin `bypass`.
+  bool on_failure_given = false;
+  /// `bit-exact = true`: the plugin's output passes with every float bit pattern unchanged (no
+  /// NaN or level guard, no ramp, no flush-to-zero in its sandbox). docs/encrypted-voice.md.
+  bool bit_exact = false;
+  /// `max-level` in dBFS: a sample beyond ±10^(max_level_db / 20) counts as a failed block, as
+  /// NaN and Inf do (never in a bit-exact slot).
+  double max_level_db = default_max_level_db;
+  double timeout_ms = 0.0;                ///< 0: derived from the cycle's budget
+  SlotMode mode = SlotMode::auto_select;  ///< Python plugins only
+  std::uint32_t blocks = 0;  ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
+  /// Python plugins: the sandbox's address-space limit (RLIMIT_AS) in MiB; 0 = none.
+  std::uint32_t memory_mb = 2048;
+  /// Python plugins (`allow-writes = "DIR"`): the one directory (absolute, existing) the sandbox
+  /// may write in, e.g. a sink's recordings; empty: no writing anywhere.
+  std::filesystem::path allow_writes{};
+  /// Python only: how long before a job is due its sandbox stops sleeping and spins
+  /// (SandboxEndpoint anticipation); 0 (the default) = sleep until woken.
+  std::uint32_t wake_lead_us = 0;
+  /// Python plugins (`reload`): in `sandpipe run`, a change of the file loads the new code in a
+  /// new sandbox with the old one's state and hands over to it (a wet → wet crossfade); a
+  /// version that fails to load leaves the old one running.
+  bool reload = false;
+  int line = 0;
+};
+
+/// What the node looks like in the graph (`mode`).
+enum class NodeMode : std::uint8_t {
+  filter,  ///< an `Audio/Filter` with input and output ports, patched by hand (qpwgraph, pw-link)
+  sink,    ///< a virtual output device (`Audio/Sink`) whose processed audio the session manager
+           ///< plays on the default device, like module-filter-chain's capture/playback pair
+  source,  ///< a virtual microphone (`Audio/Source`): captures the default input device (or
+           ///< `target`), runs the chain, and is recorded by applications
+};
+
+[[nodiscard]] std::string_view to_string(NodeMode mode) noexcept;
+
+struct ChainConfig {
+  std::filesystem::path file;  ///< where it was read from (empty for text)
+  std::string node_name = "sandpipe";
+  std::string node_description;      ///< defaults to node_name
+  std::uint32_t channels = 2;        ///< 1..8, ports named after audio.position
+  NodeMode mode = NodeMode::filter;  ///< `mode = "filter" | "sink" | "source"`
+  /// sink / source mode: the device the node's device-side stream links to (`target.object`:
+  /// a node.name or serial); empty = the default device, followed when it changes.
+  std::string target;
+  double latency_max_ms = 20.0;      ///< the scheduler's latency budget (`latency.max-ms`)
+  /// A Python slot that crashes (or hangs) this many times within `restart_window_s` seconds
+  /// is given up on: it stays bypassed (`restart.max`, `restart.window-s`).
+  std::uint32_t restart_max = 5;
+  double restart_window_s = 60.0;
+  /// Python sandboxes are forked from one pre-initialised zygote per node (host/python/zygote.h)
+  /// instead of each starting its own interpreter (`sandbox.zygote`). Off by default: a forked
+  /// sandbox is not in a PID namespace of its own (docs/config.md).
+  bool sandbox_zygote = false;
+  std::vector<PluginSpec> plugins;
+};
+
+/// A config that cannot be used. `what()` reads "FILE:LINE: problem".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// [main] Parses SPA-JSON config text. Relative plugin paths resolve against `base_dir`.
+/// Throws ConfigError naming the file and line of the first problem.
+[[nodiscard]] ChainConfig parse_config(std::string_view text, const std::filesystem::path& file_for_messages,
+                                       const std::filesystem::path& base_dir);
+
+/// [main] Reads and parses a config file. Throws ConfigError.
+[[nodiscard]] ChainConfig load_config(const std::filesystem::path& file);
+
+/// [main] What a slot outputs for blocks its plugin did not process: `on-failure` if the entry
+/// gives it, else `mute` for a processor of the earlier Python API (`api` "legacy" and `role`
+/// "processor", as its load reply says; `api` empty when it never loaded: then the file is read
+/// for a `create_plugin`), else `bypass`.
+[[nodiscard]] OnFailure effective_on_failure(const PluginSpec& spec, std::string_view api,
+                                             std::string_view role);
+
+/// [main] Channel position names for a channel count: FL FR for 2, MONO for 1, FL FR FC LFE … up to 8.
+[[nodiscard]] std::vector<std::string> channel_positions(std::uint32_t channels);
+
+}  // namespace sandpipe::host

@@ -1,0 +1,59 @@
+// How a sandbox process is made: its launch parameters and the one function that spawns it
+// (a zygote will be a second way). [main] unless tagged otherwise.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "host/python/sandbox-client.h"
+#include "shm/segment.h"
+
+namespace sandpipe::host {
+
+/// Everything needed to start (and restart) the sandbox of one slot.
+struct SandboxLaunch {
+  std::string name;
+  std::filesystem::path file;
+  std::filesystem::path executable;
+  shm::Geometry geometry;
+  double sample_rate = 48000.0;
+  std::uint32_t memory_mb = 0;
+  std::optional<std::uint64_t> host_spin_ns;
+  SandboxLogFn log = log_to_stderr;
+  std::chrono::milliseconds request_timeout{10'000};
+  std::chrono::milliseconds shutdown_timeout{2'000};
+  std::filesystem::path allow_writes{};  ///< PluginSpec::allow_writes: --allow-writes DIR for the sandbox
+  int rt_priority = 0;                   ///< SandboxOptions::rt_priority
+  std::uint32_t wake_lead_us = 0;        ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
+  bool keep_denormals = false;           ///< PluginSpec::bit_exact: --keep-denormals (no FTZ/DAZ)
+  Zygote* zygote = nullptr;              ///< forks the sandbox when set (SandboxOptions::zygote)
+};
+
+/// [any] The sandbox executable this binary uses: the build tree's when it runs from the build
+/// tree, the installed one otherwise.
+[[nodiscard]] std::filesystem::path default_sandbox_executable();
+
+/// [any] The sandbox's whole environment (spawned, or the zygote's): nothing of the host's but
+/// SANDPIPE_* and the sanitizers' options; one BLAS thread.
+[[nodiscard]] std::vector<std::string> sandbox_environment();
+
+/// "exited with status 1", "killed by signal SIGSEGV", ...
+[[nodiscard]] std::string describe_exit(int wait_status);
+
+/// [main] A sandbox's scheduling: SCHED_FIFO at `priority` (> 0), or normal (0); never passed to
+/// anything it spawns. Not permitted (no root, no rtkit): stays as it was.
+void set_sandbox_priority(pid_t pid, int priority);
+
+/// Starts the sandbox executable with `sock` (its end of the control socketpair) and `shm` (the
+/// segment's memfd) inherited, everything else of ours being CLOEXEC; in its own process group
+/// (a Ctrl-C in the terminal reaches the host, which shuts sandboxes down), with an environment
+/// of its own. Returns its pid; throws PluginError if it cannot start.
+[[nodiscard]] pid_t spawn_sandbox_process(const SandboxLaunch& launch, int sock, int shm);
+
+}  // namespace sandpipe::host

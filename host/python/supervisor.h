@@ -1,0 +1,238 @@
+// Fault isolation and recovery for the Python slots of one chain (issue #8).
+//
+// One supervisor thread per chain watches every sandbox: its pidfd (exit, crash, SIGKILL), its
+// control socket (EOF, a protocol breach, log lines and errors, which it delivers), the RT side's
+// view of the shared segment (a corrupt completion) and a hang watchdog (the age of the oldest
+// block the sandbox has not finished). A dead or hung sandbox is killed, reaped and replaced:
+// a pre-started spare (interpreter and numpy already imported) is loaded with the slot's current
+// params and the last state the plugin returned from get_state() (polled while idle), and its
+// link is handed to the RT side (SandboxProcessor::replace_link), which fades from dry to wet.
+// Too many crashes in a window and the slot is given up on: it stays bypassed (or muted).
+// A hot reload (`reload = true`, or `sandpipe reload` over the request socket) loads the new
+// version beside the running one and hands over with LinkSwap::reload (a wet → wet crossfade).
+//
+// The thread is the supervisor's own, so the same code serves `sandpipe run` (PipeWire's main
+// loop never sees a sandbox fd) and `sandpipe render` (no loop at all). The supervisor thread is
+// the one "[main]" user of each SandboxProcessor's link operations; other threads only read
+// status() or wait in wait_settled().
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "host/config/config.h"
+#include "host/python/node-requests.h"
+#include "host/slot/processor.h"
+#include "host/python/sandbox-client.h"
+
+namespace sandpipe::host {
+
+/// Life cycle of a slot as the status shows it.
+enum class SlotState : std::uint8_t {
+  starting,    ///< the first sandbox is loading
+  running,     ///< processing (native slots are always running)
+  restarting,  ///< the sandbox died or hung; a new one is loading, blocks go dry meanwhile
+  failed,      ///< the plugin could not be loaded at start: bypassed for good
+  bypassed,    ///< crashed or hung too often (restart.max in restart.window-s): given up on
+};
+
+[[nodiscard]] std::string_view to_string(SlotState state) noexcept;
+
+/// What the status file, `sandpipe status` and the render summary show for one slot.
+struct SlotStatus {
+  std::string name;
+  std::string kind;  ///< "python" or "native"
+  SlotState state = SlotState::running;
+  OnFailure on_failure = OnFailure::bypass;
+  SlotCounters counters;         ///< the RT side's (blocks, deadline misses, bypassed, sanitized)
+  std::uint64_t exceptions = 0;  ///< exceptions raised in process(), over every sandbox of the slot
+  std::uint64_t restarts = 0;    ///< sandboxes that replaced a dead or hung one
+  std::uint64_t reloads = 0;     ///< new versions of the plugin file swapped in (`reload`)
+  std::uint64_t crashes = 0;     ///< sandboxes that died (exit, signal, EOF, protocol breach)
+  std::uint64_t hangs = 0;       ///< sandboxes killed by the hang watchdog
+  /// Times its sandbox lost real-time priority for being busy in one block too long (and
+  /// whether it is without it now).
+  std::uint64_t demotions = 0;
+  bool demoted = false;
+  std::string last_error;        ///< the last failure, with a traceback when there was one
+  std::string first_error;       ///< the first failure, with a traceback when there was one
+  pid_t pid = -1;                ///< the sandbox running now (-1: none)
+  double last_restart_ms = 0.0;  ///< death noticed → new sandbox handed to the RT side
+  double max_restart_ms = 0.0;
+  // The scheduler's view (Chain::schedules()), Python slots only.
+  std::string mode;                   ///< as configured: "auto", "sync", "pipelined" ("": native)
+  std::uint32_t pipeline_blocks = 0;  ///< the pipeline depth now (0: sync)
+  std::uint32_t latency_frames = 0;   ///< the slot's latency now (its own + the pipeline's)
+  bool schedule_fits = true;          ///< false: no pipeline within latency.max-ms absorbs its p99.9
+  std::string schedule;               ///< the last scheduling decision, in words
+};
+
+struct SupervisorOptions {
+  /// Offline (render): no deadline pressure, wait_settled() between blocks.
+  bool offline = false;
+  /// The hang watchdog for slots without `timeout-ms`: a sandbox that has not finished a block
+  /// for this long is killed and restarted.
+  std::chrono::milliseconds default_hang_timeout{200};
+  /// restart.max / restart.window-s (0 restarts: the first crash gives up).
+  std::uint32_t max_restarts = 5;
+  std::chrono::milliseconds restart_window{60'000};
+  /// How often an idle sandbox is asked for its state (the state restored on restart).
+  std::chrono::milliseconds state_poll{1'000};
+  /// How often the watchdog and the RT side's link state are looked at.
+  std::chrono::milliseconds tick{10};
+  /// Keep one loaded-interpreter spare per slot, so a restart only imports the plugin.
+  bool keep_spare = true;
+  /// Written (atomically, JSON) once a second and on every state change; removed at the end.
+  /// Empty: none.
+  std::filesystem::path status_file;
+  /// The socket `sandpipe reload` talks to (host/python/node-requests.h). Empty: none.
+  std::filesystem::path request_socket;
+  std::string node_name;
+  SandboxLogFn log = log_to_stderr;
+};
+
+/// One slot of the chain as the supervisor sees it.
+struct SupervisedSlot {
+  Processor* processor = nullptr;       ///< every slot (native ones only report counters)
+  SandboxProcessor* sandbox = nullptr;  ///< Python slots
+  OnFailure on_failure = OnFailure::bypass;
+  double timeout_ms = 0.0;  ///< the plugin's `timeout-ms` (0: the default)
+  bool reload = false;      ///< the plugin's `reload`: follow changes of its file
+};
+
+/// Not copyable. Created [main] after the chain's slots, destroyed before them.
+class Supervisor {
+ public:
+  /// [main] Starts the supervisor thread (only if some slot is a Python one).
+  Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options);
+  /// [main] Stops and joins the thread; removes the status file.
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+  Supervisor(Supervisor&&) = delete;
+  Supervisor& operator=(Supervisor&&) = delete;
+
+  /// [any] A snapshot of every slot.
+  [[nodiscard]] std::vector<SlotStatus> status() const;
+  /// [any] The snapshot as the JSON the status file holds.
+  [[nodiscard]] std::string status_json() const;
+
+  /// [main] Offline: returns once no Python slot is starting or restarting and none has a dead
+  /// link the supervisor has not dealt with yet, so the next block runs on a live sandbox (or
+  /// on a slot given up on). Bounded by `timeout`; false if it ran out.
+  bool wait_settled(std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+  /// [main] A live parameter change of a supervised Python slot: queued for the supervisor
+  /// thread, which sends it to the running sandbox (its answer arrives later; a refusal is
+  /// logged) and, once accepted, keeps it for restarts. Takes only a short lock: never waits
+  /// for process work. Returns an error only when the slot is not running a plugin (failed to
+  /// load, or given up on).
+  std::optional<std::string> set_param(const SandboxProcessor& slot, const ParamSetting& setting);
+
+  /// What an earlier-API plugin's get_parameter(key) answered after a live change of `key`
+  /// was accepted: the value the node publishes for SLOT:KEY (it may differ from the one sent).
+  struct ReadBack {
+    const SandboxProcessor* slot = nullptr;
+    std::string key;
+    ParamValue value;
+  };
+  /// [any] The read-backs that arrived since the last call, oldest first.
+  [[nodiscard]] std::vector<ReadBack> take_read_backs();
+  /// [main] `fn` is called on the supervisor's thread whenever a read-back arrives; it must only
+  /// wake the node's main loop (which then calls take_read_backs()). Empty: none.
+  void set_read_back_listener(std::function<void()> fn);
+
+  /// [main] What the scheduler decided for `slot` (Chain calls it after every decision), for
+  /// the status: its configured mode, whether it fits latency.max-ms, and why.
+  void set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits, std::string why);
+
+  /// [main] Asks every running sandbox for its counters and waits (at most `timeout`) until
+  /// they answered, so status() is exact (render's summary). False if some did not answer.
+  bool refresh(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  /// [any] Restart times (ms) of every restart so far, in order (benchmarks, docs).
+  [[nodiscard]] std::vector<double> restart_times_ms() const;
+
+  /// [main] What the node adds to the status: `fn` returns JSON members (`"key":value,...`),
+  /// published as the status's "timing" object; called on the supervisor's thread.
+  void set_node_status(std::function<std::string()> fn);
+
+ private:
+  struct Watch;
+  void run();
+  /// Returns true when some slot changed state.
+  bool tick(std::chrono::steady_clock::time_point now);
+  /// One slot's hot reload (`reload = true`, or a `sandpipe reload` request): watch the file,
+  /// load a new version beside the running one with its state, hand over to it (a wet → wet
+  /// crossfade), or keep the old one if the new one fails; answer the requests waiting for it.
+  void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Takes the real-time priority of `w`'s sandbox `c` away while it is busy in one block too
+  /// long (`age_ns`: the oldest block it owes), and gives it back once it answers.
+  void demote_while_stuck(Watch& w, SandboxInstance& c, std::uint64_t age_ns,
+                          std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Starts a reload of `w` now: asks the running version for its state first.
+  void begin_reload(Watch& w, std::chrono::steady_clock::time_point now);
+  /// Answers every request waiting for `w`'s reload.
+  void answer_reload(Watch& w, bool ok, const std::string& text);
+  /// A line from the request socket ("reload SLOT").
+  void handle_request(const RequestServer::Request& request, std::chrono::steady_clock::time_point now);
+  void write_status_file();
+  /// [supervisor thread, mutex_ held] Sends (or keeps for the next sandbox) the queued
+  /// set_param() changes.
+  void apply_params();
+  /// [supervisor thread, mutex_ held] Copies which slots set_param() must refuse, and why.
+  void publish_given_up();
+  [[nodiscard]] bool settled_locked() const;
+
+  SupervisorOptions options_;
+  std::vector<std::unique_ptr<Watch>> watches_;
+  mutable std::mutex mutex_;  ///< guards every Watch's status part and restart_ms_
+  std::condition_variable changed_;
+  std::vector<double> restart_ms_;
+  int wake_fd_ = -1;                         ///< eventfd: stop, refresh
+  std::unique_ptr<RequestServer> requests_;  ///< `sandpipe reload` (the supervisor thread's)
+  bool stop_ = false;
+  std::uint64_t refresh_wanted_ = 0;  ///< refresh() calls so far
+  std::uint64_t refresh_asked_ = 0;   ///< the call the stats requests in flight are for
+  std::uint64_t refresh_done_ = 0;    ///< answered up to this call
+  std::string instance_token_;
+  std::string confinement_json_;  ///< the sandboxes' walls on this machine (set once, before the thread)
+  std::function<std::string()> node_status_;  ///< guarded by mutex_
+  std::vector<ReadBack> read_backs_;          ///< guarded by mutex_
+  std::function<void()> read_back_listener_;  ///< guarded by mutex_
+  /// A set_param() change on its way to the supervisor thread.
+  struct ParamRequest {
+    const SandboxProcessor* slot = nullptr;
+    ParamSetting setting;
+  };
+  /// Guards param_inbox_ and given_up_ only; held for a copy or a push, never across process
+  /// work (mutex_ is held across a whole tick).
+  mutable std::mutex inbox_mutex_;
+  std::vector<ParamRequest> param_inbox_;
+  std::vector<std::pair<const SandboxProcessor*, std::string>> given_up_;
+  std::thread thread_;
+};
+
+/// [any] Where `sandpipe run` keeps NODE's status: $XDG_RUNTIME_DIR/sandpipe/NODE.status, or
+/// /tmp/sandpipe-UID/NODE.status without XDG_RUNTIME_DIR.
+[[nodiscard]] std::filesystem::path status_file_path(std::string_view node_name);
+
+/// [main] A supervisor for a chain's `slots` (config order, as Chain builds them): restart
+/// limits from `config`; live (not `offline`): the status file at status_file_path(node) and
+/// the request socket at request_socket_path(node) unless `options` names them.
+[[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(
+    const ChainConfig& config, const std::vector<std::unique_ptr<Processor>>& slots, bool offline,
+    SupervisorOptions options);
+
+}  // namespace sandpipe::host

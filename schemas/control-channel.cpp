@@ -11,14 +11,12 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "shm/clock.h"  // header-only: the one clock, no link to shm
+
 namespace sandpipe::schema {
 namespace {
 
-std::int64_t monotonic_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+std::int64_t monotonic_ms() { return static_cast<std::int64_t>(shm::now_ns() / 1'000'000U); }
 
 /// Milliseconds left until `deadline` (monotonic_ms), or -1 for none.
 int left_ms(std::int64_t deadline) {

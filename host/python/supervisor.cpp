@@ -20,6 +20,7 @@
 
 #include "host/python/confinement-probe.h"
 #include "host/python/sandbox-instance.h"
+#include "shm/clock.h"
 
 namespace sandpipe::host {
 
@@ -42,12 +43,6 @@ std::string_view to_string(SlotState state) noexcept {
 }
 
 namespace {
-
-std::uint64_t monotonic_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -788,7 +783,7 @@ bool Supervisor::tick(Clock::time_point now) {
       // The RT side's link state is this sandbox's only once it adopted its link (at its next
       // call after replace_link); until then it still describes the dead one.
       const bool adopted = proc.active_generation() == c.generation();
-      const std::uint64_t age = adopted ? proc.oldest_outstanding_age_ns(monotonic_ns()) : 0;
+      const std::uint64_t age = adopted ? proc.oldest_outstanding_age_ns(shm::now_ns()) : 0;
       if (c.notify_endpoint() != nullptr) {
         // The sandbox's claims count only when they fit the host's own count of submitted jobs:
         // a sandbox scribbling over its ring indices cannot hold the watchdog off (it did, 4 s for

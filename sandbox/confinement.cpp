@@ -191,7 +191,7 @@ std::optional<std::string> build_file_system_view(const ConfinementPolicy& polic
   return std::nullopt;
 }
 
-/// New mount, IPC and UTS namespaces (network too without seccomp) and the file-system
+/// New mount, network (loopback only, down), IPC and UTS namespaces and the file-system
 /// view. A user's sandbox gets a user namespace too, with an unprivileged id inside (1000) that is
 /// the user's outside. A root sandbox makes them with its own capabilities instead (mapping root
 /// into a user namespace needs CAP_SETFCAP in the parent, which the namespace's own process no
@@ -206,11 +206,12 @@ std::optional<std::string> enter_namespaces(const ConfinementPolicy& policy, boo
   // need. A sandbox that lives inside its own PID namespace needs its parent to make it (the host
   // or a zygote cloning with CLONE_NEWPID); until then seccomp (no fork, no clearing the death
   // signal) is what keeps anything from outliving the host.
-  // A network namespace only where no seccomp filter refuses every socket: making and tearing
-  // one down costs the kernel milliseconds of work per sandbox (cleanup_net), which showed as
-  // deadline misses of the audio beside it (ChainSchedule.TwoPipelinedSlotsRunInParallel: 270
-  // misses for a bound of 42), and with the filter a sandbox has no socket to use it with.
-  const int network = seccomp_available() ? 0 : CLONE_NEWNET;
+  // A network namespace (only `lo`, down) behind the seccomp filter that refuses every socket:
+  // a second wall if the filter ever lets one through. Its kernel clean-up when a sandbox ends
+  // (cleanup_net) once showed as deadline misses beside it (ChainSchedule.
+  // TwoPipelinedSlotsRunInParallel, 270 for a bound of 42, 2026-12-04); re-measured on
+  // 2026-12-05 it passed twice in a row with it (pipelined: 0 misses of 600 blocks sleeping).
+  const int network = CLONE_NEWNET;
   const int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | network | (as_root ? 0 : CLONE_NEWUSER);
   if (::unshare(flags) != 0) {
     available = false;

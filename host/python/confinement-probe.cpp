@@ -20,7 +20,8 @@ std::string namespaces_problem() {
   const pid_t pid = ::fork();
   if (pid < 0) return std::string("cannot probe: fork: ") + std::strerror(errno);
   if (pid == 0) {
-    constexpr int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID;
+    constexpr int flags =
+        CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID;
     ::_exit(::unshare(flags) == 0 ? 0 : (errno & 0x7f) + 1);
   }
   int status = 0;

@@ -34,8 +34,8 @@
 #include <vector>
 
 #include "../temp-dir.h"
-#include "host/config/config.h"
 #include "host/chain/render.h"
+#include "host/config/config.h"
 
 namespace sandpipe::host {
 namespace {
@@ -369,6 +369,13 @@ TEST_F(RedTeam, PluginRunsAsAnUnprivilegedUid) {
   ::unsetenv("SANDPIPE_CONFINE_NO_LANDLOCK");
   EXPECT_NE(log_.find("identity uid=65534"), std::string::npos) << log_;
   EXPECT_NE(log_.find("Permission denied"), std::string::npos) << log_;
+}
+
+/// In its own network namespace: the plugin sees the loopback interface only, none of the
+/// machine's (the seccomp filter refuses every socket besides; this is the wall behind it).
+TEST_F(RedTeam, PluginSeesOnlyLoopback) {
+  render_attack("net_interfaces.py");
+  EXPECT_NE(log_.find("interfaces lo\n"), std::string::npos) << log_;
 }
 
 /// A plugin whose folder nobody cannot read (mkdtemp's 0700, as root) still runs, as uid 0

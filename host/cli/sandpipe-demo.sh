@@ -15,7 +15,7 @@
 # Everything the script starts is stopped by PID.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${1:-${SANDPIPE_BUILD_DIR:-build}}
 [[ "$build" = /* ]] || { [[ -d "$build" ]] && build=$(cd "$build" && pwd) || build="$root/$build"; }
 sandpipe="$build/host/cli/sandpipe"

@@ -13,7 +13,8 @@ trap 'rm -rf "$work"' EXIT
 
 bash -n "$here/soak.sh"
 bash -n "$here/compare-filter-chain.sh"
-"$py" -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' "$here/soak-monitor.py" "$here/plot.py"
+"$py" -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' "$here/soak-monitor.py" "$here/plot.py" \
+  "$here/soak-compare.py"
 
 "$bench" --help >/dev/null
 "$bench" --quick --iterations 60 --warmup 5 --chunk 20 --render-seconds 0.2 --pipelined-gap-us 10 \
@@ -65,4 +66,21 @@ EOF
 } >"$work/soak.csv"
 "$py" "$here/plot.py" soak --csv "$work/soak.csv" --out "$work/soak.png" >/dev/null
 test -s "$work/cdf.png" && test -s "$work/soak.png"
+
+# soak.sh --baseline's comparison, on two synthetic summaries: a chain that lost one cycle the
+# stall watch does not explain, beside a baseline that lost none, is worse than the baseline.
+for d in baseline chain; do
+  mkdir -p "$work/cmp/$d"
+  lost=$([[ $d == chain ]] && echo 1 || echo 0)
+  cat >"$work/cmp/$d/summary.json" <<EOF
+{"preset": "$d", "machine": {"stalls": 3, "stall_ms_total": 9.5, "probe_lost_cycles": 2},
+ "verdict": {"probe_lost_cycles_not_during_stalls": $lost, "deadline_misses": 0,
+             "deadline_misses_not_during_stalls": 0, "node_overruns_not_during_stalls": 0,
+             "sandpipe_survived": true},
+ "monitor": {"profiler": {"node_cycles": 1000}}}
+EOF
+done
+"$py" "$here/soak-compare.py" "$work/cmp" | grep -q "WORSE than the baseline"
+"$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["rows"][1]["lost_share_pct"] == 0.2, r' \
+  "$work/cmp/comparison.json"
 echo "bench smoke: ok"

@@ -9,6 +9,8 @@
 # PRESETS (48 kHz, forced quantum)
 #   4py-512       quantum 512, 4 Python plugins (gain, biquad, gain, biquad)
 #   8py-64        quantum 64, 8 Python plugins (gain)
+#   16py-512      quantum 512, 16 Python gain plugins, each in its own sandbox (issue 17's
+#                 isolated scale soak)
 #   3slow-512     quantum 512, 3 Python plugins spinning ~5 ms each, mode = "pipelined"
 #                 (skipped, exit 77, when the build has no pipelined mode)
 #   crash-hourly  quantum 512, 2 Python plugins; one sandbox SIGKILLed every minute (needs
@@ -25,6 +27,9 @@
 #                    chain.conf, sandpipe.log, probe.json, pw-profiler.log
 #   --build DIR      build directory (default: build-bench next to the sources)
 #   --chain FILE     custom chain;  --quantum N   custom quantum
+#   --baseline       first soak the `native` preset at the same quantum for the same time in
+#                    OUT/baseline, then PRESET in OUT/chain, and print both verdicts side by side
+#                    (OUT/comparison.json): what the machine loses by itself is the bar
 #
 # Audio comes from pw-probe (a known signal, checked on the way out: errors, lost cycles).
 # Exit: 0 ran (read the summary for the verdict), 1 failed to run, 2 usage, 77 preset unsupported.
@@ -40,6 +45,7 @@ out=""
 build="$root/build-bench"
 chain_file=""
 quantum=""
+baseline=0
 
 die() {
   echo "soak: $*" >&2
@@ -59,6 +65,7 @@ while (($#)); do
     --build) build=${2:?}; shift 2 ;;
     --chain) chain_file=${2:?}; shift 2 ;;
     --quantum) quantum=${2:?}; shift 2 ;;
+    --baseline) baseline=1; shift ;;
     -h | --help) usage ;;
     -*) echo "soak: unknown option $1" >&2; usage ;;
     *) [[ -z "$preset" ]] || usage; preset=$1; shift ;;
@@ -98,6 +105,12 @@ case $preset in
       "$(plugin_line g2 "$ex/gain.py" "gain = 0.9")" \
       "$(plugin_line eq2 "$ex/biquad.py" "shape = \"lowpass\" freq = 12000")"
     ;;
+  16py-512)
+    quantum=512
+    lines=()
+    for i in $(seq 1 16); do lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0")"); done
+    write_chain "${lines[@]}"
+    ;;
   8py-64)
     quantum=64
     lines=()
@@ -132,6 +145,21 @@ case $preset in
 esac
 duration=${duration:-600}
 crash_every=${crash_every:-0}
+
+# --baseline: the native-only graph first, then the preset, each in its own private session, for
+# the same time at the same quantum; their verdicts side by side.
+if ((baseline)); then
+  common=(--duration "$duration" --interval "$interval" --build "$build")
+  "$0" "${common[@]}" --quantum "$quantum" --out "$out/baseline" native || die "the native baseline failed to run"
+  extra=(--crash-every "$crash_every")
+  [[ $preset == custom ]] && extra+=(--chain "$chain_file" --quantum "$quantum")
+  [[ $preset == native ]] && extra+=(--quantum "$quantum")
+  status=0
+  "$0" "${common[@]}" "${extra[@]}" --out "$out/chain" "$preset" || status=$?
+  ((status == 0)) || exit "$status"
+  "$py" "$root/tests/bench/soak-compare.py" "$out"
+  exit 0
+fi
 
 skip() { # REASON: the preset cannot run on this build
   echo "soak: $preset skipped: $1" >&2

@@ -21,6 +21,10 @@
 #include "host/node/node-props.h"
 #include "host/node/port-latency.h"
 #include "host/node/pw-handles.h"
+#include "host/slot/log.h"
+
+// The node's log (host/slot/log.h); only the exit summary (print_counters) is plain stderr.
+#define PW_LOG_TOPIC_DEFAULT ::sandpipe::host::node_log
 
 namespace sandpipe::host {
 namespace {
@@ -316,16 +320,15 @@ class FilterNode final : public GraphNode {
     const std::uint32_t rate = self->rt_.graph_rate.load(std::memory_order_relaxed);
     try {
       if (rate != 0 && rate != chain_rate(*self->chain_)) {
-        std::fprintf(stderr, "sandpipe: graph rate is %u Hz, rebuilding the chain (was %.0f Hz)\n", rate,
-                     self->chain_->sample_rate());
+        pw_log_info("graph rate is %u Hz, rebuilding the chain (was %.0f Hz)", rate,
+                    self->chain_->sample_rate());
         self->swap_chain(self->make_chain(static_cast<double>(rate)));
         self->rt_.schedule.chain_quantum.store(self->chain_->block_frames(), std::memory_order_relaxed);
         ++self->rebuilds_;
         self->publish_latency();
       }
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "sandpipe: cannot rebuild the chain at %u Hz, keeping the old one: %s\n", rate,
-                   e.what());
+      pw_log_warn("cannot rebuild the chain at %u Hz, keeping the old one: %s", rate, e.what());
       self->rt_.rejected_rate.store(rate, std::memory_order_relaxed);
     }
     self->rt_.rebuild_requested.store(false, std::memory_order_release);
@@ -347,8 +350,7 @@ class FilterNode final : public GraphNode {
   /// mode or quantum change.
   void report_latency() {
     publish_latency();
-    std::fprintf(stderr, "sandpipe: latency now %u frames (quantum %u)\n", chain_->latency_frames(),
-                 chain_->block_frames());
+    pw_log_info("latency now %u frames (quantum %u)", chain_->latency_frames(), chain_->block_frames());
   }
 
   /// [main] Invoked on the main loop by the data thread when the quantum differs from the one
@@ -392,18 +394,16 @@ class FilterNode final : public GraphNode {
     auto* self = static_cast<FilterNode*>(data);
     switch (state) {
       case PW_FILTER_STATE_ERROR:
-        std::fprintf(stderr, "sandpipe: filter error: %s\n", error != nullptr ? error : "unknown");
+        pw_log_error("filter error: %s", error != nullptr ? error : "unknown");
         self->failure_ = 1;
         pw_main_loop_quit(self->main_loop_);
         break;
       case PW_FILTER_STATE_PAUSED:
         if (!self->announced_) {
           self->announced_ = true;
-          std::fprintf(
-              stderr,
-              "sandpipe: node \"%s\" (id %u) ready, %u channels, chain at %.0f Hz, latency %u frames\n",
-              self->config_.node_name.c_str(), pw_filter_get_node_id(self->filter_.get()),
-              self->config_.channels, self->chain_->sample_rate(), self->chain_->latency_frames());
+          pw_log_info("node \"%s\" (id %u) ready, %u channels, chain at %.0f Hz, latency %u frames",
+                      self->config_.node_name.c_str(), pw_filter_get_node_id(self->filter_.get()),
+                      self->config_.channels, self->chain_->sample_rate(), self->chain_->latency_frames());
         }
         break;
       default:

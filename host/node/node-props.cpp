@@ -19,6 +19,11 @@
 
 #include "host/python/sandbox-client.h"
 #include "host/python/supervisor.h"
+#include "host/slot/log.h"
+
+// What was set or refused: the node's log (host/slot/log.h), never its answer to `sandpipe set`
+// (host/cli/set-command.cpp prints that).
+#define PW_LOG_TOPIC_DEFAULT ::sandpipe::host::props_log
 
 namespace sandpipe::host {
 namespace {
@@ -207,7 +212,7 @@ std::optional<std::string> NodeProps::apply_one(const std::string& name, const P
   std::string note;
   const auto normalised = normalise_param_value(entry.desc, value, error, note);
   if (!normalised) return error;
-  if (!note.empty()) std::fprintf(stderr, "sandpipe: \"%s\": %s\n", name.c_str(), note.c_str());
+  if (!note.empty()) pw_log_warn("\"%s\": %s", name.c_str(), note.c_str());
 
   if (entry.native) {
     float f = 0.0F;
@@ -250,8 +255,7 @@ bool NodeProps::take_read_backs(const Chain& chain) {
     std::string note;
     auto value = normalise_param_value(it->desc, read_back.value, error, note);
     if (!value || *value == it->value) continue;
-    std::fprintf(stderr, "sandpipe: set %s = %s (what the plugin reads back)\n", it->name.c_str(),
-                 describe(*value).c_str());
+    pw_log_info("set %s = %s (what the plugin reads back)", it->name.c_str(), describe(*value).c_str());
     it->value = std::move(*value);
     remember(*it);
     changed = true;
@@ -265,7 +269,7 @@ std::uint32_t NodeProps::apply(const spa_pod* props, Chain& chain, ParamQueue& q
   const spa_pod_prop* prop = spa_pod_object_find_prop(obj, nullptr, SPA_PROP_params);
   if (prop == nullptr) return 0;
   if (!spa_pod_is_struct(&prop->value)) {
-    std::fprintf(stderr, "sandpipe: Props: params must be a list [ \"SLOT:PARAM\" value ... ]\n");
+    pw_log_warn("Props: params must be a list [ \"SLOT:PARAM\" value ... ]");
     return 0;
   }
   spa_pod_parser parser{};
@@ -278,7 +282,7 @@ std::uint32_t NodeProps::apply(const spa_pod* props, Chain& chain, ParamQueue& q
     if (spa_pod_parser_get_string(&parser, &name) < 0 || name == nullptr) break;
     spa_pod* value_pod = nullptr;
     if (spa_pod_parser_get_pod(&parser, &value_pod) < 0 || value_pod == nullptr) {
-      std::fprintf(stderr, "sandpipe: cannot set \"%s\": no value follows the name\n", name);
+      pw_log_warn("cannot set \"%s\": no value follows the name", name);
       break;
     }
     // A stream's adapter shares the params list ("channelmix.normalize", "resample.quality"):
@@ -286,21 +290,21 @@ std::uint32_t NodeProps::apply(const spa_pod* props, Chain& chain, ParamQueue& q
     if (std::string_view(name).find(':') == std::string_view::npos) continue;
     const auto value = param_value_from_pod(value_pod);
     if (!value) {
-      std::fprintf(stderr, "sandpipe: cannot set \"%s\": the value must be a number, boolean or string\n", name);
+      pw_log_warn("cannot set \"%s\": the value must be a number, boolean or string", name);
       continue;
     }
     if (auto error = apply_one(name, *value, chain, queue)) {
-      std::fprintf(stderr, "sandpipe: cannot set \"%s\": %s\n", name, error->c_str());
+      pw_log_warn("cannot set \"%s\": %s", name, error->c_str());
       continue;
     }
     const auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.name == name; });
     if (it->read_back) {
-      std::fprintf(stderr, "sandpipe: sent %s to the plugin (Props show what it reads back)\n", name);
+      pw_log_info("sent %s to the plugin (Props show what it reads back)", name);
       continue;
     }
     std::string shown = describe(it->value);
     if (it->desc.kind == "choice") shown = it->desc.choices.at(static_cast<std::size_t>(std::get<double>(it->value)));
-    std::fprintf(stderr, "sandpipe: set %s = %s\n", name, shown.c_str());
+    pw_log_info("set %s = %s", name, shown.c_str());
     ++changed;
   }
   return changed;
@@ -422,7 +426,7 @@ void apply_props(const spa_pod* param, NodeProps& props, Chain& chain, ParamQueu
   try {
     if (props.apply(param, chain, queue) > 0) publish_props(props, publish);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "sandpipe: cannot apply Props: %s\n", e.what());
+    pw_log_error("cannot apply Props: %s", e.what());
   }
 }
 
@@ -431,7 +435,7 @@ void apply_read_backs(NodeProps& props, const Chain& chain,
   try {
     if (props.take_read_backs(chain)) publish_props(props, publish);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "sandpipe: cannot publish Props: %s\n", e.what());
+    pw_log_error("cannot publish Props: %s", e.what());
   }
 }
 

@@ -59,7 +59,7 @@ class NodeProps {
   /// [main] Applies the "SLOT:PARAM" value pairs of a Props pod (from pw-cli set-param or
   /// `sandpipe set`): a native slot's change is pushed to `queue`, a Python slot's is sent to its
   /// sandbox. Each refused pair (unknown name, wrong type, no answer) is logged with the reason
-  /// on stderr; others apply. Props without `params` (e.g. a volume) are ignored. Returns the
+  /// (sandpipe.props); others apply. Props without `params` (e.g. a volume) are ignored. Returns the
   /// number of parameters whose value changed (republish Props if > 0); an earlier-API slot's
   /// change is not among them: its value changes when the plugin reads it back.
   std::uint32_t apply(const spa_pod* props, Chain& chain, ParamQueue& queue);
@@ -115,13 +115,13 @@ class NodeProps {
 
 /// [main] A node's Props handler: applies the "SLOT:PARAM" pairs of `param` (NodeProps::apply)
 /// and, if a value changed, hands the new Props pod to `publish` (the node's update_params).
-/// Logs what fails on stderr; never throws.
+/// Logs what it set and what fails (sandpipe.props); never throws.
 void apply_props(const spa_pod* param, NodeProps& props, Chain& chain, ParamQueue& queue,
                  const std::function<void(const spa_pod*)>& publish) noexcept;
 
 /// [main] A node's handler for the supervisor's read-back signal: takes what earlier-API plugins
 /// read back (NodeProps::take_read_backs) and, if a value changed, hands the new Props pod to
-/// `publish`. Logs what fails on stderr; never throws.
+/// `publish`. Logs what fails (sandpipe.props); never throws.
 void apply_read_backs(NodeProps& props, const Chain& chain,
                       const std::function<void(const spa_pod*)>& publish) noexcept;
 

@@ -15,6 +15,11 @@
 
 #include "host/node/filter-node.h"
 #include "host/node/pw-handles.h"
+#include "host/slot/log.h"
+
+// What the session says while the node runs is the node's log (host/slot/log.h); why it could
+// not start is the command's answer, on stderr like a config error.
+#define PW_LOG_TOPIC_DEFAULT ::sandpipe::host::node_log
 
 namespace sandpipe::host {
 namespace {
@@ -171,7 +176,7 @@ struct CoreWatch {
   static void on_error(void* data, std::uint32_t id, int /*seq*/, int res, const char* message) {
     auto* self = static_cast<CoreWatch*>(data);
     if (id == PW_ID_CORE && res == -EPIPE) {
-      std::fprintf(stderr, "sandpipe: lost the PipeWire daemon: %s\n", message != nullptr ? message : "");
+      pw_log_error("lost the PipeWire daemon: %s", message != nullptr ? message : "");
       self->failure = 1;
       pw_main_loop_quit(self->loop);
     }
@@ -180,6 +185,15 @@ struct CoreWatch {
 
 void on_quit_signal(void* data, int /*signal_number*/) {
   pw_main_loop_quit(static_cast<pw_main_loop*>(data));
+}
+
+/// [main] A line of the live chain's scheduler (ChainOptions::log) on sandpipe.chain: its
+/// "WARNING:" lines (a slot too slow for its budget) as warnings, the decisions as info.
+void log_chain_line(std::string_view slot, std::string_view line) {
+  const spa_log_level level =
+      line.find("WARNING:") != std::string_view::npos ? SPA_LOG_LEVEL_WARN : SPA_LOG_LEVEL_INFO;
+  pw_logt(level, chain_log, "[%.*s] %.*s", static_cast<int>(slot.size()), slot.data(),
+          static_cast<int>(line.size()), line.data());
 }
 
 int run_or_throw(const NodeBuilder& build) {
@@ -243,6 +257,7 @@ int run_or_throw(const NodeBuilder& build) {
 
 int run_with_pipewire(const NodeBuilder& build) {
   pw_init(nullptr, nullptr);
+  init_log_topics();
   int status = 1;
   try {
     status = run_or_throw(build);
@@ -261,6 +276,7 @@ std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate, s
   ChainOptions options;
   options.block_frames = quantum != 0 ? quantum : detail::default_quantum;
   options.sandbox_rt_priority = live_sandbox_rt_priority;
+  options.log = log_chain_line;
   return std::make_unique<Chain>(config, rate, detail::chain_block_frames, std::move(options));
 }
 
@@ -268,7 +284,8 @@ bool reschedule_live_chain(Chain& chain, std::uint32_t quantum) noexcept {
   try {
     return quantum != 0 && chain.set_block_frames(quantum);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "sandpipe: cannot re-schedule the chain for quantum %u: %s\n", quantum, e.what());
+    pw_logt(SPA_LOG_LEVEL_WARN, chain_log, "cannot re-schedule the chain for quantum %u: %s", quantum,
+            e.what());
     return false;
   }
 }
@@ -277,7 +294,7 @@ bool review_live_chain(Chain& chain) noexcept {
   try {
     return chain.review_schedule();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "sandpipe: scheduler review failed: %s\n", e.what());
+    pw_logt(SPA_LOG_LEVEL_WARN, chain_log, "scheduler review failed: %s", e.what());
     return false;
   }
 }

@@ -40,7 +40,7 @@ class GraphNode {
   virtual void disconnect() = 0;
   /// [main] Nonzero once the node went into an error state (the loop was quit).
   [[nodiscard]] virtual int failure() const noexcept = 0;
-  /// [main] What the data thread counted, on stderr.
+  /// [main] What the data thread counted, on stderr: the exit summary, not a log line.
   virtual void print_counters() const = 0;
 };
 
@@ -51,22 +51,23 @@ using NodeBuilder = std::function<std::unique_ptr<GraphNode>(const PipeWireEnv&)
 /// the main loop until SIGINT or SIGTERM (or the daemon goes away, or the node fails), then
 /// tears everything down. Returns 0 on a clean stop, 1 if PipeWire failed or went away, 2 if a
 /// plugin could not be loaded (PluginError: like a config error, nothing was started).
-/// Catches everything: never throws.
+/// Catches everything: never throws. While the node runs it logs on sandpipe's PipeWire log
+/// topics (host/slot/log.h), set up right after pw_init.
 [[nodiscard]] int run_with_pipewire(const NodeBuilder& build);
 
 /// [main] A chain for the live graph at `rate`: pipelined slots prepared for `quantum` (0:
-/// PipeWire's default until the graph's is seen), sandboxes at live_sandbox_rt_priority.
-/// Throws PluginError.
+/// PipeWire's default until the graph's is seen), sandboxes at live_sandbox_rt_priority, the
+/// scheduler's lines logged on sandpipe.chain. Throws PluginError.
 [[nodiscard]] std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate,
                                                      std::uint32_t quantum);
 
 /// [main] Re-schedules a live chain for the graph's `quantum` (0: none seen yet, nothing to do):
 /// pipelined slots take L = k × quantum. True if the chain's latency changed (the node must
-/// re-publish it). A failure is logged on stderr and leaves the schedule as it was.
+/// re-publish it). A failure is logged (sandpipe.chain) and leaves the schedule as it was.
 [[nodiscard]] bool reschedule_live_chain(Chain& chain, std::uint32_t quantum) noexcept;
 
 /// [main] The node's periodic scheduler review (Chain::review_schedule). True if the chain's
-/// latency changed. A failure is logged on stderr.
+/// latency changed. A failure is logged (sandpipe.chain).
 [[nodiscard]] bool review_live_chain(Chain& chain) noexcept;
 
 /// [main] One line per slot of what it counted (blocks, misses, bypassed, sanitized), on stderr:

@@ -19,6 +19,10 @@
 #include "host/node/filter-node.h"
 #include "host/node/node-props.h"
 #include "host/node/pw-handles.h"
+#include "host/slot/log.h"
+
+// The node's log (host/slot/log.h); only the exit summary (print_counters) is plain stderr.
+#define PW_LOG_TOPIC_DEFAULT ::sandpipe::host::node_log
 
 namespace sandpipe::host {
 namespace {
@@ -304,8 +308,7 @@ class StreamNode final : public GraphNode {
 
   void latency_changed() {
     publish_latency();
-    std::fprintf(stderr, "sandpipe: latency now %u frames (quantum %u)\n", chain_->latency_frames(),
-                 chain_->block_frames());
+    pw_log_info("latency now %u frames (quantum %u)", chain_->latency_frames(), chain_->block_frames());
   }
 
   /// The main thread's listener of a stream: state, format and io of one direction.
@@ -324,7 +327,7 @@ class StreamNode final : public GraphNode {
     auto* self = static_cast<StreamNode*>(data);
     pw_stream* node = self->props_stream();
     if (state == PW_STREAM_STATE_ERROR) {
-      std::fprintf(stderr, "sandpipe: stream error: %s\n", error != nullptr ? error : "unknown");
+      pw_log_error("stream error: %s", error != nullptr ? error : "unknown");
       self->failure_ = 1;
       pw_main_loop_quit(self->loop_);
     } else if (state == PW_STREAM_STATE_PAUSED && !self->announced_ &&
@@ -337,11 +340,10 @@ class StreamNode final : public GraphNode {
       const char* suffix = self->shape_ == Shape::virtual_sink     ? ".output\""
                            : self->shape_ == Shape::virtual_source ? ".input\""
                                                                    : "";
-      std::fprintf(stderr,
-                   "sandpipe: %s \"%s\" (id %u) ready, %u channels, chain at %u Hz, latency %u frames%s%s%s\n",
-                   as_source ? "source" : "sink", self->config_.node_name.c_str(), pw_stream_get_node_id(node),
-                   self->config_.channels, self->rate_, self->chain_->latency_frames(), pair,
-                   self->paired() ? self->config_.node_name.c_str() : "", suffix);
+      pw_log_info("%s \"%s\" (id %u) ready, %u channels, chain at %u Hz, latency %u frames%s%s%s",
+                  as_source ? "source" : "sink", self->config_.node_name.c_str(), pw_stream_get_node_id(node),
+                  self->config_.channels, self->rate_, self->chain_->latency_frames(), pair,
+                  self->paired() ? self->config_.node_name.c_str() : "", suffix);
     }
   }
 

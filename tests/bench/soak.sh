@@ -302,7 +302,8 @@ summary = {
     "sandpipe_survived": node_alive == "1",
     # The last one: the node re-reports when the forced quantum reaches it.
     "latency_frames": int(lat[-1]) if (lat := re.findall(r"latency (?:now )?(\d+) frames", log)) else None,
-    "scheduler": re.findall(r"sandpipe: \[(\S+)\] scheduler: (.*)", log),
+    # "[SLOT] scheduler: ..." on the node's sandpipe.chain log topic (host/slot/log.h).
+    "scheduler": re.findall(r"\[(\S+)\] scheduler: (.*)", log),
     "node_counters": node, "slots": slots,
     "deadline_misses": sum(s.get("deadline-misses", 0) for s in slots.values()),
     "bypassed_blocks": sum(s.get("bypassed", 0) for s in slots.values()),

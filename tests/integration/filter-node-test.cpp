@@ -723,5 +723,76 @@ TEST_F(FilterNode, BuildsForTheGraphRateAndRebuildsWhenItChanges) {
   EXPECT_NE(read_text(err).find("rebuilds=1"), std::string::npos) << read_text(err);
 }
 
+// The node logs through PipeWire's log on its own topics (host/slot/log.h): with PIPEWIRE_DEBUG
+// unset it says what it always said, each line with its level and topic; PIPEWIRE_DEBUG turns
+// topics down as for any PipeWire client. The exit summary is not logging: always printed.
+TEST_F(FilterNode, LogsOnSandpipeTopicsAsPipewireDebugSays) {
+  const std::string name = "sandpipe-it-log";
+  const fs::path conf = write_config(name, gain_plugin(1.0));
+  const fs::path err = work_ / (name + ".err");
+  // Runs the node with PIPEWIRE_DEBUG = `debug` (nullopt: unset), sends it an unknown name and
+  // trim:gain = `gain`, waits until its Props show the gain (the refusal is logged before),
+  // stops it and returns its stderr.
+  const auto run_node = [&](const std::optional<std::string>& debug, double gain) {
+    std::vector<std::string> argv{"env"};
+    if (debug) {
+      argv.push_back("PIPEWIRE_DEBUG=" + *debug);
+    } else {
+      argv.insert(argv.end(), {"-u", "PIPEWIRE_DEBUG"});
+    }
+    argv.insert(argv.end(), {SANDPIPE_EXE, "run", conf.string()});
+    Child node(argv, work_ / (name + ".out"), err);
+    EXPECT_TRUE(poll_until([&] { return !node.running() || node_present(name); }, startup_timeout))
+        << read_text(err);
+    const auto id = static_cast<long>(node_id(pw_dump(), name));
+    run_command("pw-cli set-param " + std::to_string(id) +
+                " Props '{ params = [ \"nope:x\" 1 \"trim:gain\" " + std::to_string(gain) + " ] }' 2>&1");
+    EXPECT_TRUE(poll_until(
+        [&] {
+          const Json v = props_param(find_node(pw_dump(), name), "trim:gain");
+          return v.is_number() && v.num() == gain;
+        },
+        startup_timeout))
+        << read_text(err);
+    stop_node(node, name);
+    return read_text(err);
+  };
+  // The whole line of `text` that contains `what`; empty if none does.
+  const auto line_with = [](const std::string& text, const std::string& what) {
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);)
+      if (line.find(what) != std::string::npos) return line;
+    return std::string{};
+  };
+  const auto has = [](const std::string& line, const std::string& what) {
+    return line.find(what) != std::string::npos;
+  };
+  const std::string refused = "cannot set \"nope:x\": unknown parameter";
+
+  // Unset: warnings and info, each with its level and topic.
+  std::string log = run_node(std::nullopt, 0.25);
+  std::string line = line_with(log, ") ready, 2 channels");
+  EXPECT_TRUE(has(line, "[I]") && has(line, " sandpipe.node ")) << log;
+  line = line_with(log, refused);
+  EXPECT_TRUE(has(line, "[W]") && has(line, " sandpipe.props ")) << log;
+  line = line_with(log, "set trim:gain = 0.25");
+  EXPECT_TRUE(has(line, "[I]") && has(line, " sandpipe.props ")) << log;
+  EXPECT_EQ(line_with(log, "cycles=").rfind("sandpipe: cycles=", 0), 0U) << log;  // plain, as before
+
+  // sandpipe.*:1: errors only; the exit summary stays.
+  log = run_node("sandpipe.*:1", 0.5);
+  EXPECT_FALSE(has(log, refused)) << log;
+  EXPECT_FALSE(has(log, "set trim:gain")) << log;
+  EXPECT_FALSE(has(log, ") ready")) << log;
+  EXPECT_EQ(line_with(log, "cycles=").rfind("sandpipe: cycles=", 0), 0U) << log;
+
+  // One topic at warnings, the others at PipeWire's default level (warnings as well).
+  log = run_node("sandpipe.props:2", 0.75);
+  line = line_with(log, refused);
+  EXPECT_TRUE(has(line, "[W]") && has(line, " sandpipe.props ")) << log;
+  EXPECT_FALSE(has(log, "set trim:gain")) << log;
+  EXPECT_FALSE(has(log, ") ready")) << log;
+}
+
 }  // namespace
 }  // namespace sandpipe::integration

@@ -7,12 +7,14 @@
 // docs/reliability.md has the threat model, layer by layer.
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace sandpipe::sandbox {
@@ -26,6 +28,15 @@ struct Limits {
 /// and (when running as root) every capability dropped. Returns what failed, if anything.
 [[nodiscard]] std::optional<std::string> apply_process_limits(const Limits& limits);
 
+/// The seccomp allow-list (syscall-policy.cpp) compiled to the kernel's BPF program for one
+/// key: the pid the plugin may signal and whether it may write. Built once in a zygote, copied
+/// into each child by its fork.
+struct SyscallProgram {
+  pid_t self = 0;
+  bool allow_writes = false;
+  std::vector<sock_filter> code;
+};
+
 /// What one sandbox's walls let through.
 struct ConfinementPolicy {
   pid_t self = 0;  ///< this process's pid: signals only to itself
@@ -36,6 +47,9 @@ struct ConfinementPolicy {
   std::filesystem::path writable;
   /// The plugin's file: a root sandbox runs as nobody only if nobody can read it (and the folders).
   std::filesystem::path plugin;
+  /// The allow-list compiled ahead (by a zygote). Used only when its key is this policy's
+  /// (`self`, `writable` set or not); otherwise, or null, confine() compiles the list itself.
+  const SyscallProgram* syscall_program = nullptr;
 };
 
 /// The layers in force after confine(), and what could not be had (with why).
@@ -45,6 +59,8 @@ struct ConfinementReport {
   bool landlock = false;
   bool pid_namespace = false;        ///< started in its own PID namespace (by the host, or a zygote)
   bool unprivileged = false;         ///< not the machine's root: nobody (65534), or a user's own uid
+  bool seccomp_precompiled = false;  ///< the zygote's program installed as it was
+  std::uint64_t seccomp_ns = 0;      ///< what compiling (if done here) and installing the filter took
   std::vector<std::string> missing;  ///< "landlock: not in this kernel" ...
 };
 
@@ -63,6 +79,14 @@ struct ConfinementReport {
 /// ENOSYS for numbers newer than the list. Returns what failed, if anything; nullopt also when
 /// built without libseccomp (see seccomp_available()).
 [[nodiscard]] std::optional<std::string> install_syscall_filter(pid_t self, bool allow_writes = false);
+
+/// Compiles the allow-list for `self` and `allow_writes` without installing it (a zygote, before
+/// it forks). Returns the program or what failed (also when built without libseccomp).
+[[nodiscard]] std::variant<SyscallProgram, std::string> compile_syscall_filter(pid_t self, bool allow_writes);
+
+/// Installs a compiled program on the calling process (every thread): PR_SET_NO_NEW_PRIVS, then
+/// seccomp(SECCOMP_SET_MODE_FILTER, TSYNC). Returns what failed, if anything.
+[[nodiscard]] std::optional<std::string> install_syscall_program(const SyscallProgram& program);
 
 /// False when this sandbox was built without libseccomp (the host logs a warning).
 [[nodiscard]] bool seccomp_available() noexcept;

@@ -182,6 +182,7 @@ bool Session::confine(const std::string& path) {
     policy.read_only.insert(policy.read_only.begin(), above);  // before the folder it holds
   policy.writable = config_.writable;
   policy.plugin = path;
+  policy.syscall_program = config_.syscall_program;
   ConfinementReport report;
   const std::uint64_t t0 = shm::now_ns();
   if (auto problem = sandbox::confine(policy, report)) {
@@ -192,7 +193,9 @@ bool Session::confine(const std::string& path) {
   for (const std::string& missing : report.missing) send_log(2, "confinement layer missing: " + missing);
   // SANDPIPE_CONFINE_TIMING (benchmarks): what the walls cost this sandbox's start-up.
   if (std::getenv("SANDPIPE_CONFINE_TIMING") != nullptr)
-    send_log(2, "confined in " + std::to_string((shm::now_ns() - t0) / 1000) + " us");
+    send_log(2, "confined in " + std::to_string((shm::now_ns() - t0) / 1000) + " us (seccomp " +
+                    std::to_string(report.seccomp_ns / 1000) + " us, " +
+                    (report.seccomp_precompiled ? "precompiled" : "compiled here") + ")");
   // The plugin sees one floating-point environment from its import on; a bit-exact slot keeps
   // denormals (DAZ would read a denormal input as zero in any arithmetic the plugin does).
   if (!config_.keep_denormals) flush_denormals();

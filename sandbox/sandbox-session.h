@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "sandbox/confinement.h"
 #include "sandbox/python-plugin.h"
 #include "schemas/control-channel.h"
 #include "shm/block-channel.h"
@@ -22,6 +23,8 @@ struct SessionConfig {
   /// --keep-denormals (a bit-exact slot): no flush-to-zero / denormals-are-zero, so denormal
   /// patterns reach the plugin and leave it as they are.
   bool keep_denormals = false;
+  /// The allow-list compiled by the zygote that forked this sandbox (null: compiled at confine()).
+  const SyscallProgram* syscall_program = nullptr;
 };
 
 /// Runs on the sandbox's one thread. Holds the GIL except while waiting for work, so Python

@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -15,9 +17,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "sandbox/confinement.h"
 #include "sandbox/python-plugin.h"
@@ -128,13 +132,171 @@ bool receive(int fd, Request& out, std::string& problem) {
   return true;
 }
 
+/// pid of a zygote's child in the PID namespace made for it (as of a spawned sandbox: the
+/// namespace's init is 1, the sandbox the next process).
+constexpr pid_t child_pid_in_namespace = 2;
+
+/// The zygote's means of giving each child a PID namespace of its own, run by a
+/// sandpipe-pid-init (sandbox/pid-init.cpp) exactly as for a spawned sandbox
+/// (host/python/pid-namespace-spawn.h). Needs CAP_SYS_ADMIN (a root node): start() says so.
+class PidNamespaces {
+ public:
+  PidNamespaces(std::filesystem::path init, pid_t host) : init_(std::move(init)), host_(host) {}
+  ~PidNamespaces() {
+    for (const int fd : {own_ns_, host_pidfd_})
+      if (fd >= 0) ::close(fd);
+    if (stack_ != MAP_FAILED) ::munmap(stack_, stack_size);
+  }
+  PidNamespaces(const PidNamespaces&) = delete;
+  PidNamespaces& operator=(const PidNamespaces&) = delete;
+  PidNamespaces(PidNamespaces&&) = delete;
+  PidNamespaces& operator=(PidNamespaces&&) = delete;
+
+  /// Once, before serving: what is missing to make the namespaces, or nullopt. The inits are this
+  /// process's children; SIGCHLD ignored reaps them as they exit (the sandboxes are the host's).
+  std::optional<std::string> start() {
+    if (::access(init_.c_str(), X_OK) != 0) return "no " + init_.string() + ": " + std::strerror(errno);
+    host_pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, host_, 0));
+    own_ns_ = ::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (host_pidfd_ < 0 || own_ns_ < 0) return std::string("pidfd or ns handle: ") + std::strerror(errno);
+    stack_ = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack_ == MAP_FAILED) return std::string("mmap: ") + std::strerror(errno);
+    std::signal(SIGCHLD, SIG_IGN);
+    // A trial namespace: refused without CAP_SYS_ADMIN (a user's node), before any sandbox asks.
+    Entered trial;
+    if (auto problem = enter(trial)) return problem;
+    return leave(trial, false);
+  }
+
+  /// One child's namespace, entered by this process for its next child only.
+  struct Entered {
+    int init_pidfd = -1;
+    int ready_write = -1;
+  };
+
+  /// Starts a sandpipe-pid-init in a new PID namespace and makes this process's next child the
+  /// namespace's second process.
+  std::optional<std::string> enter(Entered& entered) {
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0) return std::string("pipe2: ") + std::strerror(errno);
+    host_s_ = std::to_string(host_pidfd_);
+    ready_s_ = std::to_string(ready[0]);
+    init_s_ = init_.string();
+    argv_[0] = init_s_.data();
+    argv_[1] = host_s_.data();
+    argv_[2] = ready_s_.data();
+    argv_[3] = nullptr;
+    ready_read_ = ready[0];
+    exec_error_ = 0;
+    // CLONE_VM | CLONE_VFORK: no copy of the interpreter's page tables for a process that execs
+    // at once; this thread waits until it has.
+    const pid_t init = ::clone(init_main, static_cast<char*>(stack_) + stack_size,
+                               CLONE_VM | CLONE_VFORK | CLONE_NEWPID | CLONE_PIDFD | SIGCHLD, this,
+                               &entered.init_pidfd);
+    const int clone_error = errno;
+    ::close(ready[0]);
+    if (init < 0 || exec_error_ != 0) {
+      ::close(ready[1]);
+      if (init >= 0) ::close(entered.init_pidfd);
+      entered.init_pidfd = -1;
+      const int err = init < 0 ? clone_error : exec_error_;
+      return std::string(init < 0 ? "clone(CLONE_NEWPID): " : "exec sandpipe-pid-init: ") + std::strerror(err) +
+             (err == EPERM ? " (the zygote needs CAP_SYS_ADMIN: a node run as root)" : "");
+    }
+    entered.ready_write = ready[1];
+    if (::setns(entered.init_pidfd, CLONE_NEWPID) != 0) {
+      const int err = errno;
+      (void)leave(entered, false);
+      return std::string("setns into the new PID namespace: ") + std::strerror(err);
+    }
+    return std::nullopt;
+  }
+
+  /// After the fork: back to this process's own namespace for its children (a later
+  /// CLONE_NEWPID needs it), and the init told whether its sandbox exists (it exits if not).
+  std::optional<std::string> leave(Entered& entered, bool sandbox_started) {
+    std::optional<std::string> problem;
+    if (::setns(own_ns_, CLONE_NEWPID) != 0) problem = std::string("setns back: ") + std::strerror(errno);
+    if (sandbox_started) (void)!::write(entered.ready_write, "s", 1);
+    for (int* fd : {&entered.ready_write, &entered.init_pidfd}) {
+      if (*fd >= 0) ::close(*fd);
+      *fd = -1;
+    }
+    return problem;
+  }
+
+  [[nodiscard]] int host_pidfd() const noexcept { return host_pidfd_; }
+
+ private:
+  static constexpr std::size_t stack_size = std::size_t{64} << 10;
+
+  /// The init, sharing this process's memory until its exec: raw calls only, no sanitizer
+  /// bookkeeping on a stack that is reused.
+  __attribute__((no_sanitize("address", "undefined"))) static int init_main(void* arg) {
+    auto& self = *static_cast<PidNamespaces*>(arg);
+    for (const int sig : {SIGCHLD, SIGPIPE}) {
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      (void)::sigaction(sig, &dfl, nullptr);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
+    (void)::fcntl(self.host_pidfd_, F_SETFD, 0);
+    (void)::fcntl(self.ready_read_, F_SETFD, 0);
+    static char* const no_env[] = {nullptr};
+    ::execve(self.argv_[0], self.argv_, no_env);
+    self.exec_error_ = errno;
+    ::_exit(127);
+  }
+
+  std::filesystem::path init_;
+  pid_t host_;
+  int host_pidfd_ = -1;
+  int own_ns_ = -1;
+  void* stack_ = MAP_FAILED;
+  // What init_main reads and writes (prepared before the clone: it may not allocate).
+  std::string init_s_;
+  std::string host_s_;
+  std::string ready_s_;
+  char* argv_[4] = {};
+  int ready_read_ = -1;
+  int exec_error_ = 0;
+};
+
+/// The allow-list programs compiled so far, one per key a child needs (sandbox/syscall-policy.cpp):
+/// every child in its own PID namespace is pid 2, so the key is whether it may write.
+class SyscallPrograms {
+ public:
+  /// The program for a child that will be `self` with `allow_writes`, compiled now if new
+  /// (null if it cannot be: the child compiles the list itself and reports why).
+  const SyscallProgram* get(pid_t self, bool allow_writes) {
+    for (const SyscallProgram& p : programs_)
+      if (p.self == self && p.allow_writes == allow_writes) return &p;
+    if (!seccomp_available() || programs_.size() >= 4) return nullptr;
+    auto compiled = compile_syscall_filter(self, allow_writes);
+    if (std::holds_alternative<std::string>(compiled)) return nullptr;
+    programs_.reserve(4);  // pointers handed to children stay valid in this process too
+    programs_.push_back(std::get<SyscallProgram>(std::move(compiled)));
+    return &programs_.back();
+  }
+
+ private:
+  std::vector<SyscallProgram> programs_;
+};
+
 /// In the child, right after the fork: becomes what `sandpipe-sandbox --control-fd …` would be
 /// after its own start-up, then runs the session. Never returns.
-[[noreturn]] void become_sandbox(const Request& request, pid_t host, std::unique_ptr<PythonPlugin> python,
-                                 const std::filesystem::path& self, const std::filesystem::path& sdk_dir) {
+[[noreturn]] void become_sandbox(const Request& request, pid_t host, int host_pidfd,
+                                 std::unique_ptr<PythonPlugin> python, const std::filesystem::path& self,
+                                 const std::filesystem::path& sdk_dir, const SyscallProgram* program) {
   PythonPlugin::after_fork_child();
   // The death signal is not inherited: re-arm it, then make sure the host did not die before.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != host) std::_Exit(71);
+  // In its own PID namespace getppid() is 0 (the host is outside): the host's pidfd tells.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) std::_Exit(71);
+  pollfd host_gone{host_pidfd, POLLIN, 0};
+  const pid_t parent = ::getppid();
+  if ((parent != 0 && parent != host) || (host_pidfd >= 0 && ::poll(&host_gone, 1, 0) != 0)) std::_Exit(71);
   (void)::prctl(PR_SET_TIMERSLACK, 1UL);
   (void)::prctl(PR_SET_NAME, "sandpipe-sandbox");  // the name a spawned one has (ps, top)
   (void)::setpgid(0, 0);  // as posix_spawn's POSIX_SPAWN_SETPGROUP: a Ctrl-C reaches the host only
@@ -167,7 +329,8 @@ bool receive(int fd, Request& out, std::string& problem) {
   {
     Session session(control, std::get<shm::Segment>(attached),
                     {self, sdk_dir, std::filesystem::path(request.fork.allow_writes),
-                     std::uint64_t{request.fork.wake_lead_us} * 1000U, request.fork.keep_denormals != 0},
+                     std::uint64_t{request.fork.wake_lead_us} * 1000U, request.fork.keep_denormals != 0,
+                     program},
                     std::move(python));
     code = session.run();
   }
@@ -218,6 +381,22 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
     reply(fd, 0, "the zygote is not single-threaded (" + std::to_string(threads) + " threads)");
     return 3;
   }
+  // Each child in a PID namespace of its own, as a spawned sandbox is, unless turned off as for
+  // those (SANDPIPE_CONFINE_NO_NAMESPACES / _NO_PID_NAMESPACE). Without CAP_SYS_ADMIN the zygote
+  // refuses to serve: the host then spawns every sandbox itself, each in its own namespace.
+  const bool pid_namespaces = std::getenv("SANDPIPE_CONFINE_NO_NAMESPACES") == nullptr &&
+                              std::getenv("SANDPIPE_CONFINE_NO_PID_NAMESPACE") == nullptr;
+  PidNamespaces namespaces(self.parent_path() / "sandpipe-pid-init", args.parent_pid);
+  if (pid_namespaces) {
+    if (auto problem = namespaces.start()) {
+      reply(fd, 0, "cannot give sandboxes a PID namespace: " + *problem);
+      return 3;
+    }
+  }
+  // The allow-list compiled here once, not in every child (children in a namespace are pid 2;
+  // without one a child's pid is not known before its fork, and it compiles the list itself).
+  SyscallPrograms programs;
+  if (pid_namespaces) (void)programs.get(child_pid_in_namespace, false);
   reply(fd, 0, {});  // ready
 
   for (;;) {
@@ -225,12 +404,19 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
     std::string problem;
     if (!receive(fd, request, problem)) return 0;  // the host closed its end
     pid_t pid = 0;
+    const SyscallProgram* program =
+        pid_namespaces ? programs.get(child_pid_in_namespace, request.fork.allow_writes[0] != 0) : nullptr;
+    PidNamespaces::Entered entered;
+    if (problem.empty() && pid_namespaces) {
+      if (auto why = namespaces.enter(entered)) problem = *why;
+    }
     if (problem.empty()) {
       // CLONE_PARENT: the child is the host's child, not ours, exactly as if the host had
       // spawned it: the host's pidfd poll and waitpid reap it and read its exit status, its
       // SIGCHLD goes to the host, and a dead zygote takes no sandbox with it. (The zygote
       // reaping and relaying statuses would need a second channel in every wait of the host;
-      // a subreaper host would adopt every orphan of the process tree.)
+      // a subreaper host would adopt every orphan of the process tree.) After enter() it is the
+      // second process of its own PID namespace, under that namespace's init.
       // NOTE: a raw clone runs no pthread_atfork handlers (the zygote has one thread and no
       // lock held; Python's own fork hooks run through PythonPlugin) and leaves glibc's cached
       // thread id of the child's main thread at the zygote's: only owner fields of recursive or
@@ -238,10 +424,21 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
       PythonPlugin::before_fork();
       pid = static_cast<pid_t>(
           ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
-      if (pid == 0) become_sandbox(request, args.parent_pid, std::move(python), self, sdk_dir);
+      if (pid == 0)
+        become_sandbox(request, args.parent_pid, namespaces.host_pidfd(), std::move(python), self, sdk_dir,
+                       program);
       const int error = errno;
       PythonPlugin::after_fork_parent();
       if (pid < 0) problem = std::string("fork: ") + std::strerror(error);
+      if (pid_namespaces) {
+        if (auto back = namespaces.leave(entered, pid > 0)) {
+          // Stuck in a child's namespace: the next one could not be made. Answer, then stop (the
+          // host starts a new zygote).
+          reply(fd, pid > 0 ? pid : 0, pid > 0 ? std::string() : problem);
+          std::fprintf(stderr, "sandpipe-zygote: %s\n", back->c_str());
+          return 3;
+        }
+      }
     }
     if (request.control_fd >= 0) ::close(request.control_fd);
     if (request.shm_fd >= 0) ::close(request.shm_fd);

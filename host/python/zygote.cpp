@@ -76,6 +76,11 @@ pid_t Zygote::pid() const {
   return pid_;
 }
 
+bool Zygote::refused() const {
+  std::lock_guard lock(mutex_);
+  return refused_;
+}
+
 std::uint64_t Zygote::restarts() const {
   std::lock_guard lock(mutex_);
   return restarts_;
@@ -137,7 +142,11 @@ bool Zygote::await_ready(std::string& error) {
     return false;
   }
   if (r.error[0] != 0) {
+    // It cannot serve and exits: neither restarted nor asked again, said once.
     error = r.error;
+    refused_ = true;
+    log_(std::string("the sandbox zygote cannot serve (") + r.error + "): every sandbox is spawned on its own");
+    stop(std::chrono::milliseconds(2000));
     return false;
   }
   ready_ = true;
@@ -224,12 +233,14 @@ std::variant<pid_t, std::string> Zygote::request(const ZygoteForkOptions& option
 std::variant<pid_t, std::string> Zygote::fork_sandbox(const ZygoteForkOptions& options, int control_fd,
                                                       int shm_fd) {
   std::lock_guard lock(mutex_);
+  if (refused_) return std::string("the sandbox zygote refused to serve");
   for (int attempt = 0;; ++attempt) {
     bool died = pid_ <= 0 || dead();
     std::variant<pid_t, std::string> result = std::string("no sandbox zygote");
     if (!died) {
       std::string error;
       if (!ready_ && !await_ready(error)) {
+        if (refused_) return "sandbox zygote: " + error;
         died = dead();
         if (!died) return "sandbox zygote: " + error;
       } else {
@@ -261,7 +272,8 @@ pid_t fork_from_zygote(const SandboxLaunch& launch, int control_fd, int shm_fd) 
                                   launch.allow_writes};
   auto forked = launch.zygote->fork_sandbox(options, control_fd, shm_fd);
   if (const auto* error = std::get_if<std::string>(&forked)) {
-    if (launch.log)
+    // A refusal was said once, by the zygote's own log; not again for every sandbox.
+    if (launch.log && !launch.zygote->refused())
       launch.log(launch.name, SandboxLogLevel::warning, *error + "; spawning the sandbox instead");
     return -1;
   }

@@ -73,6 +73,10 @@ class Zygote {
   [[nodiscard]] pid_t pid() const;
   /// [any] How often a dead zygote was replaced.
   [[nodiscard]] std::uint64_t restarts() const;
+  /// [any] True once the zygote said it cannot serve (no CAP_SYS_ADMIN for its children's PID
+  /// namespaces: a user's node). Logged once; fork_sandbox then fails at once, and the caller
+  /// spawns every sandbox itself.
+  [[nodiscard]] bool refused() const;
 
  private:
   void start();
@@ -90,6 +94,7 @@ class Zygote {
   int pidfd_ = -1;
   pid_t pid_ = -1;
   bool ready_ = false;
+  bool refused_ = false;
   std::uint64_t restarts_ = 0;
 };
 

@@ -1,14 +1,19 @@
 // The sandbox zygote (host/python/zygote.h, sandbox/zygote.h) through real renders: real zygote,
 // real forked sandboxes, real shared memory. zygote_probe.py says at its load what a plugin can
 // tell about its process and interpreter; faults are a block marked with its MARKER (it waits to
-// be killed) and SIGKILLs from here.
+// be killed) and SIGKILLs from here. A sandbox lives in its own PID namespace: the pid it reports
+// is 2 (kthreadd's number out here), so every kill goes to the pid this process sees, found by the
+// name the probe gives itself (host_pid_named).
 #include <dirent.h>
+#include <linux/capability.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sndfile.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -81,9 +86,9 @@ std::string cmdline(pid_t pid) {
   return s;
 }
 
-/// The zygotes running now: children of this process named so (their children, the sandboxes,
-/// keep the command line but not the name).
-std::vector<pid_t> zygotes() {
+/// This process's live children whose /proc/PID/comm is `name` (the zygote's children, the
+/// sandboxes, keep its command line but set their own name).
+std::vector<pid_t> our_children_named(const std::string& name) {
   std::vector<pid_t> out;
   DIR* dir = ::opendir("/proc");
   while (const dirent* e = dir != nullptr ? ::readdir(dir) : nullptr) {
@@ -98,19 +103,30 @@ std::vector<pid_t> zygotes() {
     pid_t ppid = 0;
     rest >> state >> ppid;
     std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-    std::string name;
-    std::getline(comm, name);
-    if (ppid == ::getpid() && state != 'Z' && name == "sandpipe-zygote") out.push_back(pid);
+    std::string comm_name;
+    std::getline(comm, comm_name);
+    if (ppid == ::getpid() && state != 'Z' && comm_name == name) out.push_back(pid);
   }
   if (dir != nullptr) ::closedir(dir);
   return out;
+}
+
+/// The host-visible pid of the probe that named itself `name` (-1: no such child of this
+/// process after a few tries).
+pid_t host_pid_named(const std::string& name) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const auto found = our_children_named(name);
+    if (found.size() == 1) return found[0];
+    ::usleep(10'000);
+  }
+  return -1;
 }
 
 /// The one zygote running now (-1: none). A child forked a moment ago still has the zygote's
 /// name until its first lines run: asked again then.
 pid_t the_zygote() {
   for (int attempt = 0; attempt < 100; ++attempt) {
-    const auto running = zygotes();
+    const auto running = our_children_named("sandpipe-zygote");
     if (running.size() == 1) return running[0];
     ::usleep(10'000);
   }
@@ -183,37 +199,42 @@ TEST(ZygoteRender, EightGainPluginsProcessExactlyAsWithout) {
 TEST(ZygoteRender, EachSandboxIsAFreshInterpreterInAProcessOfItsOwn) {
   Log log;
   std::set<pid_t> zygote_pids;
-  std::mutex zygote_mutex;
+  std::set<pid_t> host_pids;
+  std::mutex mutex;
   log.on_line = [&](const std::string& line) {
     if (line.find("probe pid=") == std::string::npos) return;
-    std::lock_guard lock(zygote_mutex);
-    zygote_pids.insert(the_zygote());
+    const pid_t zygote = the_zygote();
+    const pid_t sandbox = host_pid_named(field(line, "name"));  // alive: it is loading
+    std::lock_guard lock(mutex);
+    zygote_pids.insert(zygote);
+    host_pids.insert(sandbox);
   };
   const RenderRun run = render(chain(probe(), 4, true), {}, log);
   const auto loads = log.matching("probe pid=");
   ASSERT_EQ(loads.size(), 4U) << log.all();
   ASSERT_EQ(zygote_pids.size(), 1U) << "one zygote while the chain ran\n" << log.all();
   const pid_t zygote = *zygote_pids.begin();
-  std::set<std::string> pids;
   std::set<std::string> draws;
   for (const auto& line : loads) {
-    pids.insert(field(line, "pid"));
     draws.insert(field(line, "random"));
-    EXPECT_EQ(field(line, "ppid"), std::to_string(::getpid())) << "the host's child (CLONE_PARENT): " << line;
+    // Its own PID namespace, as a spawned sandbox has: pid 2 under the namespace's init, and
+    // its parent (the host, CLONE_PARENT) outside it.
+    EXPECT_EQ(field(line, "pid"), "2") << line;
+    EXPECT_EQ(field(line, "ppid"), "0") << line;
     EXPECT_EQ(field(line, "instances"), "1") << line;
     EXPECT_EQ(field(line, "others"), "-") << line;
-    EXPECT_NE(field(line, "pid"), std::to_string(zygote)) << line;
   }
-  EXPECT_EQ(pids.size(), 4U) << log.all();
+  // Four processes, each the host's child (host_pid_named looks among this process's children
+  // only), none of them the zygote.
+  EXPECT_EQ(host_pids.size(), 4U) << log.all();
+  EXPECT_EQ(host_pids.count(-1), 0U) << "a sandbox that is not this process's child\n" << log.all();
+  EXPECT_EQ(host_pids.count(zygote), 0U) << log.all();
   EXPECT_EQ(draws.size(), 4U) << "numpy's global random state repeats across sandboxes\n" << log.all();
-  // The module's top level ran once in each sandbox and never in the zygote.
+  // The module's top level ran once in each sandbox and never in the zygote (which is not in a
+  // PID namespace of its own: it would say its own pid, not 2).
   const auto imports = log.matching("probe imported in pid ");
   EXPECT_EQ(imports.size(), 4U) << log.all();
-  for (const auto& line : imports) {
-    const std::string pid = line.substr(line.rfind(' ') + 1);
-    EXPECT_EQ(pids.count(pid), 1U) << line;
-    EXPECT_NE(pid, std::to_string(zygote)) << line;
-  }
+  for (const auto& line : imports) EXPECT_EQ(line.substr(line.rfind(' ') + 1), "2") << line;
   for (const SlotStatus& s : run.report.slots) EXPECT_EQ(blocks_not_processed(s), 0U) << log.all();
 }
 
@@ -221,8 +242,10 @@ TEST(ZygoteRender, AKilledSandboxRestartsFromTheZygoteWithItsState) {
   Log log;
   std::string restarted_cmdline;
   log.on_line = [&](const std::string& line) {
-    if (const auto at = line.find("waiting-for-kill pid="); at != std::string::npos)
-      ::kill(std::stoi(line.substr(at + 21)), SIGKILL);
+    if (line.find("waiting-for-kill name=") != std::string::npos) {
+      const pid_t sandbox = host_pid_named(field(line, "name"));
+      if (sandbox > 0) ::kill(sandbox, SIGKILL);
+    }
     if (const auto at = line.find("restarted (pid "); at != std::string::npos)
       restarted_cmdline = cmdline(std::stoi(line.substr(at + 15)));
   };
@@ -248,11 +271,12 @@ TEST(ZygoteRender, AKilledZygoteIsReplacedAndRunningSandboxesKeepRunning) {
   pid_t killed_zygote = -1;
   std::string gain_pid_before;
   log.on_line = [&](const std::string& line) {
-    if (const auto at = line.find("waiting-for-kill pid="); at != std::string::npos) {
+    if (line.find("waiting-for-kill name=") != std::string::npos) {
       const pid_t zygote = the_zygote();
       if (zygote > 0 && ::kill(zygote, SIGKILL) == 0) killed_zygote = zygote;
       ::usleep(100'000);  // dead before the restart forks a new spare
-      ::kill(std::stoi(line.substr(at + 21)), SIGKILL);
+      const pid_t sandbox = host_pid_named(field(line, "name"));
+      if (sandbox > 0) ::kill(sandbox, SIGKILL);
     }
   };
   // A gain of 1 (runs on, must not notice) before the probe, which is killed at block 7.
@@ -276,6 +300,31 @@ TEST(ZygoteRender, AKilledZygoteIsReplacedAndRunningSandboxesKeepRunning) {
     const float expect = b == 7 ? run.in[at + 1] : run.in[at + 1] * 0.5F;
     EXPECT_EQ(run.out[at + 1], expect) << "block " << b;
   }
+}
+
+/// A node without CAP_SYS_ADMIN (here: root that dropped it, in a child process of the test):
+/// its zygote cannot make PID namespaces, refuses to serve, the log says so once, and every
+/// sandbox is spawned and processes as usual.
+TEST(ZygoteRenderDeathTest, AZygoteWithoutCapSysAdminRefusesOnceAndEverySandboxIsSpawned) {
+  if (::geteuid() != 0) GTEST_SKIP() << "a user's zygote refuses anyway; this drops root's capability";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        // Out of the bounding set too: the zygote (exec'd by root) would get it back otherwise.
+        if (::prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0) std::_Exit(10);
+        Log log;
+        const RenderRun run = render(chain(gain(), 3, true, "params = { gain = 0.5 }"), {}, log);
+        bool ok = run.out.size() == run.in.size();
+        for (std::size_t i = 0; ok && i < run.in.size(); ++i) ok = run.out[i] == run.in[i] * 0.125F;
+        for (const SlotStatus& s : run.report.slots) ok = ok && blocks_not_processed(s) == 0 && s.restarts == 0;
+        ok = ok && log.matching("the sandbox zygote cannot serve (").size() == 1;
+        ok = ok && log.matching("spawning the sandbox instead").empty();
+        ok = ok && log.matching("starting a new one").empty();
+        if (!ok) std::fprintf(stderr, "%s", log.all().c_str());
+        std::fflush(nullptr);
+        std::_Exit(ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

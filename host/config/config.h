@@ -117,9 +117,10 @@ struct ChainConfig {
   std::uint32_t restart_max = 5;
   double restart_window_s = 60.0;
   /// Python sandboxes are forked from one pre-initialised zygote per node (host/python/zygote.h)
-  /// instead of each starting its own interpreter (`sandbox.zygote`). Off by default: a forked
-  /// sandbox is not in a PID namespace of its own (docs/config.md).
-  bool sandbox_zygote = false;
+  /// instead of each starting its own interpreter (`sandbox.zygote`). On by default: each forked
+  /// sandbox gets its own PID namespace as a spawned one does; a zygote that cannot make them
+  /// (no CAP_SYS_ADMIN: a user's node) refuses and every sandbox is spawned (docs/config.md).
+  bool sandbox_zygote = true;
   std::vector<PluginSpec> plugins;
 };
 

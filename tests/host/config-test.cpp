@@ -85,7 +85,7 @@ TEST_F(ConfigDir, DefaultsWhenKeysAreAbsent) {
   EXPECT_EQ(config.channels, 2U);
   EXPECT_TRUE(config.plugins.empty());
   EXPECT_EQ(config.latency_max_ms, 20.0);
-  EXPECT_FALSE(config.sandbox_zygote);
+  EXPECT_TRUE(config.sandbox_zygote);
 }
 
 TEST_F(ConfigDir, SandboxZygoteIsABoolean) {

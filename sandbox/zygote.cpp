@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -242,6 +243,9 @@ class PidNamespaces {
     sigset_t none;
     sigemptyset(&none);
     (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Only its two descriptors: not the zygote's socket to the host (inherited without
+    // close-on-exec), nor anything else the zygote holds.
+    (void)::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
     (void)::fcntl(self.host_pidfd_, F_SETFD, 0);
     (void)::fcntl(self.ready_read_, F_SETFD, 0);
     static char* const no_env[] = {nullptr};

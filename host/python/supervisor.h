@@ -13,8 +13,9 @@
 //
 // The thread is the supervisor's own, so the same code serves `sandpipe run` (PipeWire's main
 // loop never sees a sandbox fd) and `sandpipe render` (no loop at all). The supervisor thread is
-// the one "[main]" user of each SandboxProcessor's link operations; other threads only read
-// status() or wait in wait_settled().
+// the one "[main]" user of each SandboxProcessor's link operations and the only one to touch a
+// sandbox; other threads queue requests (set_param, refresh) and copy the status snapshot the
+// thread publishes once per round, under a lock that is never held across process work.
 #pragma once
 
 #include <sys/types.h>

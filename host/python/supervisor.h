@@ -13,8 +13,9 @@
 //
 // The thread is the supervisor's own, so the same code serves `sandpipe run` (PipeWire's main
 // loop never sees a sandbox fd) and `sandpipe render` (no loop at all). The supervisor thread is
-// the one "[main]" user of each SandboxProcessor's link operations; other threads only read
-// status() or wait in wait_settled().
+// the one "[main]" user of each SandboxProcessor's link operations and the only one to touch a
+// sandbox; other threads queue requests (set_param, refresh) and copy the status snapshot the
+// thread publishes once per round, under a lock that is never held across process work.
 #pragma once
 
 #include <sys/types.h>
@@ -170,57 +171,113 @@ class Supervisor {
 
  private:
   struct Watch;
+  /// A set_param() change on its way to the supervisor thread.
+  struct ParamRequest {
+    const SandboxProcessor* slot = nullptr;
+    ParamSetting setting;
+  };
+  /// What other threads asked for since the last round: taken by the supervisor thread at the
+  /// start of each round, under a short lock.
+  struct Inbox {
+    bool stop = false;
+    std::vector<ParamRequest> params;
+    std::uint64_t refresh_wanted = 0;
+  };
+  /// What the scheduler said of a slot (set_schedule): the main thread's knowledge, kept beside
+  /// the snapshot (the supervisor thread never needs it).
+  struct Schedule {
+    std::string mode;
+    bool fits = true;
+    std::string why;
+  };
+
+  // supervisor.cpp: the thread and its rounds.
+  /// [supervisor thread] poll, take the inbox, run every slot's transition, publish, repeat.
   void run();
-  /// Returns true when some slot changed state.
+  /// [supervisor thread] Moves what the main thread queued out from under the lock.
+  Inbox take_inbox();
+  /// [supervisor thread] Sends (or keeps for the next sandbox) the queued set_param() changes.
+  void apply_params(const std::vector<ParamRequest>& params);
+  /// [supervisor thread] Stops every sandbox (they die with this thread) and publishes the end.
+  void shut_down();
+  /// [any] Wakes the supervisor thread's poll.
+  void wake() const noexcept;
+  /// [any, mutex_ held] No Python slot starting or restarting, none with a dead link unseen.
+  [[nodiscard]] bool settled_locked() const;
+
+  // supervisor-states.cpp: one transition per slot state, each [supervisor thread], no lock.
+  /// Runs every slot's transition; true when some slot changed state.
   bool tick(std::chrono::steady_clock::time_point now);
-  /// One slot's hot reload (`reload = true`, or a `sandpipe reload` request): watch the file,
-  /// load a new version beside the running one with its state, hand over to it (a wet → wet
-  /// crossfade), or keep the old one if the new one fails; answer the requests waiting for it.
-  void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// The first sandbox is still loading.
+  void on_starting(Watch& w, bool& state_changed);
+  /// Watches the sandbox in use: answers, errors, the watchdog; a death goes to on_death().
+  void on_running(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// The sandbox in use died or hung: publish, tell the RT side, kill, restart or give up.
+  void on_death(Watch& w, const std::string& reason, bool hang, std::chrono::steady_clock::time_point now);
+  /// Brings a new sandbox up and hands its link to the RT side.
+  void on_restarting(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Failed at start or given up on: nothing runs, no spare is kept.
+  void on_given_up(Watch& w);
+  /// Keeps one loaded-interpreter spare for a slot that may need it.
+  void keep_spare(Watch& w, std::chrono::steady_clock::time_point now);
   /// Takes the real-time priority of `w`'s sandbox `c` away while it is busy in one block too
   /// long (`age_ns`: the oldest block it owes), and gives it back once it answers.
   void demote_while_stuck(Watch& w, SandboxInstance& c, std::uint64_t age_ns,
                           std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Asks the running sandboxes for their stats for refresh(); notes when all answered.
+  void track_refresh(std::uint64_t wanted);
+
+  // supervisor-reload.cpp: hot reload, each [supervisor thread], no lock.
+  /// One slot's hot reload (`reload = true`, or a `sandpipe reload` request): watch the file,
+  /// load a new version beside the running one with its state, hand over to it (a wet → wet
+  /// crossfade), or keep the old one if the new one fails; answer the requests waiting for it.
+  void reload_tick(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Offers the loaded new version's link to the RT side and, once taken, makes it current.
+  void switch_to_reloaded(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
   /// Starts a reload of `w` now: asks the running version for its state first.
   void begin_reload(Watch& w, std::chrono::steady_clock::time_point now);
   /// Answers every request waiting for `w`'s reload.
   void answer_reload(Watch& w, bool ok, const std::string& text);
   /// A line from the request socket ("reload SLOT").
   void handle_request(const RequestServer::Request& request, std::chrono::steady_clock::time_point now);
+
+  // supervisor-status.cpp.
+  /// [supervisor thread] Copies every slot's state into the snapshot (a short lock), with the
+  /// read-backs, restart times and refresh answers gathered since, and wakes the waiters.
+  void publish();
+  /// [supervisor thread] The status file, written atomically (status_json()).
   void write_status_file();
-  /// [supervisor thread, mutex_ held] Sends (or keeps for the next sandbox) the queued
-  /// set_param() changes.
-  void apply_params();
-  /// [supervisor thread, mutex_ held] Copies which slots set_param() must refuse, and why.
-  void publish_given_up();
-  [[nodiscard]] bool settled_locked() const;
 
   SupervisorOptions options_;
+  /// One per slot, fixed at construction. A Watch's slot, name and kind are read-only after it;
+  /// the rest (every SandboxInstance included) is the supervisor thread's alone.
   std::vector<std::unique_ptr<Watch>> watches_;
-  mutable std::mutex mutex_;  ///< guards every Watch's status part and restart_ms_
-  std::condition_variable changed_;
-  std::vector<double> restart_ms_;
-  int wake_fd_ = -1;                         ///< eventfd: stop, refresh
+  int wake_fd_ = -1;                         ///< eventfd: stop, set_param, refresh
   std::unique_ptr<RequestServer> requests_;  ///< `sandpipe reload` (the supervisor thread's)
-  bool stop_ = false;
-  std::uint64_t refresh_wanted_ = 0;  ///< refresh() calls so far
-  std::uint64_t refresh_asked_ = 0;   ///< the call the stats requests in flight are for
-  std::uint64_t refresh_done_ = 0;    ///< answered up to this call
   std::string instance_token_;
   std::string confinement_json_;  ///< the sandboxes' walls on this machine (set once, before the thread)
-  std::function<std::string()> node_status_;  ///< guarded by mutex_
-  std::vector<ReadBack> read_backs_;          ///< guarded by mutex_
-  std::function<void()> read_back_listener_;  ///< guarded by mutex_
-  /// A set_param() change on its way to the supervisor thread.
-  struct ParamRequest {
-    const SandboxProcessor* slot = nullptr;
-    ParamSetting setting;
-  };
-  /// Guards param_inbox_ and given_up_ only; held for a copy or a push, never across process
-  /// work (mutex_ is held across a whole tick).
-  mutable std::mutex inbox_mutex_;
+
+  // The supervisor thread's, gathered in a round until publish() hands them over.
+  std::uint64_t refresh_asked_ = 0;     ///< the refresh() call the stats requests in flight are for
+  std::uint64_t refresh_answered_ = 0;  ///< answered up to this call
+  std::vector<ReadBack> new_read_backs_;
+  std::vector<double> new_restart_ms_;
+
+  /// Held only to copy or swap what follows, never across process work.
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  ///< a snapshot was published
+  bool stop_ = false;
   std::vector<ParamRequest> param_inbox_;
-  std::vector<std::pair<const SandboxProcessor*, std::string>> given_up_;
+  std::uint64_t refresh_wanted_ = 0;  ///< refresh() calls so far
+  std::uint64_t refresh_done_ = 0;    ///< published: answered up to this call
+  std::vector<SlotStatus> published_;  ///< the supervisor thread's part of every slot's status
+  std::vector<std::uint64_t> published_generation_;  ///< each slot's running sandbox's link (0: none)
+  std::vector<Schedule> schedules_;                   ///< set_schedule(), one per slot
+  std::vector<double> restart_ms_;
+  std::vector<ReadBack> read_backs_;
+  std::function<void()> read_back_listener_;
+  std::function<std::string()> node_status_;
+
   std::thread thread_;
 };
 

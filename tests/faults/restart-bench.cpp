@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "host/config/config.h"
 #include "host/chain/render.h"
 
@@ -85,11 +87,11 @@ int main(int argc, char** argv) {
   std::sort(t.begin(), t.end());
   const double p50 = t.empty() ? 0 : t[t.size() / 2];
   const double max = t.empty() ? 0 : t.back();
-  std::printf(
-      "{\"restarts\": %zu, \"restart_ms_p50\": %.1f, \"restart_ms_max\": %.1f, \"dry_blocks\": %llu, "
-      "\"marked_blocks\": %d, \"blocks_wrong\": %llu, \"frames_out\": %llu, \"frames_in\": %u}\n",
-      t.size(), p50, max, static_cast<unsigned long long>(dry_blocks), restarts,
-      static_cast<unsigned long long>(bad), static_cast<unsigned long long>(report.frames), frames);
+  const nlohmann::ordered_json result = {{"restarts", t.size()},        {"restart_ms_p50", p50},
+                                         {"restart_ms_max", max},       {"dry_blocks", dry_blocks},
+                                         {"marked_blocks", restarts},   {"blocks_wrong", bad},
+                                         {"frames_out", report.frames}, {"frames_in", frames}};
+  std::printf("%s\n", result.dump().c_str());
   std::cout << summary.str();
   return (t.size() == restarts && bad == 0 && report.frames == frames) ? 0 : 1;
 }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -197,14 +199,35 @@ TEST_F(Cli, StatusPrintsATableOrJsonAndExitsOneForANodeThatIsNotRunning) {
   fs::create_directories(dir_ / "sandpipe");
   const std::string env = "XDG_RUNTIME_DIR=" + dir_.string();
   const auto status_json = [](long pid) {
-    return "{\"node\":\"n\",\"pid\":" + std::to_string(pid) +
-           ",\"instance\":\"x\",\"time\":0,\"timing\":{\"cycles\":10,\"overruns\":0,\"longest_cycle_us\":90},"
-           "\"slots\":[{\"name\":\"trim\",\"kind\":\"native\",\"state\":\"running\",\"blocks\":10,"
-           "\"bypassed_blocks\":0,\"deadline_misses\":0,\"exceptions\":0,\"restarts\":0,\"mode\":\"\","
-           "\"latency_frames\":0,\"pid\":-1,\"last_error\":\"\"},"
-           "{\"name\":\"fx\",\"kind\":\"python\",\"state\":\"restarting\",\"blocks\":10,"
-           "\"bypassed_blocks\":3,\"deadline_misses\":1,\"exceptions\":2,\"restarts\":1,\"mode\":\"auto\","
-           "\"latency_frames\":512,\"pid\":1234,\"last_error\":\"sandbox killed by SIGKILL\\nmore\"}]}\n";
+    using nlohmann::ordered_json;
+    const auto slot = [](const char* name, const char* kind, const char* state, int bypassed, int misses,
+                         int exceptions, int restarts, const char* mode, int latency, long slot_pid,
+                         const char* last_error) {
+      return ordered_json{{"name", name},
+                          {"kind", kind},
+                          {"state", state},
+                          {"blocks", 10},
+                          {"bypassed_blocks", bypassed},
+                          {"deadline_misses", misses},
+                          {"exceptions", exceptions},
+                          {"restarts", restarts},
+                          {"mode", mode},
+                          {"latency_frames", latency},
+                          {"pid", slot_pid},
+                          {"last_error", last_error}};
+    };
+    const ordered_json status = {
+        {"node", "n"},
+        {"pid", pid},
+        {"instance", "x"},
+        {"time", 0},
+        {"timing", {{"cycles", 10}, {"overruns", 0}, {"longest_cycle_us", 90}}},
+        {"slots",
+         {slot("trim", "native", "running", 0, 0, 0, 0, "", 0, -1, ""),
+          slot("fx", "python", "restarting", 3, 1, 2, 1, "auto", 512, 1234,
+               "sandbox killed by SIGKILL\nmore")}},
+    };
+    return status.dump() + "\n";
   };
   const std::string live = status_json(static_cast<long>(::getpid()));
   std::ofstream(dir_ / "sandpipe" / "n.status") << live;

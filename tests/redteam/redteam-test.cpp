@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <kj/io.h>
 
 #include <atomic>
 #include <chrono>
@@ -225,23 +226,20 @@ class TcpListener {
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof addr;
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 4) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_.get(), 4) != 0 ||
+        ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
       throw std::runtime_error("tcp listener");
     port_ = ntohs(addr.sin_port);
   }
-  ~TcpListener() { ::close(fd_); }
-  TcpListener(const TcpListener&) = delete;
-  TcpListener& operator=(const TcpListener&) = delete;
   [[nodiscard]] int port() const { return port_; }
   [[nodiscard]] bool connected() const {
-    const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c >= 0) ::close(c);
-    return c >= 0;
+    const kj::AutoCloseFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    return c.get() >= 0;
   }
 
  private:
-  int fd_;
+  kj::AutoCloseFd fd_;
   int port_ = 0;
 };
 
@@ -253,20 +251,17 @@ class UnixListener {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
       throw std::runtime_error("unix listener");
     ::chmod(path.c_str(), 0777);
   }
-  ~UnixListener() { ::close(fd_); }
-  UnixListener(const UnixListener&) = delete;
-  UnixListener& operator=(const UnixListener&) = delete;
   [[nodiscard]] bool received() const {
     char buf[64];
-    return ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT) >= 0;
+    return ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT) >= 0;
   }
 
  private:
-  int fd_;
+  kj::AutoCloseFd fd_;
 };
 
 TEST_F(RedTeam, IoUringOpensWritesNothing) {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "host/python/sandbox-client.h"
 #include "tests/bench/hop-timing.h"
 
@@ -123,18 +125,21 @@ int main(int argc, char** argv) {
                 r.stats.p99, r.stats.p999, r.stats.max, r.stats.mean,
                 static_cast<unsigned long long>(r.misses));
   }
-  std::printf(
-      "\n{\"benchmark\": \"sandbox-hop\", \"channels\": %u, \"frames\": %u, \"iterations\": %zu, "
-      "\"results\": [",
-      channels, frames, iterations);
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const auto& r = rows[i];
-    std::printf(
-        "%s{\"path\": \"%s\", \"p50_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f, \"max_us\": %.2f, "
-        "\"mean_us\": %.2f, \"deadline_misses\": %llu}",
-        i == 0 ? "" : ", ", r.name.c_str(), r.stats.p50, r.stats.p99, r.stats.p999, r.stats.max, r.stats.mean,
-        static_cast<unsigned long long>(r.misses));
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  for (const auto& r : rows) {
+    results.push_back({{"path", r.name},
+                       {"p50_us", r.stats.p50},
+                       {"p99_us", r.stats.p99},
+                       {"p999_us", r.stats.p999},
+                       {"max_us", r.stats.max},
+                       {"mean_us", r.stats.mean},
+                       {"deadline_misses", r.misses}});
   }
-  std::printf("]}\n");
+  const nlohmann::ordered_json document = {{"benchmark", "sandbox-hop"},
+                                           {"channels", channels},
+                                           {"frames", frames},
+                                           {"iterations", iterations},
+                                           {"results", std::move(results)}};
+  std::printf("\n%s\n", document.dump().c_str());
   return 0;
 }

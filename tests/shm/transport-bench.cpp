@@ -38,6 +38,8 @@
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "shm/block-channel.h"
 #include "shm/futex.h"
 #include "shm/segment.h"
@@ -422,48 +424,36 @@ void print_table(const std::vector<Stats>& all, const RunConfig& config) {
 }
 
 std::string json(const std::vector<Stats>& all, const RunConfig& config) {
-  const std::uint32_t iterations = config.iterations;
-  std::string out = "{\n";
-  out += "  \"benchmark\": \"transport\",\n";
-  out += "  \"date\": \"" + today() + "\",\n";
-  out += "  \"machine\": \"" + machine_description() + "\",\n";
-  out += "  \"iterations\": " + std::to_string(iterations) + ",\n";
-  out += "  \"host_spin_ns\": " + std::to_string(config.host_spin_ns) + ",\n";
-  out += "  \"host_cpu\": " + std::to_string(config.host_cpu) + ",\n";
-  out += "  \"child_cpu\": " + std::to_string(config.child_cpu) + ",\n";
-  out += "  \"block\": {\"channels\": " + std::to_string(block_geometry.channels) +
-         ", \"frames\": " + std::to_string(block_geometry.max_frames) + "},\n";
-  out += "  \"results\": {\n";
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    const Stats& s = all[i];
-    char line[512];
-    std::snprintf(line, sizeof(line),
-                  "    \"%s\": {\"p50_ns\": %" PRIu64 ", \"p99_ns\": %" PRIu64 ", \"p999_ns\": %" PRIu64
-                  ", \"max_ns\": %" PRIu64 ", \"min_ns\": %" PRIu64
-                  ", \"mean_ns\": %.0f, \"count\": %" PRIu64 ", \"failures\": %" PRIu64 "}%s\n",
-                  s.name.c_str(), s.p50, s.p99, s.p999, s.max, s.min, s.mean, s.count, s.failures,
-                  i + 1 < all.size() ? "," : "");
-    out += line;
+  nlohmann::ordered_json results = nlohmann::ordered_json::object();
+  for (const Stats& s : all) {
+    results[s.name] = {{"p50_ns", s.p50},  {"p99_ns", s.p99},       {"p999_ns", s.p999},
+                       {"max_ns", s.max},  {"min_ns", s.min},       {"mean_ns", std::llround(s.mean)},
+                       {"count", s.count}, {"failures", s.failures}};
   }
-  out += "  },\n  \"ratios\": {\n";
+  nlohmann::ordered_json ratios = nlohmann::ordered_json::object();
   const Stats* futex = find(all, "futex");
-  std::vector<std::string> ratios;
   for (const char* name : {"ring", "ring-sleep", "ring-spin"}) {
     const Stats* ring = find(all, name);
     if (futex != nullptr && ring != nullptr) {
-      char line[256];
       std::string key = name;
       std::replace(key.begin(), key.end(), '-', '_');
-      std::snprintf(line, sizeof(line), "    \"%s_futex_p50\": %.3f,\n    \"%s_futex_p999\": %.3f", key.c_str(),
-                    ratio(ring->p50, futex->p50), key.c_str(), ratio(ring->p999, futex->p999));
-      ratios.emplace_back(line);
+      ratios[key + "_futex_p50"] = ratio(ring->p50, futex->p50);
+      ratios[key + "_futex_p999"] = ratio(ring->p999, futex->p999);
     }
   }
-  for (std::size_t i = 0; i < ratios.size(); ++i) {
-    out += ratios[i] + (i + 1 < ratios.size() ? ",\n" : "\n");
-  }
-  out += "  }\n}\n";
-  return out;
+  const nlohmann::ordered_json document = {
+      {"benchmark", "transport"},
+      {"date", today()},
+      {"machine", machine_description()},
+      {"iterations", config.iterations},
+      {"host_spin_ns", config.host_spin_ns},
+      {"host_cpu", config.host_cpu},
+      {"child_cpu", config.child_cpu},
+      {"block", {{"channels", block_geometry.channels}, {"frames", block_geometry.max_frames}}},
+      {"results", std::move(results)},
+      {"ratios", std::move(ratios)},
+  };
+  return document.dump(2) + "\n";
 }
 
 bool pin_to(int cpu) {

@@ -401,6 +401,16 @@ std::variant<PythonPlugin::ParamSet, PythonError> PythonPlugin::set_param(const 
   return out;
 }
 
+std::variant<std::uint32_t, PythonError> PythonPlugin::set_rate(double rate) {
+  Impl& im = *impl_;
+  if (!im.session) return PythonError{"no plugin loaded", {}};
+  Ref result(PyObject_CallMethod(im.session.get(), "set_rate", "d", rate));
+  if (!result) return take_exception(im.format_error.get());
+  const long frames = PyLong_AsLong(result.get());
+  if (PyErr_Occurred()) return take_exception(im.format_error.get());
+  return static_cast<std::uint32_t>(frames);
+}
+
 std::variant<std::vector<std::byte>, PythonError> PythonPlugin::get_state() {
   Impl& im = *impl_;
   if (!im.session) return PythonError{"no plugin loaded", {}};

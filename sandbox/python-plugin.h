@@ -123,6 +123,9 @@ class PythonPlugin {
   };
   /// Applies a live parameter change.
   std::variant<ParamSet, PythonError> set_param(const std::string& key, const ParamValue& value);
+  /// Prepares the loaded plugin for a new sample rate (its parameters and state kept); returns
+  /// its latency in frames at that rate.
+  std::variant<std::uint32_t, PythonError> set_rate(double rate);
   std::variant<std::vector<std::byte>, PythonError> get_state();
   /// Calls the plugin's stop/shutdown hooks (legacy) and flushes its output.
   void shutdown() noexcept;

@@ -353,6 +353,21 @@ void Session::handle(schema::ReceivedMessage& message) {
       if (done.read_back) schema::set_param_value(reply.initReadBack(), *done.read_back);
       break;
     }
+    case schema::HostMessage::SET_RATE: {
+      const double rate = host.getSetRate();
+      if (!(rate > 0.0 && rate <= 1'000'000.0)) {
+        send_error(static_cast<int>(SandboxMessage::Phase::SET_RATE), "bad sample rate " + std::to_string(rate),
+                   {}, false, id);
+        return;
+      }
+      auto result = python_->set_rate(rate);
+      if (const auto* e = std::get_if<PythonError>(&result)) {
+        send_error(static_cast<int>(SandboxMessage::Phase::SET_RATE), e->message, e->traceback, false, id);
+        return;
+      }
+      out.setRateSet(std::get<std::uint32_t>(result));
+      break;
+    }
     case schema::HostMessage::GET_STATE: {
       auto result = python_->get_state();
       if (const auto* e = std::get_if<PythonError>(&result)) {

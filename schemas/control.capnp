@@ -23,7 +23,8 @@ $import "/capnp/c++.capnp".namespace("sandpipe::schema");
 # 2: preload (a sandbox of version 1 would take it for a bad load)
 # 3: load.inspect (a sandbox of version 2 would start a plugin it was only asked to describe)
 # 4: requestId in both directions: replies are matched to requests by id, not by order
-const protocolVersion :UInt32 = 4;
+# 5: setRate / rateSet (a rate change keeps the sandbox; version 4 would call it a bad message)
+const protocolVersion :UInt32 = 5;
 
 struct ParamValue {
   union {
@@ -102,6 +103,8 @@ struct HostMessage {
     getStats @12 :Void;
     shutdown @13 :Void;
     preload @14 :Text;                # absolute path of the .py file a later load will name
+    setRate @17 :Float64;             # the graph's rate changed: prepare the plugin for it
+                                      # (between two blocks), keeping its params and state
   }
 }
 
@@ -138,6 +141,7 @@ struct SandboxMessage {
       text @16 :Text;                 # one line, no trailing newline
       stream @20 :LogStream;          # where the line was written
     }
+    rateSet @25 :UInt32;              # setRate done: the plugin's latency (frames) at the new rate
     error :group {
       phase @17 :Phase;
       message @18 :Text;
@@ -161,5 +165,6 @@ struct SandboxMessage {
     setParam @2;
     state @3;
     process @4;
+    setRate @5;
   }
 }

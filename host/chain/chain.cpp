@@ -1,6 +1,5 @@
 // Building a chain: native slots in-process, Python slots in sandboxes started together.
 #include "host/chain/chain.h"
-#include "host/python/zygote.h"  // ZYGOTE (issue 17)
 
 #include <algorithm>
 #include <chrono>
@@ -8,8 +7,9 @@
 #include <span>
 #include <string>
 
-#include "host/slot/native-plugin.h"
 #include "host/python/sandbox-client.h"
+#include "host/python/zygote.h"
+#include "host/slot/native-plugin.h"
 
 namespace sandpipe::host {
 
@@ -57,12 +57,12 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     sandbox_options.slot_count = shm::max_slots;
     sandbox_options.keep_failed = !options_.offline || options_.allow_bypass;  // never fatal live
     sandbox_options.rt_priority = options_.sandbox_rt_priority;
-    // ZYGOTE (issue 17): one per chain, the node's for its life (render: the run's).
+    // One zygote per node for its life (render: the run's), kept across rate changes.
     if (config.sandbox_zygote) {
       try {
         // The supervisor's log: a zygote restart is logged from whichever thread forks.
         SandboxLogFn log = options_.supervision.log ? options_.supervision.log : SandboxLogFn(log_to_stderr);
-        zygote_ = std::make_unique<Zygote>(std::filesystem::path{}, [log](std::string_view line) {
+        zygote_ = std::make_shared<Zygote>(std::filesystem::path{}, [log](std::string_view line) {
           log("zygote", SandboxLogLevel::warning, line);
         });
       } catch (const std::exception& e) {
@@ -101,11 +101,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
 
   check_roles(config);
   remote_count_ = python_count;
-  scratch_.assign(std::size_t{2} * channels_ * max_frames_, 0.0F);
-  for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-    ping_[ch] = scratch_.data() + std::size_t{ch} * max_frames_;
-    pong_[ch] = scratch_.data() + std::size_t{channels_ + ch} * max_frames_;
-  }
+  allocate_scratch();
   reviewed_.resize(sandboxes_.size());
   reviewed_histogram_.resize(sandboxes_.size());
   for (SandboxProcessor* proc : sandboxes_) proc->set_crossfade_frames(options_.crossfade_frames);
@@ -113,6 +109,50 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   stand_ins_.clear();  // their sandboxes shut down; the slots' own ones have seen no block yet
   supervisor_ = supervise_chain(config, slots_, options_.offline, options_.supervision);
   publish_schedules();
+}
+
+Chain::Chain(const ChainConfig& config, double sample_rate, const Chain& previous)
+    : zygote_(previous.zygote_),
+      options_(previous.options_),
+      latency_max_ms_(config.latency_max_ms),
+      block_frames_(previous.block_frames_),
+      sandboxes_(previous.sandboxes_),
+      schedules_(previous.schedules_),
+      reviewed_(previous.reviewed_),
+      reviewed_histogram_(previous.reviewed_histogram_),
+      channels_(previous.channels_),
+      has_source_(previous.has_source_),
+      has_sink_(previous.has_sink_),
+      max_frames_(previous.max_frames_),
+      sample_rate_(sample_rate),
+      remote_(previous.remote_),
+      remote_count_(previous.remote_count_) {
+  if (config.plugins.size() != previous.slots_.size() || config.channels != channels_)
+    throw PluginError("chain: a rate change keeps the chain's plugins and channels");
+  for (std::size_t i = 0; i < config.plugins.size(); ++i) {
+    const PluginSpec& spec = config.plugins[i];
+    if ((spec.kind == PluginKind::python) != remote_[i])
+      throw PluginError("chain: plugin \"" + spec.name + "\" changed its kind");
+    slots_.push_back(remote_[i] ? previous.slots_[i]
+                                : std::shared_ptr<Processor>(
+                                      make_native_processor(spec, sample_rate, channels_, max_frames_)));
+  }
+  allocate_scratch();
+  apply_schedule(false);  // the new period; running slots adopt it at their next call
+  supervisor_ = previous.supervisor_;
+  if (supervisor_) {
+    supervisor_->rebind_slots(slots_);
+    supervisor_->set_sample_rate(sample_rate);
+    publish_schedules();
+  }
+}
+
+void Chain::allocate_scratch() {
+  scratch_.assign(std::size_t{2} * channels_ * max_frames_, 0.0F);
+  for (std::uint32_t ch = 0; ch < channels_; ++ch) {
+    ping_[ch] = scratch_.data() + std::size_t{ch} * max_frames_;
+    pong_[ch] = scratch_.data() + std::size_t{channels_ + ch} * max_frames_;
+  }
 }
 
 void Chain::publish_schedules() const {

@@ -75,6 +75,14 @@ class Chain {
   Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_frames);
   /// [main] As above, with scheduling options (the block size, calibration).
   Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_frames, ChainOptions options);
+  /// [main] The same chain at a new rate (the graph's changed): `previous`'s Python slots, their
+  /// sandboxes, supervisor and zygote are kept, not copied: each sandbox prepares its plugin for
+  /// `sample_rate` between two blocks (same process, params and state; the supervisor restarts
+  /// one that cannot). Native plugins are made anew for the rate from `config`, whose plugin
+  /// list must be `previous`'s. No calibration burst: auto slots decide from what they measured
+  /// while running. `previous` may keep running until this chain is swapped in; it may then be
+  /// freed. Throws PluginError.
+  Chain(const ChainConfig& config, double sample_rate, const Chain& previous);
   ~Chain();
   Chain(const Chain&) = delete;
   Chain& operator=(const Chain&) = delete;
@@ -113,7 +121,8 @@ class Chain {
   [[nodiscard]] bool has_sink() const noexcept { return has_sink_; }
   [[nodiscard]] std::uint32_t max_frames() const noexcept { return max_frames_; }
   [[nodiscard]] double sample_rate() const noexcept { return sample_rate_; }
-  [[nodiscard]] const std::vector<std::unique_ptr<Processor>>& slots() const noexcept { return slots_; }
+  /// Python slots are shared with the chain this one replaced at a rate change (or replaces).
+  [[nodiscard]] const std::vector<std::shared_ptr<Processor>>& slots() const noexcept { return slots_; }
   /// [any] The supervisor of the Python slots (status, restarts; render waits on it).
   [[nodiscard]] Supervisor& supervisor() const noexcept { return *supervisor_; }
 
@@ -124,6 +133,8 @@ class Chain {
   /// [main] Sets has_source_/has_sink_ from the loaded plugins' roles; throws PluginError naming
   /// a source that is not first or a sink that is not last.
   void check_roles(const ChainConfig& config);
+  /// [main] The scratch buffers between slots (ping_, pong_).
+  void allocate_scratch();
   /// [main] Sets every Python slot's pipeline for block_frames_ (auto: choose_mode).
   void apply_schedule(bool initial);
   /// [main] At start-up: times the burst of auto slot `i` on its stand-in into
@@ -134,9 +145,10 @@ class Chain {
   /// [main] Hands every Python slot's schedule to the supervisor (the status shows it).
   void publish_schedules() const;
 
-  /// ZYGOTE (issue 17): forks this chain's sandboxes, restarts and spares (null with
-  /// `sandbox.zygote = false`, or no Python slot). First: it outlives every slot holding it.
-  std::unique_ptr<Zygote> zygote_;
+  /// Forks this chain's sandboxes, restarts and spares (null with `sandbox.zygote = false`, or
+  /// no Python slot). Shared with the chains before and after a rate change. First: it outlives
+  /// every slot holding it.
+  std::shared_ptr<Zygote> zygote_;
   ChainOptions options_;
   double latency_max_ms_ = 20.0;
   std::uint32_t block_frames_ = 0;
@@ -153,13 +165,15 @@ class Chain {
   bool has_sink_ = false;
   std::uint32_t max_frames_;
   double sample_rate_;
-  std::vector<std::unique_ptr<Processor>> slots_;
+  std::vector<std::shared_ptr<Processor>> slots_;
   std::vector<bool> remote_;    ///< slot i runs in a sandbox (waits on its deadline share)
   std::size_t remote_count_ = 0;
   std::vector<float> scratch_;  ///< 2 × channels × max_frames, ping-pong between slots
   std::array<float*, max_channels> ping_{};
   std::array<float*, max_channels> pong_{};
-  std::unique_ptr<Supervisor> supervisor_;  ///< last: stopped before the slots go
+  /// Shared with the chains before and after a rate change: the node's for its life. Last:
+  /// stopped before the slots go.
+  std::shared_ptr<Supervisor> supervisor_;
 };
 
 }  // namespace sandpipe::host

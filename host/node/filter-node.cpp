@@ -335,15 +335,11 @@ class FilterNode final : public GraphNode {
     return 0;
   }
 
-  /// [main] A chain for `rate`, its pipelined slots prepared for the graph's quantum as last
-  /// seen (PipeWire's default before the first cycle).
+  /// [main] The chain for `rate`: the running one's Python slots and sandboxes kept (they
+  /// prepare their plugins for the rate between two blocks), its native plugins made anew. No
+  /// sandbox starts and nothing is calibrated on this loop.
   [[nodiscard]] std::unique_ptr<Chain> make_chain(double rate) const {
-    auto chain =
-        make_live_chain(props_.config(), rate, rt_.schedule.graph_quantum.load(std::memory_order_relaxed));
-    if (chain->has_source() || chain->has_sink()) {
-      throw PluginError("a plugin became a source or sink: the node's ports cannot follow");
-    }
-    return chain;
+    return make_live_chain(props_.config(), rate, *chain_);
   }
 
   /// [main] Publishes the chain's current latency (ProcessLatency, the ports' Latency), after a

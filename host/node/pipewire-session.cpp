@@ -280,6 +280,10 @@ std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate, s
   return std::make_unique<Chain>(config, rate, detail::chain_block_frames, std::move(options));
 }
 
+std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate, const Chain& previous) {
+  return std::make_unique<Chain>(config, rate, previous);
+}
+
 bool reschedule_live_chain(Chain& chain, std::uint32_t quantum) noexcept {
   try {
     return quantum != 0 && chain.set_block_frames(quantum);

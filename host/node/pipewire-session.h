@@ -60,6 +60,9 @@ using NodeBuilder = std::function<std::unique_ptr<GraphNode>(const PipeWireEnv&)
 /// scheduler's lines logged on sandpipe.chain. Throws PluginError.
 [[nodiscard]] std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate,
                                                      std::uint32_t quantum);
+/// [main] `previous` at the graph's new `rate`: its Python slots and sandboxes kept (Chain's
+/// rate-change constructor), its native plugins made anew. Throws PluginError.
+[[nodiscard]] std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate, const Chain& previous);
 
 /// [main] Re-schedules a live chain for the graph's `quantum` (0: none seen yet, nothing to do):
 /// pipelined slots take L = k × quantum. True if the chain's latency changed (the node must

@@ -299,6 +299,10 @@ void SandboxInstance::decode(schema::ReceivedMessage& message) {
         }
         break;
       }
+      case SandboxMessage::RATE_SET:
+        r.kind = Reply::Kind::rate_set;
+        r.latency = msg.getRateSet();
+        break;
       case SandboxMessage::STATE: {
         r.kind = Reply::Kind::state;
         const auto data = msg.getState();
@@ -330,6 +334,18 @@ void SandboxInstance::decode(schema::ReceivedMessage& message) {
         if (r.kind == Reply::Kind::error)
           refusal = r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
         param_results_.push_back({std::move(asked.setting), std::move(refusal), std::move(r.read_back)});
+      }
+      if (asked.kind == Request::rate) {
+        RateResult result{asked.rate, std::nullopt, {}};
+        if (r.kind == Reply::Kind::rate_set) {
+          result.latency = r.latency;
+          launch_.sample_rate = asked.rate;
+        } else {
+          result.error = r.kind == Reply::Kind::error
+                             ? r.message + (r.traceback.empty() ? "" : "\n" + r.traceback)
+                             : std::string("unexpected answer to setRate");
+        }
+        rate_result_ = std::move(result);
       }
       return;
     }
@@ -573,6 +589,17 @@ bool SandboxInstance::request_set_param(const ParamSetting& setting) {
       send_request(Request::param, &setting, Clock::now() + std::chrono::milliseconds(100));
   if (id == 0) return false;
   async_outstanding_.push_back({id, Request::param, setting});
+  return true;
+}
+
+bool SandboxInstance::request_set_rate(double rate) {
+  if (phase_ != Phase::loaded || gone()) return false;
+  capnp::MallocMessageBuilder msg;
+  msg.initRoot<schema::HostMessage>().setSetRate(rate);
+  const std::uint32_t id = send(msg, Clock::now() + std::chrono::milliseconds(100));
+  if (id == 0) return false;
+  if (notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
+  async_outstanding_.push_back({id, Request::rate, {}, rate});
   return true;
 }
 

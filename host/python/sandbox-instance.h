@@ -31,7 +31,7 @@ namespace detail {
 
 /// One message from a sandbox, decoded and validated; logs never become a Reply.
 struct Reply {
-  enum class Kind : std::uint8_t { hello, loaded, param_set, state, stats, error } kind = Kind::error;
+  enum class Kind : std::uint8_t { hello, loaded, param_set, rate_set, state, stats, error } kind = Kind::error;
   std::uint32_t request_id = 0;  ///< the request it answers (0: none)
   std::uint32_t protocol_version = 0;
   std::uint32_t shm_layout_version = 0;
@@ -40,7 +40,7 @@ struct Reply {
   std::string numpy_version;
   PythonPluginInfo info;
   std::string key;
-  std::uint32_t latency = 0;
+  std::uint32_t latency = 0;  ///< paramSet, rateSet: the plugin's latency (frames) now
   std::optional<ParamValue> read_back;  ///< paramSet: what get_parameter(key) answers now
   std::vector<std::byte> state;
   SandboxStats stats;
@@ -63,14 +63,21 @@ class SandboxInstance {
   /// hello sent → ready (hello answered: a spare) → loading (load sent) → loaded; failed: the
   /// sandbox answered with an error (the plugin did not load) or broke the handshake.
   enum class Phase : std::uint8_t { hello, ready, loading, loaded, failed };
-  /// What may be asked of a loaded sandbox: set a parameter, get its state, get its counters.
-  enum class Request : std::uint8_t { state, stats, param };
+  /// What may be asked of a loaded sandbox: set a parameter, get its state, get its counters,
+  /// follow a new sample rate.
+  enum class Request : std::uint8_t { state, stats, param, rate };
   /// An answered setParam: accepted (no refusal) with what the plugin reads back, if anything,
   /// or the plugin's refusal.
   struct ParamResult {
     ParamSetting setting;
     std::optional<std::string> refusal;
     std::optional<ParamValue> read_back;
+  };
+  /// An answered setRate: the plugin's latency at `rate`, or why it could not follow.
+  struct RateResult {
+    double rate = 0.0;
+    std::optional<std::uint32_t> latency;
+    std::string error;  ///< with the traceback (empty when it followed)
   };
 
   /// Creates a segment and its link, spawns the sandbox with them and sends hello.
@@ -100,6 +107,8 @@ class SandboxInstance {
   /// What a (re)load sends.
   [[nodiscard]] const std::vector<ParamSetting>& params() const noexcept { return params_; }
   void set_params(std::vector<ParamSetting> params) { params_ = std::move(params); }
+  /// The rate a load sends (a spare started before the graph's rate changed). Before send_load().
+  void set_sample_rate(double rate) noexcept { launch_.sample_rate = rate; }
   /// The segment this sandbox was started with, for the RT side (null once taken).
   [[nodiscard]] std::unique_ptr<SandboxLink> take_link() noexcept { return std::move(link_); }
   /// Where notify_control() goes: the link this sandbox was started with (or, once that link is
@@ -151,6 +160,8 @@ class SandboxInstance {
   void request_async(Request kind);
   /// Sends a setParam whose answer lands in take_param_results(). False if it could not be sent.
   bool request_set_param(const ParamSetting& setting);
+  /// Sends a setRate whose answer lands in take_rate_result(). False if it could not be sent.
+  bool request_set_rate(double rate);
   /// True while an asynchronous request of `kind` is unanswered.
   [[nodiscard]] bool awaiting(Request kind) const noexcept;
   std::optional<std::vector<std::byte>> take_async_state() {
@@ -158,6 +169,7 @@ class SandboxInstance {
   }
   std::optional<SandboxStats> take_async_stats() { return std::exchange(async_stats_, std::nullopt); }
   std::vector<ParamResult> take_param_results() { return std::exchange(param_results_, {}); }
+  std::optional<RateResult> take_rate_result() { return std::exchange(rate_result_, std::nullopt); }
   /// Delivers `text` to the log sink, one call per line.
   void emit(SandboxLogLevel level, std::string_view text) const;
 
@@ -213,11 +225,13 @@ class SandboxInstance {
     std::uint32_t id = 0;
     Request kind = Request::state;
     ParamSetting setting;  ///< Request::param
+    double rate = 0.0;     ///< Request::rate
   };
   std::deque<Outstanding> async_outstanding_;
   std::optional<std::vector<std::byte>> async_state_;
   std::optional<SandboxStats> async_stats_;
   std::vector<ParamResult> param_results_;
+  std::optional<RateResult> rate_result_;
   std::uint64_t process_errors_ = 0;
   std::string last_process_error_;
   std::string first_process_error_;

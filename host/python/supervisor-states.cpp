@@ -130,6 +130,11 @@ void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed
     w.remember_param(setting);
     w.last_poll = Clock::time_point{};  // the state after a change: ask for it now
   }
+  if (std::string why = follow_rate(w, c); !why.empty()) {
+    on_death(w, why, false, now);
+    state_changed = true;
+    return;
+  }
 
   // The RT side's link state is this sandbox's only once it adopted its link (at its next call
   // after replace_link); until then it still describes the dead one.
@@ -182,6 +187,24 @@ void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed
   }
 }
 
+std::string Supervisor::follow_rate(Watch& w, SandboxInstance& c) {
+  if (auto result = c.take_rate_result()) {
+    const std::string rate = detail::format_rate(result->rate);
+    if (!result->latency) return "could not follow the graph's rate to " + rate + ": " + result->error;
+    options_.log(w.name, SandboxLogLevel::info,
+                 "prepared for " + rate + " in the same sandbox (pid " + std::to_string(c.pid()) + ")");
+    const std::uint32_t kept = w.slot.sandbox->plugin_latency_frames();
+    if (*result->latency != kept) {
+      options_.log(w.name, SandboxLogLevel::warning,
+                   "at " + rate + " the plugin reports a latency of " + std::to_string(*result->latency) +
+                       " frames; the slot keeps " + std::to_string(kept));
+    }
+  }
+  if (c.launch().sample_rate != w.launch.sample_rate && !c.awaiting(SandboxInstance::Request::rate))
+    c.request_set_rate(w.launch.sample_rate);  // not sent (a full socket): the next round tries again
+  return {};
+}
+
 void Supervisor::on_death(Watch& w, const std::string& reason, bool hang, Clock::time_point now) {
   (hang ? w.hangs : w.crashes) += 1;
   w.last_error = reason;
@@ -224,6 +247,7 @@ void Supervisor::on_restarting(Watch& w, Clock::time_point now, bool& state_chan
     }
     if (w.pending) {
       w.pending->set_params(w.params);
+      w.pending->set_sample_rate(w.launch.sample_rate);
       w.pending->send_load(w.saved_state);
     } else {
       w.last_error = "cannot start a sandbox: " + error;

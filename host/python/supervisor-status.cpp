@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "host/python/supervisor-watch.h"
+#include "host/slot/recent-times.h"
 
 namespace sandpipe::host {
 
@@ -45,9 +46,6 @@ double three_decimals(double ms) { return std::round(ms * 1000.0) / 1000.0; }
 
 /// One slot's object; the member order is the file's (tests and scripts search its text).
 Json slot_json(const SlotStatus& s) {
-  Json misses = Json::array();
-  for (const std::uint64_t t : s.counters.recent_miss_ns)
-    if (t != 0) misses.push_back(t);
   return Json{
       {"name", s.name},
       {"kind", s.kind},
@@ -59,7 +57,7 @@ Json slot_json(const SlotStatus& s) {
       {"bypassed_blocks", s.counters.bypassed_blocks},
       {"sanitized_blocks", s.counters.sanitized_blocks},
       {"passthrough_blocks", s.counters.passthrough_blocks},
-      {"recent_misses_ns", std::move(misses)},
+      {"recent_misses_ns", times_array(s.counters.recent_miss_ns)},
       {"exceptions", s.exceptions},
       {"restarts", s.restarts},
       {"reloads", s.reloads},
@@ -138,12 +136,8 @@ void Supervisor::publish() {
 
 std::vector<SlotStatus> Supervisor::status() const {
   std::vector<SlotStatus> out;
-  std::vector<Schedule> schedules;
-  {
-    std::lock_guard lock(mutex_);
-    out = published_;
-    schedules = schedules_;
-  }
+  std::lock_guard lock(mutex_);  // a rate change's rebind_slots() may swap a native slot
+  out = published_;
   // The RT side's part is read live: its counters are atomics, readable from any thread.
   for (std::size_t i = 0; i < out.size() && i < watches_.size(); ++i) {
     const SupervisedSlot& slot = watches_[i]->slot;
@@ -151,9 +145,9 @@ std::vector<SlotStatus> Supervisor::status() const {
     s.counters = slot.processor->counters();
     s.latency_frames = slot.processor->latency_frames();
     if (slot.sandbox != nullptr) s.pipeline_blocks = slot.sandbox->pipeline_blocks();
-    s.mode = std::move(schedules[i].mode);
-    s.schedule_fits = schedules[i].fits;
-    s.schedule = std::move(schedules[i].why);
+    s.mode = schedules_[i].mode;
+    s.schedule_fits = schedules_[i].fits;
+    s.schedule = schedules_[i].why;
   }
   return out;
 }

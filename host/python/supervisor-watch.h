@@ -18,8 +18,10 @@
 namespace sandpipe::host {
 
 /// One slot's supervision. `slot`, `name`, `python` and `hang_timeout` are set by the
-/// constructor and only read after it; everything else is the supervisor thread's alone (other
-/// threads see it through Supervisor::publish()'s snapshot), so no lock guards it.
+/// constructor and only read after it (but a native slot's `slot.processor`, which
+/// rebind_slots() replaces under the mutex and only status() reads, under it too); everything
+/// else is the supervisor thread's alone (other threads see it through Supervisor::publish()'s
+/// snapshot), so no lock guards it.
 struct Supervisor::Watch {
   using Clock = std::chrono::steady_clock;
 
@@ -99,6 +101,9 @@ namespace detail {
 /// reason in `error`) on failure.
 std::unique_ptr<SandboxInstance> spawn_instance(const SandboxLaunch& launch, std::uint64_t generation,
                                                 std::string& error);
+
+/// [any] "44100 Hz".
+[[nodiscard]] std::string format_rate(double rate);
 
 /// [any] True if the status file at `path` was written by the supervisor with `instance_token`
 /// (a newer chain of the same node may have written its own since).

@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <stdexcept>
 #include <system_error>
 #include <utility>
 
@@ -21,6 +23,12 @@
 namespace sandpipe::host {
 
 using Clock = std::chrono::steady_clock;
+
+std::string detail::format_rate(double rate) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g Hz", rate);
+  return text;
+}
 
 void Supervisor::Watch::stop_sandboxes() {
   for (auto* instance : {&reloading, &retiring, &spare, &pending, &current}) instance->reset();
@@ -151,6 +159,26 @@ std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, c
   return std::nullopt;
 }
 
+void Supervisor::set_sample_rate(double rate) {
+  {
+    std::lock_guard lock(mutex_);
+    rate_inbox_ = rate;
+  }
+  if (thread_.joinable()) wake();
+}
+
+void Supervisor::rebind_slots(const std::vector<std::shared_ptr<Processor>>& slots) {
+  if (slots.size() != watches_.size()) throw std::invalid_argument("rebind_slots: another chain");
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    const bool same = slots[i].get() == watches_[i]->slot.processor;
+    if (watches_[i]->python != (dynamic_cast<SandboxProcessor*>(slots[i].get()) != nullptr) ||
+        (watches_[i]->python && !same))
+      throw std::invalid_argument("rebind_slots: a Python slot is not the one supervised");
+  }
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = 0; i < slots.size(); ++i) watches_[i]->slot.processor = slots[i].get();
+}
+
 void Supervisor::set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits,
                               std::string why) {
   std::lock_guard lock(mutex_);
@@ -217,6 +245,7 @@ Supervisor::Inbox Supervisor::take_inbox() {
   std::lock_guard lock(mutex_);
   inbox.stop = stop_;
   inbox.params.swap(param_inbox_);
+  inbox.sample_rate = std::exchange(rate_inbox_, 0.0);
   inbox.refresh_wanted = refresh_wanted_;
   return inbox;
 }
@@ -229,6 +258,17 @@ void Supervisor::apply_params(const std::vector<ParamRequest>& params) {
       if (w->state == SlotState::running && w->current && w->current->request_set_param(setting)) continue;
       w->remember_param(setting);  // restarting (or the socket is full): the next sandbox loads with it
     }
+  }
+}
+
+void Supervisor::apply_rate(double rate) {
+  for (auto& w : watches_) {
+    if (!w->python || w->launch.sample_rate == rate) continue;
+    w->launch.sample_rate = rate;
+    if (w->state == SlotState::running && w->current)
+      options_.log(w->name, SandboxLogLevel::info,
+                   "the graph runs at " + detail::format_rate(rate) + " now: its sandbox (pid " +
+                       std::to_string(w->current->pid()) + ") prepares the plugin for it");
   }
 }
 
@@ -258,6 +298,7 @@ void Supervisor::run() {
     // No lock from here to publish(): every sandbox is this thread's.
     if (requests_)
       for (const auto& request : requests_->service()) handle_request(request, now);
+    if (inbox.sample_rate > 0.0) apply_rate(inbox.sample_rate);
     apply_params(inbox.params);
     const bool dirty = tick(now);
     track_refresh(inbox.refresh_wanted);
@@ -294,7 +335,7 @@ std::filesystem::path status_file_path(std::string_view node_name) {
 }
 
 std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
-                                            const std::vector<std::unique_ptr<Processor>>& slots,
+                                            const std::vector<std::shared_ptr<Processor>>& slots,
                                             bool offline, SupervisorOptions options) {
   options.offline = offline;
   options.max_restarts = config.restart_max;

@@ -154,6 +154,17 @@ class Supervisor {
   /// wake the node's main loop (which then calls take_read_backs()). Empty: none.
   void set_read_back_listener(std::function<void()> fn);
 
+  /// [main] The graph's rate changed (Chain's rate-change constructor): every running sandbox is
+  /// told, between two blocks, to prepare its plugin for `rate` with its params and state (the
+  /// same process: no spawn, no import); restarts, spares and reloads load at `rate` from now
+  /// on. A plugin that cannot follow is restarted at the new rate (with its state), as after a
+  /// crash. Queued like set_param(): never waits for process work.
+  void set_sample_rate(double rate);
+  /// [main] A new chain took the slots over (a rate change): the native slots whose counters the
+  /// status shows are `slots`' now; the Python ones must be the same objects as before. Under
+  /// the short lock, so the old chain may be freed once this returns.
+  void rebind_slots(const std::vector<std::shared_ptr<Processor>>& slots);
+
   /// [main] What the scheduler decided for `slot` (Chain calls it after every decision), for
   /// the status: its configured mode, whether it fits latency.max-ms, and why.
   void set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits, std::string why);
@@ -182,6 +193,7 @@ class Supervisor {
     bool stop = false;
     std::vector<ParamRequest> params;
     std::uint64_t refresh_wanted = 0;
+    double sample_rate = 0.0;  ///< set_sample_rate()'s, 0: none since the last round
   };
   /// What the scheduler said of a slot (set_schedule): the main thread's knowledge, kept beside
   /// the snapshot (the supervisor thread never needs it).
@@ -198,6 +210,9 @@ class Supervisor {
   Inbox take_inbox();
   /// [supervisor thread] Sends (or keeps for the next sandbox) the queued set_param() changes.
   void apply_params(const std::vector<ParamRequest>& params);
+  /// [supervisor thread] A set_sample_rate(): every slot's next sandboxes start at `rate`;
+  /// on_running() tells the running ones (follow_rate()).
+  void apply_rate(double rate);
   /// [supervisor thread] Stops every sandbox (they die with this thread) and publishes the end.
   void shut_down();
   /// [any] Wakes the supervisor thread's poll.
@@ -212,6 +227,9 @@ class Supervisor {
   void on_starting(Watch& w, bool& state_changed);
   /// Watches the sandbox in use: answers, errors, the watchdog; a death goes to on_death().
   void on_running(Watch& w, std::chrono::steady_clock::time_point now, bool& state_changed);
+  /// Brings the running sandbox to the slot's rate (set_sample_rate()): asks it, and deals with
+  /// its answer. Returns why it could not follow (then it is restarted), empty otherwise.
+  std::string follow_rate(Watch& w, SandboxInstance& c);
   /// The sandbox in use died or hung: publish, tell the RT side, kill, restart or give up.
   void on_death(Watch& w, const std::string& reason, bool hang, std::chrono::steady_clock::time_point now);
   /// Brings a new sandbox up and hands its link to the RT side.
@@ -268,6 +286,7 @@ class Supervisor {
   std::condition_variable changed_;  ///< a snapshot was published
   bool stop_ = false;
   std::vector<ParamRequest> param_inbox_;
+  double rate_inbox_ = 0.0;           ///< set_sample_rate() since the last round (0: none)
   std::uint64_t refresh_wanted_ = 0;  ///< refresh() calls so far
   std::uint64_t refresh_done_ = 0;    ///< published: answered up to this call
   std::vector<SlotStatus> published_;  ///< the supervisor thread's part of every slot's status
@@ -289,7 +308,7 @@ class Supervisor {
 /// limits from `config`; live (not `offline`): the status file at status_file_path(node) and
 /// the request socket at request_socket_path(node) unless `options` names them.
 [[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(
-    const ChainConfig& config, const std::vector<std::unique_ptr<Processor>>& slots, bool offline,
+    const ChainConfig& config, const std::vector<std::shared_ptr<Processor>>& slots, bool offline,
     SupervisorOptions options);
 
 }  // namespace sandpipe::host

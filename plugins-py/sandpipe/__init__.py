@@ -230,7 +230,9 @@ class Plugin:
                 setattr(cls, key, param.default)
 
     def prepare(self, rate: float, channels: int, max_frames: int) -> None:
-        """Called once before any parameter is applied and before the first block.
+        """Called before any parameter is applied and before the first block; called again,
+        between two blocks, when the graph's rate changes (then every parameter is set again
+        with its current value, and the state get_state() returned just before is restored).
 
         Allocate buffers and filter state here: ``process`` should not allocate.
         The default stores ``self.rate``, ``self.channels`` and ``self.max_frames``.

@@ -330,6 +330,11 @@ class Session:
     def set_param(self, key: str, value: Any) -> int:
         raise NotImplementedError
 
+    def set_rate(self, rate: float) -> int:
+        """The graph's rate changed: prepares the plugin for `rate` between two blocks, keeping
+        its parameters and state. Returns its latency (frames) at the new rate."""
+        raise NotImplementedError
+
     def get_state(self) -> bytes:
         return b""
 
@@ -359,6 +364,8 @@ class SdkSession(Session):
         inspect: bool = False,
     ) -> None:
         self.plugin = plugin
+        self.channels = channels
+        self.max_frames = max_frames
         cls = type(plugin)
         self.declared: Dict[str, Param] = dict(cls.params)
         given: Dict[str, Any] = {}
@@ -366,14 +373,12 @@ class SdkSession(Session):
             if key not in self.declared:
                 raise ParamError(self._unknown(key))
             given[key] = self.declared[key].coerce(value, key)
+        # Every parameter's value now, applied again after a rate change's prepare().
+        self.values: Dict[str, Any] = {key: given.get(key, param.default) for key, param in self.declared.items()}
         if not inspect:
             # The SDK's lifecycle: prepare() is its initialize()/start(), then the parameters and
             # the state of a restarted instance. An inspection constructs the class only.
-            plugin.prepare(rate, channels, max_frames)
-            for key, param in self.declared.items():
-                plugin.set_param(key, given.get(key, param.default))
-            if state:
-                plugin.set_state(bytes(state))
+            self._prepare(rate, bytes(state))
         self.latency = _check_latency(plugin.latency)
         self.role = str(getattr(cls, "role", "processor"))
         if self.role not in _PLUGIN_ROLES:
@@ -384,6 +389,20 @@ class SdkSession(Session):
             self.process = _sink_process(plugin.consume)
         else:
             self.process = plugin.process
+
+    def _prepare(self, rate: float, state: bytes) -> None:
+        self.plugin.prepare(rate, self.channels, self.max_frames)
+        for key, value in self.values.items():
+            self.plugin.set_param(key, value)
+        if state:
+            self.plugin.set_state(state)
+
+    def set_rate(self, rate: float) -> int:
+        # As a restart at the new rate would, in this process: prepare(), the parameters as they
+        # are now, then the state the plugin had (a cipher's counter, a delay line's content).
+        self._prepare(rate, self.get_state())
+        self.latency = _check_latency(self.plugin.latency)
+        return self.latency
 
     def _unknown(self, key: str) -> str:
         known = ", ".join(self.declared) or "none"
@@ -420,7 +439,9 @@ class SdkSession(Session):
         param = self.declared.get(key)
         if param is None:
             raise ParamError(self._unknown(key))
-        self.plugin.set_param(key, param.coerce(value, key))
+        coerced = param.coerce(value, key)
+        self.plugin.set_param(key, coerced)
+        self.values[key] = coerced
         self.latency = _check_latency(self.plugin.latency)
         return self.latency
 
@@ -815,6 +836,22 @@ class LegacySession(Session):
         if current is None or (kind == "number" and _as_number(current) is None):
             return self.latency, value
         return self.latency, self._param(key, kind, current, value)["default"]
+
+    def set_rate(self, rate: float) -> int:
+        """``stop()``, ``set_sample_rate(rate)``, ``start()``: the earlier host set the rate of a
+        stopped plugin; the plugin object, its parameters and whatever it holds stay."""
+        obj, path = self.obj, self.path
+        if self.started:
+            self.started = False
+            _calling(path, "stop()", obj.stop)
+        self.rate = rate
+        number = int(rate) if float(rate).is_integer() else rate
+        _calling(path, f"set_sample_rate({number})", obj.set_sample_rate, number)
+        if _calling(path, "start()", obj.start) is False:
+            raise LoadError(f"{path}: start() returned False after set_sample_rate({number}): the plugin cannot run")
+        self.started = True
+        self.latency = self._latency()
+        return self.latency
 
     def shutdown(self) -> None:
         """``stop()`` then ``shutdown()``, each called even if the other raised."""

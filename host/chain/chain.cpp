@@ -7,7 +7,9 @@
 #include <span>
 #include <string>
 
+#include "host/python/python-slot.h"
 #include "host/python/sandbox-client.h"
+#include "host/python/sandbox-instance.h"
 #include "host/python/zygote.h"
 #include "host/slot/native-plugin.h"
 
@@ -51,7 +53,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
       python_specs.push_back(python_specs[i]);
     }
   }
-  std::vector<std::unique_ptr<SandboxProcessor>> sandboxed;
+  std::vector<StartedSandbox> sandboxed;
   if (!python_specs.empty()) {
     SandboxOptions sandbox_options;
     sandbox_options.slot_count = shm::max_slots;
@@ -73,27 +75,30 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
     if (options_.supervision.log) sandbox_options.log = options_.supervision.log;
     sandbox_options.preload_only.assign(python_specs.size(), false);
     for (std::size_t i = python_count; i < python_specs.size(); ++i) sandbox_options.preload_only[i] = true;
-    sandboxed = start_sandbox_processors(std::span<const PluginSpec>(python_specs), sample_rate, channels_,
-                                         max_frames_, sandbox_options);
+    sandboxed = start_sandboxes(std::span<const PluginSpec>(python_specs), sample_rate, channels_, max_frames_,
+                                sandbox_options);
   }
 
   stand_ins_.resize(python_count);
   for (std::size_t i = 0; i < stand_in_of.size(); ++i)
     if (stand_in_of[i] != 0) stand_ins_[i] = std::move(sandboxed.at(stand_in_of[i]));
 
+  std::vector<std::unique_ptr<SandboxInstance>> instances;  // one per slot, for the supervisor
   std::size_t next_sandboxed = 0;
   for (const auto& spec : config.plugins) {
     if (spec.kind == PluginKind::python) {
-      SandboxProcessor* proc = sandboxed.at(next_sandboxed).get();
-      sandboxes_.push_back(proc);
+      StartedSandbox& started = sandboxed.at(next_sandboxed++);
+      sandboxes_.push_back(started.slot.get());
       SlotSchedule sched;
       sched.name = spec.name;
       sched.mode = spec.mode;
       sched.blocks = spec.blocks;
       schedules_.push_back(sched);
-      slots_.push_back(std::move(sandboxed.at(next_sandboxed++)));
+      instances.push_back(std::move(started.instance));
+      slots_.push_back(std::move(started.slot));
       remote_.push_back(true);
     } else {
+      instances.emplace_back();
       slots_.push_back(make_native_processor(spec, sample_rate, channels_, max_frames_));
       remote_.push_back(false);
     }
@@ -104,10 +109,10 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   allocate_scratch();
   reviewed_.resize(sandboxes_.size());
   reviewed_histogram_.resize(sandboxes_.size());
-  for (SandboxProcessor* proc : sandboxes_) proc->set_crossfade_frames(options_.crossfade_frames);
+  for (PythonSlot* proc : sandboxes_) proc->set_crossfade_frames(options_.crossfade_frames);
   apply_schedule(true);
   stand_ins_.clear();  // their sandboxes shut down; the slots' own ones have seen no block yet
-  supervisor_ = supervise_chain(config, slots_, options_.offline, options_.supervision);
+  supervisor_ = supervise_chain(config, slots_, std::move(instances), options_.offline, options_.supervision);
   publish_schedules();
 }
 
@@ -209,7 +214,7 @@ void Chain::apply_schedule(bool initial) {
   for (const SlotSchedule& sched : schedules_)
     if (sched.mode == SlotMode::pipelined) spent_ns += std::uint64_t{sched.blocks} * budget.period_ns;
   for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
-    SandboxProcessor& proc = *sandboxes_[i];
+    PythonSlot& proc = *sandboxes_[i];
     SlotSchedule& sched = schedules_[i];
     budget.max_latency_ns = chain_budget_ns > spent_ns ? chain_budget_ns - spent_ns : 0;
     budget.max_blocks = std::min(proc.max_pipeline_blocks(), max_pipeline_blocks);
@@ -255,8 +260,8 @@ void Chain::apply_schedule(bool initial) {
 }
 
 void Chain::calibrate_on_stand_in(std::size_t i, SlotSchedule& sched) {
-  SandboxProcessor& proc = *sandboxes_[i];
-  SandboxProcessor* stand_in = i < stand_ins_.size() ? stand_ins_[i].get() : nullptr;
+  PythonSlot& proc = *sandboxes_[i];
+  StartedSandbox* stand_in = i < stand_ins_.size() && stand_ins_[i].slot ? &stand_ins_[i] : nullptr;
   if (stand_in == nullptr) return;
   // A source's or sink's calibration blocks would be heard or recorded: it measures while running.
   if (proc.info().role == "source" || proc.info().role == "sink") return;
@@ -273,7 +278,7 @@ void Chain::calibrate_on_stand_in(std::size_t i, SlotSchedule& sched) {
            "scheduler: the calibration's stand-in did not load (" + error + "); measuring while running");
     return;
   }
-  if (!stand_in->calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration))
+  if (!stand_in->slot->calibrate(options_.calibration_blocks, block_frames_, 2'000'000'000ULL, sched.calibration))
     report(sched.name, "scheduler: calibration got no answer in time; measuring while running");
 }
 
@@ -295,7 +300,7 @@ bool Chain::review_schedule() {
   std::uint64_t chain_ns = 0;
   for (const auto& sandbox : sandboxes_) chain_ns += std::uint64_t{sandbox->pipeline_blocks()} * period_ns;
   for (std::size_t i = 0; i < sandboxes_.size(); ++i) {
-    SandboxProcessor& proc = *sandboxes_[i];
+    PythonSlot& proc = *sandboxes_[i];
     SlotSchedule& sched = schedules_[i];
     const SlotCounters now = proc.counters();
     const std::uint64_t blocks = now.blocks - reviewed_[i].blocks;

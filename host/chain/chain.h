@@ -16,7 +16,7 @@
 
 namespace sandpipe::host {
 
-class SandboxProcessor;
+class PythonSlot;
 class Zygote;
 
 /// Below PipeWire's data threads (module-rt's default 88): a sandbox must not preempt the
@@ -152,11 +152,11 @@ class Chain {
   ChainOptions options_;
   double latency_max_ms_ = 20.0;
   std::uint32_t block_frames_ = 0;
-  std::vector<SandboxProcessor*> sandboxes_;  ///< the Python slots (owned by slots_), chain order
+  std::vector<PythonSlot*> sandboxes_;  ///< the Python slots (owned by slots_), chain order
   std::vector<SlotSchedule> schedules_;       ///< one per sandboxes_ entry
   /// Per sandboxes_ entry, the stand-in the start-up burst is timed on (null: none). Only
   /// during construction.
-  std::vector<std::unique_ptr<SandboxProcessor>> stand_ins_;
+  std::vector<StartedSandbox> stand_ins_;
   std::vector<SlotCounters> reviewed_;        ///< counters at the last review
   std::vector<HistogramCounts> reviewed_histogram_;
 

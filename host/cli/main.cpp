@@ -219,7 +219,7 @@ void check_python_plugins(const ChainConfig& config) {
   if (specs.empty()) return;
   sandpipe::host::SandboxOptions options;
   options.inspect = true;
-  (void)sandpipe::host::start_sandbox_processors(specs, 48000.0, config.channels, 512, options);
+  (void)sandpipe::host::start_sandboxes(specs, 48000.0, config.channels, 512, options);
 }
 
 int cmd_check(const ChainConfig& config) {

@@ -22,6 +22,7 @@
 #include "host/node/port-latency.h"
 #include "host/node/pw-handles.h"
 #include "host/slot/log.h"
+#include "shm/clock.h"
 
 // The node's log (host/slot/log.h); only the exit summary (print_counters) is plain stderr.
 #define PW_LOG_TOPIC_DEFAULT ::sandpipe::host::node_log
@@ -322,10 +323,13 @@ class FilterNode final : public GraphNode {
       if (rate != 0 && rate != chain_rate(*self->chain_)) {
         pw_log_info("graph rate is %u Hz, rebuilding the chain (was %.0f Hz)", rate,
                     self->chain_->sample_rate());
+        const std::uint64_t start_ns = shm::now_ns();
         self->swap_chain(self->make_chain(static_cast<double>(rate)));
         self->rt_.schedule.chain_quantum.store(self->chain_->block_frames(), std::memory_order_relaxed);
         ++self->rebuilds_;
         self->publish_latency();
+        pw_log_info("chain rebuilt for %u Hz and swapped in after %.1f ms on the main loop", rate,
+                    static_cast<double>(shm::now_ns() - start_ns) / 1e6);
       }
     } catch (const std::exception& e) {
       pw_log_warn("cannot rebuild the chain at %u Hz, keeping the old one: %s", rate, e.what());

@@ -147,7 +147,7 @@ void NodeProps::attach(const Chain& chain) {
     // An earlier-API plugin's "default" is what its get_parameter() answered after the config's
     // values were set: the current value, which the published Props start from.
     bool read_back = false;
-    if (const auto* sandboxed = dynamic_cast<const SandboxProcessor*>(&slot)) {
+    if (const auto* sandboxed = dynamic_cast<const PythonSlot*>(&slot)) {
       native = false;
       read_back = sandboxed->info().api == "legacy";
       for (const auto& p : sandboxed->info().params) descs.push_back(from_python(p));
@@ -225,13 +225,13 @@ std::optional<std::string> NodeProps::apply_one(const std::string& name, const P
       return "too many changes pending (is the node running?)";
   } else {
     auto* sandboxed = entry.slot < chain.slots().size()
-                          ? dynamic_cast<SandboxProcessor*>(chain.slots()[entry.slot].get())
+                          ? dynamic_cast<PythonSlot*>(chain.slots()[entry.slot].get())
                           : nullptr;
     if (sandboxed == nullptr) return "slot is not a Python plugin any more";
     ParamValue sent = *normalised;
     if (entry.desc.kind == "choice") sent = entry.desc.choices.at(static_cast<std::size_t>(std::get<double>(sent)));
     try {
-      if (auto refused = sandboxed->set_param(ParamSetting{entry.desc.key, sent, 0}))
+      if (auto refused = chain.supervisor().set_param(*sandboxed, ParamSetting{entry.desc.key, sent, 0}))
         return "refused by the plugin: " + *refused;
     } catch (const PluginError& e) {
       return e.what();

@@ -8,7 +8,7 @@
 //
 // Changes are validated and clamped on the main thread, then reach a native slot through a
 // ParamQueue drained by the data thread at the start of a cycle, and a Python slot through its
-// sandbox's control channel (SandboxProcessor::set_param, on the main thread).
+// sandbox's control channel (PythonSlot::set_param, on the main thread).
 #pragma once
 
 #include <cstdint>

@@ -196,6 +196,27 @@ void log_chain_line(std::string_view slot, std::string_view line) {
           static_cast<int>(line.size()), line.data());
 }
 
+/// [any] A line of the live node's Python side (SupervisorOptions::log: its supervisor, its
+/// sandboxes and what their plugins print) on sandpipe.sandbox, at the level it came with.
+void log_sandbox_line(std::string_view plugin, SandboxLogLevel level, std::string_view line) {
+  spa_log_level pw_level = SPA_LOG_LEVEL_INFO;
+  switch (level) {
+    case SandboxLogLevel::debug:
+      pw_level = SPA_LOG_LEVEL_DEBUG;
+      break;
+    case SandboxLogLevel::info:
+      break;
+    case SandboxLogLevel::warning:
+      pw_level = SPA_LOG_LEVEL_WARN;
+      break;
+    case SandboxLogLevel::error:
+      pw_level = SPA_LOG_LEVEL_ERROR;
+      break;
+  }
+  pw_logt(pw_level, sandbox_log, "[%.*s] %.*s", static_cast<int>(plugin.size()), plugin.data(),
+          static_cast<int>(line.size()), line.data());
+}
+
 int run_or_throw(const NodeBuilder& build) {
   MainLoopPtr main_loop(pw_main_loop_new(nullptr));
   if (!main_loop) {
@@ -277,6 +298,7 @@ std::unique_ptr<Chain> make_live_chain(const ChainConfig& config, double rate, s
   options.block_frames = quantum != 0 ? quantum : detail::default_quantum;
   options.sandbox_rt_priority = live_sandbox_rt_priority;
   options.log = log_chain_line;
+  options.supervision.log = log_sandbox_line;
   return std::make_unique<Chain>(config, rate, detail::chain_block_frames, std::move(options));
 }
 

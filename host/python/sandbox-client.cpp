@@ -1,6 +1,6 @@
-// Main-thread side of Python plugins: starting sandboxes for a chain, the synchronous requests
-// of an unsupervised slot, `sandpipe inspect`. One sandbox's process and conversation is
-// SandboxInstance (host/sandbox-instance.{h,cpp}).
+// Main-thread side of Python plugins: starting a chain's sandboxes, `sandpipe inspect`. One
+// sandbox's process and conversation is SandboxInstance (sandbox-instance.{h,cpp}), the slot's
+// real-time side PythonSlot (python-slot.h).
 #include "host/python/sandbox-client.h"
 
 #include <poll.h>
@@ -13,20 +13,15 @@
 #include <sstream>
 #include <utility>
 
+#include "host/python/python-slot.h"
 #include "host/python/sandbox-instance.h"
-#include "host/python/supervisor.h"
 
 namespace sandpipe::host {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using detail::Reply;
-
-int remaining_ms(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  if (left <= 0) return 0;
-  return left > 1'000'000 ? 1'000'000 : static_cast<int>(left);
-}
+using detail::remaining_ms;
 
 const char* level_prefix(SandboxLogLevel level) {
   switch (level) {
@@ -56,91 +51,25 @@ std::string format_value(const ParamValue& v) {
 
 // ---------------------------------------------------------------------------------------------
 
-SandboxProcessor::SandboxProcessor(std::string name, std::unique_ptr<SandboxLink> link,
-                                   std::uint32_t max_frames)
-    : name_(std::move(name)), channels_(link->segment.geometry().channels), max_frames_(max_frames) {
-  init_rt(std::move(link));  // sandbox-processor.cpp: sizes the RT core
+StartedSandbox::StartedSandbox() = default;
+StartedSandbox::StartedSandbox(StartedSandbox&&) noexcept = default;
+StartedSandbox& StartedSandbox::operator=(StartedSandbox&&) noexcept = default;
+
+StartedSandbox::~StartedSandbox() {
+  instance.reset();  // it points into the slot's first link: it goes first
 }
 
-SandboxProcessor::~SandboxProcessor() {
-  // SandboxInstance's destructor: `shutdown`, a bounded wait, SIGKILL, reap. Null when a Supervisor
-  // took the conversation over (it stops its sandboxes itself).
-  instance_.reset();
-}
-
-std::string SandboxProcessor::load_preloaded(std::chrono::milliseconds timeout) {
-  if (!instance_ || instance_->phase() != SandboxInstance::Phase::ready)
-    return "not a sandbox waiting for its load";
-  SandboxInstance& c = *instance_;
+std::string StartedSandbox::load_preloaded(std::chrono::milliseconds timeout) {
+  if (!instance || instance->phase() != SandboxInstance::Phase::ready) return "not a sandbox waiting for its load";
+  SandboxInstance& c = *instance;
   c.send_load({});
   if (std::string why = c.wait_loaded(Clock::now() + timeout); !why.empty()) {
     return c.phase() == SandboxInstance::Phase::failed
                ? why
                : "no answer to its load within " + std::to_string(timeout.count()) + " ms";
   }
-  info_ = c.info();
-  set_latency(info_.latency);
+  slot->set_plugin(c.info());
   return {};
-}
-
-pid_t SandboxProcessor::pid() const noexcept { return instance_ ? instance_->pid() : -1; }
-int SandboxProcessor::control_fd() const noexcept { return instance_ ? instance_->control_fd() : -1; }
-
-bool SandboxProcessor::service_control() {
-  if (!instance_) return usable();
-  SandboxInstance& c = *instance_;
-  c.pump();
-  c.discard_replies();  // nothing was asked: whatever is here is stray
-  if ((c.eof() || !c.protocol_error().empty()) && usable()) {
-    usable_.store(false, std::memory_order_relaxed);
-    c.emit(SandboxLogLevel::error, c.gone_reason() + "; its slot passes audio through from now on");
-  }
-  return usable();
-}
-
-SandboxInstance& SandboxProcessor::own_instance() const {
-  if (!instance_) throw PluginError(name_ + ": supervised: its control channel belongs to the supervisor");
-  return *instance_;
-}
-
-std::optional<std::string> SandboxProcessor::set_param(const ParamSetting& setting) {
-  // Supervised: the change goes through the supervisor thread (kept for restarts); the plugin's
-  // answer arrives later and a refusal is logged then.
-  if (!instance_ && supervisor_ != nullptr) return supervisor_->set_param(*this, setting);
-  SandboxInstance& c = own_instance();
-  auto reply =
-      c.request(SandboxInstance::Request::param, &setting, Clock::now() + c.launch().request_timeout);
-  if (!reply) throw PluginError(name_ + ": setting " + setting.key + ": " + c.gone_reason());
-  if (reply->kind == Reply::Kind::error) {
-    return reply->message + (reply->traceback.empty() ? "" : "\n" + reply->traceback);
-  }
-  if (reply->kind != Reply::Kind::param_set || reply->key != setting.key) {
-    throw PluginError(name_ + ": unexpected answer to setting " + setting.key);
-  }
-  if (reply->latency != latency_) {
-    c.emit(SandboxLogLevel::warning, "the plugin now reports a latency of " + std::to_string(reply->latency) +
-                                         " frames; the slot keeps " + std::to_string(latency_) +
-                                         " until it is restarted");
-  }
-  return std::nullopt;
-}
-
-std::vector<std::byte> SandboxProcessor::get_state() {
-  SandboxInstance& c = own_instance();
-  auto reply = c.request(SandboxInstance::Request::state, nullptr, Clock::now() + c.launch().request_timeout);
-  if (!reply) throw PluginError(name_ + ": get_state: " + c.gone_reason());
-  if (reply->kind == Reply::Kind::error)
-    throw PluginError(name_ + ": get_state: " + reply->message + "\n" + reply->traceback);
-  if (reply->kind != Reply::Kind::state) throw PluginError(name_ + ": unexpected answer to getState");
-  return std::move(reply->state);
-}
-
-SandboxStats SandboxProcessor::stats() {
-  SandboxInstance& c = own_instance();
-  auto reply = c.request(SandboxInstance::Request::stats, nullptr, Clock::now() + c.launch().request_timeout);
-  if (!reply) throw PluginError(name_ + ": stats: " + c.gone_reason());
-  if (reply->kind != Reply::Kind::stats) throw PluginError(name_ + ": unexpected answer to getStats");
-  return reply->stats;
 }
 
 void log_to_stderr(std::string_view plugin, SandboxLogLevel level, std::string_view line) {
@@ -155,11 +84,9 @@ void log_to_stderr(std::string_view plugin, SandboxLogLevel level, std::string_v
 
 // ---------------------------------------------------------------------------------------------
 
-std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::span<const PluginSpec> specs,
-                                                                        double sample_rate,
-                                                                        std::uint32_t channels,
-                                                                        std::uint32_t max_frames,
-                                                                        const SandboxOptions& options) {
+std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, double sample_rate,
+                                            std::uint32_t channels, std::uint32_t max_frames,
+                                            const SandboxOptions& options) {
   if (!(sample_rate > 0.0 && sample_rate <= 1'000'000.0))
     throw PluginError("python plugins: bad sample rate");
   if (channels < 1 || channels > shm::max_channels)
@@ -186,8 +113,7 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
 
   // 1. Spawn every sandbox (each is sent its hello) before loading any, so their interpreters
   //    start in parallel; then each gets its load (or, preload only, its preload).
-  std::vector<std::unique_ptr<SandboxProcessor>> procs;
-  procs.reserve(specs.size());
+  std::vector<StartedSandbox> started(specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const PluginSpec& spec = specs[i];
     std::filesystem::path file = spec.resolved.empty() ? std::filesystem::path(spec.path) : spec.resolved;
@@ -211,20 +137,18 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
     launch.wake_lead_us = spec.wake_lead_us;
     launch.keep_denormals = spec.bit_exact;
     launch.zygote = options.zygote;
-    std::unique_ptr<SandboxInstance> instance = SandboxInstance::spawn(launch, 1);
-    instance->set_params(spec.params);
-    // The first link is the processor's from the start; the endpoint the instance notifies stays the
+    StartedSandbox& s = started[i];
+    s.instance = SandboxInstance::spawn(launch, 1);
+    s.instance->set_params(spec.params);
+    // The first link is the slot's from the start; the endpoint the instance notifies stays the
     // same object.
-    std::unique_ptr<SandboxProcessor> proc(
-        new SandboxProcessor(spec.name, instance->take_link(), max_frames));
-    proc->instance_ = std::move(instance);
-    proc->set_on_failure(spec.on_failure);  // until the load says which API it is
-    proc->set_bit_exact(spec.bit_exact);
-    proc->set_max_level(max_level_linear(spec.max_level_db));
-    procs.push_back(std::move(proc));
+    s.slot = std::make_unique<PythonSlot>(spec.name, s.instance->take_link(), max_frames);
+    s.slot->set_on_failure(spec.on_failure);  // until the load says which API it is
+    s.slot->set_bit_exact(spec.bit_exact);
+    s.slot->set_max_level(max_level_linear(spec.max_level_db));
   }
-  for (std::size_t i = 0; i < procs.size(); ++i) {
-    SandboxInstance& c = *procs[i]->instance_;
+  for (std::size_t i = 0; i < started.size(); ++i) {
+    SandboxInstance& c = *started[i].instance;
     if (preload_only(i)) {
       c.send_preload();  // hello and preload only: the module is imported, the plugin not made
     } else {
@@ -239,10 +163,10 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   for (;;) {
     std::vector<pollfd> pfds;
     std::vector<SandboxInstance*> polled;
-    for (auto& proc : procs) {
-      if (!waiting(*proc->instance_)) continue;
-      pfds.push_back({proc->instance_->control_fd(), POLLIN, 0});
-      polled.push_back(proc->instance_.get());
+    for (auto& s : started) {
+      if (!waiting(*s.instance)) continue;
+      pfds.push_back({s.instance->control_fd(), POLLIN, 0});
+      polled.push_back(s.instance.get());
     }
     if (pfds.empty()) break;
     const int ms = remaining_ms(deadline);
@@ -261,21 +185,16 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   }
 
   std::string errors;
-  for (std::size_t i = 0; i < procs.size(); ++i) {
-    SandboxProcessor& proc = *procs[i];
-    SandboxInstance& c = *proc.instance_;
+  for (std::size_t i = 0; i < started.size(); ++i) {
+    PythonSlot& proc = *started[i].slot;
+    SandboxInstance& c = *started[i].instance;
     const bool loaded = c.phase() == SandboxInstance::Phase::loaded;
-    proc.info_.python_version = c.python_version();
-    proc.info_.numpy_version = c.numpy_version();
-    if (loaded) {
-      proc.info_ = c.info();
-      proc.set_latency(proc.info_.latency);
-    }
+    PythonPluginInfo info = loaded ? c.info() : PythonPluginInfo{};
+    info.python_version = c.python_version();
+    info.numpy_version = c.numpy_version();
+    proc.set_plugin(info);
     // Earlier-API processors fail closed unless their entry says otherwise.
-    proc.set_on_failure(
-        effective_on_failure(specs[i], loaded ? proc.info_.api : "", loaded ? proc.info_.role : ""));
-    // A sink passes what it received on (its `passthrough`): that is its output, not a bypass.
-    proc.sink_ = loaded && proc.info_.role == "sink";
+    proc.set_on_failure(effective_on_failure(specs[i], info.api, info.role));
     if (c.phase() != SandboxInstance::Phase::failed) continue;
     std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file().string() + "): " + c.failure();
     while (!error.empty() && error.back() == '\n') error.pop_back();
@@ -294,18 +213,9 @@ std::vector<std::unique_ptr<SandboxProcessor>> start_sandbox_processors(std::spa
   }
   if (!errors.empty()) {
     while (!errors.empty() && errors.back() == '\n') errors.pop_back();
-    throw PluginError(errors);  // procs' destructors stop every sandbox, loaded or not
+    throw PluginError(errors);  // the instances' destructors stop every sandbox, loaded or not
   }
-  return procs;
-}
-
-std::vector<std::unique_ptr<Processor>> start_sandboxes(std::span<const PluginSpec> specs, double sample_rate,
-                                                        std::uint32_t channels, std::uint32_t max_frames) {
-  auto procs = start_sandbox_processors(specs, sample_rate, channels, max_frames);
-  std::vector<std::unique_ptr<Processor>> out;
-  out.reserve(procs.size());
-  for (auto& p : procs) out.push_back(std::move(p));
-  return out;
+  return started;
 }
 
 std::string describe_python_plugin(const std::filesystem::path& file) {
@@ -317,8 +227,8 @@ std::string describe_python_plugin(const std::filesystem::path& file) {
   spec.resolved = absolute;
   SandboxOptions options;
   options.inspect = true;
-  auto procs = start_sandbox_processors(std::span<const PluginSpec>(&spec, 1), 48000.0, 2, 512, options);
-  const PythonPluginInfo& info = procs.front()->info();
+  auto started = start_sandboxes(std::span<const PluginSpec>(&spec, 1), 48000.0, 2, 512, options);
+  const PythonPluginInfo& info = started.front().slot->info();
 
   std::ostringstream out;
   out << "File:        " << absolute.string() << "\n";

@@ -1,5 +1,6 @@
 // One sandbox process and its control conversation (host/python/sandbox-instance.h): spawn, the
-// hello/preload/load handshake, requests matched to their answers by id, teardown.
+// hello/preload/load handshake, answers matched to their requests by id, teardown. The requests
+// of a loaded sandbox are in sandbox-instance-requests.cpp.
 #include "host/python/sandbox-instance.h"
 
 #include <poll.h>
@@ -38,12 +39,7 @@ constexpr std::size_t max_line = 16u << 10;
 constexpr std::size_t max_traceback = 256u << 10;
 
 using detail::Reply;
-
-int remaining_ms(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  if (left <= 0) return 0;
-  return left > 1'000'000 ? 1'000'000 : static_cast<int>(left);
-}
+using detail::remaining_ms;
 
 /// Text from the sandbox, made safe to print: bounded, control characters replaced (no
 /// terminal escapes), newlines kept only where a traceback needs them.
@@ -369,36 +365,6 @@ std::optional<Reply> SandboxInstance::wait_reply(std::uint32_t id, Clock::time_p
   }
 }
 
-std::uint32_t SandboxInstance::send_request(Request kind, const ParamSetting* setting,
-                                            Clock::time_point deadline) {
-  capnp::MallocMessageBuilder msg;
-  auto root = msg.initRoot<schema::HostMessage>();
-  if (kind == Request::param) {
-    auto p = root.initSetParam();
-    p.setKey(setting->key);
-    schema::set_param_value(p.initValue(), setting->value);
-  } else if (kind == Request::state) {
-    root.setGetState();
-  } else {
-    root.setGetStats();
-  }
-  const std::uint32_t id = send(msg, deadline);
-  if (id != 0 && notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
-  return id;
-}
-
-std::optional<Reply> SandboxInstance::request(Request kind, const ParamSetting* setting,
-                                              Clock::time_point deadline) {
-  const std::uint32_t id = send_request(kind, setting, deadline);
-  if (id == 0) return std::nullopt;
-  return wait_reply(id, deadline);
-}
-
-bool SandboxInstance::awaiting(Request kind) const noexcept {
-  return std::any_of(async_outstanding_.begin(), async_outstanding_.end(),
-                     [&](const Outstanding& o) { return o.kind == kind; });
-}
-
 /// True once the child has exited and was reaped (waits at most until `deadline`).
 bool SandboxInstance::wait_exit(Clock::time_point deadline) {
   while (!reaped_) {
@@ -583,31 +549,11 @@ void SandboxInstance::advance() {
   }
 }
 
-bool SandboxInstance::request_set_param(const ParamSetting& setting) {
-  if (phase_ != Phase::loaded || gone()) return false;
-  const std::uint32_t id =
-      send_request(Request::param, &setting, Clock::now() + std::chrono::milliseconds(100));
-  if (id == 0) return false;
-  async_outstanding_.push_back({id, Request::param, setting});
-  return true;
-}
-
-bool SandboxInstance::request_set_rate(double rate) {
-  if (phase_ != Phase::loaded || gone()) return false;
-  capnp::MallocMessageBuilder msg;
-  msg.initRoot<schema::HostMessage>().setSetRate(rate);
-  const std::uint32_t id = send(msg, Clock::now() + std::chrono::milliseconds(100));
-  if (id == 0) return false;
-  if (notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
-  async_outstanding_.push_back({id, Request::rate, {}, rate});
-  return true;
-}
-
-void SandboxInstance::request_async(Request kind) {
-  if (phase_ != Phase::loaded || gone() || awaiting(kind)) return;
-  // A full socket means a sandbox that does not read: the watchdog deals with that.
-  const std::uint32_t id = send_request(kind, nullptr, Clock::now());
-  if (id != 0) async_outstanding_.push_back({id, kind, {}});
+int detail::remaining_ms(std::chrono::steady_clock::time_point deadline) noexcept {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+  if (left <= 0) return 0;
+  return left > 1'000'000 ? 1'000'000 : static_cast<int>(left);
 }
 
 }  // namespace sandpipe::host

@@ -49,6 +49,9 @@ struct Reply {
   std::string traceback;
 };
 
+/// Milliseconds from now to `deadline` for poll(): 0 once it passed, at most 1 000 000.
+[[nodiscard]] int remaining_ms(std::chrono::steady_clock::time_point deadline) noexcept;
+
 }  // namespace detail
 
 /// One sandbox process, its shared segment until the RT side takes it, and its typed control
@@ -156,6 +159,13 @@ class SandboxInstance {
   /// sent, then its answer waited for until `deadline` (logs are delivered meanwhile). nullopt:
   /// not sent or not answered (gone_reason() says why).
   std::optional<detail::Reply> request(Request kind, const ParamSetting* setting, Clock::time_point deadline);
+  /// Synchronous requests of a loaded sandbox (tests and tools; a supervised one is the
+  /// supervisor thread's, which never waits): each waits for its answer until the launch's
+  /// request_timeout and throws PluginError if none comes. set_param returns the plugin's
+  /// refusal (with its traceback), nothing once accepted.
+  [[nodiscard]] std::optional<std::string> set_param(const ParamSetting& setting);
+  [[nodiscard]] std::vector<std::byte> get_state();
+  [[nodiscard]] SandboxStats stats();
   /// Sends getState / getStats unless one is already outstanding; the answer is filed.
   void request_async(Request kind);
   /// Sends a setParam whose answer lands in take_param_results(). False if it could not be sent.

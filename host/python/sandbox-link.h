@@ -1,5 +1,5 @@
-// One sandbox as the RT side of a SandboxProcessor sees it: its shared segment and the host end
-// of the block channel. A restarted sandbox comes with a new link (SandboxProcessor::replace_link).
+// One sandbox as the RT side of a PythonSlot sees it: its shared segment and the host end
+// of the block channel. A restarted sandbox comes with a new link (PythonSlot::replace_link).
 #pragma once
 
 #include <atomic>
@@ -10,7 +10,7 @@
 
 namespace sandpipe::host {
 
-/// How the RT side takes a new link over (SandboxProcessor::replace_link).
+/// How the RT side takes a new link over (PythonSlot::replace_link).
 enum class LinkSwap : std::uint8_t {
   /// The old sandbox is dead or hung: drop what it owed (dry), fade from dry to the new one.
   restart,
@@ -20,7 +20,7 @@ enum class LinkSwap : std::uint8_t {
 };
 
 /// Owns one sandbox's segment and host endpoint. Built on the main thread, handed to the RT
-/// side of a SandboxProcessor (which then is its only user of `endpoint`'s [rt] methods), taken
+/// side of a PythonSlot (which then is its only user of `endpoint`'s [rt] methods), taken
 /// back and destroyed on the main thread. Not copyable, not movable: the endpoint's abort flag
 /// points at `dead`.
 struct SandboxLink {
@@ -39,7 +39,7 @@ struct SandboxLink {
   shm::Segment segment;
   shm::HostEndpoint endpoint;
   const std::uint64_t generation;
-  /// [any] Set once this sandbox is known dead (SandboxProcessor::mark_link_dead): waits on the
+  /// [any] Set once this sandbox is known dead (PythonSlot::mark_link_dead): waits on the
   /// endpoint return at once, the RT side stops submitting and goes dry.
   std::atomic<bool> dead{false};
   /// Set by replace_link() before the link is offered (read by the RT side after adopting it).

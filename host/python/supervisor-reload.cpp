@@ -70,7 +70,7 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
 }
 
 void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_changed) {
-  SandboxProcessor& proc = *w.slot.sandbox;
+  PythonSlot& proc = *w.slot.sandbox;
   // The version a reload replaced goes once the RT side let go of its link.
   if (w.retiring && !proc.handing_over() && proc.active_generation() != w.retiring->generation()) {
     w.retiring->kill_and_reap();
@@ -161,7 +161,7 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
 }
 
 void Supervisor::switch_to_reloaded(Watch& w, Clock::time_point now, bool& state_changed) {
-  SandboxProcessor& proc = *w.slot.sandbox;
+  PythonSlot& proc = *w.slot.sandbox;
   if (w.retiring) {
     // The previous version is not taken in yet. Handing over: that takes a few blocks, wait.
     // Still only offered (the graph does not run the node): take it back, it never played.

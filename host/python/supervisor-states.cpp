@@ -106,7 +106,7 @@ void Supervisor::on_starting(Watch& w, bool& state_changed) {
 
 void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed) {
   if (!w.current) return;
-  SandboxProcessor& proc = *w.slot.sandbox;
+  PythonSlot& proc = *w.slot.sandbox;
   SandboxInstance& c = *w.current;
   c.advance();
   if (c.process_errors() != w.process_errors_seen) {
@@ -233,7 +233,7 @@ void Supervisor::on_death(Watch& w, const std::string& reason, bool hang, Clock:
 }
 
 void Supervisor::on_restarting(Watch& w, Clock::time_point now, bool& state_changed) {
-  SandboxProcessor& proc = *w.slot.sandbox;
+  PythonSlot& proc = *w.slot.sandbox;
   if (!w.pending && !w.unclaimed_link && now >= w.next_attempt) {
     std::string error;
     if (w.spare && !w.spare->gone() && w.spare->phase() != SandboxInstance::Phase::failed) {

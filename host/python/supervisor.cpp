@@ -45,28 +45,29 @@ void Supervisor::Watch::remember_param(const ParamSetting& setting) {
   }
 }
 
-Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options)
+Supervisor::Supervisor(std::vector<SupervisedSlot> slots, std::vector<std::unique_ptr<SandboxInstance>> instances,
+                       SupervisorOptions options)
     : options_(std::move(options)) {
   if (!options_.log) options_.log = log_to_stderr;
+  if (instances.size() != slots.size()) throw std::invalid_argument("Supervisor: one instance (or null) per slot");
   bool any_python = false;
-  for (const SupervisedSlot& s : slots) {
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    const SupervisedSlot& s = slots[i];
     auto w = std::make_unique<Watch>();
     w->slot = s;
     w->name = std::string(s.processor->name());
     w->python = s.sandbox != nullptr;
     if (w->python) {
       any_python = true;
-      if (s.reload) {
+      if (s.reload && instances[i]) {
         std::error_code ec;
-        w->file_time = std::filesystem::last_write_time(
-            s.sandbox->instance_ ? s.sandbox->instance_->file() : std::filesystem::path{}, ec);
+        w->file_time = std::filesystem::last_write_time(instances[i]->file(), ec);
       }
       w->hang_timeout = s.timeout_ms > 0.0
                             ? std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_ms))
                             : options_.default_hang_timeout;
-      // The supervisor takes the conversation over: from now on only its thread talks to it.
-      w->current = std::move(s.sandbox->instance_);
-      s.sandbox->supervisor_ = this;
+      // From now on only the supervisor thread talks to the sandbox.
+      w->current = std::move(instances[i]);
       if (w->current) {
         w->launch = w->current->launch();
         w->params = w->current->params();
@@ -111,8 +112,8 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions opti
           std::string("no request socket (`sandpipe reload` will not reach this node): ") + e.what());
     }
   }
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  wake_fd_ = kj::AutoCloseFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (wake_fd_.get() < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   thread_ = std::thread([this] { run(); });
 }
 
@@ -125,9 +126,6 @@ Supervisor::~Supervisor() {
     wake();
     thread_.join();
   }
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-  for (auto& w : watches_)
-    if (w->python) w->slot.sandbox->supervisor_ = nullptr;
   if (!options_.status_file.empty() && detail::status_file_is_ours(options_.status_file, instance_token_)) {
     std::error_code ec;
     std::filesystem::remove(options_.status_file, ec);
@@ -136,12 +134,12 @@ Supervisor::~Supervisor() {
 
 void Supervisor::wake() const noexcept {
   const std::uint64_t one = 1;
-  (void)!::write(wake_fd_, &one, sizeof one);
+  (void)!::write(wake_fd_.get(), &one, sizeof one);
 }
 
 // ---- requests from other threads: a short lock, then the supervisor thread is woken ---------
 
-std::optional<std::string> Supervisor::set_param(const SandboxProcessor& slot, const ParamSetting& setting) {
+std::optional<std::string> Supervisor::set_param(const PythonSlot& slot, const ParamSetting& setting) {
   // The main thread never touches a sandbox, nor waits for the supervisor's round: the change
   // is queued under a short lock and the supervisor thread woken to send it (apply_params()).
   const auto it = std::find_if(watches_.begin(), watches_.end(),
@@ -171,7 +169,7 @@ void Supervisor::rebind_slots(const std::vector<std::shared_ptr<Processor>>& slo
   if (slots.size() != watches_.size()) throw std::invalid_argument("rebind_slots: another chain");
   for (std::size_t i = 0; i < slots.size(); ++i) {
     const bool same = slots[i].get() == watches_[i]->slot.processor;
-    if (watches_[i]->python != (dynamic_cast<SandboxProcessor*>(slots[i].get()) != nullptr) ||
+    if (watches_[i]->python != (dynamic_cast<PythonSlot*>(slots[i].get()) != nullptr) ||
         (watches_[i]->python && !same))
       throw std::invalid_argument("rebind_slots: a Python slot is not the one supervised");
   }
@@ -179,7 +177,7 @@ void Supervisor::rebind_slots(const std::vector<std::shared_ptr<Processor>>& slo
   for (std::size_t i = 0; i < slots.size(); ++i) watches_[i]->slot.processor = slots[i].get();
 }
 
-void Supervisor::set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits,
+void Supervisor::set_schedule(const PythonSlot& slot, std::string_view mode, bool fits,
                               std::string why) {
   std::lock_guard lock(mutex_);
   for (std::size_t i = 0; i < watches_.size(); ++i) {
@@ -276,7 +274,7 @@ void Supervisor::run() {
   auto last_status = Clock::time_point{};
   for (;;) {
     std::vector<pollfd> fds;
-    fds.push_back({wake_fd_, POLLIN, 0});
+    fds.push_back({wake_fd_.get(), POLLIN, 0});
     for (const auto& w : watches_) {
       for (SandboxInstance* c : {w->current.get(), w->spare.get(), w->pending.get(), w->reloading.get()}) {
         if (c == nullptr) continue;
@@ -290,7 +288,7 @@ void Supervisor::run() {
     if (::poll(fds.data(), fds.size(), ms) < 0 && errno != EINTR) break;
     if ((fds[0].revents & POLLIN) != 0) {
       std::uint64_t count = 0;
-      (void)!::read(wake_fd_, &count, sizeof count);
+      (void)!::read(wake_fd_.get(), &count, sizeof count);
     }
     const auto now = Clock::now();
     const Inbox inbox = take_inbox();
@@ -336,6 +334,7 @@ std::filesystem::path status_file_path(std::string_view node_name) {
 
 std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
                                             const std::vector<std::shared_ptr<Processor>>& slots,
+                                            std::vector<std::unique_ptr<SandboxInstance>> instances,
                                             bool offline, SupervisorOptions options) {
   options.offline = offline;
   options.max_restarts = config.restart_max;
@@ -349,7 +348,7 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
   for (std::size_t i = 0; i < slots.size(); ++i) {
     SupervisedSlot s;
     s.processor = slots[i].get();
-    s.sandbox = dynamic_cast<SandboxProcessor*>(slots[i].get());
+    s.sandbox = dynamic_cast<PythonSlot*>(slots[i].get());
     if (i < config.plugins.size()) {
       // A sandbox knows its effective policy (an earlier-API plugin defaults to mute).
       s.on_failure = s.sandbox != nullptr ? s.sandbox->on_failure() : config.plugins[i].on_failure;
@@ -358,7 +357,7 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
     }
     supervised.push_back(s);
   }
-  return std::make_unique<Supervisor>(std::move(supervised), std::move(options));
+  return std::make_unique<Supervisor>(std::move(supervised), std::move(instances), std::move(options));
 }
 
 }  // namespace sandpipe::host

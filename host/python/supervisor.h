@@ -6,14 +6,14 @@
 // block the sandbox has not finished). A dead or hung sandbox is killed, reaped and replaced:
 // a pre-started spare (interpreter and numpy already imported) is loaded with the slot's current
 // params and the last state the plugin returned from get_state() (polled while idle), and its
-// link is handed to the RT side (SandboxProcessor::replace_link), which fades from dry to wet.
+// link is handed to the RT side (PythonSlot::replace_link), which fades from dry to wet.
 // Too many crashes in a window and the slot is given up on: it stays bypassed (or muted).
 // A hot reload (`reload = true`, or `sandpipe reload` over the request socket) loads the new
 // version beside the running one and hands over with LinkSwap::reload (a wet → wet crossfade).
 //
 // The thread is the supervisor's own, so the same code serves `sandpipe run` (PipeWire's main
 // loop never sees a sandbox fd) and `sandpipe render` (no loop at all). The supervisor thread is
-// the one "[main]" user of each SandboxProcessor's link operations and the only one to touch a
+// the one "[main]" user of each PythonSlot's link operations and the only one to touch a
 // sandbox; other threads queue requests (set_param, refresh) and copy the status snapshot the
 // thread publishes once per round, under a lock that is never held across process work.
 #pragma once
@@ -32,10 +32,13 @@
 #include <utility>
 #include <vector>
 
+#include <kj/io.h>
+
 #include "host/config/config.h"
 #include "host/python/node-requests.h"
-#include "host/slot/processor.h"
+#include "host/python/python-slot.h"
 #include "host/python/sandbox-client.h"
+#include "host/slot/processor.h"
 
 namespace sandpipe::host {
 
@@ -106,7 +109,7 @@ struct SupervisorOptions {
 /// One slot of the chain as the supervisor sees it.
 struct SupervisedSlot {
   Processor* processor = nullptr;       ///< every slot (native ones only report counters)
-  SandboxProcessor* sandbox = nullptr;  ///< Python slots
+  PythonSlot* sandbox = nullptr;  ///< Python slots
   OnFailure on_failure = OnFailure::bypass;
   double timeout_ms = 0.0;  ///< the plugin's `timeout-ms` (0: the default)
   bool reload = false;      ///< the plugin's `reload`: follow changes of its file
@@ -115,8 +118,11 @@ struct SupervisedSlot {
 /// Not copyable. Created [main] after the chain's slots, destroyed before them.
 class Supervisor {
  public:
-  /// [main] Starts the supervisor thread (only if some slot is a Python one).
-  Supervisor(std::vector<SupervisedSlot> slots, SupervisorOptions options);
+  /// [main] Takes over `instances` (one per slot, null for a native one: the sandbox behind each
+  /// Python slot's first link, as start_sandboxes() started it) and starts the supervisor thread
+  /// (only if some slot is a Python one).
+  Supervisor(std::vector<SupervisedSlot> slots, std::vector<std::unique_ptr<SandboxInstance>> instances,
+             SupervisorOptions options);
   /// [main] Stops and joins the thread; removes the status file.
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
@@ -139,12 +145,12 @@ class Supervisor {
   /// logged) and, once accepted, keeps it for restarts. Takes only a short lock: never waits
   /// for process work. Returns an error only when the slot is not running a plugin (failed to
   /// load, or given up on).
-  std::optional<std::string> set_param(const SandboxProcessor& slot, const ParamSetting& setting);
+  std::optional<std::string> set_param(const PythonSlot& slot, const ParamSetting& setting);
 
   /// What an earlier-API plugin's get_parameter(key) answered after a live change of `key`
   /// was accepted: the value the node publishes for SLOT:KEY (it may differ from the one sent).
   struct ReadBack {
-    const SandboxProcessor* slot = nullptr;
+    const PythonSlot* slot = nullptr;
     std::string key;
     ParamValue value;
   };
@@ -167,7 +173,7 @@ class Supervisor {
 
   /// [main] What the scheduler decided for `slot` (Chain calls it after every decision), for
   /// the status: its configured mode, whether it fits latency.max-ms, and why.
-  void set_schedule(const SandboxProcessor& slot, std::string_view mode, bool fits, std::string why);
+  void set_schedule(const PythonSlot& slot, std::string_view mode, bool fits, std::string why);
 
   /// [main] Asks every running sandbox for its counters and waits (at most `timeout`) until
   /// they answered, so status() is exact (render's summary). False if some did not answer.
@@ -184,7 +190,7 @@ class Supervisor {
   struct Watch;
   /// A set_param() change on its way to the supervisor thread.
   struct ParamRequest {
-    const SandboxProcessor* slot = nullptr;
+    const PythonSlot* slot = nullptr;
     ParamSetting setting;
   };
   /// What other threads asked for since the last round: taken by the supervisor thread at the
@@ -270,7 +276,7 @@ class Supervisor {
   /// One per slot, fixed at construction. A Watch's slot, name and kind are read-only after it;
   /// the rest (every SandboxInstance included) is the supervisor thread's alone.
   std::vector<std::unique_ptr<Watch>> watches_;
-  int wake_fd_ = -1;                         ///< eventfd: stop, set_param, refresh
+  kj::AutoCloseFd wake_fd_;                  ///< eventfd: stop, set_param, refresh, rate
   std::unique_ptr<RequestServer> requests_;  ///< `sandpipe reload` (the supervisor thread's)
   std::string instance_token_;
   std::string confinement_json_;  ///< the sandboxes' walls on this machine (set once, before the thread)
@@ -304,11 +310,13 @@ class Supervisor {
 /// /tmp/sandpipe-UID/NODE.status without XDG_RUNTIME_DIR.
 [[nodiscard]] std::filesystem::path status_file_path(std::string_view node_name);
 
-/// [main] A supervisor for a chain's `slots` (config order, as Chain builds them): restart
-/// limits from `config`; live (not `offline`): the status file at status_file_path(node) and
-/// the request socket at request_socket_path(node) unless `options` names them.
-[[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(
-    const ChainConfig& config, const std::vector<std::shared_ptr<Processor>>& slots, bool offline,
-    SupervisorOptions options);
+/// [main] A supervisor for a chain's `slots` (config order, as Chain builds them) and the
+/// sandboxes behind them (`instances`, one per slot, null for native ones): restart limits from
+/// `config`; live (not `offline`): the status file at status_file_path(node) and the request
+/// socket at request_socket_path(node) unless `options` names them.
+[[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
+                                                          const std::vector<std::shared_ptr<Processor>>& slots,
+                                                          std::vector<std::unique_ptr<SandboxInstance>> instances,
+                                                          bool offline, SupervisorOptions options);
 
 }  // namespace sandpipe::host

@@ -128,16 +128,16 @@ void Zygote::start() {
     ::close(pair[0]);
     throw std::runtime_error("sandbox zygote: cannot start " + exe + ": " + std::strerror(rc));
   }
-  sock_ = pair[0];
+  sock_ = kj::AutoCloseFd(pair[0]);
   pid_ = pid;
-  pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  pidfd_ = kj::AutoCloseFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   ready_ = false;
 }
 
 bool Zygote::await_ready(std::string& error) {
   ZygoteReply r;
   bool eof = false;
-  if (!wait_readable(sock_, pidfd_, ready_timeout) || !read_reply(sock_, r, eof)) {
+  if (!wait_readable(sock_.get(), pidfd_.get(), ready_timeout) || !read_reply(sock_.get(), r, eof)) {
     error = eof ? "exited during its start-up" : "not ready in time";
     return false;
   }
@@ -155,8 +155,8 @@ bool Zygote::await_ready(std::string& error) {
 
 bool Zygote::dead() {
   if (pid_ <= 0) return true;
-  if (pidfd_ >= 0) {
-    pollfd pfd{pidfd_, POLLIN, 0};
+  if (pidfd_.get() >= 0) {
+    pollfd pfd{pidfd_.get(), POLLIN, 0};
     return ::poll(&pfd, 1, 0) > 0;
   }
   // NOTE: no pidfd (old kernel): asked without reaping (the caller reaps and reads the status).
@@ -167,10 +167,9 @@ bool Zygote::dead() {
 
 void Zygote::stop(std::chrono::milliseconds grace) {
   if (pid_ <= 0) return;
-  if (sock_ >= 0) ::close(sock_);  // the zygote's recvmsg ends: it exits
-  sock_ = -1;
-  if (pidfd_ >= 0) {
-    pollfd pfd{pidfd_, POLLIN, 0};
+  sock_ = kj::AutoCloseFd();  // closed: the zygote's recvmsg ends, it exits
+  if (pidfd_.get() >= 0) {
+    pollfd pfd{pidfd_.get(), POLLIN, 0};
     (void)::poll(&pfd, 1, static_cast<int>(grace.count()));
   }
   int status = 0;
@@ -179,8 +178,7 @@ void Zygote::stop(std::chrono::milliseconds grace) {
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
   }
-  if (pidfd_ >= 0) ::close(pidfd_);
-  pidfd_ = -1;
+  pidfd_ = kj::AutoCloseFd();
   pid_ = -1;
   ready_ = false;
 }
@@ -210,7 +208,7 @@ std::variant<pid_t, std::string> Zygote::request(const ZygoteForkOptions& option
   std::memcpy(CMSG_DATA(c), fds, sizeof fds);
   ssize_t sent = 0;
   do {
-    sent = ::sendmsg(sock_, &msg, MSG_NOSIGNAL);
+    sent = ::sendmsg(sock_.get(), &msg, MSG_NOSIGNAL);
   } while (sent < 0 && errno == EINTR);
   if (sent != static_cast<ssize_t>(sizeof request)) {
     zygote_died = errno == EPIPE || errno == ECONNRESET || dead();
@@ -218,7 +216,7 @@ std::variant<pid_t, std::string> Zygote::request(const ZygoteForkOptions& option
   }
   ZygoteReply reply;
   bool eof = false;
-  if (!wait_readable(sock_, pidfd_, reply_timeout) || !read_reply(sock_, reply, eof)) {
+  if (!wait_readable(sock_.get(), pidfd_.get(), reply_timeout) || !read_reply(sock_.get(), reply, eof)) {
     // NOTE: a zygote that died between its fork and its answer leaves a child serving these
     // descriptors unknown to us; the retry hands the same ones to a second child. The first
     // is still our child (CLONE_PARENT) and dies with its socket's peer, so only its pid leaks

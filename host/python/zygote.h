@@ -18,6 +18,8 @@
 #include <variant>
 #include <vector>
 
+#include <kj/io.h>
+
 namespace sandpipe::host {
 
 namespace detail {
@@ -90,8 +92,8 @@ class Zygote {
   std::filesystem::path executable_;
   LogFn log_;
   mutable std::mutex mutex_;
-  int sock_ = -1;
-  int pidfd_ = -1;
+  kj::AutoCloseFd sock_;
+  kj::AutoCloseFd pidfd_;
   pid_t pid_ = -1;
   bool ready_ = false;
   bool refused_ = false;

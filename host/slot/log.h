@@ -5,7 +5,8 @@
 //   sandpipe.node     the node's life: ready, errors of the filter/streams, rate rebuilds, latency
 //   sandpipe.props    Props changes (pw-cli set-param, `sandpipe set`): what was set or refused
 //   sandpipe.chain    the scheduler's decisions and warnings for the Python slots
-//   sandpipe.sandbox  reserved for host/python (see "Adopting it" below)
+//   sandpipe.sandbox  the Python side: the supervisor, its sandboxes (start, crash, restart,
+//                     reload, rate change) and what their plugins print, as "[SLOT] line"
 //
 // Levels. PIPEWIRE_DEBUG unset (or empty): every sandpipe.* topic logs errors, warnings and info
 // (a node says what it said before it logged through PipeWire), while PipeWire's own topics stay
@@ -25,13 +26,11 @@
 //
 // Thread: pw_log is [any] but not [rt] (it formats and writes): real-time code never logs.
 //
-// Adopting it (host/python): add host_log_dep to host/python/meson.build's dependencies, include
-// this header, `#define PW_LOG_TOPIC_DEFAULT ::sandpipe::host::sandbox_log` after the includes
-// of a .cpp, and log with pw_log_warn/pw_log_info. Lines that name their plugin keep
-// "[plugin] " as their first words (tests look for them). A sandbox's restart, crash and
-// give-up are warnings; its start-up and reload lines are info; its plugin's own log lines keep
-// the level the plugin gave them. Render (offline) does not initialise the topics, so there the
-// lines follow PipeWire's default level (warnings); keep render's answer on its stream instead.
+// host/python itself does not log: its lines go to the SandboxLogFn it is given
+// (SupervisorOptions::log). A live node gives it log_sandbox_line (host/node/pipewire-session.cpp),
+// which writes them on sandpipe.sandbox at the level they came with (a plugin's own print()s at
+// info, its warnings and exceptions as such; a crash or a give-up is an error); `render` and
+// the tools keep the plain "sandpipe: [SLOT] line" on stderr (log_to_stderr): their answer.
 #pragma once
 
 #include <cstdlib>

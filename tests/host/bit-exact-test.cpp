@@ -204,7 +204,7 @@ TEST(VoiceCipher, TheEarlierApiExamplesRoundTripAndFailClosedByDefault) {
   options.calibration_blocks = 0;
   const Chain chain(parse_config(conf, "voice.conf", SANDPIPE_SOURCE_ROOT), 48000.0, block, options);
   for (const auto& slot : chain.slots()) {
-    const auto* sandbox = dynamic_cast<const SandboxProcessor*>(slot.get());
+    const auto* sandbox = dynamic_cast<const PythonSlot*>(slot.get());
     ASSERT_NE(sandbox, nullptr);
     EXPECT_EQ(sandbox->info().api, "legacy");
     EXPECT_EQ(sandbox->on_failure(), OnFailure::mute) << slot->name();

@@ -788,6 +788,10 @@ TEST_F(FilterNode, KeepsItsPythonSandboxesWhenTheGraphRateChanges) {
   stop_node(*node, name);
   const std::string text = read_text(err);
   EXPECT_NE(text.find("rebuilds=1"), std::string::npos) << text;
+  const auto rebuilt = text.find("swapped in after ");
+  ASSERT_NE(rebuilt, std::string::npos) << text;
+  std::fprintf(stderr, "note: rate change: the chain was rebuilt and swapped in after %s\n",
+               text.substr(rebuilt + 17, text.find('\n', rebuilt) - rebuilt - 17).c_str());
 }
 
 // The node logs through PipeWire's log on its own topics (host/slot/log.h): with PIPEWIRE_DEBUG

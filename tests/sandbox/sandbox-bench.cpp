@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "host/python/python-slot.h"
 #include "host/python/sandbox-client.h"
 #include "tests/bench/hop-timing.h"
 
@@ -45,9 +46,8 @@ Summary bench_sandbox(const std::string& name, const std::filesystem::path& file
   spec.params = std::move(params);
   sandpipe::host::SandboxOptions options;
   options.host_spin_ns = spin_ns;
-  auto procs =
-      sandpipe::host::start_sandbox_processors(std::span(&spec, 1), 48000.0, channels, frames, options);
-  auto& proc = *procs.front();
+  auto started = sandpipe::host::start_sandboxes(std::span(&spec, 1), 48000.0, channels, frames, options);
+  auto& proc = *started.front().slot;
   std::vector<float> in(std::size_t{channels} * frames), out(std::size_t{channels} * frames);
   for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 97) / 97.0F - 0.5F;
   const float* ins[channels] = {in.data(), in.data() + frames};

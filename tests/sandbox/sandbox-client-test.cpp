@@ -77,7 +77,7 @@ TEST(SandboxClient, OneFailureNamesOnlyThatPlugin) {
                               python_spec("bad", fixtures_dir() / "broken/raises_in_init.py"),
                               python_spec("eq", examples_dir() / "biquad.py")};
   try {
-    (void)host::start_sandbox_processors(specs, 48000.0, 2, 512);
+    (void)host::start_sandboxes(specs, 48000.0, 2, 512);
     FAIL() << "expected PluginError";
   } catch (const host::PluginError& e) {
     const std::string what = e.what();
@@ -87,16 +87,21 @@ TEST(SandboxClient, OneFailureNamesOnlyThatPlugin) {
   }
 }
 
-TEST(SandboxClient, StartSandboxesReturnsOneProcessorPerSpecInOrder) {
+TEST(SandboxClient, StartSandboxesReturnsOneSlotAndProcessPerSpecInOrder) {
   const PluginSpec specs[] = {python_spec("one", examples_dir() / "gain.py"),
                               python_spec("two", fixtures_dir() / "misc/delay.py"),
                               python_spec("three", earlier_api_examples() / "legacy_gain.py")};
   auto procs = host::start_sandboxes(specs, 44100.0, 1, 256);
   ASSERT_EQ(procs.size(), 3u);
-  EXPECT_EQ(procs[0]->name(), "one");
-  EXPECT_EQ(procs[1]->name(), "two");
-  EXPECT_EQ(procs[1]->latency_frames(), 64u);
-  EXPECT_EQ(procs[2]->name(), "three");
+  EXPECT_EQ(procs[0].slot->name(), "one");
+  EXPECT_EQ(procs[1].slot->name(), "two");
+  EXPECT_EQ(procs[1].slot->latency_frames(), 64u);
+  EXPECT_EQ(procs[2].slot->name(), "three");
+  for (const auto& p : procs) {
+    ASSERT_TRUE(p.instance);
+    EXPECT_EQ(p.instance->phase(), host::SandboxInstance::Phase::loaded);
+    EXPECT_GT(p.instance->pid(), 0);
+  }
 }
 
 TEST(SandboxClient, MissingFileIsAClearError) {
@@ -135,7 +140,7 @@ TEST(SandboxClient, DestructorReapsTheSandbox) {
   pid_t pid = -1;
   {
     auto proc = start_one(python_spec("g", examples_dir() / "gain.py"));
-    pid = proc->pid();
+    pid = proc.instance->pid();
     ASSERT_EQ(::kill(pid, 0), 0);
   }
   EXPECT_EQ(::kill(pid, 0), -1);  // gone and reaped: no zombie left to signal
@@ -150,7 +155,7 @@ TEST(SandboxClient, StubbornPluginIsKilledAfterShutdownTimeout) {
   pid_t pid = -1;
   {
     auto proc = start_one(python_spec("stubborn", earlier_api_examples().parent_path().parent_path() / "bad/ignores_shutdown.py"), 2, 512, options);
-    pid = proc->pid();
+    pid = proc.instance->pid();
   }
   EXPECT_EQ(::kill(pid, 0), -1);
   EXPECT_TRUE(logs.contains("killing it")) << logs.all();

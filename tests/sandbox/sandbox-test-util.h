@@ -19,7 +19,9 @@
 #include <vector>
 
 #include "../temp-dir.h"
+#include "host/python/python-slot.h"
 #include "host/python/sandbox-client.h"
+#include "host/python/sandbox-instance.h"
 #include "shm/block-channel.h"
 
 extern char** environ;  // NOLINT: POSIX
@@ -29,7 +31,7 @@ namespace sandpipe::sandbox_test {
 using host::BlockStatus;
 using host::ParamSetting;
 using host::PluginSpec;
-using host::SandboxProcessor;
+using host::PythonSlot;
 
 inline std::filesystem::path examples_dir() {
   return std::filesystem::path(SANDPIPE_SOURCE_ROOT) / "plugins-py/examples";
@@ -198,12 +200,19 @@ struct LogCapture {
   }
 };
 
-inline std::unique_ptr<SandboxProcessor> start_one(const PluginSpec& spec, std::uint32_t channels = 2,
-                                                   std::uint32_t max_frames = 512,
-                                                   const host::SandboxOptions& options = {}) {
-  auto procs = host::start_sandbox_processors(std::span<const PluginSpec>(&spec, 1), 48000.0, channels,
-                                              max_frames, options);
-  return std::move(procs.front());
+/// One started sandbox that reads as its slot (`proc->process_rt(...)`, `*proc`); its process is
+/// `proc.instance` (pid, synchronous set_param / get_state / stats). No supervisor: a dead
+/// sandbox stays dead.
+struct OneSandbox : host::StartedSandbox {
+  explicit OneSandbox(host::StartedSandbox&& started) : host::StartedSandbox(std::move(started)) {}
+  PythonSlot* operator->() const noexcept { return slot.get(); }
+  PythonSlot& operator*() const noexcept { return *slot; }
+};
+
+inline OneSandbox start_one(const PluginSpec& spec, std::uint32_t channels = 2, std::uint32_t max_frames = 512,
+                            const host::SandboxOptions& options = {}) {
+  auto started = host::start_sandboxes(std::span<const PluginSpec>(&spec, 1), 48000.0, channels, max_frames, options);
+  return OneSandbox(std::move(started.front()));
 }
 
 }  // namespace sandpipe::sandbox_test

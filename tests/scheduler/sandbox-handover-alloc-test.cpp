@@ -1,4 +1,4 @@
-// SandboxProcessor::process_rt must not touch the heap during a reload hand-over either (two
+// PythonSlot::process_rt must not touch the heap during a reload hand-over either (two
 // lanes, the wet → wet crossfade, the lane swap at its end): this binary counts every
 // allocation made on the testing thread while armed (tests/alloc-counting.h).
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// The position-based RT core of SandboxProcessor with real sandboxes: pipelined delay, the link
+// The position-based RT core of PythonSlot with real sandboxes: pipelined delay, the link
 // swap (replace_link with an in-process stand-in sandbox), mark_link_dead, ramps.
 #include <gtest/gtest.h>
 

@@ -1,37 +1,55 @@
-// Main-thread side of SandboxProcessor's RT core: sizing the rings, handing links over (restarts),
+// Main-thread side of PythonSlot's RT core: sizing the rings, handing links over (restarts),
 // the pipeline depth, calibration. The sandbox process and its control conversation are
 // SandboxInstance (sandbox-instance.h).
+#include "host/python/python-slot.h"
+
 #include <algorithm>
 #include <bit>
 #include <stdexcept>
-
-#include "host/python/sandbox-client.h"
+#include <utility>
 
 namespace sandpipe::host {
 
-SandboxProcessor::LinkSlots::~LinkSlots() {
-  SandboxLink* offer = offered.exchange(nullptr);
-  SandboxLink* old = retired.exchange(nullptr);
-  delete rt;                      // NOLINT(cppcoreguidelines-owning-memory): raw so the RT side can hold it
-  if (offer != rt) delete offer;  // NOLINT(cppcoreguidelines-owning-memory)
-  if (old != rt && old != offer) delete old;  // NOLINT(cppcoreguidelines-owning-memory)
-  if (incoming != rt && incoming != offer && incoming != old)
-    delete incoming;  // NOLINT(cppcoreguidelines-owning-memory)
+SandboxLink* PythonSlot::LinkSlots::own(std::unique_ptr<SandboxLink> link) {
+  owned.push_back(std::move(link));
+  return owned.back().get();
 }
 
-void SandboxProcessor::init_rt(std::unique_ptr<SandboxLink> link) {
+std::unique_ptr<SandboxLink> PythonSlot::LinkSlots::disown(const SandboxLink* link) noexcept {
+  const auto it = std::find_if(owned.begin(), owned.end(), [&](const auto& l) { return l.get() == link; });
+  if (it == owned.end()) return nullptr;
+  std::unique_ptr<SandboxLink> out = std::move(*it);
+  owned.erase(it);
+  return out;
+}
+
+PythonSlot::PythonSlot(std::string name, std::unique_ptr<SandboxLink> link, std::uint32_t max_frames)
+    : name_(std::move(name)), channels_(link->segment.geometry().channels), max_frames_(max_frames) {
+  init_rt(std::move(link));
+}
+
+PythonSlot::~PythonSlot() = default;
+
+void PythonSlot::set_plugin(const PythonPluginInfo& info) {
+  info_ = info;
+  set_latency(info.latency);
+  sink_ = info.role == "sink";
+}
+
+void PythonSlot::init_rt(std::unique_ptr<SandboxLink> link) {
   const std::uint32_t slots = std::min(link->endpoint.geometry().slot_count, shm::max_slots);
   max_pipeline_blocks_ = slots > 2 ? slots - 2 : 0;
   max_pipeline_frames_ = max_pipeline_blocks_ * max_frames_;
   active_generation_.store(link->generation, std::memory_order_relaxed);
   next_generation_ = link->generation + 1;
-  links_.rt = link.release();
+  links_.owned.reserve(4);  // the RT side's, an offer, a retired one, the graveyard's
+  links_.rt = links_.own(std::move(link));
   links_.latest.store(links_.rt, std::memory_order_release);
   lane_.usable = true;
   set_latency(0);
 }
 
-void SandboxProcessor::set_latency(std::uint32_t latency) {
+void PythonSlot::set_latency(std::uint32_t latency) {
   latency_ = latency;
   // Positions still read (the longest L) + one call being written + one call of slack.
   const std::uint64_t need = std::uint64_t{latency} + max_pipeline_frames_ + 2ULL * max_frames_;
@@ -44,7 +62,7 @@ void SandboxProcessor::set_latency(std::uint32_t latency) {
   }
 }
 
-bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link, LinkSwap swap) {
+bool PythonSlot::replace_link(std::unique_ptr<SandboxLink>&& link, LinkSwap swap) {
   if (!link) throw std::invalid_argument("replace_link: no link");
   const shm::Geometry& have = link_for_main().endpoint.geometry();
   const shm::Geometry& got = link->endpoint.geometry();
@@ -57,45 +75,43 @@ bool SandboxProcessor::replace_link(std::unique_ptr<SandboxLink>&& link, LinkSwa
   if (links_.retired.load(std::memory_order_acquire) != nullptr) return false;
   link->swap = swap;
   links_.before_offer = links_.latest.load(std::memory_order_relaxed);
-  SandboxLink* raw = link.release();
+  SandboxLink* raw = links_.own(std::move(link));
   links_.latest.store(raw, std::memory_order_release);
-  usable_.store(true, std::memory_order_relaxed);
   links_.offered.store(raw, std::memory_order_release);
   return true;
 }
 
-std::unique_ptr<SandboxLink> SandboxProcessor::withdraw_link() noexcept {
+std::unique_ptr<SandboxLink> PythonSlot::withdraw_link() noexcept {
   SandboxLink* link = links_.offered.exchange(nullptr, std::memory_order_acq_rel);
   if (link == nullptr) return nullptr;
   links_.latest.store(links_.before_offer, std::memory_order_release);
-  return std::unique_ptr<SandboxLink>(link);
+  return links_.disown(link);
 }
 
-void SandboxProcessor::collect_retired_links() {
+void PythonSlot::collect_retired_links() {
   // Two phases: a link retired now is freed at the next call, so an [any] mark_link_dead() that
   // loaded it just before it was replaced does not touch freed memory.
-  std::unique_ptr<SandboxLink> older = std::move(links_.graveyard);
-  links_.graveyard.reset(links_.retired.exchange(nullptr, std::memory_order_acq_rel));
-  older.reset();
+  const SandboxLink* older = std::exchange(links_.graveyard, links_.retired.exchange(nullptr, std::memory_order_acq_rel));
+  if (older != nullptr) links_.disown(older).reset();
 }
 
-std::uint64_t SandboxProcessor::next_link_generation() noexcept { return next_generation_++; }
+std::uint64_t PythonSlot::next_link_generation() noexcept { return next_generation_++; }
 
-void SandboxProcessor::mark_link_dead() noexcept {
+void PythonSlot::mark_link_dead() noexcept {
   SandboxLink* link = links_.latest.load(std::memory_order_acquire);
   if (link == nullptr) return;
   link->dead.store(true, std::memory_order_seq_cst);
   link->endpoint.wake_waiter();
 }
 
-void SandboxProcessor::set_pipeline(std::uint32_t blocks, std::uint32_t block_frames) noexcept {
+void PythonSlot::set_pipeline(std::uint32_t blocks, std::uint32_t block_frames) noexcept {
   const std::uint32_t k = std::min(blocks, max_pipeline_blocks_);
   const std::uint32_t frames = std::clamp<std::uint32_t>(block_frames, 1, max_frames_);
   pipeline_blocks_.store(k, std::memory_order_relaxed);
   pipeline_frames_.store(k * frames, std::memory_order_relaxed);
 }
 
-bool SandboxProcessor::calibrate(std::uint32_t blocks, std::uint32_t frames, std::uint64_t timeout_ns,
+bool PythonSlot::calibrate(std::uint32_t blocks, std::uint32_t frames, std::uint64_t timeout_ns,
                                  HistogramCounts& out) {
   SandboxLink* link = links_.rt;
   if (link == nullptr || !lane_.usable || lane_.fifo_head != lane_.fifo_tail) return false;

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <limits>
 
-#include "host/python/sandbox-client.h"
+#include "host/python/python-slot.h"
 
 namespace sandpipe::host {
 
@@ -50,7 +50,7 @@ std::uint64_t late_job_deadline_rt(std::uint64_t deadline_ns) noexcept {
 
 }  // namespace
 
-SlotCounters SandboxProcessor::counters() const noexcept {
+SlotCounters PythonSlot::counters() const noexcept {
   SlotCounters c;
   c.blocks = blocks_.load(std::memory_order_relaxed);
   c.deadline_misses = deadline_misses_.load(std::memory_order_relaxed);
@@ -61,23 +61,23 @@ SlotCounters SandboxProcessor::counters() const noexcept {
   return c;
 }
 
-std::uint64_t SandboxProcessor::oldest_outstanding_age_ns(std::uint64_t now_ns) const noexcept {
+std::uint64_t PythonSlot::oldest_outstanding_age_ns(std::uint64_t now_ns) const noexcept {
   const std::uint64_t t = oldest_submit_ns_.load(std::memory_order_relaxed);
   return (t == 0 || now_ns < t) ? 0 : now_ns - t;
 }
 
-void SandboxProcessor::publish_oldest_rt() noexcept {
+void PythonSlot::publish_oldest_rt() noexcept {
   const std::uint64_t t =
       lane_.fifo_head == lane_.fifo_tail ? 0 : lane_.jobs[lane_.fifo[lane_.fifo_head & fifo_mask]].submit_ns;
   oldest_submit_ns_.store(t, std::memory_order_relaxed);
 }
 
-void SandboxProcessor::fail_link_rt(Lane& lane) noexcept {
+void PythonSlot::fail_link_rt(Lane& lane) noexcept {
   lane.usable = false;
   if (&lane == &lane_) link_failed_.store(true, std::memory_order_relaxed);
 }
 
-bool SandboxProcessor::live_rt(const Lane& lane, const SandboxLink* link) const noexcept {
+bool PythonSlot::live_rt(const Lane& lane, const SandboxLink* link) const noexcept {
   return link != nullptr && lane.usable && !link->dead.load(std::memory_order_relaxed);
 }
 
@@ -94,7 +94,7 @@ void clear_jobs(Lane& lane) noexcept {
 
 }  // namespace
 
-void SandboxProcessor::switch_link_rt(SandboxLink* next) noexcept {
+void PythonSlot::switch_link_rt(SandboxLink* next) noexcept {
   if (links_.rt != nullptr) links_.retired.store(links_.rt, std::memory_order_release);
   links_.rt = next;
   // What the old sandbox owed is gone: those positions stay untagged (dry). Its slots
@@ -106,7 +106,7 @@ void SandboxProcessor::switch_link_rt(SandboxLink* next) noexcept {
   publish_oldest_rt();
 }
 
-void SandboxProcessor::finish_handover_rt() noexcept {
+void PythonSlot::finish_handover_rt() noexcept {
   // The old link goes back to the main thread (the retired slot was empty when the hand-over
   // began and nothing else retires meanwhile); the incoming lane's jobs and audio become the
   // slot's (a swap of vectors and arrays: no allocation).
@@ -122,7 +122,7 @@ void SandboxProcessor::finish_handover_rt() noexcept {
   handing_over_.store(false, std::memory_order_release);
 }
 
-void SandboxProcessor::adopt_rt() noexcept {
+void PythonSlot::adopt_rt() noexcept {
   // A new link: only when the previous retired one was collected (one slot RT → main), and
   // not while a reload hands over (the offer waits for it to end).
   if (!handover_ && links_.offered.load(std::memory_order_relaxed) != nullptr &&
@@ -160,7 +160,7 @@ void SandboxProcessor::adopt_rt() noexcept {
   }
 }
 
-bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const shm::Completion& done,
+bool PythonSlot::apply_completion_rt(Lane& lane, SandboxLink& link, const shm::Completion& done,
                                            std::uint64_t now) noexcept {
   // The endpoint checked seq and slot against its own record; check against ours too.
   if (lane.fifo_head == lane.fifo_tail || done.slot >= shm::max_slots ||
@@ -232,7 +232,7 @@ bool SandboxProcessor::apply_completion_rt(Lane& lane, SandboxLink& link, const 
   return true;
 }
 
-bool SandboxProcessor::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t needed_end,
+bool PythonSlot::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t needed_end,
                                   std::uint64_t deadline_ns) noexcept {
   shm::HostEndpoint& ep = link.endpoint;
   shm::Completion done;
@@ -278,7 +278,7 @@ bool SandboxProcessor::collect_rt(Lane& lane, SandboxLink& link, std::uint64_t n
   }
 }
 
-void SandboxProcessor::submit_rt(Lane& lane, SandboxLink& link, const float* const* in, std::uint32_t frames,
+void PythonSlot::submit_rt(Lane& lane, SandboxLink& link, const float* const* in, std::uint32_t frames,
                                  std::uint64_t deadline_ns) noexcept {
   shm::HostEndpoint& ep = link.endpoint;
   const std::uint32_t slot_count = std::min(ep.geometry().slot_count, shm::max_slots);
@@ -324,12 +324,12 @@ void SandboxProcessor::submit_rt(Lane& lane, SandboxLink& link, const float* con
   if (&lane == &lane_) publish_oldest_rt();
 }
 
-float SandboxProcessor::fallback_rt(std::uint32_t ch, std::uint64_t p) const noexcept {
+float PythonSlot::fallback_rt(std::uint32_t ch, std::uint64_t p) const noexcept {
   if (on_failure_ == OnFailure::mute) return 0.0F;
   return history_[ch * (std::size_t{ring_mask_} + 1) + (p & ring_mask_)];
 }
 
-bool SandboxProcessor::plain_wet_rt(std::uint64_t first, std::uint32_t frames) const noexcept {
+bool PythonSlot::plain_wet_rt(std::uint64_t first, std::uint32_t frames) const noexcept {
   if (!prev_wet_ || fade_in_left_ > 0 || offset_left_ > 0 || handover_ || retime_left_ > 0 ||
       first < position_base)
     return false;
@@ -338,7 +338,7 @@ bool SandboxProcessor::plain_wet_rt(std::uint64_t first, std::uint32_t frames) c
   return all;
 }
 
-std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first,
+std::uint32_t PythonSlot::render_rt(float* const* out, std::uint64_t first,
                                           std::uint32_t frames) noexcept {
   const std::size_t cap = std::size_t{ring_mask_} + 1;
   if (plain_wet_rt(first, frames)) {
@@ -438,7 +438,7 @@ std::uint32_t SandboxProcessor::render_rt(float* const* out, std::uint64_t first
   return dry;
 }
 
-BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* out, std::uint32_t frames,
+BlockStatus PythonSlot::process_rt(const float* const* in, float* const* out, std::uint32_t frames,
                                          const ProcessContext& ctx) noexcept {
   bump(blocks_);
   if (frames == 0) return BlockStatus::processed;
@@ -462,7 +462,7 @@ BlockStatus SandboxProcessor::process_rt(const float* const* in, float* const* o
       retime_left_ > 0 ? std::min(active_pipeline_frames_, retime_old_frames_) : active_pipeline_frames_;
   const std::uint64_t needed_end = in_pos_ + frames - pipe;
   bool missed = false;
-  const auto live = [this] { return live_rt(lane_, links_.rt) && usable_.load(std::memory_order_relaxed); };
+  const auto live = [this] { return live_rt(lane_, links_.rt); };
   const auto incoming_live = [this] { return handover_ && live_rt(incoming_, links_.incoming); };
   // Both sandboxes get the block before either is waited for (a reload runs them side by side).
   if (live()) {

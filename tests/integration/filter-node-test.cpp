@@ -794,6 +794,42 @@ TEST_F(FilterNode, KeepsItsPythonSandboxesWhenTheGraphRateChanges) {
                text.substr(rebuilt + 17, text.find('\n', rebuilt) - rebuilt - 17).c_str());
 }
 
+// A plugin that raises while it is prepared for the new rate is restarted at that rate, with its
+// state, in a new sandbox (reliability.md's fault table), and plays on there.
+TEST_F(FilterNode, RestartsAPythonPluginThatCannotFollowARateChange) {
+  const std::string name = "sandpipe-it-rate-refused";
+  const std::string plugin = std::string(SANDPIPE_SOURCE_ROOT) + "/tests/integration/fixtures/rate_refuser.py";
+  set_setting("clock.force-rate", "44100");
+  auto node = start_node(name, write_config(name, "  { name = \"refuser\" path = \"" + plugin +
+                                                      "\" mode = \"sync\" params = { gain = 0.5 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  const fs::path err = work_ / (name + ".err");
+  const fs::path node_status = node_status_file(name);
+  auto slot = [&] { return node_slot_status(node_status, "refuser"); };
+  auto slot_num = [&](const char* key) {
+    const Json s = slot();
+    return s.is_null() || !s[key].is_number() ? -1.0 : s[key].num();
+  };
+  ASSERT_TRUE(poll_until([&] { return slot().text("state") == "running" && slot_num("pid") > 0; }, startup_timeout))
+      << read_text(node_status);
+  const double first_pid = slot_num("pid");
+
+  set_setting("clock.force-rate", "48000");
+  (void)run_probe(name, {"--frames", "24000", "--expect-gain", "0.5"});  // the graph runs: the rate is seen
+  ASSERT_TRUE(poll_until(
+      [&] { return slot_num("restarts") >= 1 && slot().text("state") == "running" && slot_num("pid") > 0; },
+      startup_timeout))
+      << read_text(node_status) << read_text(err);
+  EXPECT_NE(slot_num("pid"), first_pid);
+  EXPECT_EQ(slot_num("crashes"), 1);
+  EXPECT_NE(read_text(err).find("could not follow the graph's rate to 48000 Hz"), std::string::npos) << read_text(err);
+  EXPECT_NE(read_text(err).find("prepared at 44100 Hz already"), std::string::npos) << read_text(err);
+  const Json rep = run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"});
+  expect_exact(rep, 0.5, 0, /*allow_dry=*/true);
+  EXPECT_EQ(rep["rate"].num(), 48000);
+  stop_node(*node, name);
+}
+
 // The node logs through PipeWire's log on its own topics (host/slot/log.h): with PIPEWIRE_DEBUG
 // unset it says what it always said, each line with its level and topic; PIPEWIRE_DEBUG turns
 // topics down as for any PipeWire client. The exit summary is not logging: always printed.

@@ -49,7 +49,7 @@ struct Reply {
   std::string traceback;
 };
 
-/// Milliseconds from now to `deadline` for poll(): 0 once it passed, at most 1 000 000.
+/// [any] Milliseconds from now to `deadline` for poll(): 0 once it passed, at most 1 000 000.
 [[nodiscard]] int remaining_ms(std::chrono::steady_clock::time_point deadline) noexcept;
 
 }  // namespace detail

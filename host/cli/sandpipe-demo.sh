@@ -120,7 +120,8 @@ fi
 poll 60 grep -q ready "$work/sandpipe.log" || true
 # (Its latency is printed below, as PipeWire publishes it while the signal plays: at start-up the
 # graph's quantum is not settled yet.)
-echo "Node:   $node_name (pid $node_pid): $(grep -m1 'ready' "$work/sandpipe.log" | sed -e 's/^sandpipe: //' -e 's/, latency [0-9]* frames//')"
+# The line as PipeWire's log writes it ("[I][time] sandpipe.node | [file: line func()] text"): the text.
+echo "Node:   $node_name (pid $node_pid): $(grep -m1 'ready' "$work/sandpipe.log" | sed -E -e 's/^\[[A-Z]\]\[[^]]*\] [a-z.]+ \| \[[^]]*\] //' -e 's/^sandpipe: //' -e 's/, latency [0-9]* frames//')"
 echo
 
 # measure NAME PROBE-ARGS…: plays and captures; reads the node's latency while it runs.

@@ -22,6 +22,7 @@ cat "$out"
 expect() {
   grep -Eq "$1" "$out" || { echo "demo-test: the demo's output has no line matching: $1" >&2; exit 1; }
 }
+expect '^Node: +sandpipe-demo \(pid [0-9]+\): node "sandpipe-demo" \(id [0-9]+\) ready, 2 channels, chain at 48000 Hz$'
 expect '^white noise .* 1024 fr$'
 expect '^Latency: while the noise played the node reported 1024 frames'
 expect '^Fault: SIGKILL to the sandbox of `fx`'

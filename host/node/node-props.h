@@ -7,8 +7,8 @@
 //   pw-cli enum-params <node-id> Props      # and PropInfo for names, types and ranges
 //
 // Changes are validated and clamped on the main thread, then reach a native slot through a
-// ParamQueue drained by the data thread at the start of a cycle, and a Python slot through its
-// sandbox's control channel (PythonSlot::set_param, on the main thread).
+// ParamQueue drained by the data thread at the start of a cycle, and a Python slot through the
+// supervisor's queue to its sandbox's control channel (Supervisor::set_param, on the main thread).
 #pragma once
 
 #include <cstdint>

@@ -53,11 +53,13 @@ std::string format_value(const ParamValue& v) {
 
 StartedSandbox::StartedSandbox() = default;
 StartedSandbox::StartedSandbox(StartedSandbox&&) noexcept = default;
-StartedSandbox& StartedSandbox::operator=(StartedSandbox&&) noexcept = default;
-
-StartedSandbox::~StartedSandbox() {
-  instance.reset();  // it points into the slot's first link: it goes first
+StartedSandbox& StartedSandbox::operator=(StartedSandbox&& other) noexcept {
+  instance = std::move(other.instance);  // the old instance points into the old slot's link
+  slot = std::move(other.slot);
+  return *this;
 }
+
+StartedSandbox::~StartedSandbox() = default;
 
 std::string StartedSandbox::load_preloaded(std::chrono::milliseconds timeout) {
   if (!instance || instance->phase() != SandboxInstance::Phase::ready) return "not a sandbox waiting for its load";

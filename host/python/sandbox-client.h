@@ -128,10 +128,10 @@ class PythonSlot;       // the real-time side of a Python slot (host/python/pyth
 struct StartedSandbox {
   StartedSandbox();
   StartedSandbox(StartedSandbox&&) noexcept;
+  /// The instance it held goes before the slot it held (as in the destructor).
   StartedSandbox& operator=(StartedSandbox&&) noexcept;
   StartedSandbox(const StartedSandbox&) = delete;
   StartedSandbox& operator=(const StartedSandbox&) = delete;
-  /// The instance goes first (it shuts its sandbox down), then the slot with its link.
   ~StartedSandbox();
 
   /// [main] Loads the plugin of a sandbox started with SandboxOptions::preload_only (its params,
@@ -139,6 +139,8 @@ struct StartedSandbox {
   /// has its info), else why not (the sandbox is then of no use). Before the slot runs.
   [[nodiscard]] std::string load_preloaded(std::chrono::milliseconds timeout);
 
+  /// NOTE: declared in this order so that `instance` (which points into the slot's first link
+  /// and shuts its sandbox down) is destroyed first.
   std::unique_ptr<PythonSlot> slot;
   std::unique_ptr<SandboxInstance> instance;
 };

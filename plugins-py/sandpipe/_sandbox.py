@@ -668,10 +668,17 @@ class LegacySession(Session):
                 + ", ".join(f"{m}()" for m in missing)
             )
 
+    def _set_sample_rate(self) -> str:
+        """``set_sample_rate(self.rate)``, a whole rate as an int as the earlier host passed it;
+        returns the call as written, for messages."""
+        rate = int(self.rate) if float(self.rate).is_integer() else self.rate
+        call = f"set_sample_rate({rate})"
+        _calling(self.path, call, self.obj.set_sample_rate, rate)
+        return call
+
     def _prepare(self, channels: int, max_frames: int) -> None:
         obj, path = self.obj, self.path
-        rate = int(self.rate) if float(self.rate).is_integer() else self.rate
-        _calling(path, f"set_sample_rate({rate})", obj.set_sample_rate, rate)
+        self._set_sample_rate()
         set_channels = getattr(obj, "set_channels", None)
         if not callable(set_channels):
             set_channels = obj.set_channel_count
@@ -845,10 +852,9 @@ class LegacySession(Session):
             self.started = False
             _calling(path, "stop()", obj.stop)
         self.rate = rate
-        number = int(rate) if float(rate).is_integer() else rate
-        _calling(path, f"set_sample_rate({number})", obj.set_sample_rate, number)
+        call = self._set_sample_rate()
         if _calling(path, "start()", obj.start) is False:
-            raise LoadError(f"{path}: start() returned False after set_sample_rate({number}): the plugin cannot run")
+            raise LoadError(f"{path}: start() returned False after {call}: the plugin cannot run")
         self.started = True
         self.latency = self._latency()
         return self.latency

@@ -24,7 +24,9 @@ $import "/capnp/c++.capnp".namespace("sandpipe::schema");
 # 3: load.inspect (a sandbox of version 2 would start a plugin it was only asked to describe)
 # 4: requestId in both directions: replies are matched to requests by id, not by order
 # 5: setRate / rateSet (a rate change keeps the sandbox; version 4 would call it a bad message)
-const protocolVersion :UInt32 = 5;
+# 6: sandbox groups: load.members, ParamSetting.member, PluginInfo.members, per-member stats
+#    and errors (a version-5 sandbox would load only the first member)
+const protocolVersion :UInt32 = 6;
 
 struct ParamValue {
   union {
@@ -37,6 +39,21 @@ struct ParamValue {
 struct ParamSetting {
   key @0 :Text;
   value @1 :ParamValue;
+  member @2 :UInt32;                  # a sandbox group: the member it is for (0 otherwise)
+}
+
+# One plugin of a sandbox group (issue 17): several plugins in one sandbox process, called in
+# chain order on the one shared block.
+struct GroupMember {
+  name @0 :Text;                      # the chain's name for it (log lines, errors)
+  path @1 :Text;                      # absolute path of its .py file
+  params @2 :List(ParamSetting);      # from the config (member fields ignored)
+  onFailure @3 :MemberFailure;        # what its part of the block becomes when it raises
+  enum MemberFailure {
+    auto @0;                          # mute for an earlier-API processor, else bypass
+    bypass @1;                        # the block as the member before left it
+    mute @2;                          # silence
+  }
 }
 
 struct ParamInfo {
@@ -60,6 +77,7 @@ struct ParamInfo {
 enum PluginApi {
   sdk @0;      # a subclass of sandpipe.Plugin (plugins-py/sandpipe)
   legacy @1;   # the earlier pipeline's create_plugin() / AudioProcessorPlugin API
+  group @2;    # a sandbox group: its members are in PluginInfo.members
 }
 
 enum PluginRole {
@@ -77,6 +95,8 @@ struct PluginInfo {
   params @5 :List(ParamInfo);
   latencyFrames @6 :UInt32;
   preloaded @7 :Bool;                 # the module was imported by preload, the load reused it
+  members @8 :List(PluginInfo);       # a group: one per member, in order (latencyFrames above
+                                      # is their sum; params above is empty)
 }
 
 struct HostMessage {
@@ -95,6 +115,9 @@ struct HostMessage {
       maxFrames @7 :UInt32;
       params @8 :List(ParamSetting);  # from the config, applied before the first block
       state @9 :Data;                 # from a previous instance's getState (restart), may be empty
+                                      # (a group: the group's getState, every member's in one)
+      members @18 :List(GroupMember); # non-empty: a sandbox group (then path and params above
+                                      # are ignored, instanceName names the group)
       inspect @15 :Bool;              # only construct the plugin and describe it (`sandpipe
                                       # inspect`): no prepare/initialize/start, no block follows
     }
@@ -122,6 +145,7 @@ struct SandboxMessage {
     loaded @6 :PluginInfo;
     paramSet :group {
       key @7 :Text;
+      member @26 :UInt32;             # a group: the member whose parameter it was
       latencyFrames @8 :UInt32;       # a parameter may change the plugin's latency
       readBack @23 :ParamValue;       # what an earlier-API plugin's get_parameter(key) answers
                                       # after the change (unset: nothing); the node publishes it
@@ -135,6 +159,8 @@ struct SandboxMessage {
       processNsTotal @14 :UInt64;
       logsDropped @21 :UInt64;        # log lines dropped because the host did not read them
       gcCollections @22 :UInt64;      # garbage collections run while idle
+      memberExceptions @27 :List(UInt64);  # a group: exceptions raised by each member
+      memberProcessNs @28 :List(UInt64);   # a group: time spent in each member's process()
     }
     log :group {
       level @15 :LogLevel;
@@ -146,6 +172,7 @@ struct SandboxMessage {
       phase @17 :Phase;
       message @18 :Text;
       traceback @19 :Text;
+      member @29 :Int32 = -1;         # a group: the member that raised (-1: none, or the group)
     }
   }
   enum LogLevel {

@@ -47,7 +47,10 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   std::vector<std::size_t> stand_in_of;  // python index → index of its stand-in in python_specs
   if (options_.calibration_blocks > 0) {
     for (std::size_t i = 0; i < python_count; ++i) {
-      if (python_specs[i].mode != SlotMode::auto_select || !python_specs[i].allow_writes.empty()) continue;
+      // A group gets none either: its preload would name one member (it measures while running).
+      if (python_specs[i].mode != SlotMode::auto_select || !python_specs[i].allow_writes.empty() ||
+          is_group(python_specs[i]))
+        continue;
       stand_in_of.resize(python_count, 0);
       stand_in_of[i] = python_specs.size();
       python_specs.push_back(python_specs[i]);

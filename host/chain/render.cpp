@@ -164,6 +164,15 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
       if (st.restarts > 0) summary << ", restart max " << st.max_restart_ms << " ms";
     }
     summary << "\n";
+    // A sandbox group's plugins: each one's own exceptions (its part of such a block took its
+    // on-failure; the others played on) and its share of the group's time.
+    for (const MemberStatus& m : st.members) {
+      summary << "    member " << m.name << ": exceptions " << m.exceptions;
+      if (m.exceptions > 0) summary << " (its part of those blocks came out " << (m.on_failure == OnFailure::mute ? "muted" : "dry") << ")";
+      if (c.blocks > 0) summary << ", process " << m.process_ns / c.blocks / 1000.0 << " us per block";
+      summary << "\n";
+      if (!m.last_error.empty()) summary << "      last error: " << m.last_error.substr(0, m.last_error.find('\n')) << "\n";
+    }
     if (st.state == SlotState::failed || st.state == SlotState::bypassed) {
       report.degraded = true;
       summary << "    " << (st.on_failure == OnFailure::mute ? "MUTED" : "BYPASSED") << ": " << st.last_error << "\n";

@@ -214,8 +214,9 @@ void check_native_plugins(const ChainConfig& config) {
 /// what is missing and the plugin's traceback.
 void check_python_plugins(const ChainConfig& config) {
   std::vector<sandpipe::host::PluginSpec> specs;
-  for (const auto& spec : config.plugins)
-    if (spec.kind == sandpipe::host::PluginKind::python) specs.push_back(spec);
+  // A sandbox group's members are inspected one by one: inspecting constructs, never runs.
+  for (const auto* spec : sandpipe::host::plugins_as_written(config))
+    if (spec->kind == sandpipe::host::PluginKind::python) specs.push_back(*spec);
   if (specs.empty()) return;
   sandpipe::host::SandboxOptions options;
   options.inspect = true;
@@ -225,11 +226,20 @@ void check_python_plugins(const ChainConfig& config) {
 int cmd_check(const ChainConfig& config) {
   check_native_plugins(config);
   check_python_plugins(config);
-  std::cout << "node " << config.node_name << ", " << config.channels << " channels, "
-            << config.plugins.size() << " plugins\n";
-  for (const auto& plugin : config.plugins) {
-    std::cout << "  " << plugin.name << ": " << sandpipe::host::to_string(plugin.kind) << "  "
+  const auto plugins = sandpipe::host::plugins_as_written(config);
+  std::cout << "node " << config.node_name << ", " << config.channels << " channels, " << plugins.size()
+            << " plugins\n";
+  const auto print = [](const sandpipe::host::PluginSpec& plugin, const char* indent) {
+    std::cout << indent << plugin.name << ": " << sandpipe::host::to_string(plugin.kind) << "  "
               << (plugin.resolved.empty() ? plugin.path : plugin.resolved.string()) << "\n";
+  };
+  for (const auto& slot : config.plugins) {
+    if (!sandpipe::host::is_group(slot)) {
+      print(slot, "  ");
+      continue;
+    }
+    std::cout << "  sandbox group " << slot.sandbox << " (one process, one hop per block):\n";
+    for (const auto& member : slot.members) print(member, "    ");
   }
   return exit_ok;
 }

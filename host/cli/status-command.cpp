@@ -48,12 +48,22 @@ void print_table(const json& status, std::ostream& out) {
   std::vector<std::vector<std::string>> rows;
   rows.emplace_back();
   for (const auto& [title, key] : columns) rows.back().emplace_back(title);
-  for (const auto& slot : slots) {
+  const auto add_row = [&](const json& row) {
     rows.emplace_back();
     for (const auto& [title, key] : columns) {
-      std::string text = cell(slot, key);
+      std::string text = cell(row, key);
       if (std::string_view(key) == "pid" && text == "-1") text = "-";
       rows.back().push_back(std::move(text));
+    }
+  };
+  for (const auto& slot : slots) {
+    add_row(slot);
+    // A sandbox group's plugins, under the slot they share (its process, state and blocks).
+    for (const auto& member : slot.value("members", json::array())) {
+      add_row(json{{"name", "+ " + member.value("name", std::string("?"))},
+                   {"kind", "member"},
+                   {"exceptions", member.value("exceptions", 0ULL)},
+                   {"latency_frames", member.value("latency_frames", 0U)}});
     }
   }
   std::vector<std::size_t> width(columns.size(), 0);
@@ -67,11 +77,15 @@ void print_table(const json& status, std::ostream& out) {
     }
     out << std::right << "\n";
   }
-  for (const auto& slot : slots) {
-    const std::string error = slot.value("last_error", std::string());
-    if (error.empty()) continue;
-    out << "  " << slot.value("name", std::string("?")) << ": last error: " << error.substr(0, error.find('\n'))
+  const auto print_error = [&](const json& row) {
+    const std::string error = row.value("last_error", std::string());
+    if (error.empty()) return;
+    out << "  " << row.value("name", std::string("?")) << ": last error: " << error.substr(0, error.find('\n'))
         << "\n";
+  };
+  for (const auto& slot : slots) {
+    print_error(slot);
+    for (const auto& member : slot.value("members", json::array())) print_error(member);
   }
 }
 

@@ -298,6 +298,7 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   int wake_lead_line = 0;
   int reload_line = 0;
   int max_level_line = 0;
+  int sandbox_line = 0;
   spa_json it{};
   reader.enter(parent, it);
   while (auto key = reader.next(it)) {
@@ -361,6 +362,12 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
         reader.fail(value.line, "reload must be true or false");
       spec.reload = value.text == "true";
       reload_line = value.line;
+    } else if (name == "sandbox") {
+      spec.sandbox = reader.string_value(value, name);
+      sandbox_line = value.line;
+      if (!valid_name(spec.sandbox) || spec.sandbox.find(':') != std::string::npos)
+        reader.fail(value.line,
+                    "sandbox \"" + spec.sandbox + "\" must be 1-64 letters, digits, '_', '-' or '.' (a group's name)");
     } else if (name == "allow-writes") {
       allow_writes_line = value.line;
       if (!value.is_quoted() && value.text == "false") continue;
@@ -380,7 +387,7 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     } else {
       reader.fail(key->line, "unknown plugin key \"" + name +
                                  "\" (known: name, path, params, on-failure, bit-exact, max-level, timeout-ms, "
-                                 "memory-mb, allow-writes, reload, mode, blocks, wake-lead-us)");
+                                 "memory-mb, allow-writes, reload, mode, blocks, wake-lead-us, sandbox)");
     }
   }
   if (!have_name) reader.fail(open.line, "plugin entry has no name");
@@ -402,6 +409,8 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
   if (wake_lead_line != 0 && spec.kind != PluginKind::python)
     reader.fail(wake_lead_line,
                 "wake-lead-us applies to Python plugins only (native plugins are not sandboxed)");
+  if (sandbox_line != 0 && spec.kind != PluginKind::python)
+    reader.fail(sandbox_line, "sandbox applies to Python plugins only (native plugins run in the audio thread)");
   return spec;
 }
 
@@ -470,6 +479,10 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       if (value.is_quoted() || (value.text != "true" && value.text != "false"))
         reader.fail(value.line, "sandbox.zygote must be true or false");
       config.sandbox_zygote = value.text == "true";
+    } else if (name == "sandbox.default") {
+      config.sandbox_default = reader.choice_value(
+          value, name,
+          {std::pair{"isolated"sv, SandboxDefault::isolated}, {"shared"sv, SandboxDefault::shared}});
     } else if (name == "restart.max") {
       const double n = reader.number_value(value, name);
       if (n < 0 || n > 1000 || n != std::floor(n))
@@ -493,13 +506,14 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
     } else {
       reader.fail(key->line, "unknown key \"" + name +
                                  "\" (known: node.name, node.description, channels, mode, target, latency.max-ms, "
-                                 "sandbox.zygote, restart.max, restart.window-s, plugins)");
+                                 "sandbox.zygote, sandbox.default, restart.max, restart.window-s, plugins)");
     }
   }
   if (target_line != 0 && config.mode == NodeMode::filter)
     reader.fail(target_line, "target applies to mode = \"sink\" or \"source\" (a filter node is patched by hand)");
   (void)have_channels;
   if (config.node_description.empty()) config.node_description = config.node_name;
+  group_sandboxes(config, where);
   return config;
 }
 

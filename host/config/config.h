@@ -27,6 +27,9 @@ struct ParamSetting {
   std::string key;
   ParamValue value;
   int line = 0;  ///< 1-based line in the config file, for error messages
+  /// A sandbox group's slot: the member (index in PluginSpec::members) the parameter is for;
+  /// 0 for every other slot.
+  std::uint32_t member = 0;
 };
 
 /// What to do with a slot's blocks while its plugin is down or late.
@@ -88,7 +91,22 @@ struct PluginSpec {
   /// new sandbox with the old one's state and hands over to it (a wet → wet crossfade); a
   /// version that fails to load leaves the old one running.
   bool reload = false;
+  /// Python plugins (`sandbox = "NAME"`): the sandbox group it runs in; empty: a process of its
+  /// own (or the node's `sandbox.default`).
+  std::string sandbox;
+  /// A sandbox group's slot (group_sandboxes()): its plugins, in chain order, each as written;
+  /// the slot's `params` are theirs with ParamSetting::member set. Empty for every other slot.
+  std::vector<PluginSpec> members;
   int line = 0;
+};
+
+/// [any] True for a sandbox group's slot: several Python plugins in one sandbox process.
+[[nodiscard]] inline bool is_group(const PluginSpec& spec) noexcept { return !spec.members.empty(); }
+
+/// Where Python plugins without `sandbox` run (`sandbox.default`).
+enum class SandboxDefault : std::uint8_t {
+  isolated,  ///< each in a process of its own
+  shared,    ///< each run of consecutive ones in one process (the group "shared")
 };
 
 /// What the node looks like in the graph (`mode`).
@@ -121,6 +139,9 @@ struct ChainConfig {
   /// sandbox gets its own PID namespace as a spawned one does; a zygote that cannot make them
   /// (no CAP_SYS_ADMIN: a user's node) refuses and every sandbox is spawned (docs/config.md).
   bool sandbox_zygote = true;
+  SandboxDefault sandbox_default = SandboxDefault::isolated;
+  /// The chain's slots in order. A run of consecutive Python plugins of one sandbox group is
+  /// one slot (is_group()) holding them as its members; every other plugin is a slot of its own.
   std::vector<PluginSpec> plugins;
 };
 
@@ -134,6 +155,17 @@ class ConfigError : public std::runtime_error {
 /// Throws ConfigError naming the file and line of the first problem.
 [[nodiscard]] ChainConfig parse_config(std::string_view text, const std::filesystem::path& file_for_messages,
                                        const std::filesystem::path& base_dir);
+
+/// [main] Folds each run of consecutive Python plugins of one sandbox group (`sandbox = "NAME"`,
+/// or `sandbox.default = "shared"`) into one slot whose members they are (a run of one stays a
+/// plain slot). The options that shape the process or the slot (mode, blocks, timeout-ms,
+/// memory-mb, allow-writes, wake-lead-us, bit-exact, max-level) must agree within a run;
+/// `reload` is refused in a group. parse_config() calls it; `where` prefixes errors. Throws
+/// ConfigError.
+void group_sandboxes(ChainConfig& config, const std::string& where);
+
+/// [main] Every plugin of the chain as written: a group's members in place of its slot.
+[[nodiscard]] std::vector<const PluginSpec*> plugins_as_written(const ChainConfig& config);
 
 /// [main] Reads and parses a config file. Throws ConfigError.
 [[nodiscard]] ChainConfig load_config(const std::filesystem::path& file);

@@ -142,42 +142,53 @@ void NodeProps::attach(const Chain& chain) {
   const auto& slots = chain.slots();
   for (std::uint32_t s = 0; s < slots.size(); ++s) {
     const Processor& slot = *slots[s];
-    std::vector<ParamDescription> descs;
-    bool native = true;
+    const PluginSpec* spec = s < config_.plugins.size() ? &config_.plugins[s] : nullptr;
+    const auto* sandboxed = dynamic_cast<const PythonSlot*>(&slot);
+    if (sandboxed == nullptr) {
+      add_entries(Part{s, 0, std::string(slot.name()), true, false, spec}, slot.describe_params());
+      continue;
+    }
     // An earlier-API plugin's "default" is what its get_parameter() answered after the config's
     // values were set: the current value, which the published Props start from.
-    bool read_back = false;
-    if (const auto* sandboxed = dynamic_cast<const PythonSlot*>(&slot)) {
-      native = false;
-      read_back = sandboxed->info().api == "legacy";
-      for (const auto& p : sandboxed->info().params) descs.push_back(from_python(p));
+    const auto add = [&](std::uint32_t member, std::string name, const PythonPluginInfo& info) {
+      std::vector<ParamDescription> descs;
+      for (const auto& p : info.params) descs.push_back(from_python(p));
+      add_entries(Part{s, member, std::move(name), false, info.api == "legacy", spec}, std::move(descs));
+    };
+    // A sandbox group's members are named as written (MEMBER:PARAM), as if each had its own slot.
+    const auto& members = sandboxed->info().members;
+    if (spec != nullptr && is_group(*spec) && members.size() == spec->members.size()) {
+      for (std::uint32_t m = 0; m < members.size(); ++m) add(m, spec->members[m].name, members[m]);
     } else {
-      descs = slot.describe_params();
+      add(0, std::string(slot.name()), sandboxed->info());
     }
-    const PluginSpec* spec = s < config_.plugins.size() ? &config_.plugins[s] : nullptr;
-    for (std::uint32_t i = 0; i < descs.size(); ++i) {
-      Entry e;
-      e.name = std::string(slot.name()) + ":" + descs[i].key;
-      e.slot = s;
-      e.index = i;
-      e.native = native;
-      e.read_back = read_back;
-      e.desc = std::move(descs[i]);
-      e.value = e.desc.default_value;
-      if (spec != nullptr && !read_back) {
-        for (const auto& setting : spec->params) {
-          if (setting.key != e.desc.key) continue;
-          std::string error;
-          std::string note;
-          if (auto v = normalise_param_value(e.desc, setting.value, error, note)) e.value = *v;
-        }
+  }
+}
+
+void NodeProps::add_entries(const Part& part, std::vector<ParamDescription> descs) {
+  for (std::uint32_t i = 0; i < descs.size(); ++i) {
+    Entry e;
+    e.name = part.name + ":" + descs[i].key;
+    e.slot = part.slot;
+    e.index = i;
+    e.member = part.member;
+    e.native = part.native;
+    e.read_back = part.read_back;
+    e.desc = std::move(descs[i]);
+    e.value = e.desc.default_value;
+    if (part.spec != nullptr && !part.read_back) {
+      for (const auto& setting : part.spec->params) {
+        if (setting.key != e.desc.key || setting.member != part.member) continue;
+        std::string error;
+        std::string note;
+        if (auto v = normalise_param_value(e.desc, setting.value, error, note)) e.value = *v;
       }
-      // A choice's default may be given by name: keep the index form.
-      std::string error;
-      std::string note;
-      if (auto v = normalise_param_value(e.desc, e.value, error, note)) e.value = *v;
-      entries_.push_back(std::move(e));
     }
+    // A choice's default may be given by name: keep the index form.
+    std::string error;
+    std::string note;
+    if (auto v = normalise_param_value(e.desc, e.value, error, note)) e.value = *v;
+    entries_.push_back(std::move(e));
   }
 }
 
@@ -191,12 +202,12 @@ void NodeProps::remember(const Entry& entry) {
   }
   auto& params = config_.plugins[entry.slot].params;
   for (auto& setting : params) {
-    if (setting.key == entry.desc.key) {
+    if (setting.key == entry.desc.key && setting.member == entry.member) {
       setting.value = std::move(stored);
       return;
     }
   }
-  params.push_back(ParamSetting{entry.desc.key, std::move(stored), 0});
+  params.push_back(ParamSetting{entry.desc.key, std::move(stored), 0, entry.member});
 }
 
 std::optional<std::string> NodeProps::apply_one(const std::string& name, const ParamValue& value, Chain& chain,
@@ -231,7 +242,7 @@ std::optional<std::string> NodeProps::apply_one(const std::string& name, const P
     ParamValue sent = *normalised;
     if (entry.desc.kind == "choice") sent = entry.desc.choices.at(static_cast<std::size_t>(std::get<double>(sent)));
     try {
-      if (auto refused = chain.supervisor().set_param(*sandboxed, ParamSetting{entry.desc.key, sent, 0}))
+      if (auto refused = chain.supervisor().set_param(*sandboxed, ParamSetting{entry.desc.key, sent, 0, entry.member}))
         return "refused by the plugin: " + *refused;
     } catch (const PluginError& e) {
       return e.what();
@@ -247,7 +258,7 @@ bool NodeProps::take_read_backs(const Chain& chain) {
   bool changed = false;
   for (auto& read_back : chain.supervisor().take_read_backs()) {
     const auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) {
-      return !e.native && e.desc.key == read_back.key && e.slot < chain.slots().size() &&
+      return !e.native && e.desc.key == read_back.key && e.member == read_back.member && e.slot < chain.slots().size() &&
              chain.slots()[e.slot].get() == read_back.slot;
     });
     if (it == entries_.end()) continue;

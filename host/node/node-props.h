@@ -81,6 +81,7 @@ class NodeProps {
     std::string name;  ///< "SLOT:PARAM"
     std::uint32_t slot = 0;
     std::uint32_t index = 0;  ///< native: the slot's parameter index
+    std::uint32_t member = 0;  ///< a sandbox group's slot: the member whose parameter it is
     bool native = false;
     /// An earlier-API plugin's: a live change is published once the plugin has read it back
     /// (take_read_backs), not when it is sent.
@@ -89,6 +90,18 @@ class NodeProps {
     ParamValue value;  ///< normalised: double for number/integer/choice, bool, or string (text)
   };
 
+  /// One plugin's place in the chain: its slot, a sandbox group's member index (0 otherwise),
+  /// the name its parameters go by, and its config entry (the slot's).
+  struct Part {
+    std::uint32_t slot = 0;
+    std::uint32_t member = 0;
+    std::string name;
+    bool native = false;
+    bool read_back = false;
+    const PluginSpec* spec = nullptr;
+  };
+  /// Adds an entry per parameter of `part`, valued from its config entry.
+  void add_entries(const Part& part, std::vector<ParamDescription> descs);
   void remember(const Entry& entry);
 
   ChainConfig config_;

@@ -139,6 +139,17 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
     launch.wake_lead_us = spec.wake_lead_us;
     launch.keep_denormals = spec.bit_exact;
     launch.zygote = options.zygote;
+    for (const PluginSpec& member : spec.members) {
+      const std::filesystem::path member_file = std::filesystem::absolute(
+          member.resolved.empty() ? std::filesystem::path(member.path) : member.resolved);
+      if (!std::filesystem::is_regular_file(member_file))
+        throw PluginError("python plugin \"" + member.name + "\" (sandbox group \"" + spec.sandbox +
+                          "\"): " + member_file.string() + ": no such file");
+      launch.members.push_back({member.name, member_file,
+                                member.on_failure_given || member.on_failure == OnFailure::mute
+                                    ? std::optional<OnFailure>(member.on_failure)
+                                    : std::nullopt});
+    }
     StartedSandbox& s = started[i];
     s.instance = SandboxInstance::spawn(launch, 1);
     s.instance->set_params(spec.params);
@@ -196,7 +207,7 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
     info.numpy_version = c.numpy_version();
     proc.set_plugin(info);
     // Earlier-API processors fail closed unless their entry says otherwise.
-    proc.set_on_failure(effective_on_failure(specs[i], info.api, info.role));
+    proc.set_on_failure(slot_on_failure(specs[i], info));
     if (c.phase() != SandboxInstance::Phase::failed) continue;
     std::string error = "python plugin \"" + specs[i].name + "\" (" + c.file().string() + "): " + c.failure();
     while (!error.empty() && error.back() == '\n') error.pop_back();
@@ -218,6 +229,18 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
     throw PluginError(errors);  // the instances' destructors stop every sandbox, loaded or not
   }
   return started;
+}
+
+OnFailure slot_on_failure(const PluginSpec& spec, const PythonPluginInfo& info) {
+  if (!is_group(spec)) return effective_on_failure(spec, info.api, info.role);
+  // A group's slot fails closed if any member does (its members' own apply inside the sandbox).
+  for (std::size_t m = 0; m < spec.members.size(); ++m) {
+    const PythonPluginInfo* own = m < info.members.size() ? &info.members[m] : nullptr;
+    if (effective_on_failure(spec.members[m], own != nullptr ? own->api : "", own != nullptr ? own->role : "") ==
+        OnFailure::mute)
+      return OnFailure::mute;
+  }
+  return OnFailure::bypass;
 }
 
 std::string describe_python_plugin(const std::filesystem::path& file) {

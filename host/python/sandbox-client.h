@@ -107,6 +107,9 @@ struct PythonPluginInfo {
   std::string python_version;
   std::string numpy_version;
   bool preloaded = false;  ///< the sandbox had imported the module ahead (a spare's preload)
+  /// A sandbox group (api "group"): each member's, in order; `latency` above is their sum and
+  /// `params` above is empty. Empty for one plugin.
+  std::vector<PythonPluginInfo> members;
 };
 
 /// The sandbox's own counters (the block loop's view; see counters() for the host's).
@@ -118,6 +121,9 @@ struct SandboxStats {
   std::uint64_t process_ns_total = 0;
   std::uint64_t logs_dropped = 0;
   std::uint64_t gc_collections = 0;
+  /// A sandbox group: each member's exceptions and time in process() (ns), in order.
+  std::vector<std::uint64_t> member_exceptions{};
+  std::vector<std::uint64_t> member_process_ns{};
 };
 
 class SandboxInstance;  // one sandbox process and its conversation (host/python/sandbox-instance.h)
@@ -144,6 +150,10 @@ struct StartedSandbox {
   std::unique_ptr<PythonSlot> slot;
   std::unique_ptr<SandboxInstance> instance;
 };
+
+/// [main] What a Python slot outputs for blocks its plugin did not process, once loaded (`info`):
+/// effective_on_failure(), and for a sandbox group's slot mute if any member's is mute.
+[[nodiscard]] OnFailure slot_on_failure(const PluginSpec& spec, const PythonPluginInfo& info);
 
 /// [main] Spawns one sandbox per spec (all started before any is waited for, so several plugins
 /// load in parallel), performs the hello/version/layout handshake, loads each plugin with its

@@ -21,6 +21,7 @@ std::uint32_t SandboxInstance::send_request(Request kind, const ParamSetting* se
   if (kind == Request::param) {
     auto p = root.initSetParam();
     p.setKey(setting->key);
+    p.setMember(setting->member);
     schema::set_param_value(p.initValue(), setting->value);
   } else if (kind == Request::state) {
     root.setGetState();

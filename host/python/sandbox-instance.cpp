@@ -68,9 +68,23 @@ std::string clean(capnp::Text::Reader t, std::size_t max, bool multiline = false
 }
 
 /// Validates a plugin description; returns what is wrong, or nothing.
-std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPluginInfo& out) {
-  out.api = in.getApi() == schema::PluginApi::LEGACY ? "legacy" : "sdk";
-  if (in.getApi() != schema::PluginApi::LEGACY && in.getApi() != schema::PluginApi::SDK) return "unknown api";
+std::optional<std::string> decode_info(schema::PluginInfo::Reader in, PythonPluginInfo& out,
+                                       std::size_t members = 0) {
+  const auto api = in.getApi();
+  out.api = api == schema::PluginApi::LEGACY ? "legacy" : api == schema::PluginApi::GROUP ? "group" : "sdk";
+  if (api != schema::PluginApi::LEGACY && api != schema::PluginApi::SDK && api != schema::PluginApi::GROUP)
+    return "unknown api";
+  // A group describes exactly the members it was asked to load, each a plugin (never a group).
+  if ((api == schema::PluginApi::GROUP) != (members > 0) || in.getMembers().size() != members)
+    return members > 0 ? "not the group of " + std::to_string(members) + " plugins it was asked to load"
+                       : "a group where one plugin was asked for";
+  std::uint64_t latency_sum = 0;
+  for (auto member : in.getMembers()) {
+    PythonPluginInfo& m = out.members.emplace_back();
+    if (auto problem = decode_info(member, m)) return "member " + std::to_string(out.members.size()) + ": " + *problem;
+    latency_sum += m.latency;
+  }
+  if (members > 0 && latency_sum != in.getLatencyFrames()) return "a latency that is not its members' sum";
   switch (in.getRole()) {
     case schema::PluginRole::PROCESSOR:
       out.role = "processor";
@@ -252,12 +266,22 @@ void SandboxInstance::decode(schema::ReceivedMessage& message) {
         r.phase = e.getPhase();
         r.message = clean(e.getMessage(), max_line);
         r.traceback = clean(e.getTraceback(), max_traceback, true);
+        r.member = e.getMember();
         if (r.phase == SandboxMessage::Phase::PROCESS) {
-          // Not an answer to anything: the plugin raised in process(); the block went dry.
+          // Not an answer to anything: the plugin raised in process(); the block went dry (a
+          // group's member: its part of the block took its on-failure, the others played).
           // The sandbox sends each new message with its traceback, repeats as a count.
           ++process_errors_;
-          last_process_error_ =
+          std::string text =
               "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+          if (r.member >= 0 && static_cast<std::size_t>(r.member) < launch_.members.size()) {
+            const auto m = static_cast<std::size_t>(r.member);
+            member_process_errors_.resize(launch_.members.size());
+            member_process_errors_[m] = text;
+            r.message = "member " + launch_.members[m].name + ": " + r.message;
+            text = "member " + launch_.members[m].name + ": " + text;
+          }
+          last_process_error_ = std::move(text);
           if (first_process_error_.empty()) first_process_error_ = last_process_error_;
           emit(SandboxLogLevel::error, "exception in process(): " + r.message);
           if (!r.traceback.empty()) emit(SandboxLogLevel::error, r.traceback);
@@ -277,7 +301,7 @@ void SandboxInstance::decode(schema::ReceivedMessage& message) {
       }
       case SandboxMessage::LOADED: {
         r.kind = Reply::Kind::loaded;
-        if (auto problem = decode_info(msg.getLoaded(), r.info)) {
+        if (auto problem = decode_info(msg.getLoaded(), r.info, launch_.members.size())) {
           protocol_error_ = "invalid plugin description: " + *problem;
           return;
         }
@@ -286,6 +310,7 @@ void SandboxInstance::decode(schema::ReceivedMessage& message) {
       case SandboxMessage::PARAM_SET: {
         r.kind = Reply::Kind::param_set;
         r.key = clean(msg.getParamSet().getKey(), 128);
+        r.member = static_cast<std::int32_t>(std::min<std::uint32_t>(msg.getParamSet().getMember(), 1u << 16));
         r.latency = msg.getParamSet().getLatencyFrames();
         if (msg.getParamSet().hasReadBack()) {
           const auto v = msg.getParamSet().getReadBack();
@@ -310,7 +335,13 @@ void SandboxInstance::decode(schema::ReceivedMessage& message) {
         const auto s = msg.getStats();
         r.kind = Reply::Kind::stats;
         r.stats = {s.getBlocks(),         s.getExceptions(),  s.getProcessNsLast(), s.getProcessNsMax(),
-                   s.getProcessNsTotal(), s.getLogsDropped(), s.getGcCollections()};
+                   s.getProcessNsTotal(), s.getLogsDropped(), s.getGcCollections(), {}, {}};
+        // A group's per-member counters: one per member it was asked to load, else none.
+        if (s.getMemberExceptions().size() == launch_.members.size() &&
+            s.getMemberProcessNs().size() == launch_.members.size()) {
+          for (auto n : s.getMemberExceptions()) r.stats.member_exceptions.push_back(n);
+          for (auto n : s.getMemberProcessNs()) r.stats.member_process_ns.push_back(n);
+        }
         break;
       }
       default:
@@ -451,7 +482,8 @@ std::unique_ptr<SandboxInstance> SandboxInstance::spawn(const SandboxLaunch& lau
 }
 
 void SandboxInstance::send_preload() {
-  if (phase_ == Phase::failed || load_sent_) return;
+  // A group's sandbox imports its members at the load (a preload names one file).
+  if (phase_ == Phase::failed || load_sent_ || !launch_.members.empty()) return;
   capnp::MallocMessageBuilder msg;
   msg.initRoot<schema::HostMessage>().setPreload(launch_.file.string());
   if (send(msg, Clock::now() + launch_.request_timeout) == 0) {
@@ -469,10 +501,30 @@ void SandboxInstance::send_load(const std::vector<std::byte>& state, bool inspec
   load.setSampleRate(launch_.sample_rate);
   load.setChannels(launch_.geometry.channels);
   load.setMaxFrames(launch_.geometry.max_frames);
-  auto out = load.initParams(static_cast<unsigned>(params_.size()));
-  for (unsigned k = 0; k < params_.size(); ++k) {
-    out[k].setKey(params_[k].key);
-    schema::set_param_value(out[k].initValue(), params_[k].value);
+  const auto write_params = [](auto list, const std::vector<ParamSetting>& params) {
+    for (unsigned k = 0; k < params.size(); ++k) {
+      list[k].setKey(params[k].key);
+      schema::set_param_value(list[k].initValue(), params[k].value);
+    }
+  };
+  if (launch_.members.empty()) {
+    write_params(load.initParams(static_cast<unsigned>(params_.size())), params_);
+  } else {
+    // A group: each member with its own params (ParamSetting::member says whose).
+    auto members = load.initMembers(static_cast<unsigned>(launch_.members.size()));
+    for (unsigned m = 0; m < launch_.members.size(); ++m) {
+      const GroupMemberLaunch& member = launch_.members[m];
+      members[m].setName(member.name);
+      members[m].setPath(member.file.string());
+      using Failure = schema::GroupMember::MemberFailure;
+      members[m].setOnFailure(!member.on_failure                     ? Failure::AUTO
+                              : *member.on_failure == OnFailure::mute ? Failure::MUTE
+                                                                      : Failure::BYPASS);
+      std::vector<ParamSetting> own;
+      for (const ParamSetting& p : params_)
+        if (p.member == m) own.push_back(p);
+      write_params(members[m].initParams(static_cast<unsigned>(own.size())), own);
+    }
   }
   if (!state.empty())
     load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(state.data()), state.size()));

@@ -40,6 +40,7 @@ struct Reply {
   std::string numpy_version;
   PythonPluginInfo info;
   std::string key;
+  std::int32_t member = -1;   ///< paramSet, error: a group's member it concerns (-1: none)
   std::uint32_t latency = 0;  ///< paramSet, rateSet: the plugin's latency (frames) now
   std::optional<ParamValue> read_back;  ///< paramSet: what get_parameter(key) answers now
   std::vector<std::byte> state;
@@ -137,6 +138,10 @@ class SandboxInstance {
   [[nodiscard]] std::uint64_t process_errors() const noexcept { return process_errors_; }
   [[nodiscard]] const std::string& last_process_error() const noexcept { return last_process_error_; }
   [[nodiscard]] const std::string& first_process_error() const noexcept { return first_process_error_; }
+  /// A group's: each member's last exception in process() (empty: none so far, or one plugin).
+  [[nodiscard]] const std::vector<std::string>& member_process_errors() const noexcept {
+    return member_process_errors_;
+  }
 
   // --- What it is asked -------------------------------------------------------------------
   /// Asks the sandbox to import the plugin file now, ahead of the load (a spare); no answer. A
@@ -245,6 +250,7 @@ class SandboxInstance {
   std::uint64_t process_errors_ = 0;
   std::string last_process_error_;
   std::string first_process_error_;
+  std::vector<std::string> member_process_errors_;
 };
 
 }  // namespace sandpipe::host

@@ -16,6 +16,14 @@
 
 namespace sandpipe::host {
 
+/// One plugin of a sandbox group's sandbox (PluginSpec::members).
+struct GroupMemberLaunch {
+  std::string name;
+  std::filesystem::path file;  ///< absolute
+  /// Its `on-failure` as written (nullopt: the sandbox decides, as effective_on_failure() does).
+  std::optional<OnFailure> on_failure;
+};
+
 /// Everything needed to start (and restart) the sandbox of one slot.
 struct SandboxLaunch {
   std::string name;
@@ -33,6 +41,9 @@ struct SandboxLaunch {
   std::uint32_t wake_lead_us = 0;        ///< PluginSpec::wake_lead_us: --wake-lead-us for the sandbox
   bool keep_denormals = false;           ///< PluginSpec::bit_exact: --keep-denormals (no FTZ/DAZ)
   Zygote* zygote = nullptr;              ///< forks the sandbox when set (SandboxOptions::zygote)
+  /// A sandbox group's plugins, in order (empty: one plugin, `file`, which is then the first
+  /// member's: its folder and the others' are what the sandbox may read).
+  std::vector<GroupMemberLaunch> members{};
 };
 
 /// [any] The sandbox executable this binary uses: the build tree's when it runs from the build

@@ -115,14 +115,23 @@ void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed
     // Repeats of an error come without their traceback: the first keeps it.
     if (w.first_error.empty()) w.first_error = c.first_process_error();
   }
-  if (auto stats = c.take_async_stats()) w.exceptions_now = stats->exceptions;
+  if (auto stats = c.take_async_stats()) {
+    w.exceptions_now = stats->exceptions;
+    for (std::size_t m = 0; m < w.members.size() && m < stats->member_exceptions.size(); ++m) {
+      w.members[m].exceptions = w.member_exceptions_before[m] + stats->member_exceptions[m];
+      w.members[m].process_ns = stats->member_process_ns[m];
+    }
+  }
+  const auto& member_errors = c.member_process_errors();
+  for (std::size_t m = 0; m < w.members.size() && m < member_errors.size(); ++m)
+    if (!member_errors[m].empty()) w.members[m].last_error = member_errors[m];
   w.exceptions_now = std::max(w.exceptions_now, c.process_errors());  // reports arrive first
   if (auto state = c.take_async_state()) {
     w.saved_state = std::move(*state);
     w.reload_state_fresh = w.reload_wanted;
   }
   for (auto& [setting, refusal, value] : c.take_param_results()) {
-    if (value) new_read_backs_.push_back({&proc, setting.key, *value});
+    if (value) new_read_backs_.push_back({&proc, setting.key, *value, setting.member});
     if (refusal) {
       options_.log(w.name, SandboxLogLevel::error, "set " + setting.key + " refused: " + *refusal);
       continue;
@@ -214,6 +223,7 @@ void Supervisor::on_death(Watch& w, const std::string& reason, bool hang, Clock:
   w.pid = -1;
   w.exceptions_before += w.exceptions_now;
   w.exceptions_now = 0;
+  for (std::size_t m = 0; m < w.members.size(); ++m) w.member_exceptions_before[m] = w.members[m].exceptions;
   // NOTE: published before the RT side hears of it. Offline, wait_settled() must not see a
   // running slot once its link is dead: the next block would be rendered dry.
   publish();

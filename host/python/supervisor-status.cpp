@@ -46,7 +46,7 @@ double three_decimals(double ms) { return std::round(ms * 1000.0) / 1000.0; }
 
 /// One slot's object; the member order is the file's (tests and scripts search its text).
 Json slot_json(const SlotStatus& s) {
-  return Json{
+  Json slot{
       {"name", s.name},
       {"kind", s.kind},
       {"state", std::string(to_string(s.state))},
@@ -75,6 +75,20 @@ Json slot_json(const SlotStatus& s) {
       {"schedule_fits", s.schedule_fits},
       {"schedule", s.schedule},
   };
+  if (s.members.empty()) return slot;
+  // A sandbox group's slot: one process and one hop for the plugins below, each with its own.
+  slot["group"] = s.group;
+  Json members = Json::array();
+  for (const MemberStatus& m : s.members) {
+    members.push_back(Json{{"name", m.name},
+                           {"on_failure", std::string(to_string(m.on_failure))},
+                           {"exceptions", m.exceptions},
+                           {"process_ns", m.process_ns},
+                           {"latency_frames", m.latency_frames},
+                           {"last_error", m.last_error}});
+  }
+  slot["members"] = std::move(members);
+  return slot;
 }
 
 /// `members` (JSON object members without the braces) as an object; null if they do not parse.
@@ -114,6 +128,13 @@ void Supervisor::publish() {
     s.pid = w->pid;
     s.last_restart_ms = w->last_restart_ms;
     s.max_restart_ms = w->max_restart_ms;
+    s.group = w->slot.group;
+    s.members = w->members;
+    if (w->current) {
+      const auto& infos = w->current->info().members;
+      for (std::size_t m = 0; m < s.members.size() && m < infos.size(); ++m)
+        s.members[m].latency_frames = infos[m].latency;
+    }
     slots.push_back(std::move(s));
     generations.push_back(w->current ? w->current->generation() : 0);
   }

@@ -34,6 +34,10 @@ struct Supervisor::Watch {
   SlotState state = SlotState::running;
   std::uint64_t exceptions_before = 0;  ///< exceptions of sandboxes that are gone
   std::uint64_t exceptions_now = 0;     ///< the current sandbox's, from its stats
+  /// A sandbox group's slot: the same per member (and each member's last error, latency and
+  /// time in process() as the running sandbox last said).
+  std::vector<MemberStatus> members;
+  std::vector<std::uint64_t> member_exceptions_before;
   std::uint64_t restarts = 0;
   std::uint64_t reloads = 0;
   std::uint64_t crashes = 0;

@@ -37,7 +37,8 @@ void Supervisor::Watch::stop_sandboxes() {
 }
 
 void Supervisor::Watch::remember_param(const ParamSetting& setting) {
-  auto it = std::find_if(params.begin(), params.end(), [&](const ParamSetting& p) { return p.key == setting.key; });
+  auto it = std::find_if(params.begin(), params.end(),
+                         [&](const ParamSetting& p) { return p.key == setting.key && p.member == setting.member; });
   if (it != params.end()) {
     it->value = setting.value;
   } else {
@@ -57,6 +58,8 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots, std::vector<std::uniqu
     w->slot = s;
     w->name = std::string(s.processor->name());
     w->python = s.sandbox != nullptr;
+    for (const auto& [name, on_failure] : s.members) w->members.push_back(MemberStatus{name, on_failure, 0, 0, 0, {}});
+    w->member_exceptions_before.assign(w->members.size(), 0);
     if (w->python) {
       any_python = true;
       if (s.reload && instances[i]) {
@@ -354,6 +357,17 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
       s.on_failure = s.sandbox != nullptr ? s.sandbox->on_failure() : config.plugins[i].on_failure;
       s.timeout_ms = config.plugins[i].timeout_ms;
       s.reload = config.plugins[i].reload && !offline;
+      const PluginSpec& spec = config.plugins[i];
+      if (is_group(spec) && s.sandbox != nullptr) {
+        s.group = spec.sandbox;
+        const auto& infos = s.sandbox->info().members;
+        for (std::size_t m = 0; m < spec.members.size(); ++m) {
+          const PythonPluginInfo* own = m < infos.size() ? &infos[m] : nullptr;
+          s.members.emplace_back(spec.members[m].name,
+                                 effective_on_failure(spec.members[m], own != nullptr ? own->api : "",
+                                                      own != nullptr ? own->role : ""));
+        }
+      }
     }
     supervised.push_back(s);
   }

@@ -53,6 +53,17 @@ enum class SlotState : std::uint8_t {
 
 [[nodiscard]] std::string_view to_string(SlotState state) noexcept;
 
+/// One plugin of a sandbox group's slot, as the status shows it (the slot's state, pid, restarts
+/// and counters are the whole group's: one process, one hop).
+struct MemberStatus {
+  std::string name;
+  OnFailure on_failure = OnFailure::bypass;  ///< what its part of the block becomes when it raises
+  std::uint64_t exceptions = 0;              ///< raised in its process(), over every sandbox of the group
+  std::uint64_t process_ns = 0;              ///< time in its process(), the running sandbox's
+  std::uint32_t latency_frames = 0;          ///< its own latency (the slot's is the sum, plus the pipeline's)
+  std::string last_error;                    ///< its last exception in process(), with the traceback
+};
+
 /// What the status file, `sandpipe status` and the render summary show for one slot.
 struct SlotStatus {
   std::string name;
@@ -80,6 +91,8 @@ struct SlotStatus {
   std::uint32_t latency_frames = 0;   ///< the slot's latency now (its own + the pipeline's)
   bool schedule_fits = true;          ///< false: no pipeline within latency.max-ms absorbs its p99.9
   std::string schedule;               ///< the last scheduling decision, in words
+  std::string group;                  ///< a sandbox group's slot: the group ("" otherwise)
+  std::vector<MemberStatus> members;  ///< a sandbox group's slot: its plugins, in order
 };
 
 struct SupervisorOptions {
@@ -113,6 +126,9 @@ struct SupervisedSlot {
   OnFailure on_failure = OnFailure::bypass;
   double timeout_ms = 0.0;  ///< the plugin's `timeout-ms` (0: the default)
   bool reload = false;      ///< the plugin's `reload`: follow changes of its file
+  std::string group;        ///< a sandbox group's slot: the group (PluginSpec::sandbox)
+  /// A sandbox group's slot: its members' names and effective on-failure, in order.
+  std::vector<std::pair<std::string, OnFailure>> members;
 };
 
 /// Not copyable. Created [main] after the chain's slots, destroyed before them.
@@ -153,6 +169,7 @@ class Supervisor {
     const PythonSlot* slot = nullptr;
     std::string key;
     ParamValue value;
+    std::uint32_t member = 0;  ///< a sandbox group's slot: whose parameter
   };
   /// [any] The read-backs that arrived since the last call, oldest first.
   [[nodiscard]] std::vector<ReadBack> take_read_backs();

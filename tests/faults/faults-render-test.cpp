@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <atomic>
 #include <cstring>
@@ -494,3 +495,137 @@ TEST(FailClosedRender, BypassStillGivesTheDryBlock) {
 
 }  // namespace
 }  // namespace sandpipe::host
+
+// ---- sandbox groups: one process for several plugins, each with its own on-failure ----------
+
+/// A chain of faulty.py / remembers.py entries (name, file, extra keys, params), each in sandbox
+/// group "g" unless its keys name another.
+std::string group_conf(const std::vector<std::array<std::string, 4>>& entries) {
+  std::string text = "plugins = [\n";
+  for (const auto& [name, file, keys, params] : entries) {
+    text += "  { name = \"" + name + "\" mode = \"sync\" path = \"" + (fixtures() / file).string() + "\" " +
+            (keys.find("sandbox") == std::string::npos ? "sandbox = \"g\" " : "") + keys + " params = { " + params +
+            " } }\n";
+  }
+  return text + "]\n";
+}
+
+/// Block b of `out` is exactly the input × `gain` (a power of two: exact in float).
+bool scaled_block(const RenderRun& r, std::uint32_t b, float gain) {
+  const std::size_t at = std::size_t{b} * block * channels;
+  for (std::size_t i = 0; i < std::size_t{block} * channels; ++i)
+    if (r.out[at + i] != r.in[at + i] * gain) return false;
+  return true;
+}
+
+TEST(SandboxGroup, ThreePluginsRunInOneProcessAsOneSlotInChainOrder) {
+  Log log;
+  const RenderRun r = render(group_conf({{"a", "faulty.py", "", "fault = \"none\""},
+                                         {"b", "remembers.py", "", "tag = \"b\" gain = 0.25"},
+                                         {"c", "faulty.py", "", "fault = \"none\""}}),
+                             {}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b) EXPECT_TRUE(scaled_block(r, b, 0.0625F)) << b << "\n" << r.summary;
+  ASSERT_EQ(r.report.slots.size(), 1u) << "one slot for the group";
+  const SlotStatus& s = slot(r);
+  EXPECT_EQ(s.name, "g");
+  EXPECT_EQ(s.group, "g");
+  ASSERT_EQ(s.members.size(), 3u);
+  EXPECT_EQ(s.members[0].name, "a");
+  EXPECT_EQ(s.members[1].name, "b");
+  EXPECT_EQ(s.members[2].name, "c");
+  EXPECT_EQ(s.counters.blocks, blocks);
+  EXPECT_EQ(blocks_not_processed(r.report), 0u) << r.summary;
+  EXPECT_NE(r.summary.find("member b: exceptions 0"), std::string::npos) << r.summary;
+}
+
+TEST(SandboxGroup, AMemberThatRaisesIsPassedByAndTheOthersStillPlay) {
+  // a raises on the marked block: its part is bypassed (the block as it came), b and c play on.
+  Log log;
+  const RenderRun r = render(group_conf({{"a", "faulty.py", "", "fault = \"raise\""},
+                                         {"b", "faulty.py", "", "fault = \"none\""},
+                                         {"c", "faulty.py", "", "fault = \"none\""}}),
+                             {5}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b)
+    EXPECT_TRUE(scaled_block(r, b, b == 5 ? 0.25F : 0.125F)) << b << "\n" << r.summary;
+  const SlotStatus& s = slot(r);
+  ASSERT_EQ(s.members.size(), 3u);
+  EXPECT_EQ(s.members[0].exceptions, 1u) << r.summary;
+  EXPECT_EQ(s.members[1].exceptions, 0u);
+  EXPECT_EQ(s.members[2].exceptions, 0u);
+  EXPECT_EQ(s.members[0].on_failure, OnFailure::bypass);
+  EXPECT_NE(s.members[0].last_error.find("injected fault"), std::string::npos) << s.members[0].last_error;
+  EXPECT_EQ(s.restarts, 0u) << "an exception is not a crash";
+  EXPECT_EQ(log.count("member a: exception in process(): RuntimeError: injected fault"), 1u) << log.all();
+}
+
+TEST(SandboxGroup, AMutedMemberThatRaisesSilencesTheBlockFromItOn) {
+  Log log;
+  const RenderRun r = render(group_conf({{"a", "faulty.py", "", "fault = \"none\""},
+                                         {"enc", "faulty.py", "on-failure = \"mute\"", "fault = \"raise\""},
+                                         {"c", "faulty.py", "", "fault = \"none\""}}),
+                             {}, log);
+  // enc sees a's output (the marker × 0.5), so it never fires here: every block plays.
+  for (std::uint32_t b = 0; b < blocks; ++b) EXPECT_TRUE(scaled_block(r, b, 0.125F)) << b;
+  // The slot fails closed as its strictest member: mute while the sandbox is down or late.
+  EXPECT_EQ(slot(r).on_failure, OnFailure::mute);
+  EXPECT_EQ(slot(r).members.at(1).on_failure, OnFailure::mute);
+  EXPECT_EQ(slot(r).members.at(0).on_failure, OnFailure::bypass);
+
+  const RenderRun m = render(group_conf({{"enc", "faulty.py", "on-failure = \"mute\"", "fault = \"raise\""},
+                                         {"b", "faulty.py", "", "fault = \"none\""},
+                                         {"c", "faulty.py", "", "fault = \"none\""}}),
+                             {5}, log);
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (b == 5) {
+      EXPECT_TRUE(scaled_block(m, b, 0.0F)) << "the muted member's block must be silence from it on";
+    } else {
+      EXPECT_TRUE(scaled_block(m, b, 0.125F)) << b;
+    }
+  }
+  for (std::size_t i = 0; i < m.out.size(); ++i)
+    ASSERT_FALSE(m.in[i] != 0.0F && m.out[i] == m.in[i]) << "frame " << i / channels << " is plaintext";
+}
+
+TEST(SandboxGroup, ACrashRestartsTheWholeGroupWithEveryMembersOwnState) {
+  // a crashes on the marked block 10: the group's block is dry, then the group comes back in a
+  // new process where each remembers.py got its own state back (× 0.5 more; another's → NaN).
+  Log log;
+  const RenderRun r = render(group_conf({{"a", "faulty.py", "", "fault = \"segfault\""},
+                                         {"one", "remembers.py", "", "tag = \"one\""},
+                                         {"two", "remembers.py", "", "tag = \"two\""}}),
+                             {10}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (b < 10) {
+      EXPECT_TRUE(scaled_block(r, b, 0.125F)) << b << "\n" << r.summary;
+    } else if (b == 10) {
+      EXPECT_TRUE(dry_block(r, b)) << "the group's block while it was down\n" << r.summary;
+    } else {
+      EXPECT_TRUE(scaled_block(r, b, 0.03125F)) << b << ": each member's state restored\n" << r.summary << log.all();
+    }
+  }
+  const SlotStatus& s = slot(r);
+  EXPECT_EQ(s.restarts, 1u) << log.all();
+  EXPECT_EQ(s.crashes, 1u);
+  EXPECT_EQ(s.state, SlotState::running);
+  EXPECT_EQ(blocks_not_processed(r.report), 1u) << r.summary;
+}
+
+TEST(SandboxGroup, AGroupSplitByAnotherPluginIsOneProcessPerRun) {
+  Log log;
+  const RenderRun r = render(group_conf({{"a", "faulty.py", "", "fault = \"none\""},
+                                         {"b", "faulty.py", "", "fault = \"none\""},
+                                         {"solo", "faulty.py", "sandbox = \"other\"", "fault = \"none\""},
+                                         {"c", "faulty.py", "", "fault = \"none\""},
+                                         {"d", "faulty.py", "", "fault = \"none\""}}),
+                             {}, log);
+  for (std::uint32_t b = 0; b < blocks; ++b) EXPECT_TRUE(scaled_block(r, b, 0.03125F)) << b;
+  ASSERT_EQ(r.report.slots.size(), 3u);
+  EXPECT_EQ(r.report.slots[0].name, "g");
+  EXPECT_EQ(r.report.slots[1].name, "solo");
+  EXPECT_TRUE(r.report.slots[1].members.empty()) << "a group of one is a plain slot";
+  EXPECT_EQ(r.report.slots[2].name, "g-2");
+  EXPECT_NE(r.report.slots[0].pid, r.report.slots[2].pid);
+}

@@ -235,6 +235,81 @@ TEST_F(ConfigDir, ManyParametersParseOnceEach) {
   EXPECT_NE(error_of(twice).find("chain.conf:40002: parameter \"p7\" given twice"), std::string::npos);
 }
 
+TEST_F(ConfigDir, ConsecutivePluginsOfOneSandboxGroupAreOneSlot) {
+  const auto config = parse(R"(
+    plugins = [
+      { name = "a"   path = "effect.py" sandbox = "voice" params = { x = 1 } }
+      { name = "b"   path = "effect.py" sandbox = "voice" on-failure = "mute" params = { x = 2 y = 3 } }
+      { name = "n"   path = "builtin:gain" }
+      { name = "c"   path = "effect.py" sandbox = "voice" }
+      { name = "d"   path = "effect.py" sandbox = "voice" }
+      { name = "e"   path = "effect.py" sandbox = "voice" }
+      { name = "own" path = "effect.py" }
+    ]
+  )");
+  ASSERT_EQ(config.plugins.size(), 4U);
+  const PluginSpec& g = config.plugins[0];
+  ASSERT_TRUE(is_group(g));
+  EXPECT_EQ(g.name, "voice");
+  EXPECT_EQ(g.sandbox, "voice");
+  EXPECT_EQ(g.kind, PluginKind::python);
+  ASSERT_EQ(g.members.size(), 2U);
+  EXPECT_EQ(g.members[1].name, "b");
+  EXPECT_EQ(g.on_failure, OnFailure::mute) << "the slot fails closed as its strictest member";
+  ASSERT_EQ(g.params.size(), 3U);
+  EXPECT_EQ(g.params[0].member, 0U);
+  EXPECT_EQ(g.params[1].member, 1U);
+  EXPECT_EQ(g.params[2].key, "y");
+  EXPECT_EQ(config.plugins[1].name, "n");
+  EXPECT_EQ(config.plugins[2].name, "voice-2") << "the second run of the group";
+  EXPECT_EQ(config.plugins[2].members.size(), 3U);
+  EXPECT_FALSE(is_group(config.plugins[3]));
+  EXPECT_EQ(plugins_as_written(config).size(), 7U);
+}
+
+TEST_F(ConfigDir, SandboxDefaultSharedGroupsEveryRunOfPythonPlugins) {
+  const auto config = parse(R"(
+    sandbox.default = "shared"
+    plugins = [
+      { name = "a" path = "effect.py" }
+      { name = "b" path = "effect.py" }
+      { name = "alone" path = "effect.py" sandbox = "mine" }
+      { name = "c" path = "effect.py" }
+    ]
+  )");
+  ASSERT_EQ(config.plugins.size(), 3U);
+  EXPECT_EQ(config.plugins[0].name, "shared");
+  EXPECT_EQ(config.plugins[0].members.size(), 2U);
+  EXPECT_EQ(config.plugins[1].name, "alone");
+  EXPECT_EQ(config.plugins[2].name, "c") << "a run of one is a plain slot";
+  EXPECT_NE(error_of("sandbox.default = \"pooled\"").find("sandbox.default must be \"isolated\" or \"shared\""),
+            std::string::npos);
+}
+
+TEST_F(ConfigDir, SandboxGroupErrorsNameThePluginAndTheLine) {
+  const auto native = error_of("plugins = [\n { name = \"n\" path = \"builtin:gain\" sandbox = \"g\" } ]");
+  EXPECT_NE(native.find("chain.conf:2: sandbox applies to Python plugins only"), std::string::npos) << native;
+  const auto disagree = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" sandbox = \"g\" mode = \"sync\" }\n"
+      " { name = \"b\" path = \"effect.py\" sandbox = \"g\" } ]");
+  EXPECT_NE(disagree.find("chain.conf:3: plugin \"b\" and plugin \"a\" (line 2) share sandbox group \"g\" but not "
+                          "their mode"),
+            std::string::npos)
+      << disagree;
+  const auto reload = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" sandbox = \"g\" }\n"
+      " { name = \"b\" path = \"effect.py\" sandbox = \"g\" reload = true } ]");
+  EXPECT_NE(reload.find("chain.conf:3: plugin \"b\" is in sandbox group \"g\": reload is not supported"),
+            std::string::npos)
+      << reload;
+  const auto clash = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" sandbox = \"b\" }\n"
+      " { name = \"b\" path = \"effect.py\" sandbox = \"b\" } ]");
+  EXPECT_NE(clash.find("sandbox group \"b\" has the name of a plugin"), std::string::npos) << clash;
+  EXPECT_NE(error_of("plugins = [ { name = \"a\" path = \"effect.py\" sandbox = \"x:y\" } ]").find("must be 1-64"),
+            std::string::npos);
+}
+
 TEST(LoadConfig, MissingConfigFileIsAnError) {
   EXPECT_THROW((void)load_config("/nonexistent/chain.conf"), ConfigError);
 }

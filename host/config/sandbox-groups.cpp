@@ -1,0 +1,123 @@
+// Sandbox groups (issue 17): a run of consecutive Python plugins of one group becomes one slot,
+// so the run costs one hop to its sandbox per block instead of one per plugin.
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "host/config/config.h"
+
+namespace sandpipe::host {
+
+namespace {
+
+/// The group a plugin runs in ("" for a process of its own).
+std::string group_of(const PluginSpec& spec, SandboxDefault fallback) {
+  if (spec.kind != PluginKind::python) return {};
+  if (!spec.sandbox.empty()) return spec.sandbox;
+  return fallback == SandboxDefault::shared ? "shared" : "";
+}
+
+[[noreturn]] void fail(const std::string& where, int line, const std::string& problem) {
+  throw ConfigError(where + ":" + std::to_string(line) + ": " + problem);
+}
+
+/// One option that shapes the group's process or slot: every member must give it the same value.
+template <typename T>
+void agree(const std::string& where, const std::vector<PluginSpec>& run, const std::string& group,
+           const char* key, T PluginSpec::*field) {
+  const PluginSpec& first = run.front();
+  for (const PluginSpec& member : run) {
+    if (member.*field == first.*field) continue;
+    fail(where, member.line,
+         "plugin \"" + member.name + "\" and plugin \"" + first.name + "\" (line " +
+             std::to_string(first.line) + ") share sandbox group \"" + group + "\" but not their " + key +
+             ": a group runs as one slot in one process, so give " + key +
+             " the same value on each of its plugins (or on none)");
+  }
+}
+
+PluginSpec make_group(const std::string& where, std::vector<PluginSpec> run, std::string group,
+                      std::string slot) {
+  agree(where, run, group, "mode", &PluginSpec::mode);
+  agree(where, run, group, "blocks", &PluginSpec::blocks);
+  agree(where, run, group, "timeout-ms", &PluginSpec::timeout_ms);
+  agree(where, run, group, "memory-mb", &PluginSpec::memory_mb);
+  agree(where, run, group, "allow-writes", &PluginSpec::allow_writes);
+  agree(where, run, group, "wake-lead-us", &PluginSpec::wake_lead_us);
+  agree(where, run, group, "bit-exact", &PluginSpec::bit_exact);
+  agree(where, run, group, "max-level", &PluginSpec::max_level_db);
+  for (const PluginSpec& member : run) {
+    if (member.reload)
+      fail(where, member.line,
+           "plugin \"" + member.name + "\" is in sandbox group \"" + group +
+               "\": reload is not supported in a group yet (give it a sandbox of its own to reload it)");
+  }
+  PluginSpec slot_spec = run.front();  // the options every member shares
+  slot_spec.name = std::move(slot);
+  slot_spec.path = "sandbox group \"" + group + "\"";
+  slot_spec.sandbox = std::move(group);
+  slot_spec.params.clear();
+  // Fail closed: the slot's own fallback (its sandbox down or late) is mute if any member's is.
+  slot_spec.on_failure = OnFailure::bypass;
+  slot_spec.on_failure_given = true;
+  for (std::uint32_t m = 0; m < run.size(); ++m) {
+    for (ParamSetting setting : run[m].params) {
+      setting.member = m;
+      slot_spec.params.push_back(std::move(setting));
+    }
+    if (run[m].on_failure == OnFailure::mute) slot_spec.on_failure = OnFailure::mute;
+    if (!run[m].on_failure_given) slot_spec.on_failure_given = false;
+  }
+  slot_spec.members = std::move(run);
+  return slot_spec;
+}
+
+}  // namespace
+
+void group_sandboxes(ChainConfig& config, const std::string& where) {
+  std::unordered_set<std::string> names;
+  for (const PluginSpec& spec : config.plugins) names.insert(spec.name);
+  std::unordered_set<std::string> slot_names;  // the groups' slots so far
+  std::vector<PluginSpec> slots;
+  std::vector<PluginSpec>& plugins = config.plugins;
+  for (std::size_t i = 0; i < plugins.size();) {
+    const std::string group = group_of(plugins[i], config.sandbox_default);
+    std::size_t end = i + 1;
+    while (!group.empty() && end < plugins.size() && group_of(plugins[end], config.sandbox_default) == group)
+      ++end;
+    if (end - i < 2) {  // alone in its group: a slot like any other
+      slots.push_back(std::move(plugins[i]));
+      i = end;
+      continue;
+    }
+    if (names.count(group) != 0 && !plugins[i].sandbox.empty())
+      fail(where, plugins[i].line,
+           "sandbox group \"" + group + "\" has the name of a plugin: give the group a name of its own");
+    // A group split by another plugin runs as one process per run; each run's slot is named
+    // GROUP, GROUP-2, GROUP-3 … (the status and the log lines use that name).
+    std::string slot = group;
+    for (int k = 2; names.count(slot) != 0 || slot_names.count(slot) != 0; ++k)
+      slot = group + "-" + std::to_string(k);
+    slot_names.insert(slot);
+    std::vector<PluginSpec> run(std::make_move_iterator(plugins.begin() + static_cast<std::ptrdiff_t>(i)),
+                                std::make_move_iterator(plugins.begin() + static_cast<std::ptrdiff_t>(end)));
+    slots.push_back(make_group(where, std::move(run), group, std::move(slot)));
+    i = end;
+  }
+  plugins = std::move(slots);
+}
+
+std::vector<const PluginSpec*> plugins_as_written(const ChainConfig& config) {
+  std::vector<const PluginSpec*> out;
+  for (const PluginSpec& spec : config.plugins) {
+    if (!is_group(spec)) {
+      out.push_back(&spec);
+      continue;
+    }
+    for (const PluginSpec& member : spec.members) out.push_back(&member);
+  }
+  return out;
+}
+
+}  // namespace sandpipe::host

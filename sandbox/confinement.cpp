@@ -266,7 +266,8 @@ std::optional<std::string> become_nobody(const ConfinementPolicy& policy, std::s
   std::string unreadable;
   for (const fs::path& dir : policy.read_only)
     if (unreadable.empty() && denied(dir, R_OK | X_OK)) unreadable = dir.string();
-  if (unreadable.empty() && denied(policy.plugin, R_OK)) unreadable = policy.plugin.string();
+  for (const fs::path& plugin : policy.plugins)
+    if (unreadable.empty() && denied(plugin, R_OK)) unreadable = plugin.string();
   if (unreadable.empty() && denied(policy.writable, R_OK | W_OK | X_OK))
     unreadable = policy.writable.string() + " (allow-writes)";
   (void)::setfsuid(0);

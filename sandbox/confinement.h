@@ -45,8 +45,9 @@ struct ConfinementPolicy {
   std::vector<std::filesystem::path> read_only;
   /// `allow-writes`: the one directory the plugin may write in (empty: none).
   std::filesystem::path writable;
-  /// The plugin's file: a root sandbox runs as nobody only if nobody can read it (and the folders).
-  std::filesystem::path plugin;
+  /// The plugin's files (a sandbox group's: every member's): a root sandbox runs as nobody only
+  /// if nobody can read each of them (and the folders).
+  std::vector<std::filesystem::path> plugins;
   /// The allow-list compiled ahead (by a zygote). Used only when its key is this policy's
   /// (`self`, `writable` set or not); otherwise, or null, confine() compiles the list itself.
   const SyscallProgram* syscall_program = nullptr;

@@ -32,6 +32,8 @@ class Ref {
   }
   ~Ref() { Py_XDECREF(p_); }
   [[nodiscard]] PyObject* get() const noexcept { return p_; }
+  /// Gives the reference up (to a function that steals it, or returns it).
+  [[nodiscard]] PyObject* release() noexcept { return std::exchange(p_, nullptr); }
   explicit operator bool() const noexcept { return p_ != nullptr; }
 
  private:
@@ -54,8 +56,9 @@ std::string utf8(PyObject* obj) {
 }
 
 /// Takes the pending exception. Before the glue is imported there is no nice formatter: the
-/// traceback module does it.
-PythonError take_exception(PyObject* formatter) {
+/// traceback module does it. `group`: the glue's errors about a group's member carry its index
+/// as `member`.
+PythonError take_exception(PyObject* formatter, bool group = false) {
   PyObject* type = nullptr;
   PyObject* value = nullptr;
   PyObject* tb = nullptr;
@@ -65,6 +68,12 @@ PythonError take_exception(PyObject* formatter) {
   if (tb != nullptr && value != nullptr) PyException_SetTraceback(value, tb);
   Ref t(type), v(value), b(tb);
   PythonError error;
+  if (group && v && PyObject_HasAttrString(v.get(), "member") != 0) {
+    Ref member(PyObject_GetAttrString(v.get(), "member"));
+    const long index = member && PyLong_Check(member.get()) ? PyLong_AsLong(member.get()) : -1;
+    if (index >= 0 && index < 1'000'000) error.member = static_cast<std::int32_t>(index);
+    PyErr_Clear();
+  }
   if (formatter != nullptr && v) {
     Ref result(PyObject_CallOneArg(formatter, v.get()));
     if (result && PyTuple_Check(result.get()) && PyTuple_GET_SIZE(result.get()) == 2) {
@@ -127,6 +136,79 @@ double dict_number(PyObject* dict, const char* key, double fallback) {
   return d;
 }
 
+/// `[(key, value), ...]` for the glue; null with the exception set.
+PyObject* param_list(const std::vector<std::pair<std::string, ParamValue>>& params) {
+  Ref list(PyList_New(static_cast<Py_ssize_t>(params.size())));
+  if (!list) return nullptr;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& [key, value] = params[i];
+    PyObject* item =
+        Py_BuildValue("(s#N)", key.data(), static_cast<Py_ssize_t>(key.size()), to_python(value));
+    if (item == nullptr) return nullptr;
+    PyList_SET_ITEM(list.get(), static_cast<Py_ssize_t>(i), item);
+  }
+  return list.release();
+}
+
+/// `[(name, path, params, on_failure), ...]` for the glue's load_group; null with the exception set.
+PyObject* member_list(const std::vector<GroupMember>& members) {
+  Ref list(PyList_New(static_cast<Py_ssize_t>(members.size())));
+  if (!list) return nullptr;
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    const GroupMember& m = members[i];
+    const char* failure = m.on_failure == MemberFailure::bypass ? "bypass"
+                          : m.on_failure == MemberFailure::mute ? "mute"
+                                                                : "auto";
+    Ref path(PyUnicode_DecodeFSDefault(m.path.c_str()));
+    Ref params(param_list(m.params));
+    PyObject* item = path && params
+                         ? Py_BuildValue("(s#OOs)", m.name.data(), static_cast<Py_ssize_t>(m.name.size()),
+                                         path.get(), params.get(), failure)
+                         : nullptr;
+    if (item == nullptr) return nullptr;
+    PyList_SET_ITEM(list.get(), static_cast<Py_ssize_t>(i), item);
+  }
+  return list.release();
+}
+
+/// session.info()'s dict (a group's: its members' too) into `out`.
+void describe(PyObject* info, PluginDescription& out) {
+  out.api = dict_text(info, "api");
+  out.name = dict_text(info, "name");
+  out.version = dict_text(info, "version");
+  out.description = dict_text(info, "description");
+  out.role = dict_text(info, "role");
+  out.latency = static_cast<std::uint32_t>(dict_number(info, "latency", 0.0));
+  PyObject* plist = PyDict_GetItemString(info, "params");
+  if (plist != nullptr && PyList_Check(plist)) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(plist); ++i) {
+      PyObject* p = PyList_GET_ITEM(plist, i);
+      if (!PyDict_Check(p)) continue;
+      ParamSpec spec;
+      spec.key = dict_text(p, "key");
+      spec.label = dict_text(p, "label");
+      spec.unit = dict_text(p, "unit");
+      spec.kind = dict_text(p, "kind");
+      spec.min = dict_number(p, "min", -std::numeric_limits<double>::infinity());
+      spec.max = dict_number(p, "max", std::numeric_limits<double>::infinity());
+      PyObject* def = PyDict_GetItemString(p, "default");
+      spec.default_value = def != nullptr ? from_python(def).value_or(ParamValue{std::string{}}) : ParamValue{0.0};
+      PyObject* choices = PyDict_GetItemString(p, "choices");
+      if (choices != nullptr && PyList_Check(choices)) {
+        for (Py_ssize_t c = 0; c < PyList_GET_SIZE(choices); ++c) spec.choices.push_back(utf8(PyList_GET_ITEM(choices, c)));
+      }
+      out.params.push_back(std::move(spec));
+    }
+  }
+  PyObject* members = PyDict_GetItemString(info, "members");
+  if (members != nullptr && PyList_Check(members)) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(members); ++i) {
+      PyObject* m = PyList_GET_ITEM(members, i);
+      if (PyDict_Check(m)) describe(m, out.members.emplace_back());
+    }
+  }
+}
+
 /// `log(stream, text)` handed to the glue; `self` is a capsule holding the LogFn.
 PyObject* log_trampoline(PyObject* self, PyObject* args) {
   int stream = 0;
@@ -158,6 +240,7 @@ struct PythonPlugin::Impl {
   Ref session;
   Ref process;       // session.process (the plugin's bound method for the SDK)
   Ref accept;        // session.accept
+  std::size_t members = 0;  // a group's (0: a single plugin)
   Ref gc_collect, gc_get_count;
   std::vector<PyObject*> views;  // [slot * max_frames + frames - 1], owned
   std::vector<float*> slot_base;
@@ -277,24 +360,29 @@ bool PythonPlugin::preload(const std::string& path) noexcept {
 
 std::optional<PythonError> PythonPlugin::load(const LoadRequest& request, PluginDescription& out) {
   Impl& im = *impl_;
-  auto error = [&]() -> std::optional<PythonError> { return take_exception(im.format_error.get()); };
+  const bool group = !request.members.empty();
+  auto error = [&]() -> std::optional<PythonError> { return take_exception(im.format_error.get(), group); };
 
-  Ref params(PyList_New(static_cast<Py_ssize_t>(request.params.size())));
-  if (!params) return error();
-  for (std::size_t i = 0; i < request.params.size(); ++i) {
-    const auto& [key, value] = request.params[i];
-    PyObject* item = Py_BuildValue("(s#N)", key.data(), static_cast<Py_ssize_t>(key.size()), to_python(value));
-    if (item == nullptr) return error();
-    PyList_SET_ITEM(params.get(), static_cast<Py_ssize_t>(i), item);
-  }
   Ref state(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(request.state.data()),
                                       static_cast<Py_ssize_t>(request.state.size())));
-  Ref path(PyUnicode_DecodeFSDefault(request.path.c_str()));
-  if (!state || !path) return error();
-  im.session = Ref(PyObject_CallMethod(im.glue.get(), "load", "OdIIOOO", path.get(), request.sample_rate,
-                                       request.channels, request.max_frames, params.get(), state.get(),
-                                       request.inspect ? Py_True : Py_False));
+  if (!state) return error();
+  if (group) {
+    Ref members(member_list(request.members));
+    if (!members) return error();
+    const std::string& name = request.instance_name;
+    im.session = Ref(PyObject_CallMethod(im.glue.get(), "load_group", "s#OdIIO", name.data(),
+                                         static_cast<Py_ssize_t>(name.size()), members.get(), request.sample_rate,
+                                         request.channels, request.max_frames, state.get()));
+  } else {
+    Ref params(param_list(request.params));
+    Ref path(PyUnicode_DecodeFSDefault(request.path.c_str()));
+    if (!params || !path) return error();
+    im.session = Ref(PyObject_CallMethod(im.glue.get(), "load", "OdIIOOO", path.get(), request.sample_rate,
+                                         request.channels, request.max_frames, params.get(), state.get(),
+                                         request.inspect ? Py_True : Py_False));
+  }
   if (!im.session) return error();
+  im.members = group ? request.members.size() : 0;
   im.process = Ref(PyObject_GetAttrString(im.session.get(), "process"));
   im.accept = Ref(PyObject_GetAttrString(im.session.get(), "accept"));
   Ref info(PyObject_CallMethod(im.session.get(), "info", nullptr));
@@ -304,33 +392,7 @@ std::optional<PythonError> PythonPlugin::load(const LoadRequest& request, Plugin
   Ref preloaded(PyObject_GetAttrString(im.session.get(), "preloaded"));
   out.preloaded = preloaded && PyObject_IsTrue(preloaded.get()) == 1;
   PyErr_Clear();
-  out.api = dict_text(info.get(), "api");
-  out.name = dict_text(info.get(), "name");
-  out.version = dict_text(info.get(), "version");
-  out.description = dict_text(info.get(), "description");
-  out.role = dict_text(info.get(), "role");
-  out.latency = static_cast<std::uint32_t>(dict_number(info.get(), "latency", 0.0));
-  PyObject* plist = PyDict_GetItemString(info.get(), "params");
-  if (plist != nullptr && PyList_Check(plist)) {
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(plist); ++i) {
-      PyObject* p = PyList_GET_ITEM(plist, i);
-      if (!PyDict_Check(p)) continue;
-      ParamSpec spec;
-      spec.key = dict_text(p, "key");
-      spec.label = dict_text(p, "label");
-      spec.unit = dict_text(p, "unit");
-      spec.kind = dict_text(p, "kind");
-      spec.min = dict_number(p, "min", -std::numeric_limits<double>::infinity());
-      spec.max = dict_number(p, "max", std::numeric_limits<double>::infinity());
-      PyObject* def = PyDict_GetItemString(p, "default");
-      spec.default_value = def != nullptr ? from_python(def).value_or(ParamValue{std::string{}}) : ParamValue{0.0};
-      PyObject* choices = PyDict_GetItemString(p, "choices");
-      if (choices != nullptr && PyList_Check(choices)) {
-        for (Py_ssize_t c = 0; c < PyList_GET_SIZE(choices); ++c) spec.choices.push_back(utf8(PyList_GET_ITEM(choices, c)));
-      }
-      out.params.push_back(std::move(spec));
-    }
-  }
+  describe(info.get(), out);
   return std::nullopt;
 }
 
@@ -352,6 +414,7 @@ std::optional<PythonError> PythonPlugin::bind_slots(std::span<float* const> slot
 BlockResult PythonPlugin::process(std::uint32_t slot, std::uint32_t frames) noexcept {
   Impl& im = *impl_;
   try {
+    member_errors_.clear();
     if (!im.process || slot >= im.slot_base.size() || frames == 0 || frames > im.max_frames) {
       last_error_ = {"job out of range (slot " + std::to_string(slot) + ", " + std::to_string(frames) + " frames)", {}};
       return BlockResult::failed;
@@ -368,6 +431,21 @@ BlockResult PythonPlugin::process(std::uint32_t slot, std::uint32_t frames) noex
     }
     if (result.get() == Py_None || result.get() == Py_True) return BlockResult::processed;
     if (result.get() == Py_False) return BlockResult::passthrough;
+    if (im.members > 0 && PyList_Check(result.get())) {
+      // A group: [(member, message, traceback), ...] of the members that raised in this block.
+      for (Py_ssize_t i = 0; i < PyList_GET_SIZE(result.get()); ++i) {
+        PyObject* item = PyList_GET_ITEM(result.get(), i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) continue;
+        const long member = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        if (PyErr_Occurred() != nullptr || member < 0 || static_cast<std::size_t>(member) >= im.members) {
+          PyErr_Clear();
+          continue;
+        }
+        member_errors_.push_back({utf8(PyTuple_GET_ITEM(item, 1)), utf8(PyTuple_GET_ITEM(item, 2)),
+                                  static_cast<std::int32_t>(member)});
+      }
+      return BlockResult::processed;
+    }
     Ref copied(PyObject_CallFunctionObjArgs(im.accept.get(), view, result.get(), nullptr));
     if (!copied) {
       last_error_ = take_exception(im.format_error.get());
@@ -381,12 +459,21 @@ BlockResult PythonPlugin::process(std::uint32_t slot, std::uint32_t frames) noex
 }
 
 std::variant<PythonPlugin::ParamSet, PythonError> PythonPlugin::set_param(const std::string& key,
-                                                                          const ParamValue& value) {
+                                                                          const ParamValue& value,
+                                                                          std::uint32_t member) {
   Impl& im = *impl_;
   if (!im.session) return PythonError{"no plugin loaded", {}};
-  Ref result(PyObject_CallMethod(im.session.get(), "set_param", "s#N", key.data(),
-                                 static_cast<Py_ssize_t>(key.size()), to_python(value)));
-  if (!result) return take_exception(im.format_error.get());
+  Ref result;
+  if (im.members > 0) {
+    result = Ref(PyObject_CallMethod(im.session.get(), "set_param", "s#NI", key.data(),
+                                     static_cast<Py_ssize_t>(key.size()), to_python(value), member));
+  } else if (member != 0) {
+    return PythonError{"member " + std::to_string(member) + ": this sandbox runs one plugin, not a group", {}};
+  } else {
+    result = Ref(PyObject_CallMethod(im.session.get(), "set_param", "s#N", key.data(),
+                                     static_cast<Py_ssize_t>(key.size()), to_python(value)));
+  }
+  if (!result) return take_exception(im.format_error.get(), im.members > 0);
   ParamSet out;
   PyObject* latency = result.get();
   // The glue's own answer: an int, or (an earlier-API plugin) (latency, read-back or None).
@@ -405,7 +492,7 @@ std::variant<std::uint32_t, PythonError> PythonPlugin::set_rate(double rate) {
   Impl& im = *impl_;
   if (!im.session) return PythonError{"no plugin loaded", {}};
   Ref result(PyObject_CallMethod(im.session.get(), "set_rate", "d", rate));
-  if (!result) return take_exception(im.format_error.get());
+  if (!result) return take_exception(im.format_error.get(), im.members > 0);
   const long frames = PyLong_AsLong(result.get());
   if (PyErr_Occurred()) return take_exception(im.format_error.get());
   return static_cast<std::uint32_t>(frames);
@@ -415,10 +502,34 @@ std::variant<std::vector<std::byte>, PythonError> PythonPlugin::get_state() {
   Impl& im = *impl_;
   if (!im.session) return PythonError{"no plugin loaded", {}};
   Ref result(PyObject_CallMethod(im.session.get(), "get_state", nullptr));
-  if (!result) return take_exception(im.format_error.get());
+  if (!result) return take_exception(im.format_error.get(), im.members > 0);
   if (!PyBytes_Check(result.get())) return PythonError{"get_state() did not return bytes", {}};
   const auto* data = reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(result.get()));
   return std::vector<std::byte>(data, data + PyBytes_GET_SIZE(result.get()));
+}
+
+std::size_t PythonPlugin::member_count() const noexcept { return impl_->members; }
+
+std::vector<PythonPlugin::MemberStats> PythonPlugin::member_stats() {
+  Impl& im = *impl_;
+  std::vector<MemberStats> out;
+  if (im.members == 0) return out;
+  out.resize(im.members);
+  // GroupSession.stats(): ([exceptions per member], [process ns per member]).
+  Ref stats(PyObject_CallMethod(im.session.get(), "stats", nullptr));
+  if (stats && PyTuple_Check(stats.get()) && PyTuple_GET_SIZE(stats.get()) == 2) {
+    PyObject* exceptions = PyTuple_GET_ITEM(stats.get(), 0);
+    PyObject* ns = PyTuple_GET_ITEM(stats.get(), 1);
+    for (std::size_t i = 0; i < im.members; ++i) {
+      const auto at = static_cast<Py_ssize_t>(i);
+      if (PyList_Check(exceptions) && at < PyList_GET_SIZE(exceptions))
+        out[i].exceptions = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(exceptions, at));
+      if (PyList_Check(ns) && at < PyList_GET_SIZE(ns))
+        out[i].process_ns = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ns, at));
+    }
+  }
+  PyErr_Clear();
+  return out;
 }
 
 void PythonPlugin::shutdown() noexcept {

@@ -1,4 +1,5 @@
-// The embedded CPython interpreter and the one plugin it runs (sandbox process only).
+// The embedded CPython interpreter and the one plugin it runs, or the plugins of one sandbox
+// group (sandbox process only).
 #pragma once
 
 #include <cstddef>
@@ -31,7 +32,7 @@ struct ParamSpec {
 };
 
 struct PluginDescription {
-  std::string api;   ///< sdk | legacy
+  std::string api;  ///< sdk | legacy | group
   std::string name;
   std::string version;
   std::string description;
@@ -39,12 +40,33 @@ struct PluginDescription {
   std::uint32_t latency = 0;
   std::vector<ParamSpec> params;
   bool preloaded = false;  ///< the module came from preload(), the load did not import it
+  /// A sandbox group (api "group"): each member's own description, in order; the group's
+  /// latency is their sum, its params are empty.
+  std::vector<PluginDescription> members;
 };
 
 /// An exception raised by Python code: one line, then the formatted traceback (may be empty).
 struct PythonError {
   std::string message;
   std::string traceback;
+  /// A sandbox group: the member that raised, or that the error is about (-1: none, the group).
+  std::int32_t member = -1;
+};
+
+/// What a group's member leaves in the block when it raises (GroupMember.onFailure); returning
+/// False leaves the same.
+enum class MemberFailure : std::uint8_t {
+  automatic,  ///< mute for an earlier-API processor, else bypass
+  bypass,     ///< the block as the member before left it
+  mute,       ///< zeros
+};
+
+/// One plugin of a sandbox group (issue 17).
+struct GroupMember {
+  std::string name;  ///< the chain's name for it: its log lines' prefix, its errors
+  std::filesystem::path path;
+  std::vector<std::pair<std::string, ParamValue>> params;
+  MemberFailure on_failure = MemberFailure::automatic;
 };
 
 struct LoadRequest {
@@ -56,11 +78,16 @@ struct LoadRequest {
   std::vector<std::byte> state;
   /// Construct and describe only (`sandpipe inspect`): none of the plugin's lifecycle runs.
   bool inspect = false;
+  /// Non-empty: a sandbox group of these processors, run in order on each block (`path`,
+  /// `params` and `inspect` are not used; `state` is a group's get_state()).
+  std::vector<GroupMember> members;
+  std::string instance_name;  ///< a group's name (its description's name)
 };
 
 enum class BlockResult : std::uint8_t { processed, passthrough, failed };
 
-/// Owns the interpreter (at most one per process) and, once loaded, the plugin session.
+/// Owns the interpreter (at most one per process) and, once loaded, the plugin session (a
+/// group's: _sandbox.GroupSession, its members called in order inside the one Python call).
 /// Everything runs on the thread that constructed it, which holds the GIL except inside a
 /// `GilRelease` scope. Numpy views on the audio slots are built once and cached, so a block
 /// costs one Python call and no allocation on the C++ side.
@@ -111,9 +138,23 @@ class PythonPlugin {
   std::optional<PythonError> bind_slots(std::span<float* const> slots, std::uint32_t channels,
                                         std::uint32_t max_frames, std::size_t channel_stride);
 
-  /// Runs the plugin on a bound slot. On `failed`, `last_error()` says why.
+  /// Runs the plugin on a bound slot. On `failed`, `last_error()` says why. A group's block is
+  /// `processed` even when members raised: each left its on-failure in the block, and
+  /// `member_errors()` lists them.
   BlockResult process(std::uint32_t slot, std::uint32_t frames) noexcept;
   [[nodiscard]] const PythonError& last_error() const noexcept { return last_error_; }
+  /// A group, after process(): an error per member that raised in that block (`member` set), in
+  /// member order; empty otherwise. Every exception is listed: the caller rate-limits reports.
+  [[nodiscard]] const std::vector<PythonError>& member_errors() const noexcept { return member_errors_; }
+
+  /// Members of the loaded group (0: a single plugin).
+  [[nodiscard]] std::size_t member_count() const noexcept;
+  struct MemberStats {
+    std::uint64_t exceptions = 0;  ///< raised in process()
+    std::uint64_t process_ns = 0;  ///< time in its process() in all
+  };
+  /// A group: each member's counters since the load (empty for a single plugin).
+  [[nodiscard]] std::vector<MemberStats> member_stats();
 
   /// What a live parameter change left: the plugin's latency, and what an earlier-API plugin's
   /// get_parameter() answers for the key now (nullopt: nothing, or an SDK plugin).
@@ -121,11 +162,15 @@ class PythonPlugin {
     std::uint32_t latency = 0;
     std::optional<ParamValue> read_back;
   };
-  /// Applies a live parameter change.
-  std::variant<ParamSet, PythonError> set_param(const std::string& key, const ParamValue& value);
-  /// Prepares the loaded plugin for a new sample rate (its parameters and state kept); returns
-  /// its latency in frames at that rate.
+  /// Applies a live parameter change to the plugin, or to a group's member `member` (then the
+  /// latency is that member's, and an error's message names the member and the key). A single
+  /// plugin refuses a member other than 0.
+  std::variant<ParamSet, PythonError> set_param(const std::string& key, const ParamValue& value,
+                                                std::uint32_t member = 0);
+  /// Prepares the loaded plugin (a group: each member) for a new sample rate (parameters and
+  /// state kept); returns its latency in frames at that rate (a group: the members' sum).
   std::variant<std::uint32_t, PythonError> set_rate(double rate);
+  /// The plugin's state; a group's holds every member's (_sandbox.pack_group_state).
   std::variant<std::vector<std::byte>, PythonError> get_state();
   /// Calls the plugin's stop/shutdown hooks (legacy) and flushes its output.
   void shutdown() noexcept;
@@ -155,6 +200,7 @@ class PythonPlugin {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   PythonError last_error_;
+  std::vector<PythonError> member_errors_;
 };
 
 }  // namespace sandpipe::sandbox

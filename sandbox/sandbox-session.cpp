@@ -5,8 +5,10 @@
 #include <capnp/message.h>
 #include <kj/exception.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <iterator>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -53,6 +55,73 @@ schema::ParamInfo::Kind kind_of(const std::string& kind) {
   if (kind == "choice") return schema::ParamInfo::Kind::CHOICE;
   if (kind == "text") return schema::ParamInfo::Kind::TEXT;
   return schema::ParamInfo::Kind::NUMBER;
+}
+
+std::vector<std::pair<std::string, ParamValue>> params_of(capnp::List<schema::ParamSetting>::Reader list) {
+  std::vector<std::pair<std::string, ParamValue>> params;
+  for (auto p : list) params.emplace_back(text(p.getKey()), param_value(p.getValue()));
+  return params;
+}
+
+GroupMember member_of(schema::GroupMember::Reader in) {
+  GroupMember member;
+  member.name = text(in.getName());
+  member.path = text(in.getPath());
+  member.params = params_of(in.getParams());
+  switch (in.getOnFailure()) {
+    case schema::GroupMember::MemberFailure::BYPASS:
+      member.on_failure = MemberFailure::bypass;
+      break;
+    case schema::GroupMember::MemberFailure::MUTE:
+      member.on_failure = MemberFailure::mute;
+      break;
+    default:
+      member.on_failure = MemberFailure::automatic;
+      break;
+  }
+  return member;
+}
+
+/// The loaded reply's PluginInfo (a group's with its members').
+void fill_info(schema::PluginInfo::Builder out, const PluginDescription& info) {
+  out.setName(info.name);
+  out.setVersion(info.version);
+  out.setDescription(info.description);
+  out.setApi(info.api == "legacy"  ? schema::PluginApi::LEGACY
+             : info.api == "group" ? schema::PluginApi::GROUP
+                                   : schema::PluginApi::SDK);
+  out.setRole(info.role == "source" ? schema::PluginRole::SOURCE
+              : info.role == "sink" ? schema::PluginRole::SINK
+                                    : schema::PluginRole::PROCESSOR);
+  out.setLatencyFrames(info.latency);
+  out.setPreloaded(info.preloaded);
+  auto params = out.initParams(static_cast<unsigned>(info.params.size()));
+  for (unsigned i = 0; i < info.params.size(); ++i) {
+    const ParamSpec& spec = info.params[i];
+    auto p = params[i];
+    p.setKey(spec.key);
+    p.setLabel(spec.label);
+    p.setUnit(spec.unit);
+    p.setKind(kind_of(spec.kind));
+    p.setMinValue(spec.min);
+    p.setMaxValue(spec.max);
+    schema::set_param_value(p.initDefault(), spec.default_value);
+    auto choices = p.initChoices(static_cast<unsigned>(spec.choices.size()));
+    for (unsigned c = 0; c < spec.choices.size(); ++c) choices.set(c, spec.choices[c]);
+  }
+  if (info.members.empty()) return;
+  auto members = out.initMembers(static_cast<unsigned>(info.members.size()));
+  for (unsigned i = 0; i < info.members.size(); ++i) fill_info(members[i], info.members[i]);
+}
+
+/// True if `path` lies under one of `folders` (compared as written, made lexically normal).
+bool is_under(const std::filesystem::path& path, const std::vector<std::filesystem::path>& folders) {
+  const std::filesystem::path p = path.lexically_normal();
+  return std::any_of(folders.begin(), folders.end(), [&](const std::filesystem::path& folder) {
+    const std::filesystem::path f = folder.lexically_normal();
+    auto [fi, pi] = std::mismatch(f.begin(), f.end(), p.begin(), p.end());
+    return fi == f.end() || (std::next(fi) == f.end() && fi->empty());  // "a/b/" holds "a/b/c"
+  });
 }
 
 }  // namespace
@@ -104,7 +173,7 @@ void Session::send_log(int stream, std::string_view line) {
 }
 
 void Session::send_error(int phase, const std::string& message, const std::string& traceback, bool lossy,
-                         std::uint32_t request_id) {
+                         std::uint32_t request_id, std::int32_t member) {
   capnp::MallocMessageBuilder msg;
   auto root = msg.initRoot<SandboxMessage>();
   root.setRequestId(request_id);
@@ -112,6 +181,7 @@ void Session::send_error(int phase, const std::string& message, const std::strin
   error.setPhase(static_cast<SandboxMessage::Phase>(phase));
   error.setMessage(message);
   error.setTraceback(traceback);
+  if (member >= 0) error.setMember(member);
   if (lossy) {
     control_.send_lossy(msg);
   } else {
@@ -166,22 +236,40 @@ bool Session::handshake() {
   return true;
 }
 
-bool Session::confine(const std::string& path) {
-  if (confined_) return true;
-  // The plugin file is the untrusted part: every wall goes up before it is imported.
+bool Session::confine(const std::vector<std::string>& paths) {
+  if (confined_) {
+    // A spare confined for the file it preloaded: what the load names must be behind its walls.
+    for (const std::string& path : paths) {
+      if (is_under(std::filesystem::path(path).parent_path(), visible_)) continue;
+      send_error(static_cast<int>(SandboxMessage::Phase::LOAD),
+                 "cannot load " + path + ": this sandbox is confined to the folders of the plugin it preloaded",
+                 {}, false, load_id_);
+      return false;
+    }
+    return true;
+  }
+  // The plugin files are the untrusted part: every wall goes up before they are imported.
   ConfinementPolicy policy;
   policy.self = ::getpid();
-  // As the plugin names it (the import resolves that path inside the new root).
-  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  policy.read_only = {folder, config_.sdk_dir};
-  // The earlier pipeline's layout: processors in examples/ put the folder above theirs on
-  // sys.path (its base_plugin.py, helper packages, sibling plugins), so that folder is visible
-  // read-only too, unless it is the root or a top-level folder such as /home.
-  const std::filesystem::path above = folder.lexically_normal().parent_path();
-  if (std::distance(above.begin(), above.end()) >= 3)          // "/", "a", "b": /a/b and deeper
-    policy.read_only.insert(policy.read_only.begin(), above);  // before the folder it holds
+  auto show = [&policy](const std::filesystem::path& dir) {
+    if (std::find(policy.read_only.begin(), policy.read_only.end(), dir) == policy.read_only.end())
+      policy.read_only.push_back(dir);
+  };
+  for (const std::string& path : paths) {
+    // As the plugin names it (the import resolves that path inside the new root).
+    const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+    // The earlier pipeline's layout: processors in examples/ put the folder above theirs on
+    // sys.path (its base_plugin.py, helper packages, sibling plugins), so that folder is visible
+    // read-only too, unless it is the root or a top-level folder such as /home.
+    const std::filesystem::path above = folder.lexically_normal().parent_path();
+    // "/", "a", "b": /a/b and deeper; before the folder it holds.
+    if (std::distance(above.begin(), above.end()) >= 3) show(above);
+    show(folder);
+    policy.plugins.emplace_back(path);
+  }
+  policy.read_only.push_back(config_.sdk_dir);
+  visible_ = policy.read_only;
   policy.writable = config_.writable;
-  policy.plugin = path;
   policy.syscall_program = config_.syscall_program;
   ConfinementReport report;
   const std::uint64_t t0 = shm::now_ns();
@@ -210,7 +298,7 @@ bool Session::load() {
     // A spare: import the plugin now, under the same confinement as the load, then wait for it.
     // A failed import is forgotten here; the load imports again and reports the error.
     const std::string path = text(frame->root<schema::HostMessage>().getPreload());
-    if (!confine(path)) return false;
+    if (!confine({path})) return false;
     // What the import left is collected and frozen now, so the load's collection scans only
     // what the plugin's instance adds (scipy's heap took 13 ms to walk at the load).
     if (python_->preload(path)) python_->freeze_heap();
@@ -231,11 +319,20 @@ bool Session::load() {
   request.sample_rate = load.getSampleRate();
   request.channels = load.getChannels();
   request.max_frames = load.getMaxFrames();
-  for (auto p : load.getParams()) request.params.emplace_back(text(p.getKey()), param_value(p.getValue()));
+  request.params = params_of(load.getParams());
+  request.instance_name = text(load.getInstanceName());
+  std::vector<std::string> paths{request.path};
+  if (load.getMembers().size() > 0) {  // a sandbox group: its members' files, not `path`
+    paths.clear();
+    for (auto m : load.getMembers()) {
+      request.members.push_back(member_of(m));
+      paths.push_back(request.members.back().path);
+    }
+  }
   const auto state = load.getState();
   request.state.assign(reinterpret_cast<const std::byte*>(state.begin()),
                        reinterpret_cast<const std::byte*>(state.end()));
-  request.inspect = load.getInspect();
+  request.inspect = load.getInspect() && request.members.empty();
   if (request.channels != geometry.channels || request.max_frames == 0 ||
       request.max_frames > geometry.max_frames || !std::isfinite(request.sample_rate) ||
       request.sample_rate <= 0.0) {
@@ -245,7 +342,7 @@ bool Session::load() {
   }
 
   load_id_ = id;  // confine() reports a failure as the load's answer
-  if (!confine(request.path)) return false;
+  if (!confine(paths)) return false;
   PluginDescription info;
   if (auto error = python_->load(request, info)) {
     python_->shutdown();  // flushes what the plugin printed before failing
@@ -264,30 +361,8 @@ bool Session::load() {
   capnp::MallocMessageBuilder msg;
   auto root = msg.initRoot<SandboxMessage>();
   root.setRequestId(id);
-  auto out = root.initLoaded();
-  out.setName(info.name);
-  out.setVersion(info.version);
-  out.setDescription(info.description);
-  out.setApi(info.api == "legacy" ? schema::PluginApi::LEGACY : schema::PluginApi::SDK);
-  out.setRole(info.role == "source" ? schema::PluginRole::SOURCE
-              : info.role == "sink" ? schema::PluginRole::SINK
-                                    : schema::PluginRole::PROCESSOR);
-  out.setLatencyFrames(info.latency);
-  out.setPreloaded(info.preloaded);
-  auto params = out.initParams(static_cast<unsigned>(info.params.size()));
-  for (unsigned i = 0; i < info.params.size(); ++i) {
-    const ParamSpec& spec = info.params[i];
-    auto p = params[i];
-    p.setKey(spec.key);
-    p.setLabel(spec.label);
-    p.setUnit(spec.unit);
-    p.setKind(kind_of(spec.kind));
-    p.setMinValue(spec.min);
-    p.setMaxValue(spec.max);
-    schema::set_param_value(p.initDefault(), spec.default_value);
-    auto choices = p.initChoices(static_cast<unsigned>(spec.choices.size()));
-    for (unsigned c = 0; c < spec.choices.size(); ++c) choices.set(c, spec.choices[c]);
-  }
+  fill_info(root.initLoaded(), info);
+  member_errors_.assign(python_->member_count(), ErrorRepeats{});
   return control_.send(msg, reply_timeout_ms);
 }
 
@@ -308,26 +383,37 @@ void Session::run_job(const shm::Job& job) {
   if (ns > stats_.max_ns) stats_.max_ns = ns;
   if (result == BlockResult::failed) {
     ++stats_.exceptions;
-    const PythonError& e = python_->last_error();
-    const std::uint64_t now = shm::now_ns();
-    if (e.message != last_error_message_) {
-      std::string message = e.message + " (block " + std::to_string(job.seq) + ")";
-      if (repeated_errors_ > 0)
-        message += "; the previous error repeated " + std::to_string(repeated_errors_) + " more times";
-      send_error(static_cast<int>(SandboxMessage::Phase::PROCESS), message, e.traceback, true);
-      last_error_message_ = e.message;
-      last_error_report_ns_ = now;
-      repeated_errors_ = 0;
-    } else if (++repeated_errors_, now - last_error_report_ns_ >= process_error_repeat_ns) {
-      send_error(static_cast<int>(SandboxMessage::Phase::PROCESS),
-                 e.message + " (repeated " + std::to_string(repeated_errors_) + " times; " +
-                     std::to_string(stats_.exceptions) + " exceptions in all)",
-                 {}, true);
-      last_error_report_ns_ = now;
-      repeated_errors_ = 0;
-    }
+    report_process_error(process_errors_, python_->last_error(), job.seq);
+  }
+  // A group's members that raised: the block went out processed, each with its on-failure.
+  for (const PythonError& e : python_->member_errors()) {
+    ++stats_.exceptions;
+    if (e.member >= 0 && static_cast<std::size_t>(e.member) < member_errors_.size())
+      report_process_error(member_errors_[static_cast<std::size_t>(e.member)], e, job.seq);
   }
   if (python_->collect_if_needed(false)) ++stats_.gc_collections;
+}
+
+void Session::report_process_error(ErrorRepeats& repeats, const PythonError& e, std::uint64_t seq) {
+  ++repeats.total;
+  const std::uint64_t now = shm::now_ns();
+  const int phase = static_cast<int>(SandboxMessage::Phase::PROCESS);
+  if (e.message != repeats.last_message) {
+    std::string message = e.message + " (block " + std::to_string(seq) + ")";
+    if (repeats.repeated > 0)
+      message += "; the previous error repeated " + std::to_string(repeats.repeated) + " more times";
+    send_error(phase, message, e.traceback, true, 0, e.member);
+    repeats.last_message = e.message;
+    repeats.last_report_ns = now;
+    repeats.repeated = 0;
+  } else if (++repeats.repeated, now - repeats.last_report_ns >= process_error_repeat_ns) {
+    send_error(phase,
+               e.message + " (repeated " + std::to_string(repeats.repeated) + " times; " +
+                   std::to_string(repeats.total) + " exceptions in all)",
+               {}, true, 0, e.member);
+    repeats.last_report_ns = now;
+    repeats.repeated = 0;
+  }
 }
 
 void Session::handle(schema::ReceivedMessage& message) {
@@ -340,15 +426,19 @@ void Session::handle(schema::ReceivedMessage& message) {
     case schema::HostMessage::SET_PARAM: {
       const auto setting = host.getSetParam();
       const std::string key = text(setting.getKey());
-      auto result = python_->set_param(key, param_value(setting.getValue()));
+      const std::uint32_t member = setting.getMember();
+      auto result = python_->set_param(key, param_value(setting.getValue()), member);
       if (const auto* e = std::get_if<PythonError>(&result)) {
-        send_error(static_cast<int>(SandboxMessage::Phase::SET_PARAM), key + ": " + e->message, e->traceback,
-                   false, id);
+        // A group's error names the member and the key already.
+        send_error(static_cast<int>(SandboxMessage::Phase::SET_PARAM),
+                   python_->member_count() > 0 ? e->message : key + ": " + e->message, e->traceback, false,
+                   id, e->member);
         return;
       }
       const auto& done = std::get<PythonPlugin::ParamSet>(result);
       auto reply = out.initParamSet();
       reply.setKey(key);
+      reply.setMember(member);
       reply.setLatencyFrames(done.latency);
       if (done.read_back) schema::set_param_value(reply.initReadBack(), *done.read_back);
       break;
@@ -362,7 +452,8 @@ void Session::handle(schema::ReceivedMessage& message) {
       }
       auto result = python_->set_rate(rate);
       if (const auto* e = std::get_if<PythonError>(&result)) {
-        send_error(static_cast<int>(SandboxMessage::Phase::SET_RATE), e->message, e->traceback, false, id);
+        send_error(static_cast<int>(SandboxMessage::Phase::SET_RATE), e->message, e->traceback, false, id,
+                   e->member);
         return;
       }
       out.setRateSet(std::get<std::uint32_t>(result));
@@ -371,7 +462,8 @@ void Session::handle(schema::ReceivedMessage& message) {
     case schema::HostMessage::GET_STATE: {
       auto result = python_->get_state();
       if (const auto* e = std::get_if<PythonError>(&result)) {
-        send_error(static_cast<int>(SandboxMessage::Phase::STATE), e->message, e->traceback, false, id);
+        send_error(static_cast<int>(SandboxMessage::Phase::STATE), e->message, e->traceback, false, id,
+                   e->member);
         return;
       }
       const auto& bytes = std::get<std::vector<std::byte>>(result);
@@ -387,6 +479,15 @@ void Session::handle(schema::ReceivedMessage& message) {
       s.setProcessNsTotal(stats_.total_ns);
       s.setLogsDropped(control_.dropped());
       s.setGcCollections(stats_.gc_collections);
+      if (python_->member_count() > 0) {
+        const auto members = python_->member_stats();
+        auto exceptions = s.initMemberExceptions(static_cast<unsigned>(members.size()));
+        auto ns = s.initMemberProcessNs(static_cast<unsigned>(members.size()));
+        for (unsigned i = 0; i < members.size(); ++i) {
+          exceptions.set(i, members[i].exceptions);
+          ns.set(i, members[i].process_ns);
+        }
+      }
       break;
     }
     case schema::HostMessage::SHUTDOWN:

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "sandbox/confinement.h"
 #include "sandbox/python-plugin.h"
@@ -53,17 +54,28 @@ class Session {
  private:
   bool handshake();
   bool load();
-  /// Applies the confinement (once, before any plugin code runs) for the plugin file `path`;
-  /// false after reporting why.
-  bool confine(const std::string& path);
+  /// Applies the confinement (once, before any plugin code runs) for the plugin files `paths`
+  /// (a group's: every member's); false after reporting why. Once confined (a spare, for the
+  /// file it preloaded), only checks that each of `paths` is in a folder the walls show.
+  bool confine(const std::vector<std::string>& paths);
   void serve();
   void run_job(const shm::Job& job);
+  /// Exceptions in process() of the plugin or of one group member: each new message is reported
+  /// with its traceback, a repeat of the last one only as a count, at most once in a while.
+  struct ErrorRepeats {
+    std::string last_message;  ///< of the last one reported in full
+    std::uint64_t last_report_ns = 0;
+    std::uint64_t repeated = 0;  ///< repeats of it since, not yet reported
+    std::uint64_t total = 0;
+  };
+  void report_process_error(ErrorRepeats& repeats, const PythonError& error, std::uint64_t seq);
   void drain_control();
   void handle(schema::ReceivedMessage& message);
   void send_log(int stream, std::string_view line);
-  /// An error; `request_id` is the request it answers (0: none, an error in process()).
+  /// An error; `request_id` is the request it answers (0: none, an error in process()); `member`
+  /// the group member it is about (-1: none).
   void send_error(int phase, const std::string& message, const std::string& traceback, bool lossy,
-                  std::uint32_t request_id = 0);
+                  std::uint32_t request_id = 0, std::int32_t member = -1);
 
   schema::ControlChannel& control_;
   shm::Segment& segment_;
@@ -73,10 +85,10 @@ class Session {
   std::string init_error_;
   bool shutdown_ = false;
   bool confined_ = false;
-  std::uint32_t load_id_ = 0;       ///< the load request's id, once it came
-  std::string last_error_message_;  ///< of the last exception in process() reported in full
-  std::uint64_t last_error_report_ns_ = 0;
-  std::uint64_t repeated_errors_ = 0;  ///< repeats of it since then, not yet reported
+  std::vector<std::filesystem::path> visible_;  ///< the folders shown read-only once confined
+  std::uint32_t load_id_ = 0;                   ///< the load request's id, once it came
+  ErrorRepeats process_errors_;                 ///< a single plugin's
+  std::vector<ErrorRepeats> member_errors_;     ///< a group's, one per member
 
   struct Stats {
     std::uint64_t blocks = 0;

@@ -1,6 +1,6 @@
-// What a loaded sandbox is asked (host/python/sandbox-instance.h): set a parameter, get its state
-// or its counters, follow a new rate; answered synchronously (tests and tools) or filed for the
-// supervisor thread, which never waits.
+// What a sandbox is asked (host/python/sandbox-instance.h): its preload and load, then, loaded,
+// to set a parameter, get its state or its counters, follow a new rate; answered synchronously
+// (tests and tools) or filed for the supervisor thread, which never waits.
 #include <algorithm>
 #include <utility>
 
@@ -101,6 +101,64 @@ void SandboxInstance::request_async(Request kind) {
   // A full socket means a sandbox that does not read: the watchdog deals with that.
   const std::uint32_t id = send_request(kind, nullptr, Clock::now());
   if (id != 0) async_outstanding_.push_back({id, kind, {}});
+}
+
+void SandboxInstance::send_preload() {
+  // A group's sandbox imports its members at the load (a preload names one file).
+  if (phase_ == Phase::failed || load_sent_ || !launch_.members.empty()) return;
+  capnp::MallocMessageBuilder msg;
+  msg.initRoot<schema::HostMessage>().setPreload(launch_.file.string());
+  if (send(msg, Clock::now() + launch_.request_timeout) == 0) {
+    phase_ = Phase::failed;
+    failure_ = gone_reason();
+  }
+}
+
+void SandboxInstance::send_load(const std::vector<std::byte>& state, bool inspect) {
+  if (phase_ == Phase::failed) return;
+  capnp::MallocMessageBuilder load_msg;
+  auto load = load_msg.initRoot<schema::HostMessage>().initLoad();
+  load.setPath(launch_.file.string());
+  load.setInstanceName(launch_.name);
+  load.setSampleRate(launch_.sample_rate);
+  load.setChannels(launch_.geometry.channels);
+  load.setMaxFrames(launch_.geometry.max_frames);
+  const auto write_params = [](auto list, const std::vector<ParamSetting>& params) {
+    for (unsigned k = 0; k < params.size(); ++k) {
+      list[k].setKey(params[k].key);
+      schema::set_param_value(list[k].initValue(), params[k].value);
+    }
+  };
+  if (launch_.members.empty()) {
+    write_params(load.initParams(static_cast<unsigned>(params_.size())), params_);
+  } else {
+    // A group: each member with its own params (ParamSetting::member says whose).
+    auto members = load.initMembers(static_cast<unsigned>(launch_.members.size()));
+    for (unsigned m = 0; m < launch_.members.size(); ++m) {
+      const GroupMemberLaunch& member = launch_.members[m];
+      members[m].setName(member.name);
+      members[m].setPath(member.file.string());
+      using Failure = schema::GroupMember::MemberFailure;
+      members[m].setOnFailure(!member.on_failure                     ? Failure::AUTO
+                              : *member.on_failure == OnFailure::mute ? Failure::MUTE
+                                                                      : Failure::BYPASS);
+      std::vector<ParamSetting> own;
+      for (const ParamSetting& p : params_)
+        if (p.member == m) own.push_back(p);
+      write_params(members[m].initParams(static_cast<unsigned>(own.size())), own);
+    }
+  }
+  if (!state.empty())
+    load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(state.data()), state.size()));
+  load.setInspect(inspect);
+  load_id_ = send(load_msg, Clock::now() + launch_.request_timeout);
+  if (load_id_ == 0) {
+    phase_ = Phase::failed;
+    failure_ = gone_reason();
+    return;
+  }
+  if (phase_ == Phase::ready) phase_ = Phase::loading;
+  load_sent_ = true;
 }
 
 }  // namespace sandpipe::host

@@ -272,18 +272,18 @@ void SandboxInstance::decode(schema::ReceivedMessage& message) {
           // group's member: its part of the block took its on-failure, the others played).
           // The sandbox sends each new message with its traceback, repeats as a count.
           ++process_errors_;
-          std::string text =
-              "exception in process(): " + r.message + (r.traceback.empty() ? "" : "\n" + r.traceback);
+          std::string line = "exception in process(): " + r.message;
+          std::string text = line + (r.traceback.empty() ? "" : "\n" + r.traceback);
           if (r.member >= 0 && static_cast<std::size_t>(r.member) < launch_.members.size()) {
             const auto m = static_cast<std::size_t>(r.member);
             member_process_errors_.resize(launch_.members.size());
             member_process_errors_[m] = text;
-            r.message = "member " + launch_.members[m].name + ": " + r.message;
+            line = "member " + launch_.members[m].name + ": " + line;
             text = "member " + launch_.members[m].name + ": " + text;
           }
           last_process_error_ = std::move(text);
           if (first_process_error_.empty()) first_process_error_ = last_process_error_;
-          emit(SandboxLogLevel::error, "exception in process(): " + r.message);
+          emit(SandboxLogLevel::error, line);
           if (!r.traceback.empty()) emit(SandboxLogLevel::error, r.traceback);
           return;
         }
@@ -479,64 +479,6 @@ std::unique_ptr<SandboxInstance> SandboxInstance::spawn(const SandboxLaunch& lau
     c->failure_ = c->gone_reason();
   }
   return c;
-}
-
-void SandboxInstance::send_preload() {
-  // A group's sandbox imports its members at the load (a preload names one file).
-  if (phase_ == Phase::failed || load_sent_ || !launch_.members.empty()) return;
-  capnp::MallocMessageBuilder msg;
-  msg.initRoot<schema::HostMessage>().setPreload(launch_.file.string());
-  if (send(msg, Clock::now() + launch_.request_timeout) == 0) {
-    phase_ = Phase::failed;
-    failure_ = gone_reason();
-  }
-}
-
-void SandboxInstance::send_load(const std::vector<std::byte>& state, bool inspect) {
-  if (phase_ == Phase::failed) return;
-  capnp::MallocMessageBuilder load_msg;
-  auto load = load_msg.initRoot<schema::HostMessage>().initLoad();
-  load.setPath(launch_.file.string());
-  load.setInstanceName(launch_.name);
-  load.setSampleRate(launch_.sample_rate);
-  load.setChannels(launch_.geometry.channels);
-  load.setMaxFrames(launch_.geometry.max_frames);
-  const auto write_params = [](auto list, const std::vector<ParamSetting>& params) {
-    for (unsigned k = 0; k < params.size(); ++k) {
-      list[k].setKey(params[k].key);
-      schema::set_param_value(list[k].initValue(), params[k].value);
-    }
-  };
-  if (launch_.members.empty()) {
-    write_params(load.initParams(static_cast<unsigned>(params_.size())), params_);
-  } else {
-    // A group: each member with its own params (ParamSetting::member says whose).
-    auto members = load.initMembers(static_cast<unsigned>(launch_.members.size()));
-    for (unsigned m = 0; m < launch_.members.size(); ++m) {
-      const GroupMemberLaunch& member = launch_.members[m];
-      members[m].setName(member.name);
-      members[m].setPath(member.file.string());
-      using Failure = schema::GroupMember::MemberFailure;
-      members[m].setOnFailure(!member.on_failure                     ? Failure::AUTO
-                              : *member.on_failure == OnFailure::mute ? Failure::MUTE
-                                                                      : Failure::BYPASS);
-      std::vector<ParamSetting> own;
-      for (const ParamSetting& p : params_)
-        if (p.member == m) own.push_back(p);
-      write_params(members[m].initParams(static_cast<unsigned>(own.size())), own);
-    }
-  }
-  if (!state.empty())
-    load.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(state.data()), state.size()));
-  load.setInspect(inspect);
-  load_id_ = send(load_msg, Clock::now() + launch_.request_timeout);
-  if (load_id_ == 0) {
-    phase_ = Phase::failed;
-    failure_ = gone_reason();
-    return;
-  }
-  if (phase_ == Phase::ready) phase_ = Phase::loading;
-  load_sent_ = true;
 }
 
 std::string SandboxInstance::wait_loaded(Clock::time_point deadline) {

@@ -493,9 +493,6 @@ TEST(FailClosedRender, BypassStillGivesTheDryBlock) {
   expect_only(r, {3});
 }
 
-}  // namespace
-}  // namespace sandpipe::host
-
 // ---- sandbox groups: one process for several plugins, each with its own on-failure ----------
 
 /// A chain of faulty.py / remembers.py entries (name, file, extra keys, params), each in sandbox
@@ -629,3 +626,6 @@ TEST(SandboxGroup, AGroupSplitByAnotherPluginIsOneProcessPerRun) {
   EXPECT_EQ(r.report.slots[2].name, "g-2");
   EXPECT_NE(r.report.slots[0].pid, r.report.slots[2].pid);
 }
+
+}  // namespace
+}  // namespace sandpipe::host

@@ -369,6 +369,57 @@ TEST_F(FilterNode, RunsAnEarlierApiProcessorAndSetsItsParameterLive) {
   }
 }
 
+TEST_F(FilterNode, RunsASandboxGroupAsOneSlotWithEachMembersOwnParamsAndLatency) {
+  // An SDK gain and the earlier pipeline's trim_gain (48 frames of latency) in one sandbox
+  // group: one process and one hop. The probe hears both (× 0.5, delayed 48 frames: the slot's
+  // latency is its members' sum), a `sandpipe set` of one member reaches only it, and the status
+  // lists both under the group's slot, the earlier-API one failing closed (mute).
+  const std::string name = "sandpipe-it-group";
+  const std::string gain = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
+  const std::string trim =
+      std::string(SANDPIPE_SOURCE_ROOT) + "/tests/host/fixtures/earlier-api/plugins_py/examples/trim_gain.py";
+  auto node = start_node(
+      name, write_config(name, "  { name = \"a\" path = \"" + gain +
+                                   "\" mode = \"sync\" sandbox = \"voice\" params = { gain = 0.5 } }\n"
+                                   "  { name = \"fx\" path = \"" + trim +
+                                   "\" mode = \"sync\" sandbox = \"voice\" params = { gain = 1.0 delay = 48 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"}), 0.5, 48, /*allow_dry=*/true);
+
+  auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " fx:gain 0.5 2>&1");
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const Json v = props_param(find_node(pw_dump(), name), "fx:gain");
+        return v.is_number() && v.num() == 0.5;
+      },
+      startup_timeout))
+      << read_text(work_ / (name + ".err"));
+  EXPECT_TRUE(props_param(find_node(pw_dump(), name), "a:gain").num() == 0.5) << "only fx's gain changed";
+  (void)run_probe(name, {"--frames", "4800"});  // the change reaches the sandbox meanwhile
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 48, /*allow_dry=*/true);
+
+  std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " status --json " + name + " 2>&1");
+  ASSERT_EQ(status, 0) << out;
+  const Json st = Json::parse(out);
+  ASSERT_EQ(st["slots"].arr().size(), 1U) << out;
+  const Json slot = st["slots"].arr().at(0);
+  EXPECT_EQ(slot["name"].str(), "voice");
+  EXPECT_EQ(slot["group"].str(), "voice");
+  EXPECT_EQ(slot["on_failure"].str(), "mute") << "fails closed as its earlier-API member";
+  ASSERT_EQ(slot["members"].arr().size(), 2U) << out;
+  EXPECT_EQ(slot["members"].arr().at(0)["name"].str(), "a");
+  EXPECT_EQ(slot["members"].arr().at(0)["on_failure"].str(), "bypass");
+  EXPECT_EQ(slot["members"].arr().at(1)["name"].str(), "fx");
+  EXPECT_EQ(slot["members"].arr().at(1)["on_failure"].str(), "mute");
+  EXPECT_EQ(slot["members"].arr().at(1)["latency_frames"].num(), 48);
+  std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " status " + name + " 2>&1");
+  EXPECT_NE(out.find("+ fx"), std::string::npos) << out;
+  stop_node(*node, name);
+  const std::string err = read_text(work_ / (name + ".err"));
+  EXPECT_NE(err.find("trim_gain: set_parameter gain=0.5"), std::string::npos) << err;
+}
+
 TEST_F(FilterNode, EarlierApiLoadErrorFailsTheSlotAndStatusSaysWhy) {
   // initialize() returns False: the node still starts (the slot falls back per its on-failure)
   // and `sandpipe status` names the file and the reason.

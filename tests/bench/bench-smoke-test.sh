@@ -51,13 +51,15 @@ for key in ("benchmark", "settings", "grouped", "zygote", "startup", "cost"):
 assert [s["plugins"] for s in r["startup"]] == [1, 2], r["startup"]
 assert all(s["first_block_processed"] and s["sandboxes"] == s["plugins"] for s in r["startup"]), r["startup"]
 rows = {(c["path"], c["plugins"], c["frames"]) for c in r["cost"]}
-for path in ("native", "python-isolated", "python-inprocess"):
+assert r["grouped"]["available"], r["grouped"]
+for path in ("native", "python-isolated", "python-grouped", "python-inprocess"):
     for n in (1, 2):
-        for frames in (64, 256, 1024):
+        for frames in (64, 256, 512, 1024):
             assert (path, n, frames) in rows, (path, n, frames)
 assert all(c["n"] == 20 and c["fallbacks"] == 0 for c in r["cost"]), r["cost"]
 EOF
 
+"$py" "$here/plot.py" scale --json "$work/scale.json" --out "$work/scale.png" >/dev/null
 "$py" "$here/plot.py" cdf --samples "$work/samples" --out "$work/cdf.png" >/dev/null
 "$py" "$here/plot.py" tables --json "$work/bench.json" >/dev/null
 {
@@ -65,7 +67,7 @@ EOF
   for t in 1 2 3 4; do echo "$t,94,10666,200,400,900,30,1000,0,0,1.0,3.0,12000,180000,2,0,0,,"; done
 } >"$work/soak.csv"
 "$py" "$here/plot.py" soak --csv "$work/soak.csv" --out "$work/soak.png" >/dev/null
-test -s "$work/cdf.png" && test -s "$work/soak.png"
+test -s "$work/cdf.png" && test -s "$work/soak.png" && test -s "$work/scale.png"
 
 # soak.sh --baseline's comparison, on two synthetic summaries: a chain that lost one cycle the
 # stall watch does not explain, beside a baseline that lost none, is worse than the baseline.

@@ -9,6 +9,9 @@
       measures it, late cycles / crashes / restarts, and RSS of host and sandboxes.
   plot.py tables --json bench.json
       The markdown tables of docs/performance.md from a `sandpipe-bench --json` report.
+  plot.py scale --json scale.json --out PNG
+      Cost per block against the number of plugins N (log-log), one panel per block size, from
+      a `sandpipe-bench --scale --json` report: native, isolated, grouped, in-process.
 """
 
 import argparse
@@ -191,6 +194,39 @@ def print_tables(args):
     print(f"\nmachine: {r['machine']}")
 
 
+SCALE_PATHS = [  # path in the report, label, style
+    ("native", "native gains (in the RT thread)", dict(color="tab:green", marker="s")),
+    ("python-isolated", "Python, each its own sandbox", dict(color="tab:blue", marker="o")),
+    ("python-grouped", "Python, one sandbox group", dict(color="tab:purple", marker="^")),
+    ("python-inprocess", "Python in-process (earlier design)", dict(color="tab:orange", marker="x", ls="--")),
+]
+
+
+def plot_scale(args):
+    import json
+
+    r = json.load(open(args.json))
+    frames = sorted({c["frames"] for c in r["cost"]})
+    fig, axes = plt.subplots(1, len(frames), figsize=(3.2 * len(frames), 3.4), sharey=True)
+    for ax, f in zip(np.atleast_1d(axes), frames):
+        for path, label, style in SCALE_PATHS:
+            rows = sorted((c for c in r["cost"] if c["path"] == path and c["frames"] == f), key=lambda c: c["plugins"])
+            if rows:
+                ax.plot([c["plugins"] for c in rows], [c["p50_us"] for c in rows], label=label, lw=1.3, ms=4, **style)
+        period = f / r["settings"]["sample_rate"] * 1e6
+        ax.axhline(period, color="gray", lw=0.8, ls=":")
+        ax.text(1, period * 1.1, f"period {period:.0f} µs", fontsize=7, color="gray")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{f} frames", fontsize=9)
+        ax.set_xlabel("plugins in the chain (N)")
+        ax.grid(True, which="both", alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("p50 µs per block")
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    save_small(fig, args.out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -205,8 +241,11 @@ def main():
     s.add_argument("--out", required=True)
     t = sub.add_parser("tables")
     t.add_argument("--json", required=True)
+    g = sub.add_parser("scale")
+    g.add_argument("--json", required=True)
+    g.add_argument("--out", required=True)
     args = ap.parse_args()
-    {"cdf": plot_cdf, "soak": plot_soak, "tables": print_tables}[args.cmd](args)
+    {"cdf": plot_cdf, "soak": plot_soak, "tables": print_tables, "scale": plot_scale}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 // sandpipe-bench --scale (see scale.h and docs/performance.md, "Scale").
 //
 // For N = 1, 2, 4, … plugins: the chain's start-up to its first processed block and the memory
-// of its sandboxes, then per-block cost at 64, 256 and 1024 frames of N native gains, N Python
-// gains each in its own sandbox (sync), and N in-process CPython calls of the same gain.py.
+// of its sandboxes, then per-block cost at 64, 256, 512 and 1024 frames of N native gains, N
+// Python gains each in its own sandbox (sync), the same N in one sandbox group (one process, one
+// hop per block), and N in-process CPython calls of the same gain.py.
 // Rows of one N take turns in chunks, so noise on this shared machine lands on all of them.
 #include "tests/bench/scale.h"
 
@@ -22,7 +23,7 @@ namespace sandpipe::bench {
 namespace {
 
 constexpr std::uint32_t scale_channels = 2;
-constexpr std::uint32_t scale_frames[] = {64, 256, 1024};
+constexpr std::uint32_t scale_frames[] = {64, 256, 512, 1024};
 constexpr std::uint32_t scale_max_frames = 1024;
 
 std::string repeated_entries(std::uint32_t n, const std::string& path, const std::string& extra) {
@@ -139,6 +140,12 @@ void measure(std::uint32_t n, const ScaleSettings& s, InProcessPython& python,
   start_chain(false, start.spawn).reset();  // gone before the zygote's chain starts
   auto isolated = start_chain(true, start.zygote);
   startups.push_back(start);
+  // The same N gains in one sandbox group: one process, one hop per block.
+  auto grouped = std::make_shared<ChainRunner>(
+      chain_config(
+          scale_channels,
+          repeated_entries(n, gain_py, " mode = \"sync\" sandbox = \"all\"" + std::string(python_timeout))),
+      scale_frames[0], scale_max_frames);
 
   auto native =
       std::make_shared<ChainRunner>(chain_config(scale_channels, repeated_entries(n, "builtin:gain", "")),
@@ -148,7 +155,7 @@ void measure(std::uint32_t n, const ScaleSettings& s, InProcessPython& python,
     python.load(gain_py, {{"gain", 1.0}}, scale_channels, frames);
     auto in = std::make_shared<std::vector<float>>(test_block(scale_channels, frames));
     auto out = std::make_shared<std::vector<float>>(in->size());
-    std::vector<Row> rows(3);
+    std::vector<Row> rows(4);
     rows[0].path = "native";
     rows[0].step = [native, frames] { return native->block(frames); };
     rows[1].path = "python-isolated";
@@ -159,12 +166,16 @@ void measure(std::uint32_t n, const ScaleSettings& s, InProcessPython& python,
       for (std::uint32_t i = 0; i < n; ++i) (void)python.process(in->data(), out->data());
       return now_ns() - t;
     };
-    std::vector<Row*> ptrs{&rows[0], &rows[1], &rows[2]};
+    rows[3].path = "python-grouped";
+    rows[3].step = [grouped, frames] { return grouped->block(frames); };
+    std::vector<Row*> ptrs{&rows[0], &rows[1], &rows[2], &rows[3]};
     const std::uint64_t misses_before = total_misses(*isolated->chain);
+    const std::uint64_t grouped_misses_before = total_misses(*grouped->chain);
     run_interleaved(ptrs, s.warmup, s.iterations, s.chunk);
     for (auto& r : rows) {
       CostRow c{r.path, n, frames, summarize(r.ns), 0};
       if (r.path == "python-isolated") c.misses = total_misses(*isolated->chain) - misses_before;
+      if (r.path == "python-grouped") c.misses = total_misses(*grouped->chain) - grouped_misses_before;
       costs.push_back(c);
     }
   }
@@ -184,8 +195,6 @@ double marginal_us(const std::vector<CostRow>& rows, const CostRow& r) {
   return (r.stats.p50 - one->stats.p50) / static_cast<double>(r.plugins - 1);
 }
 
-constexpr std::string_view grouped_why = "sandbox groups (issue 17, item 2) are not built yet";
-
 nlohmann::json report_json(const ScaleSettings& s, const std::vector<StartupRow>& startups,
                            const std::vector<CostRow>& costs) {
   nlohmann::json j;
@@ -194,7 +203,7 @@ nlohmann::json report_json(const ScaleSettings& s, const std::vector<StartupRow>
   j["settings"] = {{"iterations", s.iterations}, {"warmup", s.warmup},
                    {"chunk", s.chunk},           {"max_plugins", s.max_plugins},
                    {"channels", scale_channels}, {"sample_rate", sample_rate}};
-  j["grouped"] = {{"available", false}, {"why", grouped_why}};
+  j["grouped"] = {{"available", true}, {"group", "all N gains in one sandbox group"}};
   j["zygote"] = {{"available", true}};
   j["startup"] = nlohmann::json::array();
   // The top-level keys are the default path (the zygote); "spawn" the same without it.
@@ -248,21 +257,24 @@ void print_tables(const std::vector<StartupRow>& startups, const std::vector<Cos
       "(per sandbox; dirty = Private_Dirty: pages the zygote's children share copy-on-write are not "
       "private)\n");
   std::printf(
-      "\nCost per block (p50 us, %u ch) of N gains, and per added plugin (slope from N = 1); grouped: %s\n\n",
-      scale_channels, grouped_why.data());
+      "\nCost per block (p50 us, %u ch) of N gains, and per added plugin (slope from N = 1); grouped: "
+      "the N in one sandbox group\n\n",
+      scale_channels);
   std::printf(
-      "| %4s | %6s | %9s | %9s | %10s | %14s | %15s | %17s |\n"
-      "|------|--------|-----------|-----------|------------|----------------|-----------------|-------------"
-      "------|\n",
-      "N", "frames", "native", "isolated", "in-process", "isolated p99.9", "isolated/plugin",
-      "in-process/plugin");
+      "| %4s | %6s | %9s | %9s | %9s | %10s | %14s | %15s | %14s | %17s |\n"
+      "|------|--------|-----------|-----------|-----------|------------|----------------|-----------------|-"
+      "---------------|-------------------|\n",
+      "N", "frames", "native", "isolated", "grouped", "in-process", "isolated p99.9", "isolated/plugin",
+      "grouped/plugin", "in-process/plugin");
   for (const auto& r : costs) {
     if (r.path != "native") continue;
     const CostRow* iso = find(costs, "python-isolated", r.plugins, r.frames);
+    const CostRow* grp = find(costs, "python-grouped", r.plugins, r.frames);
     const CostRow* inp = find(costs, "python-inprocess", r.plugins, r.frames);
-    if (iso == nullptr || inp == nullptr) continue;
-    std::printf("| %4u | %6u | %9.2f | %9.1f | %10.1f | %14.1f | %15.2f | %17.2f |\n", r.plugins, r.frames,
-                r.stats.p50, iso->stats.p50, inp->stats.p50, iso->stats.p999, marginal_us(costs, *iso),
+    if (iso == nullptr || grp == nullptr || inp == nullptr) continue;
+    std::printf("| %4u | %6u | %9.2f | %9.1f | %9.1f | %10.1f | %14.1f | %15.2f | %14.2f | %17.2f |\n",
+                r.plugins, r.frames, r.stats.p50, iso->stats.p50, grp->stats.p50, inp->stats.p50,
+                iso->stats.p999, marginal_us(costs, *iso), marginal_us(costs, *grp),
                 marginal_us(costs, *inp));
   }
   std::printf("\n");

@@ -11,6 +11,8 @@
 #   8py-64        quantum 64, 8 Python plugins (gain)
 #   16py-512      quantum 512, 16 Python gain plugins, each in its own sandbox (issue 17's
 #                 isolated scale soak)
+#   64py-256      quantum 256, 64 Python gain plugins in 8 sandbox groups of 8 (issue 17's
+#                 grouped scale soak: 8 hops per block instead of 64)
 #   3slow-512     quantum 512, 3 Python plugins spinning ~5 ms each, mode = "pipelined"
 #                 (skipped, exit 77, when the build has no pipelined mode)
 #   crash-hourly  quantum 512, 2 Python plugins; one sandbox SIGKILLed every minute (needs
@@ -109,6 +111,14 @@ case $preset in
     quantum=512
     lines=()
     for i in $(seq 1 16); do lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0")"); done
+    write_chain "${lines[@]}"
+    ;;
+  64py-256)
+    quantum=256
+    lines=()
+    for i in $(seq 1 64); do
+      lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0" "sandbox = \"group$(((i - 1) / 8 + 1))\"")")
+    done
     write_chain "${lines[@]}"
     ;;
   8py-64)

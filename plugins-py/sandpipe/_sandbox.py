@@ -1021,8 +1021,14 @@ class GroupSession(Session):
             self._shutdown_quietly()
             raise
         self.latency = sum(m.session.latency for m in self.members)
-        self._scratch = np.zeros((channels, max_frames), dtype=np.float32)
-        self._saved: Dict[int, np.ndarray] = {}  # frames -> view of _scratch
+        # Contiguous (channels, frames) arrays per block size, over two flat buffers: the block
+        # the members work on, and a bypass member's input. The shared segment's views are
+        # strided (a channel every max_frames) for any block shorter than that, which doubles a
+        # numpy operation's cost; one copy in and one out make every member's work contiguous.
+        self._channels = channels
+        self._flat_work = np.zeros(channels * max_frames, dtype=np.float32)
+        self._flat_saved = np.zeros(channels * max_frames, dtype=np.float32)
+        self._arrays: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}  # frames -> (work, saved)
 
     @staticmethod
     def _call(index: int, name: str, where: str, fn: Callable[..., Any], *args: Any, path: str = "") -> Any:
@@ -1041,9 +1047,17 @@ class GroupSession(Session):
     def process(self, block: np.ndarray) -> Optional[List[Tuple[int, str, str]]]:
         global _member_prefix
         failed: Optional[List[Tuple[int, str, str]]] = None
-        saved = self._saved.get(block.shape[1])
-        if saved is None:
-            saved = self._saved[block.shape[1]] = self._scratch[:, : block.shape[1]]
+        frames = block.shape[1]
+        arrays = self._arrays.get(frames)
+        if arrays is None:
+            size = self._channels * frames
+            arrays = self._arrays[frames] = (
+                self._flat_work[:size].reshape(self._channels, frames),
+                self._flat_saved[:size].reshape(self._channels, frames),
+            )
+        shared = block
+        block, saved = arrays
+        block[...] = shared
         clock = time.perf_counter_ns
         t0 = clock()
         for m in self.members:
@@ -1072,6 +1086,7 @@ class GroupSession(Session):
             m.ns += t1 - t0
             t0 = t1
         _member_prefix = ""
+        shared[...] = block
         return failed
 
     def info(self) -> Dict[str, Any]:

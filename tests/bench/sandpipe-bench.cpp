@@ -52,7 +52,8 @@ at 512. Then offline render throughput (x real time) of a mixed native + Python 
                        where it sleeps until woken (wake-lead-us = 0, the default)
   --render-seconds S   audio length for the render rows (default 60)
   --scale              instead of the rows above: N = 1, 2, 4, … gain plugins (native, Python each
-                       in its own sandbox, in-process CPython) at 64, 256 and 1024 frames, cost per
+                       in its own sandbox, Python all in one sandbox group, in-process CPython) at
+                       64, 256, 512 and 1024 frames, cost per
                        block and per added plugin, and start-up to the first processed block with
                        the sandboxes' memory (docs/performance.md, "Scale")
   --scale-max N        largest N for --scale (default 128; 8 with --quick)

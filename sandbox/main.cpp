@@ -2,10 +2,14 @@
 //
 //   sandpipe-sandbox --control-fd N --shm-fd M --parent-pid P [--python-dir DIR] [--memory-mb MB]
 //   [--allow-writes DIR] [--wake-lead-us US] [--keep-denormals 0|1]
+//   [--input-edge-fd I] [--output-edge-fd O [--output-to-host 1]]
 //
 // Started by the host only (host/python/sandbox-client.cpp): N is this end of the control socketpair,
 // M the memfd of the shared segment, P the host's pid (to notice a host that died before
-// PR_SET_PDEATHSIG was armed), MB the address-space limit (0: none).
+// PR_SET_PDEATHSIG was armed), MB the address-space limit (0: none). I and O make it one of a
+// relay of sandboxes (direct hand-off, shm/block-channel.h): I the memfd of the edge its jobs
+// come from (the host or the sandbox before it fills it), O the memfd of the edge it passes its
+// blocks on to (to the host: the relay's last sandbox).
 // Confinement (sandbox/confinement.h): limits at start; namespaces, Landlock and the syscall
 // allow-list before the plugin is imported (Session::confine).
 #include <sys/prctl.h>
@@ -23,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "sandbox/confinement.h"
 #include "sandbox/sandbox-session.h"
@@ -34,6 +39,9 @@ namespace {
 struct Args {
   int control_fd = -1;
   int shm_fd = -1;
+  int input_edge_fd = -1;
+  int output_edge_fd = -1;
+  bool output_to_host = false;
   long parent_pid = -1;
   long memory_mb = 0;
   std::filesystem::path writable;
@@ -58,6 +66,13 @@ std::optional<Args> parse_args(int argc, char** argv) {
   app.add_option("--shm-fd", args.shm_fd, "The memfd of the shared segment")
       ->required()
       ->check(CLI::Range(3, std::numeric_limits<int>::max()));
+  app.add_option("--input-edge-fd", args.input_edge_fd, "The memfd of the edge this sandbox's jobs come from")
+      ->check(CLI::Range(3, std::numeric_limits<int>::max()));
+  app.add_option("--output-edge-fd", args.output_edge_fd, "The memfd of the edge it passes its blocks on to")
+      ->check(CLI::Range(3, std::numeric_limits<int>::max()));
+  int output_to_host = 0;
+  app.add_option("--output-to-host", output_to_host, "1: the output edge goes back to the host")
+      ->check(CLI::Range(0, 1));
   app.add_option("--parent-pid", args.parent_pid, "The host's pid")->check(CLI::PositiveNumber);
   app.add_option("--python-dir", args.python_dir, "The Sandpipe Python SDK");
   app.add_option("--memory-mb", args.memory_mb, "Address-space limit in MB (0: none)")
@@ -79,26 +94,41 @@ std::optional<Args> parse_args(int argc, char** argv) {
     std::fprintf(stderr, "sandpipe-sandbox: %s\n%s", e.what(), app.help().c_str());
     return std::nullopt;
   }
-  if (args.control_fd == args.shm_fd) {
-    std::fprintf(stderr, "sandpipe-sandbox: --control-fd and --shm-fd must differ\n");
+  std::vector<int> fds = {args.control_fd, args.shm_fd};
+  for (int fd : {args.input_edge_fd, args.output_edge_fd}) {
+    if (fd >= 0) fds.push_back(fd);
+  }
+  std::sort(fds.begin(), fds.end());
+  if (std::adjacent_find(fds.begin(), fds.end()) != fds.end()) {
+    std::fprintf(stderr, "sandpipe-sandbox: the descriptors given must all differ\n");
     return std::nullopt;
   }
   args.keep_denormals = keep_denormals == 1;
+  args.output_to_host = output_to_host == 1;
   args.wake_lead_ns = static_cast<std::uint64_t>(wake_lead_us) * 1000U;
   return args;
 }
 
-/// Closes every descriptor but 0-2 and the two this process was given: nothing else of the
-/// host's leaks into Python.
-void close_other_fds(int a, int b) {
-  const int lo = std::min(a, b);
-  const int hi = std::max(a, b);
-  auto close_range = [](unsigned first, unsigned last) {
-    if (first <= last) ::syscall(SYS_close_range, first, last, 0u);
-  };
-  close_range(3, static_cast<unsigned>(lo) - 1);
-  close_range(static_cast<unsigned>(lo) + 1, static_cast<unsigned>(hi) - 1);
-  close_range(static_cast<unsigned>(hi) + 1, ~0u);
+/// Closes every descriptor but 0-2 and those this process was given (`keep`, -1 for none):
+/// nothing else of the host's leaks into Python.
+void close_other_fds(std::vector<int> keep) {
+  std::erase(keep, -1);
+  std::sort(keep.begin(), keep.end());
+  unsigned next = 3;
+  for (int fd : keep) {
+    if (static_cast<unsigned>(fd) > next) ::syscall(SYS_close_range, next, static_cast<unsigned>(fd) - 1, 0u);
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  ::syscall(SYS_close_range, next, ~0u, 0u);
+}
+
+/// The edge behind `fd` (-1: none), attached; a message naming it if it does not attach.
+std::optional<std::string> attach_edge(int fd, const char* which, std::optional<sandpipe::shm::Segment>& out) {
+  if (fd < 0) return std::nullopt;
+  auto attached = sandpipe::shm::Segment::attach(fd);
+  if (auto* problem = std::get_if<std::string>(&attached)) return std::string(which) + " edge: " + *problem;
+  out.emplace(std::move(std::get<sandpipe::shm::Segment>(attached)));
+  return std::nullopt;
 }
 
 std::filesystem::path self_path() {
@@ -139,7 +169,7 @@ int main(int argc, char** argv) {
   if (args.parent_pid > 0 && parent != 0 && parent != static_cast<pid_t>(args.parent_pid)) return 71;
   // Whatever C code writes to fd 1 goes to stderr: the host's stdout may carry audio.
   ::dup2(STDERR_FILENO, STDOUT_FILENO);
-  close_other_fds(args.control_fd, args.shm_fd);
+  close_other_fds({args.control_fd, args.shm_fd, args.input_edge_fd, args.output_edge_fd});
   // A host that closes the socket must not kill us with SIGPIPE (sends use MSG_NOSIGNAL too).
   std::signal(SIGPIPE, SIG_IGN);
   const auto limits_problem =
@@ -154,6 +184,15 @@ int main(int argc, char** argv) {
     return 3;
   }
   auto& segment = std::get<sandpipe::shm::Segment>(attached);
+  std::optional<sandpipe::shm::Segment> input_edge;
+  std::optional<sandpipe::shm::Segment> output_edge;
+  for (auto problem : {attach_edge(args.input_edge_fd, "input", input_edge),
+                       attach_edge(args.output_edge_fd, "output", output_edge)}) {
+    if (problem) {
+      sandpipe::sandbox::Session::report_early_error(control, "shared memory: " + *problem);
+      return 3;
+    }
+  }
   if (limits_problem) {
     sandpipe::sandbox::Session::report_early_error(control, "cannot confine the sandbox: " + *limits_problem);
     return 3;
@@ -163,7 +202,8 @@ int main(int argc, char** argv) {
     sandpipe::sandbox::Session session(
         control, segment,
         {self, args.python_dir.empty() ? default_python_dir(self) : args.python_dir, args.writable,
-         args.wake_lead_ns, args.keep_denormals});
+         args.wake_lead_ns, args.keep_denormals, nullptr, input_edge ? &*input_edge : nullptr,
+         output_edge ? &*output_edge : nullptr, args.output_to_host});
     code = session.run();
   }
   // NOTE: no interpreter finalisation and no static destructors: plugin threads or C

@@ -129,6 +129,7 @@ bool is_under(const std::filesystem::path& path, const std::vector<std::filesyst
 Session::Session(schema::ControlChannel& control, shm::Segment& segment, SessionConfig config)
     : control_(control), segment_(segment), endpoint_(segment), config_(std::move(config)) {
   endpoint_.set_lead_ns(config_.wake_lead_ns);
+  check_edges();
   try {
     python_ =
         std::make_unique<PythonPlugin>(config_.program, config_.sdk_dir,
@@ -150,6 +151,20 @@ Session::Session(schema::ControlChannel& control, shm::Segment& segment, Session
     python_->set_log([this](int stream, std::string_view line) { send_log(stream, line); });
   } else {
     init_error_ = "no Python interpreter";
+  }
+  check_edges();
+}
+
+void Session::check_edges() {
+  const shm::Geometry& ours = segment_.geometry();
+  for (const shm::Segment* edge : {config_.input_edge, config_.output_edge}) {
+    if (edge == nullptr || !init_error_.empty()) continue;
+    const shm::Geometry& theirs = edge->geometry();
+    if (theirs.channels != ours.channels || theirs.max_frames != ours.max_frames ||
+        theirs.slot_count != ours.slot_count) {
+      init_error_ = std::string("shared memory: the ") + (edge == config_.input_edge ? "input" : "output") +
+                    " edge's geometry differs from the sandbox's segment";
+    }
   }
 }
 
@@ -519,6 +534,10 @@ void Session::drain_control() {
 }
 
 void Session::serve() {
+  // A relay's sandbox takes the edges' ring indices as they are now (check_edges() checked
+  // their geometry): a spare that waited for its load starts where the one before it stopped.
+  if (config_.input_edge != nullptr) (void)endpoint_.take_input_from(*config_.input_edge);
+  if (config_.output_edge != nullptr) (void)endpoint_.send_output_to(*config_.output_edge, config_.output_to_host);
   std::uint64_t jobs = 0;
   while (!shutdown_ && !control_.closed()) {
     control_.flush_now();

@@ -26,6 +26,13 @@ struct SessionConfig {
   bool keep_denormals = false;
   /// The allow-list compiled by the zygote that forked this sandbox (null: compiled at confine()).
   const SyscallProgram* syscall_program = nullptr;
+  /// A relay of sandboxes (shm::SandboxEndpoint::take_input_from / send_output_to): the edge
+  /// the jobs come from, and the one the blocks go on to (null: the host's own rings). Attached
+  /// by the caller, before confinement; they must outlive the Session.
+  shm::Segment* input_edge = nullptr;
+  shm::Segment* output_edge = nullptr;
+  /// The output edge is the relay's tail: blocks go back to the host as completions.
+  bool output_to_host = false;
 };
 
 /// Runs on the sandbox's one thread. Holds the GIL except while waiting for work, so Python
@@ -52,6 +59,9 @@ class Session {
   static void report_early_error(schema::ControlChannel& control, const std::string& message);
 
  private:
+  /// Checks the relay's edges, if any, fit the segment (init_error_ says why not); serve()
+  /// binds the endpoint to them.
+  void check_edges();
   bool handshake();
   bool load();
   /// Applies the confinement (once, before any plugin code runs) for the plugin files `paths`

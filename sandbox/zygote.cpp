@@ -19,6 +19,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -36,9 +37,11 @@ namespace {
 using schema::ZygoteForkRequest;
 using schema::ZygoteReply;
 
-/// Where a child finds its two descriptors, whatever numbers the zygote received them as.
+/// Where a child finds its descriptors, whatever numbers the zygote received them as.
 constexpr int child_control_fd = 3;
 constexpr int child_shm_fd = 4;
+constexpr int child_input_edge_fd = 5;
+constexpr int child_output_edge_fd = 6;
 
 struct ZygoteArgs {
   int control_fd = -1;
@@ -85,16 +88,24 @@ int thread_count() {
   return n;
 }
 
-/// One request: its record and its two descriptors (both -1 unless exactly two came).
+/// One request: its record and its descriptors (all -1 unless as many came as `edges` says).
 struct Request {
   ZygoteForkRequest fork;
   int control_fd = -1;
   int shm_fd = -1;
+  int input_edge_fd = -1;
+  int output_edge_fd = -1;
+
+  void close_all() const {
+    for (int fd : {control_fd, shm_fd, input_edge_fd, output_edge_fd}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
 };
 
 /// Blocks for the next request. False once the host closed its end.
 bool receive(int fd, Request& out, std::string& problem) {
-  alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
   iovec iov{&out.fork, sizeof out.fork};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -109,13 +120,21 @@ bool receive(int fd, Request& out, std::string& problem) {
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    int fds[2] = {-1, -1};
-    std::memcpy(fds, CMSG_DATA(c), (count < 2 ? count : 2) * sizeof(int));
-    if (count == 2) {
+    int fds[4] = {-1, -1, -1, -1};
+    std::memcpy(fds, CMSG_DATA(c), (count < 4 ? count : 4) * sizeof(int));
+    const std::uint32_t edges = out.fork.edges;
+    const std::size_t expected = 2 + ((edges & schema::zygote_input_edge) != 0 ? 1 : 0) +
+                                 ((edges & schema::zygote_output_edge) != 0 ? 1 : 0);
+    constexpr std::uint32_t known =
+        schema::zygote_input_edge | schema::zygote_output_edge | schema::zygote_output_to_host;
+    if (count == expected && (edges & ~known) == 0) {
       out.control_fd = fds[0];
       out.shm_fd = fds[1];
+      std::size_t next = 2;
+      if ((edges & schema::zygote_input_edge) != 0) out.input_edge_fd = fds[next++];
+      if ((edges & schema::zygote_output_edge) != 0) out.output_edge_fd = fds[next++];
     } else {
-      for (std::size_t i = 0; i < count && i < 2; ++i) ::close(fds[i]);
+      for (std::size_t i = 0; i < count && i < 4; ++i) ::close(fds[i]);
     }
   }
   const ZygoteForkRequest& r = out.fork;
@@ -124,7 +143,7 @@ bool receive(int fd, Request& out, std::string& problem) {
   } else if (r.magic != schema::zygote_magic) {
     problem = "request from a different build (magic mismatch)";
   } else if (out.control_fd < 0 || out.shm_fd < 0) {
-    problem = "request without its two descriptors";
+    problem = "request without its descriptors";
   } else if (std::memchr(r.allow_writes, 0, sizeof r.allow_writes) == nullptr ||
              (r.allow_writes[0] != 0 && r.allow_writes[0] != '/') || r.keep_denormals > 1 ||
              r.wake_lead_us > 1'000'000) {
@@ -310,20 +329,37 @@ class SyscallPrograms {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM})
     std::signal(sig, SIG_DFL);
   std::signal(SIGPIPE, SIG_IGN);
-  // Only the two descriptors of this sandbox survive (not the zygote's socket, nor another
-  // request's): moved above any clash, then to 3 and 4.
-  const int control_high = ::fcntl(request.control_fd, F_DUPFD, 100);
-  const int shm_high = ::fcntl(request.shm_fd, F_DUPFD, 100);
-  if (control_high < 0 || shm_high < 0 || ::dup2(control_high, child_control_fd) < 0 ||
-      ::dup2(shm_high, child_shm_fd) < 0)
-    std::_Exit(70);
-  ::syscall(SYS_close_range, static_cast<unsigned>(child_shm_fd) + 1, ~0U, 0U);
+  // Only the descriptors of this sandbox survive (not the zygote's socket, nor another
+  // request's): moved above any clash, then to 3 to 6.
+  const std::pair<int, int> moves[] = {{request.control_fd, child_control_fd},
+                                       {request.shm_fd, child_shm_fd},
+                                       {request.input_edge_fd, child_input_edge_fd},
+                                       {request.output_edge_fd, child_output_edge_fd}};
+  int high[4] = {-1, -1, -1, -1};
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (moves[i].first >= 0 && (high[i] = ::fcntl(moves[i].first, F_DUPFD, 100)) < 0) std::_Exit(70);
+  }
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (high[i] >= 0 && ::dup2(high[i], moves[i].second) < 0) std::_Exit(70);
+    if (high[i] < 0) ::close(moves[i].second);
+  }
+  ::syscall(SYS_close_range, static_cast<unsigned>(child_output_edge_fd) + 1, ~0U, 0U);
 
   const auto limits_problem = apply_process_limits({request.fork.memory_mb});
   schema::ControlChannel control(kj::AutoCloseFd(child_control_fd), schema::ChannelLimits::from_host());
   auto attached = shm::Segment::attach(child_shm_fd);
   std::string problem;
   if (auto* why = std::get_if<std::string>(&attached)) problem = "shared memory: " + *why;
+  std::optional<shm::Segment> edges[2];
+  for (std::size_t i = 0; i < 2 && problem.empty(); ++i) {
+    if (high[2 + i] < 0) continue;
+    auto edge = shm::Segment::attach(moves[2 + i].second);
+    if (auto* why = std::get_if<std::string>(&edge)) {
+      problem = std::string("shared memory: ") + (i == 0 ? "input" : "output") + " edge: " + *why;
+    } else {
+      edges[i].emplace(std::move(std::get<shm::Segment>(edge)));
+    }
+  }
   if (problem.empty() && limits_problem) problem = "cannot confine the sandbox: " + *limits_problem;
   if (!problem.empty()) {
     Session::report_early_error(control, problem);
@@ -334,7 +370,8 @@ class SyscallPrograms {
     Session session(control, std::get<shm::Segment>(attached),
                     {self, sdk_dir, std::filesystem::path(request.fork.allow_writes),
                      std::uint64_t{request.fork.wake_lead_us} * 1000U, request.fork.keep_denormals != 0,
-                     program},
+                     program, edges[0] ? &*edges[0] : nullptr, edges[1] ? &*edges[1] : nullptr,
+                     (request.fork.edges & schema::zygote_output_to_host) != 0},
                     std::move(python));
     code = session.run();
   }
@@ -444,8 +481,7 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
         }
       }
     }
-    if (request.control_fd >= 0) ::close(request.control_fd);
-    if (request.shm_fd >= 0) ::close(request.shm_fd);
+    request.close_all();
     reply(fd, pid > 0 ? pid : 0, problem);
   }
 }

@@ -62,6 +62,22 @@ WaitResult HostEndpoint::try_complete_rt(Completion& out) noexcept {
     return WaitResult::corrupt;
   }
   const std::uint32_t in_flight = submitted_ - completed_;
+  const std::uint32_t mask = geometry_.slot_count - 1;
+  const Job& expected = in_flight_jobs_[completed_ & mask];
+  // A relay's job lost with a restarted sandbox: what it returns in its place.
+  const auto lost = [&] {
+    out = Completion{expected.seq, expected.slot, expected.frames,
+                     static_cast<std::uint32_t>(CompletionStatus::failed)};
+    ++completed_;
+    return WaitResult::ready;
+  };
+  if (has_held_) {
+    if (held_.seq != expected.seq) return lost();
+    has_held_ = false;
+    out = held_;
+    ++completed_;
+    return WaitResult::ready;
+  }
   Completion completion;
   switch (completions_.try_pop(completion, in_flight)) {
     case PopResult::ok:
@@ -72,11 +88,22 @@ WaitResult HostEndpoint::try_complete_rt(Completion& out) noexcept {
       return fail();
   }
   // `completion` is a private copy: check it field by field against what we sent.
-  const Job& expected = in_flight_jobs_[completed_ & (geometry_.slot_count - 1)];
-  if (completion.seq != expected.seq || completion.slot != expected.slot ||
-      completion.frames > geometry_.max_frames ||
+  if (completion.frames > geometry_.max_frames ||
       completion.status > static_cast<std::uint32_t>(CompletionStatus::failed)) {
     return fail();
+  }
+  if (completion.seq != expected.seq || completion.slot != expected.slot) {
+    // In a relay, it may name a later job in flight: the ones before it were lost.
+    std::uint32_t later = 1;
+    while (relay_ && later < in_flight) {
+      const Job& job = in_flight_jobs_[(completed_ + later) & mask];
+      if (job.seq == completion.seq && job.slot == completion.slot) break;
+      ++later;
+    }
+    if (!relay_ || later >= in_flight) return fail();
+    held_ = completion;
+    has_held_ = true;
+    return lost();
   }
   ++completed_;
   out = completion;
@@ -146,6 +173,14 @@ float* HostEndpoint::channel_rt(std::uint32_t slot, std::uint32_t ch) noexcept {
     return nullptr;
   }
   return reinterpret_cast<float*>(slots_ + slot * slot_stride_bytes_ + ch * channel_stride_bytes_);
+}
+
+const float* HostEndpoint::output_channel_rt(std::uint32_t slot, std::uint32_t ch) noexcept {
+  check_rt_thread();
+  if (failed_ || slot >= geometry_.slot_count || ch >= geometry_.channels) {
+    return nullptr;
+  }
+  return reinterpret_cast<const float*>(output_slots_ + slot * slot_stride_bytes_ + ch * channel_stride_bytes_);
 }
 
 void HostEndpoint::notify_control() noexcept {

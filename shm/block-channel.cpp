@@ -4,7 +4,10 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <utility>
 
 #include "shm/futex.h"
 #include "shm/layout.h"
@@ -21,6 +24,26 @@ HostEndpoint::HostEndpoint(Segment& segment) noexcept : geometry_(segment.geomet
   jobs_ = SpscProducer<Job>(parts.jobs_control, parts.jobs, geometry_.slot_count);
   completions_ = SpscConsumer<Completion>(parts.completions_control, parts.completions, geometry_.slot_count);
   control_ = parts.control;
+  output_slots_ = slots_;
+}
+
+namespace {
+
+[[nodiscard]] bool same_geometry(const Geometry& a, const Geometry& b) noexcept {
+  return a.channels == b.channels && a.max_frames == b.max_frames && a.slot_count == b.slot_count;
+}
+
+}  // namespace
+
+HostEndpoint::HostEndpoint(Segment& head, Segment& tail) : HostEndpoint(head) {
+  if (!same_geometry(head.geometry(), tail.geometry())) {
+    throw std::invalid_argument("a relay's head and tail edges differ in geometry");
+  }
+  const detail::SegmentParts parts =
+      detail::segment_parts(tail.base(), detail::compute_layout(geometry_));
+  completions_ = SpscConsumer<Completion>(parts.completions_control, parts.completions, geometry_.slot_count);
+  output_slots_ = parts.slots;
+  relay_ = true;
 }
 
 const Geometry& HostEndpoint::geometry() const noexcept { return geometry_; }
@@ -55,7 +78,14 @@ bool SandboxEndpoint::poll(Job& out, Wake& wake) noexcept {
     if (popped == PopResult::empty) {
       break;
     }
-    if (job.slot < geometry_.slot_count && job.frames <= geometry_.max_frames) {
+    const std::uint32_t frames = job.frames & ~job_upstream_flags;
+    if (job.slot < geometry_.slot_count && frames <= geometry_.max_frames) {
+      upstream_[job.slot] = job.frames & job_upstream_flags;
+      submit_us_[job.slot] = job.submit_us;
+      job.frames = frames;
+      if (input_slots_ != nullptr) {
+        copy_slot(input_slots_, slots_, job.slot, frames);
+      }
       out = job;
       wake = Wake::job;
       return true;
@@ -176,9 +206,97 @@ SandboxEndpoint::Wake SandboxEndpoint::wait(Job& out, std::uint64_t timeout_ns) 
 }
 
 void SandboxEndpoint::complete(const Completion& completion) noexcept {
-  if (completions_.try_push(completion) == PushResult::ok) {
-    completions_.wake_consumer();
+  Completion done = completion;
+  const bool in_range = done.slot < geometry_.slot_count && done.frames <= geometry_.max_frames;
+  if (in_range) {
+    const std::uint32_t upstream = std::exchange(upstream_[done.slot], 0U);
+    if ((upstream & job_upstream_failed) != 0) {
+      done.status = static_cast<std::uint32_t>(CompletionStatus::failed);
+    } else if ((upstream & job_upstream_passthrough) != 0 &&
+               done.status == static_cast<std::uint32_t>(CompletionStatus::processed)) {
+      done.status = static_cast<std::uint32_t>(CompletionStatus::passthrough);
+    }
   }
+  if (output_slots_ == nullptr) {
+    if (completions_.try_push(done) == PushResult::ok) {
+      completions_.wake_consumer();
+    }
+    return;
+  }
+  if (!in_range) {
+    ++forward_drops_;
+    return;
+  }
+  control_->answered.store(++answered_, std::memory_order_release);
+  copy_slot(slots_, output_slots_, done.slot, done.frames);
+  if (to_host_) {
+    if (tail_completions_.try_push(done) == PushResult::ok) {
+      ++forwarded_;
+      tail_completions_.wake_consumer();
+    } else {
+      ++forward_drops_;
+    }
+    return;
+  }
+  std::uint32_t flags = 0;
+  if (done.status == static_cast<std::uint32_t>(CompletionStatus::passthrough)) {
+    flags = job_upstream_passthrough;
+  } else if (done.status != static_cast<std::uint32_t>(CompletionStatus::processed)) {
+    flags = job_upstream_failed;
+  }
+  const Job job{done.seq, done.slot, done.frames | flags, submit_us_[done.slot]};
+  if (next_jobs_.try_push(job) != PushResult::ok) {
+    ++forward_drops_;
+    return;
+  }
+  ++forwarded_;
+  next_jobs_.wake_consumer();
+}
+
+void SandboxEndpoint::copy_slot(const std::byte* from, std::byte* to, std::uint32_t slot,
+                                std::uint32_t frames) const noexcept {
+  for (std::uint32_t ch = 0; ch < geometry_.channels; ++ch) {
+    const std::size_t at = slot * slot_stride_bytes_ + ch * channel_stride_bytes_;
+    std::memcpy(to + at, from + at, std::size_t{frames} * sizeof(float));
+  }
+}
+
+bool SandboxEndpoint::take_input_from(Segment& edge) noexcept {
+  if (!same_geometry(edge.geometry(), geometry_)) {
+    return false;
+  }
+  const detail::SegmentParts parts = detail::segment_parts(edge.base(), detail::compute_layout(geometry_));
+  jobs_ = SpscConsumer<Job>(parts.jobs_control, parts.jobs, geometry_.slot_count);
+  input_slots_ = parts.slots;
+  return true;
+}
+
+bool SandboxEndpoint::send_output_to(Segment& edge, bool to_host) noexcept {
+  if (!same_geometry(edge.geometry(), geometry_)) {
+    return false;
+  }
+  const detail::SegmentParts parts = detail::segment_parts(edge.base(), detail::compute_layout(geometry_));
+  if (to_host) {
+    tail_completions_ = SpscProducer<Completion>(parts.completions_control, parts.completions, geometry_.slot_count);
+  } else {
+    next_jobs_ = SpscProducer<Job>(parts.jobs_control, parts.jobs, geometry_.slot_count);
+  }
+  to_host_ = to_host;
+  output_slots_ = parts.slots;
+  return true;
+}
+
+ControlBell::ControlBell(Segment& own, Segment& sleeps_on) noexcept {
+  control_ = detail::segment_parts(own.base(), detail::compute_layout(own.geometry())).control;
+  const detail::SegmentParts edge =
+      detail::segment_parts(sleeps_on.base(), detail::compute_layout(sleeps_on.geometry()));
+  // Only its wake-up is used: the bell never pushes a job.
+  wake_ = SpscProducer<Job>(edge.jobs_control, edge.jobs, sleeps_on.geometry().slot_count);
+}
+
+void ControlBell::ring() noexcept {
+  control_->count.fetch_add(1, std::memory_order_release);
+  wake_.wake_consumer();
 }
 
 float* SandboxEndpoint::channel(std::uint32_t slot, std::uint32_t ch) noexcept {
@@ -198,6 +316,9 @@ SandboxEndpoint::Anticipation SandboxEndpoint::anticipation() const noexcept {
 }
 
 std::uint32_t HostEndpoint::answered_hint() const noexcept { return completions_.producer_write_hint(); }
+std::uint32_t HostEndpoint::relay_answered_hint() const noexcept {
+  return control_->answered.load(std::memory_order_acquire);
+}
 
 bool HostEndpoint::sandbox_idle_hint() const noexcept {
   return submitted_count() == completions_.producer_write_hint();

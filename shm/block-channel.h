@@ -20,7 +20,7 @@
 
 namespace sandpipe::shm {
 
-inline constexpr std::uint32_t layout_version = 2;  // 2: Job::submit_us
+inline constexpr std::uint32_t layout_version = 3;  // 2: Job::submit_us; 3: relays
 inline constexpr std::uint32_t max_channels = 8;
 inline constexpr std::uint32_t max_frames_limit = 8192;
 inline constexpr std::uint32_t max_slots = 16;
@@ -41,6 +41,14 @@ struct Job {
   /// HostEndpoint::submit_rt): the cadence the sandbox's anticipation follows.
   std::uint32_t submit_us = 0;
 };
+
+/// Direct hand-off (a relay of sandboxes, see SandboxEndpoint::send_output_to): a sandbox that
+/// passes a job on to the next one says in the top bits of Job::frames what became of the block
+/// before it. The next sandbox processes the block all the same (its plugin sees every block)
+/// and its completion says `failed` or `passthrough` as the worst of the run did.
+inline constexpr std::uint32_t job_upstream_failed = 1U << 31;
+inline constexpr std::uint32_t job_upstream_passthrough = 1U << 30;
+inline constexpr std::uint32_t job_upstream_flags = job_upstream_failed | job_upstream_passthrough;
 
 enum class CompletionStatus : std::uint32_t {
   processed = 0,    ///< the slot holds the plugin's output
@@ -88,6 +96,18 @@ class HostEndpoint {
   /// [main] Binds to a segment the host created. The segment must outlive the endpoint. Bind
   /// before the sandbox runs (the ring indices are taken from the segment once, here).
   explicit HostEndpoint(Segment& segment) noexcept;
+  /// [main] A relay of sandboxes (direct hand-off): jobs and their input go into the `head`
+  /// edge, which the relay's first sandbox takes them from; completions and the processed
+  /// audio come back in the `tail` edge, which its last one fills; the sandboxes in between
+  /// pass each block on among themselves (SandboxEndpoint::send_output_to). Both segments must
+  /// have the same geometry (std::invalid_argument otherwise) and outlive the endpoint. No
+  /// sandbox sleeps on `head`'s control word: tell each one through its own ControlBell.
+  ///
+  /// A relay outlives its sandboxes: one that is restarted loses the blocks it was working on,
+  /// so a completion may come back for a later job than the oldest in flight. Such a completion
+  /// is accepted when it names a job in flight; the jobs before it are returned first, one per
+  /// call, as `failed` (lost). Anything else is still `corrupt`.
+  HostEndpoint(Segment& head, Segment& tail);
   HostEndpoint(const HostEndpoint&) = delete;
   HostEndpoint& operator=(const HostEndpoint&) = delete;
   HostEndpoint(HostEndpoint&&) noexcept = default;
@@ -107,8 +127,12 @@ class HostEndpoint {
   /// abort flag (set_abort_flag()) is seen set.
   WaitResult wait_complete_rt(Completion& out, std::uint64_t deadline_ns) noexcept;
 
-  /// [rt] Channel `ch` of slot `slot` (both must be in range: checked, nullptr otherwise).
+  /// [rt] Channel `ch` of slot `slot` (both must be in range: checked, nullptr otherwise): where
+  /// a job's input goes.
   [[nodiscard]] float* channel_rt(std::uint32_t slot, std::uint32_t ch) noexcept;
+  /// [rt] The same in the segment completions come from, where the processed audio is: the
+  /// same memory as channel_rt() but in a relay.
+  [[nodiscard]] const float* output_channel_rt(std::uint32_t slot, std::uint32_t ch) noexcept;
 
   /// [any] Tells the sandbox a control message is waiting on its socket (bumps a counter, wakes it).
   void notify_control() noexcept;
@@ -131,6 +155,9 @@ class HostEndpoint {
   /// [any] How many blocks the sandbox claims to have answered so far (free-running). Moves as
   /// long as the sandbox makes progress: the hang watchdog's other input. A hint, as above.
   [[nodiscard]] std::uint32_t answered_hint() const noexcept;
+  /// [any] The same for a relay's sandbox bound to this endpoint's segment (its own, whose
+  /// rings the host does not use): the blocks it claims to have passed on.
+  [[nodiscard]] std::uint32_t relay_answered_hint() const noexcept;
   /// [rt] True once the sandbox broke the protocol (the endpoint then stays unusable).
   [[nodiscard]] bool failed() const noexcept;
   /// [main] How long wait_complete_rt() spins at most before it sleeps (0: sleep at once).
@@ -155,6 +182,7 @@ class HostEndpoint {
 
   Geometry geometry_;  // the host's own copy: never re-read from the segment
   std::byte* slots_ = nullptr;
+  std::byte* output_slots_ = nullptr;  // slots_ but in a relay
   std::size_t channel_stride_bytes_ = 0;
   std::size_t slot_stride_bytes_ = 0;
   SpscProducer<Job> jobs_;
@@ -181,6 +209,9 @@ class HostEndpoint {
   std::uint32_t spin_misses_ = 0;
   std::uint32_t waits_since_probe_ = 0;
   bool failed_ = false;
+  bool relay_ = false;          // made by the relay constructor: completions may skip lost jobs
+  bool has_held_ = false;       // a relay's completion that came after lost jobs, for later
+  Completion held_{};
   std::thread::id rt_thread_{};  // debug builds only
 };
 
@@ -211,8 +242,36 @@ class SandboxEndpoint {
   Wake wait(Job& out, std::uint64_t timeout_ns) noexcept;
 
   /// [any] Publishes a completion and wakes the host if it sleeps. (Dropped if the ring is full, which
-  /// a host keeping at most slot_count jobs in flight never allows.)
+  /// a host keeping at most slot_count jobs in flight never allows.) In a relay, the status is
+  /// the worst of the run's so far (job_upstream_flags), and a sandbox that sends its output on
+  /// (send_output_to) passes the block and the job to the next sandbox instead.
   void complete(const Completion& completion) noexcept;
+
+  // --- Direct hand-off: a relay of sandboxes ------------------------------------------------
+  // The host submits to the first sandbox of a relay and collects from the last; each one in
+  // between takes its jobs from an edge segment the one before it fills. An edge is an
+  // ordinary segment of the relay's geometry that only those two sandboxes (and the host,
+  // which created it) map: the sandbox before it can write the next one's input and nothing
+  // else, so it can neither forge the next one's output nor skip it.
+
+  /// [main] Takes jobs from `edge` (pushed by the host or by the sandbox before us) instead of
+  /// our own segment's jobs ring; each job's input is copied from the edge's slot into ours,
+  /// where the plugin works on it. Control notifications still count in our own segment, but
+  /// the host wakes us on the edge (ControlBell). The ring's index is taken from the edge now:
+  /// bind when this sandbox starts serving (a spare that waited for its load must not start
+  /// from where the edge was when it was made). False if `edge`'s geometry differs from ours.
+  /// `edge` must outlive the endpoint.
+  bool take_input_from(Segment& edge) noexcept;
+  /// [main] complete() copies the processed slot into `edge`'s slot of the same index and
+  /// passes the block on: as a job for the next sandbox (the run's status in its flags), or,
+  /// `to_host` (the relay's last sandbox), as a completion in the edge's completions ring.
+  /// False if `edge`'s geometry differs from ours. When to bind: as take_input_from().
+  bool send_output_to(Segment& edge, bool to_host) noexcept;
+  /// [any] Jobs passed on to the next sandbox, and those it had no room for (it is far behind
+  /// or broke the edge's ring: the host's wait for them runs out and the run goes to its
+  /// fallback).
+  [[nodiscard]] std::uint64_t forwarded() const noexcept { return forwarded_; }
+  [[nodiscard]] std::uint64_t forward_drops() const noexcept { return forward_drops_; }
 
   /// [any] Channel `ch` of slot `slot`, or nullptr if either is out of range.
   [[nodiscard]] float* channel(std::uint32_t slot, std::uint32_t ch) noexcept;
@@ -257,12 +316,27 @@ class SandboxEndpoint {
   /// other runnable thread of this CPU go first between polls.
   bool spin_until(Job& out, Wake& wake, std::uint64_t until, bool yield) noexcept;
 
+  /// Copies `frames` frames of every channel of slot `slot` from `from` to `to` (slot areas).
+  void copy_slot(const std::byte* from, std::byte* to, std::uint32_t slot, std::uint32_t frames) const noexcept;
+
   Geometry geometry_;
   std::byte* slots_ = nullptr;
   std::size_t channel_stride_bytes_ = 0;
   std::size_t slot_stride_bytes_ = 0;
   SpscConsumer<Job> jobs_;
   SpscProducer<Completion> completions_;
+  // A relay: the edge jobs come from (input_slots_ non-null) and the edge they go on to.
+  const std::byte* input_slots_ = nullptr;
+  std::byte* output_slots_ = nullptr;
+  SpscProducer<Job> next_jobs_;
+  SpscProducer<Completion> tail_completions_;  // the relay's last sandbox: to the host
+  bool to_host_ = false;
+  std::uint32_t answered_ = 0;
+  /// What each slot's job said of the run before us (job_upstream_flags) and its submit stamp.
+  std::array<std::uint32_t, max_slots> upstream_{};
+  std::array<std::uint32_t, max_slots> submit_us_{};
+  std::uint64_t forwarded_ = 0;
+  std::uint64_t forward_drops_ = 0;
   detail::ControlNotify* control_ = nullptr;
   std::uint32_t last_control_ = 0;
   std::uint64_t spin_ns_ = default_spin_ns;
@@ -272,6 +346,21 @@ class SandboxEndpoint {
   std::uint32_t steady_jobs_ = 0;
   std::uint64_t anticipated_ = 0;
   std::uint64_t caught_ = 0;
+};
+
+/// Host side: tells a relay's later sandbox that a control message waits on its socket. Such
+/// a sandbox counts notifications in its own segment but sleeps on the edge before it, so the
+/// bell bumps the one and wakes the other. Both segments must outlive the bell.
+class ControlBell {
+ public:
+  /// [main] `own`: the sandbox's segment; `sleeps_on`: the edge it takes its jobs from.
+  ControlBell(Segment& own, Segment& sleeps_on) noexcept;
+  /// [any] Bumps the counter and wakes the sandbox if it sleeps.
+  void ring() noexcept;
+
+ private:
+  detail::ControlNotify* control_ = nullptr;
+  SpscProducer<Job> wake_;
 };
 
 }  // namespace sandpipe::shm

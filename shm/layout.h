@@ -54,6 +54,10 @@ static_assert(sizeof(SegmentHeader) == 2 * cache_line_size);
 /// on one futex only), so a job and a control message wake the same sleeper.
 struct ControlNotify {
   alignas(cache_line_size) std::atomic<std::uint32_t> count;
+  /// Blocks a relay's sandbox has answered (processed and passed on, or tried to), bumped by
+  /// the sandbox: its host-side watchdog's sign of progress, as the completions ring's index is
+  /// for a sandbox that answers the host itself. Untrusted on the host.
+  std::atomic<std::uint32_t> answered;
 };
 static_assert(std::is_standard_layout_v<ControlNotify>);
 static_assert(sizeof(ControlNotify) == cache_line_size);

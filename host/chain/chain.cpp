@@ -86,7 +86,7 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
   for (std::size_t i = 0; i < stand_in_of.size(); ++i)
     if (stand_in_of[i] != 0) stand_ins_[i] = std::move(sandboxed.at(stand_in_of[i]));
 
-  std::vector<std::unique_ptr<SandboxInstance>> instances;  // one per slot, for the supervisor
+  std::vector<std::vector<std::unique_ptr<SandboxInstance>>> instances;  // per slot, for the supervisor
   std::size_t next_sandboxed = 0;
   for (const auto& spec : config.plugins) {
     if (spec.kind == PluginKind::python) {
@@ -97,7 +97,9 @@ Chain::Chain(const ChainConfig& config, double sample_rate, std::uint32_t max_fr
       sched.mode = spec.mode;
       sched.blocks = spec.blocks;
       schedules_.push_back(sched);
-      instances.push_back(std::move(started.instance));
+      instances.emplace_back();
+      if (started.instance) instances.back().push_back(std::move(started.instance));
+      for (auto& stage : started.stages) instances.back().push_back(std::move(stage));
       slots_.push_back(std::move(started.slot));
       remote_.push_back(true);
     } else {

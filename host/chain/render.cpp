@@ -154,10 +154,16 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
   for (const SlotStatus& st : report.slots) {
     const SlotCounters& c = st.counters;
     const std::uint64_t missing = blocks_not_processed(st);
-    summary << "  " << st.name << ": blocks " << c.blocks << ", deadline misses " << c.deadline_misses << ", bypassed "
-            << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks;
+    summary << "  " << st.name << ": ";
+    // A relay's blocks are counted once, on its first plugin's line.
+    if (!st.relay.empty() && st.relay_stage == 0) summary << "relay " << st.relay << ", ";
+    if (!st.relay.empty() && st.relay_stage > 0)
+      summary << "in relay " << st.relay << " (plugin " << st.relay_stage + 1 << ", its blocks counted above)";
+    else
+      summary << "blocks " << c.blocks << ", deadline misses " << c.deadline_misses << ", bypassed "
+              << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks;
     if (c.passthrough_blocks > 0) summary << ", returned False " << c.passthrough_blocks;
-    summary << ", not processed " << missing;
+    if (st.relay.empty() || st.relay_stage == 0) summary << ", not processed " << missing;
     if (st.kind == "python") {
       summary << ", exceptions " << st.exceptions << ", restarts " << st.restarts << " (crashes " << st.crashes
               << ", hangs " << st.hangs << "), state " << to_string(st.state);

@@ -234,6 +234,12 @@ int cmd_check(const ChainConfig& config) {
               << (plugin.resolved.empty() ? plugin.path : plugin.resolved.string()) << "\n";
   };
   for (const auto& slot : config.plugins) {
+    if (sandpipe::host::is_relay(slot)) {
+      std::cout << "  relay " << slot.name << " (a sandbox each, handing each block straight to the next; "
+                << slot.blocks << (slot.blocks == 1 ? " block" : " blocks") << " of pipeline in all):\n";
+      for (const auto& stage : slot.stages) print(stage, "    ");
+      continue;
+    }
     if (!sandpipe::host::is_group(slot)) {
       print(slot, "  ");
       continue;

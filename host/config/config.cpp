@@ -342,9 +342,10 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     } else if (name == "blocks") {
       const double k = reader.number_value(value, name);
       blocks_line = value.line;
-      if (k != std::floor(k) || k < 1 || k > max_pipeline_blocks)
+      if (k != std::floor(k) || k < 0 || k > max_pipeline_blocks)
         reader.fail(value.line,
-                    "blocks must be a whole number from 1 to " + std::to_string(max_pipeline_blocks));
+                    "blocks must be a whole number from 1 to " + std::to_string(max_pipeline_blocks) +
+                        " (0 in a relay after its first plugin)");
       spec.blocks = static_cast<std::uint32_t>(k);
     } else if (name == "memory-mb") {
       const double mb = reader.number_value(value, name);
@@ -398,7 +399,7 @@ PluginSpec parse_plugin(const Reader& reader, spa_json& parent, const Token& ope
     reader.fail(max_level_line, "max-level does not apply to a bit-exact slot (its output is never checked)");
   if (blocks_line != 0 && spec.mode != SlotMode::pipelined)
     reader.fail(blocks_line, "blocks applies to mode = \"pipelined\" only");
-  if (spec.mode == SlotMode::pipelined && spec.blocks == 0) spec.blocks = 1;
+  if (spec.mode == SlotMode::pipelined && spec.blocks == 0 && blocks_line == 0) spec.blocks = 1;
   if (mode_line != 0 && spec.kind != PluginKind::python && spec.mode != SlotMode::auto_select)
     reader.fail(mode_line, "mode applies to Python plugins only (native plugins run in the audio thread)");
   if (reload_line != 0 && spec.kind != PluginKind::python)
@@ -483,6 +484,9 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
       config.sandbox_default = reader.choice_value(
           value, name,
           {std::pair{"isolated"sv, SandboxDefault::isolated}, {"shared"sv, SandboxDefault::shared}});
+    } else if (name == "pipeline.handoff") {
+      config.direct_handoff =
+          reader.choice_value(value, name, {std::pair{"direct"sv, true}, {"host"sv, false}});
     } else if (name == "restart.max") {
       const double n = reader.number_value(value, name);
       if (n < 0 || n > 1000 || n != std::floor(n))
@@ -506,7 +510,7 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
     } else {
       reader.fail(key->line, "unknown key \"" + name +
                                  "\" (known: node.name, node.description, channels, mode, target, latency.max-ms, "
-                                 "sandbox.zygote, sandbox.default, restart.max, restart.window-s, plugins)");
+                                 "sandbox.zygote, sandbox.default, pipeline.handoff, restart.max, restart.window-s, plugins)");
     }
   }
   if (target_line != 0 && config.mode == NodeMode::filter)
@@ -514,6 +518,7 @@ ChainConfig parse_config(std::string_view text, const std::filesystem::path& fil
   (void)have_channels;
   if (config.node_description.empty()) config.node_description = config.node_name;
   group_sandboxes(config, where);
+  relay_pipelines(config, where);
   return config;
 }
 

@@ -78,7 +78,9 @@ struct PluginSpec {
   double max_level_db = default_max_level_db;
   double timeout_ms = 0.0;                ///< 0: derived from the cycle's budget
   SlotMode mode = SlotMode::auto_select;  ///< Python plugins only
-  std::uint32_t blocks = 0;  ///< pipelined: blocks of added latency (1..max_pipeline_blocks); else 0
+  /// pipelined: blocks of added latency (1..max_pipeline_blocks; 0 only in a relay after its
+  /// first plugin: it runs in the blocks of those before it); else 0
+  std::uint32_t blocks = 0;
   /// Python plugins: the sandbox's address-space limit (RLIMIT_AS) in MiB; 0 = none.
   std::uint32_t memory_mb = 2048;
   /// Python plugins (`allow-writes = "DIR"`): the one directory (absolute, existing) the sandbox
@@ -97,11 +99,26 @@ struct PluginSpec {
   /// A sandbox group's slot (group_sandboxes()): its plugins, in chain order, each as written;
   /// the slot's `params` are theirs with ParamSetting::member set. Empty for every other slot.
   std::vector<PluginSpec> members;
+  /// A relay's slot (relay_pipelines()): its plugins, in chain order, each as written, each in a
+  /// sandbox of its own; the slot's `params` are theirs with ParamSetting::member set, its
+  /// `blocks` their sum. Empty for every other slot.
+  std::vector<PluginSpec> stages;
   int line = 0;
 };
 
 /// [any] True for a sandbox group's slot: several Python plugins in one sandbox process.
 [[nodiscard]] inline bool is_group(const PluginSpec& spec) noexcept { return !spec.members.empty(); }
+/// [any] True for a relay's slot: several Python plugins, each in its own sandbox, handing each
+/// block straight to the next (host/python/relay.h).
+[[nodiscard]] inline bool is_relay(const PluginSpec& spec) noexcept { return !spec.stages.empty(); }
+/// [any] A slot's plugins as written: a group's members, a relay's stages, or the slot itself.
+[[nodiscard]] inline std::vector<const PluginSpec*> slot_plugins(const PluginSpec& spec) {
+  std::vector<const PluginSpec*> out;
+  for (const auto* list : {&spec.members, &spec.stages})
+    for (const PluginSpec& plugin : *list) out.push_back(&plugin);
+  if (out.empty()) out.push_back(&spec);
+  return out;
+}
 
 /// Where Python plugins without `sandbox` run (`sandbox.default`).
 enum class SandboxDefault : std::uint8_t {
@@ -140,6 +157,10 @@ struct ChainConfig {
   /// (no CAP_SYS_ADMIN: a user's node) refuses and every sandbox is spawned (docs/config.md).
   bool sandbox_zygote = true;
   SandboxDefault sandbox_default = SandboxDefault::isolated;
+  /// Consecutive `mode = "pipelined"` Python plugins hand each block straight from sandbox to
+  /// sandbox (a relay, relay_pipelines()); false: each block goes back through the host
+  /// between them (`pipeline.handoff = "direct" | "host"`).
+  bool direct_handoff = true;
   /// The chain's slots in order. A run of consecutive Python plugins of one sandbox group is
   /// one slot (is_group()) holding them as its members; every other plugin is a slot of its own.
   std::vector<PluginSpec> plugins;
@@ -164,7 +185,17 @@ class ConfigError : public std::runtime_error {
 /// ConfigError.
 void group_sandboxes(ChainConfig& config, const std::string& where);
 
-/// [main] Every plugin of the chain as written: a group's members in place of its slot.
+/// [main] Folds each run of two or more consecutive `mode = "pipelined"` Python plugins (not
+/// groups) into one slot, a relay (is_relay()): one pipeline for the run, `blocks` deep in all
+/// (the sum of its plugins'), each plugin in its own sandbox handing each block straight to the
+/// next. Refuses `blocks = 0` outside a relay's later plugins, a relay deeper than
+/// max_pipeline_blocks, `reload` in a relay, and plugins of one relay that disagree on
+/// bit-exact or max-level (the slot's). Does nothing with `pipeline.handoff = "host"` (then
+/// `blocks = 0` is refused). parse_config() calls it after group_sandboxes(). Throws ConfigError.
+void relay_pipelines(ChainConfig& config, const std::string& where);
+
+/// [main] Every plugin of the chain as written: a group's members or a relay's stages in place
+/// of its slot.
 [[nodiscard]] std::vector<const PluginSpec*> plugins_as_written(const ChainConfig& config);
 
 /// [main] Reads and parses a config file. Throws ConfigError.

@@ -1,5 +1,7 @@
 // Sandbox groups (issue 17): a run of consecutive Python plugins of one group becomes one slot,
-// so the run costs one hop to its sandbox per block instead of one per plugin.
+// so the run costs one hop to its sandbox per block instead of one per plugin. Relays: a run of
+// consecutive pipelined Python plugins becomes one slot whose sandboxes hand each block straight
+// to the next (host/python/relay.h), so the run costs one hop from the host and one back.
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -37,6 +39,22 @@ void agree(const std::string& where, const std::vector<PluginSpec>& run, const s
   }
 }
 
+/// The slot of a group or relay takes its plugins' params (each tagged with its member index)
+/// and fails closed: its own fallback (its sandboxes down or late) is mute if any plugin's is.
+void take_plugins(PluginSpec& slot_spec, const std::vector<PluginSpec>& run) {
+  slot_spec.params.clear();
+  slot_spec.on_failure = OnFailure::bypass;
+  slot_spec.on_failure_given = true;
+  for (std::uint32_t m = 0; m < run.size(); ++m) {
+    for (ParamSetting setting : run[m].params) {
+      setting.member = m;
+      slot_spec.params.push_back(std::move(setting));
+    }
+    if (run[m].on_failure == OnFailure::mute) slot_spec.on_failure = OnFailure::mute;
+    if (!run[m].on_failure_given) slot_spec.on_failure_given = false;
+  }
+}
+
 PluginSpec make_group(const std::string& where, std::vector<PluginSpec> run, std::string group,
                       std::string slot) {
   agree(where, run, group, "mode", &PluginSpec::mode);
@@ -57,18 +75,7 @@ PluginSpec make_group(const std::string& where, std::vector<PluginSpec> run, std
   slot_spec.name = std::move(slot);
   slot_spec.path = "sandbox group \"" + group + "\"";
   slot_spec.sandbox = std::move(group);
-  slot_spec.params.clear();
-  // Fail closed: the slot's own fallback (its sandbox down or late) is mute if any member's is.
-  slot_spec.on_failure = OnFailure::bypass;
-  slot_spec.on_failure_given = true;
-  for (std::uint32_t m = 0; m < run.size(); ++m) {
-    for (ParamSetting setting : run[m].params) {
-      setting.member = m;
-      slot_spec.params.push_back(std::move(setting));
-    }
-    if (run[m].on_failure == OnFailure::mute) slot_spec.on_failure = OnFailure::mute;
-    if (!run[m].on_failure_given) slot_spec.on_failure_given = false;
-  }
+  take_plugins(slot_spec, run);
   slot_spec.members = std::move(run);
   return slot_spec;
 }
@@ -108,15 +115,83 @@ void group_sandboxes(ChainConfig& config, const std::string& where) {
   plugins = std::move(slots);
 }
 
-std::vector<const PluginSpec*> plugins_as_written(const ChainConfig& config) {
-  std::vector<const PluginSpec*> out;
-  for (const PluginSpec& spec : config.plugins) {
-    if (!is_group(spec)) {
-      out.push_back(&spec);
+namespace {
+
+bool relays(const PluginSpec& spec) {
+  return spec.kind == PluginKind::python && !is_group(spec) && spec.mode == SlotMode::pipelined;
+}
+
+PluginSpec make_relay(const std::string& where, std::vector<PluginSpec> run, std::string slot) {
+  const PluginSpec& first = run.front();
+  std::uint32_t blocks = 0;
+  for (const PluginSpec& stage : run) {
+    const auto disagree = [&](const char* key) {
+      fail(where, stage.line,
+           "plugin \"" + stage.name + "\" and plugin \"" + first.name + "\" (line " + std::to_string(first.line) +
+               ") are pipelined one after the other, so they run as one relay, but differ in " + key +
+               ": a relay's output is checked once, so give " + key + " the same value on each (or on none)");
+    };
+    if (stage.bit_exact != first.bit_exact) disagree("bit-exact");
+    if (stage.max_level_db != first.max_level_db) disagree("max-level");
+    if (stage.reload)
+      fail(where, stage.line,
+           "plugin \"" + stage.name + "\" is pipelined right after or before another, so they run as one relay: "
+           "reload is not supported in a relay yet (give it mode = \"sync\" or \"auto\", or "
+           "pipeline.handoff = \"host\", to reload it)");
+    blocks += stage.blocks;
+  }
+  if (blocks > max_pipeline_blocks)
+    fail(where, first.line,
+         "the relay from plugin \"" + first.name + "\" to plugin \"" + run.back().name + "\" is " +
+             std::to_string(blocks) + " blocks deep in all, more than " + std::to_string(max_pipeline_blocks) +
+             ": give its later plugins blocks = 0 where they fit in the blocks before them");
+  PluginSpec slot_spec = first;  // bit-exact and max-level, which every stage shares
+  slot_spec.name = std::move(slot);
+  slot_spec.path = "relay of " + std::to_string(run.size()) + " plugins";
+  slot_spec.blocks = blocks;
+  take_plugins(slot_spec, run);
+  slot_spec.stages = std::move(run);
+  return slot_spec;
+}
+
+}  // namespace
+
+void relay_pipelines(ChainConfig& config, const std::string& where) {
+  std::vector<PluginSpec>& plugins = config.plugins;
+  std::unordered_set<std::string> names;
+  for (const PluginSpec& spec : plugins) names.insert(spec.name);
+  std::vector<PluginSpec> slots;
+  for (std::size_t i = 0; i < plugins.size();) {
+    std::size_t end = i + 1;
+    while (config.direct_handoff && relays(plugins[i]) && end < plugins.size() && relays(plugins[end])) ++end;
+    // `blocks = 0`: only where the blocks before it are a relay's.
+    for (std::size_t k = i; k < end; ++k) {
+      if (plugins[k].mode != SlotMode::pipelined || plugins[k].blocks != 0 || k > i) continue;
+      fail(where, plugins[k].line,
+           "plugin \"" + plugins[k].name + "\" has blocks = 0, which only a pipelined Python plugin right after "
+           "another one may have (it then runs in the blocks of those before it, in one relay)" +
+               std::string(config.direct_handoff ? "" : "; pipeline.handoff = \"host\" makes no relays"));
+    }
+    if (end - i < 2) {
+      slots.push_back(std::move(plugins[i]));
+      i = end;
       continue;
     }
-    for (const PluginSpec& member : spec.members) out.push_back(&member);
+    std::string slot = plugins[i].name + ".." + plugins[end - 1].name;
+    for (int k = 2; names.count(slot) != 0; ++k) slot = plugins[i].name + ".." + plugins[end - 1].name + "-" + std::to_string(k);
+    names.insert(slot);
+    std::vector<PluginSpec> run(std::make_move_iterator(plugins.begin() + static_cast<std::ptrdiff_t>(i)),
+                                std::make_move_iterator(plugins.begin() + static_cast<std::ptrdiff_t>(end)));
+    slots.push_back(make_relay(where, std::move(run), std::move(slot)));
+    i = end;
   }
+  plugins = std::move(slots);
+}
+
+std::vector<const PluginSpec*> plugins_as_written(const ChainConfig& config) {
+  std::vector<const PluginSpec*> out;
+  for (const PluginSpec& spec : config.plugins)
+    for (const PluginSpec* plugin : slot_plugins(spec)) out.push_back(plugin);
   return out;
 }
 

@@ -155,10 +155,13 @@ void NodeProps::attach(const Chain& chain) {
       for (const auto& p : info.params) descs.push_back(from_python(p));
       add_entries(Part{s, member, std::move(name), false, info.api == "legacy", spec}, std::move(descs));
     };
-    // A sandbox group's members are named as written (MEMBER:PARAM), as if each had its own slot.
+    // A sandbox group's members and a relay's plugins are named as written (MEMBER:PARAM), as
+    // if each had its own slot.
     const auto& members = sandboxed->info().members;
-    if (spec != nullptr && is_group(*spec) && members.size() == spec->members.size()) {
-      for (std::uint32_t m = 0; m < members.size(); ++m) add(m, spec->members[m].name, members[m]);
+    const std::vector<PluginSpec>* plugins =
+        spec == nullptr ? nullptr : is_group(*spec) ? &spec->members : is_relay(*spec) ? &spec->stages : nullptr;
+    if (plugins != nullptr && members.size() == plugins->size()) {
+      for (std::uint32_t m = 0; m < members.size(); ++m) add(m, (*plugins)[m].name, members[m]);
     } else {
       add(0, std::string(slot.name()), sandboxed->info());
     }

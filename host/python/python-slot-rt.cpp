@@ -78,7 +78,7 @@ void PythonSlot::fail_link_rt(Lane& lane) noexcept {
 }
 
 bool PythonSlot::live_rt(const Lane& lane, const SandboxLink* link) const noexcept {
-  return link != nullptr && lane.usable && !link->dead.load(std::memory_order_relaxed);
+  return link != nullptr && lane.usable && !link->paused.load(std::memory_order_relaxed);
 }
 
 namespace {
@@ -216,7 +216,7 @@ bool PythonSlot::apply_completion_rt(Lane& lane, SandboxLink& link, const shm::C
   // bit-exact slot's output is never judged: NaN, Inf and denormal patterns are its content.
   bool bad = false;
   for (std::uint32_t ch = 0; ch < channels_; ++ch) {
-    const float* src = link.endpoint.channel_rt(done.slot, ch);
+    const float* src = link.endpoint.output_channel_rt(done.slot, ch);
     if (src == nullptr) return false;
     float* line = lane.wet.data() + ch * cap;
     for_each_ring_run(ring_mask_, first, n, [&](std::size_t cell, std::size_t offset, std::size_t len) {

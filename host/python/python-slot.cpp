@@ -101,7 +101,21 @@ void PythonSlot::mark_link_dead() noexcept {
   SandboxLink* link = links_.latest.load(std::memory_order_acquire);
   if (link == nullptr) return;
   link->dead.store(true, std::memory_order_seq_cst);
+  link->paused.store(true, std::memory_order_seq_cst);
   link->endpoint.wake_waiter();
+}
+
+void PythonSlot::relay_stage_down() noexcept {
+  SandboxLink* link = links_.latest.load(std::memory_order_acquire);
+  if (link == nullptr || relay_down_++ > 0) return;
+  link->paused.store(true, std::memory_order_seq_cst);
+  link->endpoint.wake_waiter();
+}
+
+void PythonSlot::relay_stage_up() noexcept {
+  SandboxLink* link = links_.latest.load(std::memory_order_acquire);
+  if (link == nullptr || relay_down_ == 0 || --relay_down_ > 0) return;
+  link->paused.store(link->dead.load(std::memory_order_relaxed), std::memory_order_seq_cst);
 }
 
 void PythonSlot::set_pipeline(std::uint32_t blocks, std::uint32_t block_frames) noexcept {

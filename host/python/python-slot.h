@@ -112,6 +112,19 @@ class PythonSlot final : public Processor {
   /// (the one replace_link() gave last, or the first). NOTE: from a thread other than the main
   /// thread, do not race a replace_link() + two collect_retired_links() cycles.
   void mark_link_dead() noexcept;
+  /// [any] How many jobs the RT side has submitted on the newest link (free-running), for a
+  /// relay's hang watchdog: what its first sandbox has been offered.
+  [[nodiscard]] std::uint32_t submitted_hint() const noexcept {
+    const SandboxLink* link = links_.latest.load(std::memory_order_acquire);
+    return link != nullptr ? link->endpoint.submitted_count() : 0;
+  }
+  /// [main] A relay's sandbox died (down) or a new one serves in its place (up). While any is
+  /// down the RT side neither submits nor waits (a wait in progress is woken): its blocks go
+  /// dry or mute at once instead of running out their deadlines. The relay's link stays: the
+  /// blocks the dead sandbox held come back as lost, the ones queued before it are served by
+  /// the new one. Calls pair up (the Supervisor's thread only).
+  void relay_stage_down() noexcept;
+  void relay_stage_up() noexcept;
   /// [any] Age of the oldest submitted-but-not-completed job (0 if none), for a hang watchdog.
   [[nodiscard]] std::uint64_t oldest_outstanding_age_ns(std::uint64_t now_ns) const noexcept;
   /// [any] True once the current link broke the protocol (a corrupt completion, a bad index):
@@ -300,6 +313,7 @@ class PythonSlot final : public Processor {
   std::uint32_t retime_old_frames_ = 0;  ///< the old pipeline latency during that crossfade
 
   std::atomic<bool> link_failed_{false};
+  std::uint32_t relay_down_ = 0;  ///< [main] a relay's sandboxes down now
   std::atomic<bool> handing_over_{false};
   std::atomic<std::uint64_t> oldest_submit_ns_{0};
   std::atomic<std::uint64_t> blocks_{0};

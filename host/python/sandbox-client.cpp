@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "host/python/python-slot.h"
+#include "host/python/relay.h"
 #include "host/python/sandbox-instance.h"
 
 namespace sandpipe::host {
@@ -47,6 +48,54 @@ std::string format_value(const ParamValue& v) {
   return "\"" + std::get<std::string>(v) + "\"";
 }
 
+/// A relay's slot once its sandboxes answered their loads: its info (each plugin's as a member,
+/// their latencies summed) and on-failure. Returns the errors, one line per plugin that did not
+/// load, or, `keep_failed`, logs them and leaves the relay dead: its sandboxes stopped, each
+/// failed, the slot dry or mute for good (a relay with a plugin missing cannot play).
+std::string relay_loaded(const PluginSpec& spec, StartedSandbox& started, bool keep_failed) {
+  PythonSlot& proc = *started.slot;
+  PythonPluginInfo info;
+  info.api = "relay";
+  info.role = "processor";
+  info.name = spec.name;
+  std::string errors;
+  for (std::size_t k = 0; k < started.stages.size(); ++k) {
+    SandboxInstance& c = *started.stages[k];
+    const PluginSpec& stage = spec.stages[k];
+    const bool loaded = c.phase() == SandboxInstance::Phase::loaded;
+    info.members.push_back(loaded ? c.info() : PythonPluginInfo{});
+    info.latency += info.members.back().latency;
+    if (k == 0) {
+      info.python_version = c.python_version();
+      info.numpy_version = c.numpy_version();
+    }
+    std::string error;
+    if (!loaded) {
+      error = c.failure();
+    } else if (c.info().role != "processor") {
+      error = "it is a " + c.info().role + ": only processors can be in a relay (give it mode = \"sync\" or "
+              "\"auto\")";
+    }
+    while (!error.empty() && error.back() == '\n') error.pop_back();
+    if (!error.empty())
+      errors += "python plugin \"" + stage.name + "\" (" + c.file().string() + ", in relay " + spec.name + "): " +
+                error + "\n";
+  }
+  proc.set_plugin(info);
+  proc.set_on_failure(slot_on_failure(spec, info));
+  if (errors.empty() || !keep_failed) return errors;
+  while (!errors.empty() && errors.back() == '\n') errors.pop_back();
+  for (auto& c : started.stages) {
+    c->fail(errors);
+    c->kill_and_reap();
+  }
+  proc.mark_link_dead();
+  started.stages.front()->emit(SandboxLogLevel::error,
+                               std::string("cannot load, the relay is ") +
+                                   (proc.on_failure() == OnFailure::mute ? "muted" : "bypassed") + ": " + errors);
+  return {};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -55,11 +104,19 @@ StartedSandbox::StartedSandbox() = default;
 StartedSandbox::StartedSandbox(StartedSandbox&&) noexcept = default;
 StartedSandbox& StartedSandbox::operator=(StartedSandbox&& other) noexcept {
   instance = std::move(other.instance);  // the old instance points into the old slot's link
+  stages = std::move(other.stages);      // as do the old relay's sandboxes
   slot = std::move(other.slot);
   return *this;
 }
 
 StartedSandbox::~StartedSandbox() = default;
+
+std::vector<SandboxInstance*> StartedSandbox::instances() const {
+  std::vector<SandboxInstance*> out;
+  if (instance) out.push_back(instance.get());
+  for (const auto& stage : stages) out.push_back(stage.get());
+  return out;
+}
 
 std::string StartedSandbox::load_preloaded(std::chrono::milliseconds timeout) {
   if (!instance || instance->phase() != SandboxInstance::Phase::ready) return "not a sandbox waiting for its load";
@@ -116,8 +173,7 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
   // 1. Spawn every sandbox (each is sent its hello) before loading any, so their interpreters
   //    start in parallel; then each gets its load (or, preload only, its preload).
   std::vector<StartedSandbox> started(specs.size());
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    const PluginSpec& spec = specs[i];
+  const auto make_launch = [&](const PluginSpec& spec) {
     std::filesystem::path file = spec.resolved.empty() ? std::filesystem::path(spec.path) : spec.resolved;
     file = std::filesystem::absolute(file);
     if (!std::filesystem::is_regular_file(file)) {
@@ -150,17 +206,36 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
                                     ? std::optional<OnFailure>(member.on_failure)
                                     : std::nullopt});
     }
+    return launch;
+  };
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const PluginSpec& spec = specs[i];
     StartedSandbox& s = started[i];
-    s.instance = SandboxInstance::spawn(launch, 1);
-    s.instance->set_params(spec.params);
-    // The first link is the slot's from the start; the endpoint the instance notifies stays the
-    // same object.
-    s.slot = std::make_unique<PythonSlot>(spec.name, s.instance->take_link(), max_frames);
+    if (is_relay(spec)) {
+      // One slot, one link (the relay's edges), a sandbox per plugin joined to it.
+      auto link = make_relay_link(spec.stages.size(), geometry, 1);
+      SandboxLink& relay = *link;
+      s.slot = std::make_unique<PythonSlot>(spec.name, std::move(link), max_frames);
+      for (std::size_t k = 0; k < spec.stages.size(); ++k) {
+        SandboxLaunch launch = make_launch(spec.stages[k]);
+        join_relay(launch, relay, k, spec.stages.size());
+        s.stages.push_back(SandboxInstance::spawn(launch, 1));
+        s.stages.back()->set_params(spec.stages[k].params);
+      }
+    } else {
+      s.instance = SandboxInstance::spawn(make_launch(spec), 1);
+      s.instance->set_params(spec.params);
+      // The first link is the slot's from the start; the endpoint the instance notifies stays
+      // the same object.
+      s.slot = std::make_unique<PythonSlot>(spec.name, s.instance->take_link(), max_frames);
+    }
     s.slot->set_on_failure(spec.on_failure);  // until the load says which API it is
     s.slot->set_bit_exact(spec.bit_exact);
     s.slot->set_max_level(max_level_linear(spec.max_level_db));
   }
   for (std::size_t i = 0; i < started.size(); ++i) {
+    for (auto& stage : started[i].stages) stage->send_load({}, options.inspect);
+    if (!started[i].instance) continue;
     SandboxInstance& c = *started[i].instance;
     if (preload_only(i)) {
       c.send_preload();  // hello and preload only: the module is imported, the plugin not made
@@ -177,9 +252,11 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
     std::vector<pollfd> pfds;
     std::vector<SandboxInstance*> polled;
     for (auto& s : started) {
-      if (!waiting(*s.instance)) continue;
-      pfds.push_back({s.instance->control_fd(), POLLIN, 0});
-      polled.push_back(s.instance.get());
+      for (SandboxInstance* c : s.instances()) {
+        if (!waiting(*c)) continue;
+        pfds.push_back({c->control_fd(), POLLIN, 0});
+        polled.push_back(c);
+      }
     }
     if (pfds.empty()) break;
     const int ms = remaining_ms(deadline);
@@ -199,6 +276,10 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
 
   std::string errors;
   for (std::size_t i = 0; i < started.size(); ++i) {
+    if (is_relay(specs[i])) {
+      errors += relay_loaded(specs[i], started[i], options.keep_failed);
+      continue;
+    }
     PythonSlot& proc = *started[i].slot;
     SandboxInstance& c = *started[i].instance;
     const bool loaded = c.phase() == SandboxInstance::Phase::loaded;
@@ -232,11 +313,13 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
 }
 
 OnFailure slot_on_failure(const PluginSpec& spec, const PythonPluginInfo& info) {
-  if (!is_group(spec)) return effective_on_failure(spec, info.api, info.role);
-  // A group's slot fails closed if any member does (its members' own apply inside the sandbox).
-  for (std::size_t m = 0; m < spec.members.size(); ++m) {
+  if (!is_group(spec) && !is_relay(spec)) return effective_on_failure(spec, info.api, info.role);
+  // A group's or relay's slot fails closed if any of its plugins does (a group's members' own
+  // apply inside the sandbox).
+  const std::vector<PluginSpec>& plugins = is_group(spec) ? spec.members : spec.stages;
+  for (std::size_t m = 0; m < plugins.size(); ++m) {
     const PythonPluginInfo* own = m < info.members.size() ? &info.members[m] : nullptr;
-    if (effective_on_failure(spec.members[m], own != nullptr ? own->api : "", own != nullptr ? own->role : "") ==
+    if (effective_on_failure(plugins[m], own != nullptr ? own->api : "", own != nullptr ? own->role : "") ==
         OnFailure::mute)
       return OnFailure::mute;
   }

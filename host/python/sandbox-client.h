@@ -144,11 +144,15 @@ struct StartedSandbox {
   /// no state), waiting at most `timeout`. Returns an empty string once loaded (the slot then
   /// has its info), else why not (the sandbox is then of no use). Before the slot runs.
   [[nodiscard]] std::string load_preloaded(std::chrono::milliseconds timeout);
+  /// [main] Its sandboxes: `instance`, or a relay's `stages`.
+  [[nodiscard]] std::vector<SandboxInstance*> instances() const;
 
   /// NOTE: declared in this order so that `instance` (which points into the slot's first link
-  /// and shuts its sandbox down) is destroyed first.
+  /// and shuts its sandbox down) and a relay's `stages` (which borrow its link's edges) are
+  /// destroyed first.
   std::unique_ptr<PythonSlot> slot;
-  std::unique_ptr<SandboxInstance> instance;
+  std::unique_ptr<SandboxInstance> instance;  ///< null for a relay
+  std::vector<std::unique_ptr<SandboxInstance>> stages;  ///< a relay's sandboxes, in order
 };
 
 /// [main] What a Python slot outputs for blocks its plugin did not process, once loaded (`info`):

@@ -29,7 +29,7 @@ std::uint32_t SandboxInstance::send_request(Request kind, const ParamSetting* se
     root.setGetStats();
   }
   const std::uint32_t id = send(msg, deadline);
-  if (id != 0 && notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
+  if (id != 0) notify();
   return id;
 }
 
@@ -91,7 +91,7 @@ bool SandboxInstance::request_set_rate(double rate) {
   msg.initRoot<schema::HostMessage>().setSetRate(rate);
   const std::uint32_t id = send(msg, Clock::now() + std::chrono::milliseconds(100));
   if (id == 0) return false;
-  if (notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
+  notify();
   async_outstanding_.push_back({id, Request::rate, {}, rate});
   return true;
 }

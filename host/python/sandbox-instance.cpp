@@ -184,7 +184,7 @@ SandboxInstance::~SandboxInstance() {
   if (!eof_) {
     capnp::MallocMessageBuilder msg;
     msg.initRoot<schema::HostMessage>().setShutdown();
-    if (send(msg, deadline) && notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
+    if (send(msg, deadline)) notify();
   }
   // Deliver what the plugin prints while shutting down, until the sandbox exits.
   while (!reaped_ && Clock::now() < deadline) {
@@ -465,7 +465,16 @@ std::unique_ptr<SandboxInstance> SandboxInstance::spawn(const SandboxLaunch& lau
   c->channel_ = std::make_unique<schema::ControlChannel>(kj::AutoCloseFd(pair[0]),
                                                          schema::ChannelLimits::from_sandbox());
   const kj::AutoCloseFd child_end(pair[1]);
-  c->pid_ = spawn_sandbox_process(launch, child_end.get(), c->link_->segment.fd());
+  SandboxFds fds{child_end.get(), c->link_->segment.fd()};
+  if (launch.input_edge != nullptr) {
+    fds.input_edge = launch.input_edge->fd();
+    c->bell_.emplace(c->link_->segment, *launch.input_edge);
+  }
+  if (launch.output_edge != nullptr) {
+    fds.output_edge = launch.output_edge->fd();
+    fds.output_to_host = launch.output_to_host;
+  }
+  c->pid_ = spawn_sandbox_process(launch, fds);
   c->pidfd_ = kj::AutoCloseFd(static_cast<int>(::syscall(SYS_pidfd_open, c->pid_, 0)));
 
   capnp::MallocMessageBuilder hello_msg;

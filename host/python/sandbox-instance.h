@@ -198,6 +198,12 @@ class SandboxInstance {
  private:
   SandboxInstance() = default;
 
+  /// Tells the sandbox a control message waits (its notify endpoint, and in a relay the edge it
+  /// sleeps on once serving).
+  void notify() noexcept {
+    if (notify_endpoint_ != nullptr) notify_endpoint_->notify_control();
+    if (bell_) bell_->ring();
+  }
   /// Gives `message` the next request id and sends it, waiting at most until `deadline` for
   /// socket space. Returns the id, or 0 if it could not be sent.
   std::uint32_t send(capnp::MessageBuilder& message, Clock::time_point deadline);
@@ -219,6 +225,7 @@ class SandboxInstance {
   int exit_status_ = 0;
   std::unique_ptr<SandboxLink> link_;
   shm::HostEndpoint* notify_endpoint_ = nullptr;
+  std::optional<shm::ControlBell> bell_;  ///< a relay's sandbox: rings the edge it sleeps on
 
   Phase phase_ = Phase::hello;
   bool load_sent_ = false;

@@ -65,11 +65,13 @@ std::vector<std::string> sandbox_environment() {
   return env;
 }
 
-pid_t spawn_sandbox_process(const SandboxLaunch& launch, int sock, int shm) {
+pid_t spawn_sandbox_process(const SandboxLaunch& launch, const SandboxFds& fds) {
   // Forked by the node's zygote when it has one (host/python/zygote.h); if that fails, spawned.
   if (launch.zygote != nullptr) {
-    if (const pid_t pid = fork_from_zygote(launch, sock, shm); pid > 0) return pid;
+    if (const pid_t pid = fork_from_zygote(launch, fds); pid > 0) return pid;
   }
+  const int sock = fds.control;
+  const int shm = fds.shm;
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
@@ -77,6 +79,9 @@ pid_t spawn_sandbox_process(const SandboxLaunch& launch, int sock, int shm) {
   // dup2 of an fd onto itself clears FD_CLOEXEC in the child only (glibc >= 2.29).
   posix_spawn_file_actions_adddup2(&actions, sock, sock);
   posix_spawn_file_actions_adddup2(&actions, shm, shm);
+  for (int edge : {fds.input_edge, fds.output_edge}) {
+    if (edge >= 0) posix_spawn_file_actions_adddup2(&actions, edge, edge);
+  }
   sigset_t none;
   sigset_t defaults;
   sigemptyset(&none);
@@ -106,13 +111,24 @@ pid_t spawn_sandbox_process(const SandboxLaunch& launch, int sock, int shm) {
     argv.insert(argv.end() - 1, {const_cast<char*>("--allow-writes"), const_cast<char*>(writable_s.c_str())});
   if (launch.keep_denormals)
     argv.insert(argv.end() - 1, {const_cast<char*>("--keep-denormals"), const_cast<char*>("1")});
+  const std::string input_s = std::to_string(fds.input_edge);
+  const std::string output_s = std::to_string(fds.output_edge);
+  if (fds.input_edge >= 0)
+    argv.insert(argv.end() - 1, {const_cast<char*>("--input-edge-fd"), const_cast<char*>(input_s.c_str())});
+  if (fds.output_edge >= 0)
+    argv.insert(argv.end() - 1, {const_cast<char*>("--output-edge-fd"), const_cast<char*>(output_s.c_str())});
+  if (fds.output_edge >= 0 && fds.output_to_host)
+    argv.insert(argv.end() - 1, {const_cast<char*>("--output-to-host"), const_cast<char*>("1")});
   pid_t pid = -1;
   std::vector<std::string> env_strings = sandbox_environment();
   std::vector<char*> envp;
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
   // In its own PID namespace where the kernel allows (host/python/pid-namespace-spawn.h), else as before.
-  const int keep[] = {sock, shm};
+  std::vector<int> keep = {sock, shm};
+  for (int edge : {fds.input_edge, fds.output_edge}) {
+    if (edge >= 0) keep.push_back(edge);
+  }
   int rc = 0;
   const PidNamespaceSpawn in_namespace{exe_s.c_str(), argv.data(), envp.data(), keep,
                                        (launch.executable.parent_path() / "sandpipe-pid-init").string()};

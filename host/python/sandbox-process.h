@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "host/python/sandbox-client.h"
+#include "host/python/zygote.h"
 #include "shm/segment.h"
 
 namespace sandpipe::host {
@@ -44,6 +45,13 @@ struct SandboxLaunch {
   /// A sandbox group's plugins, in order (empty: one plugin, `file`, which is then the first
   /// member's: its folder and the others' are what the sandbox may read).
   std::vector<GroupMemberLaunch> members{};
+  /// A relay's sandbox (direct hand-off, host/python/relay.h): the edge its jobs come from and
+  /// the one its blocks go on to, borrowed from the relay's link, which outlives every sandbox
+  /// of its slot (null: the sandbox's own rings); `output_to_host`: the output edge is the
+  /// relay's tail, where the host collects.
+  shm::Segment* input_edge = nullptr;
+  shm::Segment* output_edge = nullptr;
+  bool output_to_host = false;
 };
 
 /// [any] The sandbox executable this binary uses: the build tree's when it runs from the build
@@ -61,10 +69,10 @@ struct SandboxLaunch {
 /// anything it spawns. Not permitted (no root, no rtkit): stays as it was.
 void set_sandbox_priority(pid_t pid, int priority);
 
-/// Starts the sandbox executable with `sock` (its end of the control socketpair) and `shm` (the
-/// segment's memfd) inherited, everything else of ours being CLOEXEC; in its own process group
-/// (a Ctrl-C in the terminal reaches the host, which shuts sandboxes down), with an environment
-/// of its own. Returns its pid; throws PluginError if it cannot start.
-[[nodiscard]] pid_t spawn_sandbox_process(const SandboxLaunch& launch, int sock, int shm);
+/// Starts the sandbox executable with `fds` inherited, everything else of ours being CLOEXEC
+/// (forked by `launch.zygote` when it has one); in its own process group (a Ctrl-C in the
+/// terminal reaches the host, which shuts sandboxes down), with an environment of its own.
+/// Returns its pid; throws PluginError if it cannot start.
+[[nodiscard]] pid_t spawn_sandbox_process(const SandboxLaunch& launch, const SandboxFds& fds);
 
 }  // namespace sandpipe::host

@@ -54,6 +54,13 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
                          "to load a new build)");
     return;
   }
+  if (w.relay_stage >= 0) {
+    requests_->reply(request.id, false,
+                     slot + " is in relay " + std::string(w.slot.processor->name()) +
+                         ": reload is not supported in a relay yet (give it mode = \"sync\" or \"auto\", or "
+                         "pipeline.handoff = \"host\", to reload it)");
+    return;
+  }
   if (w.state != SlotState::running || !w.current) {
     requests_->reply(request.id, false,
                      slot + " is " + std::string(to_string(w.state)) + ", a reload needs a running version" +

@@ -131,7 +131,9 @@ void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed
     w.reload_state_fresh = w.reload_wanted;
   }
   for (auto& [setting, refusal, value] : c.take_param_results()) {
-    if (value) new_read_backs_.push_back({&proc, setting.key, *value, setting.member});
+    if (value)
+      new_read_backs_.push_back(
+          {&proc, setting.key, *value, w.relay_stage >= 0 ? static_cast<std::uint32_t>(w.relay_stage) : setting.member});
     if (refusal) {
       options_.log(w.name, SandboxLogLevel::error, "set " + setting.key + " refused: " + *refusal);
       continue;
@@ -147,9 +149,28 @@ void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed
 
   // The RT side's link state is this sandbox's only once it adopted its link (at its next call
   // after replace_link); until then it still describes the dead one.
-  const bool adopted = proc.active_generation() == c.generation();
+  // A relay's plugin never has a link of its own: the relay's is always the one in use.
+  const bool relay = w.relay_stage >= 0;
+  const bool adopted = relay || proc.active_generation() == c.generation();
   const std::uint64_t age = adopted ? proc.oldest_outstanding_age_ns(shm::now_ns()) : 0;
-  if (c.notify_endpoint() != nullptr) {
+  if (relay && c.notify_endpoint() != nullptr) {
+    // A relay's plugin moves as long as it passes blocks on; one that does not is hung only if
+    // blocks came its way meanwhile (the host's, or the plugin's before it): else it is starved
+    // by a hung plugin before it, which is the one to restart. Claims from other sandboxes
+    // are hints; the timeout still runs from the host's own submit time (`age`).
+    const std::uint32_t answered = c.notify_endpoint()->relay_answered_hint();
+    const Watch* before = w.relay_before;
+    const std::uint32_t offered =
+        before == nullptr ? proc.submitted_hint()
+                          : (before->current != nullptr && before->current->notify_endpoint() != nullptr
+                                 ? before->current->notify_endpoint()->relay_answered_hint()
+                                 : w.offered_hint);
+    if (answered != w.answered_hint || offered == w.offered_hint) {
+      w.progress_at = now;
+      w.answered_hint = answered;
+      w.offered_hint = offered;
+    }
+  } else if (c.notify_endpoint() != nullptr) {
     // The sandbox's claims count only when they fit the host's own count of submitted jobs: a
     // sandbox scribbling over its ring indices cannot hold the watchdog off (it did, 4 s for a
     // 1 s timeout), so the timeout runs from the host's own submit time (`age`).
@@ -174,7 +195,7 @@ void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed
     reason = "broke the control protocol (" + c.protocol_error() + ")";
   } else if (c.eof()) {
     reason = "closed its control socket";
-  } else if (adopted && proc.link_failed()) {
+  } else if (adopted && proc.link_failed() && (!relay || w.relay_last)) {
     reason = "broke the block protocol on the shared segment (corrupt ring or completion)";
   } else if (age > static_cast<std::uint64_t>(std::chrono::nanoseconds(w.hang_timeout).count()) &&
              now - w.progress_at > w.hang_timeout) {
@@ -227,7 +248,13 @@ void Supervisor::on_death(Watch& w, const std::string& reason, bool hang, Clock:
   // NOTE: published before the RT side hears of it. Offline, wait_settled() must not see a
   // running slot once its link is dead: the next block would be rendered dry.
   publish();
-  w.slot.sandbox->mark_link_dead();  // the RT side stops waiting at once, goes dry (or mute)
+  // The RT side stops waiting at once, goes dry (or mute). A relay's link outlives its
+  // plugin's sandbox: it is only paused until the new one serves.
+  if (w.relay_stage < 0) {
+    w.slot.sandbox->mark_link_dead();
+  } else {
+    w.slot.sandbox->relay_stage_down();
+  }
   w.current->kill_and_reap();
   w.current.reset();
   if (give_up) {
@@ -269,12 +296,18 @@ void Supervisor::on_restarting(Watch& w, Clock::time_point now, bool& state_chan
     SandboxInstance& p = *w.pending;
     p.advance();
     if (p.phase() == SandboxInstance::Phase::loaded) {
-      if (p.info().latency != proc.plugin_latency_frames()) {
+      // A relay's plugin is one of the slot's members: its own latency is the one to keep.
+      const auto& stages = proc.info().members;
+      const std::uint32_t kept = w.relay_stage < 0 ? proc.plugin_latency_frames()
+                                 : static_cast<std::size_t>(w.relay_stage) < stages.size()
+                                     ? stages[static_cast<std::size_t>(w.relay_stage)].latency
+                                     : p.info().latency;
+      if (p.info().latency != kept) {
         options_.log(w.name, SandboxLogLevel::warning,
                      "the restarted plugin reports a latency of " + std::to_string(p.info().latency) +
-                         " frames; the slot keeps " + std::to_string(proc.plugin_latency_frames()));
+                         " frames; the slot keeps " + std::to_string(kept));
       }
-      w.unclaimed_link = p.take_link();
+      if (w.relay_stage < 0) w.unclaimed_link = p.take_link();
       w.current = std::move(w.pending);
     } else if (p.phase() == SandboxInstance::Phase::failed || p.gone()) {
       const std::string why =
@@ -293,9 +326,10 @@ void Supervisor::on_restarting(Watch& w, Clock::time_point now, bool& state_chan
       }
     }
   }
-  if (!w.unclaimed_link) return;
+  const bool joined_relay = w.relay_stage >= 0 && w.current && w.state == SlotState::restarting;
+  if (!w.unclaimed_link && !joined_relay) return;
   proc.collect_retired_links();
-  if (!proc.replace_link(std::move(w.unclaimed_link))) {
+  if (!joined_relay && !proc.replace_link(std::move(w.unclaimed_link))) {
     // An earlier offer the RT side has not taken yet (the graph is paused): replace_link left
     // the link with us; drop this sandbox, then its link, and try again later.
     w.current->kill_and_reap();
@@ -304,6 +338,7 @@ void Supervisor::on_restarting(Watch& w, Clock::time_point now, bool& state_chan
     w.next_attempt = now + std::chrono::seconds(1);
     return;
   }
+  if (joined_relay) proc.relay_stage_up();
   // Running only once the RT side has the link (published at the end of this round).
   const double ms = ms_between(w.died_at, Clock::now());
   w.state = SlotState::running;

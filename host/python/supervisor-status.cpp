@@ -75,6 +75,10 @@ Json slot_json(const SlotStatus& s) {
       {"schedule_fits", s.schedule_fits},
       {"schedule", s.schedule},
   };
+  if (!s.relay.empty()) {
+    slot["relay"] = s.relay;
+    slot["relay_stage"] = s.relay_stage;
+  }
   if (s.members.empty()) return slot;
   // A sandbox group's slot: one process and one hop for the plugins below, each with its own.
   slot["group"] = s.group;
@@ -130,6 +134,10 @@ void Supervisor::publish() {
     s.max_restart_ms = w->max_restart_ms;
     s.group = w->slot.group;
     s.members = w->members;
+    if (w->relay_stage >= 0) {
+      s.relay = std::string(w->slot.processor->name());
+      s.relay_stage = static_cast<std::uint32_t>(w->relay_stage);
+    }
     if (w->current) {
       const auto& infos = w->current->info().members;
       for (std::size_t m = 0; m < s.members.size() && m < infos.size(); ++m)
@@ -163,6 +171,10 @@ std::vector<SlotStatus> Supervisor::status() const {
   for (std::size_t i = 0; i < out.size() && i < watches_.size(); ++i) {
     const SupervisedSlot& slot = watches_[i]->slot;
     SlotStatus& s = out[i];
+    if (watches_[i]->relay_stage > 0) {
+      s.mode = schedules_[i].mode;
+      continue;  // the relay's counters, latency and schedule are on its first plugin's entry
+    }
     s.counters = slot.processor->counters();
     s.latency_frames = slot.processor->latency_frames();
     if (slot.sandbox != nullptr) s.pipeline_blocks = slot.sandbox->pipeline_blocks();

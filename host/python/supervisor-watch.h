@@ -29,6 +29,17 @@ struct Supervisor::Watch {
   std::string name;
   bool python = false;
   std::chrono::milliseconds hang_timeout{200};
+  std::size_t slot_index = 0;  ///< the chain slot watched (a relay's plugins share one)
+  /// A relay's plugin: its place in the relay (-1: not a relay's) and the watch of the plugin
+  /// before it (null: the first). It never hands a link to the slot: the relay's link outlives
+  /// its sandboxes, and a new sandbox joins the same edges.
+  int relay_stage = -1;
+  Watch* relay_before = nullptr;
+  bool relay_last = false;  ///< the relay's last plugin: the only one that writes its tail
+  /// The relay's: the count of blocks offered to this plugin (by the host, or passed on by the
+  /// plugin before it) when it last answered one. While it stays the same, a plugin that does
+  /// not answer is starved, not hung.
+  std::uint32_t offered_hint = 0;
 
   // What the status shows (copied by publish()).
   SlotState state = SlotState::running;

@@ -46,49 +46,74 @@ void Supervisor::Watch::remember_param(const ParamSetting& setting) {
   }
 }
 
-Supervisor::Supervisor(std::vector<SupervisedSlot> slots, std::vector<std::unique_ptr<SandboxInstance>> instances,
-                       SupervisorOptions options)
+Supervisor::Supervisor(std::vector<SupervisedSlot> slots,
+                       std::vector<std::vector<std::unique_ptr<SandboxInstance>>> instances, SupervisorOptions options)
     : options_(std::move(options)) {
   if (!options_.log) options_.log = log_to_stderr;
-  if (instances.size() != slots.size()) throw std::invalid_argument("Supervisor: one instance (or null) per slot");
+  if (instances.size() != slots.size()) throw std::invalid_argument("Supervisor: one list of instances per slot");
   bool any_python = false;
   for (std::size_t i = 0; i < slots.size(); ++i) {
     const SupervisedSlot& s = slots[i];
-    auto w = std::make_unique<Watch>();
-    w->slot = s;
-    w->name = std::string(s.processor->name());
-    w->python = s.sandbox != nullptr;
-    for (const auto& [name, on_failure] : s.members) w->members.push_back(MemberStatus{name, on_failure, 0, 0, 0, {}});
-    w->member_exceptions_before.assign(w->members.size(), 0);
-    if (w->python) {
-      any_python = true;
-      if (s.reload && instances[i]) {
-        std::error_code ec;
-        w->file_time = std::filesystem::last_write_time(instances[i]->file(), ec);
+    const std::size_t stages = s.stages.empty() ? 1 : s.stages.size();
+    instances[i].resize(std::max(instances[i].size(), stages));
+    Watch* before = nullptr;
+    for (std::size_t k = 0; k < stages; ++k) {
+      auto w = std::make_unique<Watch>();
+      w->slot = s;
+      w->slot_index = i;
+      w->name = std::string(s.processor->name());
+      double timeout_ms = s.timeout_ms;
+      if (!s.stages.empty()) {
+        // A relay: a watch per plugin, each over the one slot.
+        w->name = s.stages[k].name;
+        w->slot.on_failure = s.stages[k].on_failure;
+        w->slot.stages.clear();
+        timeout_ms = s.stages[k].timeout_ms;
+        w->relay_stage = static_cast<int>(k);
+        w->relay_before = before;
+        w->relay_last = k + 1 == stages;
       }
-      w->hang_timeout = s.timeout_ms > 0.0
-                            ? std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_ms))
-                            : options_.default_hang_timeout;
-      // From now on only the supervisor thread talks to the sandbox.
-      w->current = std::move(instances[i]);
-      if (w->current) {
-        w->launch = w->current->launch();
-        w->params = w->current->params();
-        w->pid = w->current->pid();
-        if (w->current->phase() == SandboxInstance::Phase::loading) w->state = SlotState::starting;
-        if (w->current->phase() == SandboxInstance::Phase::failed) {
-          w->state = SlotState::failed;
-          w->last_error = w->current->failure();
-          w->first_error = w->last_error;
-          w->pid = -1;
-        }
-      } else {
-        w->state = SlotState::failed;
-      }
+      before = w.get();
+      any_python |= adopt(*w, timeout_ms, std::move(instances[i][k]));
+      watches_.push_back(std::move(w));
     }
-    watches_.push_back(std::move(w));
   }
   schedules_.resize(watches_.size());
+  start(any_python);
+}
+
+bool Supervisor::adopt(Watch& w, double timeout_ms, std::unique_ptr<SandboxInstance> instance) {
+  const SupervisedSlot& s = w.slot;
+  w.python = s.sandbox != nullptr;
+  for (const auto& [name, on_failure] : s.members) w.members.push_back(MemberStatus{name, on_failure, 0, 0, 0, {}});
+  w.member_exceptions_before.assign(w.members.size(), 0);
+  if (!w.python) return false;
+  if (s.reload && instance) {
+    std::error_code ec;
+    w.file_time = std::filesystem::last_write_time(instance->file(), ec);
+  }
+  w.hang_timeout = timeout_ms > 0.0 ? std::chrono::milliseconds(static_cast<std::int64_t>(timeout_ms))
+                                    : options_.default_hang_timeout;
+  // From now on only the supervisor thread talks to the sandbox.
+  w.current = std::move(instance);
+  if (!w.current) {
+    w.state = SlotState::failed;
+    return true;
+  }
+  w.launch = w.current->launch();
+  w.params = w.current->params();
+  w.pid = w.current->pid();
+  if (w.current->phase() == SandboxInstance::Phase::loading) w.state = SlotState::starting;
+  if (w.current->phase() == SandboxInstance::Phase::failed) {
+    w.state = SlotState::failed;
+    w.last_error = w.current->failure();
+    w.first_error = w.last_error;
+    w.pid = -1;
+  }
+  return true;
+}
+
+void Supervisor::start(bool any_python) {
   {
     std::random_device rd;
     instance_token_ = std::to_string(::getpid()) + "-" + std::to_string(rd());
@@ -146,7 +171,7 @@ std::optional<std::string> Supervisor::set_param(const PythonSlot& slot, const P
   // The main thread never touches a sandbox, nor waits for the supervisor's round: the change
   // is queued under a short lock and the supervisor thread woken to send it (apply_params()).
   const auto it = std::find_if(watches_.begin(), watches_.end(),
-                               [&](const auto& w) { return w->python && w->slot.sandbox == &slot; });
+                               [&](const auto& w) { return takes_param(*w, &slot, setting.member); });
   if (it == watches_.end()) return std::string("not a supervised slot");
   const auto index = static_cast<std::size_t>(it - watches_.begin());
   {
@@ -169,15 +194,19 @@ void Supervisor::set_sample_rate(double rate) {
 }
 
 void Supervisor::rebind_slots(const std::vector<std::shared_ptr<Processor>>& slots) {
-  if (slots.size() != watches_.size()) throw std::invalid_argument("rebind_slots: another chain");
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    const bool same = slots[i].get() == watches_[i]->slot.processor;
-    if (watches_[i]->python != (dynamic_cast<PythonSlot*>(slots[i].get()) != nullptr) ||
-        (watches_[i]->python && !same))
+  if (watches_.empty() ? !slots.empty() : slots.size() != watches_.back()->slot_index + 1)
+    throw std::invalid_argument("rebind_slots: another chain");
+  for (const auto& w : watches_) {
+    Processor* now = slots[w->slot_index].get();
+    if (w->python != (dynamic_cast<PythonSlot*>(now) != nullptr) || (w->python && now != w->slot.processor))
       throw std::invalid_argument("rebind_slots: a Python slot is not the one supervised");
   }
   std::lock_guard lock(mutex_);
-  for (std::size_t i = 0; i < slots.size(); ++i) watches_[i]->slot.processor = slots[i].get();
+  for (auto& w : watches_) w->slot.processor = slots[w->slot_index].get();
+}
+
+bool Supervisor::takes_param(const Watch& w, const PythonSlot* slot, std::uint32_t member) noexcept {
+  return w.python && w.slot.sandbox == slot && (w.relay_stage < 0 || w.relay_stage == static_cast<int>(member));
 }
 
 void Supervisor::set_schedule(const PythonSlot& slot, std::string_view mode, bool fits,
@@ -254,10 +283,13 @@ Supervisor::Inbox Supervisor::take_inbox() {
 void Supervisor::apply_params(const std::vector<ParamRequest>& params) {
   for (const auto& [slot, setting] : params) {
     for (auto& w : watches_) {
-      if (w->slot.sandbox != slot || w->state == SlotState::failed || w->state == SlotState::bypassed)
+      if (!takes_param(*w, slot, setting.member) || w->state == SlotState::failed ||
+          w->state == SlotState::bypassed)
         continue;
-      if (w->state == SlotState::running && w->current && w->current->request_set_param(setting)) continue;
-      w->remember_param(setting);  // restarting (or the socket is full): the next sandbox loads with it
+      ParamSetting own = setting;
+      if (w->relay_stage >= 0) own.member = 0;  // a plugin of its own in its sandbox
+      if (w->state == SlotState::running && w->current && w->current->request_set_param(own)) continue;
+      w->remember_param(own);  // restarting (or the socket is full): the next sandbox loads with it
     }
   }
 }
@@ -337,7 +369,7 @@ std::filesystem::path status_file_path(std::string_view node_name) {
 
 std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
                                             const std::vector<std::shared_ptr<Processor>>& slots,
-                                            std::vector<std::unique_ptr<SandboxInstance>> instances,
+                                            std::vector<std::vector<std::unique_ptr<SandboxInstance>>> instances,
                                             bool offline, SupervisorOptions options) {
   options.offline = offline;
   options.max_restarts = config.restart_max;
@@ -358,6 +390,16 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
       s.timeout_ms = config.plugins[i].timeout_ms;
       s.reload = config.plugins[i].reload && !offline;
       const PluginSpec& spec = config.plugins[i];
+      if (is_relay(spec) && s.sandbox != nullptr) {
+        const auto& infos = s.sandbox->info().members;
+        for (std::size_t k = 0; k < spec.stages.size(); ++k) {
+          const PythonPluginInfo* own = k < infos.size() ? &infos[k] : nullptr;
+          s.stages.push_back({spec.stages[k].name,
+                              effective_on_failure(spec.stages[k], own != nullptr ? own->api : "",
+                                                   own != nullptr ? own->role : ""),
+                              spec.stages[k].timeout_ms});
+        }
+      }
       if (is_group(spec) && s.sandbox != nullptr) {
         s.group = spec.sandbox;
         const auto& infos = s.sandbox->info().members;

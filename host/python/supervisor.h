@@ -93,6 +93,11 @@ struct SlotStatus {
   std::string schedule;               ///< the last scheduling decision, in words
   std::string group;                  ///< a sandbox group's slot: the group ("" otherwise)
   std::vector<MemberStatus> members;  ///< a sandbox group's slot: its plugins, in order
+  /// A relay's plugin (each has an entry of its own, in its own sandbox): the relay's slot
+  /// ("" otherwise) and its place in it. The relay's counters, mode and latency are shown on
+  /// its first plugin's entry only (the others' are zero): they are the slot's, not each one's.
+  std::string relay;
+  std::uint32_t relay_stage = 0;
 };
 
 struct SupervisorOptions {
@@ -129,15 +134,23 @@ struct SupervisedSlot {
   std::string group;        ///< a sandbox group's slot: the group (PluginSpec::sandbox)
   /// A sandbox group's slot: its members' names and effective on-failure, in order.
   std::vector<std::pair<std::string, OnFailure>> members;
+  /// A relay's slot: each plugin's name, effective on-failure and `timeout-ms`, in order. Each
+  /// gets a watch of its own (its own sandbox, restarts and status entry) over the one slot.
+  struct Stage {
+    std::string name;
+    OnFailure on_failure = OnFailure::bypass;
+    double timeout_ms = 0.0;
+  };
+  std::vector<Stage> stages;
 };
 
 /// Not copyable. Created [main] after the chain's slots, destroyed before them.
 class Supervisor {
  public:
-  /// [main] Takes over `instances` (one per slot, null for a native one: the sandbox behind each
-  /// Python slot's first link, as start_sandboxes() started it) and starts the supervisor thread
-  /// (only if some slot is a Python one).
-  Supervisor(std::vector<SupervisedSlot> slots, std::vector<std::unique_ptr<SandboxInstance>> instances,
+  /// [main] Takes over `instances` (one list per slot, as start_sandboxes() started them: empty
+  /// for a native slot, the sandbox behind a Python slot's first link, a relay's sandboxes in
+  /// order) and starts the supervisor thread (only if some slot is a Python one).
+  Supervisor(std::vector<SupervisedSlot> slots, std::vector<std::vector<std::unique_ptr<SandboxInstance>>> instances,
              SupervisorOptions options);
   /// [main] Stops and joins the thread; removes the status file.
   ~Supervisor();
@@ -227,6 +240,14 @@ class Supervisor {
   };
 
   // supervisor.cpp: the thread and its rounds.
+  /// [main] The constructor's part for one watch: takes `instance` over (null: the plugin did
+  /// not start); true for a Python slot's watch.
+  bool adopt(Watch& w, double timeout_ms, std::unique_ptr<SandboxInstance> instance);
+  /// [main] The constructor's end: the confinement probe, the request socket, the thread.
+  void start(bool any_python);
+  /// [any] True if `w` watches `slot` and is the one a parameter for `member` goes to (a
+  /// relay's parameters go to the plugin they belong to, each in its own sandbox).
+  static bool takes_param(const Watch& w, const PythonSlot* slot, std::uint32_t member) noexcept;
   /// [supervisor thread] poll, take the inbox, run every slot's transition, publish, repeat.
   void run();
   /// [supervisor thread] Moves what the main thread queued out from under the lock.
@@ -328,12 +349,12 @@ class Supervisor {
 [[nodiscard]] std::filesystem::path status_file_path(std::string_view node_name);
 
 /// [main] A supervisor for a chain's `slots` (config order, as Chain builds them) and the
-/// sandboxes behind them (`instances`, one per slot, null for native ones): restart limits from
+/// sandboxes behind them (`instances`, one list per slot: see Supervisor): restart limits from
 /// `config`; live (not `offline`): the status file at status_file_path(node) and the request
 /// socket at request_socket_path(node) unless `options` names them.
 [[nodiscard]] std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
                                                           const std::vector<std::shared_ptr<Processor>>& slots,
-                                                          std::vector<std::unique_ptr<SandboxInstance>> instances,
+                                                          std::vector<std::vector<std::unique_ptr<SandboxInstance>>> instances,
                                                           bool offline, SupervisorOptions options);
 
 }  // namespace sandpipe::host

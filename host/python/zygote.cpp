@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -183,9 +184,20 @@ void Zygote::stop(std::chrono::milliseconds grace) {
   ready_ = false;
 }
 
-std::variant<pid_t, std::string> Zygote::request(const ZygoteForkOptions& options, int control_fd, int shm_fd,
+std::variant<pid_t, std::string> Zygote::request(const ZygoteForkOptions& options, const SandboxFds& fds,
                                                  bool& zygote_died) {
   ZygoteForkRequest request;
+  std::array<int, 4> passed{fds.control, fds.shm, -1, -1};
+  std::size_t count = 2;
+  if (fds.input_edge >= 0) {
+    request.edges |= schema::zygote_input_edge;
+    passed[count++] = fds.input_edge;
+  }
+  if (fds.output_edge >= 0) {
+    request.edges |= schema::zygote_output_edge;
+    if (fds.output_to_host) request.edges |= schema::zygote_output_to_host;
+    passed[count++] = fds.output_edge;
+  }
   request.memory_mb = options.memory_mb;
   request.wake_lead_us = options.wake_lead_us;
   request.keep_denormals = options.keep_denormals ? 1 : 0;
@@ -193,19 +205,18 @@ std::variant<pid_t, std::string> Zygote::request(const ZygoteForkOptions& option
   if (writable.size() >= sizeof request.allow_writes) return std::string("allow-writes path too long");
   std::memcpy(request.allow_writes, writable.c_str(), writable.size() + 1);
 
-  alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
   iovec iov{&request, sizeof request};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  const int fds[2] = {control_fd, shm_fd};
-  std::memcpy(CMSG_DATA(c), fds, sizeof fds);
+  c->cmsg_len = CMSG_LEN(count * sizeof(int));
+  std::memcpy(CMSG_DATA(c), passed.data(), count * sizeof(int));
   ssize_t sent = 0;
   do {
     sent = ::sendmsg(sock_.get(), &msg, MSG_NOSIGNAL);
@@ -228,8 +239,7 @@ std::variant<pid_t, std::string> Zygote::request(const ZygoteForkOptions& option
   return static_cast<pid_t>(reply.pid);
 }
 
-std::variant<pid_t, std::string> Zygote::fork_sandbox(const ZygoteForkOptions& options, int control_fd,
-                                                      int shm_fd) {
+std::variant<pid_t, std::string> Zygote::fork_sandbox(const ZygoteForkOptions& options, const SandboxFds& fds) {
   std::lock_guard lock(mutex_);
   if (refused_) return std::string("the sandbox zygote refused to serve");
   for (int attempt = 0;; ++attempt) {
@@ -242,7 +252,7 @@ std::variant<pid_t, std::string> Zygote::fork_sandbox(const ZygoteForkOptions& o
         died = dead();
         if (!died) return "sandbox zygote: " + error;
       } else {
-        result = request(options, control_fd, shm_fd, died);
+        result = request(options, fds, died);
       }
     }
     if (!died) return result;
@@ -265,10 +275,10 @@ std::variant<pid_t, std::string> Zygote::fork_sandbox(const ZygoteForkOptions& o
   }
 }
 
-pid_t fork_from_zygote(const SandboxLaunch& launch, int control_fd, int shm_fd) {
+pid_t fork_from_zygote(const SandboxLaunch& launch, const SandboxFds& fds) {
   const ZygoteForkOptions options{launch.memory_mb, launch.wake_lead_us, launch.keep_denormals,
                                   launch.allow_writes};
-  auto forked = launch.zygote->fork_sandbox(options, control_fd, shm_fd);
+  auto forked = launch.zygote->fork_sandbox(options, fds);
   if (const auto* error = std::get_if<std::string>(&forked)) {
     // A refusal was said once, by the zygote's own log; not again for every sandbox.
     if (launch.log && !launch.zygote->refused())

@@ -32,9 +32,19 @@ namespace detail {
 
 struct SandboxLaunch;
 
+/// The descriptors a new sandbox serves, all ours and left open: its end of the control
+/// socketpair, its segment's memfd, and in a relay of sandboxes the edges' (-1: none).
+struct SandboxFds {
+  int control = -1;
+  int shm = -1;
+  int input_edge = -1;   ///< --input-edge-fd: where its jobs come from
+  int output_edge = -1;  ///< --output-edge-fd: where its blocks go on to
+  bool output_to_host = false;  ///< --output-to-host: the output edge is the relay's tail
+};
+
 /// [any] Forks `launch`'s sandbox from `launch.zygote` for host/python/sandbox-client.cpp, with its
 /// real-time priority; -1 after logging why not (the caller spawns it instead).
-[[nodiscard]] pid_t fork_from_zygote(const SandboxLaunch& launch, int control_fd, int shm_fd);
+[[nodiscard]] pid_t fork_from_zygote(const SandboxLaunch& launch, const SandboxFds& fds);
 
 /// One sandbox's start-up options, as its command line would carry them.
 struct ZygoteForkOptions {
@@ -64,12 +74,11 @@ class Zygote {
   Zygote(Zygote&&) = delete;
   Zygote& operator=(Zygote&&) = delete;
 
-  /// [any] Forks a sandbox serving `control_fd` (its end of the control socketpair) and
-  /// `shm_fd` (the segment's memfd); both stay open here. Returns its pid (a child of this
+  /// [any] Forks a sandbox serving `fds`, which stay open here. Returns its pid (a child of this
   /// process: the caller opens a pidfd on it and reaps it), or why not. A zygote found dead is
   /// restarted once per call, and the log says so.
   [[nodiscard]] std::variant<pid_t, std::string> fork_sandbox(const ZygoteForkOptions& options,
-                                                              int control_fd, int shm_fd);
+                                                              const SandboxFds& fds);
 
   /// [any] The zygote's pid now (-1: none running); tests kill it.
   [[nodiscard]] pid_t pid() const;
@@ -86,7 +95,7 @@ class Zygote {
   bool await_ready(std::string& error);
   bool dead();
   void stop(std::chrono::milliseconds grace);
-  std::variant<pid_t, std::string> request(const ZygoteForkOptions& options, int control_fd, int shm_fd,
+  std::variant<pid_t, std::string> request(const ZygoteForkOptions& options, const SandboxFds& fds,
                                            bool& zygote_died);
 
   std::filesystem::path executable_;

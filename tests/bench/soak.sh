@@ -11,6 +11,8 @@
 #   8py-64        quantum 64, 8 Python plugins (gain)
 #   16py-512      quantum 512, 16 Python gain plugins, each in its own sandbox (issue 17's
 #                 isolated scale soak)
+#   16py-512-relay  the same 16 isolated plugins, mode = "pipelined", as one relay one block
+#                 deep: each sandbox hands the block straight to the next (issue 17, item 3)
 #   64py-256      quantum 256, 64 Python gain plugins in 8 sandbox groups of 8 (issue 17's
 #                 grouped scale soak: 8 hops per block instead of 64)
 #   3slow-512     quantum 512, 3 Python plugins spinning ~5 ms each, mode = "pipelined"
@@ -29,6 +31,8 @@
 #                    chain.conf, sandpipe.log, probe.json, pw-profiler.log
 #   --build DIR      build directory (default: build-bench next to the sources)
 #   --chain FILE     custom chain;  --quantum N   custom quantum
+#   --latency-max-ms MS  the chain's latency.max-ms (the scheduler's pipelining budget; default:
+#                    the config's default, 20)
 #   --baseline       first soak the `native` preset at the same quantum for the same time in
 #                    OUT/baseline, then PRESET in OUT/chain, and print both verdicts side by side
 #                    (OUT/comparison.json): what the machine loses by itself is the bar
@@ -48,13 +52,14 @@ build="$root/build-bench"
 chain_file=""
 quantum=""
 baseline=0
+latency_max_ms=""
 
 die() {
   echo "soak: $*" >&2
   exit 1
 }
 usage() {
-  sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -67,6 +72,7 @@ while (($#)); do
     --build) build=${2:?}; shift 2 ;;
     --chain) chain_file=${2:?}; shift 2 ;;
     --quantum) quantum=${2:?}; shift 2 ;;
+    --latency-max-ms) latency_max_ms=${2:?}; shift 2 ;;
     --baseline) baseline=1; shift ;;
     -h | --help) usage ;;
     -*) echo "soak: unknown option $1" >&2; usage ;;
@@ -92,6 +98,7 @@ plugin_line() { echo "  { name = \"$1\" path = \"$2\" params = { $3 } ${4:-} }";
 write_chain() { # PLUGIN-LINES… → $out/chain.conf
   {
     echo "node.name = \"$node\""
+    [[ -z "$latency_max_ms" ]] || echo "latency.max-ms = $latency_max_ms"
     echo "channels = 2"
     echo "plugins = ["
     printf '%s\n' "$@"
@@ -111,6 +118,16 @@ case $preset in
     quantum=512
     lines=()
     for i in $(seq 1 16); do lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0")"); done
+    write_chain "${lines[@]}"
+    ;;
+  16py-512-relay)
+    quantum=512
+    lines=()
+    for i in $(seq 1 16); do
+      blocks=0
+      ((i == 1)) && blocks=1
+      lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0" "mode = \"pipelined\" blocks = $blocks")")
+    done
     write_chain "${lines[@]}"
     ;;
   64py-256)
@@ -162,6 +179,7 @@ if ((baseline)); then
   common=(--duration "$duration" --interval "$interval" --build "$build")
   "$0" "${common[@]}" --quantum "$quantum" --out "$out/baseline" native || die "the native baseline failed to run"
   extra=(--crash-every "$crash_every")
+  [[ -z "$latency_max_ms" ]] || extra+=(--latency-max-ms "$latency_max_ms")
   [[ $preset == custom ]] && extra+=(--chain "$chain_file" --quantum "$quantum")
   [[ $preset == native ]] && extra+=(--quantum "$quantum")
   status=0
@@ -188,6 +206,7 @@ if [[ -z "${SANDPIPE_SOAK_IN_SESSION:-}" ]]; then
   export SANDPIPE_SOAK_IN_SESSION=1
   args=(--duration "$duration" --interval "$interval" --crash-every "$crash_every" --out "$out" --build "$build")
   [[ $preset == custom ]] && args+=(--chain "$chain_file")
+  [[ -z "$latency_max_ms" ]] || args+=(--latency-max-ms "$latency_max_ms")
   [[ $preset == custom || $preset == native ]] && args+=(--quantum "$quantum")
   exec "$root/tests/pw-session.sh" run --rate 48000 --quantum "$quantum" -- "$0" "${args[@]}" "$preset"
 fi

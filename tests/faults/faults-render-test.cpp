@@ -627,5 +627,85 @@ TEST(SandboxGroup, AGroupSplitByAnotherPluginIsOneProcessPerRun) {
   EXPECT_NE(r.report.slots[0].pid, r.report.slots[2].pid);
 }
 
+// ---- relays: consecutive pipelined plugins, each in its own sandbox, handing blocks on -----
+
+/// A chain of pipelined faulty.py / remembers.py entries (name, file, extra keys, params): one
+/// relay, one block deep (the plugins after the first say blocks = 0).
+std::string relay_conf(const std::vector<std::array<std::string, 4>>& entries) {
+  std::string text = "plugins = [\n";
+  bool first = true;
+  for (const auto& [name, file, keys, params] : entries) {
+    text += "  { name = \"" + name + "\" mode = \"pipelined\" " + (first ? "" : "blocks = 0 ") + "path = \"" +
+            (fixtures() / file).string() + "\" " + keys + " params = { " + params + " } }\n";
+    first = false;
+  }
+  return text + "]\n";
+}
+
+TEST(Relay, PipelinedPluginsInARowAreOneRelayEachInItsOwnSandbox) {
+  Log log;
+  const RenderRun r = render(relay_conf({{"a", "faulty.py", "", "fault = \"none\""},
+                                         {"b", "remembers.py", "", "tag = \"b\" gain = 0.25"},
+                                         {"c", "faulty.py", "", "fault = \"none\""}}),
+                             {}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b) EXPECT_TRUE(scaled_block(r, b, 0.0625F)) << b << "\n" << r.summary;
+  ASSERT_EQ(r.report.slots.size(), 3u) << "an entry per plugin, each its own sandbox";
+  for (std::uint32_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(r.report.slots[k].relay, "a..c");
+    EXPECT_EQ(r.report.slots[k].relay_stage, k);
+    EXPECT_EQ(r.report.slots[k].state, SlotState::running);
+  }
+  EXPECT_NE(r.report.slots[0].pid, r.report.slots[1].pid);
+  EXPECT_NE(r.report.slots[1].pid, r.report.slots[2].pid);
+  EXPECT_GE(r.report.slots[0].counters.blocks, blocks) << "the relay's blocks, on its first plugin";
+  EXPECT_EQ(r.report.slots[1].counters.blocks, 0u);
+  EXPECT_EQ(r.report.latency_frames, block) << "one block of pipeline for the three";
+  EXPECT_EQ(blocks_not_processed(r.report), 0u) << r.summary;
+  EXPECT_NE(r.summary.find("in relay a..c"), std::string::npos) << r.summary;
+}
+
+TEST(Relay, APluginThatCrashesInTheMiddleIsRestartedAloneWithItsState) {
+  // b crashes on the marked block 10 (one passes the marker on unchanged): that block is lost,
+  // the relay plays on through b's new sandbox; one and two never restart, so they keep playing
+  // at their gain (restored from a state they would play × 0.5 more).
+  Log log;
+  const RenderRun r = render(relay_conf({{"one", "remembers.py", "", "tag = \"one\" gain = 1.0"},
+                                         {"b", "faulty.py", "", "fault = \"segfault\""},
+                                         {"two", "remembers.py", "", "tag = \"two\" gain = 1.0"}}),
+                             {10}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (b == 10) {
+      EXPECT_TRUE(dry_block(r, b)) << "the block b held when it died\n" << r.summary;
+    } else {
+      EXPECT_TRUE(wet_block(r, b)) << b << "\n" << r.summary << log.all();
+    }
+  }
+  ASSERT_EQ(r.report.slots.size(), 3u);
+  EXPECT_EQ(r.report.slots[1].name, "b");
+  EXPECT_EQ(r.report.slots[1].restarts, 1u) << log.all();
+  EXPECT_EQ(r.report.slots[1].crashes, 1u);
+  EXPECT_EQ(r.report.slots[0].restarts, 0u);
+  EXPECT_EQ(r.report.slots[2].restarts, 0u);
+  EXPECT_EQ(blocks_not_processed(r.report), 1u) << r.summary;
+}
+
+TEST(Relay, AMutedPluginThatFailsSilencesTheRelaysBlock) {
+  // enc raises on the marked block: the plugins after it still see the block, but the relay's
+  // output for it is silence (its on-failure is mute as its strictest plugin's), never plaintext.
+  Log log;
+  const RenderRun r = render(relay_conf({{"enc", "faulty.py", "on-failure = \"mute\"", "fault = \"raise\""},
+                                         {"b", "faulty.py", "", "fault = \"none\""}}),
+                             {5}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b)
+    EXPECT_TRUE(scaled_block(r, b, b == 5 ? 0.0F : 0.25F)) << b << "\n" << r.summary;
+  for (std::size_t i = 0; i < r.out.size(); ++i)
+    ASSERT_FALSE(r.in[i] != 0.0F && r.out[i] == r.in[i]) << "frame " << i / channels << " is plaintext";
+  EXPECT_EQ(slot(r).on_failure, OnFailure::mute);
+  EXPECT_EQ(slot(r).restarts, 0u) << "an exception is not a crash";
+}
+
 }  // namespace
 }  // namespace sandpipe::host

@@ -310,6 +310,73 @@ TEST_F(ConfigDir, SandboxGroupErrorsNameThePluginAndTheLine) {
             std::string::npos);
 }
 
+TEST_F(ConfigDir, ConsecutivePipelinedPythonPluginsAreOneRelay) {
+  const auto config = parse(R"(
+    plugins = [
+      { name = "a" path = "effect.py" mode = "pipelined" params = { x = 1 } }
+      { name = "b" path = "effect.py" mode = "pipelined" blocks = 0 on-failure = "mute" params = { y = 2 } }
+      { name = "c" path = "effect.py" mode = "pipelined" blocks = 2 timeout-ms = 50 }
+      { name = "s" path = "effect.py" mode = "sync" }
+      { name = "d" path = "effect.py" mode = "pipelined" }
+    ]
+  )");
+  ASSERT_EQ(config.plugins.size(), 3U);
+  const PluginSpec& relay = config.plugins[0];
+  ASSERT_TRUE(is_relay(relay));
+  EXPECT_FALSE(is_group(relay));
+  EXPECT_EQ(relay.name, "a..c");
+  EXPECT_EQ(relay.mode, SlotMode::pipelined);
+  EXPECT_EQ(relay.blocks, 3U) << "the run's blocks are its plugins' sum";
+  EXPECT_EQ(relay.on_failure, OnFailure::mute) << "the slot fails closed as its strictest plugin";
+  ASSERT_EQ(relay.stages.size(), 3U);
+  EXPECT_EQ(relay.stages[2].timeout_ms, 50.0) << "each keeps its own options";
+  ASSERT_EQ(relay.params.size(), 2U);
+  EXPECT_EQ(relay.params[1].member, 1U);
+  EXPECT_EQ(config.plugins[1].name, "s");
+  EXPECT_FALSE(is_relay(config.plugins[2])) << "a pipelined plugin alone is a slot like any other";
+  EXPECT_EQ(plugins_as_written(config).size(), 5U);
+
+  const auto host = parse(R"(
+    pipeline.handoff = "host"
+    plugins = [
+      { name = "a" path = "effect.py" mode = "pipelined" }
+      { name = "b" path = "effect.py" mode = "pipelined" }
+    ]
+  )");
+  EXPECT_EQ(host.plugins.size(), 2U) << "no relay through the host";
+}
+
+TEST_F(ConfigDir, RelayErrorsNameThePluginAndTheLine) {
+  const auto first = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" mode = \"pipelined\" blocks = 0 }\n"
+      " { name = \"b\" path = \"effect.py\" mode = \"pipelined\" } ]");
+  EXPECT_NE(first.find("chain.conf:2: plugin \"a\" has blocks = 0, which only a pipelined Python plugin right after"),
+            std::string::npos)
+      << first;
+  const auto host = error_of(
+      "pipeline.handoff = \"host\"\nplugins = [\n { name = \"a\" path = \"effect.py\" mode = \"pipelined\" }\n"
+      " { name = \"b\" path = \"effect.py\" mode = \"pipelined\" blocks = 0 } ]");
+  EXPECT_NE(host.find("chain.conf:4: plugin \"b\" has blocks = 0"), std::string::npos) << host;
+  EXPECT_NE(host.find("pipeline.handoff = \"host\" makes no relays"), std::string::npos) << host;
+  const auto reload = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" mode = \"pipelined\" }\n"
+      " { name = \"b\" path = \"effect.py\" mode = \"pipelined\" reload = true } ]");
+  EXPECT_NE(reload.find("chain.conf:3: plugin \"b\" is pipelined right after or before another"), std::string::npos)
+      << reload;
+  const auto deep = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" mode = \"pipelined\" blocks = 10 }\n"
+      " { name = \"b\" path = \"effect.py\" mode = \"pipelined\" blocks = 10 } ]");
+  EXPECT_NE(deep.find("chain.conf:2: the relay from plugin \"a\" to plugin \"b\" is 20 blocks deep"),
+            std::string::npos)
+      << deep;
+  const auto exact = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" mode = \"pipelined\" bit-exact = true }\n"
+      " { name = \"b\" path = \"effect.py\" mode = \"pipelined\" } ]");
+  EXPECT_NE(exact.find("chain.conf:3: plugin \"b\" and plugin \"a\" (line 2) are pipelined one after the other"),
+            std::string::npos)
+      << exact;
+}
+
 TEST(LoadConfig, MissingConfigFileIsAnError) {
   EXPECT_THROW((void)load_config("/nonexistent/chain.conf"), ConfigError);
 }

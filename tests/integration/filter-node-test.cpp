@@ -420,6 +420,66 @@ TEST_F(FilterNode, RunsASandboxGroupAsOneSlotWithEachMembersOwnParamsAndLatency)
   EXPECT_NE(err.find("trim_gain: set_parameter gain=0.5"), std::string::npos) << err;
 }
 
+TEST_F(FilterNode, RunsPipelinedPluginsInARowAsARelayAndRestartsOnlyTheOneKilled) {
+  // Three pipelined gains in a row are one relay, one block deep (the later two say blocks = 0):
+  // the probe hears × 0.125 delayed one quantum, not three. A `sandpipe set` of one reaches only
+  // it; the status lists the three, each with its own sandbox; SIGKILL to the middle one's
+  // sandbox restarts it alone, with its params, and the others keep their processes.
+  const std::string name = "sandpipe-it-relay";
+  const std::string gain = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
+  std::string entries;
+  for (const char* n : {"a", "b", "c"}) {
+    entries += std::string("  { name = \"") + n + "\" path = \"" + gain + "\" mode = \"pipelined\" " +
+               (std::string(n) == "a" ? "" : "blocks = 0 ") + "params = { gain = 0.5 } }\n";
+  }
+  auto node = start_node(name, write_config(name, entries));
+  ASSERT_FALSE(HasFailure());
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.125"}), 0.125, 512, /*allow_dry=*/true);
+
+  auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " b:gain 0.25 2>&1");
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const Json v = props_param(find_node(pw_dump(), name), "b:gain");
+        return v.is_number() && v.num() == 0.25;
+      },
+      startup_timeout))
+      << read_text(work_ / (name + ".err"));
+  EXPECT_TRUE(props_param(find_node(pw_dump(), name), "a:gain").num() == 0.5) << "only b's gain changed";
+  (void)run_probe(name, {"--frames", "4800"});  // the change reaches the sandbox meanwhile
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.0625"}), 0.0625, 512, true);
+
+  const fs::path node_status = node_status_file(name);
+  std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " status --json " + name + " 2>&1");
+  ASSERT_EQ(status, 0) << out;
+  const Json st = Json::parse(out);
+  ASSERT_EQ(st["slots"].arr().size(), 3U) << out;
+  std::vector<double> pids;
+  for (std::size_t k = 0; k < 3; ++k) {
+    const Json slot = st["slots"].arr().at(k);
+    EXPECT_EQ(slot["relay"].str(), "a..c") << out;
+    EXPECT_EQ(slot["relay_stage"].num(), static_cast<double>(k));
+    pids.push_back(slot["pid"].num());
+  }
+  EXPECT_EQ(st["slots"].arr().at(0)["latency_frames"].num(), 512) << out;
+  EXPECT_NE(pids[0], pids[1]);
+  EXPECT_NE(pids[1], pids[2]);
+
+  ::kill(static_cast<pid_t>(pids[1]), SIGKILL);
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const Json b = node_slot_status(node_status, "b");
+        return !b.is_null() && b["restarts"].num() == 1 && b.text("state") == "running";
+      },
+      startup_timeout))
+      << read_text(node_status) << read_text(work_ / (name + ".err"));
+  EXPECT_EQ(node_slot_status(node_status, "a")["pid"].num(), pids[0]) << "a kept its sandbox";
+  EXPECT_EQ(node_slot_status(node_status, "c")["pid"].num(), pids[2]) << "c kept its sandbox";
+  EXPECT_EQ(node_slot_status(node_status, "a")["restarts"].num(), 0);
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.0625"}), 0.0625, 512, true);
+  stop_node(*node, name);
+}
+
 TEST_F(FilterNode, EarlierApiLoadErrorFailsTheSlotAndStatusSaysWhy) {
   // initialize() returns False: the node still starts (the slot falls back per its on-failure)
   // and `sandpipe status` names the file and the reason.

@@ -194,16 +194,16 @@ class SlotModeConfig : public ::testing::Test {
 TEST_F(SlotModeConfig, ParsesModeAndBlocks) {
   const auto c = parse_config(R"(plugins = [
     { name = "a" path = "fx.py" }
-    { name = "b" path = "fx.py" mode = "sync" }
     { name = "c" path = "fx.py" mode = "pipelined" }
+    { name = "b" path = "fx.py" mode = "sync" }
     { name = "d" path = "fx.py" mode = "pipelined" blocks = 3 }
   ])",
                               "chain.conf", dir_);
-  ASSERT_EQ(c.plugins.size(), 4U);
+  ASSERT_EQ(c.plugins.size(), 4U);  // no two pipelined in a row: no relay (config-test has those)
   EXPECT_EQ(c.plugins[0].mode, SlotMode::auto_select);
-  EXPECT_EQ(c.plugins[1].mode, SlotMode::sync);
-  EXPECT_EQ(c.plugins[2].mode, SlotMode::pipelined);
-  EXPECT_EQ(c.plugins[2].blocks, 1U);
+  EXPECT_EQ(c.plugins[2].mode, SlotMode::sync);
+  EXPECT_EQ(c.plugins[1].mode, SlotMode::pipelined);
+  EXPECT_EQ(c.plugins[1].blocks, 1U);
   EXPECT_EQ(c.plugins[3].blocks, 3U);
   EXPECT_EQ(to_string(SlotMode::auto_select), "auto");
 }
@@ -215,7 +215,11 @@ TEST_F(SlotModeConfig, UnknownModeListsTheKnownOnes) {
 }
 
 TEST_F(SlotModeConfig, BlocksOutOfRangeOrWithoutPipelinedIsAnError) {
+  // 0 only after another pipelined plugin, in a relay.
   EXPECT_NE(error_of(R"(plugins = [ { name = "a" path = "fx.py" mode = "pipelined" blocks = 0 } ])")
+                .find("has blocks = 0, which only a pipelined Python plugin right after another one may have"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"(plugins = [ { name = "a" path = "fx.py" mode = "pipelined" blocks = 15 } ])")
                 .find("blocks must be a whole number from 1 to 14"),
             std::string::npos);
   EXPECT_NE(error_of(R"(plugins = [ { name = "a" path = "fx.py" mode = "pipelined" blocks = 1.5 } ])")

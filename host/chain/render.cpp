@@ -158,7 +158,8 @@ RenderReport render_file(const ChainConfig& config, const std::filesystem::path&
     // A relay's blocks are counted once, on its first plugin's line.
     if (!st.relay.empty() && st.relay_stage == 0) summary << "relay " << st.relay << ", ";
     if (!st.relay.empty() && st.relay_stage > 0)
-      summary << "in relay " << st.relay << " (plugin " << st.relay_stage + 1 << ", its blocks counted above)";
+      summary << "in relay " << st.relay << " (sandbox " << st.relay_stage + 1
+              << ", its blocks counted above)";
     else
       summary << "blocks " << c.blocks << ", deadline misses " << c.deadline_misses << ", bypassed "
               << c.bypassed_blocks << ", sanitized " << c.sanitized_blocks;

@@ -237,7 +237,14 @@ int cmd_check(const ChainConfig& config) {
     if (sandpipe::host::is_relay(slot)) {
       std::cout << "  relay " << slot.name << " (a sandbox each, handing each block straight to the next; "
                 << slot.blocks << (slot.blocks == 1 ? " block" : " blocks") << " of pipeline in all):\n";
-      for (const auto& stage : slot.stages) print(stage, "    ");
+      for (const auto& stage : slot.stages) {
+        if (!sandpipe::host::is_group(stage)) {
+          print(stage, "    ");
+          continue;
+        }
+        std::cout << "    sandbox group " << stage.sandbox << " (one process):\n";
+        for (const auto& member : stage.members) print(member, "      ");
+      }
       continue;
     }
     if (!sandpipe::host::is_group(slot)) {

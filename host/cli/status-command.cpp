@@ -58,14 +58,15 @@ void print_table(const json& status, std::ostream& out) {
   };
   for (const auto& slot : slots) {
     if (slot.contains("relay")) {
-      // A relay's plugin: its own sandbox, state and restarts; the relay's blocks on the first.
+      // A relay's stage: its own sandbox, state and restarts; the relay's blocks on the first.
       json row = slot;
       row["kind"] = "relay " + slot.value("relay", std::string("?"));
       add_row(row);
-      continue;
+    } else {
+      add_row(slot);
     }
-    add_row(slot);
-    // A sandbox group's plugins, under the slot they share (its process, state and blocks).
+    // A sandbox group's plugins (a relay's stage may be a group), under the slot or stage they
+    // share (its process, state and blocks).
     for (const auto& member : slot.value("members", json::array())) {
       add_row(json{{"name", "+ " + member.value("name", std::string("?"))},
                    {"kind", "member"},

@@ -27,7 +27,8 @@ struct ParamSetting {
   std::string key;
   ParamValue value;
   int line = 0;  ///< 1-based line in the config file, for error messages
-  /// A sandbox group's slot: the member (index in PluginSpec::members) the parameter is for;
+  /// A group's or relay's slot: the plugin the parameter is for, as its index in the slot's
+  /// slot_plugins() (a group's member, a relay's plugin, or a member of a group in a relay);
   /// 0 for every other slot.
   std::uint32_t member = 0;
 };
@@ -99,9 +100,10 @@ struct PluginSpec {
   /// A sandbox group's slot (group_sandboxes()): its plugins, in chain order, each as written;
   /// the slot's `params` are theirs with ParamSetting::member set. Empty for every other slot.
   std::vector<PluginSpec> members;
-  /// A relay's slot (relay_pipelines()): its plugins, in chain order, each as written, each in a
-  /// sandbox of its own; the slot's `params` are theirs with ParamSetting::member set, its
-  /// `blocks` their sum. Empty for every other slot.
+  /// A relay's slot (relay_pipelines()): its stages, in chain order, each a plugin as written
+  /// or a sandbox group's slot, each in a sandbox of its own; the slot's `params` are theirs
+  /// with ParamSetting::member set (counted over slot_plugins()), its `blocks` their sum. Empty
+  /// for every other slot.
   std::vector<PluginSpec> stages;
   int line = 0;
 };
@@ -111,11 +113,13 @@ struct PluginSpec {
 /// [any] True for a relay's slot: several Python plugins, each in its own sandbox, handing each
 /// block straight to the next (host/python/relay.h).
 [[nodiscard]] inline bool is_relay(const PluginSpec& spec) noexcept { return !spec.stages.empty(); }
-/// [any] A slot's plugins as written: a group's members, a relay's stages, or the slot itself.
+/// [any] A slot's plugins as written: a group's members, a relay's stages (a group among them
+/// by its members), or the slot itself.
 [[nodiscard]] inline std::vector<const PluginSpec*> slot_plugins(const PluginSpec& spec) {
   std::vector<const PluginSpec*> out;
-  for (const auto* list : {&spec.members, &spec.stages})
-    for (const PluginSpec& plugin : *list) out.push_back(&plugin);
+  for (const PluginSpec& member : spec.members) out.push_back(&member);
+  for (const PluginSpec& stage : spec.stages)
+    for (const PluginSpec* plugin : slot_plugins(stage)) out.push_back(plugin);
   if (out.empty()) out.push_back(&spec);
   return out;
 }
@@ -185,10 +189,10 @@ class ConfigError : public std::runtime_error {
 /// ConfigError.
 void group_sandboxes(ChainConfig& config, const std::string& where);
 
-/// [main] Folds each run of two or more consecutive `mode = "pipelined"` Python plugins (not
-/// groups) into one slot, a relay (is_relay()): one pipeline for the run, `blocks` deep in all
-/// (the sum of its plugins'), each plugin in its own sandbox handing each block straight to the
-/// next. Refuses `blocks = 0` outside a relay's later plugins, a relay deeper than
+/// [main] Folds each run of two or more consecutive `mode = "pipelined"` Python slots (plugins
+/// or sandbox groups) into one slot, a relay (is_relay()): one pipeline for the run, `blocks`
+/// deep in all (the sum of its stages'), each stage in its own sandbox handing each block
+/// straight to the next. Refuses `blocks = 0` outside a relay's later plugins, a relay deeper than
 /// max_pipeline_blocks, `reload` in a relay, and plugins of one relay that disagree on
 /// bit-exact or max-level (the slot's). Does nothing with `pipeline.handoff = "host"` (then
 /// `blocks = 0` is refused). parse_config() calls it after group_sandboxes(). Throws ConfigError.

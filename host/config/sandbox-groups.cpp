@@ -39,19 +39,22 @@ void agree(const std::string& where, const std::vector<PluginSpec>& run, const s
   }
 }
 
-/// The slot of a group or relay takes its plugins' params (each tagged with its member index)
-/// and fails closed: its own fallback (its sandboxes down or late) is mute if any plugin's is.
+/// The slot of a group or relay takes its plugins' params (each tagged with the plugin's index
+/// in the slot's slot_plugins(): a group in a relay counts as its members) and fails closed: its
+/// own fallback (its sandboxes down or late) is mute if any plugin's is.
 void take_plugins(PluginSpec& slot_spec, const std::vector<PluginSpec>& run) {
   slot_spec.params.clear();
   slot_spec.on_failure = OnFailure::bypass;
   slot_spec.on_failure_given = true;
-  for (std::uint32_t m = 0; m < run.size(); ++m) {
-    for (ParamSetting setting : run[m].params) {
-      setting.member = m;
+  std::uint32_t first = 0;  // the index of run[m]'s first plugin
+  for (const PluginSpec& part : run) {
+    for (ParamSetting setting : part.params) {
+      setting.member += first;  // a group's are tagged with its own member index already
       slot_spec.params.push_back(std::move(setting));
     }
-    if (run[m].on_failure == OnFailure::mute) slot_spec.on_failure = OnFailure::mute;
-    if (!run[m].on_failure_given) slot_spec.on_failure_given = false;
+    if (part.on_failure == OnFailure::mute) slot_spec.on_failure = OnFailure::mute;
+    if (!part.on_failure_given) slot_spec.on_failure_given = false;
+    first += static_cast<std::uint32_t>(slot_plugins(part).size());
   }
 }
 
@@ -117,8 +120,14 @@ void group_sandboxes(ChainConfig& config, const std::string& where) {
 
 namespace {
 
+/// `plugin "NAME"` or `sandbox group "NAME"` (a relay's stage may be either).
+std::string describe(const PluginSpec& spec) {
+  return (is_group(spec) ? "sandbox group \"" : "plugin \"") + spec.name + "\"";
+}
+
+/// A Python plugin or a sandbox group (whose members agree on mode and blocks), pipelined.
 bool relays(const PluginSpec& spec) {
-  return spec.kind == PluginKind::python && !is_group(spec) && spec.mode == SlotMode::pipelined;
+  return spec.kind == PluginKind::python && spec.mode == SlotMode::pipelined;
 }
 
 PluginSpec make_relay(const std::string& where, std::vector<PluginSpec> run, std::string slot) {
@@ -127,27 +136,31 @@ PluginSpec make_relay(const std::string& where, std::vector<PluginSpec> run, std
   for (const PluginSpec& stage : run) {
     const auto disagree = [&](const char* key) {
       fail(where, stage.line,
-           "plugin \"" + stage.name + "\" and plugin \"" + first.name + "\" (line " + std::to_string(first.line) +
+           describe(stage) + " and " + describe(first) + " (line " + std::to_string(first.line) +
                ") are pipelined one after the other, so they run as one relay, but differ in " + key +
                ": a relay's output is checked once, so give " + key + " the same value on each (or on none)");
     };
     if (stage.bit_exact != first.bit_exact) disagree("bit-exact");
     if (stage.max_level_db != first.max_level_db) disagree("max-level");
-    if (stage.reload)
+    if (stage.reload)  // a group refused it already
       fail(where, stage.line,
-           "plugin \"" + stage.name + "\" is pipelined right after or before another, so they run as one relay: "
-           "reload is not supported in a relay yet (give it mode = \"sync\" or \"auto\", or "
-           "pipeline.handoff = \"host\", to reload it)");
+           describe(stage) +
+               " is pipelined right after or before another, so they run as one relay: "
+               "reload is not supported in a relay yet (give it mode = \"sync\" or \"auto\", or "
+               "pipeline.handoff = \"host\", to reload it)");
     blocks += stage.blocks;
   }
   if (blocks > max_pipeline_blocks)
     fail(where, first.line,
-         "the relay from plugin \"" + first.name + "\" to plugin \"" + run.back().name + "\" is " +
-             std::to_string(blocks) + " blocks deep in all, more than " + std::to_string(max_pipeline_blocks) +
+         "the relay from " + describe(first) + " to " + describe(run.back()) + " is " +
+             std::to_string(blocks) + " blocks deep in all, more than " +
+             std::to_string(max_pipeline_blocks) +
              ": give its later plugins blocks = 0 where they fit in the blocks before them");
   PluginSpec slot_spec = first;  // bit-exact and max-level, which every stage shares
+  slot_spec.members.clear();     // the first stage's, if a group: the relay's are its stages
+  slot_spec.sandbox.clear();
   slot_spec.name = std::move(slot);
-  slot_spec.path = "relay of " + std::to_string(run.size()) + " plugins";
+  slot_spec.path = "relay of " + std::to_string(run.size()) + " sandboxes";
   slot_spec.blocks = blocks;
   take_plugins(slot_spec, run);
   slot_spec.stages = std::move(run);
@@ -168,8 +181,9 @@ void relay_pipelines(ChainConfig& config, const std::string& where) {
     for (std::size_t k = i; k < end; ++k) {
       if (plugins[k].mode != SlotMode::pipelined || plugins[k].blocks != 0 || k > i) continue;
       fail(where, plugins[k].line,
-           "plugin \"" + plugins[k].name + "\" has blocks = 0, which only a pipelined Python plugin right after "
-           "another one may have (it then runs in the blocks of those before it, in one relay)" +
+           describe(plugins[k]) +
+               " has blocks = 0, which only a pipelined Python plugin or group right after "
+               "another one may have (it then runs in the blocks of those before it, in one relay)" +
                std::string(config.direct_handoff ? "" : "; pipeline.handoff = \"host\" makes no relays"));
     }
     if (end - i < 2) {

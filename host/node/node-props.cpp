@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
@@ -144,6 +145,7 @@ void NodeProps::attach(const Chain& chain) {
     const Processor& slot = *slots[s];
     const PluginSpec* spec = s < config_.plugins.size() ? &config_.plugins[s] : nullptr;
     const auto* sandboxed = dynamic_cast<const PythonSlot*>(&slot);
+    const std::size_t first_entry = entries_.size();
     if (sandboxed == nullptr) {
       add_entries(Part{s, 0, std::string(slot.name()), true, false, spec}, slot.describe_params());
       continue;
@@ -155,14 +157,24 @@ void NodeProps::attach(const Chain& chain) {
       for (const auto& p : info.params) descs.push_back(from_python(p));
       add_entries(Part{s, member, std::move(name), false, info.api == "legacy", spec}, std::move(descs));
     };
-    // A sandbox group's members and a relay's plugins are named as written (MEMBER:PARAM), as
-    // if each had its own slot.
-    const auto& members = sandboxed->info().members;
-    const std::vector<PluginSpec>* plugins =
-        spec == nullptr ? nullptr : is_group(*spec) ? &spec->members : is_relay(*spec) ? &spec->stages : nullptr;
-    if (plugins != nullptr && members.size() == plugins->size()) {
-      for (std::uint32_t m = 0; m < members.size(); ++m) add(m, (*plugins)[m].name, members[m]);
-    } else {
+    // A sandbox group's members and a relay's plugins (a group in it by its members) are named
+    // as written (MEMBER:PARAM), as if each had its own slot; `member` counts them in order.
+    std::uint32_t member = 0;
+    const std::function<bool(const PluginSpec&, const PythonPluginInfo&)> add_plugins =
+        [&](const PluginSpec& part, const PythonPluginInfo& info) {
+          const std::vector<PluginSpec>& inner = is_group(part) ? part.members : part.stages;
+          if (inner.empty()) {
+            add(member++, part.name, info);
+            return true;
+          }
+          if (info.members.size() != inner.size()) return false;
+          for (std::size_t m = 0; m < inner.size(); ++m)
+            if (!add_plugins(inner[m], info.members[m])) return false;
+          return true;
+        };
+    if (spec == nullptr || (!is_group(*spec) && !is_relay(*spec)) || !add_plugins(*spec, sandboxed->info())) {
+      entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(first_entry),
+                     entries_.end());  // not loaded as described: the slot's own params, if any
       add(0, std::string(slot.name()), sandboxed->info());
     }
   }

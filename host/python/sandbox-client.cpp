@@ -315,14 +315,12 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
 OnFailure slot_on_failure(const PluginSpec& spec, const PythonPluginInfo& info) {
   if (!is_group(spec) && !is_relay(spec)) return effective_on_failure(spec, info.api, info.role);
   // A group's or relay's slot fails closed if any of its plugins does (a group's members' own
-  // apply inside the sandbox).
-  const std::vector<PluginSpec>& plugins = is_group(spec) ? spec.members : spec.stages;
-  for (std::size_t m = 0; m < plugins.size(); ++m) {
-    const PythonPluginInfo* own = m < info.members.size() ? &info.members[m] : nullptr;
-    if (effective_on_failure(plugins[m], own != nullptr ? own->api : "", own != nullptr ? own->role : "") ==
-        OnFailure::mute)
+  // apply inside the sandbox; a group in a relay is a stage whose info has its members').
+  const std::vector<PluginSpec>& parts = is_group(spec) ? spec.members : spec.stages;
+  const PythonPluginInfo unknown{};
+  for (std::size_t m = 0; m < parts.size(); ++m)
+    if (slot_on_failure(parts[m], m < info.members.size() ? info.members[m] : unknown) == OnFailure::mute)
       return OnFailure::mute;
-  }
   return OnFailure::bypass;
 }
 

@@ -133,7 +133,8 @@ void Supervisor::on_running(Watch& w, Clock::time_point now, bool& state_changed
   for (auto& [setting, refusal, value] : c.take_param_results()) {
     if (value)
       new_read_backs_.push_back(
-          {&proc, setting.key, *value, w.relay_stage >= 0 ? static_cast<std::uint32_t>(w.relay_stage) : setting.member});
+          {&proc, setting.key, *value,
+           w.relay_stage >= 0 ? w.relay_first_plugin + setting.member : setting.member});
     if (refusal) {
       options_.log(w.name, SandboxLogLevel::error, "set " + setting.key + " refused: " + *refusal);
       continue;

@@ -36,6 +36,9 @@ struct Supervisor::Watch {
   int relay_stage = -1;
   Watch* relay_before = nullptr;
   bool relay_last = false;  ///< the relay's last plugin: the only one that writes its tail
+  /// A relay's: the index of this stage's first plugin among the slot's (ParamSetting::member):
+  /// a sandbox group's stage counts as its members.
+  std::uint32_t relay_first_plugin = 0;
   /// The relay's: the count of blocks offered to this plugin (by the host, or passed on by the
   /// plugin before it) when it last answered one. While it stays the same, a plugin that does
   /// not answer is starved, not hung.

@@ -57,6 +57,7 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots,
     const std::size_t stages = s.stages.empty() ? 1 : s.stages.size();
     instances[i].resize(std::max(instances[i].size(), stages));
     Watch* before = nullptr;
+    std::uint32_t first_plugin = 0;  // a relay's: the stage's first plugin in the slot's params
     for (std::size_t k = 0; k < stages; ++k) {
       auto w = std::make_unique<Watch>();
       w->slot = s;
@@ -64,12 +65,16 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots,
       w->name = std::string(s.processor->name());
       double timeout_ms = s.timeout_ms;
       if (!s.stages.empty()) {
-        // A relay: a watch per plugin, each over the one slot.
+        // A relay: a watch per stage (a plugin or a sandbox group), each over the one slot.
         w->name = s.stages[k].name;
         w->slot.on_failure = s.stages[k].on_failure;
+        w->slot.group = s.stages[k].group;
+        w->slot.members = s.stages[k].members;
         w->slot.stages.clear();
         timeout_ms = s.stages[k].timeout_ms;
         w->relay_stage = static_cast<int>(k);
+        w->relay_first_plugin = first_plugin;
+        first_plugin += std::max<std::uint32_t>(1, static_cast<std::uint32_t>(s.stages[k].members.size()));
         w->relay_before = before;
         w->relay_last = k + 1 == stages;
       }
@@ -206,7 +211,10 @@ void Supervisor::rebind_slots(const std::vector<std::shared_ptr<Processor>>& slo
 }
 
 bool Supervisor::takes_param(const Watch& w, const PythonSlot* slot, std::uint32_t member) noexcept {
-  return w.python && w.slot.sandbox == slot && (w.relay_stage < 0 || w.relay_stage == static_cast<int>(member));
+  if (!w.python || w.slot.sandbox != slot) return false;
+  if (w.relay_stage < 0) return true;
+  const std::uint32_t plugins = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(w.members.size()));
+  return member >= w.relay_first_plugin && member - w.relay_first_plugin < plugins;
 }
 
 void Supervisor::set_schedule(const PythonSlot& slot, std::string_view mode, bool fits,
@@ -287,7 +295,8 @@ void Supervisor::apply_params(const std::vector<ParamRequest>& params) {
           w->state == SlotState::bypassed)
         continue;
       ParamSetting own = setting;
-      if (w->relay_stage >= 0) own.member = 0;  // a plugin of its own in its sandbox
+      // A relay's stage: a plugin of its own in its sandbox (0), or a group's member.
+      if (w->relay_stage >= 0) own.member = setting.member - w->relay_first_plugin;
       if (w->state == SlotState::running && w->current && w->current->request_set_param(own)) continue;
       w->remember_param(own);  // restarting (or the socket is full): the next sandbox loads with it
     }
@@ -367,6 +376,23 @@ std::filesystem::path status_file_path(std::string_view node_name) {
   return dir / (std::string(node_name) + ".status");
 }
 
+namespace {
+
+/// A sandbox group's members' names and effective on-failure (`info`: the group's, once loaded).
+std::vector<std::pair<std::string, OnFailure>> group_members(const PluginSpec& group,
+                                                             const PythonPluginInfo& info) {
+  std::vector<std::pair<std::string, OnFailure>> out;
+  for (std::size_t m = 0; m < group.members.size(); ++m) {
+    const PythonPluginInfo* own = m < info.members.size() ? &info.members[m] : nullptr;
+    out.emplace_back(group.members[m].name,
+                     effective_on_failure(group.members[m], own != nullptr ? own->api : "",
+                                          own != nullptr ? own->role : ""));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
                                             const std::vector<std::shared_ptr<Processor>>& slots,
                                             std::vector<std::vector<std::unique_ptr<SandboxInstance>>> instances,
@@ -392,23 +418,23 @@ std::unique_ptr<Supervisor> supervise_chain(const ChainConfig& config,
       const PluginSpec& spec = config.plugins[i];
       if (is_relay(spec) && s.sandbox != nullptr) {
         const auto& infos = s.sandbox->info().members;
+        const PythonPluginInfo unknown{};
         for (std::size_t k = 0; k < spec.stages.size(); ++k) {
-          const PythonPluginInfo* own = k < infos.size() ? &infos[k] : nullptr;
-          s.stages.push_back({spec.stages[k].name,
-                              effective_on_failure(spec.stages[k], own != nullptr ? own->api : "",
-                                                   own != nullptr ? own->role : ""),
-                              spec.stages[k].timeout_ms});
+          const PluginSpec& stage = spec.stages[k];
+          const PythonPluginInfo& own = k < infos.size() ? infos[k] : unknown;
+          SupervisedSlot::Stage& st = s.stages.emplace_back();
+          st.name = stage.name;
+          st.on_failure = slot_on_failure(stage, own);
+          st.timeout_ms = stage.timeout_ms;
+          if (is_group(stage)) {
+            st.group = stage.sandbox;
+            st.members = group_members(stage, own);
+          }
         }
       }
       if (is_group(spec) && s.sandbox != nullptr) {
         s.group = spec.sandbox;
-        const auto& infos = s.sandbox->info().members;
-        for (std::size_t m = 0; m < spec.members.size(); ++m) {
-          const PythonPluginInfo* own = m < infos.size() ? &infos[m] : nullptr;
-          s.members.emplace_back(spec.members[m].name,
-                                 effective_on_failure(spec.members[m], own != nullptr ? own->api : "",
-                                                      own != nullptr ? own->role : ""));
-        }
+        s.members = group_members(spec, s.sandbox->info());
       }
     }
     supervised.push_back(s);

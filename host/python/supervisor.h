@@ -134,12 +134,15 @@ struct SupervisedSlot {
   std::string group;        ///< a sandbox group's slot: the group (PluginSpec::sandbox)
   /// A sandbox group's slot: its members' names and effective on-failure, in order.
   std::vector<std::pair<std::string, OnFailure>> members;
-  /// A relay's slot: each plugin's name, effective on-failure and `timeout-ms`, in order. Each
-  /// gets a watch of its own (its own sandbox, restarts and status entry) over the one slot.
+  /// A relay's slot: each stage's name, effective on-failure and `timeout-ms`, in order, and a
+  /// sandbox group's `group` and `members` as above. Each stage gets a watch of its own (its own
+  /// sandbox, restarts and status entry) over the one slot.
   struct Stage {
     std::string name;
     OnFailure on_failure = OnFailure::bypass;
     double timeout_ms = 0.0;
+    std::string group;
+    std::vector<std::pair<std::string, OnFailure>> members;
   };
   std::vector<Stage> stages;
 };

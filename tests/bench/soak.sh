@@ -15,6 +15,8 @@
 #                 deep: each sandbox hands the block straight to the next (issue 17, item 3)
 #   64py-256      quantum 256, 64 Python gain plugins in 8 sandbox groups of 8 (issue 17's
 #                 grouped scale soak: 8 hops per block instead of 64)
+#   64py-256-relay  the same 64 in 8 groups, mode = "pipelined", as one relay one block deep:
+#                 each group's sandbox hands the block straight to the next (2 host hops per block)
 #   3slow-512     quantum 512, 3 Python plugins spinning ~5 ms each, mode = "pipelined"
 #                 (skipped, exit 77, when the build has no pipelined mode)
 #   crash-hourly  quantum 512, 2 Python plugins; one sandbox SIGKILLed every minute (needs
@@ -135,6 +137,18 @@ case $preset in
     lines=()
     for i in $(seq 1 64); do
       lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0" "sandbox = \"group$(((i - 1) / 8 + 1))\"")")
+    done
+    write_chain "${lines[@]}"
+    ;;
+  64py-256-relay)
+    quantum=256
+    lines=()
+    for i in $(seq 1 64); do
+      group=$(((i - 1) / 8 + 1))
+      blocks=0
+      ((group == 1)) && blocks=1
+      lines+=("$(plugin_line "g$i" "$ex/gain.py" "gain = 1.0" \
+        "sandbox = \"group$group\" mode = \"pipelined\" blocks = $blocks")")
     done
     write_chain "${lines[@]}"
     ;;

@@ -630,12 +630,13 @@ TEST(SandboxGroup, AGroupSplitByAnotherPluginIsOneProcessPerRun) {
 // ---- relays: consecutive pipelined plugins, each in its own sandbox, handing blocks on -----
 
 /// A chain of pipelined faulty.py / remembers.py entries (name, file, extra keys, params): one
-/// relay, one block deep (the plugins after the first say blocks = 0).
+/// relay, one block deep (the plugins after the first say blocks = 0, unless their keys give it).
 std::string relay_conf(const std::vector<std::array<std::string, 4>>& entries) {
   std::string text = "plugins = [\n";
   bool first = true;
   for (const auto& [name, file, keys, params] : entries) {
-    text += "  { name = \"" + name + "\" mode = \"pipelined\" " + (first ? "" : "blocks = 0 ") + "path = \"" +
+    text += "  { name = \"" + name + "\" mode = \"pipelined\" " +
+            (first || keys.find("blocks") != std::string::npos ? "" : "blocks = 0 ") + "path = \"" +
             (fixtures() / file).string() + "\" " + keys + " params = { " + params + " } }\n";
     first = false;
   }
@@ -705,6 +706,42 @@ TEST(Relay, AMutedPluginThatFailsSilencesTheRelaysBlock) {
     ASSERT_FALSE(r.in[i] != 0.0F && r.out[i] == r.in[i]) << "frame " << i / channels << " is plaintext";
   EXPECT_EQ(slot(r).on_failure, OnFailure::mute);
   EXPECT_EQ(slot(r).restarts, 0u) << "an exception is not a crash";
+}
+
+TEST(Relay, APipelinedGroupIsOneStageAndACrashRestartsOnlyThatGroup) {
+  // Group g (a, one) hands each block straight to two's sandbox. a crashes on the marked block
+  // 10: that block is dry, g comes back in a new process with one's state (× 0.5 more), and two
+  // never restarts (it keeps playing at its gain, 1.0).
+  Log log;
+  const RenderRun r =
+      render(relay_conf({{"a", "faulty.py", "sandbox = \"g\"", "fault = \"segfault\""},
+                         {"one", "remembers.py", "sandbox = \"g\" blocks = 1", "tag = \"one\""},
+                         {"two", "remembers.py", "", "tag = \"two\" gain = 1.0"}}),
+             {10}, log);
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (b < 10) {
+      EXPECT_TRUE(scaled_block(r, b, 0.25F)) << b << "\n" << r.summary << log.all();
+    } else if (b == 10) {
+      EXPECT_TRUE(dry_block(r, b)) << "the block g held when it died\n" << r.summary;
+    } else {
+      EXPECT_TRUE(scaled_block(r, b, 0.125F)) << b << ": one's state restored\n" << r.summary << log.all();
+    }
+  }
+  ASSERT_EQ(r.report.slots.size(), 2u) << "an entry per sandbox: the group and two";
+  const SlotStatus& g = r.report.slots[0];
+  EXPECT_EQ(g.name, "g");
+  EXPECT_EQ(g.relay, "g..two");
+  EXPECT_EQ(g.group, "g");
+  ASSERT_EQ(g.members.size(), 2u);
+  EXPECT_EQ(g.members[1].name, "one");
+  EXPECT_EQ(g.restarts, 1u) << log.all();
+  EXPECT_EQ(g.crashes, 1u);
+  EXPECT_EQ(r.report.slots[1].name, "two");
+  EXPECT_EQ(r.report.slots[1].relay_stage, 1u);
+  EXPECT_EQ(r.report.slots[1].restarts, 0u);
+  EXPECT_EQ(r.report.latency_frames, block) << "one block of pipeline for the three plugins";
+  EXPECT_EQ(blocks_not_processed(r.report), 1u) << r.summary;
 }
 
 }  // namespace

@@ -3,11 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cfloat>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <unistd.h>
+#include <utility>
+#include <vector>
 
 namespace sandpipe::host {
 namespace {
@@ -346,11 +348,54 @@ TEST_F(ConfigDir, ConsecutivePipelinedPythonPluginsAreOneRelay) {
   EXPECT_EQ(host.plugins.size(), 2U) << "no relay through the host";
 }
 
+TEST_F(ConfigDir, APipelinedSandboxGroupIsOneStageOfARelay) {
+  const auto config = parse(R"(
+    plugins = [
+      { name = "a" path = "effect.py" mode = "pipelined" sandbox = "g" params = { x = 1 } }
+      { name = "b" path = "effect.py" mode = "pipelined" sandbox = "g" on-failure = "mute" params = { y = 2 } }
+      { name = "c" path = "effect.py" mode = "pipelined" blocks = 0 params = { z = 3 } }
+      { name = "d" path = "effect.py" mode = "pipelined" blocks = 0 sandbox = "h" }
+      { name = "e" path = "effect.py" mode = "pipelined" blocks = 0 sandbox = "h" params = { w = 4 } }
+    ]
+  )");
+  ASSERT_EQ(config.plugins.size(), 1U);
+  const PluginSpec& relay = config.plugins[0];
+  ASSERT_TRUE(is_relay(relay));
+  EXPECT_FALSE(is_group(relay)) << "the relay is not its first stage's group";
+  EXPECT_TRUE(relay.sandbox.empty());
+  EXPECT_EQ(relay.name, "g..h");
+  EXPECT_EQ(relay.blocks, 1U);
+  EXPECT_EQ(relay.on_failure, OnFailure::mute) << "b's, through its group";
+  ASSERT_EQ(relay.stages.size(), 3U);
+  EXPECT_TRUE(is_group(relay.stages[0]));
+  EXPECT_EQ(relay.stages[0].members.size(), 2U);
+  EXPECT_FALSE(is_group(relay.stages[1]));
+  EXPECT_TRUE(is_group(relay.stages[2]));
+  // The slot's params count its plugins as written: a, b, c, d, e.
+  std::vector<std::pair<std::string, std::uint32_t>> params;
+  for (const ParamSetting& p : relay.params) params.emplace_back(p.key, p.member);
+  EXPECT_EQ(params,
+            (std::vector<std::pair<std::string, std::uint32_t>>{{"x", 0}, {"y", 1}, {"z", 2}, {"w", 4}}));
+  // Each stage keeps its own: a group's members by their index in the group.
+  ASSERT_EQ(relay.stages[2].params.size(), 1U);
+  EXPECT_EQ(relay.stages[2].params[0].member, 1U);
+  std::vector<std::string> names;
+  for (const PluginSpec* plugin : plugins_as_written(config)) names.push_back(plugin->name);
+  EXPECT_EQ(names, (std::vector<std::string>{"a", "b", "c", "d", "e"}));
+
+  const auto zero = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" mode = \"pipelined\" sandbox = \"g\" blocks = 0 }\n"
+      " { name = \"b\" path = \"effect.py\" mode = \"pipelined\" sandbox = \"g\" blocks = 0 }\n"
+      " { name = \"c\" path = \"effect.py\" mode = \"pipelined\" } ]");
+  EXPECT_NE(zero.find("chain.conf:2: sandbox group \"g\" has blocks = 0"), std::string::npos) << zero;
+}
+
 TEST_F(ConfigDir, RelayErrorsNameThePluginAndTheLine) {
   const auto first = error_of(
       "plugins = [\n { name = \"a\" path = \"effect.py\" mode = \"pipelined\" blocks = 0 }\n"
       " { name = \"b\" path = \"effect.py\" mode = \"pipelined\" } ]");
-  EXPECT_NE(first.find("chain.conf:2: plugin \"a\" has blocks = 0, which only a pipelined Python plugin right after"),
+  EXPECT_NE(first.find("chain.conf:2: plugin \"a\" has blocks = 0, which only a pipelined Python plugin or "
+                       "group right after"),
             std::string::npos)
       << first;
   const auto host = error_of(

@@ -480,6 +480,62 @@ TEST_F(FilterNode, RunsPipelinedPluginsInARowAsARelayAndRestartsOnlyTheOneKilled
   stop_node(*node, name);
 }
 
+TEST_F(FilterNode, RunsAPipelinedSandboxGroupAsOneStageOfARelay) {
+  // Group g (a, b) and c, all pipelined, are one relay one block deep: g's sandbox hands each
+  // block straight to c's. `sandpipe set` reaches a group's member (b) and the stage after it
+  // (c) by their own names; SIGKILL to g's sandbox restarts the group alone, with b's param.
+  const std::string name = "sandpipe-it-relay-group";
+  const std::string gain = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
+  std::string entries;
+  for (const char* n : {"a", "b", "c"}) {
+    const bool grouped = std::string(n) != "c";
+    entries += std::string("  { name = \"") + n + "\" path = \"" + gain + "\" mode = \"pipelined\" " +
+               (grouped ? "sandbox = \"g\" " : "blocks = 0 ") + "params = { gain = 0.5 } }\n";
+  }
+  auto node = start_node(name, write_config(name, entries));
+  ASSERT_FALSE(HasFailure());
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.125"}), 0.125, 512,
+               /*allow_dry=*/true);
+
+  for (const char* param : {"b:gain", "c:gain"}) {
+    auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " " + param + " 0.25 2>&1");
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_TRUE(poll_until(
+        [&] {
+          const Json v = props_param(find_node(pw_dump(), name), param);
+          return v.is_number() && v.num() == 0.25;
+        },
+        startup_timeout))
+        << param << "\n"
+        << read_text(work_ / (name + ".err"));
+  }
+  EXPECT_TRUE(props_param(find_node(pw_dump(), name), "a:gain").num() == 0.5) << "a's gain did not change";
+  (void)run_probe(name, {"--frames", "4800"});  // the changes reach the sandboxes meanwhile
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.03125"}), 0.03125, 512, true);
+
+  const fs::path node_status = node_status_file(name);
+  const Json g = node_slot_status(node_status, "g");
+  const Json c = node_slot_status(node_status, "c");
+  ASSERT_FALSE(g.is_null()) << read_text(node_status);
+  ASSERT_FALSE(c.is_null()) << read_text(node_status);
+  EXPECT_EQ(g["relay"].str(), "g..c");
+  EXPECT_EQ(g["members"].arr().size(), 2U) << read_text(node_status);
+  EXPECT_EQ(c["relay_stage"].num(), 1);
+  EXPECT_NE(g["pid"].num(), c["pid"].num());
+
+  ::kill(static_cast<pid_t>(g["pid"].num()), SIGKILL);
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const Json now = node_slot_status(node_status, "g");
+        return !now.is_null() && now["restarts"].num() == 1 && now.text("state") == "running";
+      },
+      startup_timeout))
+      << read_text(node_status) << read_text(work_ / (name + ".err"));
+  EXPECT_EQ(node_slot_status(node_status, "c")["pid"].num(), c["pid"].num()) << "c kept its sandbox";
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.03125"}), 0.03125, 512, true);
+  stop_node(*node, name);
+}
+
 TEST_F(FilterNode, EarlierApiLoadErrorFailsTheSlotAndStatusSaysWhy) {
   // initialize() returns False: the node still starts (the slot falls back per its on-failure)
   // and `sandpipe status` names the file and the reason.

@@ -217,7 +217,8 @@ TEST_F(SlotModeConfig, UnknownModeListsTheKnownOnes) {
 TEST_F(SlotModeConfig, BlocksOutOfRangeOrWithoutPipelinedIsAnError) {
   // 0 only after another pipelined plugin, in a relay.
   EXPECT_NE(error_of(R"(plugins = [ { name = "a" path = "fx.py" mode = "pipelined" blocks = 0 } ])")
-                .find("has blocks = 0, which only a pipelined Python plugin right after another one may have"),
+                .find("has blocks = 0, which only a pipelined Python plugin or group right after another one "
+                      "may have"),
             std::string::npos);
   EXPECT_NE(error_of(R"(plugins = [ { name = "a" path = "fx.py" mode = "pipelined" blocks = 15 } ])")
                 .find("blocks must be a whole number from 1 to 14"),

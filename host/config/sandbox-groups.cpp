@@ -2,6 +2,7 @@
 // so the run costs one hop to its sandbox per block instead of one per plugin. Relays: a run of
 // consecutive pipelined Python plugins becomes one slot whose sandboxes hand each block straight
 // to the next (host/python/relay.h), so the run costs one hop from the host and one back.
+#include <algorithm>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -68,13 +69,10 @@ PluginSpec make_group(const std::string& where, std::vector<PluginSpec> run, std
   agree(where, run, group, "wake-lead-us", &PluginSpec::wake_lead_us);
   agree(where, run, group, "bit-exact", &PluginSpec::bit_exact);
   agree(where, run, group, "max-level", &PluginSpec::max_level_db);
-  for (const PluginSpec& member : run) {
-    if (member.reload)
-      fail(where, member.line,
-           "plugin \"" + member.name + "\" is in sandbox group \"" + group +
-               "\": reload is not supported in a group yet (give it a sandbox of its own to reload it)");
-  }
   PluginSpec slot_spec = run.front();  // the options every member shares
+  // A member's `reload` reloads the whole group (each member's own `reload` says whose file is
+  // followed: GroupMemberLaunch::reload).
+  slot_spec.reload = std::any_of(run.begin(), run.end(), [](const PluginSpec& m) { return m.reload; });
   slot_spec.name = std::move(slot);
   slot_spec.path = "sandbox group \"" + group + "\"";
   slot_spec.sandbox = std::move(group);

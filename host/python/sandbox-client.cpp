@@ -204,7 +204,8 @@ std::vector<StartedSandbox> start_sandboxes(std::span<const PluginSpec> specs, d
       launch.members.push_back({member.name, member_file,
                                 member.on_failure_given || member.on_failure == OnFailure::mute
                                     ? std::optional<OnFailure>(member.on_failure)
-                                    : std::nullopt});
+                                    : std::nullopt,
+                                member.reload});
     }
     return launch;
   };

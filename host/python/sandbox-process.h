@@ -23,6 +23,8 @@ struct GroupMemberLaunch {
   std::filesystem::path file;  ///< absolute
   /// Its `on-failure` as written (nullopt: the sandbox decides, as effective_on_failure() does).
   std::optional<OnFailure> on_failure;
+  /// Its `reload`: the supervisor follows this file and reloads the whole group when it changes.
+  bool reload = false;
 };
 
 /// Everything needed to start (and restart) the sandbox of one slot.

@@ -1,6 +1,7 @@
 // Hot reload: a new version of a Python slot's file loaded beside the running one and handed
 // over with a wet → wet crossfade, on a watched file's change or a `sandpipe reload` request.
 // Each function runs on the supervisor thread, under no lock. See supervisor.h.
+#include <algorithm>
 #include <utility>
 
 #include "host/python/supervisor-watch.h"
@@ -8,6 +9,19 @@
 namespace sandpipe::host {
 
 using Clock = std::chrono::steady_clock;
+
+namespace {
+
+/// The plugin's file (`full`: its path), or a sandbox group's "group g (a.py, b.py)".
+std::string describe_files(const SandboxLaunch& launch, bool full) {
+  if (launch.members.empty()) return full ? launch.file.string() : launch.file.filename().string();
+  std::string files;
+  for (const GroupMemberLaunch& m : launch.members)
+    files += (files.empty() ? "" : ", ") + m.file.filename().string();
+  return "group " + launch.name + " (" + files + ")";
+}
+
+}  // namespace
 
 void Supervisor::answer_reload(Watch& w, bool ok, const std::string& text) {
   for (const std::uint64_t id : w.reload_requests)
@@ -17,10 +31,13 @@ void Supervisor::answer_reload(Watch& w, bool ok, const std::string& text) {
 }
 
 void Supervisor::begin_reload(Watch& w, Clock::time_point now) {
-  // Ask the running version for its state now, so the new one continues from here.
-  std::error_code ec;
-  const auto time = std::filesystem::last_write_time(w.launch.file, ec);
-  if (!ec) w.file_time = time;  // a watched file does not reload a second time for this change
+  // Ask the running version for its state now, so the new one continues from here. A followed
+  // file does not reload a second time for this change.
+  if (w.slot.reload) {
+    const auto times = detail::file_times(detail::followed_files(w.launch));
+    for (std::size_t i = 0; i < times.size() && i < w.file_times.size(); ++i)
+      if (times[i] != std::filesystem::file_time_type::min()) w.file_times[i] = times[i];
+  }
   w.reload_wanted = true;
   w.reload_state_fresh = false;
   w.reload_asked = now;
@@ -35,11 +52,16 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
     return;
   }
   const std::string slot = request.line.substr(verb.size());
+  // A sandbox group reloads as a whole: by its name or any member's.
   Watch* found = nullptr;
   std::string names;
   for (auto& w : watches_) {
     names += (names.empty() ? "" : ", ") + w->name + (w->python ? " (python)" : " (native)");
     if (w->name == slot) found = w.get();
+    for (const MemberStatus& m : w->members) {
+      names += ", " + m.name + " (in " + w->name + ")";
+      if (m.name == slot && found == nullptr) found = w.get();
+    }
   }
   const std::string node = options_.node_name.empty() ? "the node" : "node \"" + options_.node_name + "\"";
   if (found == nullptr) {
@@ -56,7 +78,7 @@ void Supervisor::handle_request(const RequestServer::Request& request, Clock::ti
   }
   if (w.relay_stage >= 0) {
     requests_->reply(request.id, false,
-                     slot + " is in relay " + std::string(w.slot.processor->name()) +
+                     w.name + " is in relay " + std::string(w.slot.processor->name()) +
                          ": reload is not supported in a relay yet (give it mode = \"sync\" or \"auto\", or "
                          "pipeline.handoff = \"host\", to reload it)");
     return;
@@ -99,7 +121,7 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
   if (w.switch_generation != 0) {
     // Swapped in: answer once the RT side plays the new version (or says why it cannot yet).
     const std::string who =
-        w.name + " reloaded from " + w.launch.file.string() + " (pid " + std::to_string(w.pid) + ")";
+        w.name + " reloaded from " + describe_files(w.launch, true) + " (pid " + std::to_string(w.pid) + ")";
     if (proc.active_generation() == w.switch_generation && !proc.handing_over()) {
       answer_reload(w, true, who + ": the new version is playing");
     } else if (now - w.switch_since > std::chrono::seconds(2)) {
@@ -116,9 +138,11 @@ void Supervisor::reload_tick(Watch& w, Clock::time_point now, bool& state_change
   }
   if (w.slot.reload && !w.reload_wanted && !w.reloading && now >= w.next_file_check) {
     w.next_file_check = now + std::chrono::milliseconds(250);
-    std::error_code ec;
-    const auto time = std::filesystem::last_write_time(w.launch.file, ec);
-    if (!ec && time != w.file_time) begin_reload(w, now);
+    // A file that cannot be read now (an editor replacing it) is looked at again next time.
+    const auto times = detail::file_times(detail::followed_files(w.launch));
+    const bool readable =
+        std::find(times.begin(), times.end(), std::filesystem::file_time_type::min()) == times.end();
+    if (readable && times != w.file_times) begin_reload(w, now);
   }
   if (w.reload_wanted && !w.reloading &&
       (w.reload_state_fresh || now - w.reload_asked > std::chrono::milliseconds(500))) {
@@ -206,7 +230,7 @@ void Supervisor::switch_to_reloaded(Watch& w, Clock::time_point now, bool& state
   w.switch_since = now;
   state_changed = true;
   options_.log(w.name, SandboxLogLevel::info,
-               "reloaded " + w.launch.file.filename().string() + " (pid " + std::to_string(w.pid) + ")");
+               "reloaded " + describe_files(w.launch, false) + " (pid " + std::to_string(w.pid) + ")");
 }
 
 }  // namespace sandpipe::host

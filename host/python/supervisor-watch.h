@@ -87,7 +87,7 @@ struct Supervisor::Watch {
 
   // Hot reload (`reload = true`): the file's time when last loaded, the new version loading
   // beside the running one, and when its state was asked for.
-  std::filesystem::file_time_type file_time{};
+  std::vector<std::filesystem::file_time_type> file_times;  ///< detail::followed_files()'s
   Clock::time_point next_file_check{};
   Clock::time_point reload_asked{};
   bool reload_wanted = false;
@@ -119,6 +119,14 @@ namespace detail {
 /// reason in `error`) on failure.
 std::unique_ptr<SandboxInstance> spawn_instance(const SandboxLaunch& launch, std::uint64_t generation,
                                                 std::string& error);
+
+/// [supervisor thread] The files a `reload` slot follows: its plugin's, or a sandbox group's
+/// members' that say `reload = true`.
+[[nodiscard]] std::vector<std::filesystem::path> followed_files(const SandboxLaunch& launch);
+/// [supervisor thread] Each file's last write time (file_time_type::min() for one that cannot be
+/// read now: an editor replacing it).
+[[nodiscard]] std::vector<std::filesystem::file_time_type> file_times(
+    const std::vector<std::filesystem::path>& files);
 
 /// [any] "44100 Hz".
 [[nodiscard]] std::string format_rate(double rate);

@@ -93,10 +93,7 @@ bool Supervisor::adopt(Watch& w, double timeout_ms, std::unique_ptr<SandboxInsta
   for (const auto& [name, on_failure] : s.members) w.members.push_back(MemberStatus{name, on_failure, 0, 0, 0, {}});
   w.member_exceptions_before.assign(w.members.size(), 0);
   if (!w.python) return false;
-  if (s.reload && instance) {
-    std::error_code ec;
-    w.file_time = std::filesystem::last_write_time(instance->file(), ec);
-  }
+  if (s.reload && instance) w.file_times = detail::file_times(detail::followed_files(instance->launch()));
   w.hang_timeout = timeout_ms > 0.0 ? std::chrono::milliseconds(static_cast<std::int64_t>(timeout_ms))
                                     : options_.default_hang_timeout;
   // From now on only the supervisor thread talks to the sandbox.
@@ -164,6 +161,28 @@ Supervisor::~Supervisor() {
     std::filesystem::remove(options_.status_file, ec);
   }
 }
+
+namespace detail {
+
+std::vector<std::filesystem::path> followed_files(const SandboxLaunch& launch) {
+  if (launch.members.empty()) return {launch.file};
+  std::vector<std::filesystem::path> out;
+  for (const GroupMemberLaunch& member : launch.members)
+    if (member.reload) out.push_back(member.file);
+  return out;
+}
+
+std::vector<std::filesystem::file_time_type> file_times(const std::vector<std::filesystem::path>& files) {
+  std::vector<std::filesystem::file_time_type> out;
+  for (const auto& file : files) {
+    std::error_code ec;
+    const auto time = std::filesystem::last_write_time(file, ec);
+    out.push_back(ec ? std::filesystem::file_time_type::min() : time);
+  }
+  return out;
+}
+
+}  // namespace detail
 
 void Supervisor::wake() const noexcept {
   const std::uint64_t one = 1;

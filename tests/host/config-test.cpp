@@ -298,12 +298,21 @@ TEST_F(ConfigDir, SandboxGroupErrorsNameThePluginAndTheLine) {
                           "their mode"),
             std::string::npos)
       << disagree;
-  const auto reload = error_of(
+  // A member's reload reloads its group; in a relay, not yet.
+  const auto reloaded = parse(
       "plugins = [\n { name = \"a\" path = \"effect.py\" sandbox = \"g\" }\n"
       " { name = \"b\" path = \"effect.py\" sandbox = \"g\" reload = true } ]");
-  EXPECT_NE(reload.find("chain.conf:3: plugin \"b\" is in sandbox group \"g\": reload is not supported"),
+  ASSERT_EQ(reloaded.plugins.size(), 1U);
+  EXPECT_TRUE(reloaded.plugins[0].reload);
+  EXPECT_FALSE(reloaded.plugins[0].members[0].reload);
+  EXPECT_TRUE(reloaded.plugins[0].members[1].reload);
+  const auto relayed = error_of(
+      "plugins = [\n { name = \"a\" path = \"effect.py\" sandbox = \"g\" mode = \"pipelined\" }\n"
+      " { name = \"b\" path = \"effect.py\" sandbox = \"g\" mode = \"pipelined\" reload = true }\n"
+      " { name = \"c\" path = \"effect.py\" mode = \"pipelined\" blocks = 0 } ]");
+  EXPECT_NE(relayed.find("chain.conf:2: sandbox group \"g\" is pipelined right after or before another"),
             std::string::npos)
-      << reload;
+      << relayed;
   const auto clash = error_of(
       "plugins = [\n { name = \"a\" path = \"effect.py\" sandbox = \"b\" }\n"
       " { name = \"b\" path = \"effect.py\" sandbox = \"b\" } ]");

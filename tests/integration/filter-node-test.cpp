@@ -54,6 +54,21 @@ bool node_present(const std::string& name) { return !find_node(pw_dump(), name).
 
 // ---- the suite ------------------------------------------------------------------------------
 
+/// `sandpipe set NODE PARAM TEXT`, then waits until the node's Props say `value`: empty when
+/// they do, else what went wrong.
+std::string set_and_wait(const std::string& node, const std::string& param, const std::string& text,
+                         double value) {
+  const auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + node + " " + param + " " + text + " 2>&1");
+  if (status != 0) return "sandpipe set " + param + " exited " + std::to_string(status) + ": " + out;
+  const bool seen = poll_until(
+      [&] {
+        const Json v = props_param(find_node(pw_dump(), node), param);
+        return v.is_number() && v.num() == value;
+      },
+      startup_timeout);
+  return seen ? std::string() : "the node's Props never said " + param + " = " + text;
+}
+
 class FilterNode : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -386,20 +401,13 @@ TEST_F(FilterNode, RunsASandboxGroupAsOneSlotWithEachMembersOwnParamsAndLatency)
   ASSERT_FALSE(HasFailure());
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.5"}), 0.5, 48, /*allow_dry=*/true);
 
-  auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " fx:gain 0.5 2>&1");
-  EXPECT_EQ(status, 0) << out;
-  EXPECT_TRUE(poll_until(
-      [&] {
-        const Json v = props_param(find_node(pw_dump(), name), "fx:gain");
-        return v.is_number() && v.num() == 0.5;
-      },
-      startup_timeout))
+  EXPECT_EQ(set_and_wait(name, "fx:gain", "0.5", 0.5), "")
       << read_text(work_ / (name + ".err"));
   EXPECT_TRUE(props_param(find_node(pw_dump(), name), "a:gain").num() == 0.5) << "only fx's gain changed";
   (void)run_probe(name, {"--frames", "4800"});  // the change reaches the sandbox meanwhile
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 48, /*allow_dry=*/true);
 
-  std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " status --json " + name + " 2>&1");
+  auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " status --json " + name + " 2>&1");
   ASSERT_EQ(status, 0) << out;
   const Json st = Json::parse(out);
   ASSERT_EQ(st["slots"].arr().size(), 1U) << out;
@@ -436,21 +444,13 @@ TEST_F(FilterNode, RunsPipelinedPluginsInARowAsARelayAndRestartsOnlyTheOneKilled
   ASSERT_FALSE(HasFailure());
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.125"}), 0.125, 512, /*allow_dry=*/true);
 
-  auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " b:gain 0.25 2>&1");
-  EXPECT_EQ(status, 0) << out;
-  EXPECT_TRUE(poll_until(
-      [&] {
-        const Json v = props_param(find_node(pw_dump(), name), "b:gain");
-        return v.is_number() && v.num() == 0.25;
-      },
-      startup_timeout))
-      << read_text(work_ / (name + ".err"));
+  EXPECT_EQ(set_and_wait(name, "b:gain", "0.25", 0.25), "") << read_text(work_ / (name + ".err"));
   EXPECT_TRUE(props_param(find_node(pw_dump(), name), "a:gain").num() == 0.5) << "only b's gain changed";
   (void)run_probe(name, {"--frames", "4800"});  // the change reaches the sandbox meanwhile
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.0625"}), 0.0625, 512, true);
 
   const fs::path node_status = node_status_file(name);
-  std::tie(out, status) = run_command(std::string(SANDPIPE_EXE) + " status --json " + name + " 2>&1");
+  auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " status --json " + name + " 2>&1");
   ASSERT_EQ(status, 0) << out;
   const Json st = Json::parse(out);
   ASSERT_EQ(st["slots"].arr().size(), 3U) << out;
@@ -497,18 +497,8 @@ TEST_F(FilterNode, RunsAPipelinedSandboxGroupAsOneStageOfARelay) {
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.125"}), 0.125, 512,
                /*allow_dry=*/true);
 
-  for (const char* param : {"b:gain", "c:gain"}) {
-    auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " set " + name + " " + param + " 0.25 2>&1");
-    EXPECT_EQ(status, 0) << out;
-    EXPECT_TRUE(poll_until(
-        [&] {
-          const Json v = props_param(find_node(pw_dump(), name), param);
-          return v.is_number() && v.num() == 0.25;
-        },
-        startup_timeout))
-        << param << "\n"
-        << read_text(work_ / (name + ".err"));
-  }
+  for (const char* param : {"b:gain", "c:gain"})
+    EXPECT_EQ(set_and_wait(name, param, "0.25", 0.25), "") << read_text(work_ / (name + ".err"));
   EXPECT_TRUE(props_param(find_node(pw_dump(), name), "a:gain").num() == 0.5) << "a's gain did not change";
   (void)run_probe(name, {"--frames", "4800"});  // the changes reach the sandboxes meanwhile
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.03125"}), 0.03125, 512, true);
@@ -658,6 +648,45 @@ TEST_F(FilterNode, ReloadsAChangedPythonFileAndKeepsTheOldOneWhenTheNewOneFails)
   EXPECT_EQ(slot()["reloads"].num(), 1);
   EXPECT_EQ(slot().text("state"), "running");
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 0, /*allow_dry=*/true);
+  stop_node(*node, name);
+}
+
+TEST_F(FilterNode, ReloadsAWholeSandboxGroupWhenAMembersFileChanges) {
+  // fx (`reload = true`) and b share group g. Editing fx.py reloads the group: a new process
+  // loads both, b keeps the gain `sandpipe set` gave it. `sandpipe reload NODE b` (a member's
+  // name) reloads the group on demand.
+  const std::string name = "sandpipe-it-reload-group";
+  const fs::path plugin = work_ / "fx.py";
+  write_fx_plugin(plugin, "        block *= 0.5\n");
+  const std::string gain = std::string(SANDPIPE_SOURCE_ROOT) + "/plugins-py/examples/gain.py";
+  auto node = start_node(
+      name, write_config(name, "  { name = \"fx\" path = \"" + plugin.string() +
+                                   "\" mode = \"sync\" sandbox = \"g\" reload = true }\n"
+                                   "  { name = \"b\" path = \"" +
+                                   gain + "\" mode = \"sync\" sandbox = \"g\" params = { gain = 0.5 } }\n"));
+  ASSERT_FALSE(HasFailure());
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.25"}), 0.25, 0, /*allow_dry=*/true);
+  ASSERT_EQ(set_and_wait(name, "b:gain", "0.25", 0.25), "");
+  (void)run_probe(name, {"--frames", "4800"});
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.125"}), 0.125, 0, true);
+
+  const fs::path node_status = node_status_file(name);
+  auto group = [&] { return node_slot_status(node_status, "g"); };
+  const double first_pid = group()["pid"].num();
+  write_fx_plugin(plugin, "        block *= 0.25\n");
+  ASSERT_TRUE(poll_until([&] { return group()["reloads"].is_number() && group()["reloads"].num() >= 1; },
+                         startup_timeout))
+      << read_text(node_status) << read_text(work_ / (name + ".err"));
+  (void)run_probe(name, {"--frames", "4800"});  // the switch and its crossfade happen here
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.0625"}), 0.0625, 0, true);
+  EXPECT_NE(group()["pid"].num(), first_pid) << "a new process for the group";
+  EXPECT_EQ(group()["restarts"].num(), 0);
+
+  auto [out, status] = run_command(std::string(SANDPIPE_EXE) + " reload " + name + " b --timeout 60 2>&1");
+  EXPECT_EQ(status, 0) << out << read_text(work_ / (name + ".err"));
+  EXPECT_NE(out.find("g reloaded from group g (fx.py, gain.py)"), std::string::npos) << out;
+  EXPECT_EQ(group()["reloads"].num(), 2) << read_text(node_status);
+  expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.0625"}), 0.0625, 0, true);
   stop_node(*node, name);
 }
 

@@ -2,10 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/close_range.h>
 #include <poll.h>
-#include <sched.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -28,6 +25,7 @@
 #include "sandbox/confinement.h"
 #include "sandbox/python-plugin.h"
 #include "sandbox/sandbox-session.h"
+#include "sandbox/zygote-namespaces.h"
 #include "schemas/zygote-protocol.h"
 #include "shm/segment.h"
 
@@ -155,137 +153,6 @@ bool receive(int fd, Request& out, std::string& problem) {
 /// pid of a zygote's child in the PID namespace made for it (as of a spawned sandbox: the
 /// namespace's init is 1, the sandbox the next process).
 constexpr pid_t child_pid_in_namespace = 2;
-
-/// The zygote's means of giving each child a PID namespace of its own, run by a
-/// sandpipe-pid-init (sandbox/pid-init.cpp) exactly as for a spawned sandbox
-/// (host/python/pid-namespace-spawn.h). Needs CAP_SYS_ADMIN (a root node): start() says so.
-class PidNamespaces {
- public:
-  PidNamespaces(std::filesystem::path init, pid_t host) : init_(std::move(init)), host_(host) {}
-  ~PidNamespaces() {
-    for (const int fd : {own_ns_, host_pidfd_})
-      if (fd >= 0) ::close(fd);
-    if (stack_ != MAP_FAILED) ::munmap(stack_, stack_size);
-  }
-  PidNamespaces(const PidNamespaces&) = delete;
-  PidNamespaces& operator=(const PidNamespaces&) = delete;
-  PidNamespaces(PidNamespaces&&) = delete;
-  PidNamespaces& operator=(PidNamespaces&&) = delete;
-
-  /// Once, before serving: what is missing to make the namespaces, or nullopt. The inits are this
-  /// process's children; SIGCHLD ignored reaps them as they exit (the sandboxes are the host's).
-  std::optional<std::string> start() {
-    if (::access(init_.c_str(), X_OK) != 0) return "no " + init_.string() + ": " + std::strerror(errno);
-    host_pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, host_, 0));
-    own_ns_ = ::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-    if (host_pidfd_ < 0 || own_ns_ < 0) return std::string("pidfd or ns handle: ") + std::strerror(errno);
-    stack_ = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack_ == MAP_FAILED) return std::string("mmap: ") + std::strerror(errno);
-    std::signal(SIGCHLD, SIG_IGN);
-    // A trial namespace: refused without CAP_SYS_ADMIN (a user's node), before any sandbox asks.
-    Entered trial;
-    if (auto problem = enter(trial)) return problem;
-    return leave(trial, false);
-  }
-
-  /// One child's namespace, entered by this process for its next child only.
-  struct Entered {
-    int init_pidfd = -1;
-    int ready_write = -1;
-  };
-
-  /// Starts a sandpipe-pid-init in a new PID namespace and makes this process's next child the
-  /// namespace's second process.
-  std::optional<std::string> enter(Entered& entered) {
-    int ready[2];
-    if (::pipe2(ready, O_CLOEXEC) != 0) return std::string("pipe2: ") + std::strerror(errno);
-    host_s_ = std::to_string(host_pidfd_);
-    ready_s_ = std::to_string(ready[0]);
-    init_s_ = init_.string();
-    argv_[0] = init_s_.data();
-    argv_[1] = host_s_.data();
-    argv_[2] = ready_s_.data();
-    argv_[3] = nullptr;
-    ready_read_ = ready[0];
-    exec_error_ = 0;
-    // CLONE_VM | CLONE_VFORK: no copy of the interpreter's page tables for a process that execs
-    // at once; this thread waits until it has.
-    const pid_t init = ::clone(init_main, static_cast<char*>(stack_) + stack_size,
-                               CLONE_VM | CLONE_VFORK | CLONE_NEWPID | CLONE_PIDFD | SIGCHLD, this,
-                               &entered.init_pidfd);
-    const int clone_error = errno;
-    ::close(ready[0]);
-    if (init < 0 || exec_error_ != 0) {
-      ::close(ready[1]);
-      if (init >= 0) ::close(entered.init_pidfd);
-      entered.init_pidfd = -1;
-      const int err = init < 0 ? clone_error : exec_error_;
-      return std::string(init < 0 ? "clone(CLONE_NEWPID): " : "exec sandpipe-pid-init: ") + std::strerror(err) +
-             (err == EPERM ? " (the zygote needs CAP_SYS_ADMIN: a node run as root)" : "");
-    }
-    entered.ready_write = ready[1];
-    if (::setns(entered.init_pidfd, CLONE_NEWPID) != 0) {
-      const int err = errno;
-      (void)leave(entered, false);
-      return std::string("setns into the new PID namespace: ") + std::strerror(err);
-    }
-    return std::nullopt;
-  }
-
-  /// After the fork: back to this process's own namespace for its children (a later
-  /// CLONE_NEWPID needs it), and the init told whether its sandbox exists (it exits if not).
-  std::optional<std::string> leave(Entered& entered, bool sandbox_started) {
-    std::optional<std::string> problem;
-    if (::setns(own_ns_, CLONE_NEWPID) != 0) problem = std::string("setns back: ") + std::strerror(errno);
-    if (sandbox_started) (void)!::write(entered.ready_write, "s", 1);
-    for (int* fd : {&entered.ready_write, &entered.init_pidfd}) {
-      if (*fd >= 0) ::close(*fd);
-      *fd = -1;
-    }
-    return problem;
-  }
-
-  [[nodiscard]] int host_pidfd() const noexcept { return host_pidfd_; }
-
- private:
-  static constexpr std::size_t stack_size = std::size_t{64} << 10;
-
-  /// The init, sharing this process's memory until its exec: raw calls only, no sanitizer
-  /// bookkeeping on a stack that is reused.
-  __attribute__((no_sanitize("address", "undefined"))) static int init_main(void* arg) {
-    auto& self = *static_cast<PidNamespaces*>(arg);
-    for (const int sig : {SIGCHLD, SIGPIPE}) {
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      (void)::sigaction(sig, &dfl, nullptr);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
-    // Only its two descriptors: not the zygote's socket to the host (inherited without
-    // close-on-exec), nor anything else the zygote holds.
-    (void)::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-    (void)::fcntl(self.host_pidfd_, F_SETFD, 0);
-    (void)::fcntl(self.ready_read_, F_SETFD, 0);
-    static char* const no_env[] = {nullptr};
-    ::execve(self.argv_[0], self.argv_, no_env);
-    self.exec_error_ = errno;
-    ::_exit(127);
-  }
-
-  std::filesystem::path init_;
-  pid_t host_;
-  int host_pidfd_ = -1;
-  int own_ns_ = -1;
-  void* stack_ = MAP_FAILED;
-  // What init_main reads and writes (prepared before the clone: it may not allocate).
-  std::string init_s_;
-  std::string host_s_;
-  std::string ready_s_;
-  char* argv_[4] = {};
-  int ready_read_ = -1;
-  int exec_error_ = 0;
-};
 
 /// The allow-list programs compiled so far, one per key a child needs (sandbox/syscall-policy.cpp):
 /// every child in its own PID namespace is pid 2, so the key is whether it may write.
@@ -423,12 +290,21 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
     return 3;
   }
   // Each child in a PID namespace of its own, as a spawned sandbox is, unless turned off as for
-  // those (SANDPIPE_CONFINE_NO_NAMESPACES / _NO_PID_NAMESPACE). Without CAP_SYS_ADMIN the zygote
-  // refuses to serve: the host then spawns every sandbox itself, each in its own namespace.
+  // those (SANDPIPE_CONFINE_NO_NAMESPACES / _NO_PID_NAMESPACE). A user's zygote first enters a
+  // user namespace of its own, where it may make them (sandbox/zygote-namespaces.h). One that
+  // cannot refuses to serve: the host then spawns every sandbox itself.
   const bool pid_namespaces = std::getenv("SANDPIPE_CONFINE_NO_NAMESPACES") == nullptr &&
                               std::getenv("SANDPIPE_CONFINE_NO_PID_NAMESPACE") == nullptr;
   PidNamespaces namespaces(self.parent_path() / "sandpipe-pid-init", args.parent_pid);
   if (pid_namespaces) {
+    if (!may_make_pid_namespaces()) {
+      if (auto problem = enter_own_user_namespace()) {
+        reply(fd, 0, "cannot give sandboxes a PID namespace: " + *problem);
+        return 3;
+      }
+      // A change of credentials may clear the death signal: armed again.
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != args.parent_pid) return 71;
+    }
     if (auto problem = namespaces.start()) {
       reply(fd, 0, "cannot give sandboxes a PID namespace: " + *problem);
       return 3;
@@ -449,7 +325,15 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
         pid_namespaces ? programs.get(child_pid_in_namespace, request.fork.allow_writes[0] != 0) : nullptr;
     PidNamespaces::Entered entered;
     if (problem.empty() && pid_namespaces) {
-      if (auto why = namespaces.enter(entered)) problem = *why;
+      if (auto why = namespaces.enter(entered)) {
+        // Without its maker no child can get its namespace: stop unanswered, and the host
+        // starts a new zygote (and says so) and asks it instead.
+        if (namespaces.maker_gone()) {
+          std::fprintf(stderr, "sandpipe-zygote: %s\n", why->c_str());
+          return 4;
+        }
+        problem = *why;
+      }
     }
     if (problem.empty()) {
       // CLONE_PARENT: the child is the host's child, not ours, exactly as if the host had
@@ -471,15 +355,7 @@ int run_zygote(int argc, char** argv, const std::filesystem::path& self,
       const int error = errno;
       PythonPlugin::after_fork_parent();
       if (pid < 0) problem = std::string("fork: ") + std::strerror(error);
-      if (pid_namespaces) {
-        if (auto back = namespaces.leave(entered, pid > 0)) {
-          // Stuck in a child's namespace: the next one could not be made. Answer, then stop (the
-          // host starts a new zygote).
-          reply(fd, pid > 0 ? pid : 0, pid > 0 ? std::string() : problem);
-          std::fprintf(stderr, "sandpipe-zygote: %s\n", back->c_str());
-          return 3;
-        }
-      }
+      if (pid_namespaces) namespaces.leave(entered, pid > 0);
     }
     request.close_all();
     reply(fd, pid > 0 ? pid : 0, problem);

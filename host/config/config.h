@@ -157,8 +157,8 @@ struct ChainConfig {
   double restart_window_s = 60.0;
   /// Python sandboxes are forked from one pre-initialised zygote per node (host/python/zygote.h)
   /// instead of each starting its own interpreter (`sandbox.zygote`). On by default: each forked
-  /// sandbox gets its own PID namespace as a spawned one does; a zygote that cannot make them
-  /// (no CAP_SYS_ADMIN: a user's node) refuses and every sandbox is spawned (docs/config.md).
+  /// sandbox gets its own PID namespace as a spawned one does (a user's zygote makes them from a
+  /// user namespace of its own); a zygote that cannot refuses and every sandbox is spawned.
   bool sandbox_zygote = true;
   SandboxDefault sandbox_default = SandboxDefault::isolated;
   /// Consecutive `mode = "pipelined"` Python plugins hand each block straight from sandbox to

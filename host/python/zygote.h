@@ -84,9 +84,9 @@ class Zygote {
   [[nodiscard]] pid_t pid() const;
   /// [any] How often a dead zygote was replaced.
   [[nodiscard]] std::uint64_t restarts() const;
-  /// [any] True once the zygote said it cannot serve (no CAP_SYS_ADMIN for its children's PID
-  /// namespaces: a user's node). Logged once; fork_sandbox then fails at once, and the caller
-  /// spawns every sandbox itself.
+  /// [any] True once the zygote said it cannot serve (it can make no PID namespace for its
+  /// children: root without CAP_SYS_ADMIN, or no user namespaces). Logged once; fork_sandbox then
+  /// fails at once, and the caller spawns every sandbox itself.
   [[nodiscard]] bool refused() const;
 
  private:

@@ -5,15 +5,17 @@
 // is 2 (kthreadd's number out here), so every kill goes to the pid this process sees, found by the
 // name the probe gives itself (host_pid_named).
 #include <dirent.h>
+#include <grp.h>
 #include <linux/capability.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sndfile.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -307,9 +309,58 @@ TEST(ZygoteRender, AKilledZygoteIsReplacedAndRunningSandboxesKeepRunning) {
   }
 }
 
-/// A node without CAP_SYS_ADMIN (here: root that dropped it, in a child process of the test):
-/// its zygote cannot make PID namespaces, refuses to serve, the log says so once, and every
-/// sandbox is spawned and processes as usual.
+/// The zygote's children named `name` (its namespace maker).
+std::vector<pid_t> children_of(pid_t parent, const std::string& name) {
+  std::vector<pid_t> out;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return out;
+  while (const dirent* e = ::readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto open = text.find('(');
+    const auto close = text.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream rest(text.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent && text.substr(open + 1, close - open - 1) == name) out.push_back(pid);
+  }
+  ::closedir(proc);
+  return out;
+}
+
+TEST(ZygoteRender, AZygoteWhoseNamespaceMakerDiedIsReplacedAtItsNextFork) {
+  // The maker (which starts each child's PID namespace init) is SIGKILLed, then the probe's
+  // sandbox: its restart takes the spare, and the next fork finds the zygote unable to give a
+  // child its namespace. The zygote stops unanswered; the host starts a new one and forks there.
+  Log log;
+  int makers_killed = 0;
+  log.on_line = [&](const std::string& line) {
+    if (line.find("waiting-for-kill name=") == std::string::npos) return;
+    for (const pid_t maker : children_of(the_zygote(), "sandpipe-maker"))
+      if (::kill(maker, SIGKILL) == 0) ++makers_killed;
+    ::usleep(100'000);
+    const pid_t sandbox = host_pid_named(field(line, "name"));
+    if (sandbox > 0) ::kill(sandbox, SIGKILL);
+  };
+  const RenderRun run = render(chain(probe(), 1, true), {7}, log);
+  ASSERT_EQ(makers_killed, 1) << log.all();
+  EXPECT_EQ(run.report.slots.at(0).restarts, 1U) << log.all();
+  EXPECT_EQ(log.matching("exited with status 4: starting a new one").size(), 1U) << log.all();
+  EXPECT_TRUE(log.matching("spawning the sandbox instead").empty()) << log.all();
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    const std::size_t at = std::size_t{b} * block * channels;
+    const float expect = b == 7 ? run.in[at + 1] : run.in[at + 1] * 0.5F;
+    EXPECT_EQ(run.out[at + 1], expect) << "block " << b;
+  }
+}
+
+/// Root without CAP_SYS_ADMIN (dropped in a child process of the test): its zygote can neither
+/// make PID namespaces nor map root into a user namespace of its own, so it refuses to serve,
+/// the log says so once, and every sandbox is spawned and processes as usual.
 TEST(ZygoteRenderDeathTest, AZygoteWithoutCapSysAdminRefusesOnceAndEverySandboxIsSpawned) {
   if (::geteuid() != 0) GTEST_SKIP() << "a user's zygote refuses anyway; this drops root's capability";
   GTEST_FLAG_SET(death_test_style, "threadsafe");
@@ -326,6 +377,46 @@ TEST(ZygoteRenderDeathTest, AZygoteWithoutCapSysAdminRefusesOnceAndEverySandboxI
         ok = ok && log.matching("spawning the sandbox instead").empty();
         ok = ok && log.matching("starting a new one").empty();
         if (!ok) std::fprintf(stderr, "%s", log.all().c_str());
+        std::fflush(nullptr);
+        std::_Exit(ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+/// A node run by a user (here: this test's child, become nobody): its zygote enters a user
+/// namespace of its own, where it may make PID namespaces, and serves: every sandbox is forked
+/// (it keeps the zygote's command line), pid 2 of its own PID namespace, and processes exactly.
+TEST(ZygoteRenderDeathTest, AUsersZygoteServesFromAUserNamespaceOfItsOwn) {
+  if (::geteuid() != 0) GTEST_SKIP() << "becomes nobody: needs root to start from";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        constexpr uid_t nobody = 65534;
+        if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+            ::setresuid(nobody, nobody, nobody) != 0)
+          std::_Exit(10);
+        Log log;
+        std::mutex mutex;
+        std::vector<std::string> cmdlines;
+        log.on_line = [&](const std::string& line) {
+          if (line.find("probe pid=") == std::string::npos) return;
+          std::string forked = cmdline(host_pid_named(field(line, "name")));  // alive: it is loading
+          std::lock_guard lock(mutex);
+          cmdlines.push_back(std::move(forked));
+        };
+        const RenderRun run = render(chain(probe(), 2, true), {}, log);
+        bool ok = run.out.size() == run.in.size();
+        for (std::size_t i = 0; ok && i < run.in.size(); ++i) ok = run.out[i] == run.in[i] * 0.25F;
+        const auto loads = log.matching("probe pid=");
+        ok = ok && loads.size() == 2 && cmdlines.size() == 2 && log.matching("cannot serve").empty();
+        for (const auto& line : loads) ok = ok && field(line, "pid") == "2";
+        for (const auto& forked : cmdlines) ok = ok && forked.find("--zygote") != std::string::npos;
+        for (const SlotStatus& s : run.report.slots) ok = ok && blocks_not_processed(s) == 0;
+        if (!ok) {
+          std::fprintf(stderr, "%s", log.all().c_str());
+          for (const auto& forked : cmdlines)
+            std::fprintf(stderr, "sandbox command line: %s\n", forked.c_str());
+        }
         std::fflush(nullptr);
         std::_Exit(ok ? 0 : 1);
       },

@@ -220,11 +220,7 @@ std::optional<std::string> enter_namespaces(const ConfinementPolicy& policy, boo
   }
   available = true;
   if (!as_root) {
-    if (!write_file("/proc/self/setgroups", "deny")) return errno_text("setgroups deny", errno);
-    if (!write_file("/proc/self/uid_map", std::to_string(inside_id) + " " + std::to_string(uid) + " 1"))
-      return errno_text("uid_map", errno);
-    if (!write_file("/proc/self/gid_map", std::to_string(inside_id) + " " + std::to_string(gid) + " 1"))
-      return errno_text("gid_map", errno);
+    if (auto problem = map_own_ids(inside_id, uid, inside_id, gid)) return problem;
   }
   if (auto problem = build_file_system_view(policy)) return problem;
   (void)::sethostname("sandpipe", 8);
@@ -410,6 +406,15 @@ std::optional<std::string> apply_process_limits(const Limits& limits) {
   }
   // A root sandbox keeps its capabilities until confine() has made the namespaces with them
   // (before any plugin code runs); confine() drops every one.
+  return std::nullopt;
+}
+
+std::optional<std::string> map_own_ids(uid_t inside_uid, uid_t outside_uid, gid_t inside_gid, gid_t outside_gid) {
+  if (!write_file("/proc/self/setgroups", "deny")) return errno_text("setgroups deny", errno);
+  if (!write_file("/proc/self/uid_map", std::to_string(inside_uid) + " " + std::to_string(outside_uid) + " 1"))
+    return errno_text("uid_map", errno);
+  if (!write_file("/proc/self/gid_map", std::to_string(inside_gid) + " " + std::to_string(outside_gid) + " 1"))
+    return errno_text("gid_map", errno);
   return std::nullopt;
 }
 

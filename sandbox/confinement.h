@@ -89,6 +89,13 @@ struct ConfinementReport {
 /// seccomp(SECCOMP_SET_MODE_FILTER, TSYNC). Returns what failed, if anything.
 [[nodiscard]] std::optional<std::string> install_syscall_program(const SyscallProgram& program);
 
+/// Right after unshare(CLONE_NEWUSER) by an unprivileged process: denies setgroups and maps one
+/// uid and one gid, `inside_*` in the new namespace to `outside_*` (this process's own ids before
+/// the unshare), as such a process may. Used by confine() (1000 inside) and by a user's zygote
+/// (its own ids inside). Returns what failed, if anything.
+[[nodiscard]] std::optional<std::string> map_own_ids(uid_t inside_uid, uid_t outside_uid, gid_t inside_gid,
+                                                     gid_t outside_gid);
+
 /// False when this sandbox was built without libseccomp (the host logs a warning).
 [[nodiscard]] bool seccomp_available() noexcept;
 

@@ -14,8 +14,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <fstream>
 #include <utility>
+
+#include "sandbox/confinement.h"
 
 namespace sandpipe::sandbox {
 namespace {
@@ -28,13 +29,6 @@ struct MakerReply {
   int clone_errno = 0;
   int exec_errno = 0;
 };
-
-bool write_file(const char* path, const std::string& text) {
-  std::ofstream f(path);
-  f << text;
-  f.flush();
-  return static_cast<bool>(f);
-}
 
 std::string errno_text(const std::string& what, int err) { return what + ": " + std::strerror(err); }
 
@@ -54,12 +48,7 @@ std::optional<std::string> enter_own_user_namespace() {
   // CAP_SETFCAP over the parent namespace the moment it is inside: it stays without.
   if (uid == 0) return std::string("root without CAP_SYS_ADMIN cannot map itself into a user namespace");
   if (::unshare(CLONE_NEWUSER) != 0) return errno_text("unshare(CLONE_NEWUSER)", errno);
-  if (!write_file("/proc/self/setgroups", "deny")) return errno_text("setgroups deny", errno);
-  if (!write_file("/proc/self/uid_map", std::to_string(uid) + " " + std::to_string(uid) + " 1"))
-    return errno_text("uid_map", errno);
-  if (!write_file("/proc/self/gid_map", std::to_string(gid) + " " + std::to_string(gid) + " 1"))
-    return errno_text("gid_map", errno);
-  return std::nullopt;
+  return map_own_ids(uid, uid, gid, gid);
 }
 
 PidNamespaces::PidNamespaces(std::filesystem::path init, pid_t host) : init_(std::move(init)), host_(host) {}
@@ -84,14 +73,14 @@ std::optional<std::string> PidNamespaces::start() {
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return errno_text("socketpair", errno);
   const pid_t zygote = ::getpid();
-  maker_ = ::fork();
-  if (maker_ < 0) {
+  const pid_t maker = ::fork();
+  if (maker < 0) {
     const int err = errno;
     ::close(sv[0]);
     ::close(sv[1]);
     return errno_text("fork of the namespace maker", err);
   }
-  if (maker_ == 0) {
+  if (maker == 0) {
     ::close(sv[0]);
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != zygote) ::_exit(0);
     serve_as_maker(sv[1]);

@@ -68,7 +68,6 @@ class PidNamespaces {
   pid_t host_;
   int host_pidfd_ = -1;
   int maker_fd_ = -1;
-  pid_t maker_ = -1;
   bool maker_gone_ = false;
   void* stack_ = nullptr;
   // What init_main reads and writes (prepared before the clone: it may not allocate).

@@ -111,6 +111,11 @@ struct Supervisor::Watch {
   void stop_sandboxes();
   /// Keeps `setting` for the next sandbox's load (replacing an earlier value of its key).
   void remember_param(const ParamSetting& setting);
+  /// How many of its slot's plugins it runs (ParamSetting::member counts them): a group's
+  /// members, else 1.
+  [[nodiscard]] std::uint32_t plugin_count() const noexcept {
+    return members.empty() ? 1U : static_cast<std::uint32_t>(members.size());
+  }
 };
 
 namespace detail {

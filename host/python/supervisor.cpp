@@ -74,12 +74,12 @@ Supervisor::Supervisor(std::vector<SupervisedSlot> slots,
         timeout_ms = s.stages[k].timeout_ms;
         w->relay_stage = static_cast<int>(k);
         w->relay_first_plugin = first_plugin;
-        first_plugin += std::max<std::uint32_t>(1, static_cast<std::uint32_t>(s.stages[k].members.size()));
         w->relay_before = before;
         w->relay_last = k + 1 == stages;
       }
       before = w.get();
       any_python |= adopt(*w, timeout_ms, std::move(instances[i][k]));
+      first_plugin += w->plugin_count();  // adopt() listed a group's members
       watches_.push_back(std::move(w));
     }
   }
@@ -232,8 +232,7 @@ void Supervisor::rebind_slots(const std::vector<std::shared_ptr<Processor>>& slo
 bool Supervisor::takes_param(const Watch& w, const PythonSlot* slot, std::uint32_t member) noexcept {
   if (!w.python || w.slot.sandbox != slot) return false;
   if (w.relay_stage < 0) return true;
-  const std::uint32_t plugins = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(w.members.size()));
-  return member >= w.relay_first_plugin && member - w.relay_first_plugin < plugins;
+  return member >= w.relay_first_plugin && member - w.relay_first_plugin < w.plugin_count();
 }
 
 void Supervisor::set_schedule(const PythonSlot& slot, std::string_view mode, bool fits,

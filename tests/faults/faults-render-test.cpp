@@ -515,6 +515,19 @@ bool scaled_block(const RenderRun& r, std::uint32_t b, float gain) {
   return true;
 }
 
+/// The same length out as in; block `dry` exactly the input (its sandbox down), every block
+/// before it exactly × `before` and every one after it × `after`.
+void expect_dry_once(const RenderRun& r, std::uint32_t dry, float before, float after, Log& log) {
+  ASSERT_EQ(r.out.size(), r.in.size());
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    if (b == dry) {
+      EXPECT_TRUE(dry_block(r, b)) << "the block the sandbox held when it died\n" << r.summary;
+    } else {
+      EXPECT_TRUE(scaled_block(r, b, b < dry ? before : after)) << b << "\n" << r.summary << log.all();
+    }
+  }
+}
+
 TEST(SandboxGroup, ThreePluginsRunInOneProcessAsOneSlotInChainOrder) {
   Log log;
   const RenderRun r = render(group_conf({{"a", "faulty.py", "", "fault = \"none\""},
@@ -593,16 +606,7 @@ TEST(SandboxGroup, ACrashRestartsTheWholeGroupWithEveryMembersOwnState) {
                                          {"one", "remembers.py", "", "tag = \"one\""},
                                          {"two", "remembers.py", "", "tag = \"two\""}}),
                              {10}, log);
-  ASSERT_EQ(r.out.size(), r.in.size());
-  for (std::uint32_t b = 0; b < blocks; ++b) {
-    if (b < 10) {
-      EXPECT_TRUE(scaled_block(r, b, 0.125F)) << b << "\n" << r.summary;
-    } else if (b == 10) {
-      EXPECT_TRUE(dry_block(r, b)) << "the group's block while it was down\n" << r.summary;
-    } else {
-      EXPECT_TRUE(scaled_block(r, b, 0.03125F)) << b << ": each member's state restored\n" << r.summary << log.all();
-    }
-  }
+  expect_dry_once(r, 10, 0.125F, 0.03125F, log);  // after: each member's state restored
   const SlotStatus& s = slot(r);
   EXPECT_EQ(s.restarts, 1u) << log.all();
   EXPECT_EQ(s.crashes, 1u);
@@ -718,16 +722,7 @@ TEST(Relay, APipelinedGroupIsOneStageAndACrashRestartsOnlyThatGroup) {
                          {"one", "remembers.py", "sandbox = \"g\" blocks = 1", "tag = \"one\""},
                          {"two", "remembers.py", "", "tag = \"two\" gain = 1.0"}}),
              {10}, log);
-  ASSERT_EQ(r.out.size(), r.in.size());
-  for (std::uint32_t b = 0; b < blocks; ++b) {
-    if (b < 10) {
-      EXPECT_TRUE(scaled_block(r, b, 0.25F)) << b << "\n" << r.summary << log.all();
-    } else if (b == 10) {
-      EXPECT_TRUE(dry_block(r, b)) << "the block g held when it died\n" << r.summary;
-    } else {
-      EXPECT_TRUE(scaled_block(r, b, 0.125F)) << b << ": one's state restored\n" << r.summary << log.all();
-    }
-  }
+  expect_dry_once(r, 10, 0.25F, 0.125F, log);  // after: one's state restored
   ASSERT_EQ(r.report.slots.size(), 2u) << "an entry per sandbox: the group and two";
   const SlotStatus& g = r.report.slots[0];
   EXPECT_EQ(g.name, "g");

@@ -69,6 +69,16 @@ std::string set_and_wait(const std::string& node, const std::string& param, cons
   return seen ? std::string() : "the node's Props never said " + param + " = " + text;
 }
 
+/// Waits until the node's status file says slot `slot` was restarted once and runs again.
+bool restarted_once(const fs::path& node_status, const std::string& slot) {
+  return poll_until(
+      [&] {
+        const Json s = node_slot_status(node_status, slot);
+        return !s.is_null() && s["restarts"].num() == 1 && s.text("state") == "running";
+      },
+      startup_timeout);
+}
+
 class FilterNode : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -466,13 +476,7 @@ TEST_F(FilterNode, RunsPipelinedPluginsInARowAsARelayAndRestartsOnlyTheOneKilled
   EXPECT_NE(pids[1], pids[2]);
 
   ::kill(static_cast<pid_t>(pids[1]), SIGKILL);
-  EXPECT_TRUE(poll_until(
-      [&] {
-        const Json b = node_slot_status(node_status, "b");
-        return !b.is_null() && b["restarts"].num() == 1 && b.text("state") == "running";
-      },
-      startup_timeout))
-      << read_text(node_status) << read_text(work_ / (name + ".err"));
+  EXPECT_TRUE(restarted_once(node_status, "b")) << read_text(node_status) << read_text(work_ / (name + ".err"));
   EXPECT_EQ(node_slot_status(node_status, "a")["pid"].num(), pids[0]) << "a kept its sandbox";
   EXPECT_EQ(node_slot_status(node_status, "c")["pid"].num(), pids[2]) << "c kept its sandbox";
   EXPECT_EQ(node_slot_status(node_status, "a")["restarts"].num(), 0);
@@ -514,13 +518,7 @@ TEST_F(FilterNode, RunsAPipelinedSandboxGroupAsOneStageOfARelay) {
   EXPECT_NE(g["pid"].num(), c["pid"].num());
 
   ::kill(static_cast<pid_t>(g["pid"].num()), SIGKILL);
-  EXPECT_TRUE(poll_until(
-      [&] {
-        const Json now = node_slot_status(node_status, "g");
-        return !now.is_null() && now["restarts"].num() == 1 && now.text("state") == "running";
-      },
-      startup_timeout))
-      << read_text(node_status) << read_text(work_ / (name + ".err"));
+  EXPECT_TRUE(restarted_once(node_status, "g")) << read_text(node_status) << read_text(work_ / (name + ".err"));
   EXPECT_EQ(node_slot_status(node_status, "c")["pid"].num(), c["pid"].num()) << "c kept its sandbox";
   expect_exact(run_probe(name, {"--frames", "48000", "--expect-gain", "0.03125"}), 0.03125, 512, true);
   stop_node(*node, name);
